@@ -1,0 +1,241 @@
+package logic
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// MeasureKind names an aggregate.
+type MeasureKind uint8
+
+// The measures a view may compute.
+const (
+	Count MeasureKind = iota + 1
+	Sum
+	Avg
+	Min
+	Max
+	CountDistinct
+	Quantile
+)
+
+var measureNames = map[string]MeasureKind{"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max, "count_distinct": CountDistinct, "quantile": Quantile}
+
+func (k MeasureKind) String() string {
+	for n, m := range measureNames {
+		if m == k {
+			return n
+		}
+	}
+	return "unknown"
+}
+
+// SlotOp is how a numeric state slot combines: every slot is a commutative
+// monoid, so deltas can be merged in any order and any grouping.
+type SlotOp uint8
+
+// Slot operations.
+const (
+	OpAdd SlotOp = iota // identity 0
+	OpMin               // identity: empty (NaN)
+	OpMax               // identity: empty (NaN)
+)
+
+// Slot is one numeric component of a measure's state.
+type Slot struct {
+	Op  SlotOp
+	Int bool   // integral: the speed store keeps it with integer increments
+	SQL string // the DuckDB aggregate computing this slot over raw rows
+}
+
+// Identity returns the slot's empty value.
+func (s Slot) Identity() float64 {
+	if s.Op == OpAdd {
+		return 0
+	}
+	return math.NaN()
+}
+
+// Merge combines two slot values.
+func (s Slot) Merge(a, b float64) float64 {
+	switch s.Op {
+	case OpMin:
+		if math.IsNaN(a) || b < a {
+			return b
+		}
+		return a
+	case OpMax:
+		if math.IsNaN(a) || b > a {
+			return b
+		}
+		return a
+	}
+	return a + b
+}
+
+// MeasureDef is a measure as the configuration names it: name: expr.
+type MeasureDef struct {
+	Name string
+	Expr string // count(), sum(amount), quantile(amount, 0.95), ...
+}
+
+// Measure is a compiled measure of a view.
+type Measure struct {
+	Name  string
+	Kind  MeasureKind
+	Field string // "" for count()
+	Q     float64
+	Slots []Slot
+	Off   int // offset of the first slot in the view's state
+
+	field int // index in the stream's fields, -1 for count()
+	ftype FieldType
+}
+
+// ParseMeasure compiles "kind(field[, q])" against a stream.
+func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
+	expr := strings.TrimSpace(def.Expr)
+	open := strings.IndexByte(expr, '(')
+	if open < 0 || !strings.HasSuffix(expr, ")") {
+		return Measure{}, fmt.Errorf("measure %q: want kind(field), e.g. sum(amount)", expr)
+	}
+	kind, ok := measureNames[strings.TrimSpace(expr[:open])]
+	if !ok {
+		return Measure{}, fmt.Errorf("measure %q: unknown kind %q (want count, sum, avg, min, max, count_distinct or quantile)", expr, expr[:open])
+	}
+	var args []string
+	if inner := strings.TrimSpace(expr[open+1 : len(expr)-1]); inner != "" {
+		for _, a := range strings.Split(inner, ",") {
+			args = append(args, strings.TrimSpace(a))
+		}
+	}
+	m := Measure{Name: def.Name, Kind: kind, field: -1}
+	want := 1
+	switch kind {
+	case Count:
+		want = 0
+		if len(args) == 1 {
+			want = 1
+		}
+	case Quantile:
+		want = 2
+	}
+	if len(args) != want {
+		return Measure{}, fmt.Errorf("measure %q: %s takes %d argument(s), got %d", expr, kind, want, len(args))
+	}
+	if want >= 1 {
+		m.Field = args[0]
+		m.field = s.FieldIndex(m.Field)
+		if m.field < 0 {
+			return Measure{}, fmt.Errorf("measure %q: field %q is not declared in stream %s", expr, m.Field, s.Name)
+		}
+		m.ftype = s.Fields[m.field].Type
+		numeric := m.ftype == TypeInt || m.ftype == TypeFloat
+		if kind != Count && kind != CountDistinct && !numeric {
+			return Measure{}, fmt.Errorf("measure %q: %s needs a numeric field, %q is %s", expr, kind, m.Field, m.ftype)
+		}
+	}
+	if kind == Quantile {
+		q, err := strconv.ParseFloat(args[1], 64)
+		if err != nil || q < 0 || q > 1 {
+			return Measure{}, fmt.Errorf("measure %q: quantile must be a number in 0..1", expr)
+		}
+		m.Q = q
+	}
+	col := quoteIdent(m.Field)
+	intField := m.ftype == TypeInt
+	switch kind {
+	case Count:
+		if m.field < 0 {
+			m.Slots = []Slot{{Op: OpAdd, Int: true, SQL: "count(*)"}}
+		} else {
+			m.Slots = []Slot{{Op: OpAdd, Int: true, SQL: "count(" + col + ")"}}
+		}
+	case Sum, Avg:
+		m.Slots = []Slot{
+			{Op: OpAdd, Int: intField, SQL: "coalesce(sum(" + col + "), 0)"},
+			{Op: OpAdd, Int: true, SQL: "count(" + col + ")"},
+		}
+	case Min:
+		m.Slots = []Slot{{Op: OpMin, Int: intField, SQL: "min(" + col + ")"}}
+	case Max:
+		m.Slots = []Slot{{Op: OpMax, Int: intField, SQL: "max(" + col + ")"}}
+	case CountDistinct, Quantile:
+		return Measure{}, fmt.Errorf("measure %q: %s is not available in this build", expr, kind)
+	}
+	return m, nil
+}
+
+// Exact reports whether merged results of this measure are exact.
+func (m *Measure) Exact() bool { return m.Kind != CountDistinct && m.Kind != Quantile }
+
+// fold adds one event's value to the measure's slots in st.
+func (m *Measure) fold(st []float64, ev *Event) {
+	if m.field < 0 {
+		st[m.Off]++
+		return
+	}
+	v := ev.Values[m.field]
+	if v.Null() {
+		return
+	}
+	switch m.Kind {
+	case Count:
+		st[m.Off]++
+	case Sum, Avg:
+		st[m.Off] += v.Float()
+		st[m.Off+1]++
+	case Min, Max:
+		st[m.Off] = m.Slots[0].Merge(st[m.Off], v.Float())
+	}
+}
+
+// Finalize turns the measure's slots into its answer: int64, float64 or nil.
+func (m *Measure) Finalize(st []float64) any {
+	s := st[m.Off : m.Off+len(m.Slots)]
+	switch m.Kind {
+	case Count:
+		return int64(s[0])
+	case Sum:
+		if s[1] == 0 {
+			return nil
+		}
+		if m.ftype == TypeInt {
+			return int64(s[0])
+		}
+		return s[0]
+	case Avg:
+		if s[1] == 0 {
+			return nil
+		}
+		return s[0] / s[1]
+	case Min, Max:
+		if math.IsNaN(s[0]) {
+			return nil
+		}
+		if m.ftype == TypeInt {
+			return int64(s[0])
+		}
+		return s[0]
+	}
+	return nil
+}
+
+// ResultType is the type of the finalized value: TypeInt or TypeFloat.
+func (m *Measure) ResultType() FieldType {
+	switch m.Kind {
+	case Count, CountDistinct:
+		return TypeInt
+	case Sum, Min, Max:
+		if m.ftype == TypeInt {
+			return TypeInt
+		}
+	}
+	return TypeFloat
+}
+
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}

@@ -1,0 +1,308 @@
+package logic
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ViewDef is a view as the configuration declares it.
+type ViewDef struct {
+	Stream   string
+	Window   time.Duration
+	Hop      time.Duration
+	GroupBy  []string
+	Where    string
+	Measures []MeasureDef
+}
+
+// View is a compiled view: what the speed layer folds and the batch layer
+// computes. It is immutable and safe for concurrent use.
+type View struct {
+	Name     string
+	Stream   *Stream
+	Window   Window
+	Dims     []string // group-by fields, in declared order
+	Measures []Measure
+	Where    string
+	NumSlots int
+
+	dims  []int
+	slots []Slot
+}
+
+// NewView compiles a view definition against its stream.
+func NewView(name string, def ViewDef, s *Stream) (*View, error) {
+	v := &View{Name: name, Stream: s, Window: Window{Size: def.Window, Hop: def.Hop}, Where: def.Where}
+	if err := v.Window.Validate(); err != nil {
+		return nil, err
+	}
+	if def.Where != "" {
+		return nil, fmt.Errorf("where: predicates are not available in this build")
+	}
+	seen := map[string]bool{}
+	for _, d := range def.GroupBy {
+		i := s.FieldIndex(d)
+		if i < 0 {
+			return nil, fmt.Errorf("group_by: field %q is not declared in stream %s", d, s.Name)
+		}
+		switch s.Fields[i].Type {
+		case TypeString, TypeInt, TypeBool:
+		default:
+			return nil, fmt.Errorf("group_by: field %q has type %s; dimensions are string, int or bool", d, s.Fields[i].Type)
+		}
+		if seen[d] {
+			return nil, fmt.Errorf("group_by: field %q is listed twice", d)
+		}
+		seen[d] = true
+		v.Dims = append(v.Dims, d)
+		v.dims = append(v.dims, i)
+	}
+	if len(def.Measures) == 0 {
+		return nil, fmt.Errorf("measures: a view needs at least one measure")
+	}
+	names := map[string]bool{}
+	for _, md := range def.Measures {
+		if md.Name == "" || reservedColumn(md.Name) || seen[md.Name] || names[md.Name] {
+			return nil, fmt.Errorf("measures: name %q is empty, reserved, a dimension or used twice", md.Name)
+		}
+		names[md.Name] = true
+		m, err := ParseMeasure(md, s)
+		if err != nil {
+			return nil, err
+		}
+		m.Off = v.NumSlots
+		v.NumSlots += len(m.Slots)
+		v.slots = append(v.slots, m.Slots...)
+		v.Measures = append(v.Measures, m)
+	}
+	return v, nil
+}
+
+func reservedColumn(n string) bool {
+	switch n {
+	case "window_start", "window_end", "source", "exact", "final":
+		return true
+	}
+	return false
+}
+
+// Slots returns the view's state slots in order (all measures concatenated).
+func (v *View) Slots() []Slot { return v.slots }
+
+// NewState returns an empty state: every slot at its identity.
+func (v *View) NewState() []float64 {
+	st := make([]float64, v.NumSlots)
+	v.ResetState(st)
+	return st
+}
+
+// ResetState sets every slot of st to its identity.
+func (v *View) ResetState(st []float64) {
+	for i, s := range v.slots {
+		st[i] = s.Identity()
+	}
+}
+
+// MergeState merges src into dst, slot by slot.
+func (v *View) MergeState(dst, src []float64) {
+	for i, s := range v.slots {
+		if s.Op != OpAdd && math.IsNaN(src[i]) {
+			continue
+		}
+		dst[i] = s.Merge(dst[i], src[i])
+	}
+}
+
+// Finalize renders a state as the measures' answers, in measure order.
+func (v *View) Finalize(st []float64) []any {
+	out := make([]any, len(v.Measures))
+	for i := range v.Measures {
+		out[i] = v.Measures[i].Finalize(st)
+	}
+	return out
+}
+
+// Exact reports whether every measure of the view merges exactly.
+func (v *View) Exact() bool {
+	for i := range v.Measures {
+		if !v.Measures[i].Exact() {
+			return false
+		}
+	}
+	return true
+}
+
+// CellKey addresses one cell of a speed delta: arrival epoch, window start
+// (both unix ms) and encoded group.
+type CellKey struct {
+	Epoch  int64
+	Window int64
+	Group  string
+}
+
+// Delta accumulates a view's state per cell in memory. It is not safe for
+// concurrent use.
+type Delta struct {
+	View  *View
+	Cells map[CellKey][]float64
+
+	starts []int64
+	key    []byte
+}
+
+// NewDelta returns an empty delta for the view.
+func (v *View) NewDelta() *Delta {
+	return &Delta{View: v, Cells: map[CellKey][]float64{}}
+}
+
+// Len is the number of cells in the delta.
+func (d *Delta) Len() int { return len(d.Cells) }
+
+// Reset empties the delta.
+func (d *Delta) Reset() { clear(d.Cells) }
+
+// Fold adds one event that arrived in the given epoch to every window that
+// contains its event time.
+func (d *Delta) Fold(epoch int64, ev *Event) {
+	v := d.View
+	d.key = v.AppendGroupKey(d.key[:0], ev.Values)
+	d.starts = v.Window.Starts(d.starts[:0], ev.Time)
+	for _, w := range d.starts {
+		st, ok := d.Cells[CellKey{epoch, w, string(d.key)}]
+		if !ok {
+			st = v.NewState()
+			d.Cells[CellKey{epoch, w, string(d.key)}] = st
+		}
+		for i := range v.Measures {
+			v.Measures[i].fold(st, ev)
+		}
+	}
+}
+
+// AppendGroupKey appends the encoded group of an event's values (indexed
+// like the stream's fields) to dst.
+func (v *View) AppendGroupKey(dst []byte, values []Value) []byte {
+	for i, fi := range v.dims {
+		if i > 0 {
+			dst = append(dst, groupSep)
+		}
+		dst = appendDim(dst, values[fi])
+	}
+	return dst
+}
+
+// GroupKey encodes dimension values given in the view's Dims order.
+func (v *View) GroupKey(dims []Value) string {
+	var b []byte
+	for i, d := range dims {
+		if i > 0 {
+			b = append(b, groupSep)
+		}
+		b = appendDim(b, d)
+	}
+	return string(b)
+}
+
+const groupSep = 0x1f
+
+func appendDim(b []byte, x Value) []byte {
+	switch x.Kind {
+	case TypeString:
+		b = append(b, 's')
+		return append(b, x.S...)
+	case TypeInt:
+		b = append(b, 'i')
+		return strconv.AppendInt(b, x.I, 10)
+	case TypeBool:
+		b = append(b, 'b')
+		return strconv.AppendInt(b, x.I, 10)
+	}
+	return append(b, 'n')
+}
+
+// DecodeGroup splits an encoded group into its dimension values, in the
+// view's Dims order.
+func (v *View) DecodeGroup(key string) ([]Value, error) {
+	out := make([]Value, 0, len(v.dims))
+	if len(v.dims) == 0 {
+		if key != "" {
+			return nil, fmt.Errorf("group %q for a view without dimensions", key)
+		}
+		return out, nil
+	}
+	for _, part := range strings.Split(key, string(rune(groupSep))) {
+		if part == "" {
+			return nil, fmt.Errorf("bad group key %q", key)
+		}
+		switch part[0] {
+		case 's':
+			out = append(out, Value{Kind: TypeString, S: part[1:]})
+		case 'i', 'b':
+			n, err := strconv.ParseInt(part[1:], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bad group key %q: %w", key, err)
+			}
+			k := TypeInt
+			if part[0] == 'b' {
+				k = TypeBool
+			}
+			out = append(out, Value{Kind: k, I: n})
+		case 'n':
+			out = append(out, Value{})
+		default:
+			return nil, fmt.Errorf("bad group key %q", key)
+		}
+	}
+	if len(out) != len(v.dims) {
+		return nil, fmt.Errorf("group key %q has %d dimensions, view %s has %d", key, len(out), v.Name, len(v.dims))
+	}
+	return out, nil
+}
+
+// DimValue converts a dimension value scanned from SQL (string, integers,
+// bool or nil) into a Value of the i-th dimension's type.
+func (v *View) DimValue(i int, x any) (Value, error) {
+	t := v.Stream.Fields[v.dims[i]].Type
+	switch y := x.(type) {
+	case nil:
+		return Value{}, nil
+	case string:
+		if t == TypeString {
+			return Value{Kind: TypeString, S: y}, nil
+		}
+	case int64:
+		return Value{Kind: t, I: y}, nil
+	case int32:
+		return Value{Kind: t, I: int64(y)}, nil
+	case bool:
+		if y {
+			return Value{Kind: TypeBool, I: 1}, nil
+		}
+		return Value{Kind: TypeBool}, nil
+	}
+	return Value{}, fmt.Errorf("dimension %s: unexpected %T from SQL", v.Dims[i], x)
+}
+
+// SQL renders the batch computation of the view over source, a DuckDB
+// relation holding the stream's lake rows (the declared fields plus _time,
+// _arrival and _seq). Only rows that arrived before cutoffMs count.
+// Columns: window_start (BIGINT ms), d0..dN (dimensions), s0..sM (slots, DOUBLE).
+func (v *View) SQL(source string, cutoffMs int64) string {
+	var b strings.Builder
+	b.WriteString("SELECT window_start")
+	for i, d := range v.Dims {
+		fmt.Fprintf(&b, ", %s AS d%d", quoteIdent(d), i)
+	}
+	for i, s := range v.slots {
+		fmt.Fprintf(&b, ", CAST(%s AS DOUBLE) AS s%d", s.SQL, i)
+	}
+	fmt.Fprintf(&b, " FROM (SELECT *, %s AS window_start FROM %s WHERE _arrival < %d) AS ev", v.Window.StartSQL("_time"), source, cutoffMs)
+	b.WriteString(" GROUP BY window_start")
+	for i := range v.Dims {
+		fmt.Fprintf(&b, ", d%d", i)
+	}
+	return b.String()
+}

@@ -1,0 +1,311 @@
+// Package eventlog is Braid's durable event log on NATS JetStream: one
+// JetStream stream of clean events per Braid stream, one stream of dead
+// letters, one of too-late records. Streams are created or updated
+// idempotently at Open. Clean events carry their id as Nats-Msg-Id, so
+// duplicates within the dedup window are stored once.
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Options configures the log.
+type Options struct {
+	Namespace      string        // prefix of stream names and subjects
+	Replicas       int           // JetStream replicas (1 for a single server)
+	DedupWindow    time.Duration // message-id dedup window of the clean streams
+	MaxAge         time.Duration // retention of clean events (0: forever)
+	MaxMsgs        int64         // limit of clean events per stream (0: none); publishes beyond get ErrFull
+	MaxBytes       int64         // byte limit per stream (0: none)
+	DLQMaxAge      time.Duration
+	DLQMaxMsgs     int64
+	PublishTimeout time.Duration
+	Memory         bool // memory storage (tests only)
+}
+
+// Errors callers branch on.
+var (
+	ErrFull        = errors.New("eventlog: stream is full")
+	ErrUnavailable = errors.New("eventlog: log unavailable")
+)
+
+// Log is the event log. It is safe for concurrent use.
+type Log struct {
+	js   jetstream.JetStream
+	opts Options
+}
+
+// Open ensures the JetStream streams for the given Braid streams exist with
+// the configured settings.
+func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Options) (*Log, error) {
+	if opts.Replicas < 1 {
+		opts.Replicas = 1
+	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 5 * time.Second
+	}
+	l := &Log{js: js, opts: opts}
+	storage := jetstream.FileStorage
+	if opts.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	for _, s := range streams {
+		cfg := jetstream.StreamConfig{
+			Name:       l.StreamName(s),
+			Subjects:   []string{l.Subject(s)},
+			Storage:    storage,
+			Replicas:   opts.Replicas,
+			Duplicates: opts.DedupWindow,
+			MaxAge:     opts.MaxAge,
+			MaxMsgs:    orNeg(opts.MaxMsgs),
+			MaxBytes:   orNeg(opts.MaxBytes),
+			Discard:    jetstream.DiscardNew,
+			Retention:  jetstream.LimitsPolicy,
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
+		}
+	}
+	side := []jetstream.StreamConfig{
+		{Name: opts.Namespace + "_dlq", Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
+		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
+	}
+	for _, cfg := range side {
+		cfg.Storage, cfg.Replicas, cfg.Discard = storage, opts.Replicas, jetstream.DiscardOld
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
+		}
+	}
+	return l, nil
+}
+
+func orNeg(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// JetStream returns the underlying JetStream context.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// StreamName is the JetStream stream holding a Braid stream's clean events.
+func (l *Log) StreamName(stream string) string { return l.opts.Namespace + "_events_" + stream }
+
+// Subject is the subject of a Braid stream's clean events.
+func (l *Log) Subject(stream string) string { return l.opts.Namespace + ".events." + stream }
+
+// DLQSubject is the subject of a stream's dead letters.
+func (l *Log) DLQSubject(stream string) string { return l.opts.Namespace + ".dlq." + stream }
+
+// LateSubject is the subject of a stream's too-late records.
+func (l *Log) LateSubject(stream string) string { return l.opts.Namespace + ".late." + stream }
+
+// Record is one clean event to append: its canonical bytes and its id (may
+// be empty: then it is never deduplicated).
+type Record struct {
+	ID   string
+	Data []byte
+}
+
+// Publish appends records to a stream's log and returns once JetStream has
+// stored every one of them (or reports the first failure). A duplicate id
+// within the dedup window is stored once and counts as stored.
+func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
+	ctx, cancel := context.WithTimeout(ctx, l.opts.PublishTimeout)
+	defer cancel()
+	subj := l.Subject(stream)
+	futures := make([]jetstream.PubAckFuture, 0, len(recs))
+	for _, r := range recs {
+		m := &nats.Msg{Subject: subj, Data: r.Data}
+		if r.ID != "" {
+			m.Header = nats.Header{jetstream.MsgIDHeader: []string{r.ID}}
+		}
+		f, err := l.js.PublishMsgAsync(m, jetstream.WithStallWait(l.opts.PublishTimeout))
+		if err != nil {
+			return classify(err)
+		}
+		futures = append(futures, f)
+	}
+	var first error
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if first == nil {
+				first = classify(err)
+			}
+		case <-ctx.Done():
+			if first == nil {
+				first = fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+			}
+		}
+	}
+	return first
+}
+
+func classify(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		if strings.Contains(apiErr.Description, "maximum") || strings.Contains(apiErr.Description, "resource limits") {
+			return fmt.Errorf("%w: %v", ErrFull, err)
+		}
+	}
+	if errors.Is(err, nats.ErrMaxMessages) {
+		return fmt.Errorf("%w: %v", ErrFull, err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// DeadLetter is a rejected event with why, when and where from.
+type DeadLetter struct {
+	Seq     uint64          `json:"seq,omitempty"` // position in the dead-letter stream (set when read)
+	Stream  string          `json:"stream"`
+	Reason  string          `json:"reason"`
+	Field   string          `json:"field,omitempty"`
+	Source  string          `json:"source"` // http, nats, file:<name>, replay
+	Time    time.Time       `json:"time"`
+	Payload json.RawMessage `json:"payload"` // the original event, PII masked
+}
+
+// PublishDeadLetters appends dead letters for a stream and waits until they
+// are stored.
+func (l *Log) PublishDeadLetters(ctx context.Context, stream string, dls []DeadLetter) error {
+	recs := make([]Record, 0, len(dls))
+	for _, d := range dls {
+		if !json.Valid(d.Payload) {
+			q, _ := json.Marshal(string(d.Payload))
+			d.Payload = q
+		}
+		b, err := json.Marshal(d)
+		if err != nil {
+			return fmt.Errorf("eventlog: encode dead letter: %w", err)
+		}
+		recs = append(recs, Record{Data: b})
+	}
+	return l.publishTo(ctx, l.DLQSubject(stream), recs)
+}
+
+// PublishLate records too-late events of a stream (the record bytes and the
+// clean-stream sequence, which is the message id so a replay stores it once).
+func (l *Log) PublishLate(ctx context.Context, stream string, seqs []uint64, data [][]byte) error {
+	recs := make([]Record, len(seqs))
+	for i := range seqs {
+		recs[i] = Record{ID: stream + ":" + strconv.FormatUint(seqs[i], 10), Data: data[i]}
+	}
+	return l.publishTo(ctx, l.LateSubject(stream), recs)
+}
+
+func (l *Log) publishTo(ctx context.Context, subj string, recs []Record) error {
+	ctx, cancel := context.WithTimeout(ctx, l.opts.PublishTimeout)
+	defer cancel()
+	for _, r := range recs {
+		m := &nats.Msg{Subject: subj, Data: r.Data}
+		if r.ID != "" {
+			m.Header = nats.Header{jetstream.MsgIDHeader: []string{r.ID}}
+		}
+		if _, err := l.js.PublishMsg(ctx, m); err != nil {
+			return classify(err)
+		}
+	}
+	return nil
+}
+
+// DeadLetters reads up to limit dead letters of a stream, oldest first,
+// starting after sequence after.
+func (l *Log) DeadLetters(ctx context.Context, stream string, after uint64, limit int) ([]DeadLetter, error) {
+	return readSide[DeadLetter](ctx, l, l.opts.Namespace+"_dlq", l.DLQSubject(stream), after, limit, func(seq uint64, data []byte) (DeadLetter, error) {
+		var d DeadLetter
+		err := json.Unmarshal(data, &d)
+		d.Seq = seq
+		return d, err
+	})
+}
+
+// DeleteDeadLetter removes one dead letter (after a successful replay).
+func (l *Log) DeleteDeadLetter(ctx context.Context, seq uint64) error {
+	s, err := l.js.Stream(ctx, l.opts.Namespace+"_dlq")
+	if err != nil {
+		return fmt.Errorf("eventlog: dlq stream: %w", err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("eventlog: delete dead letter %d: %w", seq, err)
+	}
+	return nil
+}
+
+// LateCount is the number of too-late records of a stream.
+func (l *Log) LateCount(ctx context.Context, stream string) (uint64, error) {
+	return l.subjectCount(ctx, l.opts.Namespace+"_late", l.LateSubject(stream))
+}
+
+// DeadLetterCount is the number of dead letters of a stream.
+func (l *Log) DeadLetterCount(ctx context.Context, stream string) (uint64, error) {
+	return l.subjectCount(ctx, l.opts.Namespace+"_dlq", l.DLQSubject(stream))
+}
+
+func (l *Log) subjectCount(ctx context.Context, name, subj string) (uint64, error) {
+	s, err := l.js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: %s: %w", name, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: %s info: %w", name, err)
+	}
+	return info.State.Subjects[subj], nil
+}
+
+func readSide[T any](ctx context.Context, l *Log, name, subj string, after uint64, limit int, decode func(uint64, []byte) (T, error)) ([]T, error) {
+	s, err := l.js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: %s: %w", name, err)
+	}
+	var out []T
+	seq := after + 1
+	for len(out) < limit {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: read %s: %w", name, err)
+		}
+		t, err := decode(m.Sequence, m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: decode %s %d: %w", name, m.Sequence, err)
+		}
+		out = append(out, t)
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
+// StreamInfo is the state of a stream's clean log.
+type StreamInfo struct {
+	FirstSeq, LastSeq uint64
+	Msgs              uint64
+	LastTime          time.Time
+}
+
+// Info returns the state of a stream's clean log.
+func (l *Log) Info(ctx context.Context, stream string) (StreamInfo, error) {
+	s, err := l.js.Stream(ctx, l.StreamName(stream))
+	if err != nil {
+		return StreamInfo{}, fmt.Errorf("eventlog: %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return StreamInfo{}, fmt.Errorf("eventlog: %s info: %w", stream, err)
+	}
+	return StreamInfo{FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Msgs: info.State.Msgs, LastTime: info.State.LastTime}, nil
+}
