@@ -1,0 +1,71 @@
+package eventlog_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+func open(t *testing.T) *eventlog.Log {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	_, js := n.JetStream(t)
+	l, err := eventlog.Open(context.Background(), js, []string{"orders"}, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestPublishDedupConsumeRealign(t *testing.T) {
+	ctx := context.Background()
+	l := open(t)
+	recs := []eventlog.Record{{ID: "a", Data: []byte(`{"x":1}`)}, {ID: "b", Data: []byte(`{"x":2}`)}, {ID: "a", Data: []byte(`{"x":1}`)}, {Data: []byte(`{"x":3}`)}}
+	if err := l.Publish(ctx, "orders", recs); err != nil {
+		t.Fatal(err)
+	}
+	info, err := l.Info(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Msgs != 3 || info.LastSeq != 3 {
+		t.Fatalf("want 3 stored (duplicate id dropped), got %+v", info)
+	}
+	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(ctx, 10, time.Second)
+	if err != nil || len(msgs) != 3 || msgs[0].Seq != 1 || msgs[2].Seq != 3 || msgs[0].Arrival == 0 {
+		t.Fatalf("fetch: %v %+v", err, msgs)
+	}
+	if err := c.Ack(ctx, msgs[1]); err != nil {
+		t.Fatal(err)
+	}
+	ci, _ := c.Info(ctx)
+	if ci.AckFloor != 2 {
+		t.Fatalf("ack-all: want floor 2, got %d", ci.AckFloor)
+	}
+	// The owner's store says position 1: the consumer is realigned to deliver 2.
+	c, err = l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 2}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = c.Fetch(ctx, 10, time.Second)
+	if err != nil || len(msgs) != 2 || msgs[0].Seq != 2 {
+		t.Fatalf("realigned fetch: %v %+v", err, msgs)
+	}
+	if err := l.PublishDeadLetters(ctx, "orders", []eventlog.DeadLetter{{Stream: "orders", Reason: "bad", Source: "http", Time: time.Now(), Payload: []byte("not json")}}); err != nil {
+		t.Fatal(err)
+	}
+	dls, err := l.DeadLetters(ctx, "orders", 0, 10)
+	if err != nil || len(dls) != 1 || dls[0].Reason != "bad" || string(dls[0].Payload) != `"not json"` {
+		t.Fatalf("dead letters: %v %+v", err, dls)
+	}
+	if n, _ := l.DeadLetterCount(ctx, "orders"); n != 1 {
+		t.Fatalf("dlq count %d", n)
+	}
+}
