@@ -133,7 +133,7 @@ type ViewConfig struct {
 
 // Views keeps the views in file order.
 type Views struct {
-	Names []string
+	Names  []string
 	ByName map[string]ViewConfig
 }
 
