@@ -234,14 +234,16 @@ func Load(path string) (*Config, error) {
 // (getenv may be nil) and validates it. A validation failure is a *Errors.
 func Parse(data []byte, getenv func(string) string) (*Config, error) {
 	cfg := Default()
+	var unknown []Error
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Errors{List: []Error{{Key: "", Line: yamlLine(err), Msg: err.Error(), Hint: "check the YAML syntax"}}}
 	}
 	if len(root.Content) > 0 {
 		dec := root.Content[0]
-		if err := decodeStrict(dec, &cfg); err != nil {
-			return nil, &Errors{List: []Error{{Line: yamlLine(err), Msg: err.Error(), Hint: "see configs/demo.yaml for the known keys"}}}
+		unknown = unknownKeys(dec, reflect.TypeOf(cfg), "")
+		if err := dec.Decode(&cfg); err != nil {
+			return nil, &Errors{List: []Error{{Line: yamlLine(err), Msg: lineRe.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "), ""), Hint: "check the value's type"}}}
 		}
 		cfg.root = dec
 	}
@@ -250,55 +252,72 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 			return nil, err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	err := cfg.Validate()
+	if len(unknown) > 0 {
+		var verrs *Errors
+		if !errors.As(err, &verrs) {
+			verrs = &Errors{}
+		}
+		verrs.List = append(unknown, verrs.List...)
+		return nil, verrs
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
-func decodeStrict(n *yaml.Node, out any) error {
-	// yaml.v3 reports unknown keys only through a Decoder; re-encode the node.
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
+// unknownKeys lists every key of the document that no field of t declares,
+// with its line, so a typo is reported together with every other error.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []Error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	d := yaml.NewDecoder(strings.NewReader(string(b)))
-	d.KnownFields(true)
-	if err := d.Decode(out); err != nil {
-		// Line numbers of the re-encoded text can differ; find the key instead.
-		return remapLine(err, n)
+	var out []Error
+	switch {
+	case t == reflect.TypeOf(Views{}):
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				out = append(out, unknownKeys(n.Content[i+1], reflect.TypeOf(ViewConfig{}), join(path, n.Content[i].Value))...)
+			}
+		}
+	case t == reflect.TypeOf(Measures{}) || t == reflect.TypeOf(Duration(0)):
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		known := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
+				known[tag] = t.Field(i).Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			ft, ok := known[k.Value]
+			if !ok {
+				out = append(out, Error{Key: join(path, k.Value), Line: k.Line, Msg: "unknown key", Hint: "see configs/demo.yaml for the known keys"})
+				continue
+			}
+			out = append(out, unknownKeys(n.Content[i+1], ft, join(path, k.Value))...)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			out = append(out, unknownKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))...)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, c := range n.Content {
+			out = append(out, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
 	}
-	return nil
+	return out
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 var lineRe = regexp.MustCompile(`line (\d+): `)
-var fieldRe = regexp.MustCompile(`field (\S+) not found`)
-
-func remapLine(err error, n *yaml.Node) error {
-	msg := err.Error()
-	if m := fieldRe.FindStringSubmatch(msg); m != nil {
-		if line := findKeyLine(n, m[1]); line > 0 {
-			return fmt.Errorf("line %d: unknown key %q", line, m[1])
-		}
-	}
-	return err
-}
-
-func findKeyLine(n *yaml.Node, key string) int {
-	if n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i].Line
-			}
-		}
-	}
-	for _, c := range n.Content {
-		if l := findKeyLine(c, key); l > 0 {
-			return l
-		}
-	}
-	return 0
-}
 
 func yamlLine(err error) int {
 	if m := lineRe.FindStringSubmatch(err.Error()); m != nil {
