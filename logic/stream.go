@@ -154,10 +154,20 @@ func (s *Stream) FieldIndex(name string) int {
 // name order, PII masked, times as epoch milliseconds. nowMs is the clock
 // used for the future-skew check. A *RejectError says why an event is refused.
 func (s *Stream) Prepare(raw []byte, nowMs int64) (Event, []byte, error) {
+	return s.prepare(raw, nowMs, true)
+}
+
+// PrepareMasked is Prepare for a payload whose PII fields are already
+// masked (a dead letter's payload, replayed): it does not mask them again.
+func (s *Stream) PrepareMasked(raw []byte, nowMs int64) (Event, []byte, error) {
+	return s.prepare(raw, nowMs, false)
+}
+
+func (s *Stream) prepare(raw []byte, nowMs int64, mask bool) (Event, []byte, error) {
 	if !utf8.Valid(raw) {
 		return Event{}, nil, reject("", "invalid UTF-8")
 	}
-	ev, err := s.parse(raw, false)
+	ev, err := s.parse(raw, false, mask)
 	if err != nil {
 		return Event{}, nil, err
 	}
@@ -174,14 +184,14 @@ func (s *Stream) Prepare(raw []byte, nowMs int64) (Event, []byte, error) {
 
 // Decode reads a canonical record written by Prepare back into an Event.
 func (s *Stream) Decode(rec []byte) (Event, error) {
-	ev, err := s.parse(rec, true)
+	ev, err := s.parse(rec, true, false)
 	if err != nil {
 		return Event{}, fmt.Errorf("decode %s record: %w", s.Name, err)
 	}
 	return ev, nil
 }
 
-func (s *Stream) parse(raw []byte, trusted bool) (Event, error) {
+func (s *Stream) parse(raw []byte, trusted, mask bool) (Event, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var obj map[string]any
@@ -211,7 +221,7 @@ func (s *Stream) parse(raw []byte, trusted bool) (Event, error) {
 		if err != nil {
 			return Event{}, err
 		}
-		if !trusted && f.PII != PIINone && v.Kind == TypeString {
+		if mask && f.PII != PIINone && v.Kind == TypeString {
 			v.S = s.mask(f.PII, v.S)
 		}
 		ev.Values[i] = v

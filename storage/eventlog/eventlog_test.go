@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -67,5 +68,40 @@ func TestPublishDedupConsumeRealign(t *testing.T) {
 	}
 	if n, _ := l.DeadLetterCount(ctx, "orders"); n != 1 {
 		t.Fatalf("dlq count %d", n)
+	}
+}
+
+func TestReplayDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	l := open(t)
+	def := logic.StreamDef{Time: "ts", ID: "id", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}, Required: []string{"n"}}
+	payloads := []string{`{"ts":1000,"id":"a"}`, `{"ts":1000,"id":"b","n":"x"}`, `{"ts":1000,"id":"c","n":3}`}
+	var dls []eventlog.DeadLetter
+	for _, p := range payloads {
+		dls = append(dls, eventlog.DeadLetter{Stream: "orders", Reason: "old schema", Source: "http", Time: time.Now(), Payload: []byte(p)})
+	}
+	if err := l.PublishDeadLetters(ctx, "orders", dls); err != nil {
+		t.Fatal(err)
+	}
+	// The fix: n is no longer required; "x" is still not an int.
+	def.Required = nil
+	fixed, err := logic.NewStream("orders", def, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.ReplayDeadLetters(ctx, fixed, "replay")
+	if err != nil || res.Replayed != 2 || res.Kept != 1 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	res, err = l.ReplayDeadLetters(ctx, fixed, "replay")
+	if err != nil || res.Replayed != 0 || res.Kept != 1 {
+		t.Fatalf("second replay: %+v %v", res, err)
+	}
+	if info, _ := l.Info(ctx, "orders"); info.Msgs != 2 {
+		t.Fatalf("stream holds %d events after two replays, want 2", info.Msgs)
+	}
+	left, _ := l.DeadLetters(ctx, "orders", 0, 10)
+	if len(left) != 1 || left[0].Field != "n" || left[0].Source != "replay" {
+		t.Fatalf("left: %+v", left)
 	}
 }
