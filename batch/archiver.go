@@ -1,0 +1,344 @@
+// Package batch is Braid's batch layer: the archiver copies each stream's
+// log into the lake exactly once, and the runner recomputes the batch views
+// from the lake with DuckDB, publishing versions with a cutoff per view.
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+// ArchiverConfig configures the archiver.
+type ArchiverConfig struct {
+	MaxRows   int           // rows per write at most (default 200000)
+	MaxDelay  time.Duration // longest a record waits in the buffer (default 5s)
+	FetchSize int           // records per fetch at most (default 1000)
+	FetchWait time.Duration // longest wait of one fetch (default 500ms, at most MaxDelay)
+	IdleLag   time.Duration // idle streams are covered until server time minus this (default 1s)
+	Consumer  string        // durable consumer name (default "archive")
+	Retry     time.Duration // pause before a failed stream restarts (default 1s)
+}
+
+func (c *ArchiverConfig) defaults() {
+	if c.MaxRows <= 0 {
+		c.MaxRows = 200000
+	}
+	if c.MaxDelay <= 0 {
+		c.MaxDelay = 5 * time.Second
+	}
+	if c.FetchSize <= 0 {
+		c.FetchSize = 1000
+	}
+	c.FetchSize = min(c.FetchSize, c.MaxRows)
+	if c.FetchWait <= 0 {
+		c.FetchWait = 500 * time.Millisecond
+	}
+	c.FetchWait = min(c.FetchWait, c.MaxDelay)
+	if c.IdleLag <= 0 {
+		c.IdleLag = time.Second
+	}
+	if c.Consumer == "" {
+		c.Consumer = "archive"
+	}
+	if c.Retry <= 0 {
+		c.Retry = time.Second
+	}
+}
+
+// Archiver copies every stream's clean log into the lake. Per stream it
+// writes a contiguous run of sequences, commits the lake checkpoint, and
+// only then acks the log: a crash anywhere redelivers records that the
+// lake's checkpoint then skips, so every record lands exactly once.
+type Archiver struct {
+	cfg    ArchiverConfig
+	log    *eventlog.Log
+	lk     *lake.Lake
+	cat    *config.Catalog
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	status map[string]lake.Checkpoint
+
+	rows, files, bytes *prometheus.CounterVec
+	decodeErrs, lost   *prometheus.CounterVec
+	lag                *prometheus.GaugeVec
+	seq                *prometheus.GaugeVec
+}
+
+// NewArchiver returns an archiver for every stream of cat. reg may be nil.
+func NewArchiver(cfg ArchiverConfig, log *eventlog.Log, lk *lake.Lake, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Archiver {
+	cfg.defaults()
+	if logger == nil {
+		logger = slog.Default()
+	}
+	f := promauto.With(reg)
+	return &Archiver{cfg: cfg, log: log, lk: lk, cat: cat, logger: logger.With("component", "archiver"),
+		status:     map[string]lake.Checkpoint{},
+		rows:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_rows_total", Help: "Records written to the lake."}, []string{"stream"}),
+		files:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_files_total", Help: "Parquet files written to the lake."}, []string{"stream"}),
+		bytes:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_bytes_total", Help: "Bytes of Parquet written to the lake."}, []string{"stream"}),
+		decodeErrs: f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_decode_errors_total", Help: "Log records the archiver could not decode (skipped)."}, []string{"stream"}),
+		lost:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_lost_total", Help: "Log sequences gone from the log (retention) before they were archived."}, []string{"stream"}),
+		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_lag_seconds", Help: "Now minus the stream's lake coverage (covered_until)."}, []string{"stream"}),
+		seq:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_checkpoint_seq", Help: "Last log sequence committed to the lake."}, []string{"stream"}),
+	}
+}
+
+// Status returns every stream's committed lake checkpoint.
+func (a *Archiver) Status() map[string]lake.Checkpoint {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]lake.Checkpoint, len(a.status))
+	for k, v := range a.status {
+		out[k] = v
+	}
+	return out
+}
+
+func (a *Archiver) setStatus(stream string, cp lake.Checkpoint) {
+	a.mu.Lock()
+	a.status[stream] = cp
+	a.mu.Unlock()
+	a.seq.WithLabelValues(stream).Set(float64(cp.Seq))
+	if cp.CoveredUntil > 0 {
+		a.lag.WithLabelValues(stream).Set(max(0, float64(time.Now().UnixMilli()-cp.CoveredUntil)/1000))
+	}
+}
+
+// Run archives every stream until ctx is cancelled, then flushes what is
+// buffered and returns nil. A stream that fails (log unavailable, disk
+// error) is logged and restarted from its lake checkpoint.
+func (a *Archiver) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, name := range a.cat.StreamOrder {
+		s := a.cat.Streams[name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				err := a.runStream(ctx, s)
+				if ctx.Err() != nil {
+					return
+				}
+				a.logger.Error("archive stream failed; restarting", "stream", s.Name, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(a.cfg.Retry):
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// streamState is one stream's archiving position and buffer.
+type streamState struct {
+	s       *logic.Stream
+	cons    *eventlog.Consumer
+	cp      lake.Checkpoint // committed
+	next    uint64          // next sequence to buffer
+	buf     []lake.Row
+	last    eventlog.Msg // last buffered message
+	first   time.Time    // when buf got its first row
+	pending *eventlog.Msg
+}
+
+// dirty reports whether records past the committed checkpoint were taken.
+func (st *streamState) dirty() bool { return st.next-1 > st.cp.Seq }
+
+func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
+	if err := a.lk.Recover(s.Name); err != nil {
+		return err
+	}
+	cp, err := a.lk.Checkpoint(s.Name)
+	if err != nil {
+		return err
+	}
+	a.setStatus(s.Name, cp)
+	cons, err := a.log.Consumer(ctx, s.Name, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, a.cfg.MaxRows+a.cfg.FetchSize)
+	if err != nil {
+		return err
+	}
+	a.logger.Info("archiving stream", "stream", s.Name, "from_seq", cp.Seq+1, "covered_until", cp.CoveredUntil)
+	st := &streamState{s: s, cons: cons, cp: cp, next: cp.Seq + 1}
+	for {
+		wait := a.cfg.FetchWait
+		if st.dirty() {
+			wait = min(wait, max(time.Until(st.first.Add(a.cfg.MaxDelay)), 10*time.Millisecond))
+		}
+		msgs, ferr := cons.Fetch(ctx, max(1, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf))), wait)
+		if err := a.take(ctx, st, msgs); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			// Graceful stop: what is buffered is contiguous; write it out.
+			return a.flush(context.WithoutCancel(ctx), st)
+		}
+		if ferr != nil {
+			if ferr2 := a.flush(ctx, st); ferr2 != nil {
+				return errors.Join(ferr, ferr2)
+			}
+			return ferr
+		}
+		if len(st.buf) >= a.cfg.MaxRows || (st.dirty() && time.Since(st.first) >= a.cfg.MaxDelay) {
+			if err := a.flush(ctx, st); err != nil {
+				return err
+			}
+		}
+		if len(msgs) == 0 && !st.dirty() {
+			if err := a.idle(ctx, st); err != nil && ctx.Err() == nil {
+				return err
+			}
+		}
+	}
+}
+
+// take buffers the contiguous prefix of msgs starting at st.next. Records
+// already in the lake are skipped; on a gap the rest is nak'ed and fetched
+// again (or, when the log no longer holds the missing records, skipped).
+func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Msg) error {
+	for i, m := range msgs {
+		if m.Seq < st.next {
+			// Redelivered and already buffered or committed.
+			if !st.dirty() && m.Seq <= st.cp.Seq {
+				mm := m
+				st.pending = &mm
+			}
+			continue
+		}
+		if m.Seq > st.next {
+			if err := a.gap(ctx, st, m.Seq); err != nil {
+				return err
+			}
+			if m.Seq > st.next {
+				for _, rest := range msgs[i:] {
+					_ = st.cons.Nak(rest, 50*time.Millisecond)
+				}
+				return nil
+			}
+		}
+		ev, err := st.s.Decode(m.Data)
+		if err != nil {
+			a.decodeErrs.WithLabelValues(st.s.Name).Inc()
+			a.logger.Error("skipping undecodable record", "stream", st.s.Name, "seq", m.Seq, "err", err)
+			// The record is skipped but the position moves on, so the
+			// checkpoint stays contiguous.
+			if !st.dirty() {
+				st.first = time.Now()
+			}
+			st.next = m.Seq + 1
+			st.last = m
+			continue
+		}
+		if !st.dirty() {
+			st.first = time.Now()
+		}
+		st.buf = append(st.buf, lake.Row{Seq: m.Seq, Arrival: m.Arrival, Event: ev})
+		st.next = m.Seq + 1
+		st.last = m
+		st.pending = nil
+	}
+	if st.pending != nil && !st.dirty() {
+		// Only redeliveries of committed records: ack them so the consumer's
+		// backlog reads empty.
+		if err := st.cons.Ack(ctx, *st.pending); err != nil && ctx.Err() == nil {
+			a.logger.Warn("ack of redelivered records failed", "stream", st.s.Name, "err", err)
+		}
+		st.pending = nil
+	}
+	return nil
+}
+
+// gap checks whether the log still holds sequence st.next; when retention
+// removed it, the archiver moves on to the log's first sequence.
+func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
+	info, err := a.log.Info(ctx, st.s.Name)
+	if err != nil {
+		return err
+	}
+	if info.FirstSeq > st.next {
+		a.logger.Warn("records left the log before they were archived", "stream", st.s.Name, "from", st.next, "to", info.FirstSeq-1)
+		a.lost.WithLabelValues(st.s.Name).Add(float64(info.FirstSeq - st.next))
+		st.next = min(info.FirstSeq, got)
+	}
+	return nil
+}
+
+// flush writes the buffer to the lake, commits the checkpoint, then acks.
+func (a *Archiver) flush(ctx context.Context, st *streamState) error {
+	if !st.dirty() {
+		return nil
+	}
+	files, n, err := a.lk.WriteSized(st.s, st.buf)
+	if err != nil {
+		return err
+	}
+	cp := lake.Checkpoint{Seq: st.next - 1, Arrival: st.cp.Arrival, CoveredUntil: st.cp.CoveredUntil}
+	if st.last.Seq == cp.Seq {
+		cp.Arrival, cp.CoveredUntil = st.last.Arrival, max(cp.CoveredUntil, st.last.Arrival)
+	}
+	if err := a.lk.Commit(st.s.Name, cp); err != nil {
+		return err
+	}
+	rows := len(st.buf)
+	st.cp, st.buf = cp, st.buf[:0]
+	a.setStatus(st.s.Name, cp)
+	a.rows.WithLabelValues(st.s.Name).Add(float64(rows))
+	a.files.WithLabelValues(st.s.Name).Add(float64(len(files)))
+	a.bytes.WithLabelValues(st.s.Name).Add(float64(n))
+	a.logger.Debug("archived", "stream", st.s.Name, "rows", rows, "files", len(files), "bytes", n, "seq", cp.Seq)
+	if st.last.Seq != cp.Seq {
+		return nil
+	}
+	if err := st.cons.Ack(ctx, st.last); err != nil {
+		// The lake is the truth: a redelivery is skipped by the checkpoint.
+		a.logger.Warn("ack after commit failed", "stream", st.s.Name, "seq", st.last.Seq, "err", err)
+	}
+	return nil
+}
+
+const idleStep = 500 // ms
+
+// idle advances the coverage of a stream with nothing pending to the
+// server's clock (minus IdleLag), never backwards, so an idle stream does
+// not hold the batch cutoff back.
+func (a *Archiver) idle(ctx context.Context, st *streamState) error {
+	info, err := st.cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.Pending != 0 || info.AckPending != 0 || info.ServerTime.IsZero() || info.AckFloor < st.cp.Seq {
+		return nil
+	}
+	cu := info.ServerTime.UnixMilli() - a.cfg.IdleLag.Milliseconds()
+	// Never backwards; at most one checkpoint write per idleStep.
+	if cu <= st.cp.CoveredUntil || (st.cp.CoveredUntil > 0 && cu-st.cp.CoveredUntil < idleStep) {
+		return nil
+	}
+	cp := st.cp
+	cp.CoveredUntil = cu
+	if err := a.lk.Commit(st.s.Name, cp); err != nil {
+		return err
+	}
+	st.cp = cp
+	a.setStatus(st.s.Name, cp)
+	return nil
+}
+
+func (a *Archiver) String() string {
+	return fmt.Sprintf("archiver(%d streams)", len(a.cat.StreamOrder))
+}

@@ -1,0 +1,373 @@
+package batch
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"math"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2" // database/sql driver "duckdb"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+// SpeedExpirer drops a view's speed-layer cells of arrival epochs before
+// beforeEpoch (unix ms). *speedstore.Store satisfies it. Expire must be
+// idempotent; a failure is retried implicitly by the next run (which
+// expires below a later cutoff).
+type SpeedExpirer interface {
+	Expire(ctx context.Context, view string, beforeEpoch int64) error
+}
+
+// RunnerConfig configures batch runs.
+type RunnerConfig struct {
+	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default 10s)
+	Threads int           // DuckDB threads (0: DuckDB's default)
+	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
+}
+
+// Runner computes batch view versions from the lake. One run at a time.
+type Runner struct {
+	cfg    RunnerConfig
+	lk     *lake.Lake
+	views  *batchviews.Store
+	speed  SpeedExpirer
+	cat    *config.Catalog
+	logger *slog.Logger
+
+	mu sync.Mutex // held for the whole of a run
+
+	runs     *prometheus.CounterVec
+	duration prometheus.Histogram
+	rowsRead prometheus.Counter
+	lastOK   prometheus.Gauge
+}
+
+// NewRunner returns a runner. speed may be nil (no speed layer to expire);
+// reg may be nil.
+func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
+	if cfg.Epoch < time.Millisecond {
+		cfg.Epoch = 10 * time.Second
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if rv := reflect.ValueOf(speed); speed != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
+		speed = nil // a typed nil (*speedstore.Store)(nil) means no speed layer
+	}
+	f := promauto.With(reg)
+	return &Runner{cfg: cfg, lk: lk, views: views, speed: speed, cat: cat, logger: logger.With("component", "batch"),
+		runs:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_batch_runs_total", Help: "Batch runs by final status."}, []string{"status"}),
+		duration: f.NewHistogram(prometheus.HistogramOpts{Name: "braid_batch_run_duration_seconds", Help: "Duration of batch runs.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		rowsRead: f.NewCounter(prometheus.CounterOpts{Name: "braid_batch_rows_read_total", Help: "Lake rows (before the cutoff) read by batch runs."}),
+		lastOK:   f.NewGauge(prometheus.GaugeOpts{Name: "braid_batch_last_success_timestamp_seconds", Help: "When the last batch run succeeded."}),
+	}
+}
+
+// Start begins a run of views (nil: all) in the background and returns its
+// id; ErrBusy when a run is in progress. The run's record (Store.Run)
+// tells its progress and result.
+func (r *Runner) Start(views []string) (string, error) {
+	names, err := r.resolve(views)
+	if err != nil {
+		return "", err
+	}
+	if !r.mu.TryLock() {
+		return "", ErrBusy
+	}
+	id := batchviews.NewID()
+	go func() {
+		defer r.mu.Unlock()
+		_, _ = r.run(context.Background(), id, names)
+	}()
+	return id, nil
+}
+
+// Run computes views (nil or empty: all) synchronously, waiting for a run
+// in progress to end first. It returns the run record; on failure the
+// record has status failed and the previous version stays current.
+func (r *Runner) Run(ctx context.Context, views []string) (batchviews.Run, error) {
+	names, err := r.resolve(views)
+	if err != nil {
+		return batchviews.Run{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.run(ctx, batchviews.NewID(), names)
+}
+
+// Schedule runs every view every `every` until ctx is cancelled.
+func (r *Runner) Schedule(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := r.Run(ctx, nil); err != nil && ctx.Err() == nil {
+				r.logger.Error("scheduled batch run failed", "err", err)
+			}
+		}
+	}
+}
+
+func (r *Runner) resolve(views []string) ([]string, error) {
+	if len(views) == 0 {
+		return append([]string(nil), r.cat.ViewOrder...), nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range views {
+		if _, ok := r.cat.Views[v]; !ok {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownView, v)
+		}
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews.Run, error) {
+	started := time.Now().UTC()
+	rec := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: names, Started: started, Cutoffs: map[string]int64{}}
+	log := r.logger.With("run", id)
+	log.Info("batch run started", "views", names)
+	if err := r.views.SaveRun(rec); err != nil {
+		log.Error("save run record", "err", err)
+	}
+	prev, rows, err := r.compute(ctx, log, &rec)
+	if err == nil {
+		err = r.publish(id, prev, rows, &rec)
+	}
+	rec.Finished = time.Now().UTC()
+	rec.DurationMs = rec.Finished.Sub(started).Milliseconds()
+	r.duration.Observe(rec.Finished.Sub(started).Seconds())
+	if err != nil {
+		rec.Status, rec.Error = batchviews.StatusFailed, err.Error()
+		r.runs.WithLabelValues(rec.Status).Inc()
+		if serr := r.views.SaveRun(rec); serr != nil {
+			log.Error("save run record", "err", serr)
+		}
+		log.Error("batch run failed", "err", err, "duration_ms", rec.DurationMs)
+		return rec, err
+	}
+	rec.Status, rec.Version = batchviews.StatusSucceeded, id
+	r.runs.WithLabelValues(rec.Status).Inc()
+	r.lastOK.SetToCurrentTime()
+	if serr := r.views.SaveRun(rec); serr != nil {
+		log.Error("save run record", "err", serr)
+	}
+	log.Info("batch run succeeded", "version", id, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	// Readers holding the previous version need speed epochs >= its cutoff;
+	// everything older is in every version a reader can hold.
+	if r.speed != nil && prev != nil {
+		for _, n := range names {
+			if old, ok := prev.Views[n]; ok && old.Cutoff > 0 {
+				if err := r.speed.Expire(ctx, n, old.Cutoff); err != nil {
+					log.Warn("expire speed epochs", "view", n, "before", old.Cutoff, "err", err)
+				}
+			}
+		}
+	}
+	return rec, nil
+}
+
+// compute runs the views' SQL over the lake.
+func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.Run) (*batchviews.Version, map[string][]batchviews.Row, error) {
+	prev, err := r.views.Current()
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		return prev, nil, fmt.Errorf("batch: open duckdb: %w", err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return prev, nil, fmt.Errorf("batch: duckdb: %w", err)
+	}
+	defer conn.Close()
+	if r.cfg.Threads > 0 {
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("SET threads = %d", r.cfg.Threads)); err != nil {
+			return prev, nil, fmt.Errorf("batch: duckdb threads: %w", err)
+		}
+	}
+	if r.cfg.Memory != "" {
+		if _, err := conn.ExecContext(ctx, "SET memory_limit = "+quoteString(r.cfg.Memory)); err != nil {
+			return prev, nil, fmt.Errorf("batch: duckdb memory_limit: %w", err)
+		}
+	}
+	// One relation per stream, with the cutoff of its checkpoint.
+	type src struct {
+		name   string
+		cutoff int64
+	}
+	srcs := map[string]src{}
+	for _, n := range rec.Views {
+		s := r.cat.Views[n].Stream
+		if _, ok := srcs[s.Name]; ok {
+			continue
+		}
+		cp, err := r.lk.Checkpoint(s.Name)
+		if err != nil {
+			return prev, nil, err
+		}
+		files, err := r.lk.Files(s.Name)
+		if err != nil {
+			return prev, nil, err
+		}
+		cutoff := int64(0)
+		if cp.CoveredUntil > 0 {
+			cutoff = logic.EpochOf(cp.CoveredUntil, r.cfg.Epoch)
+		}
+		rel := "src_" + s.Name
+		if _, err := conn.ExecContext(ctx, "CREATE VIEW "+quoteIdent(rel)+" AS "+sourceSQL(s, files)); err != nil {
+			return prev, nil, fmt.Errorf("batch: stream %s source: %w", s.Name, err)
+		}
+		var n int64
+		if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE _arrival < %d", quoteIdent(rel), cutoff)).Scan(&n); err != nil {
+			return prev, nil, fmt.Errorf("batch: stream %s: read lake: %w", s.Name, err)
+		}
+		rec.RowsRead += n
+		r.rowsRead.Add(float64(n))
+		srcs[s.Name] = src{name: quoteIdent(rel), cutoff: cutoff}
+		log.Info("batch source", "stream", s.Name, "files", len(files), "rows", n, "cutoff", cutoff, "checkpoint_seq", cp.Seq)
+	}
+	out := map[string][]batchviews.Row{}
+	for _, n := range rec.Views {
+		v := r.cat.Views[n]
+		sc := srcs[v.Stream.Name]
+		t0 := time.Now()
+		rows, err := queryView(ctx, conn, v, sc.name, sc.cutoff)
+		if err != nil {
+			return prev, nil, fmt.Errorf("batch: view %s: %w", n, err)
+		}
+		out[n] = rows
+		rec.Cutoffs[n] = sc.cutoff
+		rec.RowsOut += int64(len(rows))
+		log.Info("batch view computed", "view", n, "rows", len(rows), "cutoff", sc.cutoff, "ms", time.Since(t0).Milliseconds())
+	}
+	return prev, out, nil
+}
+
+func (r *Runner) publish(id string, prev *batchviews.Version, rows map[string][]batchviews.Row, rec *batchviews.Run) error {
+	ver := &batchviews.Version{ID: id, Created: time.Now().UTC(), Views: map[string]batchviews.ViewVersion{}}
+	if prev != nil {
+		for n, vv := range prev.Views {
+			if _, ok := r.cat.Views[n]; ok {
+				ver.Views[n] = vv
+			}
+		}
+	}
+	for n := range rows {
+		ver.Views[n] = batchviews.ViewVersion{Cutoff: rec.Cutoffs[n]}
+	}
+	return r.views.Publish(ver, rows)
+}
+
+func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string, cutoff int64) ([]batchviews.Row, error) {
+	rs, err := conn.QueryContext(ctx, v.SQL(source, cutoff))
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	nd := len(v.Dims)
+	vals := make([]any, 1+nd+v.NumSlots)
+	ptrs := make([]any, len(vals))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	dims := make([]logic.Value, nd)
+	var out []batchviews.Row
+	for rs.Next() {
+		if err := rs.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		w, ok := vals[0].(int64)
+		if !ok {
+			return nil, fmt.Errorf("window_start: unexpected %T", vals[0])
+		}
+		for i := 0; i < nd; i++ {
+			d, err := v.DimValue(i, vals[1+i])
+			if err != nil {
+				return nil, err
+			}
+			dims[i] = d
+		}
+		st := make([]float64, v.NumSlots)
+		for i := range st {
+			switch x := vals[1+nd+i].(type) {
+			case nil:
+				st[i] = math.NaN()
+			case float64:
+				st[i] = x
+			default:
+				return nil, fmt.Errorf("slot %d: unexpected %T", i, x)
+			}
+		}
+		out = append(out, batchviews.Row{Window: w, Group: v.GroupKey(dims), State: st})
+	}
+	if err := rs.Err(); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Window != out[j].Window {
+			return out[i].Window < out[j].Window
+		}
+		return out[i].Group < out[j].Group
+	})
+	return out, nil
+}
+
+// sourceSQL is the relation of a stream's committed lake files; with no
+// files, an empty relation with the same columns.
+func sourceSQL(s *logic.Stream, files []string) string {
+	if len(files) > 0 {
+		q := make([]string, len(files))
+		for i, f := range files {
+			q[i] = quoteString(f)
+		}
+		return "SELECT * FROM read_parquet([" + strings.Join(q, ", ") + "], union_by_name = true)"
+	}
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	for _, f := range s.Fields {
+		t := "VARCHAR"
+		switch f.Type {
+		case logic.TypeInt:
+			t = "BIGINT"
+		case logic.TypeFloat:
+			t = "DOUBLE"
+		case logic.TypeBool:
+			t = "BOOLEAN"
+		case logic.TypeTime:
+			t = "TIMESTAMP"
+		}
+		fmt.Fprintf(&b, "CAST(NULL AS %s) AS %s, ", t, quoteIdent(f.Name))
+	}
+	fmt.Fprintf(&b, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s WHERE false",
+		lake.ColSeq, lake.ColArrival, lake.ColTime, lake.ColID)
+	return b.String()
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -1,0 +1,597 @@
+// Package batchviews stores the batch layer's results: immutable versions of
+// the batch views, each view with the cutoff its rows cover, and the history
+// of batch runs.
+//
+// Layout (files are immutable; the version record is written after its view
+// files, and CURRENT, replaced by rename, is written last):
+//
+//	<dir>/views/<view>/<version>.parquet   rows: window int64, group string, state list<double>
+//	<dir>/versions/<version>.json          Version
+//	<dir>/CURRENT                          id of the current version
+//	<dir>/runs/<run>.json                  Run
+package batchviews
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+// Row is one cell of a batch view: a window start (unix ms), an encoded
+// group (logic.View.GroupKey) and the view's state slots (NaN = empty min/max).
+type Row struct {
+	Window int64
+	Group  string
+	State  []float64
+}
+
+// ViewVersion is one view in a version: the rows of every record that
+// arrived before Cutoff (an epoch start, unix ms).
+type ViewVersion struct {
+	Cutoff int64  `json:"cutoff"`
+	File   string `json:"file"` // relative to the store's directory
+	Rows   int    `json:"rows"`
+}
+
+// Version is a published set of batch views.
+type Version struct {
+	ID      string                 `json:"id"`
+	Created time.Time              `json:"created"`
+	Views   map[string]ViewVersion `json:"views"`
+}
+
+// Run is the record of one batch run.
+type Run struct {
+	ID         string           `json:"id"`
+	Status     string           `json:"status"` // running | succeeded | failed
+	Views      []string         `json:"views"`
+	Cutoffs    map[string]int64 `json:"cutoffs,omitempty"`
+	RowsRead   int64            `json:"rows_read"`
+	RowsOut    int64            `json:"rows_out"`
+	Started    time.Time        `json:"started"`
+	Finished   time.Time        `json:"finished,omitzero"`
+	DurationMs int64            `json:"duration_ms"`
+	Error      string           `json:"error,omitempty"`
+	Version    string           `json:"version,omitempty"`
+}
+
+// Run statuses.
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithKeepVersions sets how many versions (the current one included) keep
+// their files; older ones are removed at Publish. Default 3.
+func WithKeepVersions(n int) Option {
+	return func(s *Store) {
+		if n >= 1 {
+			s.keep = n
+		}
+	}
+}
+
+// WithKeepRuns sets how many run records are kept. Default 500.
+func WithKeepRuns(n int) Option {
+	return func(s *Store) {
+		if n >= 1 {
+			s.keepRuns = n
+		}
+	}
+}
+
+// Store holds versions and runs under a directory. It is safe for
+// concurrent use; one process publishes.
+type Store struct {
+	dir      string
+	keep     int
+	keepRuns int
+
+	pubMu sync.Mutex // one Publish / SaveRun at a time
+
+	mu       sync.Mutex
+	versions map[string]*Version // parsed version records
+	cache    map[string]*entry   // view file -> rows
+	tick     uint64
+}
+
+type entry struct {
+	once sync.Once
+	rows []Row
+	err  error
+	used uint64
+}
+
+const maxCachedFiles = 64
+
+// Open opens (creating it if needed) a store under dir.
+func Open(dir string, opts ...Option) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: %w", err)
+	}
+	s := &Store{dir: abs, keep: 3, keepRuns: 500, versions: map[string]*Version{}, cache: map[string]*entry{}}
+	for _, o := range opts {
+		o(s)
+	}
+	for _, d := range []string{abs, filepath.Join(abs, "views"), filepath.Join(abs, "versions"), filepath.Join(abs, "runs")} {
+		if err := lake.MkdirAllSync(d); err != nil {
+			return nil, fmt.Errorf("batchviews: create %s: %w", d, err)
+		}
+	}
+	return s, nil
+}
+
+// Dir is the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// NewID returns a new, time-ordered id for a run or version.
+func NewID() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405.000000Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// Current returns the current version, or nil before the first publish.
+// It re-reads the CURRENT pointer (a tiny file) each call; version records
+// are parsed once.
+func (s *Store) Current() (*Version, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, "CURRENT"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: read CURRENT: %w", err)
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" {
+		return nil, nil
+	}
+	return s.Version(id)
+}
+
+// Version returns a published version by id.
+func (s *Store) Version(id string) (*Version, error) {
+	s.mu.Lock()
+	v, ok := s.versions[id]
+	s.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	if !validID(id) {
+		return nil, fmt.Errorf("batchviews: bad version id %q", id)
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, "versions", id+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrMissingMeta, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: read version %s: %w", id, err)
+	}
+	v = &Version{}
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, fmt.Errorf("batchviews: decode version %s: %w", id, err)
+	}
+	if v.Views == nil {
+		v.Views = map[string]ViewVersion{}
+	}
+	s.mu.Lock()
+	s.versions[id] = v
+	s.mu.Unlock()
+	return v, nil
+}
+
+func validID(id string) bool {
+	return id != "" && !strings.ContainsAny(id, "/\\") && !strings.HasPrefix(id, ".")
+}
+
+// fileRow is a view row as stored in Parquet.
+type fileRow struct {
+	Window int64     `parquet:"window"`
+	Group  string    `parquet:"group"`
+	State  []float64 `parquet:"state,list"`
+}
+
+// Rows returns a view's rows in ver with window start in [fromMs, toMs),
+// ordered by window then group. A view file is loaded once and kept in
+// memory; the returned rows (and their State) are shared: do not modify
+// them. A view absent from ver yields ErrNoView.
+func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, toMs int64) ([]Row, error) {
+	if ver == nil {
+		return nil, nil
+	}
+	vv, ok := ver.Views[v.Name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s in %s", ErrNoView, v.Name, ver.ID)
+	}
+	rows, err := s.load(vv.File)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	lo := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= fromMs })
+	hi := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= toMs })
+	if hi <= lo {
+		return nil, nil
+	}
+	return rows[lo:hi:hi], nil
+}
+
+func (s *Store) load(file string) ([]Row, error) {
+	if file == "" {
+		return nil, nil
+	}
+	s.mu.Lock()
+	e, ok := s.cache[file]
+	if !ok {
+		if len(s.cache) >= maxCachedFiles {
+			s.evictLocked()
+		}
+		e = &entry{}
+		s.cache[file] = e
+	}
+	s.tick++
+	e.used = s.tick
+	s.mu.Unlock()
+	e.once.Do(func() {
+		e.rows, e.err = readViewFile(filepath.Join(s.dir, filepath.FromSlash(file)))
+	})
+	if e.err != nil {
+		s.mu.Lock()
+		if s.cache[file] == e {
+			delete(s.cache, file)
+		}
+		s.mu.Unlock()
+		return nil, e.err
+	}
+	return e.rows, nil
+}
+
+func (s *Store) evictLocked() {
+	var oldest string
+	var at uint64
+	for k, e := range s.cache {
+		if oldest == "" || e.used < at {
+			oldest, at = k, e.used
+		}
+	}
+	delete(s.cache, oldest)
+}
+
+func readViewFile(path string) ([]Row, error) {
+	frs, err := parquet.ReadFile[fileRow](path)
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
+	}
+	rows := make([]Row, len(frs))
+	for i, fr := range frs {
+		rows[i] = Row{Window: fr.Window, Group: fr.Group, State: fr.State}
+	}
+	sortRows(rows)
+	return rows, nil
+}
+
+func sortRows(rows []Row) {
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i].Window != rows[j].Window {
+			return rows[i].Window < rows[j].Window
+		}
+		return rows[i].Group < rows[j].Group
+	})
+}
+
+// Publish makes ver the current version. For every view in rows it writes
+// the view's file and sets File and Rows of ver.Views[view] (which must hold
+// the view's Cutoff); other entries of ver.Views keep the files of earlier
+// versions. Files are written first, then the version record, then the
+// CURRENT pointer (each temp, fsync, rename). Versions beyond the newest
+// keep-versions, and files no kept version references, are removed.
+// An empty ver.ID gets a new id; a zero Created gets the current time.
+func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if ver.ID == "" {
+		ver.ID = NewID()
+	}
+	if !validID(ver.ID) {
+		return fmt.Errorf("batchviews: bad version id %q", ver.ID)
+	}
+	if ver.Created.IsZero() {
+		ver.Created = time.Now().UTC()
+	}
+	if ver.Views == nil {
+		ver.Views = map[string]ViewVersion{}
+	}
+	for name := range rows {
+		if _, ok := ver.Views[name]; !ok {
+			return fmt.Errorf("batchviews: publish %s: view %s has no entry (cutoff) in the version", ver.ID, name)
+		}
+	}
+	names := make([]string, 0, len(rows))
+	for name := range rows {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		rs := rows[name]
+		sortRows(rs)
+		dir := filepath.Join(s.dir, "views", name)
+		if err := lake.MkdirAllSync(dir); err != nil {
+			return fmt.Errorf("batchviews: create %s: %w", dir, err)
+		}
+		fname := ver.ID + ".parquet"
+		if _, err := lake.WriteFileAtomic(dir, fname, func(w io.Writer) error {
+			frs := make([]fileRow, len(rs))
+			for i, r := range rs {
+				frs[i] = fileRow{Window: r.Window, Group: r.Group, State: r.State}
+			}
+			return parquet.Write(w, frs, parquet.Compression(&parquet.Zstd))
+		}); err != nil {
+			return fmt.Errorf("batchviews: write view %s: %w", name, err)
+		}
+		vv := ver.Views[name]
+		vv.File = "views/" + name + "/" + fname
+		vv.Rows = len(rs)
+		ver.Views[name] = vv
+	}
+	b, err := json.MarshalIndent(ver, "", "  ")
+	if err != nil {
+		return fmt.Errorf("batchviews: encode version: %w", err)
+	}
+	if err := writeSmall(filepath.Join(s.dir, "versions"), ver.ID+".json", b); err != nil {
+		return fmt.Errorf("batchviews: write version %s: %w", ver.ID, err)
+	}
+	if err := writeSmall(s.dir, "CURRENT", []byte(ver.ID+"\n")); err != nil {
+		return fmt.Errorf("batchviews: write CURRENT: %w", err)
+	}
+	cp := *ver
+	cp.Views = make(map[string]ViewVersion, len(ver.Views))
+	for k, v := range ver.Views {
+		cp.Views[k] = v
+	}
+	s.mu.Lock()
+	s.versions[ver.ID] = &cp
+	s.mu.Unlock()
+	if err := s.gc(ver.ID); err != nil {
+		return fmt.Errorf("batchviews: gc: %w", err)
+	}
+	return nil
+}
+
+func writeSmall(dir, name string, b []byte) error {
+	_, err := lake.WriteFileAtomic(dir, name, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+	return err
+}
+
+// Versions returns the ids of the stored versions, oldest first.
+func (s *Store) Versions() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "versions"))
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: list versions: %w", err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && validID(id) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// gc keeps the newest s.keep versions (always current) and the files they
+// reference; everything else under versions/ and views/ goes.
+func (s *Store) gc(current string) error {
+	ids, err := s.Versions()
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{current: true}
+	for i := len(ids) - 1; i >= 0 && len(keep) < s.keep; i-- {
+		keep[ids[i]] = true
+	}
+	files := map[string]bool{}
+	var errs []error
+	for id := range keep {
+		v, err := s.Version(id)
+		if err != nil {
+			// An unreadable version keeps nothing alive but is not removed.
+			errs = append(errs, err)
+			continue
+		}
+		for _, vv := range v.Views {
+			files[vv.File] = true
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	for _, id := range ids {
+		if keep[id] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dir, "versions", id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		s.mu.Lock()
+		delete(s.versions, id)
+		s.mu.Unlock()
+	}
+	viewsDir := filepath.Join(s.dir, "views")
+	views, err := os.ReadDir(viewsDir)
+	if err != nil {
+		return err
+	}
+	for _, vd := range views {
+		if !vd.IsDir() {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(viewsDir, vd.Name()))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range ents {
+			rel := "views/" + vd.Name() + "/" + e.Name()
+			if files[rel] {
+				continue
+			}
+			if err := os.Remove(filepath.Join(viewsDir, vd.Name(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			s.mu.Lock()
+			delete(s.cache, rel)
+			s.mu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SaveRun writes (or replaces) a run record.
+func (s *Store) SaveRun(r Run) error {
+	if !validID(r.ID) {
+		return fmt.Errorf("batchviews: bad run id %q", r.ID)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("batchviews: encode run: %w", err)
+	}
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if err := writeSmall(filepath.Join(s.dir, "runs"), r.ID+".json", b); err != nil {
+		return fmt.Errorf("batchviews: save run %s: %w", r.ID, err)
+	}
+	ids, err := s.runIDs()
+	if err != nil {
+		return err
+	}
+	for i := 0; i+s.keepRuns < len(ids); i++ {
+		if ids[i] == r.ID {
+			continue
+		}
+		_ = os.Remove(filepath.Join(s.dir, "runs", ids[i]+".json"))
+	}
+	return nil
+}
+
+func (s *Store) runIDs() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "runs"))
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: list runs: %w", err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && validID(id) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Runs returns every stored run, newest first.
+func (s *Store) Runs() ([]Run, error) {
+	ids, err := s.runIDs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Run, 0, len(ids))
+	for i := len(ids) - 1; i >= 0; i-- {
+		r, ok, err := s.Run(ids[i])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, r)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Started.After(out[j].Started) })
+	return out, nil
+}
+
+// Run returns one run record.
+func (s *Store) Run(id string) (Run, bool, error) {
+	var r Run
+	if !validID(id) {
+		return r, false, nil
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, "runs", id+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("batchviews: read run %s: %w", id, err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, false, fmt.Errorf("batchviews: decode run %s: %w", id, err)
+	}
+	return r, true, nil
+}
+
+// Cutoff returns the cutoff of a view in the current version (0: none).
+func (s *Store) Cutoff(view string) (int64, error) {
+	cur, err := s.Current()
+	if err != nil || cur == nil {
+		return 0, err
+	}
+	return cur.Views[view].Cutoff, nil
+}
+
+// StreamCutoff returns the smallest cutoff, in the current version, of the
+// stream's views in cat: every record of the stream that arrived before it
+// is in the batch views of all of them. 0 when a view has no batch rows yet.
+func (s *Store) StreamCutoff(ctx context.Context, stream string, cat *config.Catalog) (int64, error) {
+	cur, err := s.Current()
+	if err != nil || cur == nil {
+		return 0, err
+	}
+	var out int64 = -1
+	for _, v := range cat.ViewsOf(stream) {
+		c := cur.Views[v.Name].Cutoff
+		if out < 0 || c < out {
+			out = c
+		}
+	}
+	if out < 0 {
+		return 0, nil
+	}
+	return out, nil
+}
+
+// CutoffSource adapts the store to a consumer's
+// StreamCutoff(ctx, stream) (int64, error) interface (the speed layer's).
+type CutoffSource struct {
+	Store   *Store
+	Catalog *config.Catalog
+}
+
+// StreamCutoff implements the speed layer's CutoffSource.
+func (c CutoffSource) StreamCutoff(ctx context.Context, stream string) (int64, error) {
+	return c.Store.StreamCutoff(ctx, stream, c.Catalog)
+}

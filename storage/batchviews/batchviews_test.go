@@ -1,0 +1,179 @@
+package batchviews_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+)
+
+func view(t *testing.T, name string) *logic.View {
+	t.Helper()
+	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "country": logic.TypeString, "amount": logic.TypeFloat}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := logic.NewView(name, logic.ViewDef{Stream: "orders", Window: time.Minute, GroupBy: []string{"country"},
+		Measures: []logic.MeasureDef{{Name: "n", Expr: "count()"}, {Name: "lo", Expr: "min(amount)"}}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestPublishCurrentRowsGC(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := batchviews.Open(dir, batchviews.WithKeepVersions(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := st.Current(); err != nil || cur != nil {
+		t.Fatalf("empty store: %v %v", cur, err)
+	}
+	a, b := view(t, "a"), view(t, "b")
+	us := a.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "US"}})
+	fr := a.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "FR"}})
+	rowsA := []batchviews.Row{
+		{Window: 180000, Group: us, State: []float64{3, 1.5}},
+		{Window: 60000, Group: us, State: []float64{1, math.NaN()}},
+		{Window: 120000, Group: fr, State: []float64{2, -4}},
+		{Window: 60000, Group: fr, State: []float64{5, 2}},
+	}
+	v1 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 10_000}, "b": {Cutoff: 10_000}}}
+	if err := st.Publish(v1, map[string][]batchviews.Row{"a": rowsA, "b": {{Window: 0, Group: us, State: []float64{7, 7}}}}); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := st.Current()
+	if err != nil || cur == nil || cur.ID != v1.ID || cur.Views["a"].Rows != 4 || cur.Views["a"].Cutoff != 10_000 {
+		t.Fatalf("current %+v %v", cur, err)
+	}
+	// A second store on the same directory (another process) sees it too.
+	st2, err := batchviews.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur2, err := st2.Current()
+	if err != nil || cur2.ID != v1.ID {
+		t.Fatalf("reopened current %+v %v", cur2, err)
+	}
+	got, err := st2.Rows(ctx, cur2, a, 60000, 180000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Window != 60000 || got[0].Group != fr || got[1].Group != us || got[2].Window != 120000 {
+		t.Fatalf("rows [60000,180000): %+v", got)
+	}
+	if got[0].State[0] != 5 || !math.IsNaN(got[1].State[1]) || got[2].State[1] != -4 {
+		t.Fatalf("states: %+v", got)
+	}
+	if all, _ := st2.Rows(ctx, cur2, a, math.MinInt64, math.MaxInt64); len(all) != 4 {
+		t.Fatalf("all rows: %d", len(all))
+	}
+	if none, _ := st2.Rows(ctx, cur2, a, 200000, 300000); len(none) != 0 {
+		t.Fatalf("rows beyond: %+v", none)
+	}
+	if _, err := st2.Rows(ctx, cur2, view(t, "zzz"), 0, 1); !errors.Is(err, batchviews.ErrNoView) {
+		t.Fatalf("unknown view: %v", err)
+	}
+
+	// v2 refreshes only a; b keeps v1's file and cutoff.
+	v2 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 20_000}, "b": cur.Views["b"]}}
+	if err := st.Publish(v2, map[string][]batchviews.Row{"a": rowsA[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	cur2, _ = st2.Current()
+	if cur2.ID != v2.ID || cur2.Views["b"].File != cur.Views["b"].File || cur2.Views["b"].Cutoff != 10_000 || cur2.Views["a"].Rows != 1 {
+		t.Fatalf("v2 %+v", cur2)
+	}
+	if r, _ := st2.Rows(ctx, cur2, b, 0, 1); len(r) != 1 || r[0].State[0] != 7 {
+		t.Fatalf("b rows in v2: %+v", r)
+	}
+	// v3 with keep=2: v1 goes, but v1's b file stays (v2 and v3 reference it).
+	v3 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 30_000}, "b": cur2.Views["b"]}}
+	if err := st.Publish(v3, map[string][]batchviews.Row{"a": nil}); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := st.Versions()
+	if len(ids) != 2 || ids[0] != v2.ID || ids[1] != v3.ID {
+		t.Fatalf("versions after gc: %v", ids)
+	}
+	if _, err := os.Stat(filepath.Join(dir, cur.Views["a"].File)); !os.IsNotExist(err) {
+		t.Fatalf("v1's a file survived gc: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, cur.Views["b"].File)); err != nil {
+		t.Fatalf("shared b file removed: %v", err)
+	}
+	if _, err := st.Version(v1.ID); !errors.Is(err, batchviews.ErrMissingMeta) {
+		t.Fatalf("v1 metadata: %v", err)
+	}
+	c3, _ := st.Current()
+	if r, err := st.Rows(ctx, c3, a, 0, math.MaxInt64); err != nil || len(r) != 0 {
+		t.Fatalf("empty view rows %v %v", r, err)
+	}
+	// A view in rows must carry its cutoff.
+	if err := st.Publish(&batchviews.Version{Views: map[string]batchviews.ViewVersion{}}, map[string][]batchviews.Row{"a": nil}); err == nil {
+		t.Fatal("publish without cutoff entry succeeded")
+	}
+	// Stray temp files never become current and are cleaned on publish.
+	tmp := filepath.Join(dir, "views", "a", ".tmp-stray")
+	os.WriteFile(tmp, []byte("x"), 0o644)
+	v4 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 40_000}}}
+	if err := st.Publish(v4, map[string][]batchviews.Row{"a": rowsA}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Fatal("temp file survived")
+	}
+	b4, _ := os.ReadFile(filepath.Join(dir, "CURRENT"))
+	if strings.TrimSpace(string(b4)) != v4.ID {
+		t.Fatalf("CURRENT %q", b4)
+	}
+}
+
+func TestRuns(t *testing.T) {
+	st, err := batchviews.Open(t.TempDir(), batchviews.WithKeepRuns(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().UTC()
+	var ids []string
+	for i := 0; i < 5; i++ {
+		id := batchviews.NewID()
+		ids = append(ids, id)
+		r := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: []string{"a"}, Started: base.Add(time.Duration(i) * time.Second)}
+		if err := st.SaveRun(r); err != nil {
+			t.Fatal(err)
+		}
+		r.Status, r.RowsRead, r.Finished = batchviews.StatusSucceeded, int64(i), r.Started.Add(time.Millisecond)
+		if i == 4 {
+			r.Status, r.Error = batchviews.StatusFailed, "boom"
+		}
+		if err := st.SaveRun(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs, err := st.Runs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 || runs[0].ID != ids[4] || runs[2].ID != ids[2] || runs[0].Status != batchviews.StatusFailed || runs[0].Error != "boom" || runs[1].RowsRead != 3 {
+		t.Fatalf("runs %+v", runs)
+	}
+	if r, ok, err := st.Run(ids[3]); !ok || err != nil || r.Status != batchviews.StatusSucceeded {
+		t.Fatalf("run %+v %v %v", r, ok, err)
+	}
+	if _, ok, _ := st.Run(ids[0]); ok {
+		t.Fatal("oldest run not pruned")
+	}
+	if _, ok, _ := st.Run("../x"); ok {
+		t.Fatal("bad id found")
+	}
+}

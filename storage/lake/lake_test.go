@@ -1,0 +1,272 @@
+package lake_test
+
+import (
+	"database/sql"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+func testStream(t *testing.T) *logic.Stream {
+	t.Helper()
+	s, err := logic.NewStream("orders", logic.StreamDef{
+		Time: "ts", ID: "id",
+		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "country": logic.TypeString,
+			"amount": logic.TypeFloat, "qty": logic.TypeInt, "paid": logic.TypeBool, "shipped": logic.TypeTime},
+	}, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type want struct {
+	id      string
+	ts      int64
+	country *string
+	amount  *float64
+	qty     *int64
+	paid    *bool
+	shipped *int64
+}
+
+func mkRows(s *logic.Stream, first, n uint64, base int64) ([]lake.Row, map[uint64]want) {
+	rows := make([]lake.Row, 0, n)
+	exp := map[uint64]want{}
+	for i := uint64(0); i < n; i++ {
+		seq := first + i
+		// Spread over two UTC days so Write makes one file per date.
+		ts := base + int64(seq)*37*60*1000
+		w := want{id: fmt.Sprintf("e%d", seq), ts: ts}
+		vals := make([]logic.Value, len(s.Fields))
+		set := func(name string, v logic.Value) { vals[s.FieldIndex(name)] = v }
+		set("ts", logic.Value{Kind: logic.TypeTime, I: ts})
+		set("id", logic.Value{Kind: logic.TypeString, S: w.id})
+		if seq%5 != 0 {
+			c := []string{"US", "FR", "Zoë \"q\""}[seq%3]
+			w.country = &c
+			set("country", logic.Value{Kind: logic.TypeString, S: c})
+		}
+		if seq%7 != 0 {
+			a := float64(seq)*1.25 - 3
+			w.amount = &a
+			set("amount", logic.Value{Kind: logic.TypeFloat, F: a})
+		}
+		if seq%4 != 0 {
+			q := int64(seq%11) - 5
+			w.qty = &q
+			set("qty", logic.Value{Kind: logic.TypeInt, I: q})
+		}
+		if seq%3 != 0 {
+			p := seq%2 == 0
+			w.paid = &p
+			v := logic.Value{Kind: logic.TypeBool}
+			if p {
+				v.I = 1
+			}
+			set("paid", v)
+		}
+		if seq%2 == 0 {
+			sh := ts + 3600_000
+			w.shipped = &sh
+			set("shipped", logic.Value{Kind: logic.TypeTime, I: sh})
+		}
+		rows = append(rows, lake.Row{Seq: seq, Arrival: 1_700_000_000_000 + int64(seq), Event: logic.Event{ID: w.id, Time: ts, Values: vals}})
+		exp[seq] = w
+	}
+	return rows, exp
+}
+
+func duck(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func source(files []string) string {
+	q := make([]string, len(files))
+	for i, f := range files {
+		q[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'"
+	}
+	return "read_parquet([" + strings.Join(q, ",") + "])"
+}
+
+func TestWriteCommitReadWithDuckDB(t *testing.T) {
+	s := testStream(t)
+	lk, err := lake.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2024, 3, 1, 20, 0, 0, 0, time.UTC).UnixMilli()
+	rows, exp := mkRows(s, 1, 120, base)
+	files, err := lk.Write(s, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 2 {
+		t.Fatalf("want one file per event date (>=2), got %v", files)
+	}
+	// Not committed yet: invisible.
+	if got, _ := lk.Files("orders"); len(got) != 0 {
+		t.Fatalf("uncommitted files visible: %v", got)
+	}
+	if err := lk.Commit("orders", lake.Checkpoint{Seq: 120, Arrival: rows[119].Arrival, CoveredUntil: rows[119].Arrival}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := lk.Checkpoint("orders")
+	if err != nil || cp.Seq != 120 || cp.CoveredUntil != rows[119].Arrival {
+		t.Fatalf("checkpoint %+v %v", cp, err)
+	}
+	got, err := lk.Files("orders")
+	if err != nil || len(got) != len(files) {
+		t.Fatalf("files %v %v (wrote %v)", got, err, files)
+	}
+	for _, f := range got {
+		if !strings.Contains(f, string(filepath.Separator)+"date=2024-03-0") {
+			t.Fatalf("file %s not partitioned by event date", f)
+		}
+	}
+
+	db := duck(t)
+	src := source(got)
+	var n, distinct int
+	if err := db.QueryRow("SELECT count(*), count(DISTINCT _seq) FROM "+src).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != 120 || distinct != 120 {
+		t.Fatalf("count %d distinct %d, want 120", n, distinct)
+	}
+	var typ string
+	if err := db.QueryRow("SELECT typeof(ts) FROM " + src + " LIMIT 1").Scan(&typ); err != nil {
+		t.Fatal(err)
+	}
+	if typ != "TIMESTAMP" {
+		t.Fatalf("time field type %s, want TIMESTAMP", typ)
+	}
+	r, err := db.Query(`SELECT _seq, _arrival, _time, _id, epoch_ms(ts), id, country, amount, qty, paid, epoch_ms(shipped) FROM ` + src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	seen := 0
+	for r.Next() {
+		var seq, arrival, tms, tsms int64
+		var id, id2 string
+		var country sql.NullString
+		var amount sql.NullFloat64
+		var qty, shipped sql.NullInt64
+		var paid sql.NullBool
+		if err := r.Scan(&seq, &arrival, &tms, &id, &tsms, &id2, &country, &amount, &qty, &paid, &shipped); err != nil {
+			t.Fatal(err)
+		}
+		w, ok := exp[uint64(seq)]
+		if !ok {
+			t.Fatalf("unexpected seq %d", seq)
+		}
+		seen++
+		if arrival != 1_700_000_000_000+seq || tms != w.ts || tsms != w.ts || id != w.id || id2 != w.id {
+			t.Fatalf("seq %d: arrival %d time %d ts %d id %q/%q, want %+v", seq, arrival, tms, tsms, id, id2, w)
+		}
+		if country.Valid != (w.country != nil) || (country.Valid && country.String != *w.country) {
+			t.Fatalf("seq %d country %+v want %v", seq, country, w.country)
+		}
+		if amount.Valid != (w.amount != nil) || (amount.Valid && math.Abs(amount.Float64-*w.amount) > 0) {
+			t.Fatalf("seq %d amount %+v want %v", seq, amount, w.amount)
+		}
+		if qty.Valid != (w.qty != nil) || (qty.Valid && qty.Int64 != *w.qty) {
+			t.Fatalf("seq %d qty %+v want %v", seq, qty, w.qty)
+		}
+		if paid.Valid != (w.paid != nil) || (paid.Valid && paid.Bool != *w.paid) {
+			t.Fatalf("seq %d paid %+v want %v", seq, paid, w.paid)
+		}
+		if shipped.Valid != (w.shipped != nil) || (shipped.Valid && shipped.Int64 != *w.shipped) {
+			t.Fatalf("seq %d shipped %+v want %v", seq, shipped, w.shipped)
+		}
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 120 {
+		t.Fatalf("saw %d rows", seen)
+	}
+}
+
+func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
+	s := testStream(t)
+	dir := t.TempDir()
+	lk, err := lake.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	rows, _ := mkRows(s, 1, 10, base)
+	if _, err := lk.Write(s, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Commit("orders", lake.Checkpoint{Seq: 10, Arrival: 1, CoveredUntil: 1}); err != nil {
+		t.Fatal(err)
+	}
+	committed, _ := lk.Files("orders")
+	// A writer crashed: a file beyond the checkpoint and temp files remain.
+	more, _ := mkRows(s, 11, 5, base)
+	beyond, err := lk.Write(s, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dateDir := filepath.Dir(committed[0])
+	tmp := filepath.Join(dateDir, lake.TempPrefix+"half-written")
+	if err := os.WriteFile(tmp, []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmpCp := filepath.Join(dir, "orders", lake.TempPrefix+"checkpoint.json-x")
+	if err := os.WriteFile(tmpCp, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files, err := lk.Files("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(files) != fmt.Sprint(committed) {
+		t.Fatalf("Files = %v, want only committed %v", files, committed)
+	}
+	if err := lk.Recover("orders"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(beyond, tmp, tmpCp) {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s survived Recover (%v)", p, err)
+		}
+	}
+	for _, p := range committed {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("committed %s removed: %v", p, err)
+		}
+	}
+	var n int
+	if err := duck(t).QueryRow("SELECT count(*) FROM " + source(committed)).Scan(&n); err != nil || n != 10 {
+		t.Fatalf("count %d %v", n, err)
+	}
+	// An empty stream has no checkpoint and no files.
+	if cp, err := lk.Checkpoint("none"); err != nil || cp != (lake.Checkpoint{}) {
+		t.Fatalf("empty checkpoint %+v %v", cp, err)
+	}
+	if f, err := lk.Files("none"); err != nil || len(f) != 0 {
+		t.Fatalf("empty files %v %v", f, err)
+	}
+	if err := lk.Recover("none"); err != nil {
+		t.Fatal(err)
+	}
+}
