@@ -47,7 +47,7 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: consumer %s info: %w", name, err)
 		}
-		if start.Seq > 0 && info.AckFloor.Stream+1 == start.Seq {
+		if start.Seq > 0 && info.AckFloor.Stream+1 == start.Seq && info.NumAckPending == 0 {
 			return &Consumer{c: c, stream: stream}, nil
 		}
 		if err := s.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
