@@ -34,9 +34,11 @@ type Msg struct {
 	msg     jetstream.Msg
 }
 
-// Consumer opens the durable consumer name on a stream. When it does not
-// exist, or its acknowledged position does not match start.Seq-1, it is
-// (re)created to deliver from start.
+// Consumer opens the durable consumer name on a stream. It is reused when
+// it would deliver start.Seq or earlier (the owner skips what it already
+// holds; unacknowledged records come again after the ack wait); it is
+// (re)created to deliver from start when it does not exist, when start is by
+// time, or when it has acknowledged past start.Seq-1 (the owner lost state).
 func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, maxAckPending int) (*Consumer, error) {
 	s, err := l.js.Stream(ctx, l.StreamName(stream))
 	if err != nil {
@@ -47,7 +49,7 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: consumer %s info: %w", name, err)
 		}
-		if start.Seq > 0 && info.AckFloor.Stream+1 == start.Seq && info.NumAckPending == 0 {
+		if start.Seq > 0 && info.AckFloor.Stream+1 <= start.Seq {
 			return &Consumer{c: c, stream: stream}, nil
 		}
 		if err := s.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -59,7 +61,7 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
 		AckPolicy:     jetstream.AckAllPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       5 * time.Second,
 		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		FilterSubject: l.Subject(stream),
