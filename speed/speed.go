@@ -143,8 +143,34 @@ func (l *Layer) Run(ctx context.Context) error {
 
 var errStateLost = errors.New("speed: speed state lost")
 
-// runStream is one incarnation of a stream's consume loop.
+const leaseTTL = 5 * time.Second
+
+var errLeaseLost = errors.New("speed: writer lease lost")
+
+// runStream is one incarnation of a stream's consume loop. It waits in
+// standby until it holds the stream's writer lease.
 func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.View) error {
+	standby := false
+	for {
+		ok, err := l.store.Lease(ctx, s.Name, l.owner, leaseTTL)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		if !standby {
+			l.logger.Info("another speed process owns the stream; standing by", "stream", s.Name)
+			standby = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(leaseTTL / 5):
+		}
+	}
+	defer func() { _ = l.store.ReleaseLease(context.WithoutCancel(ctx), s.Name, l.owner) }()
+	leased := time.Now()
 	pos, found, err := l.store.Position(ctx, s.Name)
 	if err != nil {
 		return err
@@ -227,6 +253,16 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	}
 
 	for {
+		if time.Since(leased) > leaseTTL/3 {
+			ok, err := l.store.Lease(ctx, s.Name, l.owner, leaseTTL)
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			if !ok && ctx.Err() == nil {
+				return errLeaseLost
+			}
+			leased = time.Now()
+		}
 		msgs, ferr := c.Fetch(ctx, l.cfg.BatchSize, l.cfg.MaxWait)
 		if ferr != nil && ctx.Err() == nil {
 			return ferr

@@ -19,6 +19,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -298,3 +299,37 @@ func (s *Store) Reset(ctx context.Context, stream string, views []string) error 
 
 // Ping checks the connection.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
+
+var leaseScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// Lease takes or renews the writer lease of a stream for ttl. It returns
+// false while another owner holds it. The lease keeps a second speed process
+// in standby; correctness does not depend on it (the position's
+// compare-and-set does), only efficiency.
+func (s *Store) Lease(ctx context.Context, stream, owner string, ttl time.Duration) (bool, error) {
+	ok, err := leaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + stream}, owner, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("speedstore: lease %s: %w", stream, err)
+	}
+	return ok == 1, nil
+}
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// ReleaseLease gives the lease up if owner holds it.
+func (s *Store) ReleaseLease(ctx context.Context, stream, owner string) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + stream}, owner).Err(); err != nil {
+		return fmt.Errorf("speedstore: release %s: %w", stream, err)
+	}
+	return nil
+}
