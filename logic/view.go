@@ -31,6 +31,7 @@ type View struct {
 
 	dims  []int
 	slots []Slot
+	where *Predicate // nil: every event counts
 }
 
 // NewView compiles a view definition against its stream.
@@ -39,8 +40,12 @@ func NewView(name string, def ViewDef, s *Stream) (*View, error) {
 	if err := v.Window.Validate(); err != nil {
 		return nil, err
 	}
-	if def.Where != "" {
-		return nil, fmt.Errorf("where: predicates are not available in this build")
+	if strings.TrimSpace(def.Where) != "" {
+		p, err := ParseWhere(def.Where, s)
+		if err != nil {
+			return nil, err // *WhereError: "where: at N: ..."
+		}
+		v.where = p
 	}
 	seen := map[string]bool{}
 	for _, d := range def.GroupBy {
@@ -168,6 +173,9 @@ func (d *Delta) Reset() { clear(d.Cells) }
 // contains its event time.
 func (d *Delta) Fold(epoch int64, ev *Event) {
 	v := d.View
+	if v.where != nil && !v.where.Match(ev) {
+		return
+	}
 	d.key = v.AppendGroupKey(d.key[:0], ev.Values)
 	d.starts = v.Window.Starts(d.starts[:0], ev.Time)
 	for _, w := range d.starts {
@@ -299,7 +307,11 @@ func (v *View) SQL(source string, cutoffMs int64) string {
 	for i, s := range v.slots {
 		fmt.Fprintf(&b, ", CAST(%s AS DOUBLE) AS s%d", s.SQL, i)
 	}
-	fmt.Fprintf(&b, " FROM (SELECT *, %s AS window_start FROM %s WHERE _arrival < %d) AS ev", v.Window.StartSQL("_time"), source, cutoffMs)
+	fmt.Fprintf(&b, " FROM (SELECT *, %s AS window_start FROM %s WHERE _arrival < %d", v.Window.StartSQL("_time"), source, cutoffMs)
+	if v.where != nil {
+		b.WriteString(" AND (" + v.where.SQL() + ")")
+	}
+	b.WriteString(") AS ev")
 	b.WriteString(" GROUP BY window_start")
 	for i := range v.Dims {
 		fmt.Fprintf(&b, ", d%d", i)
