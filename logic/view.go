@@ -214,13 +214,24 @@ func (v *View) GroupKey(dims []Value) string {
 	return string(b)
 }
 
-const groupSep = 0x1f
+// Group keys join dimensions with groupSep; inside string values groupSep
+// and groupEsc are escaped with groupEsc, so no two groups share a key.
+const (
+	groupSep = 0x1f
+	groupEsc = 0x1b
+)
 
 func appendDim(b []byte, x Value) []byte {
 	switch x.Kind {
 	case TypeString:
 		b = append(b, 's')
-		return append(b, x.S...)
+		for i := 0; i < len(x.S); i++ {
+			if c := x.S[i]; c == groupSep || c == groupEsc {
+				b = append(b, groupEsc)
+			}
+			b = append(b, x.S[i])
+		}
+		return b
 	case TypeInt:
 		b = append(b, 'i')
 		return strconv.AppendInt(b, x.I, 10)
@@ -241,13 +252,13 @@ func (v *View) DecodeGroup(key string) ([]Value, error) {
 		}
 		return out, nil
 	}
-	for _, part := range strings.Split(key, string(rune(groupSep))) {
+	for _, part := range splitGroup(key) {
 		if part == "" {
 			return nil, fmt.Errorf("bad group key %q", key)
 		}
 		switch part[0] {
 		case 's':
-			out = append(out, Value{Kind: TypeString, S: part[1:]})
+			out = append(out, Value{Kind: TypeString, S: unescapeGroup(part[1:])})
 		case 'i', 'b':
 			n, err := strconv.ParseInt(part[1:], 10, 64)
 			if err != nil {
@@ -317,4 +328,34 @@ func (v *View) SQL(source string, cutoffMs int64) string {
 		fmt.Fprintf(&b, ", d%d", i)
 	}
 	return b.String()
+}
+
+// splitGroup splits a group key at unescaped separators.
+func splitGroup(key string) []string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(key); i++ {
+		switch key[i] {
+		case groupEsc:
+			i++
+		case groupSep:
+			parts = append(parts, key[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, key[start:])
+}
+
+func unescapeGroup(s string) string {
+	if strings.IndexByte(s, groupEsc) < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == groupEsc && i+1 < len(s) {
+			i++
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
