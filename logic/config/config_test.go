@@ -1,0 +1,349 @@
+package config_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/configs"
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
+)
+
+// repoFile reads a file relative to the repository root.
+func repoFile(t *testing.T, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestExampleConfigsValidate(t *testing.T) {
+	demo := repoFile(t, "configs/demo.yaml")
+	if !bytes.Equal(demo, configs.Demo) {
+		t.Fatal("the embedded demo configuration differs from configs/demo.yaml")
+	}
+	cfg, err := config.Parse(demo, nil)
+	if err != nil {
+		t.Fatalf("configs/demo.yaml: %v", err)
+	}
+	cat, err := cfg.Compile([]byte("k"))
+	if err != nil {
+		t.Fatalf("compile demo: %v", err)
+	}
+	if got := strings.Join(cat.StreamOrder, ","); got != "orders,pageviews,sensors" {
+		t.Errorf("streams %s", got)
+	}
+	if got := strings.Join(cat.ViewOrder, ","); got != "orders_by_country,pageviews_by_path,sensor_temps" {
+		t.Errorf("views in file order: %s", got)
+	}
+	v := cat.Views["orders_by_country"]
+	var names []string
+	for _, m := range v.Measures {
+		names = append(names, m.Name+"="+m.Kind.String())
+	}
+	if got := strings.Join(names, ","); got != "orders=count,revenue=sum,basket_avg=avg,biggest=max,smallest=min,items=sum" {
+		t.Errorf("measures in file order: %s", got)
+	}
+	if v.Window.Size != time.Minute || v.Window.Hop != 0 || strings.Join(v.Dims, ",") != "country" || v.Stream != cat.Streams["orders"] {
+		t.Errorf("orders_by_country: %+v", v.Window)
+	}
+	if pv := cat.ViewsOf("pageviews"); len(pv) != 1 || pv[0].Name != "pageviews_by_path" || strings.Join(pv[0].Dims, ",") != "path,mobile" {
+		t.Errorf("ViewsOf(pageviews) = %v", pv)
+	}
+	orders := cat.Streams["orders"]
+	if orders.AllowedLateness != 2*time.Minute || orders.MaxFuture != 5*time.Minute || orders.IDField != orders.FieldIndex("order_id") {
+		t.Errorf("orders stream: %+v", orders)
+	}
+	if f := orders.Fields[orders.FieldIndex("email")]; f.PII != logic.PIIHash {
+		t.Errorf("email pii %v", f.PII)
+	}
+	if f := orders.Fields[orders.FieldIndex("amount")]; !f.Required || f.Type != logic.TypeFloat {
+		t.Errorf("amount %+v", f)
+	}
+	if !cat.Streams["sensors"].DedupContent {
+		t.Error("sensors: dedup: content was lost")
+	}
+	if cfg.Epoch.D() != 10*time.Second || cfg.Batch.Every.D() != time.Minute || cfg.HTTP.Addr != ":8080" {
+		t.Errorf("demo settings: epoch %v every %v addr %q", cfg.Epoch.D(), cfg.Batch.Every.D(), cfg.HTTP.Addr)
+	}
+
+	shop, err := config.Parse(repoFile(t, "configs/shop.yaml"), nil)
+	if err != nil {
+		t.Fatalf("configs/shop.yaml: %v", err)
+	}
+	if _, err := shop.Compile([]byte("k")); err != nil {
+		t.Fatalf("compile shop: %v", err)
+	}
+	if shop.NATS.Replicas != 3 || shop.NATS.MaxAge.D() != 30*24*time.Hour || len(shop.Auth.Keys) != 3 || shop.Namespace != "shop" {
+		t.Errorf("shop settings: %+v", shop.NATS)
+	}
+}
+
+// want describes one expected validation error: its key (or a key under
+// it), the lines it may point at, and a piece of its message.
+type want struct {
+	key      string
+	from, to int
+	msg      string
+}
+
+func TestBadConfigReportsEveryError(t *testing.T) {
+	path := filepath.Join("testdata", "bad.yaml")
+	_, err := config.Load(path)
+	if err == nil {
+		t.Fatal("bad.yaml loads without error")
+	}
+	if !errors.Is(err, config.ErrInvalid) {
+		t.Fatalf("error %v is not ErrInvalid", err)
+	}
+	var errs *config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("error %T is not *config.Errors", err)
+	}
+	// Line numbers of testdata/bad.yaml. Errors about a whole view may point
+	// at the view or at the offending key inside it.
+	wants := []want{
+		{"retention", 7, 7, "unknown key"},
+		{"speed.max_wiat", 11, 11, "unknown key"},
+		{"namespace", 5, 5, `bad namespace "Braid"`},
+		{"epoch", 6, 6, "whole seconds"},
+		{"speed.batch_size", 10, 10, "1..100000"},
+		{"http.max_in_flight", 8, 8, "must be positive"},
+		{"auth.keys[0]", 14, 14, "exactly one of token_env and sha256"},
+		{"auth.keys[1].scopes", 15, 15, `unknown scope "write:all"`},
+		{"streams.clicks.fields.qty", 24, 24, `unknown field type "integer"`},
+		{"streams.clicks.pii.path", 25, 25, `unknown pii mode "scramble"`},
+		{"streams.sensors", 26, 28, `time field "when" is not a declared field`},
+		{"views.by_country", 30, 34, `where: at 16: unknown field "amout"`},
+		{"views.tiny", 37, 39, "window 500ms is outside"},
+		{"views.by_path.stream", 43, 43, `unknown stream "nowhere"`},
+		{"views.spend", 47, 51, `avg needs a numeric field, "country" is string`},
+	}
+	found := make([]bool, len(errs.List))
+	for _, w := range wants {
+		ok := false
+		for i, e := range errs.List {
+			if found[i] || !strings.Contains(e.Msg, w.msg) {
+				continue
+			}
+			if e.Key != w.key && !strings.HasPrefix(e.Key, w.key+".") {
+				t.Errorf("%q: key %q, want %q", w.msg, e.Key, w.key)
+			}
+			if e.Line < w.from || e.Line > w.to {
+				t.Errorf("%q (%s): line %d, want %d..%d", w.msg, e.Key, e.Line, w.from, w.to)
+			}
+			found[i], ok = true, true
+			break
+		}
+		if !ok {
+			t.Errorf("missing error %s: %s", w.key, w.msg)
+		}
+	}
+	for i, e := range errs.List {
+		if !found[i] {
+			t.Errorf("unexpected error: %s", e.String())
+		}
+	}
+	// The rendered message carries every line and key.
+	text := err.Error()
+	for _, e := range errs.List {
+		if !strings.Contains(text, e.String()) || !strings.HasPrefix(e.String(), "line ") {
+			t.Errorf("rendered error lacks %q", e.String())
+		}
+	}
+	if t.Failed() {
+		t.Logf("full error:\n%s", text)
+	}
+}
+
+func TestSyntaxAndTypeErrorsNameTheLine(t *testing.T) {
+	cases := []struct {
+		doc  string
+		line int
+		msg  string
+	}{
+		{"epoch: 10s\nstreams: [\n", 2, "did not find expected node content"},
+		{"epoch: 10s\nspeed:\n  batch_size: lots\n", 3, "lots"},
+		{"data_dir: x\nepoch: soon\n", 2, `bad duration "soon"`},
+		{"data_dir: x\nbatch: { every: 2x }\n", 2, `bad duration "2x"`},
+	}
+	for _, c := range cases {
+		_, err := config.Parse([]byte(c.doc), nil)
+		var errs *config.Errors
+		if !errors.As(err, &errs) || len(errs.List) == 0 {
+			t.Errorf("%q: error %v", c.doc, err)
+			continue
+		}
+		e := errs.List[0]
+		if e.Line != c.line || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%q: %v (line %d), want line %d and %q", c.doc, err, e.Line, c.line, c.msg)
+		}
+	}
+}
+
+const minimal = `
+streams:
+  s:
+    time: ts
+    fields: { ts: time, n: int }
+views:
+  v:
+    stream: s
+    window: 10s
+    measures: { c: count() }
+`
+
+func TestDefaultsApply(t *testing.T) {
+	cfg, err := config.Parse([]byte(minimal), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The documented defaults, written out independently of Default().
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir", cfg.DataDir, "./data"},
+		{"namespace", cfg.Namespace, "braid"},
+		{"http.addr", cfg.HTTP.Addr, ":8080"},
+		{"http.max_body_bytes", cfg.HTTP.MaxBodyBytes, int64(16 << 20)},
+		{"http.max_in_flight", cfg.HTTP.MaxInFlight, 64},
+		{"nats.url", cfg.NATS.URL, ""},
+		{"nats.replicas", cfg.NATS.Replicas, 1},
+		{"nats.dedup_window", cfg.NATS.DedupWindow.D(), 2 * time.Minute},
+		{"nats.publish_timeout", cfg.NATS.PublishTimeout.D(), 5 * time.Second},
+		{"redis.url", cfg.Redis.URL, ""},
+		{"epoch", cfg.Epoch.D(), 10 * time.Second},
+		{"batch.every", cfg.Batch.Every.D(), 15 * time.Minute},
+		{"batch.keep_versions", cfg.Batch.KeepVersions, 3},
+		{"speed.batch_size", cfg.Speed.BatchSize, 2000},
+		{"speed.max_wait", cfg.Speed.MaxWait.D(), 100 * time.Millisecond},
+		{"speed.max_cells", cfg.Speed.MaxCells, 50000},
+		{"archive.max_rows", cfg.Archive.MaxRows, 200000},
+		{"archive.max_delay", cfg.Archive.MaxDelay.D(), 5 * time.Second},
+		{"dlq.max_age", cfg.DLQ.MaxAge.D(), 7 * 24 * time.Hour},
+		{"dlq.max_msgs", cfg.DLQ.MaxMsgs, int64(1_000_000)},
+		{"pii_key_env", cfg.PIIKeyEnv, "BRAID_PII_KEY"},
+		{"auth.keys", len(cfg.Auth.Keys), 0},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("default %s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	// Default() itself validates once streams and views are added, and is
+	// what Parse starts from.
+	d := config.Default()
+	if d.HTTP != cfg.HTTP || d.NATS != cfg.NATS || d.Epoch != cfg.Epoch || d.Batch != cfg.Batch || d.Speed != cfg.Speed || d.Archive != cfg.Archive || d.DLQ != cfg.DLQ {
+		t.Errorf("Parse of a minimal file differs from Default()")
+	}
+
+	// Setting one key of a section keeps the defaults of the others.
+	cfg, err = config.Parse([]byte("http: { max_in_flight: 5 }\nspeed: { max_cells: 7 }\nbatch: { every: 0 }\n"+minimal), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.MaxInFlight != 5 || cfg.HTTP.Addr != ":8080" || cfg.HTTP.MaxBodyBytes != 16<<20 {
+		t.Errorf("http section: %+v", cfg.HTTP)
+	}
+	if cfg.Speed.MaxCells != 7 || cfg.Speed.BatchSize != 2000 || cfg.Speed.MaxWait.D() != 100*time.Millisecond {
+		t.Errorf("speed section: %+v", cfg.Speed)
+	}
+	if cfg.Batch.Every.D() != 0 || cfg.Batch.KeepVersions != 3 {
+		t.Errorf("batch section: %+v (every: 0 means on demand)", cfg.Batch)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	file := "nats: { url: nats://file:4222 }\nhttp: { addr: \":7000\" }\nepoch: 10s\n" + minimal
+	cfg, err := config.Parse([]byte(file), env(map[string]string{
+		"BRAID_NATS_URL":         "nats://env-1:4222,nats://env-2:4222",
+		"BRAID_HTTP_ADDR":        "127.0.0.1:9999",
+		"BRAID_EPOCH":            "30s",
+		"BRAID_REDIS_URL":        "redis://r:6379/2",
+		"BRAID_DATA_DIR":         "/tmp/braid-env",
+		"BRAID_SPEED_BATCH_SIZE": "17",
+		"BRAID_NAMESPACE":        "", // empty: not an override
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.URL != "nats://env-1:4222,nats://env-2:4222" || cfg.HTTP.Addr != "127.0.0.1:9999" || cfg.Epoch.D() != 30*time.Second {
+		t.Errorf("overrides not applied: nats %q http %q epoch %v", cfg.NATS.URL, cfg.HTTP.Addr, cfg.Epoch.D())
+	}
+	if cfg.Redis.URL != "redis://r:6379/2" || cfg.DataDir != "/tmp/braid-env" || cfg.Speed.BatchSize != 17 || cfg.Namespace != "braid" {
+		t.Errorf("overrides: redis %q data_dir %q batch_size %d namespace %q", cfg.Redis.URL, cfg.DataDir, cfg.Speed.BatchSize, cfg.Namespace)
+	}
+	// Without overrides the file wins over the defaults.
+	cfg, err = config.Parse([]byte(file), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.URL != "nats://file:4222" || cfg.HTTP.Addr != ":7000" {
+		t.Errorf("file values: %q %q", cfg.NATS.URL, cfg.HTTP.Addr)
+	}
+
+	// Load reads the real environment.
+	path := filepath.Join(t.TempDir(), "braid.yaml")
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BRAID_NATS_URL", "nats://setenv:4222")
+	t.Setenv("BRAID_HTTP_ADDR", ":1234")
+	t.Setenv("BRAID_EPOCH", "1m")
+	cfg, err = config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.URL != "nats://setenv:4222" || cfg.HTTP.Addr != ":1234" || cfg.Epoch.D() != time.Minute {
+		t.Errorf("Load: nats %q http %q epoch %v", cfg.NATS.URL, cfg.HTTP.Addr, cfg.Epoch.D())
+	}
+
+	// Bad overrides are reported under the variable's name; overridden
+	// values are validated like file values.
+	bad := []struct {
+		vars map[string]string
+		key  string
+		msg  string
+	}{
+		{map[string]string{"BRAID_EPOCH": "soon"}, "BRAID_EPOCH", `bad duration "soon"`},
+		{map[string]string{"BRAID_SPEED_BATCH_SIZE": "lots"}, "BRAID_SPEED_BATCH_SIZE", "want an integer"},
+		{map[string]string{"BRAID_EPOCH": "1500ms"}, "epoch", "whole seconds between 1s and 1h"},
+	}
+	for _, b := range bad {
+		_, err := config.Parse([]byte(file), env(b.vars))
+		var errs *config.Errors
+		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != b.key || !strings.Contains(errs.List[0].Msg, b.msg) {
+			t.Errorf("%v: got %v, want one error at %s: %s", b.vars, err, b.key, b.msg)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"", 0, true}, {"0", 0, true}, {"10s", 10 * time.Second, true}, {"5m", 5 * time.Minute, true},
+		{"1h30m", 90 * time.Minute, true}, {"2d", 48 * time.Hour, true}, {" 100ms ", 100 * time.Millisecond, true},
+		{"5x", 0, false}, {"d", 0, false}, {"1.5d", 0, false}, {"ten", 0, false},
+	}
+	for _, c := range cases {
+		got, err := config.ParseDuration(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("ParseDuration(%q) = %v, %v", c.in, got, err)
+		}
+	}
+}
