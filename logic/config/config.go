@@ -544,7 +544,7 @@ func (c *Config) Validate() error {
 			// Not an error: windows and epochs are independent. Kept as a note for readers.
 		}
 		if _, err := logic.NewView(name, viewDef(vc), s); err != nil {
-			add(key, "", "%v", err)
+			add(key+"."+viewErrKey(err.Error()), "", "%v", err)
 		}
 	}
 	if len(errs) > 0 {
@@ -710,4 +710,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// viewErrKey names the key of a view that an error from logic.NewView is about.
+func viewErrKey(msg string) string {
+	for _, k := range []string{"where", "group_by", "hop", "measure"} {
+		if strings.HasPrefix(msg, k) {
+			if k == "measure" {
+				return "measures"
+			}
+			return k
+		}
+	}
+	return "window"
 }
