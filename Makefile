@@ -1,0 +1,42 @@
+# Braid: one binary, every layer. `make run` starts the demo; `make test` runs
+# every test tier against real servers (embedded nats-server, redis-server,
+# DuckDB, Parquet files).
+GO      ?= go
+BIN     := bin/braid
+PKGS    := ./...
+
+.PHONY: build run test test-short test-faults fuzz bench lint clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/braid
+
+## run: the whole platform on embedded defaults with the demo generator (http://localhost:8080)
+run: build
+	./$(BIN) up --config configs/demo.yaml --demo
+
+## test: unit, integration and end-to-end tests, all against real servers
+test: build
+	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 18m -p 2 $(PKGS)
+
+test-short: build
+	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -short $(PKGS)
+
+## test-faults: the long fault-injection suite
+test-faults: build
+	BRAID_BIN=$(CURDIR)/$(BIN) BRAID_FAULT_TRIALS=$${BRAID_FAULT_TRIALS:-20} $(GO) test -count=1 -timeout 60m -run 'Fault' ./tests/
+
+## fuzz: run each fuzz target for a while
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime 60s ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime 60s ./logic/
+
+## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
+bench: build
+	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./tests/bench/ | grep -E '^(bench:|---|ok|FAIL)'
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// layerFlags parses the flags every single-layer command shares.
+func layerFlags(name string, args []string, extra func(*flag.FlagSet)) (*app, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("config", "", "configuration file")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := loadConfig(*path, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := newApp(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, fs, nil
+}
+
+func cmdSpeed(ctx context.Context, args []string) error {
+	a, _, err := layerFlags("speed", args, nil)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.connectNATS(ctx, false); err != nil {
+		return err
+	}
+	if err := a.connectRedis(ctx, false); err != nil {
+		return err
+	}
+	l, err := a.openStores()
+	if err != nil {
+		return err
+	}
+	a.newSpeed(l)
+	return a.runAll(ctx, l)
+}
+
+func cmdArchive(ctx context.Context, args []string) error {
+	a, _, err := layerFlags("archive", args, nil)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.connectNATS(ctx, false); err != nil {
+		return err
+	}
+	l, err := a.openStores()
+	if err != nil {
+		return err
+	}
+	a.newArchiver(l)
+	return a.runAll(ctx, l)
+}
+
+func cmdServe(ctx context.Context, args []string) error {
+	a, _, err := layerFlags("serve", args, nil)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.connectNATS(ctx, false); err != nil {
+		return err
+	}
+	if err := a.connectRedis(ctx, false); err != nil {
+		return err
+	}
+	l, err := a.openStores()
+	if err != nil {
+		return err
+	}
+	a.newRunner(l)
+	if err := a.newServer(l); err != nil {
+		return err
+	}
+	// The serve process answers POST /v1/batch/runs but does not schedule runs.
+	return a.runAll(ctx, l)
+}
+
+// cmdBatch is `braid batch` (the scheduled batch layer) or `braid batch run`
+// (one run now, exit code 1 on failure).
+func cmdBatch(ctx context.Context, args []string) error {
+	once := len(args) > 0 && args[0] == "run"
+	if once {
+		args = args[1:]
+	}
+	var views string
+	a, _, err := layerFlags("batch", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&views, "view", "", "comma-separated views to recompute (default: all)")
+	})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	// Redis lets a run expire the speed epochs it absorbed; without it the
+	// next run of a process that has Redis does that.
+	if a.cfg.Redis.URL != "" {
+		if err := a.connectRedis(ctx, false); err != nil {
+			return err
+		}
+	}
+	l, err := a.openStores()
+	if err != nil {
+		return err
+	}
+	a.newRunner(l)
+	if !once {
+		if a.cfg.Batch.Every.D() == 0 {
+			return errors.New("batch.every is 0: nothing to schedule (use `braid batch run`)")
+		}
+		return a.runAll(ctx, &layers{runner: l.runner, schedule: true})
+	}
+	var list []string
+	if views != "" {
+		list = strings.Split(views, ",")
+		for _, v := range list {
+			if _, ok := a.cat.Views[v]; !ok {
+				return fmt.Errorf("unknown view %q", v)
+			}
+		}
+	}
+	run, err := l.runner.Run(ctx, list)
+	b, _ := json.Marshal(run)
+	fmt.Fprintln(os.Stderr, string(b))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("run %s %s: views=%s rows_read=%d rows_out=%d duration=%s version=%s\n", run.ID, run.Status,
+		strings.Join(run.Views, ","), run.RowsRead, run.RowsOut, time.Duration(run.DurationMs)*time.Millisecond, run.Version)
+	if run.Status != "succeeded" {
+		return fmt.Errorf("run %s %s: %s", run.ID, run.Status, run.Error)
+	}
+	return nil
+}

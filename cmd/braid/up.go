@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/braid-data/braid/batch"
+	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/speed"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
+)
+
+// layers are the components a process runs; nil ones are not run here.
+type layers struct {
+	speed    *speed.Layer
+	archiver *batch.Archiver
+	runner   *batch.Runner
+	server   *serving.Server
+	schedule bool // run the batch scheduler (batch.every)
+
+	lake  *lake.Lake
+	views *batchviews.Store
+	store *speedstore.Store
+}
+
+func (a *app) openStores() (*layers, error) {
+	l := &layers{}
+	var err error
+	if l.lake, err = lake.Open(filepath.Join(a.cfg.DataDir, "lake")); err != nil {
+		return nil, err
+	}
+	if l.views, err = batchviews.Open(filepath.Join(a.cfg.DataDir, "batch"), batchviews.WithKeepVersions(a.cfg.Batch.KeepVersions)); err != nil {
+		return nil, err
+	}
+	if a.rdb != nil {
+		l.store = speedstore.New(a.rdb, a.cfg.Namespace)
+	}
+	return l, nil
+}
+
+func (a *app) newSpeed(l *layers) {
+	a.newSpeedFrom(l, batchviews.CutoffSource{Store: l.views, Catalog: a.cat})
+}
+
+func (a *app) newSpeedFrom(l *layers, cutoffs speed.CutoffSource) {
+	c := a.cfg
+	l.speed = speed.New(speed.Config{Namespace: c.Namespace, BatchSize: c.Speed.BatchSize, MaxWait: c.Speed.MaxWait.D(),
+		Epoch: c.Epoch.D(), MaxCells: c.Speed.MaxCells}, a.log, l.store, cutoffs, a.cat, a.logger.With("layer", "speed"), a.reg)
+}
+
+func (a *app) newArchiver(l *layers) {
+	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: a.cfg.Archive.MaxRows, MaxDelay: a.cfg.Archive.MaxDelay.D()},
+		a.log, l.lake, a.cat, a.logger.With("layer", "archive"), a.reg)
+}
+
+func (a *app) newRunner(l *layers) {
+	l.runner = batch.NewRunner(batch.RunnerConfig{Epoch: a.cfg.Epoch.D()}, l.lake, l.views, l.store, a.cat, a.logger.With("layer", "batch"), a.reg)
+}
+
+func (a *app) newServer(l *layers) error {
+	var err error
+	l.server, err = serving.New(a.servingOptions(l))
+	return err
+}
+
+// runAll runs the given layers until ctx ends, then stops them: the HTTP
+// server first (no new ingest), then the consumers flush, commit and ack.
+func (a *app) runAll(ctx context.Context, l *layers, extra ...func(context.Context)) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				a.logger.Error("layer failed", "layer", name, "err", err)
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	if l.speed != nil {
+		goRun("speed", l.speed.Run)
+	}
+	if l.archiver != nil {
+		goRun("archive", l.archiver.Run)
+	}
+	if l.runner != nil && l.schedule && a.cfg.Batch.Every.D() > 0 {
+		goRun("batch", func(ctx context.Context) error { l.runner.Schedule(ctx, a.cfg.Batch.Every.D()); return nil })
+	}
+	var srv *http.Server
+	if l.server != nil {
+		ln, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", a.cfg.HTTP.Addr, err)
+		}
+		srv = &http.Server{Handler: l.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		a.logger.Info("serving HTTP", "addr", ln.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+	for _, f := range extra {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errs:
+	}
+	a.logger.Info("shutting down")
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	if first != nil {
+		return first
+	}
+	wg.Wait()
+	a.logger.Info("stopped")
+	return nil
+}
+
+func cmdUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	path := fs.String("config", "", "configuration file (default: the embedded demo configuration)")
+	withDemo := fs.Bool("demo", false, "also run the synthetic event generator")
+	rate := fs.Int("demo-rate", 50, "demo events per second per stream")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, true)
+	if err != nil {
+		return err
+	}
+	a, err := newApp(cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.connectNATS(ctx, true); err != nil {
+		return err
+	}
+	if err := a.connectRedis(ctx, true); err != nil {
+		return err
+	}
+	l, err := a.openStores()
+	if err != nil {
+		return err
+	}
+	a.newSpeed(l)
+	a.newArchiver(l)
+	a.newRunner(l)
+	l.schedule = true
+	if err := a.newServer(l); err != nil {
+		return err
+	}
+	var extra []func(context.Context)
+	if *withDemo {
+		d := &demo{base: "http://" + loopback(cfg.HTTP.Addr), rate: *rate, logger: a.logger.With("layer", "demo")}
+		extra = append(extra, d.run)
+	}
+	return a.runAll(ctx, l, extra...)
+}
+
+// loopback turns a listen address such as ":8080" into one to dial.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,302 @@
+package serving_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+type ingestEnv struct {
+	srv *httptest.Server
+	log *eventlog.Log
+	reg *prometheus.Registry
+	s   *serving.Server
+}
+
+func newIngestEnv(t *testing.T, maxBody int64, maxInFlight int) *ingestEnv {
+	t.Helper()
+	n := testenv.StartNATS(t)
+	_, js := n.JetStream(t)
+	l, err := eventlog.Open(context.Background(), js, []string{"orders"}, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testStream(t)
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = maxBody
+	cfg.HTTP.MaxInFlight = maxInFlight
+	reg := prometheus.NewRegistry()
+	s, err := serving.New(serving.Options{Config: &cfg, Catalog: testCatalog(st, testView(t, st, "v", time.Minute, 0)), Log: l, Registry: reg, Logger: testenv.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &ingestEnv{srv: httptest.NewServer(s.Handler()), log: l, reg: reg, s: s}
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *ingestEnv) post(t *testing.T, path, ctype, body string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+func (e *ingestEnv) ingest(t *testing.T, ctype, payload string) serving.IngestResult {
+	t.Helper()
+	code, _, body := e.post(t, "/v1/streams/orders/events", ctype, payload)
+	if code != 200 {
+		t.Fatalf("ingest: %d %s", code, body)
+	}
+	var r serving.IngestResult
+	if err := json.Unmarshal(body, &r); err != nil || r.Errors == nil {
+		t.Fatalf("ingest answer %s: %v", body, err)
+	}
+	return r
+}
+
+func TestIngestHTTP(t *testing.T) {
+	ctx := context.Background()
+	e := newIngestEnv(t, 4096, 8)
+	const path = "/v1/streams/orders/events"
+	ev := func(id string, extra string) string {
+		return fmt.Sprintf(`{"id":%q,"ts":"2026-01-01T00:00:00Z","device":"web","amount":1.5,"email":"a@b.c"%s}`, id, extra)
+	}
+
+	// One object, no content type.
+	r := e.ingest(t, "", ev("o1", ""))
+	if r.Accepted != 1 || r.Rejected != 0 || len(r.Errors) != 0 {
+		t.Fatalf("object: %+v", r)
+	}
+	// An array with one bad element.
+	r = e.ingest(t, "application/json; charset=utf-8", "["+ev("a1", "")+","+ev("a2", `,"amount":"x"`)+","+ev("a3", "")+"]")
+	if r.Accepted != 2 || r.Rejected != 1 || r.Errors[0].Index != 1 || !strings.Contains(r.Errors[0].Error, "amount") {
+		t.Fatalf("array: %+v", r)
+	}
+	// NDJSON with a broken line, a missing required field and a blank line.
+	nd := ev("n1", "") + "\n{not json\n\n" + `{"id":"n2","ts":1000,"email":"secret@x.org"}` + "\n" + ev("n3", "") + "\n"
+	r = e.ingest(t, "application/x-ndjson", nd)
+	if r.Accepted != 2 || r.Rejected != 2 || r.Errors[0].Index != 1 || r.Errors[1].Index != 2 || !strings.Contains(r.Errors[1].Error, "device") {
+		t.Fatalf("ndjson: %+v", r)
+	}
+	// A retry of the same ids is stored once.
+	r = e.ingest(t, "application/x-ndjson", ev("n1", "")+"\n"+ev("n3", ""))
+	if r.Accepted != 2 {
+		t.Fatalf("retry: %+v", r)
+	}
+	info, err := e.log.Info(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Msgs != 5 { // o1 a1 a3 n1 n3
+		t.Fatalf("stored %d events, want 5 (accepted, retry deduplicated)", info.Msgs)
+	}
+	// Rejects are in the dead-letter queue, reason and field kept, PII masked.
+	dls, err := e.log.DeadLetters(ctx, "orders", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dls) != 3 {
+		t.Fatalf("dead letters %d, want 3: %+v", len(dls), dls)
+	}
+	if dls[0].Field != "amount" || dls[0].Source != "http" || dls[2].Field != "device" || !strings.Contains(dls[1].Reason, "invalid JSON") {
+		t.Fatalf("dead letters: %+v", dls)
+	}
+	for _, d := range dls {
+		if bytes.Contains(d.Payload, []byte("secret@x.org")) || bytes.Contains(d.Payload, []byte("a@b.c")) {
+			t.Fatalf("raw PII in the dead-letter queue: %s", d.Payload)
+		}
+	}
+	// The DLQ over HTTP.
+	code, _, body := get(t, e.srv.URL+"/v1/dlq/orders?limit=2")
+	var dl struct {
+		Stream string
+		Events []eventlog.DeadLetter
+	}
+	if code != 200 || json.Unmarshal(body, &dl) != nil || dl.Stream != "orders" || len(dl.Events) != 2 {
+		t.Fatalf("dlq: %d %s", code, body)
+	}
+	code, _, body = get(t, fmt.Sprintf("%s/v1/dlq/orders?after=%d", e.srv.URL, dl.Events[1].Seq))
+	if code != 200 || json.Unmarshal(body, &dl) != nil || len(dl.Events) != 1 || dl.Events[0].Field != "device" {
+		t.Fatalf("dlq after: %d %s", code, body)
+	}
+	// Replay: nothing became valid, all kept.
+	code, _, body = e.post(t, "/v1/dlq/orders/replay", "", "")
+	var rr eventlog.ReplayResult
+	if code != 200 || json.Unmarshal(body, &rr) != nil || rr.Kept != 3 || rr.Replayed != 0 {
+		t.Fatalf("replay: %d %s", code, body)
+	}
+
+	// Refusals, none of which stores anything.
+	for _, tc := range []struct {
+		name, path, ctype, body string
+		code                    int
+	}{
+		{"unknown stream", "/v1/streams/nope/events", "", ev("x1", ""), 404},
+		{"too large", path, "application/x-ndjson", strings.Repeat(ev("big", "")+"\n", 100), 413},
+		{"content type", path, "text/plain", ev("x2", ""), 415},
+		{"empty", path, "application/json", "  \n", 400},
+		{"empty ndjson", path, "application/x-ndjson", "\n\n", 400},
+		{"invalid json", path, "", `{"id":"x3",`, 400},
+		{"ndjson as json", path, "application/json", ev("x4", "") + "\n" + ev("x5", ""), 400},
+		{"not an object", path, "", `42`, 400},
+	} {
+		code, _, body := e.post(t, tc.path, tc.ctype, tc.body)
+		var ae struct{ Error string }
+		if code != tc.code || json.Unmarshal(body, &ae) != nil || ae.Error == "" {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.code)
+		}
+	}
+	if info, _ := e.log.Info(ctx, "orders"); info.Msgs != 5 {
+		t.Fatalf("refused requests stored events: %d", info.Msgs)
+	}
+	if n, _ := e.log.DeadLetterCount(ctx, "orders"); n != 3 {
+		t.Fatalf("refused requests dead-lettered: %d", n)
+	}
+
+	// Counters: status and metrics.
+	code, _, body = get(t, e.srv.URL+"/v1/status")
+	var status map[string]any
+	if code != 200 || json.Unmarshal(body, &status) != nil {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	orders := status["streams"].(map[string]any)["orders"].(map[string]any)
+	lg := orders["log"].(map[string]any)
+	if orders["accepted"] != 7.0 || orders["rejected"] != 3.0 || orders["dead_letters"] != 3.0 || lg["msgs"] != 5.0 || lg["last_seq"] != 5.0 {
+		t.Fatalf("status orders: %v", orders)
+	}
+	if sp := orders["speed"].(map[string]any); sp["status"] != "unavailable" {
+		t.Fatalf("status speed without a speed layer: %v", sp)
+	}
+	if got := counterValue(t, e.reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "accepted"}); got != 7 {
+		t.Fatalf("braid_ingest_events_total accepted = %v", got)
+	}
+	code, _, body = get(t, e.srv.URL+"/metrics")
+	if code != 200 || !bytes.Contains(body, []byte(`braid_http_requests_total{code="413",route="/v1/streams/{stream}/events"} 1`)) {
+		t.Fatalf("metrics: %d %s", code, body)
+	}
+}
+
+// counterValue finds one series of a counter in a registry.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := true
+			for _, lp := range m.GetLabel() {
+				if want, has := labels[lp.GetName()]; has && want != lp.GetValue() {
+					ok = false
+				}
+			}
+			if ok {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s%v", name, labels)
+	return 0
+}
+
+// TestIngestUnavailable: a stopped NATS server answers 503 with Retry-After,
+// never 200.
+func TestIngestUnavailable(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.JetStream(t)
+	l, err := eventlog.Open(context.Background(), js, []string{"orders"}, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute, PublishTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testStream(t)
+	s, err := serving.New(serving.Options{Catalog: testCatalog(st, testView(t, st, "v", time.Minute, 0)), Log: l, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := httptest.NewServer(s.Handler())
+	defer h.Close()
+	n.Stop()
+	resp, err := http.Post(h.URL+"/v1/streams/orders/events", "application/json", strings.NewReader(`{"id":"u1","ts":1000,"device":"web"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("NATS down: %d %s (Retry-After %q)", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestIngestInFlight: beyond http.max_in_flight concurrent ingest requests
+// the answer is 429 with Retry-After. The first request holds its slot while
+// its body is still being sent.
+func TestIngestInFlight(t *testing.T) {
+	e := newIngestEnv(t, 1<<20, 1)
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(e.srv.URL+"/v1/streams/orders/events", "application/x-ndjson", pr)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	if _, err := io.WriteString(pw, `{"id":"slow1","ts":1000,"device":"web"}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	want := uint64(1) // slow1, plus "fast" once if it got in before slow1 held the slot
+	for {
+		code, hdr, body := e.post(t, "/v1/streams/orders/events", "", `{"id":"fast","ts":1000,"device":"web"}`)
+		if code == 429 {
+			if hdr.Get("Retry-After") == "" {
+				t.Fatalf("429 without Retry-After: %s", body)
+			}
+			break
+		}
+		if code != 200 || time.Now().After(deadline) {
+			t.Fatalf("want 429 while a request is in flight, got %d %s", code, body)
+		}
+		want = 2
+		time.Sleep(10 * time.Millisecond)
+	}
+	pw.Close()
+	if code := <-done; code != 200 {
+		t.Fatalf("the slow request: %d", code)
+	}
+	if info, _ := e.log.Info(context.Background(), "orders"); info.Msgs != want {
+		t.Fatalf("stored %d, want %d", info.Msgs, want)
+	}
+}

@@ -1,0 +1,71 @@
+package serving
+
+import (
+	"context"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+)
+
+// SpeedCell is one cell of the speed layer's state for a view: the deltas
+// of the records that arrived in arrival epoch Epoch (its start, unix ms),
+// for the window starting at Window (unix ms) and the encoded group Group
+// (logic.View.GroupKey). State holds the view's slots (logic.View.Slots;
+// NaN = empty min/max).
+type SpeedCell struct {
+	Epoch  int64
+	Window int64
+	Group  string
+	State  []float64
+}
+
+// SpeedReader reads the speed layer's cells.
+//
+// ReadCells returns the cells of view v whose window start is in
+// [fromMs, toMs) and whose epoch is >= minEpoch, in any order; a
+// (epoch, window, group) appears at most once. It must be safe for
+// concurrent use. An error fails the query (the answer would miss events).
+// The returned states are owned by the caller. (*speedstore.Store).Read
+// with its Cell converted field by field satisfies this contract.
+type SpeedReader interface {
+	ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]SpeedCell, error)
+}
+
+// StreamSpeed is the speed layer's committed position on a stream.
+type StreamSpeed struct {
+	Seq       uint64 // last log sequence folded into the speed store (0: none)
+	Watermark int64  // the largest event time seen, unix ms (0: none); serving subtracts the stream's allowed lateness
+}
+
+// SpeedStatus reports the speed layer's progress on a stream.
+//
+// StreamStatus returns the committed position (the zero value when the
+// speed layer has none yet). It must be safe for concurrent use.
+// (*speedstore.Store).Position maps onto it (found=false -> zero value).
+type SpeedStatus interface {
+	StreamStatus(ctx context.Context, stream string) (StreamSpeed, error)
+}
+
+// ArchivePosition is the archiver's committed checkpoint on a stream.
+type ArchivePosition struct {
+	Seq          uint64 // last log sequence written to the lake (0: none)
+	CoveredUntil int64  // every record that arrived before it (unix ms) is in the lake
+}
+
+// ArchiveStatus reports the archiver's progress on a stream (the lake's
+// checkpoint: (*lake.Lake).Checkpoint maps onto it). Safe for concurrent use.
+type ArchiveStatus interface {
+	ArchiveCheckpoint(ctx context.Context, stream string) (ArchivePosition, error)
+}
+
+// BatchRunner starts batch runs. *batch.Runner satisfies it.
+//
+// Run computes the views (nil: all) synchronously and returns the run's
+// record (status failed, with its error, when it failed). Start begins a run
+// in the background and returns its id, or an error matching
+// Options.RunnerBusy or ErrBatchBusy (errors.Is) when a run is in progress.
+// Serving checks view names against the catalog before calling either.
+type BatchRunner interface {
+	Run(ctx context.Context, views []string) (batchviews.Run, error)
+	Start(views []string) (string, error)
+}

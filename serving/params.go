@@ -1,0 +1,190 @@
+package serving
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
+)
+
+// MaxWindows bounds the windows a query may span (to-from over the view's
+// window step).
+const MaxWindows = 100_000
+
+// Query is a parsed view query.
+type Query struct {
+	Rollup
+	StepText string   // as the answer echoes it: the given step, or the view's
+	GroupBy  []string // kept dimension names, in output order
+	Format   string   // json | csv
+	Order    int      // measure index to order by, -1 = none
+	Desc     bool
+	Limit    int // 0 = all
+}
+
+// ParamError is a bad query parameter (answered 400).
+type ParamError struct {
+	Param string
+	Msg   string
+}
+
+func (e *ParamError) Error() string { return e.Param + ": " + e.Msg }
+
+func perr(param, format string, args ...any) *ParamError {
+	return &ParamError{Param: param, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ParseQuery reads from, to, step, group_by, where, format, order and limit
+// for view v. Errors are *ParamError.
+func ParseQuery(v *logic.View, q url.Values) (Query, error) {
+	out := Query{Order: -1, Format: "json"}
+	var err error
+	if out.From, err = parseTime(q, "from"); err != nil {
+		return out, err
+	}
+	if out.To, err = parseTime(q, "to"); err != nil {
+		return out, err
+	}
+	if out.From >= out.To {
+		return out, perr("from", "must be before to")
+	}
+	viewStep := v.Window.Step().Milliseconds()
+	size := v.Window.Size.Milliseconds()
+	if n := (out.To - out.From + viewStep - 1) / viewStep; n > MaxWindows {
+		return out, perr("to", "the range spans %d windows of %s, at most %d are allowed", n, fmtDuration(viewStep), MaxWindows)
+	}
+	switch step := strings.TrimSpace(q.Get("step")); step {
+	case "":
+		out.StepText = fmtDuration(viewStep)
+	case "all":
+		out.All, out.StepText = true, "all"
+	default:
+		d, err := config.ParseDuration(step)
+		if err != nil || d <= 0 || d%time.Millisecond != 0 {
+			return out, perr("step", "bad duration %q (e.g. 5m, 1h, 1d or all)", step)
+		}
+		ms := d.Milliseconds()
+		switch {
+		case ms == viewStep:
+		case viewStep != size && ms%size != 0:
+			return out, perr("step", "%s is not a multiple of the window %s of this hopping view (or its hop %s)", step, fmtDuration(size), fmtDuration(viewStep))
+		case ms%viewStep != 0:
+			return out, perr("step", "%s is not a multiple of the view's window %s", step, fmtDuration(viewStep))
+		}
+		out.Step, out.StepText = ms, step
+	}
+	if vals, ok := q["group_by"]; ok {
+		out.Dims = []int{}
+		out.GroupBy = []string{}
+		for _, s := range vals {
+			for _, name := range strings.Split(s, ",") {
+				name = strings.TrimSpace(name)
+				if name == "" {
+					continue
+				}
+				i := slices.Index(v.Dims, name)
+				if i < 0 {
+					return out, perr("group_by", "unknown dimension %q (the view's dimensions: %s)", name, strings.Join(v.Dims, ", "))
+				}
+				if slices.Contains(out.Dims, i) {
+					return out, perr("group_by", "dimension %q is listed twice", name)
+				}
+				out.Dims = append(out.Dims, i)
+				out.GroupBy = append(out.GroupBy, name)
+			}
+		}
+	} else {
+		out.GroupBy = slices.Clone(v.Dims)
+	}
+	byDim := map[int]int{}
+	for _, s := range q["where"] {
+		for _, pair := range strings.Split(s, ",") {
+			if strings.TrimSpace(pair) == "" {
+				continue
+			}
+			name, val, ok := strings.Cut(pair, ":")
+			name = strings.TrimSpace(name)
+			if !ok || name == "" {
+				return out, perr("where", "want dim:value, got %q", pair)
+			}
+			i := slices.Index(v.Dims, name)
+			if i < 0 {
+				return out, perr("where", "unknown dimension %q (the view's dimensions: %s)", name, strings.Join(v.Dims, ", "))
+			}
+			if j, ok := byDim[i]; ok {
+				out.Filters[j].Values = append(out.Filters[j].Values, val)
+				continue
+			}
+			byDim[i] = len(out.Filters)
+			out.Filters = append(out.Filters, Filter{Dim: i, Values: []string{val}})
+		}
+	}
+	switch f := q.Get("format"); f {
+	case "", "json":
+	case "csv":
+		out.Format = "csv"
+	default:
+		return out, perr("format", "unsupported format %q (json or csv)", f)
+	}
+	if o := strings.TrimSpace(q.Get("order")); o != "" {
+		name := o
+		switch o[0] {
+		case '-':
+			out.Desc, name = true, o[1:]
+		case '+':
+			name = o[1:]
+		}
+		out.Order = slices.IndexFunc(v.Measures, func(m logic.Measure) bool { return m.Name == name })
+		if out.Order < 0 {
+			return out, perr("order", "unknown measure %q", name)
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 {
+			return out, perr("limit", "want a positive integer, got %q", l)
+		}
+		out.Limit = n
+	}
+	return out, nil
+}
+
+func parseTime(q url.Values, name string) (int64, error) {
+	s := q.Get(name)
+	if s == "" {
+		return 0, perr(name, "required (RFC 3339, e.g. 2026-11-25T16:00:00Z)")
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, perr(name, "bad time %q: want RFC 3339, e.g. 2026-11-25T16:00:00Z", s)
+	}
+	ms := t.UnixMilli()
+	if ms < logic.MinTimeMs || ms > logic.MaxTimeMs {
+		return 0, perr(name, "time %q is outside 1970..9999", s)
+	}
+	return ms, nil
+}
+
+// fmtDuration renders milliseconds compactly: 1d, 1h30m, 10s, 250ms.
+func fmtDuration(ms int64) string {
+	if ms <= 0 {
+		return "0s"
+	}
+	var b strings.Builder
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{86_400_000, "d"}, {3_600_000, "h"}, {60_000, "m"}, {1000, "s"}, {1, "ms"}} {
+		if ms >= u.n {
+			b.WriteString(strconv.FormatInt(ms/u.n, 10))
+			b.WriteString(u.name)
+			ms %= u.n
+		}
+	}
+	return b.String()
+}

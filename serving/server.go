@@ -1,0 +1,215 @@
+// Package serving is Braid's HTTP API (chi): ingest through the streams'
+// logic into the event log, merged queries (batch view ⊕ speed deltas after
+// the batch cutoff), batch runs, the dead-letter queue, status, health and
+// metrics. The merge is a pure function (merge.go); the stores it reads are
+// reached through small interfaces declared here (interfaces.go).
+package serving
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/eventlog"
+)
+
+// Options are the server's dependencies. Catalog is required; every other
+// dependency may be nil: the routes that need it answer 503 "unavailable"
+// (a nil Speed makes queries batch-only, with a warning).
+type Options struct {
+	Config      *config.Config  // http.max_body_bytes, http.max_in_flight (nil: defaults)
+	Catalog     *config.Catalog // streams and views
+	Log         *eventlog.Log
+	Speed       SpeedReader
+	SpeedStatus SpeedStatus
+	Archive     ArchiveStatus
+	Views       *batchviews.Store
+	Runner      BatchRunner
+	RunnerBusy  error                           // the error Runner.Start matches when busy (e.g. batch.ErrBusy); ErrBatchBusy always counts
+	Ready       func(ctx context.Context) error // /readyz: nil error = ready (nil func: always ready)
+	Root        http.Handler                    // mounted at "/" (the dashboard) when non-nil
+	Ingester    *Ingester                       // shared ingester (nil: one is made from Catalog and Log)
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
+}
+
+// Server is the HTTP API.
+type Server struct {
+	opts     Options
+	cfg      *config.Config
+	logger   *slog.Logger
+	reg      *prometheus.Registry
+	ingester *Ingester
+	inflight chan struct{}
+	started  time.Time
+	handler  http.Handler
+
+	requests *prometheus.CounterVec
+	queryDur *prometheus.HistogramVec
+}
+
+// New builds the server.
+func New(opts Options) (*Server, error) {
+	if opts.Catalog == nil {
+		return nil, errors.New("serving: a catalog is required")
+	}
+	cfg := opts.Config
+	if cfg == nil {
+		d := config.Default()
+		cfg = &d
+	}
+	s := &Server{opts: opts, cfg: cfg, logger: opts.Logger, reg: opts.Registry, started: time.Now()}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	if s.ingester = opts.Ingester; s.ingester == nil {
+		s.ingester = NewIngester(opts.Log, opts.Catalog, s.reg)
+	}
+	n := cfg.HTTP.MaxInFlight
+	if n < 1 {
+		n = 64
+	}
+	s.inflight = make(chan struct{}, n)
+	var err error
+	if s.requests, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_http_requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})); err != nil {
+		return nil, err
+	}
+	if s.queryDur, err = register(s.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "braid_query_duration_seconds", Help: "Duration of view queries.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"view"})); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Ingester returns the server's ingester (for counts or reuse).
+func (s *Server) Ingester() *Ingester { return s.ingester }
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.instrument, s.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not found", r.URL.Path)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed", r.Method)
+	})
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", s.handleReady)
+	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	r.Route("/v1", func(r chi.Router) {
+		r.Post("/streams/{stream}/events", s.handleIngest)
+		r.Get("/views", s.handleViews)
+		r.Get("/views/{view}", s.handleQuery)
+		r.Get("/status", s.handleStatus)
+		r.Post("/batch/runs", s.handleBatchStart)
+		r.Get("/batch/runs", s.handleBatchRuns)
+		r.Get("/batch/runs/{id}", s.handleBatchRun)
+		r.Get("/dlq/{stream}", s.handleDLQ)
+		r.Post("/dlq/{stream}/replay", s.handleDLQReplay)
+		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "not found", r.URL.Path)
+		})
+	})
+	if s.opts.Root != nil {
+		r.Handle("/*", s.opts.Root)
+	}
+	return r
+}
+
+// instrument logs every request (method, path without the query, status,
+// duration; never headers or query strings, which may hold tokens) and
+// counts it by route pattern.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		defer func() {
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK
+			}
+			route := "unmatched"
+			if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+				route = rc.RoutePattern()
+			}
+			s.requests.WithLabelValues(route, fmt.Sprint(status)).Inc()
+			level := slog.LevelInfo
+			switch {
+			case status >= 500:
+				level = slog.LevelWarn
+			case route == "/healthz" || route == "/readyz" || route == "/metrics":
+				level = slog.LevelDebug
+			}
+			s.logger.LogAttrs(r.Context(), level, "http request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", status), slog.Duration("duration", time.Since(start)), slog.Int("bytes", ww.BytesWritten()))
+		}()
+		next.ServeHTTP(ww, r)
+	})
+}
+
+// recoverer turns a panic into a 500 and logs it (http.ErrAbortHandler is
+// passed on).
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler { //nolint:errorlint // sentinel value, compared as net/http does
+					panic(p)
+				}
+				s.logger.Error("panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(p))
+				writeError(w, http.StatusInternalServerError, "internal error", nil)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready", err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error  string `json:"error"`
+	Detail any    `json:"detail"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string, detail any) {
+	writeJSON(w, status, apiError{Error: msg, Detail: detail})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(apiError{Error: "encode response", Detail: err.Error()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,204 @@
+// Package bench is `make bench`: Braid's throughput and latency measured
+// next to the raw limits of the parts it stands on, in the same run. Every
+// figure prints as `bench: NAME VALUE UNIT limit=VALUE ratio=R` and the run
+// is saved to bench/results/<date>.json. Nothing here fails on timing.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+type result struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	Limit float64 `json:"limit,omitempty"`
+	Ratio float64 `json:"ratio,omitempty"`
+}
+
+var (
+	mu      sync.Mutex
+	results []result
+)
+
+func report(t *testing.T, name string, value float64, unit string, limit float64) {
+	r := result{Name: name, Value: value, Unit: unit, Limit: limit}
+	if limit > 0 {
+		r.Ratio = value / limit
+	}
+	mu.Lock()
+	results = append(results, r)
+	mu.Unlock()
+	if limit > 0 {
+		fmt.Printf("bench: %s %.1f %s limit=%.1f ratio=%.2f\n", name, value, unit, limit, r.Ratio)
+	} else {
+		fmt.Printf("bench: %s %.2f %s\n", name, value, unit)
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if len(results) > 0 {
+		dir := filepath.Join("..", "..", "bench", "results")
+		_ = os.MkdirAll(dir, 0o755)
+		b, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "results": results}, "", "  ")
+		_ = os.WriteFile(filepath.Join(dir, time.Now().UTC().Format("2006-01-02")+".json"), append(b, '\n'), 0o644)
+	}
+	os.Exit(code)
+}
+
+const benchConfig = `epoch: 1s
+batch: { every: 0 }
+streams:
+  orders:
+    time: ts
+    id: order_id
+    allowed_lateness: 1h
+    fields: { ts: time, order_id: string, country: string, amount: float, items: int, email: string }
+    required: [ts, country, amount]
+    pii: { email: hash }
+views:
+  orders_by_country:
+    stream: orders
+    window: 1m
+    group_by: [country]
+    measures:
+      orders: count()
+      revenue: sum(amount)
+      basket_avg: avg(amount)
+      biggest: max(amount)
+      smallest: min(amount)
+`
+
+func orderLine(rng *rand.Rand, id string, ts time.Time) []byte {
+	countries := []string{"DE", "FR", "US", "GB", "JP"}
+	b, _ := json.Marshal(map[string]any{"ts": ts.UTC().Format(time.RFC3339Nano), "order_id": id, "country": countries[rng.IntN(5)],
+		"amount": float64(rng.IntN(20000)) / 100, "items": 1 + rng.IntN(4), "email": fmt.Sprintf("b%d@example.com", rng.IntN(1000))})
+	return b
+}
+
+// rawPublish measures JetStream's async publish rate of the same payloads
+// on its own server: the per-message limit Braid's ingest stands on.
+func rawPublish(t *testing.T, payloads [][]byte) float64 {
+	n := testenv.StartNATS(t)
+	_, js := n.JetStream(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "raw", Subjects: []string{"raw.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i, p := range payloads {
+		m := &nats.Msg{Subject: "raw.orders", Data: p, Header: nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprint(i)}}}
+		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		t.Fatal("raw publish did not complete")
+	}
+	return float64(len(payloads)) / time.Since(start).Seconds()
+}
+
+func TestBenchIngestAndFreshness(t *testing.T) {
+	const total, perReq, conns = 100_000, 1000, 4
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := time.Now()
+	lines := make([][]byte, total)
+	for i := range lines {
+		lines[i] = orderLine(rng, fmt.Sprintf("b-%d", i), now.Add(-time.Duration(rng.IntN(600))*time.Second))
+	}
+	limit := rawPublish(t, lines)
+
+	redis := testenv.StartRedis(t)
+	cfg, base, _ := testenv.WriteConfig(t, "", redis.URL, benchConfig)
+	testenv.StartBraid(t, base, "up", "--config", cfg)
+
+	// 1. HTTP ingest: NDJSON, 1000 events a request, 4 connections.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := 0; c < conns; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(perReq)) - perReq
+				if i >= total {
+					return
+				}
+				body := bytes.Join(lines[i:min(i+perReq, total)], []byte("\n"))
+				for {
+					resp, err := http.Post(base+"/v1/streams/orders/events", "application/x-ndjson", bytes.NewReader(body))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						break
+					}
+					time.Sleep(50 * time.Millisecond) // pushed back: retry the same ids
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(total) / time.Since(start).Seconds()
+	report(t, "ingest_http_ndjson", rate, "events/s", limit)
+
+	// 4. Freshness: from the POST's answer to the event being in a merged query.
+	var lat []float64
+	for i := 0; i < 100; i++ {
+		ts := time.Now().UTC()
+		country := fmt.Sprintf("F%d", i)
+		line, _ := json.Marshal(map[string]any{"ts": ts.Format(time.RFC3339Nano), "order_id": fmt.Sprintf("f-%d", i), "country": country, "amount": 1.0})
+		resp, err := http.Post(base+"/v1/streams/orders/events", "application/json", bytes.NewReader(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		t0 := time.Now()
+		from := ts.Truncate(time.Minute)
+		url := fmt.Sprintf("%s/v1/views/orders_by_country?from=%s&to=%s&where=country:%s", base, from.Format(time.RFC3339), from.Add(time.Minute).Format(time.RFC3339), country)
+		for time.Since(t0) < 30*time.Second {
+			var q struct {
+				Rows []map[string]any `json:"rows"`
+			}
+			r, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			json.NewDecoder(r.Body).Decode(&q)
+			r.Body.Close()
+			if len(q.Rows) == 1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		lat = append(lat, float64(time.Since(t0).Microseconds())/1000)
+	}
+	sort.Float64s(lat)
+	report(t, "freshness_p50", lat[len(lat)/2], "ms", 0)
+	report(t, "freshness_p99", lat[len(lat)*99/100], "ms", 0)
+}

@@ -1,0 +1,60 @@
+// Package tests runs the braid binary as a real process against real
+// servers (an embedded nats-server inside braid, a redis-server started by
+// the test, DuckDB and Parquet files) and checks its answers against
+// independent computations.
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+)
+
+func httpJSON(t *testing.T, method, url, ctype string, body []byte, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, url, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// eventually polls f until it returns "" or the deadline passes; the last
+// mismatch is reported. Tests never fail on timing: the deadline is generous.
+func eventually(t *testing.T, what string, timeout time.Duration, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		if last = f(); last == "" {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: still not true after %s: %s", what, timeout, last)
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
