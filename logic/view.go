@@ -61,6 +61,9 @@ func NewView(name string, def ViewDef, s *Stream) (*View, error) {
 		if seen[d] {
 			return nil, fmt.Errorf("group_by: field %q is listed twice", d)
 		}
+		if reservedColumn(d) {
+			return nil, fmt.Errorf("group_by: %q is a reserved column name of query rows", d)
+		}
 		seen[d] = true
 		v.Dims = append(v.Dims, d)
 		v.dims = append(v.dims, i)

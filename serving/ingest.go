@@ -105,14 +105,17 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 		}
 		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
 	}
-	if len(recs) > 0 {
-		if err := in.log.Publish(ctx, stream, recs); err != nil {
-			return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: publish to %s: %w", stream, err)
-		}
-	}
+	// Dead letters first: if a write fails the client retries the whole
+	// request, and a retry may then double only dead letters, never events
+	// of a stream without ids.
 	if len(dls) > 0 {
 		if err := in.log.PublishDeadLetters(ctx, stream, dls); err != nil {
 			return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: dead-letter to %s: %w", stream, err)
+		}
+	}
+	if len(recs) > 0 {
+		if err := in.log.Publish(ctx, stream, recs); err != nil {
+			return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: publish to %s: %w", stream, err)
 		}
 	}
 	res.Accepted, res.Rejected = len(recs), len(dls)

@@ -152,12 +152,13 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 				route = rc.RoutePattern()
 			}
 			s.requests.WithLabelValues(route, fmt.Sprint(status)).Inc()
-			level := slog.LevelInfo
+			// Successful requests are Debug: ingest and dashboards make many.
+			level := slog.LevelDebug
 			switch {
 			case status >= 500:
 				level = slog.LevelWarn
-			case route == "/healthz" || route == "/readyz" || route == "/metrics":
-				level = slog.LevelDebug
+			case status >= 400:
+				level = slog.LevelInfo
 			}
 			s.logger.LogAttrs(r.Context(), level, "http request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", status), slog.Duration("duration", time.Since(start)), slog.Int("bytes", ww.BytesWritten()))
