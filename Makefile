@@ -32,7 +32,7 @@ fuzz:
 
 ## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
 bench: build
-	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./tests/bench/ | grep -E '^(bench:|---|ok|FAIL)'
+	BRAID_BENCH=1 BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./tests/bench/ | grep -E '^(bench:|---|ok|FAIL)'
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -119,7 +119,16 @@ func rawPublish(t *testing.T, payloads [][]byte) float64 {
 	return float64(len(payloads)) / time.Since(start).Seconds()
 }
 
+// benchOnly keeps the benchmarks out of `make test`: they measure, they do
+// not check, and they need the machine to themselves.
+func benchOnly(t *testing.T) {
+	if os.Getenv("BRAID_BENCH") == "" {
+		t.Skip("run by make bench (BRAID_BENCH=1)")
+	}
+}
+
 func TestBenchIngestAndFreshness(t *testing.T) {
+	benchOnly(t)
 	const total, perReq, conns = 100_000, 1000, 4
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Now()
