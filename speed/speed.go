@@ -3,6 +3,21 @@
 // logic package, commits deltas and position to the speed store in one
 // atomic step, and only then acknowledges the batch. A redelivered batch is
 // refused by the store's compare-and-set, so nothing is counted twice.
+//
+// Per stream (durable consumer "speed"):
+//   - The store's position is the truth. Absent (first start, Redis lost):
+//     Reset the stream's views and consume from the batch cutoff's arrival
+//     time. Present: consume from position+1, skipping what it already holds.
+//   - Only a contiguous prefix of the log is ever committed. Records that
+//     arrive ahead of a missing one (delivered earlier to a process that
+//     died) are held, unacknowledged, until it comes back.
+//   - Too-late events (behind the watermark by more than the stream's
+//     allowed lateness) are not folded; they are published to the late
+//     subject before the commit and counted.
+//   - ErrConflict (another writer moved the position, or Redis lost it)
+//     drops the batch in hand and restarts the loop from the store.
+//   - A writer lease in Redis keeps a second process on standby; it is an
+//     optimisation only, correctness rests on the compare-and-set.
 package speed
 
 import (
@@ -24,66 +39,86 @@ import (
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
-// Config bounds the micro-batches.
+// Config bounds the micro-batches. Zero fields take the Default* values.
 type Config struct {
-	Namespace string
-	BatchSize int           // records per fetch and commit at most
+	Namespace string        // informational: the log and the store carry their own
+	BatchSize int           // records per fetch and per commit at most
 	MaxWait   time.Duration // longest wait to fill a micro-batch
-	Epoch     time.Duration // arrival-epoch length
-	MaxCells  int           // delta cells before an early commit
+	Epoch     time.Duration // arrival-epoch length: must match the batch layer's
+	MaxCells  int           // delta cells in memory before an early commit
 }
 
 // CutoffSource tells where a rebuild of a stream's speed state starts: the
-// smallest batch cutoff among its views (unix ms, 0 = no batch: from the
-// start of the log).
+// smallest batch cutoff among its views (unix ms, an epoch start; 0 = no
+// batch yet: from the start of the log). The speed layer then folds exactly
+// the records that arrived at or after it. A nil CutoffSource means 0.
 type CutoffSource interface {
 	StreamCutoff(ctx context.Context, stream string) (int64, error)
 }
 
 // StreamStatus is what the speed layer knows of one stream.
 type StreamStatus struct {
-	Seq        uint64    `json:"seq"`       // last committed sequence
-	Watermark  int64     `json:"watermark"` // largest event time seen, unix ms
-	Lag        uint64    `json:"lag"`       // records in the log not yet delivered
-	Late       uint64    `json:"late"`      // too-late events skipped since start
-	LastCommit time.Time `json:"last_commit"`
-	Rebuilds   int       `json:"rebuilds"` // times the state was rebuilt from the log
+	Seq        uint64    `json:"seq"`         // last committed sequence
+	Watermark  int64     `json:"watermark"`   // largest event time seen, unix ms
+	Lag        uint64    `json:"lag"`         // records in the log not yet delivered
+	Late       uint64    `json:"late"`        // too-late events skipped since start
+	LastCommit time.Time `json:"last_commit"` // zero before the first commit of this process
+	Rebuilds   int       `json:"rebuilds"`    // times the state was rebuilt from the log
 }
 
 // Layer is the speed layer.
 type Layer struct {
-	cfg     Config
-	log     *eventlog.Log
-	store   *speedstore.Store
-	cutoffs CutoffSource
-	cat     *config.Catalog
-	logger  *slog.Logger
-	m       *metrics
-	owner   string
+	cfg      Config
+	log      *eventlog.Log
+	store    *speedstore.Store
+	cutoffs  CutoffSource
+	cat      *config.Catalog
+	logger   *slog.Logger
+	m        *metrics
+	owner    string
+	leaseTTL time.Duration
 
 	mu     sync.Mutex
 	status map[string]*StreamStatus
 }
 
-// New builds the speed layer. reg may be nil.
+// Defaults for Config fields left zero.
+const (
+	DefaultBatchSize = 2000
+	DefaultMaxWait   = 100 * time.Millisecond
+	DefaultEpoch     = 10 * time.Second
+	DefaultMaxCells  = 50000
+)
+
+// New builds the speed layer. Zero Config fields take the defaults above.
+// logger may be nil (discarded) and reg may be nil (metrics unregistered);
+// registering twice on one Registerer reuses the existing collectors.
 func New(cfg Config, log *eventlog.Log, store *speedstore.Store, cutoffs CutoffSource, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Layer {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 2000
+		cfg.BatchSize = DefaultBatchSize
 	}
 	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 100 * time.Millisecond
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.Epoch <= 0 {
+		cfg.Epoch = DefaultEpoch
 	}
 	if cfg.MaxCells <= 0 {
-		cfg.MaxCells = 50000
+		cfg.MaxCells = DefaultMaxCells
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	host, _ := os.Hostname()
 	return &Layer{cfg: cfg, log: log, store: store, cutoffs: cutoffs, cat: cat, logger: logger, m: newMetrics(reg),
-		owner: fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b)), status: map[string]*StreamStatus{}}
+		owner:    fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b)),
+		leaseTTL: max(5*time.Second, 4*cfg.MaxWait), status: map[string]*StreamStatus{}}
 }
 
-// Status returns a copy of every stream's status.
+// Status returns a copy of every stream's status (for /v1/status). Safe for
+// concurrent use.
 func (l *Layer) Status() map[string]StreamStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -105,10 +140,12 @@ func (l *Layer) update(stream string, f func(*StreamStatus)) {
 	f(st)
 }
 
-// Run consumes every stream that has views until ctx ends, then commits and
-// acknowledges what is in hand and returns nil. A stream whose loop fails
-// (a conflict, a lost Redis, a NATS outage) restarts from the store's
-// position after a short pause.
+// Run consumes every stream of the catalog that has views, one goroutine
+// per stream, until ctx ends; then each stream commits and acknowledges the
+// micro-batch in hand and Run returns nil. A stream loop that fails (a
+// position conflict, a Redis that lost its data, a NATS or Redis outage)
+// starts again from the store's position after a pause that grows with
+// consecutive failures. Run never returns an error of its own.
 func (l *Layer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, name := range l.cat.StreamOrder {
@@ -116,24 +153,35 @@ func (l *Layer) Run(ctx context.Context) error {
 		if len(views) == 0 {
 			continue
 		}
+		l.update(name, func(*StreamStatus) {})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			pause := 200 * time.Millisecond
 			for ctx.Err() == nil {
 				err := l.runStream(ctx, l.cat.Streams[name], views)
 				if err == nil || ctx.Err() != nil {
 					return
 				}
-				if errors.Is(err, speedstore.ErrConflict) {
+				switch {
+				case errors.Is(err, errStateLost):
+					l.m.conflicts.WithLabelValues(name).Inc()
+					l.logger.Warn("speed state lost (Redis emptied?); rebuilding from the log", "stream", name, "err", err)
+					pause = 200 * time.Millisecond
+				case errors.Is(err, speedstore.ErrConflict):
 					l.m.conflicts.WithLabelValues(name).Inc()
 					l.logger.Warn("position moved under us; realigning", "stream", name, "err", err)
-				} else {
-					l.logger.Error("speed stream failed; restarting", "stream", name, "err", err)
+					pause = 200 * time.Millisecond
+				case errors.Is(err, errLeaseLost):
+					l.logger.Warn("writer lease lost; standing by", "stream", name)
+				default:
+					l.logger.Error("speed stream failed; restarting", "stream", name, "err", err, "pause", pause)
 				}
 				select {
 				case <-ctx.Done():
-				case <-time.After(500 * time.Millisecond):
+				case <-time.After(pause):
 				}
+				pause = min(2*pause, 5*time.Second)
 			}
 		}()
 	}
@@ -141,42 +189,82 @@ func (l *Layer) Run(ctx context.Context) error {
 	return nil
 }
 
-var errStateLost = errors.New("speed: speed state lost")
+var (
+	errStateLost = errors.New("speed: speed state lost")
+	errLeaseLost = errors.New("speed: writer lease lost")
+)
 
-const leaseTTL = 5 * time.Second
-
-var errLeaseLost = errors.New("speed: writer lease lost")
-
-// runStream is one incarnation of a stream's consume loop. It waits in
-// standby until it holds the stream's writer lease.
-func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.View) error {
+// acquire waits until this layer holds the stream's writer lease. It
+// returns false when ctx ends first.
+func (l *Layer) acquire(ctx context.Context, stream string) (bool, error) {
 	standby := false
 	for {
-		ok, err := l.store.Lease(ctx, s.Name, l.owner, leaseTTL)
+		ok, err := l.store.Lease(ctx, stream, l.owner, l.leaseTTL)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if ok {
-			break
+			if standby {
+				l.logger.Info("took over the stream", "stream", stream)
+			}
+			return true, nil
 		}
 		if !standby {
-			l.logger.Info("another speed process owns the stream; standing by", "stream", s.Name)
+			l.logger.Info("another speed process owns the stream; standing by", "stream", stream)
 			standby = true
 		}
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(leaseTTL / 5):
+			return false, nil
+		case <-time.After(l.leaseTTL / 5):
 		}
+	}
+}
+
+// batch is the micro-batch in hand: folded but not yet committed.
+type batch struct {
+	deltas   []*logic.Delta
+	n        int // records folded (or skipped as late / undecodable) since the last commit
+	folded   int // events folded into the deltas
+	last     eventlog.Msg
+	lateSeqs []uint64
+	lateData [][]byte
+}
+
+func (b *batch) cells() int {
+	n := 0
+	for _, d := range b.deltas {
+		n += d.Len()
+	}
+	return n
+}
+
+func (b *batch) reset() {
+	for _, d := range b.deltas {
+		d.Reset()
+	}
+	b.n, b.folded, b.last = 0, 0, eventlog.Msg{}
+	b.lateSeqs, b.lateData = b.lateSeqs[:0], b.lateData[:0]
+}
+
+// runStream is one incarnation of a stream's consume loop: lease, position,
+// consumer, then micro-batches until ctx ends (nil) or something fails.
+func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.View) error {
+	ok, err := l.acquire(ctx, s.Name)
+	if err != nil || !ok {
+		return err
 	}
 	defer func() { _ = l.store.ReleaseLease(context.WithoutCancel(ctx), s.Name, l.owner) }()
 	leased := time.Now()
+
 	pos, found, err := l.store.Position(ctx, s.Name)
 	if err != nil {
 		return err
 	}
 	start := eventlog.Start{Seq: pos.Seq + 1}
 	if !found {
+		// First start, or Redis lost its data: rebuild everything after the
+		// batch cutoff (the batch layer holds what arrived before it).
 		names := make([]string, len(views))
 		for i, v := range views {
 			names[i] = v.Name
@@ -184,15 +272,17 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		if err := l.store.Reset(ctx, s.Name, names); err != nil {
 			return err
 		}
-		cutoff, err := l.cutoffs.StreamCutoff(ctx, s.Name)
-		if err != nil {
-			return err
+		var cutoff int64
+		if l.cutoffs != nil {
+			if cutoff, err = l.cutoffs.StreamCutoff(ctx, s.Name); err != nil {
+				return fmt.Errorf("speed: cutoff of %s: %w", s.Name, err)
+			}
 		}
 		start = eventlog.Start{}
 		if cutoff > 0 {
 			start.Time = time.UnixMilli(cutoff)
 		}
-		l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_cutoff", logic.FormatTime(cutoff))
+		l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_arrival", logic.FormatTime(cutoff))
 		l.update(s.Name, func(st *StreamStatus) { st.Rebuilds++ })
 	}
 	c, err := l.log.Consumer(ctx, s.Name, "speed", start, 4*l.cfg.BatchSize)
@@ -201,64 +291,89 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	}
 	l.update(s.Name, func(st *StreamStatus) { st.Seq, st.Watermark = pos.Seq, pos.Watermark })
 
-	committed := pos.Seq // what the store holds (0 when absent)
-	expect := pos.Seq + 1
+	committed := pos.Seq  // what the store holds (0 when absent)
+	expect := pos.Seq + 1 // the next record to fold: only a contiguous prefix is ever committed
 	if !found {
-		expect = 0 // a time-based start: the first delivered record sets it
+		// A time-based start: a new consumer's ack floor is just below the
+		// first record it delivers.
+		expect = 0
+		if info, err := c.Info(ctx); err == nil {
+			expect = info.AckFloor + 1
+		}
 	}
+	l.logger.Info("speed stream running", "stream", s.Name, "committed", committed, "expect", expect, "rebuild", !found)
 	wm := logic.Watermark{Max: pos.Watermark}
-	deltas := make([]*logic.Delta, len(views))
+	b := &batch{deltas: make([]*logic.Delta, len(views))}
 	for i, v := range views {
-		deltas[i] = v.NewDelta()
+		b.deltas[i] = v.NewDelta()
 	}
-	var lateSeqs []uint64
-	var lateData [][]byte
 	lastCheck := time.Now()
 
-	flush := func(fctx context.Context, last eventlog.Msg, n int) error {
+	// flush publishes the batch's too-late records, commits deltas and
+	// position in one step, then acknowledges everything up to b.last. It
+	// runs on a context of its own so a shutdown still commits.
+	flush := func() error {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
 		t0 := time.Now()
-		if len(lateSeqs) > 0 {
-			if err := l.log.PublishLate(fctx, s.Name, lateSeqs, lateData); err != nil {
+		if len(b.lateSeqs) > 0 {
+			if err := l.log.PublishLate(fctx, s.Name, b.lateSeqs, b.lateData); err != nil {
 				return err
 			}
 		}
-		next := speedstore.Position{Seq: last.Seq, Watermark: wm.Max, Owner: l.owner}
-		if err := l.store.Commit(fctx, s.Name, committed, next, deltas); err != nil {
+		next := speedstore.Position{Seq: b.last.Seq, Watermark: wm.Max, Owner: l.owner}
+		if err := l.store.Commit(fctx, s.Name, committed, next, b.deltas); err != nil {
 			if errors.Is(err, speedstore.ErrConflict) && committed > 0 {
 				if _, ok, perr := l.store.Position(fctx, s.Name); perr == nil && !ok {
-					return fmt.Errorf("%w: %v", errStateLost, err)
+					return fmt.Errorf("%w: %w", errStateLost, err)
 				}
 			}
 			return err
 		}
-		committed = last.Seq
-		if err := c.Ack(fctx, last); err != nil {
-			// The state is committed; a redelivery will be refused. Log and go on.
-			l.logger.Warn("ack failed after commit", "stream", s.Name, "seq", last.Seq, "err", err)
-		}
-		l.m.batchSize.Observe(float64(n))
 		l.m.commitSeconds.Observe(time.Since(t0).Seconds())
-		l.m.events.WithLabelValues(s.Name).Add(float64(n))
-		late := uint64(len(lateSeqs))
-		l.m.late.WithLabelValues(s.Name).Add(float64(late))
+		committed = b.last.Seq
+		if err := c.Ack(fctx, b.last); err != nil {
+			// The state is committed; a redelivery will be refused. Go on.
+			l.logger.Warn("ack failed after commit", "stream", s.Name, "seq", b.last.Seq, "err", err)
+		}
+		l.m.batchSize.Observe(float64(b.n))
+		l.m.events.WithLabelValues(s.Name).Add(float64(b.folded))
+		late := uint64(len(b.lateSeqs))
+		if late > 0 {
+			l.m.late.WithLabelValues(s.Name).Add(float64(late))
+			l.logger.Info("too-late events skipped", "stream", s.Name, "count", late, "watermark", logic.FormatTime(wm.At(s.AllowedLateness)))
+		}
 		l.update(s.Name, func(st *StreamStatus) {
-			st.Seq, st.Watermark, st.LastCommit = last.Seq, wm.Max, time.Now()
+			st.Seq, st.Watermark, st.LastCommit = committed, wm.Max, time.Now()
 			st.Late += late
 		})
-		for _, d := range deltas {
-			d.Reset()
-		}
-		lateSeqs, lateData = lateSeqs[:0], lateData[:0]
+		b.reset()
 		return nil
 	}
 
+	// held keeps records delivered ahead of a gap (an earlier record is
+	// still in flight: delivered to a previous incarnation or another
+	// process, it comes back after the ack wait). They stay unacknowledged
+	// and are folded once the gap fills; the consumer's max-ack-pending
+	// bounds them.
+	held := map[uint64]eventlog.Msg{}
+	defer func() {
+		for _, m := range held {
+			_ = c.Nak(m, 0) // dropped: let them come back now, not after the ack wait
+		}
+	}()
+	var gapSince, lastPosCheck time.Time
+
 	for {
-		if time.Since(leased) > leaseTTL/3 {
-			ok, err := l.store.Lease(ctx, s.Name, l.owner, leaseTTL)
-			if err != nil && ctx.Err() == nil {
+		if time.Since(leased) > l.leaseTTL/3 {
+			ok, err := l.store.Lease(ctx, s.Name, l.owner, l.leaseTTL)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
 				return err
 			}
-			if !ok && ctx.Err() == nil {
+			if !ok {
 				return errLeaseLost
 			}
 			leased = time.Now()
@@ -267,72 +382,91 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		if ferr != nil && ctx.Err() == nil {
 			return ferr
 		}
-		var last eventlog.Msg
-		n := 0
-		cells := 0
-		for i, m := range msgs {
-			if m.Seq <= committed {
-				last = m // already in the store: acknowledge it with the rest
-				continue
+		var skipped eventlog.Msg // the highest already-committed record delivered again
+		for _, m := range msgs {
+			switch {
+			case m.Seq <= committed:
+				if m.Seq > skipped.Seq {
+					skipped = m
+				}
+			case expect == 0 || m.Seq >= expect:
+				held[m.Seq] = m
 			}
-			if expect != 0 && m.Seq != expect {
-				// A gap: an earlier record is still in flight. Only a
-				// contiguous prefix is ever committed; the rest comes again.
-				l.logger.Debug("gap in delivery; holding back", "stream", s.Name, "want", expect, "got", m.Seq)
-				for _, r := range msgs[i:] {
-					_ = c.Nak(r, 50*time.Millisecond)
-				}
-				if p, ok, err := l.store.Position(ctx, s.Name); err == nil && ok && p.Seq != committed && n == 0 {
-					// Another writer moved the position: realign to it.
-					return fmt.Errorf("%w: position moved to %d", speedstore.ErrConflict, p.Seq)
-				}
+		}
+		if expect == 0 && len(held) > 0 {
+			expect = minSeq(held) // no ack floor known: the first delivered record
+		}
+		for {
+			m, ok := held[expect]
+			if !ok {
 				break
 			}
-			expect = m.Seq + 1
-			last = m
-			n++
+			delete(held, expect)
+			expect++
+			b.last = m
+			b.n++
+			l.m.lag.WithLabelValues(s.Name).Set(float64(m.Pending))
 			ev, err := s.Decode(m.Data)
 			if err != nil {
+				// Validated at ingest, so this is a bug: say so loudly.
 				l.m.decodeErrors.WithLabelValues(s.Name).Inc()
-				l.logger.Error("undecodable record skipped", "stream", s.Name, "seq", m.Seq, "err", err)
+				l.logger.Error("BUG: undecodable record in the clean log skipped", "stream", s.Name, "seq", m.Seq, "err", err)
 				continue
 			}
 			if wm.TooLate(ev.Time, s.AllowedLateness) {
-				lateSeqs = append(lateSeqs, m.Seq)
-				lateData = append(lateData, m.Data)
+				b.lateSeqs = append(b.lateSeqs, m.Seq)
+				b.lateData = append(b.lateData, m.Data)
 				continue
 			}
 			wm.Observe(ev.Time)
 			epoch := logic.EpochOf(m.Arrival, l.cfg.Epoch)
-			for _, d := range deltas {
+			for _, d := range b.deltas {
 				d.Fold(epoch, &ev)
 			}
-			if cells++; cells%256 == 0 && totalCells(deltas) > l.cfg.MaxCells {
+			b.folded++
+			if b.cells() > l.cfg.MaxCells {
 				// Bounded memory: commit early, keep going.
-				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-				err := flush(fctx, m, n)
-				cancel()
-				if err != nil {
+				if err := flush(); err != nil {
 					return err
 				}
-				n = 0
 			}
-			l.m.lag.WithLabelValues(s.Name).Set(float64(m.Pending))
-			l.update(s.Name, func(st *StreamStatus) { st.Lag = m.Pending })
 		}
-		if last.Seq != 0 && last.Seq > committed {
-			// Commit even when ctx is cancelled: graceful shutdown flushes.
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			err := flush(fctx, last, n)
-			cancel()
-			if err != nil {
+		if len(msgs) > 0 {
+			pending := msgs[len(msgs)-1].Pending
+			l.update(s.Name, func(st *StreamStatus) { st.Lag = pending })
+		}
+		if b.n > 0 {
+			// Commit even when ctx is cancelled: a shutdown flushes.
+			if err := flush(); err != nil {
 				return err
 			}
-		} else if last.Seq != 0 {
-			_ = c.Ack(context.WithoutCancel(ctx), last)
+		} else if skipped.Seq != 0 {
+			// Only records we already hold. Acknowledge them (ack-all) once
+			// the store confirms they are in: after a Reset by another
+			// process our committed position may be stale.
+			p, ok, err := l.store.Position(ctx, s.Name)
+			if err == nil && ok && p.Seq >= skipped.Seq {
+				_ = c.Ack(context.WithoutCancel(ctx), skipped)
+			}
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if len(held) == 0 {
+			gapSince = time.Time{}
+		} else {
+			if gapSince.IsZero() {
+				gapSince = time.Now()
+				l.logger.Debug("gap in delivery; holding back", "stream", s.Name, "want", expect, "held", len(held))
+			}
+			next, err := l.checkGap(ctx, s.Name, committed, expect, held, gapSince, &lastPosCheck)
+			if err != nil {
+				return err
+			}
+			if next != expect {
+				expect, gapSince = next, time.Time{}
+				continue // fold what is held from the log's first record on
+			}
 		}
 		if len(msgs) == 0 && time.Since(lastCheck) > time.Second {
 			// Idle: notice a Redis that lost its data even without traffic.
@@ -350,12 +484,50 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	}
 }
 
-func totalCells(ds []*logic.Delta) int {
-	n := 0
-	for _, d := range ds {
-		n += d.Len()
+// gapTimeout is how long a gap may stay open before the stream loop starts
+// over (several ack waits: the missing record should have come back).
+const gapTimeout = 20 * time.Second
+
+// checkGap runs while records are held behind a missing one. It notices
+// another writer moving the position (or Redis losing it), and records the
+// log no longer has (then it returns the log's first sequence as the new
+// expectation); a gap that stays open too long restarts the loop, which
+// realigns the consumer.
+func (l *Layer) checkGap(ctx context.Context, stream string, committed, expect uint64, held map[uint64]eventlog.Msg, since time.Time, lastCheck *time.Time) (uint64, error) {
+	if time.Since(*lastCheck) < 500*time.Millisecond {
+		return expect, nil
 	}
-	return n
+	*lastCheck = time.Now()
+	p, ok, err := l.store.Position(ctx, stream)
+	if err != nil {
+		return expect, err
+	}
+	if !ok && committed > 0 {
+		return expect, errStateLost
+	}
+	if ok && p.Seq != committed {
+		return expect, fmt.Errorf("%w: position is %d, we hold %d", speedstore.ErrConflict, p.Seq, committed)
+	}
+	if time.Since(since) < gapTimeout {
+		return expect, nil
+	}
+	if info, err := l.log.Info(ctx, stream); err == nil && expect < info.FirstSeq {
+		// The log dropped records (retention) before we read them: they are
+		// gone for the speed layer too. Say so loudly and go on.
+		l.logger.Error("records left the log before the speed layer read them", "stream", stream, "from", expect, "to", info.FirstSeq-1)
+		return info.FirstSeq, nil
+	}
+	return expect, fmt.Errorf("speed: %s: record %d missing for %s with %d held after it; realigning", stream, expect, gapTimeout, len(held))
+}
+
+func minSeq(held map[uint64]eventlog.Msg) uint64 {
+	var m uint64
+	for s := range held {
+		if m == 0 || s < m {
+			m = s
+		}
+	}
+	return m
 }
 
 type metrics struct {
@@ -366,16 +538,37 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		events:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_events_total", Help: "Records folded and committed by the speed layer."}, []string{"stream"}),
+		events:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_events_total", Help: "Events folded into the speed store."}, []string{"stream"}),
 		late:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_late_events_total", Help: "Too-late events skipped by the speed layer (the batch layer counts them)."}, []string{"stream"}),
-		decodeErrors:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_decode_errors_total", Help: "Log records the speed layer could not decode."}, []string{"stream"}),
+		decodeErrors:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_decode_errors_total", Help: "Log records the speed layer could not decode (a bug: they were validated at ingest)."}, []string{"stream"}),
 		conflicts:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_conflicts_total", Help: "Commits refused because the position moved (redelivery, second writer, lost state)."}, []string{"stream"}),
 		lag:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_speed_consumer_lag", Help: "Records in the log not yet delivered to the speed layer."}, []string{"stream"}),
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "braid_speed_batch_size", Help: "Records per committed micro-batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "braid_speed_commit_seconds", Help: "Latency of the atomic Redis commit.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.late, m.decodeErrors, m.conflicts, m.lag, m.batchSize, m.commitSeconds)
+		m.events = register(reg, m.events)
+		m.late = register(reg, m.late)
+		m.decodeErrors = register(reg, m.decodeErrors)
+		m.conflicts = register(reg, m.conflicts)
+		m.lag = register(reg, m.lag)
+		m.batchSize = register(reg, m.batchSize)
+		m.commitSeconds = register(reg, m.commitSeconds)
 	}
 	return m
+}
+
+// register registers c, or returns the collector already registered under
+// its name (a second Layer on the same registry shares the metrics).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(fmt.Sprintf("speed: register metric: %v", err))
+	}
+	return c
 }

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/speed"
 	"github.com/braid-data/braid/storage/eventlog"
@@ -30,7 +33,7 @@ views:
     stream: orders
     window: 1m
     group_by: [country]
-    measures: { n: count(), rev: sum(amount), lo: min(amount), hi: max(amount) }
+    measures: { n: count(), rev: sum(amount), lo: min(amount), hi: max(amount), mean: avg(amount) }
   total:
     stream: orders
     window: 10m
@@ -38,6 +41,7 @@ views:
 `
 
 type env struct {
+	ns    string
 	cat   *config.Catalog
 	log   *eventlog.Log
 	store *speedstore.Store
@@ -65,7 +69,7 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	r := testenv.StartRedis(t)
-	return &env{cat: cat, log: log, store: speedstore.New(r.Client(t), ns), redis: r, rng: rand.New(rand.NewPCG(7, 8)),
+	return &env{ns: ns, cat: cat, log: log, store: speedstore.New(r.Client(t), ns), redis: r, rng: rand.New(rand.NewPCG(7, 8)),
 		base: time.Now().Truncate(time.Hour).Add(-2 * time.Hour)}
 }
 
@@ -109,54 +113,80 @@ type zero struct{}
 
 func (zero) StreamCutoff(context.Context, string) (int64, error) { return 0, nil }
 
-// verify compares the speed store's cells, summed over epochs, with a
-// direct computation over the events sent.
-func (e *env) verify() string {
+// verify checks that the speed layer has caught up with the log and that
+// its cells, summed over epochs, equal a direct computation over the events
+// sent (count/sum/min/max/avg per 1m window and country; count per 10m).
+func (e *env) verify() string { return e.verifyEvents(e.sent, 0) }
+
+// verifyEvents is verify for the events expected in the speed store, all
+// of whose cells must have an epoch >= minEpoch.
+func (e *env) verifyEvents(sent []map[string]any, minEpoch int64) string {
 	ctx := context.Background()
-	info, _ := e.log.Info(ctx, "orders")
-	pos, _, _ := e.store.Position(ctx, "orders")
-	if pos.Seq != info.LastSeq {
-		return fmt.Sprintf("position %d, log at %d", pos.Seq, info.LastSeq)
-	}
-	v := e.cat.Views["by_country"]
-	cells, err := e.store.Read(ctx, v, 0, math.MaxInt64, 0)
+	info, err := e.log.Info(ctx, "orders")
 	if err != nil {
 		return err.Error()
 	}
-	got := map[string][]float64{}
-	for _, c := range cells {
-		k := fmt.Sprint(c.Window, c.Group)
-		if got[k] == nil {
-			got[k] = v.NewState()
-		}
-		v.MergeState(got[k], c.State)
+	pos, _, err := e.store.Position(ctx, "orders")
+	if err != nil {
+		return err.Error()
+	}
+	if pos.Seq != info.LastSeq {
+		return fmt.Sprintf("position %d, log at %d", pos.Seq, info.LastSeq)
 	}
 	type agg struct{ n, sum, lo, hi float64 }
-	want := map[string]*agg{}
-	for _, ev := range e.sent {
-		w := ev["ts"].(int64) / 60000 * 60000
-		k := fmt.Sprint(w, "s"+ev["country"].(string))
-		a := want[k]
-		if a == nil {
-			a = &agg{lo: math.Inf(1), hi: math.Inf(-1)}
-			want[k] = a
+	for _, view := range []struct {
+		name   string
+		window int64
+		group  func(map[string]any) string
+	}{
+		{"by_country", 60000, func(ev map[string]any) string { return "s" + ev["country"].(string) }},
+		{"total", 600000, func(map[string]any) string { return "" }},
+	} {
+		v := e.cat.Views[view.name]
+		cells, err := e.store.Read(ctx, v, 0, math.MaxInt64, 0)
+		if err != nil {
+			return err.Error()
 		}
-		x := ev["amount"].(float64)
-		a.n++
-		a.sum += x
-		a.lo, a.hi = math.Min(a.lo, x), math.Max(a.hi, x)
-	}
-	if len(got) != len(want) {
-		return fmt.Sprintf("%d cells, want %d", len(got), len(want))
-	}
-	for k, a := range want {
-		st := got[k]
-		if st == nil {
-			return "missing " + k
+		got := map[string][]float64{}
+		for _, c := range cells {
+			if c.Epoch < minEpoch {
+				return fmt.Sprintf("%s: cell of epoch %d below %d", view.name, c.Epoch, minEpoch)
+			}
+			k := fmt.Sprint(c.Window, "/", c.Group)
+			if got[k] == nil {
+				got[k] = v.NewState()
+			}
+			v.MergeState(got[k], c.State)
 		}
-		f := v.Finalize(st)
-		if f[0] != int64(a.n) || math.Abs(f[1].(float64)-a.sum) > 1e-6 || f[2] != a.lo || f[3] != a.hi {
-			return fmt.Sprintf("cell %s = %v, want %+v", k, f, *a)
+		want := map[string]*agg{}
+		for _, ev := range sent {
+			w := ev["ts"].(int64) / view.window * view.window
+			k := fmt.Sprint(w, "/", view.group(ev))
+			a := want[k]
+			if a == nil {
+				a = &agg{lo: math.Inf(1), hi: math.Inf(-1)}
+				want[k] = a
+			}
+			x := ev["amount"].(float64)
+			a.n++
+			a.sum += x
+			a.lo, a.hi = math.Min(a.lo, x), math.Max(a.hi, x)
+		}
+		if len(got) != len(want) {
+			return fmt.Sprintf("%s: %d cells, want %d", view.name, len(got), len(want))
+		}
+		for k, a := range want {
+			st := got[k]
+			if st == nil {
+				return view.name + ": missing " + k
+			}
+			f := v.Finalize(st)
+			if f[0] != int64(a.n) {
+				return fmt.Sprintf("%s: cell %s count %v, want %v", view.name, k, f[0], a.n)
+			}
+			if view.name == "by_country" && (math.Abs(f[1].(float64)-a.sum) > 1e-6 || f[2] != a.lo || f[3] != a.hi || math.Abs(f[4].(float64)-a.sum/a.n) > 1e-9) {
+				return fmt.Sprintf("%s: cell %s = %v, want %+v", view.name, k, f, *a)
+			}
 		}
 	}
 	return ""
@@ -193,17 +223,60 @@ func TestSpeedExactThroughRestartsLossAndTwoWriters(t *testing.T) {
 	}
 	eventually(t, "after Redis loss", e.verify)
 
-	// A second speed process on the same stream does not double count.
+	// A second speed process on the same stream does not double count,
+	// even when the writer lease vanishes (as if it expired during a pause)
+	// and both consume at once from the shared durable consumer: then only
+	// the position's compare-and-set keeps them apart.
 	_, stop2, _ := e.layer(t)
-	for i := 0; i < 5; i++ {
+	rdb := e.redis.Client(t)
+	for i := 0; i < 8; i++ {
 		e.publish(t, 300, 20)
-		time.Sleep(50 * time.Millisecond)
+		if err := rdb.Del(context.Background(), e.ns+":lease:orders").Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 	eventually(t, "two writers", e.verify)
+	// The first stops (graceful flush); the standby takes over.
 	stop()
+	e.publish(t, 400, 10)
+	eventually(t, "after takeover", e.verify)
+
+	// Redis itself restarts empty (the process, not just its data).
+	e.redis.Restart(t)
+	e.publish(t, 100, 0)
+	eventually(t, "after a Redis restart", e.verify)
 	stop2()
 	if msg := e.verify(); msg != "" {
 		t.Fatal(msg)
+	}
+}
+
+// cutoff is a CutoffSource with a fixed answer.
+type cutoff int64
+
+func (c cutoff) StreamCutoff(context.Context, string) (int64, error) { return int64(c), nil }
+
+// A rebuild starts at the batch cutoff: the speed store then holds exactly
+// the records that arrived at or after it, all in epochs >= the cutoff.
+func TestRebuildStartsAtTheCutoff(t *testing.T) {
+	e := setup(t)
+	e.publish(t, 500, 0)
+	before := len(e.sent)
+	epoch := time.Second
+	c := logic.EpochOf(time.Now().UnixMilli(), epoch) + epoch.Milliseconds()
+	time.Sleep(time.Until(time.UnixMilli(c).Add(20 * time.Millisecond)))
+	e.publish(t, 600, 0)
+
+	l := speed.New(speed.Config{BatchSize: 250, MaxWait: 50 * time.Millisecond, Epoch: epoch, MaxCells: 1000}, e.log, e.store,
+		cutoff(c), e.cat, testenv.Logger(t), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	eventually(t, "rebuild from the cutoff", func() string { return e.verifyEvents(e.sent[before:], c) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v after cancel, want nil", err)
 	}
 }
 
@@ -211,8 +284,12 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	e := setup(t)
 	s := e.cat.Streams["orders"]
 	now := time.Now()
-	l, stop, _ := e.layer(t)
-	defer stop()
+	reg := prometheus.NewRegistry()
+	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second}, e.log, e.store, zero{}, e.cat, testenv.Logger(t), reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
 	var recs []eventlog.Record
 	for i, ts := range []time.Time{now, now.Add(-3 * time.Hour), now.Add(-30 * time.Minute)} {
 		raw, _ := json.Marshal(map[string]any{"ts": ts.UnixMilli(), "id": fmt.Sprint("l", i), "country": "DE", "amount": 1.0})
@@ -241,4 +318,52 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	if total != 2 {
 		t.Fatalf("speed counted %v events, want 2 (the too-late one skipped)", total)
 	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := -1.0
+	for _, f := range fams {
+		if f.GetName() != "braid_speed_late_events_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "stream" && lp.GetValue() == "orders" {
+					late = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if late != 1 {
+		t.Fatalf("braid_speed_late_events_total{stream=orders} = %v, want 1", late)
+	}
+}
+
+// Records delivered to a process that died without acknowledging them come
+// back only after the ack wait, behind newer ones: the layer holds the newer
+// ones back and commits only a contiguous prefix, so the answer stays exact.
+func TestGapFromUnackedDeliveries(t *testing.T) {
+	e := setup(t)
+	e.publish(t, 300, 0)
+	_, stop, _ := e.layer(t)
+	eventually(t, "first pass", e.verify)
+	stop()
+	e.publish(t, 500, 0)
+	// A "crashed" speed process fetched the next records and never acked.
+	pos, _, err := e.store.Position(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.log.Consumer(context.Background(), "orders", "speed", eventlog.Start{Seq: pos.Seq + 1}, 1200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Fetch(context.Background(), 120, time.Second)
+	if err != nil || len(got) == 0 || got[0].Seq != pos.Seq+1 {
+		t.Fatalf("fetched %d records (%v), first want %d", len(got), err, pos.Seq+1)
+	}
+	_, stop, _ = e.layer(t)
+	defer stop()
+	eventually(t, "after the gap filled", e.verify)
 }

@@ -9,12 +9,12 @@
 //	{ns}:v:{view}:{epoch}:{window}  hash   field "{group}\x1e{slot}" → value
 //	{ns}:v:{view}:idx               zset   member "{epoch}:{window}", score epoch
 //	{ns}:pos:{stream}               hash   seq, wm (max event time), owner
+//	{ns}:lease:{stream}             string: the writer lease (owner, with a TTL)
 //	{ns}:commits:{stream}           channel: the new seq after every commit
 package speedstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -26,19 +26,18 @@ import (
 	"github.com/braid-data/braid/logic"
 )
 
-// ErrConflict means the stored position was not the one the commit expected:
-// the batch was already committed (a redelivery), another process moved the
-// position, or the state was lost. Nothing was written.
-var ErrConflict = errors.New("speedstore: position conflict")
-
-// Store is the Redis speed store. It is safe for concurrent use; commits of
-// one stream must come from one logical writer (the position fences others).
+// Store is the Redis speed store. It is safe for concurrent use by many
+// goroutines and processes. Correctness never depends on there being a
+// single writer per stream: every Commit is fenced by the stream's position
+// (compare-and-set); the writer lease (Lease) only keeps a second speed
+// process idle. Keys are touched from scripts without being declared, so
+// the store needs a standalone Redis (or Sentinel), not Redis Cluster.
 type Store struct {
 	rdb redis.UniversalClient
 	ns  string
 }
 
-// New returns a store over a Redis client with the given key namespace.
+// New returns a store over a Redis client; every key starts with namespace.
 func New(rdb redis.UniversalClient, namespace string) *Store {
 	return &Store{rdb: rdb, ns: namespace}
 }
@@ -58,7 +57,9 @@ func (s *Store) cellPrefix(view string) string { return s.ns + ":v:" + view + ":
 func (s *Store) CommitChannel(stream string) string { return s.ns + ":commits:" + stream }
 
 // Position returns a stream's committed position; found is false when there
-// is none (a fresh start, or Redis lost its data).
+// is none (a fresh start, a Reset, or a Redis that lost its data): the caller
+// then rebuilds. The position is the one Commit last wrote, never a partial
+// one. Safe for concurrent use.
 func (s *Store) Position(ctx context.Context, stream string) (Position, bool, error) {
 	m, err := s.rdb.HGetAll(ctx, s.posKey(stream)).Result()
 	if err != nil {
@@ -75,9 +76,15 @@ func (s *Store) Position(ctx context.Context, stream string) (Position, bool, er
 	return Position{Seq: seq, Watermark: wm, Owner: m["owner"]}, true, nil
 }
 
-// The commit script: compare-and-set the position, apply every cell op,
-// index the cells, move the position, announce it. Ops never fail midway
-// (values are well-formed numbers), so the script is all or nothing.
+// The commit script. KEYS[1] = position hash, KEYS[2] = commit channel.
+// ARGV[1..4] = prevSeq, next seq, next watermark, next owner; then blocks of
+// one cell hash each: key, index key, index member, epoch (score), nf,
+// followed by nf triples field, op, value. Ops: i = HINCRBY, f =
+// HINCRBYFLOAT, n = keep the min, x = keep the max, e = presence marker.
+// The compare-and-set runs first; after it the ops cannot fail (every value
+// is a well-formed number), so the script is all or nothing. Lua reads ARGV
+// by index, so a commit of any size (hundreds of thousands of arguments) is
+// one call and never hits Lua's unpack limit.
 var commitScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], 'seq')
 local curn = 0
@@ -95,6 +102,8 @@ while i <= n do
       redis.call('HINCRBY', key, f, v)
     elseif op == 'f' then
       redis.call('HINCRBYFLOAT', key, f, v)
+    elseif op == 'e' then
+      redis.call('HSETNX', key, f, v)
     else
       local old = redis.call('HGET', key, f)
       if (not old) or (op == 'n' and tonumber(v) < tonumber(old)) or (op == 'x' and tonumber(v) > tonumber(old)) then
@@ -109,63 +118,47 @@ redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
 `)
 
-// Commit applies the deltas (views of ONE stream) and moves the stream's
-// position from prevSeq to next.Seq atomically. If the stored sequence is
-// not prevSeq (absent counts as 0) nothing is written and ErrConflict is
-// returned. Empty deltas just move the position.
+// fieldSep separates the group from the slot number in a cell hash field.
+const fieldSep = 0x1e
+
+// markerSlot is the field suffix that only records a group's presence in a
+// cell whose every slot is still at its identity (e.g. min(x) over nulls):
+// the group still exists, as it does in the batch layer's GROUP BY.
+const markerSlot = "e"
+
+// Commit applies the deltas (all views of ONE stream) and moves the stream's
+// position from prevSeq to next.Seq, atomically, in one Lua script
+// (EVALSHA, falling back to EVAL when Redis does not know the script).
+//
+// Contract:
+//   - Compare-and-set: if the stored sequence is not prevSeq (an absent
+//     position counts as 0) nothing at all is written and the error
+//     matches ErrConflict. Callers drop their in-memory batch, re-read
+//     Position and continue from there.
+//   - Idempotent by position: committing the same micro-batch twice (a
+//     redelivery, same prevSeq) is refused by the compare-and-set, so an
+//     event is never counted twice. A writer whose Redis lost its data
+//     (prevSeq > 0, position absent) is refused too and must rebuild.
+//   - All or nothing: cells, the per-view index and the position change
+//     together or not at all; readers never see half a commit.
+//   - Concurrency: safe to call from many goroutines and processes; the
+//     position fences them, so at most one of two commits from the same
+//     prevSeq succeeds.
+//   - Add slots use HINCRBY (Int slots) or HINCRBYFLOAT; min/max slots are
+//     compare-and-set and empty (NaN) values are skipped. Floats are sent
+//     with strconv 'g' -1 so they round-trip. HINCRBYFLOAT keeps 17 decimal
+//     places: sums whose magnitude is below ~1e-10 lose relative precision.
+//   - Empty deltas just move the position (and the watermark and owner).
 func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next Position, deltas []*logic.Delta) error {
-	args := make([]any, 0, 4+64)
+	n := 4
+	for _, d := range deltas {
+		n += d.Len() * (5 + 3*d.View.NumSlots)
+	}
+	args := make([]any, 0, n)
 	args = append(args, strconv.FormatUint(prevSeq, 10), strconv.FormatUint(next.Seq, 10), strconv.FormatInt(next.Watermark, 10), next.Owner)
 	var field []byte
 	for _, d := range deltas {
-		v := d.View
-		slots := v.Slots()
-		idx := s.idxKey(v.Name)
-		prefix := s.cellPrefix(v.Name)
-		// One cell entry per (epoch, window): gather groups of the same key.
-		type ek struct{ e, w int64 }
-		byKey := map[ek][]logic.CellKey{}
-		for k := range d.Cells {
-			byKey[ek{k.Epoch, k.Window}] = append(byKey[ek{k.Epoch, k.Window}], k)
-		}
-		for k, cells := range byKey {
-			member := strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
-			nfPos := len(args) + 4
-			args = append(args, prefix+member, idx, member, strconv.FormatInt(k.e, 10), 0)
-			nf := 0
-			for _, ck := range cells {
-				st := d.Cells[ck]
-				for i, sl := range slots {
-					x := st[i]
-					var op string
-					switch sl.Op {
-					case logic.OpAdd:
-						if x == 0 {
-							continue
-						}
-						op = "f"
-						if sl.Int {
-							op = "i"
-						}
-					case logic.OpMin:
-						op = "n"
-					case logic.OpMax:
-						op = "x"
-					}
-					if math.IsNaN(x) {
-						continue
-					}
-					field = append(append(append(field[:0], ck.Group...), 0x1e), strconv.Itoa(i)...)
-					val := strconv.FormatFloat(x, 'g', -1, 64)
-					if op == "i" {
-						val = strconv.FormatInt(int64(x), 10)
-					}
-					args = append(args, string(field), op, val)
-					nf++
-				}
-			}
-			args[nfPos] = nf
-		}
+		args, field = s.appendDelta(args, field, d)
 	}
 	ok, err := commitScript.Run(ctx, s.rdb, []string{s.posKey(stream), s.CommitChannel(stream)}, args...).Int()
 	if err != nil {
@@ -177,16 +170,94 @@ func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next 
 	return nil
 }
 
+// appendDelta appends the script arguments of one view's delta.
+func (s *Store) appendDelta(args []any, field []byte, d *logic.Delta) ([]any, []byte) {
+	v := d.View
+	slots := v.Slots()
+	firstAdd := -1
+	for i, sl := range slots {
+		if sl.Op == logic.OpAdd {
+			firstAdd = i
+			break
+		}
+	}
+	idx := s.idxKey(v.Name)
+	prefix := s.cellPrefix(v.Name)
+	// One hash per (epoch, window): gather its groups.
+	type ek struct{ e, w int64 }
+	byKey := map[ek][]string{}
+	for k := range d.Cells {
+		byKey[ek{k.Epoch, k.Window}] = append(byKey[ek{k.Epoch, k.Window}], k.Group)
+	}
+	for k, groups := range byKey {
+		epoch := strconv.FormatInt(k.e, 10)
+		member := epoch + ":" + strconv.FormatInt(k.w, 10)
+		nfPos := len(args) + 4
+		args = append(args, prefix+member, idx, member, epoch, 0)
+		nf := 0
+		for _, g := range groups {
+			st := d.Cells[logic.CellKey{Epoch: k.e, Window: k.w, Group: g}]
+			wrote := false
+			for i, sl := range slots {
+				x := st[i]
+				var op, val string
+				switch {
+				case sl.Op == logic.OpAdd && x == 0 && !(i == firstAdd && !wrote && allIdentity(slots, st, i+1)):
+					continue // adding 0 changes nothing (unless it is the group's only trace)
+				case sl.Op != logic.OpAdd && math.IsNaN(x):
+					continue // an empty min/max
+				case sl.Op == logic.OpAdd && sl.Int:
+					op, val = "i", strconv.FormatInt(int64(x), 10)
+				case sl.Op == logic.OpAdd:
+					op, val = "f", strconv.FormatFloat(x, 'g', -1, 64)
+				case sl.Op == logic.OpMin:
+					op, val = "n", strconv.FormatFloat(x, 'g', -1, 64)
+				default:
+					op, val = "x", strconv.FormatFloat(x, 'g', -1, 64)
+				}
+				field = append(append(append(field[:0], g...), fieldSep), strconv.Itoa(i)...)
+				args = append(args, string(field), op, val)
+				nf++
+				wrote = true
+			}
+			if !wrote {
+				field = append(append(append(field[:0], g...), fieldSep), markerSlot...)
+				args = append(args, string(field), "e", "1")
+				nf++
+			}
+		}
+		args[nfPos] = nf
+	}
+	return args, field
+}
+
+// allIdentity reports whether st[from:] holds only identities.
+func allIdentity(slots []logic.Slot, st []float64, from int) bool {
+	for i := from; i < len(slots); i++ {
+		if slots[i].Op == logic.OpAdd && st[i] != 0 || slots[i].Op != logic.OpAdd && !math.IsNaN(st[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 // Cell is one speed cell: a view's state for one arrival epoch, window and group.
 type Cell struct {
 	Epoch, Window int64
 	Group         string
-	State         []float64
+	State         []float64 // the view's slots; identity where nothing was stored
 }
 
+// readChunk bounds the HGETALLs of one pipeline round trip.
+const readChunk = 1000
+
 // Read returns a view's cells with window start in [fromMs, toMs) and epoch
-// >= minEpoch. It reads only the indexed cell keys; concurrent commits are
-// seen whole or not at all per key.
+// >= minEpoch, in no particular order; each (epoch, window, group) appears
+// once. It finds the cell hashes through the view's index (never SCAN or
+// KEYS) and reads them with pipelined HGETALLs. Each hash is read
+// atomically, so a concurrent commit is seen whole per (epoch, window); a
+// Read racing several commits may see some of them only. The returned
+// states are owned by the caller. Safe for concurrent use.
 func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]Cell, error) {
 	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.Name), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
 	if err != nil {
@@ -196,48 +267,49 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 	var keys []ek
 	for _, m := range members {
 		e, w, ok := parseMember(m)
-		if ok && w >= fromMs && w < toMs {
+		if ok && w >= fromMs && w < toMs && e >= minEpoch {
 			keys = append(keys, ek{e, w})
 		}
 	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, len(keys))
 	prefix := s.cellPrefix(v.Name)
-	for i, k := range keys {
-		cmds[i] = pipe.HGetAll(ctx, prefix+strconv.FormatInt(k.e, 10)+":"+strconv.FormatInt(k.w, 10))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
-	}
 	var out []Cell
-	for i, k := range keys {
-		byGroup := map[string][]float64{}
-		for f, val := range cmds[i].Val() {
-			sep := strings.LastIndexByte(f, 0x1e)
-			if sep < 0 {
-				continue
-			}
-			slot, err := strconv.Atoi(f[sep+1:])
-			if err != nil || slot < 0 || slot >= v.NumSlots {
-				continue
-			}
-			x, err := strconv.ParseFloat(val, 64)
-			if err != nil {
-				return nil, fmt.Errorf("speedstore: read %s: bad value %q", v.Name, val)
-			}
-			g := f[:sep]
-			st, ok := byGroup[g]
-			if !ok {
-				st = v.NewState()
-				byGroup[g] = st
-			}
-			st[slot] = x
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), readChunk)]
+		keys = keys[len(chunk):]
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.MapStringStringCmd, len(chunk))
+		for i, k := range chunk {
+			cmds[i] = pipe.HGetAll(ctx, prefix+strconv.FormatInt(k.e, 10)+":"+strconv.FormatInt(k.w, 10))
 		}
-		for g, st := range byGroup {
-			out = append(out, Cell{Epoch: k.e, Window: k.w, Group: g, State: st})
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+		}
+		for i, k := range chunk {
+			byGroup := map[string][]float64{}
+			for f, val := range cmds[i].Val() {
+				sep := strings.LastIndexByte(f, fieldSep)
+				if sep < 0 {
+					continue
+				}
+				g := f[:sep]
+				st, ok := byGroup[g]
+				if !ok {
+					st = v.NewState()
+					byGroup[g] = st
+				}
+				slot, err := strconv.Atoi(f[sep+1:])
+				if err != nil || slot < 0 || slot >= v.NumSlots {
+					continue // the presence marker (or a slot of an older view definition)
+				}
+				x, err := strconv.ParseFloat(val, 64)
+				if err != nil {
+					return nil, fmt.Errorf("speedstore: read %s: bad value %q in %s", v.Name, val, f)
+				}
+				st[slot] = x
+			}
+			for g, st := range byGroup {
+				out = append(out, Cell{Epoch: k.e, Window: k.w, Group: g, State: st})
+			}
 		}
 	}
 	return out, nil
@@ -253,42 +325,62 @@ func parseMember(m string) (e, w int64, ok bool) {
 	return e, w, err1 == nil && err2 == nil
 }
 
-// Expire drops a view's cells of epochs < beforeEpoch (absorbed by a batch
-// version). Readers never ask for those epochs once the version is current.
+// expireChunk bounds the keys deleted per round trip.
+const expireChunk = 500
+
+// Expire drops a view's cells of arrival epochs < beforeEpoch (absorbed by
+// a batch version) and their index entries; epochs >= beforeEpoch are left
+// untouched. It finds them through the index. Each chunk deletes its hashes
+// and removes exactly their index members in one MULTI, so the index never
+// points at a deleted hash that a concurrent commit recreated. Idempotent;
+// safe to run while the speed layer commits (it only commits current
+// epochs, which are above any batch cutoff).
 func (s *Store) Expire(ctx context.Context, view string, beforeEpoch int64) error {
 	idx := s.idxKey(view)
 	max := "(" + strconv.FormatInt(beforeEpoch, 10)
+	if beforeEpoch == math.MaxInt64 {
+		max = "+inf"
+	}
 	members, err := s.rdb.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "-inf", Max: max}).Result()
 	if err != nil {
 		return fmt.Errorf("speedstore: expire %s: %w", view, err)
 	}
 	prefix := s.cellPrefix(view)
 	for len(members) > 0 {
-		n := min(len(members), 500)
-		keys := make([]string, n)
-		for i, m := range members[:n] {
+		chunk := members[:min(len(members), expireChunk)]
+		members = members[len(chunk):]
+		keys := make([]string, len(chunk))
+		rem := make([]any, len(chunk))
+		for i, m := range chunk {
 			keys[i] = prefix + m
+			rem[i] = m
 		}
-		if err := s.rdb.Del(ctx, keys...).Err(); err != nil {
+		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Del(ctx, keys...)
+			p.ZRem(ctx, idx, rem...)
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("speedstore: expire %s: %w", view, err)
 		}
-		members = members[n:]
-	}
-	if err := s.rdb.ZRemRangeByScore(ctx, idx, "-inf", max).Err(); err != nil {
-		return fmt.Errorf("speedstore: expire %s: %w", view, err)
 	}
 	return nil
 }
 
-// Reset drops the state of a stream's views and its position (for a
-// rebuild). A running writer of the stream will then get ErrConflict.
+// Reset drops a stream's position and then every cell and index of the
+// given views, for a rebuild from the log. The position goes first, so a
+// Reset cut short leaves the position absent and the next start resets
+// again; a writer still running on the old state is refused with
+// ErrConflict from then on. Reset must come from the stream's single
+// rebuilding writer (the lease holder): a commit from prevSeq 0 racing a
+// Reset could be half deleted.
 func (s *Store) Reset(ctx context.Context, stream string, views []string) error {
 	if err := s.rdb.Del(ctx, s.posKey(stream)).Err(); err != nil {
 		return fmt.Errorf("speedstore: reset %s: %w", stream, err)
 	}
 	for _, v := range views {
 		if err := s.Expire(ctx, v, math.MaxInt64); err != nil {
-			return err
+			return fmt.Errorf("speedstore: reset %s: %w", stream, err)
 		}
 		if err := s.rdb.Del(ctx, s.idxKey(v)).Err(); err != nil {
 			return fmt.Errorf("speedstore: reset %s: %w", v, err)

@@ -3,8 +3,11 @@ package speedstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/braid-data/braid/logic"
@@ -21,7 +24,8 @@ func testView(t *testing.T) *logic.View {
 	}
 	v, err := logic.NewView("by_country", logic.ViewDef{Stream: "orders", Window: 60e9, GroupBy: []string{"country"}, Measures: []logic.MeasureDef{
 		{Name: "n", Expr: "count()"}, {Name: "rev", Expr: "sum(amount)"}, {Name: "items", Expr: "sum(items)"},
-		{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(amount)"}, {Name: "avg", Expr: "avg(amount)"}}}, s)
+		{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(amount)"}, {Name: "avg", Expr: "avg(amount)"},
+		{Name: "ilo", Expr: "min(items)"}, {Name: "ihi", Expr: "max(items)"}}}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +45,7 @@ func randomEvents(rng *rand.Rand, n int) []ev {
 	out := make([]ev, n)
 	for i := range out {
 		out[i] = ev{epoch: int64(rng.IntN(5)) * 10000, t: int64(rng.IntN(10 * 60000)), country: []string{"DE", "FR", "US"}[rng.IntN(3)],
-			amount: float64(rng.IntN(100000)) / 100, items: int64(rng.IntN(5)), nulls: rng.IntN(10) == 0}
+			amount: (rng.Float64() - 0.3) * math.Pow(10, float64(rng.IntN(12)-4)), items: int64(rng.IntN(2000)) - 1000, nulls: rng.IntN(10) == 0}
 	}
 	return out
 }
@@ -64,8 +68,8 @@ func fold(v *logic.View, evs []ev) *logic.Delta {
 
 // expected computes count/sum/min/max per epoch, window and group directly.
 type exp struct {
-	n, items, cnt int64
-	sum, lo, hi   float64
+	n, items, cnt, ilo, ihi int64
+	sum, lo, hi             float64
 }
 
 func expected(evs []ev, minEpoch int64) map[[2]int64]map[string]*exp {
@@ -80,7 +84,7 @@ func expected(evs []ev, minEpoch int64) map[[2]int64]map[string]*exp {
 		}
 		x := out[k]["s"+e.country]
 		if x == nil {
-			x = &exp{lo: math.Inf(1), hi: math.Inf(-1)}
+			x = &exp{lo: math.Inf(1), hi: math.Inf(-1), ilo: math.MaxInt64, ihi: math.MinInt64}
 			out[k]["s"+e.country] = x
 		}
 		x.n++
@@ -90,6 +94,7 @@ func expected(evs []ev, minEpoch int64) map[[2]int64]map[string]*exp {
 			x.items += e.items
 			x.lo = math.Min(x.lo, e.amount)
 			x.hi = math.Max(x.hi, e.amount)
+			x.ilo, x.ihi = min(x.ilo, e.items), max(x.ihi, e.items)
 		}
 	}
 	return out
@@ -110,7 +115,17 @@ func check(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int
 			t.Fatalf("unexpected cell %+v", c)
 		}
 		got := v.Finalize(c.State)
-		if got[0] != x.n || (x.cnt > 0 && (math.Abs(got[1].(float64)-x.sum) > 1e-6 || got[2] != x.items || got[3] != x.lo || got[4] != x.hi)) || (x.cnt == 0 && got[3] != nil) {
+		if x.cnt == 0 {
+			if got[0] != x.n || got[1] != nil || got[2] != nil || got[3] != nil || got[4] != nil || got[5] != nil || got[6] != nil || got[7] != nil {
+				t.Fatalf("cell %d/%d/%q = %v, want %+v", c.Epoch, c.Window, c.Group, got, x)
+			}
+			continue
+		}
+		// Sums are added in another order by Redis (in long double): allow
+		// rounding; min/max and integers must be exact (values round-trip).
+		sumOK := math.Abs(got[1].(float64)-x.sum) <= 1e-9*math.Max(1, math.Abs(x.sum))
+		avgOK := math.Abs(got[5].(float64)-x.sum/float64(x.cnt)) <= 1e-9*math.Max(1, math.Abs(x.sum))
+		if got[0] != x.n || !sumOK || !avgOK || got[2] != x.items || got[3] != x.lo || got[4] != x.hi || got[6] != x.ilo || got[7] != x.ihi {
 			t.Fatalf("cell %d/%d/%q = %v, want %+v", c.Epoch, c.Window, c.Group, got, x)
 		}
 	}
@@ -119,7 +134,8 @@ func check(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int
 func TestCommitReadConflictExpireReset(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
-	st := speedstore.New(r.Client(t), testenv.Namespace(t))
+	ns := testenv.Namespace(t)
+	st := speedstore.New(r.Client(t), ns)
 	v := testView(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	a, b := randomEvents(rng, 3000), randomEvents(rng, 2000)
@@ -132,15 +148,26 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 	if !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("redelivery: %v, want ErrConflict", err)
 	}
+	// ... and changed nothing: neither the position nor a single cell.
+	if pos, found, err := st.Position(ctx, "orders"); err != nil || !found || pos != (speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}) {
+		t.Fatalf("position after refused commit: %+v %v %v", pos, found, err)
+	}
+	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, v, cells, expected(a, 0))
 	if err := st.Commit(ctx, "orders", 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "x"}, []*logic.Delta{fold(v, b)}); err != nil {
 		t.Fatal(err)
 	}
-	pos, found, err := st.Position(ctx, "orders")
+	// The position survives: a new client and store see it.
+	st2 := speedstore.New(r.Client(t), ns)
+	pos, found, err := st2.Position(ctx, "orders")
 	if err != nil || !found || pos.Seq != 5000 || pos.Watermark != 43 || pos.Owner != "x" {
 		t.Fatalf("position %+v %v %v", pos, found, err)
 	}
 	all := append(append([]ev{}, a...), b...)
-	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
+	cells, err = st2.Read(ctx, v, 0, 1<<40, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +180,28 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 	}
 	cells, _ = st.Read(ctx, v, 0, 1<<40, 0)
 	check(t, v, cells, expected(all, 30000))
+	// Exactly epochs < 30000 are gone from Redis itself, hashes and index.
+	keys, err := r.Client(t).Keys(ctx, ns+":v:"+v.Name+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes := 0
+	for _, k := range keys {
+		if strings.HasSuffix(k, ":idx") {
+			continue
+		}
+		hashes++
+		var e, w int64
+		if _, err := fmt.Sscanf(strings.TrimPrefix(k, ns+":v:"+v.Name+":"), "%d:%d", &e, &w); err != nil || e < 30000 {
+			t.Fatalf("key %s survived Expire(30000) (%v)", k, err)
+		}
+	}
+	if want := len(expected(all, 30000)); hashes != want {
+		t.Fatalf("%d cell hashes after expire, want %d", hashes, want)
+	}
+	if n, _ := r.Client(t).ZCard(ctx, ns+":v:"+v.Name+":idx").Result(); n != int64(hashes) {
+		t.Fatalf("index has %d members, %d hashes", n, hashes)
+	}
 	cells, _ = st.Read(ctx, v, 120000, 180000, 0)
 	for _, c := range cells {
 		if c.Window != 120000 {
@@ -179,19 +228,110 @@ func TestLargeCommit(t *testing.T) {
 	r := testenv.StartRedis(t)
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
 	v := testView(t)
-	d := v.NewDelta()
+	var evs []ev
 	for i := 0; i < 20000; i++ {
-		vals := make([]logic.Value, len(v.Stream.Fields))
-		vals[v.Stream.FieldIndex("country")] = logic.Value{Kind: logic.TypeString, S: string(rune('a'+i%26)) + string(rune('a'+i/26%26))}
-		vals[v.Stream.FieldIndex("amount")] = logic.Value{Kind: logic.TypeFloat, F: 1.5}
-		x := logic.Event{Time: int64(i/676) * 60000, Values: vals}
-		d.Fold(0, &x)
+		// 20000 distinct cells (676 groups x 30 windows), each with 9 ops:
+		// about 180k cell ops and 540k script arguments in one call.
+		evs = append(evs, ev{epoch: 10000, t: int64(i/676) * 60000, country: string(rune('a'+i%26)) + string(rune('a'+i/26%26)),
+			amount: float64(i) + 0.25, items: int64(i % 7)})
 	}
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, []*logic.Delta{d}); err != nil {
+	d := fold(v, evs)
+	if d.Len() != 20000 {
+		t.Fatalf("fixture has %d cells, want 20000", d.Len())
+	}
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 20000}, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
-	if err != nil || len(cells) != d.Len() {
-		t.Fatalf("read %d cells (%v), want %d", len(cells), err, d.Len())
+	if err != nil {
+		t.Fatal(err)
 	}
+	check(t, v, cells, expected(evs, 0))
+	if pos, _, _ := st.Position(ctx, "orders"); pos.Seq != 20000 {
+		t.Fatalf("position %d after the large commit", pos.Seq)
+	}
+}
+
+// A group whose every slot stays empty (min over null values only) is still
+// a cell, as it is a row of the batch layer's GROUP BY.
+func TestEmptyStateCellIsKept(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	st := speedstore.New(r.Client(t), testenv.Namespace(t))
+	s := testView(t).Stream
+	v, err := logic.NewView("lo_only", logic.ViewDef{Stream: "orders", Window: 60e9, GroupBy: []string{"country"},
+		Measures: []logic.MeasureDef{{Name: "lo", Expr: "min(amount)"}, {Name: "rev", Expr: "sum(amount)"}}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := fold(v, []ev{{epoch: 0, t: 1000, country: "DE", nulls: true}, {epoch: 0, t: 2000, country: "FR", amount: -2.5}})
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, []*logic.Delta{d}); err != nil {
+		t.Fatal(err)
+	}
+	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]any{}
+	for _, c := range cells {
+		got[c.Group] = v.Finalize(c.State)
+	}
+	if len(got) != 2 || got["sDE"] == nil || got["sDE"][0] != nil || got["sDE"][1] != nil || got["sFR"][0] != -2.5 || got["sFR"][1] != -2.5 {
+		t.Fatalf("cells %v", got)
+	}
+}
+
+// Two writers race on one stream, each folding "the next chunk after the
+// stored position" and committing from that position: the compare-and-set
+// lets exactly one commit per position through, so every event is counted
+// exactly once whatever the interleaving.
+func TestConcurrentWritersCountOnce(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	ns := testenv.Namespace(t)
+	v := testView(t)
+	evs := randomEvents(rand.New(rand.NewPCG(3, 4)), 4000)
+	const chunk = 100
+	var wg sync.WaitGroup
+	var conflicts [2]int
+	errs := make(chan error, 2)
+	for w := 0; w < 2; w++ {
+		st := speedstore.New(r.Client(t), ns) // own connection, like another process
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				pos, _, err := st.Position(ctx, "orders")
+				if err != nil {
+					errs <- err
+					return
+				}
+				if pos.Seq >= uint64(len(evs)) {
+					return
+				}
+				next := min(pos.Seq+chunk, uint64(len(evs)))
+				err = st.Commit(ctx, "orders", pos.Seq, speedstore.Position{Seq: next, Owner: fmt.Sprint(w)}, []*logic.Delta{fold(v, evs[pos.Seq:next])})
+				if errors.Is(err, speedstore.ErrConflict) {
+					conflicts[w]++
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := speedstore.New(r.Client(t), ns)
+	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, v, cells, expected(evs, 0))
+	t.Logf("conflicts per writer: %v", conflicts)
 }
