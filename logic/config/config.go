@@ -214,7 +214,7 @@ func Default() Config {
 		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second)},
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3},
-		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(100 * time.Millisecond), MaxCells: 50000},
+		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
 		Archive:   Archive{MaxRows: 200000, MaxDelay: Duration(5 * time.Second)},
 		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxMsgs: 1_000_000},
 		PIIKeyEnv: "BRAID_PII_KEY",

@@ -228,7 +228,7 @@ func TestDefaultsApply(t *testing.T) {
 		{"batch.every", cfg.Batch.Every.D(), 15 * time.Minute},
 		{"batch.keep_versions", cfg.Batch.KeepVersions, 3},
 		{"speed.batch_size", cfg.Speed.BatchSize, 2000},
-		{"speed.max_wait", cfg.Speed.MaxWait.D(), 100 * time.Millisecond},
+		{"speed.max_wait", cfg.Speed.MaxWait.D(), 25 * time.Millisecond},
 		{"speed.max_cells", cfg.Speed.MaxCells, 50000},
 		{"archive.max_rows", cfg.Archive.MaxRows, 200000},
 		{"archive.max_delay", cfg.Archive.MaxDelay.D(), 5 * time.Second},
@@ -257,7 +257,7 @@ func TestDefaultsApply(t *testing.T) {
 	if cfg.HTTP.MaxInFlight != 5 || cfg.HTTP.Addr != ":8080" || cfg.HTTP.MaxBodyBytes != 16<<20 {
 		t.Errorf("http section: %+v", cfg.HTTP)
 	}
-	if cfg.Speed.MaxCells != 7 || cfg.Speed.BatchSize != 2000 || cfg.Speed.MaxWait.D() != 100*time.Millisecond {
+	if cfg.Speed.MaxCells != 7 || cfg.Speed.BatchSize != 2000 || cfg.Speed.MaxWait.D() != 25*time.Millisecond {
 		t.Errorf("speed section: %+v", cfg.Speed)
 	}
 	if cfg.Batch.Every.D() != 0 || cfg.Batch.KeepVersions != 3 {
