@@ -21,4 +21,3 @@ func TestHLLMergeIsUnion(t *testing.T) {
 		t.Fatal("merge of two sketches differs from the sketch of the union")
 	}
 }
-
