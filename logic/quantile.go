@@ -1,0 +1,109 @@
+package logic
+
+import (
+	"math"
+	"sort"
+	"strconv"
+)
+
+// Quantile sketch: log-spaced buckets (DDSketch-style). A value x > 0 falls
+// in bucket k = ceil(ln x / ln γ) with γ = (1+α)/(1-α); every value in the
+// bucket is within relative error α of its representative 2γ^k/(γ+1).
+// Buckets only ever add, so sketches merge exactly and in any order, and
+// the bucket function is rendered for DuckDB too (QuantileBucketSQL), so the
+// batch layer builds the very same buckets.
+//
+// Error bound: a quantile read from the sketch is within relative error
+// α = 1% of a value whose rank is the requested one.
+const (
+	QuantileAlpha = 0.01
+	quantileMin   = 1e-9    // |x| below this counts as zero
+	quantileBias  = 1 << 20 // keeps positive and negative keys apart
+)
+
+var (
+	quantileGamma   = (1 + QuantileAlpha) / (1 - QuantileAlpha)
+	quantileLnGamma = math.Log(quantileGamma)
+)
+
+// QuantileBucket returns the bucket key of a value: 0 for zero, positive
+// keys for positive values, negative keys for negative ones; keys order like
+// the values they hold.
+func QuantileBucket(x float64) int32 {
+	a := math.Abs(x)
+	if a < quantileMin {
+		return 0
+	}
+	k := int32(math.Ceil(math.Log(a)/quantileLnGamma)) + quantileBias
+	if x < 0 {
+		return -k
+	}
+	return k
+}
+
+// QuantileValue is the representative value of a bucket key.
+func QuantileValue(key int32) float64 {
+	if key == 0 {
+		return 0
+	}
+	k := key
+	if k < 0 {
+		k = -k
+	}
+	v := 2 * math.Pow(quantileGamma, float64(k-quantileBias)) / (quantileGamma + 1)
+	if key < 0 {
+		return -v
+	}
+	return v
+}
+
+// QuantileBucketSQL renders QuantileBucket for DuckDB over a DOUBLE
+// expression. The constant is passed as text so both sides divide by the
+// very same double.
+func QuantileBucketSQL(x string) string {
+	ln := "CAST('" + strconv.FormatFloat(quantileLnGamma, 'g', -1, 64) + "' AS DOUBLE)"
+	min := strconv.FormatFloat(quantileMin, 'g', -1, 64)
+	bias := strconv.Itoa(quantileBias)
+	return "CASE WHEN " + x + " IS NULL THEN NULL WHEN abs(" + x + ") < " + min + " THEN 0 " +
+		"WHEN " + x + " > 0 THEN CAST(ceil(ln(" + x + ") / " + ln + ") AS INTEGER) + " + bias + " " +
+		"ELSE -(CAST(ceil(ln(-(" + x + ")) / " + ln + ") AS INTEGER) + " + bias + ") END"
+}
+
+// QuantileSketch counts values per bucket key.
+type QuantileSketch map[int32]float64
+
+// Add counts one value.
+func (s QuantileSketch) Add(x float64) { s[QuantileBucket(x)]++ }
+
+// Merge adds another sketch's counts.
+func (s QuantileSketch) Merge(o QuantileSketch) {
+	for k, n := range o {
+		s[k] += n
+	}
+}
+
+// Quantile estimates the q-quantile (0 ≤ q ≤ 1) of the values counted, as
+// the representative of the bucket holding rank q·(n-1); NaN when empty.
+func (s QuantileSketch) Quantile(q float64) float64 {
+	var n float64
+	keys := make([]int32, 0, len(s))
+	for k, c := range s {
+		if c > 0 {
+			keys = append(keys, k)
+			n += c
+		}
+	}
+	if n == 0 {
+		return math.NaN()
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	rank := q * (n - 1)
+	var cum float64
+	for _, k := range keys {
+		cum += s[k]
+		if cum > rank {
+			return QuantileValue(k)
+		}
+	}
+	return QuantileValue(keys[len(keys)-1])
+}
