@@ -4,10 +4,12 @@
 package batch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -211,6 +213,10 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 // already in the lake are skipped; on a gap the rest is nak'ed and fetched
 // again (or, when the log no longer holds the missing records, skipped).
 func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Msg) error {
+	// Redeliveries (ack wait expired, naks) come in queue order, not log
+	// order: without sorting, a record ahead of st.next in the batch would
+	// nak st.next itself, again and again.
+	slices.SortFunc(msgs, func(x, y eventlog.Msg) int { return cmp.Compare(x.Seq, y.Seq) })
 	for i, m := range msgs {
 		if m.Seq < st.next {
 			// Redelivered and already buffered or committed.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -41,7 +42,11 @@ type measureInfo struct {
 
 func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 	out := make([]viewInfo, 0, len(s.opts.Catalog.ViewOrder))
+	key := callerKey(r.Context())
 	for _, name := range s.opts.Catalog.ViewOrder {
+		if key != nil && !key.canRead(name) {
+			continue // only the views this key may read
+		}
 		v := s.opts.Catalog.Views[name]
 		vi := viewInfo{Name: name, Stream: v.Stream.Name, Window: fmtDuration(v.Window.Size.Milliseconds()),
 			Step: fmtDuration(v.Window.Step().Milliseconds()), Dims: append([]string{}, v.Dims...), Where: v.Where, Exact: v.Exact()}
@@ -62,8 +67,10 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 type answer struct {
 	View      *logic.View
 	Query     Query
-	Cutoff    int64 // 0: no batch
-	Watermark int64 // 0: unknown
+	Cutoff    int64  // 0: no batch
+	Watermark int64  // 0: unknown
+	Version   string // batch version id ("": none)
+	Seq       uint64 // the speed position the answer was computed at (0: unknown)
 	Rows      []ResultRow
 	Warnings  []string
 }
@@ -71,19 +78,59 @@ type answer struct {
 // errUnavailable marks an answer that cannot be computed now (503).
 var errUnavailable = errors.New("unavailable")
 
-// Answer computes a view's merged answer: the current batch version's rows
-// for the view (cutoff C) ⊕ the speed cells of epochs >= C, rolled up.
-func (s *Server) answer(ctx context.Context, v *logic.View, q Query) (*answer, error) {
-	a := &answer{View: v, Query: q}
-	var batch []batchviews.Row
+// inputs are what an answer depends on besides the stores' contents: the
+// batch version and the stream's speed position (read first, cheaply).
+type inputs struct {
+	ver   *batchviews.Version
+	pos   StreamSpeed
+	posOK bool // the position was read (else: no speed status; not cacheable)
+}
+
+func (s *Server) readInputs(ctx context.Context, v *logic.View) (inputs, error) {
+	var in inputs
 	if s.opts.Views != nil {
 		ver, err := s.opts.Views.Current()
 		if err != nil {
-			return nil, fmt.Errorf("%w: batch views: %w", errUnavailable, err)
+			return in, fmt.Errorf("%w: batch views: %w", errUnavailable, err)
 		}
-		if ver != nil {
+		in.ver = ver
+	}
+	switch {
+	case s.opts.SpeedStatus != nil:
+		pos, err := s.opts.SpeedStatus.StreamStatus(ctx, v.Stream.Name)
+		if err != nil {
+			s.logger.Warn("speed status", "stream", v.Stream.Name, "err", err)
+		} else {
+			in.pos, in.posOK = pos, true
+		}
+	case s.opts.Speed == nil:
+		in.posOK = true // no speed layer at all: the batch version alone determines the answer
+	}
+	return in, nil
+}
+
+// answer computes a view's merged answer (through the cache when enabled).
+func (s *Server) answer(ctx context.Context, v *logic.View, q Query) (*answer, error) {
+	e, err := s.lookup(ctx, v, q)
+	if err != nil {
+		return nil, err
+	}
+	return e.a, nil
+}
+
+// compute computes a view's merged answer: the batch version's rows for
+// the view (cutoff C) ⊕ the speed cells of epochs >= C, rolled up. The
+// position (hence the watermark) is read before the cells: a commit moves
+// cells and position together, so a window marked final has all its cells.
+func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs) (*answer, error) {
+	a := &answer{View: v, Query: q, Seq: in.pos.Seq}
+	var batch []batchviews.Row
+	if s.opts.Views != nil {
+		if ver := in.ver; ver != nil {
+			a.Version = ver.ID
 			if vv, ok := ver.Views[v.Name]; ok && vv.Cutoff > 0 {
 				a.Cutoff = vv.Cutoff
+				var err error
 				if batch, err = s.opts.Views.Rows(ctx, ver, v, q.From, q.To); err != nil {
 					return nil, fmt.Errorf("%w: batch rows: %w", errUnavailable, err)
 				}
@@ -91,6 +138,9 @@ func (s *Server) answer(ctx context.Context, v *logic.View, q Query) (*answer, e
 		}
 	} else {
 		a.Warnings = append(a.Warnings, "batch views unavailable: answer from the speed layer only")
+	}
+	if in.posOK {
+		a.Watermark = logic.Watermark{Max: in.pos.Watermark}.At(v.Stream.AllowedLateness)
 	}
 	var cells []SpeedCell
 	if s.opts.Speed != nil {
@@ -101,7 +151,6 @@ func (s *Server) answer(ctx context.Context, v *logic.View, q Query) (*answer, e
 	} else {
 		a.Warnings = append(a.Warnings, "speed layer unavailable: answer from the batch views only")
 	}
-	a.Watermark = s.watermark(ctx, v.Stream)
 	merged, err := Merge(v, a.Cutoff, batch, cells, a.Watermark)
 	if err != nil {
 		return nil, err
@@ -114,61 +163,67 @@ func (s *Server) answer(ctx context.Context, v *logic.View, q Query) (*answer, e
 	return a, nil
 }
 
-// watermark is the stream's watermark (largest event time seen by the speed
-// layer minus the allowed lateness), 0 when unknown.
-func (s *Server) watermark(ctx context.Context, st *logic.Stream) int64 {
-	if s.opts.SpeedStatus == nil {
-		return 0
+// queryError answers a failed query.
+func (s *Server) queryError(w http.ResponseWriter, name string, err error) {
+	if errors.Is(err, errUnavailable) {
+		s.logger.Warn("query failed", "view", name, "err", err)
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, "view unavailable", err.Error())
+		return
 	}
-	pos, err := s.opts.SpeedStatus.StreamStatus(ctx, st.Name)
-	if err != nil {
-		s.logger.Warn("speed status", "stream", st.Name, "err", err)
-		return 0
-	}
-	return logic.Watermark{Max: pos.Watermark}.At(st.AllowedLateness)
+	s.logger.Error("query failed", "view", name, "err", err)
+	writeError(w, http.StatusInternalServerError, "query failed", err.Error())
 }
 
-func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
+// parseViewQuery resolves the view and parses the query, answering the
+// error itself (ok=false).
+func (s *Server) parseViewQuery(w http.ResponseWriter, r *http.Request) (*logic.View, Query, bool) {
 	name := chi.URLParam(r, "view")
 	v := s.opts.Catalog.Views[name]
 	if v == nil {
 		writeError(w, http.StatusNotFound, "unknown view", name)
-		return
+		return nil, Query{}, false
 	}
 	q, err := ParseQuery(v, r.URL.Query())
 	if err != nil {
 		var pe *ParamError
 		if errors.As(err, &pe) {
 			writeError(w, http.StatusBadRequest, "bad parameter "+pe.Param, pe.Msg)
-			return
+			return nil, Query{}, false
 		}
 		writeError(w, http.StatusBadRequest, "bad query", err.Error())
+		return nil, Query{}, false
+	}
+	return v, q, true
+}
+
+func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
+	v, q, ok := s.parseViewQuery(w, r)
+	if !ok {
 		return
+	}
+	if r.URL.Query().Get("format") == "" && acceptsArrow(r.Header.Get("Accept")) {
+		q.Format = "arrow"
 	}
 	start := time.Now()
-	a, err := s.answer(r.Context(), v, q)
+	e, err := s.lookup(r.Context(), v, q)
 	if err != nil {
-		if errors.Is(err, errUnavailable) {
-			s.logger.Warn("query failed", "view", name, "err", err)
-			w.Header().Set("Retry-After", "2")
-			writeError(w, http.StatusServiceUnavailable, "view unavailable", err.Error())
-			return
-		}
-		s.logger.Error("query failed", "view", name, "err", err)
-		writeError(w, http.StatusInternalServerError, "query failed", err.Error())
+		s.queryError(w, v.Name, err)
 		return
 	}
-	s.queryDur.WithLabelValues(name).Observe(time.Since(start).Seconds())
-	if q.Format == "csv" {
-		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
-		_ = writeCSV(w, a)
+	body, err := e.encoded(q.Format)
+	if err != nil {
+		s.logger.Error("encode answer", "view", v.Name, "format", q.Format, "err", err)
+		writeError(w, http.StatusInternalServerError, "encode answer", err.Error())
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	s.queryDur.WithLabelValues(v.Name).Observe(time.Since(start).Seconds())
+	w.Header().Set("Content-Type", contentTypes[q.Format])
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(encodeAnswer(a))
+	_, _ = w.Write(body)
 }
+
+var contentTypes = map[string]string{"json": "application/json", "csv": "text/csv; charset=utf-8", "arrow": ArrowMediaType}
 
 // encodeAnswer renders the contract's JSON, with the keys of each row in
 // order: window_start, the kept dimensions, the measures, source, exact, final.
@@ -196,34 +251,39 @@ func encodeAnswer(a *answer) []byte {
 	}
 	b.WriteString(`,"rows":[`)
 	for i := range a.Rows {
-		row := &a.Rows[i]
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`{"window_start":`)
-		writeStr(&b, logic.FormatTime(row.Window))
-		for j, d := range row.Dims {
-			b.WriteByte(',')
-			writeStr(&b, a.Query.GroupBy[j])
-			b.WriteByte(':')
-			writeAny(&b, d.Any())
-		}
-		for j := range a.View.Measures {
-			b.WriteByte(',')
-			writeStr(&b, a.View.Measures[j].Name)
-			b.WriteByte(':')
-			writeAny(&b, row.Values[j])
-		}
-		b.WriteString(`,"source":`)
-		writeStr(&b, row.Source)
-		b.WriteString(`,"exact":`)
-		b.WriteString(strconv.FormatBool(row.Exact))
-		b.WriteString(`,"final":`)
-		b.WriteString(strconv.FormatBool(row.Final))
-		b.WriteByte('}')
+		appendRowJSON(&b, a, &a.Rows[i])
 	}
 	b.WriteString("]}\n")
 	return b.Bytes()
+}
+
+// appendRowJSON renders one row as a JSON object (keys in the order
+// window_start, the kept dimensions, the measures, source, exact, final).
+func appendRowJSON(b *bytes.Buffer, a *answer, row *ResultRow) {
+	b.WriteString(`{"window_start":`)
+	writeStr(b, logic.FormatTime(row.Window))
+	for j, d := range row.Dims {
+		b.WriteByte(',')
+		writeStr(b, a.Query.GroupBy[j])
+		b.WriteByte(':')
+		writeAny(b, d.Any())
+	}
+	for j := range a.View.Measures {
+		b.WriteByte(',')
+		writeStr(b, a.View.Measures[j].Name)
+		b.WriteByte(':')
+		writeAny(b, row.Values[j])
+	}
+	b.WriteString(`,"source":`)
+	writeStr(b, row.Source)
+	b.WriteString(`,"exact":`)
+	b.WriteString(strconv.FormatBool(row.Exact))
+	b.WriteString(`,"final":`)
+	b.WriteString(strconv.FormatBool(row.Final))
+	b.WriteByte('}')
 }
 
 func writeStr(b *bytes.Buffer, s string) {
@@ -284,7 +344,7 @@ func csvValue(x any) string {
 	return fmt.Sprint(x)
 }
 
-func writeCSV(w http.ResponseWriter, a *answer) error {
+func writeCSV(w io.Writer, a *answer) error {
 	cw := csv.NewWriter(w)
 	head := []string{"window_start"}
 	head = append(head, a.Query.GroupBy...)

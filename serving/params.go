@@ -21,7 +21,7 @@ type Query struct {
 	Rollup
 	StepText string   // as the answer echoes it: the given step, or the view's
 	GroupBy  []string // kept dimension names, in output order
-	Format   string   // json | csv
+	Format   string   // json | csv | arrow
 	Order    int      // measure index to order by, -1 = none
 	Desc     bool
 	Limit    int // 0 = all
@@ -126,10 +126,10 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 	}
 	switch f := q.Get("format"); f {
 	case "", "json":
-	case "csv":
-		out.Format = "csv"
+	case "csv", "arrow":
+		out.Format = f
 	default:
-		return out, perr("format", "unsupported format %q (json or csv)", f)
+		return out, perr("format", "unsupported format %q (json, csv or arrow)", f)
 	}
 	if o := strings.TrimSpace(q.Get("order")); o != "" {
 		name := o

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -42,6 +43,20 @@ type Options struct {
 	Ingester    *Ingester                       // shared ingester (nil: one is made from Catalog and Log)
 	Logger      *slog.Logger
 	Registry    *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
+
+	// Getenv reads the auth keys' token_env variables at start (nil: os.Getenv).
+	Getenv func(string) string
+	// Notifier announces the speed layer's commits (one subscription per
+	// process) for live pushes. nil: one process-wide poll of the streams'
+	// positions (SpeedStatus) every LivePoll while live clients exist.
+	Notifier CommitNotifier
+	// LivePoll is the fallback poll period without a Notifier, and the
+	// period of the batch-version check for live clients (0: 1s).
+	LivePoll time.Duration
+	// QueryCache is the number of encoded answers kept for repeated
+	// queries (0: no cache). Entries are keyed by the batch version and the
+	// speed position, so a commit or a batch run makes them unreachable.
+	QueryCache int
 }
 
 // Server is the HTTP API.
@@ -57,6 +72,16 @@ type Server struct {
 
 	requests *prometheus.CounterVec
 	queryDur *prometheus.HistogramVec
+
+	auth         *auth
+	authOn       bool // auth.keys configured: tokens required on /v1
+	authFailures *prometheus.CounterVec
+	hub          *hub
+	cache        *answerCache
+	cacheLookups *prometheus.CounterVec
+	sseClients   prometheus.Gauge
+	bgCtx        context.Context
+	bgCancel     context.CancelFunc
 }
 
 // New builds the server.
@@ -91,8 +116,45 @@ func New(opts Options) (*Server, error) {
 	if s.queryDur, err = register(s.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "braid_query_duration_seconds", Help: "Duration of view queries.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"view"})); err != nil {
 		return nil, err
 	}
+	if s.authFailures, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_auth_failures_total", Help: "Requests refused by access control, by status (401, 403)."}, []string{"code"})); err != nil {
+		return nil, err
+	}
+	if s.cacheLookups, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_cache_total", Help: "Query cache lookups by result (hit, miss)."}, []string{"result"})); err != nil {
+		return nil, err
+	}
+	if s.sseClients, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
+		return nil, err
+	}
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if s.auth, err = newAuth(cfg.Auth.Keys, getenv, s.logger.Warn); err != nil {
+		return nil, err
+	}
+	s.authOn = len(cfg.Auth.Keys) > 0
+	switch {
+	case !s.authOn:
+		s.logger.Warn("AUTH DISABLED: no auth.keys configured, every /v1 route is open to anyone who can reach this port - development only")
+	case len(s.auth.keys) == 0:
+		s.logger.Warn("auth: every configured key is disabled (token variables empty): every /v1 request will be refused with 401")
+	default:
+		s.logger.Info("auth enabled", "keys", len(s.auth.keys))
+	}
+	if opts.QueryCache > 0 {
+		s.cache = newAnswerCache(opts.QueryCache)
+	}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.hub = newHub(s)
 	s.handler = s.routes()
 	return s, nil
+}
+
+// Close stops the server's background work (the live-push subscription).
+// Open live streams end.
+func (s *Server) Close() error {
+	s.bgCancel()
+	return nil
 }
 
 // Handler returns the HTTP handler.
@@ -116,15 +178,18 @@ func (s *Server) routes() http.Handler {
 	r.Get("/readyz", s.handleReady)
 	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	r.Route("/v1", func(r chi.Router) {
-		r.Post("/streams/{stream}/events", s.handleIngest)
-		r.Get("/views", s.handleViews)
-		r.Get("/views/{view}", s.handleQuery)
-		r.Get("/status", s.handleStatus)
-		r.Post("/batch/runs", s.handleBatchStart)
-		r.Get("/batch/runs", s.handleBatchRuns)
-		r.Get("/batch/runs/{id}", s.handleBatchRun)
-		r.Get("/dlq/{stream}", s.handleDLQ)
-		r.Post("/dlq/{stream}/replay", s.handleDLQReplay)
+		r.Use(s.authenticate)
+		r.With(s.need(scopeIngest)).Post("/streams/{stream}/events", s.handleIngest)
+		r.With(s.need(scopeAny)).Get("/views", s.handleViews)
+		r.With(s.need(scopeRead)).Get("/views/{view}", s.handleQuery)
+		r.With(s.need(scopeRead)).Get("/views/{view}/live", s.handleLive)
+		r.With(s.need(scopeAny)).Get("/openapi.json", s.handleOpenAPI)
+		r.With(s.need(scopeAdmin)).Get("/status", s.handleStatus)
+		r.With(s.need(scopeAdmin)).Post("/batch/runs", s.handleBatchStart)
+		r.With(s.need(scopeAdmin)).Get("/batch/runs", s.handleBatchRuns)
+		r.With(s.need(scopeAdmin)).Get("/batch/runs/{id}", s.handleBatchRun)
+		r.With(s.need(scopeAdmin)).Get("/dlq/{stream}", s.handleDLQ)
+		r.With(s.need(scopeAdmin)).Post("/dlq/{stream}/replay", s.handleDLQReplay)
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not found", r.URL.Path)
 		})

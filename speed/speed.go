@@ -332,7 +332,12 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		}
 		l.m.commitSeconds.Observe(time.Since(t0).Seconds())
 		committed = b.last.Seq
-		if err := c.Ack(fctx, b.last); err != nil {
+		// Bounded: a nats-server restarted after a crash may have lost its
+		// record of delivering b.last and then never answers this ack.
+		actx, acancel := context.WithTimeout(fctx, ackTimeout)
+		err := c.Ack(actx, b.last)
+		acancel()
+		if err != nil {
 			// The state is committed; a redelivery will be refused. Go on.
 			l.logger.Warn("ack failed after commit", "stream", s.Name, "seq", b.last.Seq, "err", err)
 		}
@@ -483,6 +488,10 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		}
 	}
 }
+
+// ackTimeout bounds the wait for the server's confirmation of an ack after
+// a commit (the ack only saves redeliveries; the commit is the truth).
+const ackTimeout = 5 * time.Second
 
 // gapTimeout is how long a gap may stay open before the stream loop starts
 // over (several ack waits: the missing record should have come back).

@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
@@ -49,11 +53,56 @@ func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string) (serv
 	return serving.ArchivePosition{Seq: cp.Seq, CoveredUntil: cp.CoveredUntil}, nil
 }
 
+// commitNotifier is serving's CommitNotifier over Redis pub/sub: ONE
+// pattern subscription per process on {ns}:commits:* (the speed store
+// PUBLISHes the new seq there after every commit). go-redis resubscribes
+// after a reconnect; notices published meanwhile are lost, which live
+// clients tolerate (the next commit pokes them again).
+type commitNotifier struct {
+	rdb redis.UniversalClient
+	ns  string
+}
+
+func (n commitNotifier) Subscribe(ctx context.Context) <-chan serving.CommitNotice {
+	out := make(chan serving.CommitNotice, 256)
+	prefix := n.ns + ":commits:"
+	ps := n.rdb.PSubscribe(ctx, prefix+"*")
+	go func() {
+		defer close(out)
+		defer ps.Close()
+		ch := ps.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-ch:
+				if !ok {
+					return
+				}
+				stream, found := strings.CutPrefix(m.Channel, prefix)
+				if !found {
+					continue
+				}
+				seq, _ := strconv.ParseUint(m.Payload, 10, 64)
+				select {
+				case out <- serving.CommitNotice{Stream: stream, Seq: seq}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
 func (a *app) servingOptions(l *layers) serving.Options {
 	o := serving.Options{
 		Config: a.cfg, Catalog: a.cat, Log: a.log, Views: l.views, Archive: archiveStatus{l.lake},
 		RunnerBusy: batch.ErrBusy, Root: dashboard.Handler(), Logger: a.logger.With("layer", "serve"), Registry: a.reg,
-		Ready: a.ready,
+		Ready: a.ready, QueryCache: 512,
+	}
+	if a.rdb != nil {
+		o.Notifier = commitNotifier{rdb: a.rdb, ns: a.cfg.Namespace}
 	}
 	if l.store != nil {
 		o.Speed, o.SpeedStatus = speedReader{l.store}, speedStatus{l.store}

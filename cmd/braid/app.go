@@ -173,6 +173,7 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	}
 	a.log, err = eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
 		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
+		MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
 		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxMsgs: a.cfg.DLQ.MaxMsgs, PublishTimeout: n.PublishTimeout.D(),
 	})
 	return err

@@ -68,8 +68,11 @@ func (a *app) newRunner(l *layers) {
 
 func (a *app) newServer(l *layers) error {
 	var err error
-	l.server, err = serving.New(a.servingOptions(l))
-	return err
+	if l.server, err = serving.New(a.servingOptions(l)); err != nil {
+		return err
+	}
+	a.onClose(l.server.Close)
+	return nil
 }
 
 // runAll runs the given layers until ctx ends, then stops them: the HTTP
@@ -103,6 +106,7 @@ func (a *app) runAll(ctx context.Context, l *layers, extra ...func(context.Conte
 			return fmt.Errorf("listen %s: %w", a.cfg.HTTP.Addr, err)
 		}
 		srv = &http.Server{Handler: l.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		srv.RegisterOnShutdown(func() { _ = l.server.Close() }) // ends live (SSE) streams so Shutdown need not wait for them
 		a.logger.Info("serving HTTP", "addr", ln.Addr().String())
 		wg.Add(1)
 		go func() {

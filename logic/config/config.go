@@ -62,6 +62,11 @@ type NATS struct {
 	DedupWindow    Duration `yaml:"dedup_window"` // duplicate event ids within it are stored once
 	PublishTimeout Duration `yaml:"publish_timeout"`
 	MaxAge         Duration `yaml:"max_age"` // retention of clean events in the log (0: forever)
+	// Per-stream limits of the clean log (0: none). The log refuses new
+	// events beyond them (JetStream DiscardNew): ingest answers 429 with
+	// Retry-After instead of dropping old events.
+	MaxMsgs  int64 `yaml:"max_msgs"`
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Redis configures the speed store.
@@ -211,7 +216,7 @@ func Default() Config {
 		DataDir:   "./data",
 		Namespace: "braid",
 		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64},
-		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second)},
+		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3},
 		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
@@ -475,6 +480,12 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		add("nats.replicas", "1 for one server, 3 for a cluster", "must be in 1..5")
+	}
+	if c.NATS.MaxMsgs < 0 {
+		add("nats.max_msgs", "0 for no limit, e.g. 50000000", "must not be negative")
+	}
+	if c.NATS.MaxBytes < 0 || (c.NATS.MaxBytes > 0 && c.NATS.MaxBytes < 1<<20) {
+		add("nats.max_bytes", "0 for no limit, e.g. 10737418240 (10 GiB)", "must be 0 or at least 1048576 (one NATS message)")
 	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		add("http.max_body_bytes", "e.g. 16777216", "must be at least 1024")

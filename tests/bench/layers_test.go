@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/duckdb/duckdb-go/v2"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/braid-data/braid/batch"
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/speed"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+// The layer benchmarks: the speed layer, the archiver and a batch run, each
+// next to the raw limit of what it stands on, measured in the same run on
+// the same records.
+const layersConfig = `
+streams:
+  orders:
+    time: ts
+    id: order_id
+    allowed_lateness: 48h
+    fields: { ts: time, order_id: string, country: string, channel: string, amount: float, items: int }
+views:
+  by_country:
+    stream: orders
+    window: 1m
+    group_by: [country]
+    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(amount) }
+  by_channel:
+    stream: orders
+    window: 5m
+    group_by: [channel]
+    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(items) }
+  hourly:
+    stream: orders
+    window: 1h
+    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(amount) }
+`
+
+type layerEnv struct {
+	cat *config.Catalog
+	log *eventlog.Log
+	js  jetstream.JetStream
+	n   int
+}
+
+func setupLayers(t *testing.T, n int) *layerEnv {
+	cfg, err := config.Parse([]byte(layersConfig), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := cfg.Compile([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nats := testenv.StartNATS(t)
+	_, js := nats.JetStream(t)
+	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cat.Streams["orders"]
+	rng := rand.New(rand.NewPCG(1, 1))
+	base := time.Now().Add(-24 * time.Hour).UnixMilli()
+	recs := make([]eventlog.Record, 0, 5000)
+	for i := 0; i < n; i++ {
+		raw, _ := json.Marshal(map[string]any{"ts": base + rng.Int64N(24*3600*1000), "order_id": fmt.Sprint("o", i),
+			"country": fmt.Sprint("c", rng.IntN(50)), "channel": []string{"web", "app", "shop"}[rng.IntN(3)],
+			"amount": float64(rng.IntN(100000)) / 100, "items": rng.IntN(9)})
+		ev, rec, err := s.Prepare(raw, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
+		if len(recs) == cap(recs) || i == n-1 {
+			if err := log.Publish(context.Background(), "orders", recs); err != nil {
+				t.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	return &layerEnv{cat: cat, log: log, js: js, n: n}
+}
+
+// rawConsume is the limit: a pull consumer fetching batches and acking the
+// last of each (ack-all), doing nothing else.
+func (e *layerEnv) rawConsume(t *testing.T, name string) float64 {
+	ctx := context.Background()
+	c, err := e.log.Consumer(ctx, "orders", name, eventlog.Start{Seq: 1}, 8000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got := 0
+	for got < e.n {
+		msgs, err := c.Fetch(ctx, 2000, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) > 0 {
+			got += len(msgs)
+			if err := c.Ack(ctx, msgs[len(msgs)-1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return float64(e.n) / time.Since(start).Seconds()
+}
+
+func runUntil(t *testing.T, run func(context.Context) error, done func() bool) time.Duration {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	start := time.Now()
+	go func() { defer wg.Done(); _ = run(ctx) }()
+	for !done() {
+		if time.Since(start) > 5*time.Minute {
+			cancel()
+			wg.Wait()
+			t.Fatal("layer did not finish within 5 minutes")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := time.Since(start)
+	cancel()
+	wg.Wait()
+	return d
+}
+
+type zeroCutoff struct{}
+
+func (zeroCutoff) StreamCutoff(context.Context, string) (int64, error) { return 0, nil }
+
+func TestBenchLayers(t *testing.T) {
+	benchOnly(t)
+	const n = 300_000
+	e := setupLayers(t, n)
+	ctx := context.Background()
+
+	// 2. Speed layer: 3 views × 5 measures, committed to Redis.
+	limit := e.rawConsume(t, "raw-speed")
+	redis := testenv.StartRedis(t)
+	store := speedstore.New(redis.Client(t), testenv.Namespace(t))
+	sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, e.cat, nil, nil)
+	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= uint64(n) })
+	report(t, "speed_3views_5measures", float64(n)/d.Seconds(), "events/s", limit)
+
+	// 3. Archiver: into Parquet, vs raw consume.
+	dir := t.TempDir()
+	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit = e.rawConsume(t, "raw-archive")
+	ar := batch.NewArchiver(batch.ArchiverConfig{MaxRows: 200000, MaxDelay: time.Second}, e.log, lk, e.cat, nil, nil)
+	d = runUntil(t, ar.Run, func() bool { cp, _ := lk.Checkpoint("orders"); return cp.Seq >= uint64(n) })
+	report(t, "archiver", float64(n)/d.Seconds(), "events/s", limit)
+
+	// 5. Batch run over the lake vs DuckDB's bare query of the same SQL.
+	views, err := batchviews.Open(filepath.Join(dir, "batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runner := batch.NewRunner(batch.RunnerConfig{Epoch: time.Second}, lk, views, nil, e.cat, nil, nil)
+	var run batchviews.Run
+	for run.RowsRead < int64(n) { // wait until the cutoff covers every record
+		time.Sleep(200 * time.Millisecond)
+		t0 := time.Now()
+		run, err = runner.Run(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = time.Since(t0)
+	}
+	files, err := lk.Files("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	src := "read_parquet(['" + strings.Join(files, "','") + "'])"
+	t0 := time.Now()
+	for _, name := range e.cat.ViewOrder {
+		rows, err := db.Query(e.cat.Views[name].SQL(src, run.Cutoffs[name]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+		}
+		rows.Close()
+	}
+	bare := time.Since(t0)
+	report(t, fmt.Sprintf("batch_run_%dk_events", n/1000), d.Seconds(), "s", bare.Seconds())
+}
