@@ -283,50 +283,88 @@ func (r *Runner) publish(id string, prev *batchviews.Version, rows map[string][]
 	return r.views.Publish(ver, rows)
 }
 
+// queryView computes a view's batch rows: its SQL (numeric slots and the
+// exact values of the sketch measures), then the values of each
+// count_distinct sketch and the buckets of each quantile sketch, folded
+// into the rows' sketches.
 func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string, cutoff int64) ([]batchviews.Row, error) {
-	rs, err := conn.QueryContext(ctx, v.SQL(source, cutoff))
+	exact := v.ExactMeasures()
+	var out []batchviews.Row
+	at := map[cellKey]int{}
+	err := scanCells(ctx, conn, v, v.SQL(source, cutoff), v.NumSlots+len(exact), func(k cellKey, vals []any) error {
+		st := v.NewState()
+		for i := range st.Num {
+			x, err := float(vals[i])
+			if err != nil {
+				return fmt.Errorf("slot %d: %w", i, err)
+			}
+			st.Num[i] = x
+		}
+		if len(exact) > 0 {
+			st.Exact = make([]float64, len(v.Measures))
+			for i := range st.Exact {
+				st.Exact[i] = math.NaN()
+			}
+			for i, mi := range exact {
+				x, err := float(vals[v.NumSlots+i])
+				if err != nil {
+					return fmt.Errorf("measure %s: %w", v.Measures[mi].Name, err)
+				}
+				st.Exact[mi] = x
+			}
+		}
+		at[k] = len(out)
+		out = append(out, batchviews.Row{Window: k.w, Group: k.g, State: st})
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rs.Close()
-	nd := len(v.Dims)
-	vals := make([]any, 1+nd+v.NumSlots)
-	ptrs := make([]any, len(vals))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	dims := make([]logic.Value, nd)
-	var out []batchviews.Row
-	for rs.Next() {
-		if err := rs.Scan(ptrs...); err != nil {
+	nDistinct, nQuantile := v.Sketches()
+	var elem []byte
+	for i := 0; i < nDistinct; i++ {
+		err := scanCells(ctx, conn, v, v.DistinctSQL(source, cutoff, i), 1, func(k cellKey, vals []any) error {
+			x, err := distinctValue(vals[0])
+			if err != nil {
+				return fmt.Errorf("count_distinct(%s): %w", v.DistinctField(i), err)
+			}
+			j, ok := at[k]
+			if !ok {
+				return fmt.Errorf("count_distinct(%s): a value for a cell the view has not", v.DistinctField(i))
+			}
+			st := &out[j].State
+			if st.HLL[i] == nil {
+				st.HLL[i] = new(logic.HLL)
+			}
+			elem = logic.AppendDistinctElem(elem[:0], x)
+			st.HLL[i].Add(elem)
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
-		w, ok := vals[0].(int64)
-		if !ok {
-			return nil, fmt.Errorf("window_start: unexpected %T", vals[0])
-		}
-		for i := 0; i < nd; i++ {
-			d, err := v.DimValue(i, vals[1+i])
-			if err != nil {
-				return nil, err
-			}
-			dims[i] = d
-		}
-		st := make([]float64, v.NumSlots)
-		for i := range st {
-			switch x := vals[1+nd+i].(type) {
-			case nil:
-				st[i] = math.NaN()
-			case float64:
-				st[i] = x
-			default:
-				return nil, fmt.Errorf("slot %d: unexpected %T", i, x)
-			}
-		}
-		out = append(out, batchviews.Row{Window: w, Group: v.GroupKey(dims), State: st})
 	}
-	if err := rs.Err(); err != nil {
-		return nil, err
+	for i := 0; i < nQuantile; i++ {
+		err := scanCells(ctx, conn, v, v.QuantileSQL(source, cutoff, i), 2, func(k cellKey, vals []any) error {
+			b, ok1 := vals[0].(int32)
+			n, ok2 := vals[1].(int64)
+			if !ok1 || !ok2 {
+				return fmt.Errorf("quantile(%s): unexpected bucket %T, count %T", v.QuantileField(i), vals[0], vals[1])
+			}
+			j, ok := at[k]
+			if !ok {
+				return fmt.Errorf("quantile(%s): a bucket for a cell the view has not", v.QuantileField(i))
+			}
+			st := &out[j].State
+			if st.Q[i] == nil {
+				st.Q[i] = logic.QuantileSketch{}
+			}
+			st.Q[i][b] += float64(n)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Window != out[j].Window {
@@ -335,6 +373,82 @@ func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string
 		return out[i].Group < out[j].Group
 	})
 	return out, nil
+}
+
+type cellKey struct {
+	w int64
+	g string
+}
+
+// scanCells runs q, whose columns are window_start, d0..dN and then n more,
+// and calls f with each row's cell and its n further values.
+func scanCells(ctx context.Context, conn *sql.Conn, v *logic.View, q string, n int, f func(cellKey, []any) error) error {
+	rs, err := conn.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	nd := len(v.Dims)
+	vals := make([]any, 1+nd+n)
+	ptrs := make([]any, len(vals))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	dims := make([]logic.Value, nd)
+	for rs.Next() {
+		if err := rs.Scan(ptrs...); err != nil {
+			return err
+		}
+		w, ok := vals[0].(int64)
+		if !ok {
+			return fmt.Errorf("window_start: unexpected %T", vals[0])
+		}
+		for i := 0; i < nd; i++ {
+			d, err := v.DimValue(i, vals[1+i])
+			if err != nil {
+				return err
+			}
+			dims[i] = d
+		}
+		if err := f(cellKey{w, v.GroupKey(dims)}, vals[1+nd:]); err != nil {
+			return err
+		}
+	}
+	return rs.Err()
+}
+
+// float reads a DOUBLE column; NULL is NaN (an empty min/max, a null quantile).
+func float(x any) (float64, error) {
+	switch y := x.(type) {
+	case nil:
+		return math.NaN(), nil
+	case float64:
+		return y, nil
+	}
+	return 0, fmt.Errorf("unexpected %T", x)
+}
+
+// distinctValue converts a field value scanned from DuckDB into the Value
+// whose element the speed layer hashes for the same event.
+func distinctValue(x any) (logic.Value, error) {
+	switch y := x.(type) {
+	case string:
+		return logic.Value{Kind: logic.TypeString, S: y}, nil
+	case int64:
+		return logic.Value{Kind: logic.TypeInt, I: y}, nil
+	case int32:
+		return logic.Value{Kind: logic.TypeInt, I: int64(y)}, nil
+	case float64:
+		return logic.Value{Kind: logic.TypeFloat, F: y}, nil
+	case bool:
+		if y {
+			return logic.Value{Kind: logic.TypeBool, I: 1}, nil
+		}
+		return logic.Value{Kind: logic.TypeBool}, nil
+	case time.Time:
+		return logic.Value{Kind: logic.TypeTime, I: y.UnixMilli()}, nil
+	}
+	return logic.Value{}, fmt.Errorf("unexpected %T", x)
 }
 
 // sourceSQL is the relation of a stream's committed lake files; with no

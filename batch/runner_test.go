@@ -184,13 +184,13 @@ func compareView(t *testing.T, st *batchviews.Store, ver *batchviews.Version, v 
 		if !ok {
 			t.Fatalf("view %s: unexpected cell %+v", v.Name, k)
 		}
-		if len(r.State) != len(w) {
-			t.Fatalf("view %s cell %+v: %d slots, want %d", v.Name, k, len(r.State), len(w))
+		if len(r.State.Num) != len(w) {
+			t.Fatalf("view %s cell %+v: %d slots, want %d", v.Name, k, len(r.State.Num), len(w))
 		}
 		for i := range w {
-			a, b := r.State[i], w[i]
+			a, b := r.State.Num[i], w[i]
 			if math.IsNaN(a) != math.IsNaN(b) || (!math.IsNaN(b) && math.Abs(a-b) > 1e-9*math.Max(1, math.Abs(b))) {
-				t.Fatalf("view %s cell %+v slot %d: got %v want %v (state %v vs %v)", v.Name, k, i, a, b, r.State, w)
+				t.Fatalf("view %s cell %+v slot %d: got %v want %v (state %v vs %v)", v.Name, k, i, a, b, r.State.Num, w)
 			}
 		}
 	}

@@ -280,7 +280,7 @@ func TestViewSQLMatchesFold(t *testing.T) {
 	}
 	want := map[wpCell][]float64{}
 	for k, st := range d.Cells {
-		want[wpCell{k.Window, k.Group}] = st
+		want[wpCell{k.Window, k.Group}] = st.Num
 	}
 	if len(want) < 50 {
 		t.Fatalf("only %d cells: the test data is too thin", len(want))
@@ -338,7 +338,7 @@ func TestViewSQLMatchesFold(t *testing.T) {
 			}
 		}
 		// Finalized answers agree too (avg = sum/count etc.).
-		fa, fb := v.Finalize(w), v.Finalize(g)
+		fa, fb := v.Finalize(&logic.State{Num: w}), v.Finalize(&logic.State{Num: g})
 		if fmt.Sprint(fa[0], fa[2]) != fmt.Sprint(fb[0], fb[2]) {
 			t.Fatalf("cell %+v: finalized %v vs %v", k, fa, fb)
 		}

@@ -17,7 +17,7 @@ func TestHLLMergeIsUnion(t *testing.T) {
 		u.Add(e)
 	}
 	a.Merge(&b)
-	if a != u {
+	if !a.Equal(&u) {
 		t.Fatal("merge of two sketches differs from the sketch of the union")
 	}
 }

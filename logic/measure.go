@@ -88,7 +88,11 @@ type Measure struct {
 	Field string // "" for count()
 	Q     float64
 	Slots []Slot
-	Off   int // offset of the first slot in the view's state
+	Off   int // offset of the first slot in the view's numeric state
+	// Sketch is the index of the measure's sketch in the view's distinct
+	// (count_distinct) or quantile sketches; measures over the same field
+	// share one. -1 for the numeric measures.
+	Sketch int
 
 	field int // index in the stream's fields, -1 for count()
 	ftype FieldType
@@ -111,7 +115,7 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 			args = append(args, strings.TrimSpace(a))
 		}
 	}
-	m := Measure{Name: def.Name, Kind: kind, field: -1}
+	m := Measure{Name: def.Name, Kind: kind, field: -1, Sketch: -1}
 	want := 1
 	switch kind {
 	case Count:
@@ -163,13 +167,29 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 	case Max:
 		m.Slots = []Slot{{Op: OpMax, Int: intField, SQL: "max(" + col + ")"}}
 	case CountDistinct, Quantile:
-		return Measure{}, fmt.Errorf("measure %q: %s is not available in this build", expr, kind)
+		// No numeric slots: the state is a sketch (see View), and batch rows
+		// carry the exact value too (ExactSQL).
 	}
 	return m, nil
 }
 
-// Exact reports whether merged results of this measure are exact.
+// Exact reports whether merged results of this measure are exact: false
+// for the sketch measures, which are exact only in a batch row that no
+// speed delta or rollup merged into.
 func (m *Measure) Exact() bool { return m.Kind != CountDistinct && m.Kind != Quantile }
+
+// ExactSQL is the DuckDB aggregate computing a sketch measure's exact value
+// over raw rows ("" for the numeric measures).
+func (m *Measure) ExactSQL() string {
+	col := quoteIdent(m.Field)
+	switch m.Kind {
+	case CountDistinct:
+		return "count(DISTINCT " + col + ")"
+	case Quantile:
+		return "quantile_cont(" + col + ", " + strconv.FormatFloat(m.Q, 'g', -1, 64) + ")"
+	}
+	return ""
+}
 
 // fold adds one event's value to the measure's slots in st.
 func (m *Measure) fold(st []float64, ev *Event) {
@@ -192,9 +212,34 @@ func (m *Measure) fold(st []float64, ev *Event) {
 	}
 }
 
-// Finalize turns the measure's slots into its answer: int64, float64 or nil.
-func (m *Measure) Finalize(st []float64) any {
-	s := st[m.Off : m.Off+len(m.Slots)]
+// Finalize turns the measure's state into its answer: int64, float64 or nil.
+// A sketch measure answers its exact value when the state has one (a batch
+// row), else the estimate of its sketch.
+func (m *Measure) Finalize(st *State, mi int) any {
+	switch m.Kind {
+	case CountDistinct:
+		if st.Exact != nil && !math.IsNaN(st.Exact[mi]) {
+			return int64(st.Exact[mi])
+		}
+		if h := st.HLL[m.Sketch]; h != nil {
+			return h.Count()
+		}
+		return int64(0)
+	case Quantile:
+		if st.Exact != nil {
+			if math.IsNaN(st.Exact[mi]) {
+				return nil
+			}
+			return st.Exact[mi]
+		}
+		if q := st.Q[m.Sketch]; q != nil {
+			if x := q.Quantile(m.Q); !math.IsNaN(x) {
+				return x
+			}
+		}
+		return nil
+	}
+	s := st.Num[m.Off : m.Off+len(m.Slots)]
 	switch m.Kind {
 	case Count:
 		return int64(s[0])

@@ -2,7 +2,6 @@ package logic
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -29,9 +28,11 @@ type View struct {
 	Where    string
 	NumSlots int
 
-	dims  []int
-	slots []Slot
-	where *Predicate // nil: every event counts
+	dims     []int
+	slots    []Slot
+	distinct []int     // stream field of each count_distinct sketch
+	quantile []int     // stream field of each quantile sketch
+	where    *Predicate // nil: every event counts
 }
 
 // NewView compiles a view definition against its stream.
@@ -82,12 +83,41 @@ func NewView(name string, def ViewDef, s *Stream) (*View, error) {
 			return nil, err
 		}
 		m.Off = v.NumSlots
+		switch m.Kind {
+		case CountDistinct:
+			m.Sketch, v.distinct = sketchFor(v.distinct, m.field)
+		case Quantile:
+			m.Sketch, v.quantile = sketchFor(v.quantile, m.field)
+		}
+		if len(v.distinct) > maxSketches || len(v.quantile) > maxSketches {
+			return nil, fmt.Errorf("measures: at most %d count_distinct and %d quantile fields per view", maxSketches, maxSketches)
+		}
 		v.NumSlots += len(m.Slots)
 		v.slots = append(v.slots, m.Slots...)
 		v.Measures = append(v.Measures, m)
 	}
 	return v, nil
 }
+
+// sketchFor returns the index of field's sketch in list, adding it if new:
+// measures over one field share a sketch.
+func sketchFor(list []int, field int) (int, []int) {
+	for i, f := range list {
+		if f == field {
+			return i, list
+		}
+	}
+	return len(list), append(list, field)
+}
+
+// Sketches is the number of count_distinct and of quantile sketches.
+func (v *View) Sketches() (distinct, quantile int) { return len(v.distinct), len(v.quantile) }
+
+// DistinctField and QuantileField name the field of a sketch.
+func (v *View) DistinctField(i int) string { return v.Stream.Fields[v.distinct[i]].Name }
+
+// QuantileField names the field of the i-th quantile sketch.
+func (v *View) QuantileField(i int) string { return v.Stream.Fields[v.quantile[i]].Name }
 
 func reservedColumn(n string) bool {
 	switch n {
@@ -97,41 +127,8 @@ func reservedColumn(n string) bool {
 	return false
 }
 
-// Slots returns the view's state slots in order (all measures concatenated).
+// Slots returns the view's numeric state slots in order (all measures concatenated).
 func (v *View) Slots() []Slot { return v.slots }
-
-// NewState returns an empty state: every slot at its identity.
-func (v *View) NewState() []float64 {
-	st := make([]float64, v.NumSlots)
-	v.ResetState(st)
-	return st
-}
-
-// ResetState sets every slot of st to its identity.
-func (v *View) ResetState(st []float64) {
-	for i, s := range v.slots {
-		st[i] = s.Identity()
-	}
-}
-
-// MergeState merges src into dst, slot by slot.
-func (v *View) MergeState(dst, src []float64) {
-	for i, s := range v.slots {
-		if s.Op != OpAdd && math.IsNaN(src[i]) {
-			continue
-		}
-		dst[i] = s.Merge(dst[i], src[i])
-	}
-}
-
-// Finalize renders a state as the measures' answers, in measure order.
-func (v *View) Finalize(st []float64) []any {
-	out := make([]any, len(v.Measures))
-	for i := range v.Measures {
-		out[i] = v.Measures[i].Finalize(st)
-	}
-	return out
-}
 
 // Exact reports whether every measure of the view merges exactly.
 func (v *View) Exact() bool {
@@ -155,15 +152,47 @@ type CellKey struct {
 // concurrent use.
 type Delta struct {
 	View  *View
-	Cells map[CellKey][]float64
+	Cells map[CellKey]*DeltaCell
 
 	starts []int64
 	key    []byte
+	elem   []byte
+}
+
+// DeltaCell is one cell of a Delta. The speed layer writes Num with
+// increments and min/max, Elems with PFADD (Redis hashes them into the same
+// HyperLogLog registers as logic's HLL) and Buckets with increments.
+type DeltaCell struct {
+	Num     []float64             // View.Slots
+	Elems   []map[string]struct{} // per distinct sketch: the elements seen (AppendDistinctElem)
+	Buckets []QuantileSketch      // per quantile sketch: counts per bucket
+}
+
+// State returns the cell as a State (its elements hashed into sketches).
+func (c *DeltaCell) State(v *View) State {
+	st := v.NewState()
+	copy(st.Num, c.Num)
+	for i, set := range c.Elems {
+		if len(set) == 0 {
+			continue
+		}
+		h := new(HLL)
+		for e := range set {
+			h.Add([]byte(e))
+		}
+		st.HLL[i] = h
+	}
+	for i, q := range c.Buckets {
+		if len(q) > 0 {
+			st.Q[i] = q.Clone()
+		}
+	}
+	return st
 }
 
 // NewDelta returns an empty delta for the view.
 func (v *View) NewDelta() *Delta {
-	return &Delta{View: v, Cells: map[CellKey][]float64{}}
+	return &Delta{View: v, Cells: map[CellKey]*DeltaCell{}}
 }
 
 // Len is the number of cells in the delta.
@@ -182,13 +211,47 @@ func (d *Delta) Fold(epoch int64, ev *Event) {
 	d.key = v.AppendGroupKey(d.key[:0], ev.Values)
 	d.starts = v.Window.Starts(d.starts[:0], ev.Time)
 	for _, w := range d.starts {
-		st, ok := d.Cells[CellKey{epoch, w, string(d.key)}]
+		c, ok := d.Cells[CellKey{epoch, w, string(d.key)}]
 		if !ok {
-			st = v.NewState()
-			d.Cells[CellKey{epoch, w, string(d.key)}] = st
+			c = &DeltaCell{Num: make([]float64, v.NumSlots)}
+			v.ResetNum(c.Num)
+			if len(v.distinct) > 0 {
+				c.Elems = make([]map[string]struct{}, len(v.distinct))
+			}
+			if len(v.quantile) > 0 {
+				c.Buckets = make([]QuantileSketch, len(v.quantile))
+			}
+			d.Cells[CellKey{epoch, w, string(d.key)}] = c
 		}
 		for i := range v.Measures {
-			v.Measures[i].fold(st, ev)
+			v.Measures[i].fold(c.Num, ev)
+		}
+		for i, f := range v.distinct {
+			x := ev.Values[f]
+			if x.Null() {
+				continue
+			}
+			d.elem = AppendDistinctElem(d.elem[:0], x)
+			set := c.Elems[i]
+			if set == nil {
+				set = map[string]struct{}{}
+				c.Elems[i] = set
+			}
+			if _, seen := set[string(d.elem)]; !seen {
+				set[string(d.elem)] = struct{}{}
+			}
+		}
+		for i, f := range v.quantile {
+			x := ev.Values[f]
+			if x.Null() {
+				continue
+			}
+			q := c.Buckets[i]
+			if q == nil {
+				q = QuantileSketch{}
+				c.Buckets[i] = q
+			}
+			q[QuantileBucket(x.Float())]++
 		}
 	}
 }
@@ -311,26 +374,79 @@ func (v *View) DimValue(i int, x any) (Value, error) {
 // SQL renders the batch computation of the view over source, a DuckDB
 // relation holding the stream's lake rows (the declared fields plus _time,
 // _arrival and _seq). Only rows that arrived before cutoffMs count.
-// Columns: window_start (BIGINT ms), d0..dN (dimensions), s0..sM (slots, DOUBLE).
+// Columns: window_start (BIGINT ms), d0..dN (dimensions), s0..sM (numeric
+// slots, DOUBLE), then x0..xK (DOUBLE): the exact value of each sketch
+// measure, in measure order (ExactMeasures).
 func (v *View) SQL(source string, cutoffMs int64) string {
 	var b strings.Builder
 	b.WriteString("SELECT window_start")
-	for i, d := range v.Dims {
-		fmt.Fprintf(&b, ", %s AS d%d", quoteIdent(d), i)
-	}
+	v.dimCols(&b)
 	for i, s := range v.slots {
 		fmt.Fprintf(&b, ", CAST(%s AS DOUBLE) AS s%d", s.SQL, i)
 	}
-	fmt.Fprintf(&b, " FROM (SELECT *, %s AS window_start FROM %s WHERE _arrival < %d", v.Window.StartSQL("_time"), source, cutoffMs)
+	for i, mi := range v.ExactMeasures() {
+		fmt.Fprintf(&b, ", CAST(%s AS DOUBLE) AS x%d", v.Measures[mi].ExactSQL(), i)
+	}
+	v.from(&b, source, cutoffMs, "")
+	b.WriteString(" GROUP BY ALL")
+	return b.String()
+}
+
+// ExactMeasures lists the measures (indices) whose exact value SQL adds.
+func (v *View) ExactMeasures() []int {
+	var out []int
+	for i := range v.Measures {
+		if v.Measures[i].ExactSQL() != "" {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// DistinctSQL renders the values of the i-th count_distinct sketch per cell:
+// columns window_start, d0..dN and x (the field, non-null), each combination
+// once. The batch layer hashes them (AppendDistinctElem) into the sketch
+// that merges with the speed layer's.
+func (v *View) DistinctSQL(source string, cutoffMs int64, i int) string {
+	var b strings.Builder
+	col := quoteIdent(v.Stream.Fields[v.distinct[i]].Name)
+	b.WriteString("SELECT DISTINCT window_start")
+	v.dimCols(&b)
+	b.WriteString(", " + col + " AS x")
+	v.from(&b, source, cutoffMs, col+" IS NOT NULL")
+	return b.String()
+}
+
+// QuantileSQL renders the buckets of the i-th quantile sketch per cell:
+// columns window_start, d0..dN, k (QuantileBucket, INTEGER) and n (BIGINT).
+func (v *View) QuantileSQL(source string, cutoffMs int64, i int) string {
+	var b strings.Builder
+	col := quoteIdent(v.Stream.Fields[v.quantile[i]].Name)
+	b.WriteString("SELECT window_start")
+	v.dimCols(&b)
+	b.WriteString(", " + QuantileBucketSQL("CAST("+col+" AS DOUBLE)") + " AS k, count(*) AS n")
+	v.from(&b, source, cutoffMs, col+" IS NOT NULL")
+	b.WriteString(" GROUP BY ALL")
+	return b.String()
+}
+
+func (v *View) dimCols(b *strings.Builder) {
+	for i, d := range v.Dims {
+		fmt.Fprintf(b, ", %s AS d%d", quoteIdent(d), i)
+	}
+}
+
+// from renders the FROM clause: the source's rows before the cutoff that
+// pass the view's where (and cond, if any), with their window starts.
+func (v *View) from(b *strings.Builder, source string, cutoffMs int64, cond string) {
+	fmt.Fprintf(b, " FROM (SELECT *, %s AS window_start FROM %s WHERE _arrival < %d", v.Window.StartSQL("_time"), source, cutoffMs)
 	if v.where != nil {
 		b.WriteString(" AND (" + v.where.SQL() + ")")
 	}
-	b.WriteString(") AS ev")
-	b.WriteString(" GROUP BY window_start")
-	for i := range v.Dims {
-		fmt.Fprintf(&b, ", d%d", i)
+	if cond != "" {
+		b.WriteString(" AND " + cond)
 	}
-	return b.String()
+	b.WriteString(") AS ev")
 }
 
 // splitGroup splits a group key at unescaped separators.

@@ -292,7 +292,7 @@ func TestViewWhere(t *testing.T) {
 	}
 	got := map[string]float64{}
 	for k, st := range d.Cells {
-		got[k.Group] = st[0]
+		got[k.Group] = st.Num[0]
 	}
 	fr, de := v.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "FR"}}), v.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "DE"}})
 	if len(got) != 2 || got[fr] != 2 || got[de] != 1 {

@@ -1,6 +1,7 @@
 package logic_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -141,6 +142,8 @@ func TestMeasuresFoldFinalize(t *testing.T) {
 		{Name: "c", Expr: "count()"}, {Name: "cx", Expr: "count(x)"}, {Name: "cg", Expr: "count(g)"},
 		{Name: "sx", Expr: "sum(x)"}, {Name: "sn", Expr: "sum( n )"}, {Name: "ax", Expr: "avg(x)"}, {Name: "an", Expr: "avg(n)"},
 		{Name: "mnx", Expr: "min(x)"}, {Name: "mxx", Expr: "max(x)"}, {Name: "mnn", Expr: "min(n)"}, {Name: "mxn", Expr: "max(n)"},
+		{Name: "dg", Expr: "count_distinct(g)"}, {Name: "dn", Expr: "count_distinct(n)"}, {Name: "dx", Expr: "count_distinct(x)"},
+		{Name: "q50", Expr: "quantile(x, 0.5)"}, {Name: "q90", Expr: "quantile(x, 0.9)"}, {Name: "qn", Expr: "quantile(n, 0.25)"},
 	}
 	v, err := logic.NewView("v", logic.ViewDef{Stream: "m", Window: time.Hour, Measures: measures}, s)
 	if err != nil {
@@ -161,7 +164,7 @@ func TestMeasuresFoldFinalize(t *testing.T) {
 				ev.Values[in] = logic.Value{Kind: logic.TypeInt, I: r.Int64N(2000) - 1000}
 			}
 			if r.IntN(3) > 0 {
-				ev.Values[ig] = logic.Value{Kind: logic.TypeString, S: "g"}
+				ev.Values[ig] = logic.Value{Kind: logic.TypeString, S: fmt.Sprint("g", r.IntN(30))}
 			}
 			evs = append(evs, ev)
 		}
@@ -169,6 +172,7 @@ func TestMeasuresFoldFinalize(t *testing.T) {
 		var xs []float64
 		var ns []int64
 		cg := int64(0)
+		gs := map[string]bool{}
 		for _, ev := range evs {
 			if !ev.Values[ix].Null() {
 				xs = append(xs, ev.Values[ix].F)
@@ -178,9 +182,11 @@ func TestMeasuresFoldFinalize(t *testing.T) {
 			}
 			if !ev.Values[ig].Null() {
 				cg++
+				gs[ev.Values[ig].S] = true
 			}
 		}
-		want := []any{int64(len(evs)), int64(len(xs)), cg, nil, nil, nil, nil, nil, nil, nil, nil}
+		want := []any{int64(len(evs)), int64(len(xs)), cg, nil, nil, nil, nil, nil, nil, nil, nil,
+			int64(len(gs)), int64(len(distinct(ns))), int64(len(distinct(xs))), nil, nil, nil}
 		if len(xs) > 0 {
 			sum := 0.0
 			for _, x := range xs {
@@ -211,16 +217,61 @@ func TestMeasuresFoldFinalize(t *testing.T) {
 				t.Fatalf("%d cells for one group and window", d.Len())
 			}
 			for _, cs := range d.Cells {
-				v.MergeState(st, cs)
+				v.MergeState(&st, cs.State(v))
 			}
 		}
-		got := v.Finalize(st)
+		got := v.Finalize(&st)
+		// Sketch measures: within their bounds of the exact answer.
+		for i, q := range []float64{0.5, 0.9} {
+			if !withinQuantileBound(got[14+i], xs, q) {
+				t.Fatalf("trial %d: quantile(x, %v) = %v, values %v", trial, q, got[14+i], xs)
+			}
+		}
+		nf := make([]float64, len(ns))
+		for i, x := range ns {
+			nf[i] = float64(x)
+		}
+		if !withinQuantileBound(got[16], nf, 0.25) {
+			t.Fatalf("trial %d: quantile(n, 0.25) = %v, values %v", trial, got[16], ns)
+		}
+		got[14], got[15], got[16] = nil, nil, nil
+		for i := 11; i < 14; i++ {
+			g, w := got[i].(int64), want[i].(int64)
+			if math.Abs(float64(g-w)) > logic.DistinctTolerance(w) {
+				t.Fatalf("trial %d: %s = %d, exact %d", trial, measures[i].Name, g, w)
+			}
+			got[i] = w
+		}
 		for i := range want {
 			if !sameAnswer(got[i], want[i]) {
 				t.Fatalf("trial %d: %s = %v (%T), want %v (%T)", trial, measures[i].Name, got[i], got[i], want[i], want[i])
 			}
 		}
 	}
+}
+
+func distinct[T comparable](xs []T) map[T]bool {
+	m := map[T]bool{}
+	for _, x := range xs {
+		m[x] = true
+	}
+	return m
+}
+
+// withinQuantileBound reports whether est is a q-quantile of xs as the
+// sketch promises: within relative error α of the value of rank
+// floor(q·(n-1)); nil exactly when xs is empty.
+func withinQuantileBound(est any, xs []float64, q float64) bool {
+	if len(xs) == 0 {
+		return est == nil
+	}
+	e, ok := est.(float64)
+	if !ok {
+		return false
+	}
+	s := slices.Sorted(slices.Values(xs))
+	x := s[int(q*float64(len(s)-1))]
+	return math.Abs(e-x) <= logic.QuantileAlpha*math.Abs(x)*(1+1e-9)
 }
 
 func sameAnswer(a, b any) bool {

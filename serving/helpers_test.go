@@ -128,7 +128,7 @@ func split(v *logic.View, evs []tev, lev []logic.Event, cutoff int64) ([]batchvi
 	}
 	var rows []batchviews.Row
 	for k, st := range bd.Cells {
-		rows = append(rows, batchviews.Row{Window: k.Window, Group: k.Group, State: st})
+		rows = append(rows, batchviews.Row{Window: k.Window, Group: k.Group, State: st.State(v)})
 	}
 	sort.Slice(rows, func(i, j int) bool {
 		if rows[i].Window != rows[j].Window {
@@ -138,7 +138,7 @@ func split(v *logic.View, evs []tev, lev []logic.Event, cutoff int64) ([]batchvi
 	})
 	var cells []serving.SpeedCell
 	for k, st := range sd.Cells {
-		cells = append(cells, serving.SpeedCell{Epoch: k.Epoch, Window: k.Window, Group: k.Group, State: st})
+		cells = append(cells, serving.SpeedCell{Epoch: k.Epoch, Window: k.Window, Group: k.Group, State: st.State(v)})
 	}
 	return rows, cells
 }

@@ -16,7 +16,7 @@ type SpeedCell struct {
 	Epoch  int64
 	Window int64
 	Group  string
-	State  []float64
+	State  logic.State
 }
 
 // SpeedReader reads the speed layer's cells.

@@ -22,9 +22,9 @@ const (
 type MergedRow struct {
 	Window int64  // window start, unix ms
 	Group  string // encoded group (logic.View.GroupKey)
-	State  []float64
+	State  logic.State
 	Source string // SourceBatch, SourceSpeed or SourceBoth
-	Exact  bool   // every measure is exact (always for additive views; sketches only on batch alone)
+	Exact  bool   // every measure is exact (always for additive views; sketch measures only in one batch row)
 	Final  bool   // the window ended at or before the watermark
 }
 
@@ -42,21 +42,19 @@ func Merge(v *logic.View, cutoff int64, batch []batchviews.Row, speed []SpeedCel
 	}
 	idx := make(map[key]int, len(batch)+len(speed))
 	out := make([]MergedRow, 0, len(batch)+len(speed))
-	add := func(w int64, g string, st []float64, src string) error {
-		if len(st) != v.NumSlots {
-			return fmt.Errorf("%w: view %s window %d: %d slots, want %d", ErrStateShape, v.Name, w, len(st), v.NumSlots)
+	add := func(w int64, g string, st logic.State, src string) error {
+		if err := v.CheckState(st); err != nil {
+			return fmt.Errorf("%w: window %d: %w", ErrStateShape, w, err)
 		}
 		k := key{w, g}
 		i, ok := idx[k]
 		if !ok {
 			idx[k] = len(out)
-			ns := v.NewState()
-			v.MergeState(ns, st)
-			out = append(out, MergedRow{Window: w, Group: g, State: ns, Source: src})
+			out = append(out, MergedRow{Window: w, Group: g, State: st.Clone(), Source: src})
 			return nil
 		}
 		r := &out[i]
-		v.MergeState(r.State, st)
+		v.MergeState(&r.State, st)
 		if r.Source != src {
 			r.Source = SourceBoth
 		}
@@ -79,7 +77,7 @@ func Merge(v *logic.View, cutoff int64, batch []batchviews.Row, speed []SpeedCel
 	exact := v.Exact()
 	for i := range out {
 		r := &out[i]
-		r.Exact = exact || r.Source == SourceBatch
+		r.Exact = exact || r.State.Exact != nil
 		r.Final = watermark > 0 && r.Window+size <= watermark
 	}
 	slices.SortFunc(out, func(a, b MergedRow) int {
@@ -138,7 +136,7 @@ type Rollup struct {
 type ResultRow struct {
 	Window int64         // bucket start, unix ms
 	Dims   []logic.Value // kept dimensions, in Rollup.Dims order
-	State  []float64
+	State  logic.State
 	Values []any // finalized measures (int64, float64 or nil), in view order
 	Source string
 	Exact  bool
@@ -215,14 +213,12 @@ func Apply(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]Result
 		i, found := idx[k]
 		if !found {
 			idx[k] = len(out)
-			st := v.NewState()
-			v.MergeState(st, m.State)
-			out = append(out, ResultRow{Window: b, Dims: slices.Clone(kept), State: st, Source: m.Source, Exact: m.Exact,
+			out = append(out, ResultRow{Window: b, Dims: slices.Clone(kept), State: m.State.Clone(), Source: m.Source, Exact: m.Exact,
 				Final: watermark > 0 && end <= watermark, key: g})
 			continue
 		}
 		o := &out[i]
-		v.MergeState(o.State, m.State)
+		v.MergeState(&o.State, m.State)
 		if o.Source != m.Source {
 			o.Source = SourceBoth
 		}
@@ -230,9 +226,9 @@ func Apply(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]Result
 	}
 	exact := v.Exact()
 	for i := range out {
-		out[i].Values = v.Finalize(out[i].State)
+		out[i].Values = v.Finalize(&out[i].State)
 		if !exact {
-			out[i].Exact = out[i].Source == SourceBatch
+			out[i].Exact = out[i].State.Exact != nil
 		}
 	}
 	slices.SortFunc(out, func(a, b ResultRow) int {

@@ -50,7 +50,7 @@ func TestMergeTable(t *testing.T) {
 	batch, cells := split(v, evs, lev, cutoff)
 	snapshot := make([][]float64, len(batch))
 	for i, r := range batch {
-		snapshot[i] = slices.Clone(r.State)
+		snapshot[i] = slices.Clone(r.State.Num)
 	}
 	wm := int64(2 * minute)
 	merged, err := serving.Merge(v, cutoff, batch, cells, wm)
@@ -58,7 +58,7 @@ func TestMergeTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range batch {
-		if !slices.EqualFunc(r.State, snapshot[i], func(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNaN(b)) }) {
+		if !slices.EqualFunc(r.State.Num, snapshot[i], func(a, b float64) bool { return a == b || (math.IsNaN(a) && math.IsNaN(b)) }) {
 			t.Fatalf("Merge modified batch row %d: %v, was %v", i, r.State, snapshot[i])
 		}
 	}
@@ -114,10 +114,10 @@ func TestMergeNoCutoffAndShape(t *testing.T) {
 	if err != nil || len(merged) != 1 || merged[0].Source != serving.SourceSpeed || merged[0].Final {
 		t.Fatalf("no cutoff: %+v %v", merged, err)
 	}
-	if got := v.Finalize(merged[0].State); got[0] != int64(2) || got[1] != 3.0 {
+	if got := v.Finalize(&merged[0].State); got[0] != int64(2) || got[1] != 3.0 {
 		t.Fatalf("no cutoff: every speed epoch counts, got %v", got)
 	}
-	bad := []batchviews.Row{{Window: 0, Group: merged[0].Group, State: []float64{1}}}
+	bad := []batchviews.Row{{Window: 0, Group: merged[0].Group, State: logic.State{Num: []float64{1}}}}
 	if _, err := serving.Merge(v, 10_000, bad, nil, 0); !errors.Is(err, serving.ErrStateShape) {
 		t.Fatalf("short state: want ErrStateShape, got %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +43,7 @@ func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpo
 	var out []serving.SpeedCell
 	for _, c := range f.cells[v.Name] {
 		if c.Window >= from && c.Window < to && c.Epoch >= minEpoch {
-			out = append(out, serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: slices.Clone(c.State)})
+			out = append(out, serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State.Clone()})
 		}
 	}
 	return out, nil

@@ -147,14 +147,15 @@ func (e *env) verifyEvents(sent []map[string]any, minEpoch int64) string {
 		if err != nil {
 			return err.Error()
 		}
-		got := map[string][]float64{}
+		got := map[string]*logic.State{}
 		for _, c := range cells {
 			if c.Epoch < minEpoch {
 				return fmt.Sprintf("%s: cell of epoch %d below %d", view.name, c.Epoch, minEpoch)
 			}
 			k := fmt.Sprint(c.Window, "/", c.Group)
 			if got[k] == nil {
-				got[k] = v.NewState()
+				st := v.NewState()
+				got[k] = &st
 			}
 			v.MergeState(got[k], c.State)
 		}
@@ -313,7 +314,7 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	cells, _ := e.store.Read(context.Background(), e.cat.Views["total"], 0, math.MaxInt64, 0)
 	var total float64
 	for _, c := range cells {
-		total += c.State[0]
+		total += c.State.Num[0]
 	}
 	if total != 2 {
 		t.Fatalf("speed counted %v events, want 2 (the too-late one skipped)", total)

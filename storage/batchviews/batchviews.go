@@ -35,11 +35,12 @@ import (
 )
 
 // Row is one cell of a batch view: a window start (unix ms), an encoded
-// group (logic.View.GroupKey) and the view's state slots (NaN = empty min/max).
+// group (logic.View.GroupKey) and the view's state: numeric slots (NaN =
+// empty min/max), sketches, and the exact values of the sketch measures.
 type Row struct {
 	Window int64
 	Group  string
-	State  []float64
+	State  logic.State
 }
 
 // ViewVersion is one view in a version: the rows of every record that
@@ -208,9 +209,11 @@ func validID(id string) bool {
 
 // fileRow is a view row as stored in Parquet.
 type fileRow struct {
-	Window int64     `parquet:"window"`
-	Group  string    `parquet:"group"`
-	State  []float64 `parquet:"state,list"`
+	Window   int64     `parquet:"window"`
+	Group    string    `parquet:"group"`
+	State    []float64 `parquet:"state,list"`
+	Sketches [][]byte  `parquet:"sketches,list"` // logic.State.EncodeSketches
+	Exact    []float64 `parquet:"exact,list"`    // logic.State.Exact
 }
 
 // Rows returns a view's rows in ver with window start in [fromMs, toMs),
@@ -225,7 +228,7 @@ func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, t
 	if !ok {
 		return nil, fmt.Errorf("%w: %s in %s", ErrNoView, v.Name, ver.ID)
 	}
-	rows, err := s.load(vv.File)
+	rows, err := s.load(vv.File, v)
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +243,7 @@ func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, t
 	return rows[lo:hi:hi], nil
 }
 
-func (s *Store) load(file string) ([]Row, error) {
+func (s *Store) load(file string, v *logic.View) ([]Row, error) {
 	if file == "" {
 		return nil, nil
 	}
@@ -257,7 +260,7 @@ func (s *Store) load(file string) ([]Row, error) {
 	e.used = s.tick
 	s.mu.Unlock()
 	e.once.Do(func() {
-		e.rows, e.err = readViewFile(filepath.Join(s.dir, filepath.FromSlash(file)))
+		e.rows, e.err = readViewFile(filepath.Join(s.dir, filepath.FromSlash(file)), v)
 	})
 	if e.err != nil {
 		s.mu.Lock()
@@ -281,14 +284,22 @@ func (s *Store) evictLocked() {
 	delete(s.cache, oldest)
 }
 
-func readViewFile(path string) ([]Row, error) {
+func readViewFile(path string, v *logic.View) ([]Row, error) {
 	frs, err := parquet.ReadFile[fileRow](path)
 	if err != nil {
 		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
 	}
 	rows := make([]Row, len(frs))
 	for i, fr := range frs {
-		rows[i] = Row{Window: fr.Window, Group: fr.Group, State: fr.State}
+		st := v.NewState()
+		st.Num = fr.State
+		if len(fr.Exact) > 0 {
+			st.Exact = fr.Exact
+		}
+		if err := v.DecodeSketches(&st, fr.Sketches); err != nil {
+			return nil, fmt.Errorf("batchviews: read %s: view %s: %w", path, v.Name, err)
+		}
+		rows[i] = Row{Window: fr.Window, Group: fr.Group, State: st}
 	}
 	sortRows(rows)
 	return rows, nil
@@ -337,6 +348,7 @@ func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
 	sort.Strings(names)
 	for _, name := range names {
 		rs := rows[name]
+
 		sortRows(rs)
 		dir := filepath.Join(s.dir, "views", name)
 		if err := lake.MkdirAllSync(dir); err != nil {
@@ -346,7 +358,7 @@ func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
 		if _, err := lake.WriteFileAtomic(dir, fname, func(w io.Writer) error {
 			frs := make([]fileRow, len(rs))
 			for i, r := range rs {
-				frs[i] = fileRow{Window: r.Window, Group: r.Group, State: r.State}
+				frs[i] = fileRow{Window: r.Window, Group: r.Group, State: r.State.Num, Sketches: r.State.EncodeSketches(), Exact: r.State.Exact}
 			}
 			return parquet.Write(w, frs, parquet.Compression(&parquet.Zstd))
 		}); err != nil {

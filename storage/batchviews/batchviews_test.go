@@ -42,13 +42,13 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 	us := a.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "US"}})
 	fr := a.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "FR"}})
 	rowsA := []batchviews.Row{
-		{Window: 180000, Group: us, State: []float64{3, 1.5}},
-		{Window: 60000, Group: us, State: []float64{1, math.NaN()}},
-		{Window: 120000, Group: fr, State: []float64{2, -4}},
-		{Window: 60000, Group: fr, State: []float64{5, 2}},
+		{Window: 180000, Group: us, State: logic.State{Num: []float64{3, 1.5}}},
+		{Window: 60000, Group: us, State: logic.State{Num: []float64{1, math.NaN()}}},
+		{Window: 120000, Group: fr, State: logic.State{Num: []float64{2, -4}}},
+		{Window: 60000, Group: fr, State: logic.State{Num: []float64{5, 2}}},
 	}
 	v1 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 10_000}, "b": {Cutoff: 10_000}}}
-	if err := st.Publish(v1, map[string][]batchviews.Row{"a": rowsA, "b": {{Window: 0, Group: us, State: []float64{7, 7}}}}); err != nil {
+	if err := st.Publish(v1, map[string][]batchviews.Row{"a": rowsA, "b": {{Window: 0, Group: us, State: logic.State{Num: []float64{7, 7}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := st.Current()
@@ -71,7 +71,7 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 	if len(got) != 3 || got[0].Window != 60000 || got[0].Group != fr || got[1].Group != us || got[2].Window != 120000 {
 		t.Fatalf("rows [60000,180000): %+v", got)
 	}
-	if got[0].State[0] != 5 || !math.IsNaN(got[1].State[1]) || got[2].State[1] != -4 {
+	if got[0].State.Num[0] != 5 || !math.IsNaN(got[1].State.Num[1]) || got[2].State.Num[1] != -4 {
 		t.Fatalf("states: %+v", got)
 	}
 	if all, _ := st2.Rows(ctx, cur2, a, math.MinInt64, math.MaxInt64); len(all) != 4 {
@@ -93,7 +93,7 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 	if cur2.ID != v2.ID || cur2.Views["b"].File != cur.Views["b"].File || cur2.Views["b"].Cutoff != 10_000 || cur2.Views["a"].Rows != 1 {
 		t.Fatalf("v2 %+v", cur2)
 	}
-	if r, _ := st2.Rows(ctx, cur2, b, 0, 1); len(r) != 1 || r[0].State[0] != 7 {
+	if r, _ := st2.Rows(ctx, cur2, b, 0, 1); len(r) != 1 || r[0].State.Num[0] != 7 {
 		t.Fatalf("b rows in v2: %+v", r)
 	}
 	// v3 with keep=2: v1 goes, but v1's b file stays (v2 and v3 reference it).

@@ -6,7 +6,10 @@
 //
 // Layout (ns = namespace):
 //
-//	{ns}:v:{view}:{epoch}:{window}  hash   field "{group}\x1e{slot}" → value
+//	{ns}:v:{view}:{epoch}:{window}  hash   field "{group}\x1e{slot}" → value,
+//	                                        "{group}\x1eq{k}:{bucket}" → count (quantile sketch k),
+//	                                        "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
+//	{ns}:v:{view}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
 //	{ns}:v:{view}:idx               zset   member "{epoch}:{window}", score epoch
 //	{ns}:pos:{stream}               hash   seq, wm (max event time), owner
 //	{ns}:lease:{stream}             string: the writer lease (owner, with a TTL)
@@ -80,7 +83,8 @@ func (s *Store) Position(ctx context.Context, stream string) (Position, bool, er
 // ARGV[1..4] = prevSeq, next seq, next watermark, next owner; then blocks of
 // one cell hash each: key, index key, index member, epoch (score), nf,
 // followed by nf triples field, op, value. Ops: i = HINCRBY, f =
-// HINCRBYFLOAT, n = keep the min, x = keep the max, e = presence marker.
+// HINCRBYFLOAT, n = keep the min, x = keep the max, e = presence marker,
+// p = PFADD value to the HyperLogLog key named by field.
 // The compare-and-set runs first; after it the ops cannot fail (every value
 // is a well-formed number), so the script is all or nothing. Lua reads ARGV
 // by index, so a commit of any size (hundreds of thousands of arguments) is
@@ -104,6 +108,8 @@ while i <= n do
       redis.call('HINCRBYFLOAT', key, f, v)
     elseif op == 'e' then
       redis.call('HSETNX', key, f, v)
+    elseif op == 'p' then
+      redis.call('PFADD', f, v)
     else
       local old = redis.call('HGET', key, f)
       if (not old) or (op == 'n' and tonumber(v) < tonumber(old)) or (op == 'x' and tonumber(v) > tonumber(old)) then
@@ -153,6 +159,14 @@ func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next 
 	n := 4
 	for _, d := range deltas {
 		n += d.Len() * (5 + 3*d.View.NumSlots)
+		for _, c := range d.Cells {
+			for _, set := range c.Elems {
+				n += 3 * (len(set) + 1)
+			}
+			for _, q := range c.Buckets {
+				n += 3 * len(q)
+			}
+		}
 	}
 	args := make([]any, 0, n)
 	args = append(args, strconv.FormatUint(prevSeq, 10), strconv.FormatUint(next.Seq, 10), strconv.FormatInt(next.Watermark, 10), next.Owner)
@@ -196,13 +210,37 @@ func (s *Store) appendDelta(args []any, field []byte, d *logic.Delta) ([]any, []
 		args = append(args, prefix+member, idx, member, epoch, 0)
 		nf := 0
 		for _, g := range groups {
-			st := d.Cells[logic.CellKey{Epoch: k.e, Window: k.w, Group: g}]
+			c := d.Cells[logic.CellKey{Epoch: k.e, Window: k.w, Group: g}]
+			st := c.Num
 			wrote := false
+			for i, set := range c.Elems {
+				if len(set) == 0 {
+					continue
+				}
+				sk := "h" + strconv.Itoa(i)
+				field = append(append(append(field[:0], g...), fieldSep), sk...)
+				args = append(args, string(field), "e", "1")
+				hk := prefix + member + ":" + sk + ":" + g
+				for e := range set {
+					args = append(args, hk, "p", e)
+				}
+				nf += 1 + len(set)
+				wrote = true
+			}
+			for i, q := range c.Buckets {
+				for b, cnt := range q {
+					field = append(append(append(append(append(field[:0], g...), fieldSep), 'q'), strconv.Itoa(i)...), ':')
+					field = strconv.AppendInt(field, int64(b), 10)
+					args = append(args, string(field), "i", strconv.FormatInt(int64(cnt), 10))
+					nf++
+					wrote = true
+				}
+			}
 			for i, sl := range slots {
 				x := st[i]
 				var op, val string
 				switch {
-				case sl.Op == logic.OpAdd && x == 0 && !(i == firstAdd && !wrote && allIdentity(slots, st, i+1)):
+				case sl.Op == logic.OpAdd && x == 0 && (wrote || !(i == firstAdd && allIdentity(slots, st, i+1))):
 					continue // adding 0 changes nothing (unless it is the group's only trace)
 				case sl.Op != logic.OpAdd && math.IsNaN(x):
 					continue // an empty min/max
@@ -245,7 +283,7 @@ func allIdentity(slots []logic.Slot, st []float64, from int) bool {
 type Cell struct {
 	Epoch, Window int64
 	Group         string
-	State         []float64 // the view's slots; identity where nothing was stored
+	State         logic.State // identity where nothing was stored; no exact values
 }
 
 // readChunk bounds the HGETALLs of one pipeline round trip.
@@ -284,35 +322,107 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
 		}
+		type hllRef struct {
+			st *logic.State
+			k  int
+		}
+		var hlls []hllRef
+		var hllKeys []string
 		for i, k := range chunk {
-			byGroup := map[string][]float64{}
+			member := strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
+			byGroup := map[string]*logic.State{}
 			for f, val := range cmds[i].Val() {
 				sep := strings.LastIndexByte(f, fieldSep)
 				if sep < 0 {
 					continue
 				}
-				g := f[:sep]
+				g, slot := f[:sep], f[sep+1:]
 				st, ok := byGroup[g]
 				if !ok {
-					st = v.NewState()
+					ns := v.NewState()
+					st = &ns
 					byGroup[g] = st
 				}
-				slot, err := strconv.Atoi(f[sep+1:])
-				if err != nil || slot < 0 || slot >= v.NumSlots {
-					continue // the presence marker (or a slot of an older view definition)
+				if err := s.readField(v, st, slot, val); err != nil {
+					return nil, fmt.Errorf("speedstore: read %s: %s in %s: %w", v.Name, val, f, err)
 				}
-				x, err := strconv.ParseFloat(val, 64)
-				if err != nil {
-					return nil, fmt.Errorf("speedstore: read %s: bad value %q in %s", v.Name, val, f)
+				if k, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
+					hlls = append(hlls, hllRef{st, k})
+					hllKeys = append(hllKeys, prefix+member+":"+slot+":"+g)
 				}
-				st[slot] = x
 			}
 			for g, st := range byGroup {
-				out = append(out, Cell{Epoch: k.e, Window: k.w, Group: g, State: st})
+				out = append(out, Cell{Epoch: k.e, Window: k.w, Group: g, State: *st})
+			}
+		}
+		if len(hllKeys) > 0 {
+			vals, err := s.rdb.MGet(ctx, hllKeys...).Result()
+			if err != nil {
+				return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+			}
+			for i, x := range vals {
+				str, ok := x.(string)
+				if !ok {
+					continue // expired between the two reads: the cell goes with it
+				}
+				h, err := logic.DecodeRedisHLL([]byte(str))
+				if err != nil {
+					return nil, fmt.Errorf("speedstore: read %s: %s: %w", v.Name, hllKeys[i], err)
+				}
+				hlls[i].st.HLL[hlls[i].k] = h
 			}
 		}
 	}
 	return out, nil
+}
+
+// readField stores one hash field of a cell into st: a numeric slot, a
+// quantile bucket count, or nothing (presence markers, distinct sketches
+// read separately, slots of an older view definition).
+func (s *Store) readField(v *logic.View, st *logic.State, slot, val string) error {
+	if k, ok := sketchIndex(slot, 'q', len(st.Q)); ok {
+		colon := strings.IndexByte(slot, ':')
+		b, err := strconv.ParseInt(slot[colon+1:], 10, 32)
+		if err != nil {
+			return err
+		}
+		n, err := strconv.ParseInt(val, 10, 64)
+		if err != nil {
+			return err
+		}
+		if st.Q[k] == nil {
+			st.Q[k] = logic.QuantileSketch{}
+		}
+		st.Q[k][int32(b)] += float64(n)
+		return nil
+	}
+	i, err := strconv.Atoi(slot)
+	if err != nil || i < 0 || i >= v.NumSlots {
+		return nil
+	}
+	x, err := strconv.ParseFloat(val, 64)
+	if err != nil {
+		return err
+	}
+	st.Num[i] = x
+	return nil
+}
+
+// sketchIndex parses a field suffix "{kind}{k}" or "{kind}{k}:..." and
+// reports whether k is a sketch index below n.
+func sketchIndex(slot string, kind byte, n int) (int, bool) {
+	if len(slot) < 2 || slot[0] != kind {
+		return 0, false
+	}
+	end := strings.IndexByte(slot, ':')
+	if end < 0 {
+		end = len(slot)
+	}
+	k, err := strconv.Atoi(slot[1:end])
+	if err != nil || k < 0 || k >= n || (kind == 'h') != (end == len(slot)) {
+		return 0, false
+	}
+	return k, true
 }
 
 func parseMember(m string) (e, w int64, ok bool) {
@@ -349,23 +459,35 @@ func (s *Store) Expire(ctx context.Context, view string, beforeEpoch int64) erro
 	for len(members) > 0 {
 		chunk := members[:min(len(members), expireChunk)]
 		members = members[len(chunk):]
-		keys := make([]string, len(chunk))
-		rem := make([]any, len(chunk))
-		for i, m := range chunk {
-			keys[i] = prefix + m
-			rem[i] = m
+		args := make([]any, 0, 2+len(chunk))
+		args = append(args, prefix, idx)
+		for _, m := range chunk {
+			args = append(args, m)
 		}
-		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, keys...)
-			p.ZRem(ctx, idx, rem...)
-			return nil
-		})
-		if err != nil {
+		if err := expireScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
 			return fmt.Errorf("speedstore: expire %s: %w", view, err)
 		}
 	}
 	return nil
 }
+
+// The expire script: ARGV[1] = cell key prefix, ARGV[2] = index key, then
+// index members. Per member it deletes the cell hash, the HyperLogLogs its
+// "h{k}" fields name, and the index member — all in one atomic step, so the
+// index never points at a deleted hash.
+var expireScript = redis.NewScript(`
+local prefix, idx = ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  local key = prefix .. ARGV[i]
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    local g, k = string.match(f, '^(.*)\30(h%d+)$')
+    if g then redis.call('DEL', key .. ':' .. k .. ':' .. g) end
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', idx, ARGV[i])
+end
+return 1
+`)
 
 // Reset drops a stream's position and then every cell and index of the
 // given views, for a rebuild from the log. The position goes first, so a

@@ -114,7 +114,7 @@ func check(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int
 		if x == nil {
 			t.Fatalf("unexpected cell %+v", c)
 		}
-		got := v.Finalize(c.State)
+		got := v.Finalize(&c.State)
 		if x.cnt == 0 {
 			if got[0] != x.n || got[1] != nil || got[2] != nil || got[3] != nil || got[4] != nil || got[5] != nil || got[6] != nil || got[7] != nil {
 				t.Fatalf("cell %d/%d/%q = %v, want %+v", c.Epoch, c.Window, c.Group, got, x)
@@ -274,7 +274,7 @@ func TestEmptyStateCellIsKept(t *testing.T) {
 	}
 	got := map[string][]any{}
 	for _, c := range cells {
-		got[c.Group] = v.Finalize(c.State)
+		got[c.Group] = v.Finalize(&c.State)
 	}
 	if len(got) != 2 || got["sDE"] == nil || got["sDE"][0] != nil || got["sDE"][1] != nil || got["sFR"][0] != -2.5 || got["sFR"][1] != -2.5 {
 		t.Fatalf("cells %v", got)
@@ -334,4 +334,107 @@ func TestConcurrentWritersCountOnce(t *testing.T) {
 	}
 	check(t, v, cells, expected(evs, 0))
 	t.Logf("conflicts per writer: %v", conflicts)
+}
+
+// TestSketchesRoundTrip commits count_distinct and quantile deltas over
+// several commits and checks that Read returns, per cell, exactly the
+// HyperLogLog of the union of the elements (PFADD by Redis, registers
+// compared with logic's own) and the summed bucket counts; Expire removes
+// the HyperLogLog keys with their cells.
+func TestSketchesRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	ns := testenv.Namespace(t)
+	st := speedstore.New(rdb, ns)
+	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
+		"ts": logic.TypeTime, "country": logic.TypeString, "amount": logic.TypeFloat, "user": logic.TypeString, "items": logic.TypeInt}}, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := logic.NewView("sk", logic.ViewDef{Stream: "orders", Window: 60e9, GroupBy: []string{"country"}, Measures: []logic.MeasureDef{
+		{Name: "users", Expr: "count_distinct(user)"}, {Name: "kinds", Expr: "count_distinct(items)"},
+		{Name: "p50", Expr: "quantile(amount, 0.5)"}, {Name: "p99", Expr: "quantile(amount, 0.99)"}, {Name: "n", Expr: "count()"}}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	type key struct {
+		w int64
+		g string
+	}
+	wantU := map[key]*logic.HLL{}
+	wantQ := map[key]logic.QuantileSketch{}
+	seq := uint64(0)
+	for commit := 0; commit < 4; commit++ {
+		d := v.NewDelta()
+		for i := 0; i < 3000; i++ {
+			ts := int64(rng.IntN(5 * 60000))
+			vals := make([]logic.Value, len(s.Fields))
+			vals[s.FieldIndex("ts")] = logic.Value{Kind: logic.TypeTime, I: ts}
+			c := []string{"DE", "FR", "US"}[rng.IntN(3)]
+			vals[s.FieldIndex("country")] = logic.Value{Kind: logic.TypeString, S: c}
+			u := fmt.Sprint("user-", rng.IntN(2000))
+			vals[s.FieldIndex("user")] = logic.Value{Kind: logic.TypeString, S: u}
+			vals[s.FieldIndex("items")] = logic.Value{Kind: logic.TypeInt, I: int64(rng.IntN(7))}
+			amt := rng.ExpFloat64() * 100
+			if rng.IntN(10) > 0 {
+				vals[s.FieldIndex("amount")] = logic.Value{Kind: logic.TypeFloat, F: amt}
+			}
+			ev := logic.Event{Time: ts, Values: vals}
+			d.Fold(0, &ev)
+			k := key{ts / 60000 * 60000, v.GroupKey([]logic.Value{{Kind: logic.TypeString, S: c}})}
+			if wantU[k] == nil {
+				wantU[k] = new(logic.HLL)
+				wantQ[k] = logic.QuantileSketch{}
+			}
+			wantU[k].Add([]byte(u))
+			if !vals[s.FieldIndex("amount")].Null() {
+				wantQ[k].Add(amt)
+			}
+		}
+		if err := st.Commit(ctx, "orders", seq, speedstore.Position{Seq: seq + 3000}, []*logic.Delta{d}); err != nil {
+			t.Fatal(err)
+		}
+		seq += 3000
+	}
+	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cells) != len(wantU) {
+		t.Fatalf("%d cells, want %d", len(cells), len(wantU))
+	}
+	for _, c := range cells {
+		k := key{c.Window, c.Group}
+		if h := c.State.HLL[0]; h == nil || !h.Equal(wantU[k]) {
+			t.Fatalf("cell %v: distinct users sketch differs from the union's", k)
+		}
+		if c.State.HLL[1] == nil || c.State.HLL[1].Count() != 7 {
+			t.Fatalf("cell %v: distinct items %v, want 7", k, c.State.HLL[1])
+		}
+		got, want := c.State.Q[0], wantQ[k]
+		if len(got) != len(want) {
+			t.Fatalf("cell %v: %d buckets, want %d", k, len(got), len(want))
+		}
+		for b, n := range want {
+			if got[b] != n {
+				t.Fatalf("cell %v: bucket %d = %v, want %v", k, b, got[b], n)
+			}
+		}
+		vals := v.Finalize(&c.State)
+		if vals[2] != want.Quantile(0.5) || vals[3] != want.Quantile(0.99) || vals[0] != wantU[k].Count() {
+			t.Fatalf("cell %v: answers %v", k, vals)
+		}
+	}
+	keys, _ := rdb.Keys(ctx, ns+":v:sk:*:h*").Result()
+	if len(keys) != 2*len(wantU) {
+		t.Fatalf("%d HyperLogLog keys, want %d", len(keys), 2*len(wantU))
+	}
+	if err := st.Expire(ctx, v.Name, 1); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := rdb.Keys(ctx, ns+":v:sk:*").Result(); len(keys) != 0 {
+		t.Fatalf("keys left after Expire: %v", keys)
+	}
 }
