@@ -30,8 +30,8 @@ type View struct {
 
 	dims     []int
 	slots    []Slot
-	distinct []int     // stream field of each count_distinct sketch
-	quantile []int     // stream field of each quantile sketch
+	distinct []int      // stream field of each count_distinct sketch
+	quantile []int      // stream field of each quantile sketch
 	where    *Predicate // nil: every event counts
 }
 
