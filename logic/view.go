@@ -430,6 +430,30 @@ func (v *View) QuantileSQL(source string, cutoffMs int64, i int) string {
 	return b.String()
 }
 
+// QuantileRanksSQL renders, per cell, the two values around the rank of
+// each quantile measure (in measure order): columns window_start, d0..dN,
+// then lo0, hi0, lo1, hi1, ... (DOUBLE; NULL without values): the values of
+// rank floor and ceil of q·(n-1), between which quantile_cont interpolates
+// and within α of the lower of which the sketch answers. For audits: it
+// sorts every cell's values.
+func (v *View) QuantileRanksSQL(source string, cutoffMs int64) string {
+	var b strings.Builder
+	b.WriteString("SELECT window_start")
+	v.dimCols(&b)
+	for _, m := range v.Measures {
+		if m.Kind != Quantile {
+			continue
+		}
+		col := quoteIdent(m.Field)
+		l := "list_sort(list(CAST(" + col + " AS DOUBLE)) FILTER (WHERE " + col + " IS NOT NULL))"
+		r := strconv.FormatFloat(m.Q, 'g', -1, 64) + " * (count(" + col + ") - 1)"
+		fmt.Fprintf(&b, ", %s[CAST(floor(%s) AS BIGINT) + 1], %s[CAST(ceil(%s) AS BIGINT) + 1]", l, r, l, r)
+	}
+	v.from(&b, source, cutoffMs, "")
+	b.WriteString(" GROUP BY ALL")
+	return b.String()
+}
+
 func (v *View) dimCols(b *strings.Builder) {
 	for i, d := range v.Dims {
 		fmt.Fprintf(b, ", %s AS d%d", quoteIdent(d), i)

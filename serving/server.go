@@ -57,6 +57,8 @@ type Options struct {
 	// queries (0: no cache). Entries are keyed by the batch version and the
 	// speed position, so a commit or a batch run makes them unreachable.
 	QueryCache int
+	// Auditor serves GET /v1/views/{view}/audit (nil: 501).
+	Auditor Auditor
 }
 
 // Server is the HTTP API.
@@ -183,6 +185,7 @@ func (s *Server) routes() http.Handler {
 		r.With(s.need(scopeAny)).Get("/views", s.handleViews)
 		r.With(s.need(scopeRead)).Get("/views/{view}", s.handleQuery)
 		r.With(s.need(scopeRead)).Get("/views/{view}/live", s.handleLive)
+		r.With(s.need(scopeAdmin)).Get("/views/{view}/audit", s.handleAudit)
 		r.With(s.need(scopeAny)).Get("/openapi.json", s.handleOpenAPI)
 		r.With(s.need(scopeAdmin)).Get("/status", s.handleStatus)
 		r.With(s.need(scopeAdmin)).Post("/batch/runs", s.handleBatchStart)

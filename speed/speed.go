@@ -261,6 +261,20 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	if err != nil {
 		return err
 	}
+	if found {
+		// A position past the end of the log belongs to another log (the
+		// NATS store was replaced while Redis kept its data): the state
+		// counts events this log does not hold. Rebuild it.
+		info, err := l.log.Info(ctx, s.Name)
+		if err != nil {
+			return err
+		}
+		if pos.Seq > info.LastSeq {
+			l.logger.Warn("the speed position is past the end of the log (the log was replaced?); rebuilding from the log",
+				"stream", s.Name, "position", pos.Seq, "log_last_seq", info.LastSeq)
+			pos, found = speedstore.Position{}, false
+		}
+	}
 	start := eventlog.Start{Seq: pos.Seq + 1}
 	if !found {
 		// First start, or Redis lost its data: rebuild everything after the

@@ -368,3 +368,20 @@ func TestGapFromUnackedDeliveries(t *testing.T) {
 	defer stop()
 	eventually(t, "after the gap filled", e.verify)
 }
+
+// TestPositionPastTheLogRebuilds: a Redis that kept the state of another
+// log (the NATS store was replaced) holds a position past this log's end;
+// the speed layer rebuilds instead of waiting for records that never come.
+func TestPositionPastTheLogRebuilds(t *testing.T) {
+	e := setup(t)
+	stale := e.cat.Views["by_country"].NewDelta()
+	ev := logic.Event{Time: e.base.UnixMilli(), Values: make([]logic.Value, len(e.cat.Streams["orders"].Fields))}
+	stale.Fold(0, &ev)
+	if err := e.store.Commit(context.Background(), "orders", 0, speedstore.Position{Seq: 90000, Owner: "old"}, []*logic.Delta{stale}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, 400, 0)
+	_, stop, _ := e.layer(t)
+	defer stop()
+	eventually(t, "a rebuild from the new log", e.verify)
+}

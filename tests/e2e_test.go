@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,12 @@ views:
       biggest: max(amount)
       smallest: min(amount)
       items: sum(items)
+  buyers_hourly:
+    stream: orders
+    window: 1h
+    measures:
+      buyers: count_distinct(email)
+      median: quantile(amount, 0.5)
 `
 
 type order struct {
@@ -221,6 +228,7 @@ func TestEndToEnd(t *testing.T) {
 		return compare(q, want, "batch")
 	})
 	t.Logf("phase 2: exact from the batch layer alone")
+	checkBuyers(t, base, start, orders)
 
 	// Phase 3: more events past the cutoff, plus a client retry of 200 of them.
 	more := genOrders(rng, start, 600, 3000)
@@ -248,6 +256,23 @@ func TestEndToEnd(t *testing.T) {
 		return ""
 	})
 	t.Logf("phase 3: %d rows exact, merged across the cutoff, retry not doubled", len(want))
+
+	// The audit recomputes the speed layer's part from the lake: the 600
+	// new events (the retry was stored once), every window within bounds.
+	eventually(t, "an audit within bounds", 60*time.Second, func() string {
+		var rep struct {
+			OK      bool             `json:"ok"`
+			Events  int              `json:"events"`
+			Windows []map[string]any `json:"windows"`
+		}
+		if code := httpJSON(t, "GET", base+"/v1/views/buyers_hourly/audit", "", nil, &rep); code != 200 {
+			return fmt.Sprintf("audit status %d", code)
+		}
+		if !rep.OK || rep.Events != 600 || len(rep.Windows) == 0 {
+			return fmt.Sprintf("audit: ok %v, %d events, %d windows", rep.OK, rep.Events, len(rep.Windows))
+		}
+		return ""
+	})
 
 	if err := p.Stop(t); err != nil {
 		t.Fatalf("SIGTERM: braid exited with %v", err)
@@ -292,8 +317,53 @@ func TestEndToEnd(t *testing.T) {
 	if run.Status != "succeeded" || run.RowsRead != before || before < 3000 || !strings.Contains(out, fmt.Sprintf("rows_read=%d", before)) {
 		t.Fatalf("braid batch run read %d rows (status %s), the lake has %d before the cutoff\n%s", run.RowsRead, run.Status, before, out)
 	}
+	if out, code := testenv.RunBraid(t, "audit", "--config", cfgPath, "--view", "orders_by_country"); code != 0 || !strings.Contains(out, "0 beyond their bounds") {
+		t.Fatalf("braid audit: exit %d\n%s", code, out)
+	}
 	if out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath, "--view", "nope"); code != 1 {
 		t.Fatalf("batch run of an unknown view: exit %d, want 1\n%s", code, out)
+	}
+}
+
+// checkBuyers checks the batch answer of buyers_hourly: exact distinct
+// buyers (their emails are hashed, which keeps them distinct) and the exact
+// median (quantile_cont) per hour, computed here from the orders.
+func checkBuyers(t *testing.T, base string, start time.Time, orders []order) {
+	t.Helper()
+	type hour struct {
+		emails  map[string]bool
+		amounts []float64
+	}
+	want := map[string]*hour{}
+	for _, o := range orders {
+		ts, _ := time.Parse(time.RFC3339Nano, o.TS)
+		k := ts.UTC().Truncate(time.Hour).Format(time.RFC3339)
+		if want[k] == nil {
+			want[k] = &hour{emails: map[string]bool{}}
+		}
+		want[k].emails[o.Email] = true
+		want[k].amounts = append(want[k].amounts, o.Amount)
+	}
+	var q queryResp
+	url := fmt.Sprintf("%s/v1/views/buyers_hourly?from=%s&to=%s", base, start.Truncate(time.Hour).Format(time.RFC3339), start.Add(3*time.Hour).Format(time.RFC3339))
+	if code := httpJSON(t, "GET", url, "", nil, &q); code != 200 || len(q.Rows) != len(want) {
+		t.Fatalf("buyers_hourly: status %d, %d rows, want %d", code, len(q.Rows), len(want))
+	}
+	for _, r := range q.Rows {
+		h := want[fmt.Sprint(r["window_start"])]
+		if h == nil || r["exact"] != true || r["source"] != "batch" {
+			t.Fatalf("buyers_hourly row %v", r)
+		}
+		xs := slices.Sorted(slices.Values(h.amounts))
+		rank := 0.5 * float64(len(xs)-1)
+		lo := int(rank)
+		med := xs[lo]
+		if lo+1 < len(xs) {
+			med += (rank - float64(lo)) * (xs[lo+1] - xs[lo])
+		}
+		if r["buyers"] != float64(len(h.emails)) || math.Abs(r["median"].(float64)-med) > 1e-9*med {
+			t.Fatalf("buyers_hourly %v: buyers %v median %v, want %d and %v", r["window_start"], r["buyers"], r["median"], len(h.emails), med)
+		}
 	}
 }
 

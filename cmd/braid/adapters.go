@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/dashboard"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
 )
@@ -106,6 +110,9 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	}
 	if l.store != nil {
 		o.Speed, o.SpeedStatus = speedReader{l.store}, speedStatus{l.store}
+		if l.lake != nil {
+			o.Auditor = auditor{lake: l.lake, store: l.store, views: l.views, log: a.log, wait: 10 * time.Second}
+		}
 	}
 	if l.runner != nil {
 		o.Runner = l.runner
@@ -125,4 +132,40 @@ func (a *app) ready(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// auditor runs batch.Audit for serving and for `braid audit`: the view's
+// batch cutoff, the stream's too-late records (when the log is connected)
+// and the lake's wait.
+type auditor struct {
+	lake  *lake.Lake
+	store *speedstore.Store
+	views *batchviews.Store
+	log   *eventlog.Log // nil: too-late events are not known and show as drift
+	wait  time.Duration
+}
+
+// maxLateAudited bounds the too-late records an audit reads.
+const maxLateAudited = 100_000
+
+func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
+	cut, err := a.views.Cutoff(v.Name)
+	if err != nil {
+		return nil, err
+	}
+	var late []uint64
+	if a.log != nil {
+		if late, err = a.log.LateSeqs(ctx, v.Stream.Name, maxLateAudited); err != nil {
+			return nil, err
+		}
+	}
+	return batch.Audit(ctx, a.lake, a.store, batch.AuditRequest{View: v, From: fromMs, To: toMs, Cutoff: cut, Wait: a.wait, Late: late})
+}
+
+func (a auditor) Audit(ctx context.Context, v *logic.View, fromMs, toMs int64) (any, error) {
+	rep, err := a.report(ctx, v, fromMs, toMs)
+	if errors.Is(err, batch.ErrLakeBehind) {
+		return nil, fmt.Errorf("%w: %w", serving.ErrAuditNotReady, err)
+	}
+	return rep, err
 }

@@ -27,6 +27,7 @@ func commands() []command {
 		{"serve", "serve --config F                  the HTTP API alone", cmdServe},
 		{"ingest", "ingest --config F --stream S --file PATH [--rebase-time]  bulk load a file", cmdIngest},
 		{"replay", "replay --config F                 rebuild speed state from the log", cmdReplay},
+		{"audit", "audit --config F --view V [--from T --to T]  recompute the speed layer's windows from the lake", cmdAudit},
 		{"dlq", "dlq list|replay --config F --stream S  inspect or replay dead letters", cmdDLQ},
 		{"version", "version                           print the version", func(context.Context, []string) error { fmt.Println("braid", version); return nil }},
 	}

@@ -52,7 +52,7 @@ func TestExampleConfigsValidate(t *testing.T) {
 	for _, m := range v.Measures {
 		names = append(names, m.Name+"="+m.Kind.String())
 	}
-	if got := strings.Join(names, ","); got != "orders=count,revenue=sum,basket_avg=avg,biggest=max,smallest=min,items=sum" {
+	if got := strings.Join(names, ","); got != "orders=count,revenue=sum,basket_avg=avg,biggest=max,smallest=min,items=sum,buyers=count_distinct,p95_amount=quantile" {
 		t.Errorf("measures in file order: %s", got)
 	}
 	if v.Window.Size != time.Minute || v.Window.Hop != 0 || strings.Join(v.Dims, ",") != "country" || v.Stream != cat.Streams["orders"] {

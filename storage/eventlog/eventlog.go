@@ -223,11 +223,24 @@ func (l *Log) publishTo(ctx context.Context, subj string, recs []Record) error {
 // DeadLetters reads up to limit dead letters of a stream, oldest first,
 // starting after sequence after.
 func (l *Log) DeadLetters(ctx context.Context, stream string, after uint64, limit int) ([]DeadLetter, error) {
-	return readSide[DeadLetter](ctx, l, l.opts.Namespace+"_dlq", l.DLQSubject(stream), after, limit, func(seq uint64, data []byte) (DeadLetter, error) {
+	return readSide[DeadLetter](ctx, l, l.opts.Namespace+"_dlq", l.DLQSubject(stream), after, limit, func(m *jetstream.RawStreamMsg) (DeadLetter, error) {
 		var d DeadLetter
-		err := json.Unmarshal(data, &d)
-		d.Seq = seq
+		err := json.Unmarshal(m.Data, &d)
+		d.Seq = m.Sequence
 		return d, err
+	})
+}
+
+// LateSeqs returns the stream sequences of the stream's too-late records
+// still retained (at most limit): the events the speed layer skipped.
+func (l *Log) LateSeqs(ctx context.Context, stream string, limit int) ([]uint64, error) {
+	return readSide[uint64](ctx, l, l.opts.Namespace+"_late", l.LateSubject(stream), 0, limit, func(m *jetstream.RawStreamMsg) (uint64, error) {
+		id := m.Header.Get(jetstream.MsgIDHeader)
+		seq, err := strconv.ParseUint(strings.TrimPrefix(id, stream+":"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("late record id %q: %w", id, err)
+		}
+		return seq, nil
 	})
 }
 
@@ -265,7 +278,7 @@ func (l *Log) subjectCount(ctx context.Context, name, subj string) (uint64, erro
 	return info.State.Subjects[subj], nil
 }
 
-func readSide[T any](ctx context.Context, l *Log, name, subj string, after uint64, limit int, decode func(uint64, []byte) (T, error)) ([]T, error) {
+func readSide[T any](ctx context.Context, l *Log, name, subj string, after uint64, limit int, decode func(*jetstream.RawStreamMsg) (T, error)) ([]T, error) {
 	s, err := l.js.Stream(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: %s: %w", name, err)
@@ -280,7 +293,7 @@ func readSide[T any](ctx context.Context, l *Log, name, subj string, after uint6
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: read %s: %w", name, err)
 		}
-		t, err := decode(m.Sequence, m.Data)
+		t, err := decode(m)
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: decode %s %d: %w", name, m.Sequence, err)
 		}

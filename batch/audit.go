@@ -1,0 +1,318 @@
+package batch
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
+)
+
+// SpeedSnapshot is what an audit reads from the speed layer. The
+// speedstore.Store implements it.
+type SpeedSnapshot interface {
+	// Position is the stream's committed position (found false: none).
+	Position(ctx context.Context, stream string) (speedstore.Position, bool, error)
+	// Read returns the view's cells with window start in [fromMs, toMs)
+	// and arrival epoch >= minEpoch.
+	Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]speedstore.Cell, error)
+}
+
+// AuditRequest says what to audit: the speed layer's windows of View that
+// start in [From, To), over arrival epochs >= Cutoff (the batch cutoff: the
+// part of the answer the speed layer gives).
+type AuditRequest struct {
+	View     *logic.View
+	From, To int64
+	Cutoff   int64
+	Wait     time.Duration // how long to wait for the lake to reach the speed position
+	// Late lists the sequences of events the speed layer skipped as too
+	// late (eventlog's late records): the recomputation leaves them out
+	// too, as the speed layer's answer does until the next batch run.
+	Late []uint64
+}
+
+// AuditMeasure is one measure's drift in one window: the largest over the
+// window's groups.
+type AuditMeasure struct {
+	Name  string  `json:"name"`
+	Kind  string  `json:"kind"`
+	Drift float64 `json:"drift"` // additive, count_distinct: absolute; quantile: relative to the exact value
+	Bound float64 `json:"bound"` // the largest drift the measure's definition allows there
+	OK    bool    `json:"ok"`
+}
+
+// AuditWindow is one window of the audit.
+type AuditWindow struct {
+	Window   int64          `json:"window_start"`
+	Groups   int            `json:"groups"`
+	Missing  []string       `json:"missing,omitempty"` // groups only one side has, with the side
+	Measures []AuditMeasure `json:"measures"`
+	OK       bool           `json:"ok"`
+}
+
+// AuditReport is the result of Audit.
+type AuditReport struct {
+	View    string        `json:"view"`
+	Cutoff  int64         `json:"cutoff"`
+	Seq     uint64        `json:"seq"`    // the speed position audited: events up to it
+	Events  int64         `json:"events"` // lake events recomputed (arrival >= cutoff, seq <= Seq, not too late)
+	Late    int           `json:"late"`   // too-late events left out
+	Windows []AuditWindow `json:"windows"`
+	OK      bool          `json:"ok"`
+}
+
+// ErrLakeBehind is returned when the lake does not reach the speed
+// layer's position within the request's Wait.
+var ErrLakeBehind = errors.New("the lake has not archived up to the speed position yet")
+
+// Audit recomputes the speed layer's windows exactly from the lake and
+// reports, per window, each measure's drift against its bound: additive
+// measures must be equal (up to float rounding of sums added in another
+// order), count_distinct within logic.DistinctTolerance and quantiles
+// within α of the values around their rank. It reads a consistent snapshot
+// of the speed layer (its position unchanged across the read), waits for
+// the lake to hold every event up to that position, and recomputes over
+// exactly those events with DuckDB. Events the speed layer skipped as too
+// late show as drift until the next batch run absorbs them.
+func Audit(ctx context.Context, lk *lake.Lake, sp SpeedSnapshot, req AuditRequest) (*AuditReport, error) {
+	v := req.View
+	var pos speedstore.Position
+	var cells []speedstore.Cell
+	for attempt := 0; ; attempt++ {
+		p1, _, err := sp.Position(ctx, v.Stream.Name)
+		if err != nil {
+			return nil, err
+		}
+		if cells, err = sp.Read(ctx, v, req.From, req.To, req.Cutoff); err != nil {
+			return nil, err
+		}
+		p2, _, err := sp.Position(ctx, v.Stream.Name)
+		if err != nil {
+			return nil, err
+		}
+		if p1.Seq == p2.Seq {
+			pos = p2
+			break
+		}
+		if attempt == 50 {
+			return nil, fmt.Errorf("audit: the speed layer kept committing during 50 reads; retry when ingest is quieter")
+		}
+	}
+	deadline := time.Now().Add(req.Wait)
+	var files []string
+	for {
+		cp, err := lk.Checkpoint(v.Stream.Name)
+		if err != nil {
+			return nil, err
+		}
+		if cp.Seq >= pos.Seq {
+			if files, err = lk.Files(v.Stream.Name); err != nil {
+				return nil, err
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: lake at seq %d, speed at %d", ErrLakeBehind, cp.Seq, pos.Seq)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		return nil, fmt.Errorf("audit: open duckdb: %w", err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: duckdb: %w", err)
+	}
+	defer conn.Close()
+	var skip strings.Builder
+	for i, seq := range req.Late {
+		if i == 0 {
+			skip.WriteString(" AND _seq NOT IN (")
+		} else {
+			skip.WriteString(", ")
+		}
+		skip.WriteString(strconv.FormatUint(seq, 10))
+		if i == len(req.Late)-1 {
+			skip.WriteString(")")
+		}
+	}
+	src := fmt.Sprintf("(SELECT * FROM (%s) AS l WHERE _seq <= %d AND _arrival >= %d%s)", sourceSQL(v.Stream, files), pos.Seq, req.Cutoff, skip.String())
+	rep := &AuditReport{View: v.Name, Cutoff: req.Cutoff, Seq: pos.Seq, Late: len(req.Late), OK: true}
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src+" AS s").Scan(&rep.Events); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	exact, err := queryView(ctx, conn, v, src, math.MaxInt64)
+	if err != nil {
+		return nil, fmt.Errorf("audit: view %s: %w", v.Name, err)
+	}
+	ranks := map[cellKey][]float64{}
+	nq := 0
+	for _, m := range v.Measures {
+		if m.Kind == logic.Quantile {
+			nq++
+		}
+	}
+	if nq > 0 {
+		err := scanCells(ctx, conn, v, v.QuantileRanksSQL(src, math.MaxInt64), 2*nq, func(k cellKey, vals []any) error {
+			r := make([]float64, 2*nq)
+			for i := range r {
+				x, err := float(vals[i])
+				if err != nil {
+					return err
+				}
+				r[i] = x
+			}
+			ranks[k] = r
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("audit: view %s: %w", v.Name, err)
+		}
+	}
+
+	// The speed layer's answer per cell: its epochs merged.
+	speed := map[cellKey]*logic.State{}
+	for _, c := range cells {
+		k := cellKey{c.Window, c.Group}
+		if st, ok := speed[k]; ok {
+			v.MergeState(st, c.State)
+			continue
+		}
+		st := c.State.Clone()
+		speed[k] = &st
+	}
+	byWindow := map[int64]*AuditWindow{}
+	window := func(w int64) *AuditWindow {
+		aw := byWindow[w]
+		if aw == nil {
+			aw = &AuditWindow{Window: w, OK: true}
+			for _, m := range v.Measures {
+				aw.Measures = append(aw.Measures, AuditMeasure{Name: m.Name, Kind: m.Kind.String(), OK: true})
+			}
+			byWindow[w] = aw
+		}
+		return aw
+	}
+	for _, row := range exact {
+		if row.Window < req.From || row.Window >= req.To {
+			continue
+		}
+		k := cellKey{row.Window, row.Group}
+		aw := window(row.Window)
+		aw.Groups++
+		st, ok := speed[k]
+		if !ok {
+			aw.Missing = append(aw.Missing, "lake only: "+groupLabel(v, row.Group))
+			aw.OK = false
+			continue
+		}
+		delete(speed, k)
+		got, want := v.Finalize(st), v.Finalize(&row.State)
+		qi := 0
+		for i, m := range v.Measures {
+			var lo, hi float64
+			if m.Kind == logic.Quantile {
+				r := ranks[k]
+				lo, hi = r[2*qi], r[2*qi+1]
+				qi++
+			}
+			drift, bound := measureDrift(&m, got[i], want[i], lo, hi)
+			am := &aw.Measures[i]
+			am.Drift = math.Max(am.Drift, drift)
+			am.Bound = math.Max(am.Bound, bound)
+			if drift > bound {
+				am.OK, aw.OK = false, false
+			}
+		}
+	}
+	for k := range speed {
+		aw := window(k.w)
+		aw.Groups++
+		aw.Missing = append(aw.Missing, "speed only: "+groupLabel(v, k.g))
+		aw.OK = false
+	}
+	for _, aw := range byWindow {
+		sort.Strings(aw.Missing)
+		rep.Windows = append(rep.Windows, *aw)
+		rep.OK = rep.OK && aw.OK
+	}
+	sort.Slice(rep.Windows, func(i, j int) bool { return rep.Windows[i].Window < rep.Windows[j].Window })
+	return rep, nil
+}
+
+// measureDrift returns a measure's drift between the speed layer's answer
+// and the exact one, and the bound the measure allows. lo and hi are the
+// values around a quantile's rank.
+func measureDrift(m *logic.Measure, got, want any, lo, hi float64) (drift, bound float64) {
+	g, gok := number(got)
+	w, wok := number(want)
+	if gok != wok {
+		return math.Inf(1), 0
+	}
+	if !gok {
+		return 0, 0 // both null
+	}
+	switch m.Kind {
+	case logic.CountDistinct:
+		return math.Abs(g - w), logic.DistinctTolerance(int64(w))
+	case logic.Quantile:
+		// The sketch answers within α of lo; quantile_cont lies in [lo, hi].
+		d := 0.0
+		if g < lo {
+			d = lo - g
+		} else if g > hi {
+			d = g - hi
+		}
+		scale := math.Max(math.Abs(lo), math.Abs(hi))
+		if scale == 0 {
+			return d, 0
+		}
+		return d / scale, logic.QuantileAlpha * (1 + 1e-9)
+	}
+	// Additive: equal, up to rounding of float sums added in another order.
+	return math.Abs(g - w), 1e-9 * math.Max(1, math.Abs(w))
+}
+
+func number(x any) (float64, bool) {
+	switch y := x.(type) {
+	case int64:
+		return float64(y), true
+	case float64:
+		return y, true
+	}
+	return 0, false
+}
+
+func groupLabel(v *logic.View, g string) string {
+	vals, err := v.DecodeGroup(g)
+	if err != nil || len(vals) == 0 {
+		return "(all)"
+	}
+	s := ""
+	for i, x := range vals {
+		if i > 0 {
+			s += ","
+		}
+		s += v.Dims[i] + "=" + x.String()
+		if x.Null() {
+			s += "null"
+		}
+	}
+	return s
+}
