@@ -1,10 +1,12 @@
 package batch_test
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,7 +41,7 @@ var wpBase = time.Date(2024, 5, 1, 23, 58, 0, 0, time.UTC).UnixMilli()
 
 // wpEvents prepares n random events (with nulls) and writes them to a lake
 // as committed files; arrivals increase by 7 ms per event from wpBase.
-func wpEvents(t *testing.T, s *logic.Stream, r *rand.Rand, n int) ([]logic.Event, []int64, string) {
+func wpEvents(t testing.TB, s *logic.Stream, r *rand.Rand, n int) ([]logic.Event, []int64, string) {
 	t.Helper()
 	evs := make([]logic.Event, 0, n)
 	arrivals := make([]int64, 0, n)
@@ -243,6 +245,60 @@ func TestWherePredicateParity(t *testing.T) {
 		t.Fatalf("only %d of %d predicates split the events: the generator is too weak", nontrivial, len(exprs))
 	}
 	t.Logf("%d predicates, %d selecting a proper subset", len(exprs), nontrivial)
+}
+
+// FuzzWhereSQL fuzzes predicates: whatever ParseWhere accepts, the SQL it
+// renders must select in DuckDB exactly the lake rows Match accepts in Go
+// (compared row by row, by sequence).
+func FuzzWhereSQL(f *testing.F) {
+	s := wpStream(f)
+	r := rand.New(rand.NewPCG(5, 55))
+	evs, _, src := wpEvents(f, s, r, 400)
+	g := wpGen{r}
+	for i := 0; i < 12; i++ {
+		f.Add(g.expr(r.IntN(4)))
+	}
+	f.Add("not (city in ('Paris', '') or fare >= 2.5) and booked is not null")
+	f.Add("pax = 1e0 or pax > 1e300 or fare < -1e-300")
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { db.Close() })
+	if _, err := db.Exec("CREATE TABLE ev AS SELECT * FROM " + src); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, expr string) {
+		p, err := logic.ParseWhere(expr, s)
+		if err != nil {
+			return
+		}
+		var want []int64
+		for i := range evs {
+			if p.Match(&evs[i]) {
+				want = append(want, int64(i+1))
+			}
+		}
+		rows, err := db.Query("SELECT _seq FROM ev WHERE " + p.SQL() + " ORDER BY _seq")
+		if err != nil {
+			t.Fatalf("%q: DuckDB refuses the rendered SQL: %v\n%s", expr, err, p.SQL())
+		}
+		defer rows.Close()
+		var got []int64
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, seq)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%q: %v\n%s", expr, err, p.SQL())
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q: DuckDB selects %d rows, Match %d\nSQL: %s", expr, len(got), len(want), p.SQL())
+		}
+	})
 }
 
 type wpCell struct {
