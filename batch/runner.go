@@ -67,11 +67,27 @@ func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed S
 		speed = nil // a typed nil (*speedstore.Store)(nil) means no speed layer
 	}
 	f := promauto.With(reg)
-	return &Runner{cfg: cfg, lk: lk, views: views, speed: speed, cat: cat, logger: logger.With("component", "batch"),
+	r := &Runner{cfg: cfg, lk: lk, views: views, speed: speed, cat: cat, logger: logger.With("component", "batch"),
 		runs:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_batch_runs_total", Help: "Batch runs by final status."}, []string{"status"}),
 		duration: f.NewHistogram(prometheus.HistogramOpts{Name: "braid_batch_run_duration_seconds", Help: "Duration of batch runs.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
 		rowsRead: f.NewCounter(prometheus.CounterOpts{Name: "braid_batch_rows_read_total", Help: "Lake rows (before the cutoff) read by batch runs."}),
 		lastOK:   f.NewGauge(prometheus.GaugeOpts{Name: "braid_batch_last_success_timestamp_seconds", Help: "When the last batch run succeeded."}),
+	}
+	// Runs a dead process left "running" are failed runs; say so now, not
+	// only at the next run (unless a run is in progress elsewhere).
+	if unlock, err := views.LockRuns(); err == nil {
+		r.recoverInterrupted()
+		unlock()
+	}
+	return r
+}
+
+func (r *Runner) recoverInterrupted() {
+	n, err := r.views.RecoverInterrupted()
+	if err != nil {
+		r.logger.Error("mark interrupted batch runs", "err", err)
+	} else if n > 0 {
+		r.logger.Warn("batch runs interrupted by a stopped process marked failed", "runs", n)
 	}
 }
 
@@ -148,6 +164,20 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 	started := time.Now().UTC()
 	rec := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: names, Started: started, Cutoffs: map[string]int64{}}
 	log := r.logger.With("run", id)
+	// One run per store across processes: the lock dies with its process,
+	// so a run still recorded as running under it was interrupted.
+	unlock, err := r.views.LockRuns()
+	if err != nil {
+		rec.Status, rec.Error, rec.Finished = batchviews.StatusFailed, err.Error(), time.Now().UTC()
+		r.runs.WithLabelValues(rec.Status).Inc()
+		if serr := r.views.SaveRun(rec); serr != nil {
+			log.Error("save run record", "err", serr)
+		}
+		log.Error("batch run not started", "err", err)
+		return rec, err
+	}
+	defer unlock()
+	r.recoverInterrupted()
 	log.Info("batch run started", "views", names)
 	if err := r.views.SaveRun(rec); err != nil {
 		log.Error("save run record", "err", err)

@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,6 +192,8 @@ type trial struct {
 	prod    *producer
 	from    time.Time
 	to      time.Time
+
+	killedRun string // a batch run killed after it started: its record must end failed
 }
 
 func (tr *trial) startSpeed() *testenv.Proc {
@@ -297,6 +300,11 @@ func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 		t.Fatalf("batch run after the fault: %v", run2)
 	}
 	src2 := tr.checkAnswer("after the batch run", want)
+	if tr.killedRun != "" {
+		if st := tr.runStatus(tr.killedRun); st != "failed" {
+			t.Errorf("the killed batch run %s is recorded as %q after the next run, want failed (interrupted)", tr.killedRun, st)
+		}
+	}
 	t.Logf("checked answers: %d rows exact before the batch run (sources %s), %d after it (sources %s; %s)",
 		len(want), src, len(want), src2, runSummary(run2))
 
@@ -330,6 +338,9 @@ func injectBatchKill(tr *trial) string {
 		}
 		return fmt.Sprintf("`braid batch run` finished before kill -9 at +%v (version %s)", delay, cur)
 	case cur == prev:
+		if m := regexp.MustCompile(`run=(\S+)`).FindStringSubmatch(p.Output()); m != nil && strings.Contains(p.Output(), "batch run started") {
+			tr.killedRun = m[1] // its record says running: the next run must mark it failed
+		}
 		return fmt.Sprintf("kill -9 `braid batch run` at +%v, %s (%v): previous version %s still current", delay, stage, err, prev)
 	default:
 		// Killed after publishing: the version it left must be complete.

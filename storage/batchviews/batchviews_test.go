@@ -177,3 +177,43 @@ func TestRuns(t *testing.T) {
 		t.Fatal("bad id found")
 	}
 }
+
+// TestRunLockAndInterruptedRuns: the run lock admits one holder; a run left
+// "running" by a process that died is marked failed by RecoverInterrupted,
+// and finished runs are left alone.
+func TestRunLockAndInterruptedRuns(t *testing.T) {
+	st, err := batchviews.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := st.LockRuns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.LockRuns(); !errors.Is(err, batchviews.ErrLocked) {
+		t.Fatalf("second lock: %v, want ErrLocked", err)
+	}
+	unlock()
+	unlock2, err := st.LockRuns()
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	defer unlock2()
+	dead := batchviews.Run{ID: batchviews.NewID(), Status: batchviews.StatusRunning, Started: time.Now().UTC()}
+	done := batchviews.Run{ID: batchviews.NewID(), Status: batchviews.StatusSucceeded, Started: time.Now().UTC()}
+	for _, r := range []batchviews.Run{dead, done} {
+		if err := st.SaveRun(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := st.RecoverInterrupted(); err != nil || n != 1 {
+		t.Fatalf("recovered %d (%v), want 1", n, err)
+	}
+	r, _, _ := st.Run(dead.ID)
+	if r.Status != batchviews.StatusFailed || r.Error != batchviews.InterruptedError || r.Finished.IsZero() {
+		t.Fatalf("interrupted run: %+v", r)
+	}
+	if r, _, _ := st.Run(done.ID); r.Status != batchviews.StatusSucceeded {
+		t.Fatalf("finished run changed: %+v", r)
+	}
+}
