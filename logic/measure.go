@@ -178,6 +178,19 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 // speed delta or rollup merged into.
 func (m *Measure) Exact() bool { return m.Kind != CountDistinct && m.Kind != Quantile }
 
+// ErrorBound states, for a sketch measure, how far its answer may be from
+// the exact one wherever the sketch answers ("" for the exact measures).
+func (m *Measure) ErrorBound() string {
+	switch m.Kind {
+	case CountDistinct:
+		return fmt.Sprintf("HyperLogLog (Redis-compatible, 16384 registers): standard error %.2f%%; "+
+			"about 99.7%% of answers within %.2f%% plus 2", 100*HLLStdError, 300*HLLStdError)
+	case Quantile:
+		return fmt.Sprintf("log-bucket sketch: within %.0f%% (relative) of the value of rank floor(q·(n-1))", 100*QuantileAlpha)
+	}
+	return ""
+}
+
 // ExactSQL is the DuckDB aggregate computing a sketch measure's exact value
 // over raw rows ("" for the numeric measures).
 func (m *Measure) ExactSQL() string {

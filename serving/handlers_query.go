@@ -38,6 +38,7 @@ type measureInfo struct {
 	Field string  `json:"field"`
 	Q     float64 `json:"q"`
 	Exact bool    `json:"exact"`
+	Error string  `json:"error,omitempty"` // the sketch's error bound (logic.Measure.ErrorBound)
 }
 
 func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
@@ -56,7 +57,7 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 		}
 		for i := range v.Measures {
 			m := &v.Measures[i]
-			vi.Measures = append(vi.Measures, measureInfo{Name: m.Name, Kind: m.Kind.String(), Field: m.Field, Q: m.Q, Exact: m.Exact()})
+			vi.Measures = append(vi.Measures, measureInfo{Name: m.Name, Kind: m.Kind.String(), Field: m.Field, Q: m.Q, Exact: m.Exact(), Error: m.ErrorBound()})
 		}
 		out = append(out, vi)
 	}
