@@ -51,6 +51,7 @@ type Runner struct {
 	runs     *prometheus.CounterVec
 	duration prometheus.Histogram
 	rowsRead prometheus.Counter
+	rowsOut  prometheus.Counter
 	lastOK   prometheus.Gauge
 }
 
@@ -71,6 +72,7 @@ func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed S
 		runs:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_batch_runs_total", Help: "Batch runs by final status."}, []string{"status"}),
 		duration: f.NewHistogram(prometheus.HistogramOpts{Name: "braid_batch_run_duration_seconds", Help: "Duration of batch runs.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
 		rowsRead: f.NewCounter(prometheus.CounterOpts{Name: "braid_batch_rows_read_total", Help: "Lake rows (before the cutoff) read by batch runs."}),
+		rowsOut:  f.NewCounter(prometheus.CounterOpts{Name: "braid_batch_rows_out_total", Help: "Batch view rows (window and group cells) written by batch runs."}),
 		lastOK:   f.NewGauge(prometheus.GaugeOpts{Name: "braid_batch_last_success_timestamp_seconds", Help: "When the last batch run succeeded."}),
 	}
 	// Runs a dead process left "running" are failed runs; say so now, not
@@ -293,6 +295,7 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 		out[n] = rows
 		rec.Cutoffs[n] = sc.cutoff
 		rec.RowsOut += int64(len(rows))
+		r.rowsOut.Add(float64(len(rows)))
 		log.Info("batch view computed", "view", n, "rows", len(rows), "cutoff", sc.cutoff, "ms", time.Since(t0).Milliseconds())
 	}
 	return prev, out, nil

@@ -92,6 +92,7 @@ func TestFlood(t *testing.T) {
 	var (
 		rssStart, rssPeak         atomic.Int64
 		statusLagPeak, metricPeak atomic.Int64
+		serverPeak                atomic.Int64 // JetStream's own count of undelivered records (braid_consumer_pending)
 		samples                   atomic.Int64
 	)
 	rss0, err := vmRSS(pid)
@@ -131,6 +132,9 @@ func TestFlood(t *testing.T) {
 				resp.Body.Close()
 				if v, ok := metricValue(string(b), `braid_speed_consumer_lag{stream="clicks"}`); ok && int64(v) > metricPeak.Load() {
 					metricPeak.Store(int64(v))
+				}
+				if v, ok := metricValue(string(b), `braid_consumer_pending{consumer="speed",stream="clicks"}`); ok && int64(v) > serverPeak.Load() {
+					serverPeak.Store(int64(v))
 				}
 			}
 		}
@@ -267,8 +271,8 @@ func TestFlood(t *testing.T) {
 	if lost != 0 || doubled != 0 {
 		t.Errorf("lost=%d doubled=%d", lost, doubled)
 	}
-	if statusLagPeak.Load() == 0 || metricPeak.Load() == 0 {
-		t.Errorf("consumer lag never reported: /v1/status peak %d, /metrics peak %d", statusLagPeak.Load(), metricPeak.Load())
+	if statusLagPeak.Load() == 0 || metricPeak.Load() == 0 || serverPeak.Load() == 0 {
+		t.Errorf("consumer lag never reported: /v1/status peak %d, /metrics peak %d, braid_consumer_pending peak %d", statusLagPeak.Load(), metricPeak.Load(), serverPeak.Load())
 	}
 	if peak := rssPeak.Load(); peak > 1<<30 {
 		t.Errorf("peak RSS %.1f MiB is over the 1 GiB sanity bound", float64(peak)/(1<<20))

@@ -108,6 +108,9 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	if a.rdb != nil {
 		o.Notifier = commitNotifier{rdb: a.rdb, ns: a.cfg.Namespace}
 	}
+	if a.log != nil {
+		a.reg.MustRegister(a.log.ConsumerCollector(a.cat.StreamOrder))
+	}
 	if l.store != nil {
 		o.Speed, o.SpeedStatus = speedReader{l.store}, speedStatus{l.store}
 		if l.lake != nil {

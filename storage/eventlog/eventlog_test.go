@@ -2,8 +2,12 @@ package eventlog_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
@@ -103,5 +107,45 @@ func TestReplayDeadLetters(t *testing.T) {
 	left, _ := l.DeadLetters(ctx, "orders", 0, 10)
 	if len(left) != 1 || left[0].Field != "n" || left[0].Source != "replay" {
 		t.Fatalf("left: %+v", left)
+	}
+}
+
+// TestConsumerCollector: the collector reports what JetStream holds for a
+// consumer: records not yet delivered and records delivered but unacked.
+func TestConsumerCollector(t *testing.T) {
+	ctx := context.Background()
+	l := open(t)
+	var recs []eventlog.Record
+	for i := 0; i < 10; i++ {
+		recs = append(recs, eventlog.Record{Data: []byte(`{"x":1}`)})
+	}
+	if err := l.Publish(ctx, "orders", recs); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := c.Fetch(ctx, 3, time.Second); err != nil || len(msgs) != 3 {
+		t.Fatalf("fetch: %v %d", err, len(msgs))
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(l.ConsumerCollector([]string{"orders"}))
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = fmt.Sprint(m.GetGauge().GetValue())
+		}
+	}
+	if got["braid_consumer_pending{consumer=speed,stream=orders}"] != "7" || got["braid_consumer_ack_pending{consumer=speed,stream=orders}"] != "3" || len(got) != 2 {
+		t.Fatalf("metrics %v", got)
 	}
 }
