@@ -175,6 +175,7 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 	if err != nil {
 		return err
 	}
+	defer cons.Close() // after the last flush: what is buffered goes back to the server
 	a.logger.Info("archiving stream", "stream", s.Name, "from_seq", cp.Seq+1, "covered_until", cp.CoveredUntil)
 	st := &streamState{s: s, cons: cons, cp: cp, next: cp.Seq + 1}
 	for {

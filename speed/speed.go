@@ -303,6 +303,7 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	if err != nil {
 		return err
 	}
+	defer c.Close() // after the last flush: what is buffered goes back to the server
 	l.update(s.Name, func(st *StreamStatus) { st.Seq, st.Watermark = pos.Seq, pos.Watermark })
 
 	committed := pos.Seq  // what the store holds (0 when absent)
@@ -346,13 +347,10 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		}
 		l.m.commitSeconds.Observe(time.Since(t0).Seconds())
 		committed = b.last.Seq
-		// Bounded: a nats-server restarted after a crash may have lost its
-		// record of delivering b.last and then never answers this ack.
-		actx, acancel := context.WithTimeout(fctx, ackTimeout)
-		err := c.Ack(actx, b.last)
-		acancel()
-		if err != nil {
-			// The state is committed; a redelivery will be refused. Go on.
+		// The state is committed with its position, so the ack is only a
+		// hint to the server (fewer redeliveries): it is not waited for, and
+		// a lost one costs a redelivery the position refuses.
+		if err := c.AckNoWait(b.last); err != nil {
 			l.logger.Warn("ack failed after commit", "stream", s.Name, "seq", b.last.Seq, "err", err)
 		}
 		l.m.batchSize.Observe(float64(b.n))
@@ -502,10 +500,6 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		}
 	}
 }
-
-// ackTimeout bounds the wait for the server's confirmation of an ack after
-// a commit (the ack only saves redeliveries; the commit is the truth).
-const ackTimeout = 5 * time.Second
 
 // gapTimeout is how long a gap may stay open before the stream loop starts
 // over (several ack waits: the missing record should have come back).

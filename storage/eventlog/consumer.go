@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,11 +20,30 @@ type Start struct {
 // message acks every earlier one. Its owner keeps the real position in its
 // own store and passes it at Open; the consumer is realigned to it, so the
 // store (committed together with the state) always decides.
+//
+// Delivery is continuous: the first Fetch starts a pull subscription that
+// keeps up to the prefetch size of records buffered while the owner folds
+// and commits the previous ones, so fetching and committing overlap. Close
+// stops it and hands the buffered records back to the server (Nak), so the
+// next consumer of the same durable gets them at once, not after the ack
+// wait.
 type Consumer struct {
-	c      jetstream.Consumer
-	stream string
-	last   jetstream.Msg
+	c        jetstream.Consumer
+	stream   string
+	last     jetstream.Msg
+	prefetch int
+
+	mu   sync.Mutex
+	cc   jetstream.ConsumeContext // nil until the first Fetch
+	ch   chan jetstream.Msg       // delivered, not yet fetched
+	done chan struct{}            // closed by Close
+	err  error                    // a terminal consume error
 }
+
+// prefetchFor bounds the records a consumer keeps buffered: half its
+// max-ack-pending (the rest is what the owner holds unacknowledged), within
+// 100..5000.
+func prefetchFor(maxAckPending int) int { return min(max(maxAckPending/2, 100), 5000) }
 
 // Msg is one delivered record.
 type Msg struct {
@@ -50,7 +70,7 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 			return nil, fmt.Errorf("eventlog: consumer %s info: %w", name, err)
 		}
 		if start.Seq > 0 && info.AckFloor.Stream+1 <= start.Seq {
-			return &Consumer{c: c, stream: stream}, nil
+			return &Consumer{c: c, stream: stream, prefetch: prefetchFor(maxAckPending)}, nil
 		}
 		if err := s.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("eventlog: realign consumer %s: %w", name, err)
@@ -77,28 +97,128 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: create consumer %s: %w", name, err)
 	}
-	return &Consumer{c: c, stream: stream}, nil
+	return &Consumer{c: c, stream: stream, prefetch: prefetchFor(maxAckPending)}, nil
 }
 
-// Fetch returns up to max records, waiting at most wait for the first.
-// An empty result with a nil error means nothing arrived in time.
+// Fetch returns up to max records, waiting at most wait for the first;
+// the rest are the ones already buffered. An empty result with a nil error
+// means nothing arrived in time. Not safe for concurrent use.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]Msg, error) {
-	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
-	if err != nil {
-		return nil, fmt.Errorf("eventlog: fetch %s: %w", c.stream, err)
+	if err := c.start(); err != nil {
+		return nil, err
 	}
-	out := make([]Msg, 0, max)
-	for m := range batch.Messages() {
+	out := make([]Msg, 0, min(max, c.prefetch))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for len(out) < max {
+		var m jetstream.Msg
+		if len(out) == 0 {
+			select {
+			case m = <-c.ch:
+			case <-timer.C:
+				return out, c.failed(ctx)
+			case <-ctx.Done():
+				return out, ctx.Err()
+			case <-c.done:
+				return out, fmt.Errorf("eventlog: fetch %s: consumer closed", c.stream)
+			}
+		} else {
+			select {
+			case m = <-c.ch:
+			default:
+				return out, nil
+			}
+		}
 		md, err := m.Metadata()
 		if err != nil {
 			return out, fmt.Errorf("eventlog: metadata: %w", err)
 		}
 		out = append(out, Msg{Seq: md.Sequence.Stream, Arrival: md.Timestamp.UnixMilli(), Data: m.Data(), Pending: md.NumPending, msg: m})
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-		return out, fmt.Errorf("eventlog: fetch %s: %w", c.stream, err)
+	return out, nil
+}
+
+// start begins the continuous pull on first use.
+func (c *Consumer) start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cc != nil {
+		return nil
 	}
-	return out, ctx.Err()
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	select {
+	case <-c.done:
+		return fmt.Errorf("eventlog: fetch %s: consumer closed", c.stream)
+	default:
+	}
+	c.ch = make(chan jetstream.Msg, c.prefetch)
+	done := c.done
+	cc, err := c.c.Consume(func(m jetstream.Msg) {
+		select {
+		case c.ch <- m:
+		case <-done:
+			_ = m.Nak()
+		}
+	}, jetstream.PullMaxMessages(c.prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			c.mu.Lock()
+			c.err = err
+			c.mu.Unlock()
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("eventlog: consume %s: %w", c.stream, err)
+	}
+	c.cc = cc
+	return nil
+}
+
+// failed returns the terminal consume error, if any (the consumer was
+// deleted under us: the owner reopens it), else ctx's error.
+func (c *Consumer) failed(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return fmt.Errorf("eventlog: fetch %s: %w", c.stream, c.err)
+	}
+	return ctx.Err()
+}
+
+// Close stops delivery and hands the buffered, unfetched records back to
+// the server. Idempotent.
+func (c *Consumer) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	close(c.done)
+	if c.cc == nil {
+		return
+	}
+	// Drain: the subscription ends and the records the library still
+	// buffers reach the handler, which (done being closed) Naks them.
+	c.cc.Drain()
+	select {
+	case <-c.cc.Closed():
+	case <-time.After(2 * time.Second):
+		c.cc.Stop()
+	}
+	for {
+		select {
+		case m := <-c.ch:
+			_ = m.Nak()
+		default:
+			return
+		}
+	}
 }
 
 // Ack acknowledges m and, by the ack-all policy, every earlier record. It
@@ -108,6 +228,19 @@ func (c *Consumer) Ack(ctx context.Context, m Msg) error {
 		return nil
 	}
 	if err := m.msg.DoubleAck(ctx); err != nil {
+		return fmt.Errorf("eventlog: ack %s %d: %w", c.stream, m.Seq, err)
+	}
+	return nil
+}
+
+// AckNoWait acknowledges m (and every earlier record) without waiting for
+// the server's confirmation: for owners whose own store already holds the
+// position, where a lost ack only costs a redelivery they refuse.
+func (c *Consumer) AckNoWait(m Msg) error {
+	if m.msg == nil {
+		return nil
+	}
+	if err := m.msg.Ack(); err != nil {
 		return fmt.Errorf("eventlog: ack %s %d: %w", c.stream, m.Seq, err)
 	}
 	return nil

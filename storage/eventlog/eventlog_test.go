@@ -3,6 +3,7 @@ package eventlog_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,12 +123,19 @@ func TestConsumerCollector(t *testing.T) {
 	if err := l.Publish(ctx, "orders", recs); err != nil {
 		t.Fatal(err)
 	}
-	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 100)
+	// At most 4 unacknowledged: the server delivers 4 of 10 and holds 6.
+	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.Close()
 	if msgs, err := c.Fetch(ctx, 3, time.Second); err != nil || len(msgs) != 3 {
 		t.Fatalf("fetch: %v %d", err, len(msgs))
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if info, err := c.Info(ctx); err == nil && info.AckPending == 4 || time.Now().After(deadline) {
+			break
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(l.ConsumerCollector([]string{"orders"}))
@@ -145,7 +153,55 @@ func TestConsumerCollector(t *testing.T) {
 			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = fmt.Sprint(m.GetGauge().GetValue())
 		}
 	}
-	if got["braid_consumer_pending{consumer=speed,stream=orders}"] != "7" || got["braid_consumer_ack_pending{consumer=speed,stream=orders}"] != "3" || len(got) != 2 {
+	if got["braid_consumer_pending{consumer=speed,stream=orders}"] != "6" || got["braid_consumer_ack_pending{consumer=speed,stream=orders}"] != "4" || len(got) != 2 {
 		t.Fatalf("metrics %v", got)
+	}
+}
+
+// TestCloseHandsBackBufferedRecords: records a consumer buffered but its
+// owner never fetched come back to the next owner at once on Close, not
+// after the ack wait.
+func TestCloseHandsBackBufferedRecords(t *testing.T) {
+	ctx := context.Background()
+	l := open(t)
+	var recs []eventlog.Record
+	for i := 0; i < 10; i++ {
+		recs = append(recs, eventlog.Record{Data: []byte(`{"x":1}`)})
+	}
+	if err := l.Publish(ctx, "orders", recs); err != nil {
+		t.Fatal(err)
+	}
+	a, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Fetch(ctx, 2, time.Second)
+	if err != nil || len(got) != 2 || got[0].Seq != 1 {
+		t.Fatalf("first owner: %v %+v", err, got)
+	}
+	if err := a.Ack(ctx, got[1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the rest is buffered by now
+	a.Close()
+	b, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 3}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	t0 := time.Now()
+	var seqs []uint64
+	for len(seqs) < 8 && time.Since(t0) < 3*time.Second {
+		msgs, err := b.Fetch(ctx, 10, 500*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			seqs = append(seqs, m.Seq)
+		}
+	}
+	slices.Sort(seqs) // handed back records may come in any order
+	if len(seqs) != 8 || seqs[0] != 3 || seqs[7] != 10 || time.Since(t0) > 3*time.Second {
+		t.Fatalf("next owner got %v after %v, want 3..10 at once", seqs, time.Since(t0))
 	}
 }
