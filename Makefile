@@ -29,6 +29,8 @@ test-faults: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime 60s ./logic/
 	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime 60s ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime 60s ./serving/
+	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime 60s ./serving/
 
 ## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
 bench: build

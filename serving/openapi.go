@@ -6,7 +6,7 @@ import (
 )
 
 // openAPIDoc is the hand-written OpenAPI 3 description of every route
-// (openapi_test.go checks it against the router both ways and validates it).
+// (TestOpenAPI in formats_test.go checks it against the router both ways and validates it).
 //
 //go:embed openapi.json
 var openAPIDoc []byte

@@ -34,7 +34,7 @@ import (
 // single writer per stream: every Commit is fenced by the stream's position
 // (compare-and-set); the writer lease (Lease) only keeps a second speed
 // process idle. Keys are touched from scripts without being declared, so
-// the store needs a standalone Redis (or Sentinel), not Redis Cluster.
+// the store needs a standalone Redis, not Redis Cluster.
 type Store struct {
 	rdb redis.UniversalClient
 	ns  string
