@@ -14,9 +14,11 @@ build:
 run: build
 	./$(BIN) up --config configs/demo.yaml --demo
 
-## test: unit, integration and end-to-end tests, all against real servers
+## test: unit, integration and end-to-end tests, all against real servers,
+## then every fuzz target briefly
 test: build
 	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 18m -p 2 $(PKGS)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 test-short: build
 	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -short $(PKGS)
@@ -25,12 +27,14 @@ test-short: build
 test-faults: build
 	BRAID_BIN=$(CURDIR)/$(BIN) BRAID_FAULT_TRIALS=$${BRAID_FAULT_TRIALS:-20} $(GO) test -count=1 -timeout 60m -run 'Fault' ./tests/
 
-## fuzz: run each fuzz target for a while
+## fuzz: run each fuzz target for a while (FUZZTIME each)
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime 60s ./logic/
-	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime 60s ./logic/
-	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime 60s ./serving/
-	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime 60s ./serving/
+	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime $(FUZZTIME) ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzWhereSQL$$' -fuzztime $(FUZZTIME) ./batch/
+	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime $(FUZZTIME) ./serving/
+	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) ./serving/
 
 ## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
 bench: build
