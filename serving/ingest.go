@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -72,10 +74,17 @@ func (in *Ingester) Counts(stream string) (accepted, rejected uint64) {
 // Ingest prepares raw events (one JSON object each) of a stream. Accepted
 // ones are appended to the log (duplicate ids within the dedup window are
 // stored once), rejected ones to the dead-letter queue with source (http,
-// file:<name>, ...), the reason and the payload with PII masked. It returns
-// only when both are stored; an error (eventlog.ErrFull, ErrUnavailable,
-// ErrUnknownStream, ...) means the events may not be stored and the caller
-// must retry or fail.
+// file:<name>, ...), the reason and the payload with PII masked.
+//
+// Every event becomes one log message, so no event can fail the batch by
+// its size: a valid event whose record is larger than the server's message
+// limit (NATS max_payload) is rejected like an invalid one, and a dead
+// letter too large for one message keeps only the head of its payload (see
+// fitDeadLetter).
+//
+// It returns only when both are stored; an error (eventlog.ErrFull,
+// ErrUnavailable, ErrUnknownStream, ...) means the events may not be stored
+// and the caller must retry or fail.
 func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, source string) (IngestResult, error) {
 	res := IngestResult{Errors: []IngestError{}}
 	var s *logic.Stream
@@ -89,18 +98,23 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 		return res, fmt.Errorf("serving: ingest %s: %w", stream, eventlog.ErrUnavailable)
 	}
 	now := in.now()
+	maxMsg := in.maxMessage()
 	recs := make([]eventlog.Record, 0, len(raws))
 	var dls []eventlog.DeadLetter
 	for i, raw := range raws {
 		ev, rec, err := s.Prepare(raw, now.UnixMilli())
+		if err == nil && len(rec)+len(ev.ID)+msgOverhead > maxMsg {
+			err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(rec), maxMsg)}
+		}
 		if err != nil {
 			var rej *logic.RejectError
 			if !errors.As(err, &rej) {
 				return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: prepare event %d: %w", i, err)
 			}
-			dls = append(dls, eventlog.DeadLetter{Stream: stream, Reason: rej.Reason, Field: rej.Field, Source: source,
-				Time: now.UTC(), Payload: json.RawMessage(s.MaskPayload(bytes.TrimSpace(raw)))})
-			res.Errors = append(res.Errors, IngestError{Index: i, Error: rej.Error()})
+			d := fitDeadLetter(eventlog.DeadLetter{Stream: stream, Reason: rej.Reason, Field: rej.Field, Source: source,
+				Time: now.UTC(), Payload: s.MaskPayload(bytes.TrimSpace(raw))}, maxMsg)
+			dls = append(dls, d)
+			res.Errors = append(res.Errors, IngestError{Index: i, Error: (&logic.RejectError{Field: d.Field, Reason: d.Reason}).Error()})
 			continue
 		}
 		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
@@ -125,6 +139,91 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 	in.events.WithLabelValues(stream, "accepted").Add(float64(res.Accepted))
 	in.events.WithLabelValues(stream, "rejected").Add(float64(res.Rejected))
 	return res, nil
+}
+
+const (
+	// defaultMaxMessage is NATS's default max_payload, assumed when the
+	// connection does not tell.
+	defaultMaxMessage = 1 << 20
+	// msgOverhead is room left in a message for its headers (Nats-Msg-Id)
+	// and a dead letter's envelope around its texts.
+	msgOverhead = 1 << 10
+	// dlqHeadBytes is how much of an oversized dead letter's masked payload
+	// is kept at most (enough to find the event; the rest cannot be stored).
+	dlqHeadBytes = 4 << 10
+	// dlqTextBytes is how much of a reason or field name is kept at most
+	// when even the head of the payload does not make a dead letter fit.
+	dlqTextBytes = 1 << 10
+)
+
+// maxMessage is the largest message the log's server accepts (its
+// max_payload, headers included).
+func (in *Ingester) maxMessage() int {
+	if js := in.log.JetStream(); js != nil {
+		if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+			return int(nc.MaxPayload())
+		}
+	}
+	return defaultMaxMessage
+}
+
+// fitDeadLetter makes a dead letter fit one message of maxMsg bytes. A
+// payload that is not JSON is kept as a JSON string. When the letter would
+// not fit, its payload becomes {"truncated": true, "bytes": N, "head":
+// "..."}; when it still would not (a huge reason or field name), the reason
+// and field are cut too. The head and the texts are bounded by fractions
+// of maxMsg, so the result fits any limit of 16 KiB or more.
+func fitDeadLetter(d eventlog.DeadLetter, maxMsg int) eventlog.DeadLetter {
+	if !json.Valid(d.Payload) {
+		d.Payload, _ = json.Marshal(string(d.Payload))
+	}
+	if fits(d, maxMsg) {
+		return d
+	}
+	d.Payload = payloadHead(d.Payload, min(dlqHeadBytes, maxMsg/16))
+	if fits(d, maxMsg) {
+		return d
+	}
+	n := min(dlqTextBytes, maxMsg/32)
+	d.Reason, d.Field = cutText(d.Reason, n), cutText(d.Field, n)
+	return d
+}
+
+// fits reports whether a dead letter's message stays within maxMsg bytes:
+// by a cheap bound (JSON escapes a byte to at most 6) for the usual small
+// letter, else by encoding it.
+func fits(d eventlog.DeadLetter, maxMsg int) bool {
+	if 6*(len(d.Payload)+len(d.Reason)+len(d.Field)+len(d.Source)+len(d.Stream))+msgOverhead <= maxMsg {
+		return true
+	}
+	b, err := json.Marshal(d)
+	return err == nil && len(b)+msgOverhead <= maxMsg
+}
+
+// payloadHead keeps the head of a (masked) payload that is too large to be
+// stored whole: {"truncated": true, "bytes": N, "head": "..."}.
+func payloadHead(p []byte, keep int) json.RawMessage {
+	head := p
+	if len(head) > keep {
+		head = head[:keep]
+	}
+	b, _ := json.Marshal(struct {
+		Truncated bool   `json:"truncated"`
+		Bytes     int    `json:"bytes"`
+		Head      string `json:"head"`
+	}{true, len(p), strings.ToValidUTF8(string(head), "")})
+	return b
+}
+
+// cutText keeps the first n bytes of s (whole runes) and marks the cut.
+func cutText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // register registers c on reg (nil: not at all), reusing a collector that

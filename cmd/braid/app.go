@@ -20,21 +20,28 @@ import (
 
 	"github.com/braid-data/braid/configs"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/embedded"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
 )
 
 // app holds what the commands share: configuration, catalog, logger,
-// metrics registry and the connections, closed in reverse order.
+// metrics registry and the dependencies, each opened once (see open) and
+// closed in reverse order by Close.
 type app struct {
 	cfg    *config.Config
 	cat    *config.Catalog
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	nc  *nats.Conn
-	log *eventlog.Log
-	rdb *redis.Client
+	nc    *nats.Conn
+	log   *eventlog.Log
+	rdb   *redis.Client
+	store *speedstore.Store
+	lk    *lake.Lake
+	views *batchviews.Store
 
 	closers []func() error
 }
@@ -117,9 +124,61 @@ func (a *app) Close() error {
 	return errors.Join(errs...)
 }
 
+// deps names the dependencies a command needs.
+type deps struct {
+	nats     bool // NATS and the event log
+	redis    bool // Redis and the speed store
+	lake     bool // the Parquet lake
+	views    bool // the batch view versions
+	embedded bool // start NATS / Redis in-process when their URL is empty (`braid up` only)
+}
+
+// open opens what d names, in a fixed order (NATS, Redis, lake, batch
+// views), each at most once per app with its cleanup registered, and
+// returns the stores as the shared part of the layers.
+func (a *app) open(ctx context.Context, d deps) (*layers, error) {
+	if d.nats {
+		if err := a.connectNATS(ctx, d.embedded); err != nil {
+			return nil, err
+		}
+	}
+	if d.redis {
+		if err := a.connectRedis(ctx, d.embedded); err != nil {
+			return nil, err
+		}
+	}
+	return a.stores(d.lake, d.views)
+}
+
+// openStores opens the lake and the batch views (`braid audit`).
+func (a *app) openStores() (*layers, error) { return a.stores(true, true) }
+
+// stores opens the lake and the batch views when asked, each once, and
+// returns them with the speed store (there whenever Redis is connected).
+func (a *app) stores(withLake, withViews bool) (*layers, error) {
+	if withLake && a.lk == nil {
+		lk, err := lake.Open(filepath.Join(a.cfg.DataDir, "lake"))
+		if err != nil {
+			return nil, fmt.Errorf("open lake: %w", err)
+		}
+		a.lk = lk
+	}
+	if withViews && a.views == nil {
+		v, err := batchviews.Open(filepath.Join(a.cfg.DataDir, "batch"), batchviews.WithKeepVersions(a.cfg.Batch.KeepVersions))
+		if err != nil {
+			return nil, fmt.Errorf("open batch views: %w", err)
+		}
+		a.views = v
+	}
+	return &layers{lake: a.lk, views: a.views, store: a.store}, nil
+}
+
 // connectNATS connects to nats.url, or starts the embedded server when the
-// URL is empty and embedded is allowed.
+// URL is empty and embedded is allowed, and opens the event log; once.
 func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
+	if a.log != nil {
+		return nil
+	}
 	url := a.cfg.NATS.URL
 	if url == "" {
 		if !allowEmbedded {
@@ -128,12 +187,42 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 		dir := filepath.Join(a.cfg.DataDir, "nats")
 		srv, err := embedded.StartNATS(dir, 0)
 		if err != nil {
-			return err
+			return fmt.Errorf("start embedded nats-server: %w", err)
 		}
 		a.onClose(srv.Close)
 		url = srv.URL
 		a.logger.Info("started embedded nats-server with JetStream", "url", url, "dir", dir)
 	}
+	opts, err := a.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connect nats %s: %w", url, err)
+	}
+	a.nc = nc
+	a.onClose(func() error { return nc.Drain() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	n := a.cfg.NATS
+	l, err := eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
+		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
+		MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
+		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxMsgs: a.cfg.DLQ.MaxMsgs, PublishTimeout: n.PublishTimeout.D(),
+	})
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	a.log = l
+	return nil
+}
+
+// natsOptions are the connection options: reconnect forever, log
+// disconnects, and the configured credentials and TLS.
+func (a *app) natsOptions() ([]nats.Option, error) {
 	opts := []nats.Option{nats.Name("braid"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -151,7 +240,7 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	if n.NKey != "" {
 		o, err := nats.NkeyOptionFromSeed(n.NKey)
 		if err != nil {
-			return fmt.Errorf("nats.nkey: %w", err)
+			return nil, fmt.Errorf("nats.nkey: %w", err)
 		}
 		opts = append(opts, o)
 	}
@@ -161,27 +250,16 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	if n.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(n.TLSCert, n.TLSKey))
 	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return fmt.Errorf("connect nats %s: %w", url, err)
-	}
-	a.nc = nc
-	a.onClose(func() error { return nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	a.log, err = eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
-		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
-		MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
-		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxMsgs: a.cfg.DLQ.MaxMsgs, PublishTimeout: n.PublishTimeout.D(),
-	})
-	return err
+	return opts, nil
 }
 
 // connectRedis connects to redis.url, or starts redis-server (else the
-// embedded development server) when the URL is empty and that is allowed.
+// embedded development server) when the URL is empty and that is allowed,
+// and makes the speed store; once.
 func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
+	if a.rdb != nil {
+		return nil
+	}
 	url := a.cfg.Redis.URL
 	if url == "" {
 		if !allowEmbedded {
@@ -189,7 +267,7 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 		}
 		r, err := embedded.StartRedis(ctx, filepath.Join(a.cfg.DataDir, "redis"), a.logger)
 		if err != nil {
-			return err
+			return fmt.Errorf("start redis: %w", err)
 		}
 		a.onClose(r.Close)
 		url = r.URL
@@ -198,10 +276,11 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 	if err != nil {
 		return fmt.Errorf("redis.url: %w", err)
 	}
-	a.rdb = redis.NewClient(opt)
-	a.onClose(a.rdb.Close)
-	if err := a.rdb.Ping(ctx).Err(); err != nil {
+	rdb := redis.NewClient(opt)
+	a.onClose(rdb.Close)
+	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis %s: %w", url, err)
 	}
+	a.rdb, a.store = rdb, speedstore.New(rdb, a.cfg.Namespace)
 	return nil
 }

@@ -44,7 +44,7 @@ func cmdIngest(ctx context.Context, args []string) error {
 	if file == "" {
 		return errors.New("--file is required")
 	}
-	if err := a.connectNATS(ctx, false); err != nil {
+	if _, err := a.open(ctx, deps{nats: true}); err != nil {
 		return err
 	}
 	var shift int64

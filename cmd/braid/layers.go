@@ -32,65 +32,46 @@ func layerFlags(name string, args []string, extra func(*flag.FlagSet)) (*app, *f
 	return a, fs, nil
 }
 
-func cmdSpeed(ctx context.Context, args []string) error {
-	a, _, err := layerFlags("speed", args, nil)
+// runLayer is a single-layer command: the shared flags, then the
+// dependencies d, then build adds the layer's components to l, which run
+// until SIGINT or SIGTERM and then stop in order.
+func runLayer(ctx context.Context, name string, args []string, d deps, build func(a *app, l *layers) error) error {
+	a, _, err := layerFlags(name, args, nil)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	if err := a.connectNATS(ctx, false); err != nil {
-		return err
-	}
-	if err := a.connectRedis(ctx, false); err != nil {
-		return err
-	}
-	l, err := a.openStores()
+	l, err := a.open(ctx, d)
 	if err != nil {
 		return err
 	}
-	a.newSpeed(l)
+	if err := build(a, l); err != nil {
+		return err
+	}
 	return a.runAll(ctx, l)
+}
+
+func cmdSpeed(ctx context.Context, args []string) error {
+	return runLayer(ctx, "speed", args, deps{nats: true, redis: true, views: true}, func(a *app, l *layers) error {
+		a.newSpeed(l)
+		return nil
+	})
 }
 
 func cmdArchive(ctx context.Context, args []string) error {
-	a, _, err := layerFlags("archive", args, nil)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	if err := a.connectNATS(ctx, false); err != nil {
-		return err
-	}
-	l, err := a.openStores()
-	if err != nil {
-		return err
-	}
-	a.newArchiver(l)
-	return a.runAll(ctx, l)
+	return runLayer(ctx, "archive", args, deps{nats: true, lake: true}, func(a *app, l *layers) error {
+		a.newArchiver(l)
+		return nil
+	})
 }
 
+// cmdServe is the HTTP API alone: it answers POST /v1/batch/runs but does
+// not schedule runs.
 func cmdServe(ctx context.Context, args []string) error {
-	a, _, err := layerFlags("serve", args, nil)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	if err := a.connectNATS(ctx, false); err != nil {
-		return err
-	}
-	if err := a.connectRedis(ctx, false); err != nil {
-		return err
-	}
-	l, err := a.openStores()
-	if err != nil {
-		return err
-	}
-	a.newRunner(l)
-	if err := a.newServer(l); err != nil {
-		return err
-	}
-	// The serve process answers POST /v1/batch/runs but does not schedule runs.
-	return a.runAll(ctx, l)
+	return runLayer(ctx, "serve", args, deps{nats: true, redis: true, lake: true, views: true}, func(a *app, l *layers) error {
+		a.newRunner(l)
+		return a.newServer(l)
+	})
 }
 
 // cmdBatch is `braid batch` (the scheduled batch layer) or `braid batch run`
@@ -110,12 +91,7 @@ func cmdBatch(ctx context.Context, args []string) error {
 	defer a.Close()
 	// Redis lets a run expire the speed epochs it absorbed; without it the
 	// next run of a process that has Redis does that.
-	if a.cfg.Redis.URL != "" {
-		if err := a.connectRedis(ctx, false); err != nil {
-			return err
-		}
-	}
-	l, err := a.openStores()
+	l, err := a.open(ctx, deps{redis: a.cfg.Redis.URL != "", lake: true, views: true})
 	if err != nil {
 		return err
 	}
@@ -124,7 +100,8 @@ func cmdBatch(ctx context.Context, args []string) error {
 		if a.cfg.Batch.Every.D() == 0 {
 			return errors.New("batch.every is 0: nothing to schedule (use `braid batch run`)")
 		}
-		return a.runAll(ctx, &layers{runner: l.runner, schedule: true})
+		l.schedule = true
+		return a.runAll(ctx, l)
 	}
 	var list []string
 	if views != "" {

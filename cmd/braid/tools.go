@@ -30,7 +30,7 @@ func cmdDLQ(ctx context.Context, args []string) error {
 	if !ok {
 		return fmt.Errorf("unknown stream %q", stream)
 	}
-	if err := a.connectNATS(ctx, false); err != nil {
+	if _, err := a.open(ctx, deps{nats: true}); err != nil {
 		return err
 	}
 	if sub == "list" {
@@ -75,13 +75,7 @@ func cmdReplay(ctx context.Context, args []string) error {
 		}
 		streams = []string{v.Stream.Name}
 	}
-	if err := a.connectNATS(ctx, false); err != nil {
-		return err
-	}
-	if err := a.connectRedis(ctx, false); err != nil {
-		return err
-	}
-	l, err := a.openStores()
+	l, err := a.open(ctx, deps{nats: true, redis: true})
 	if err != nil {
 		return err
 	}

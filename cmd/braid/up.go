@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,7 +18,8 @@ import (
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
-// layers are the components a process runs; nil ones are not run here.
+// layers are the components a process runs (nil ones are not run here)
+// and the stores they share (nil when the command did not open them).
 type layers struct {
 	speed    *speed.Layer
 	archiver *batch.Archiver
@@ -30,21 +30,6 @@ type layers struct {
 	lake  *lake.Lake
 	views *batchviews.Store
 	store *speedstore.Store
-}
-
-func (a *app) openStores() (*layers, error) {
-	l := &layers{}
-	var err error
-	if l.lake, err = lake.Open(filepath.Join(a.cfg.DataDir, "lake")); err != nil {
-		return nil, err
-	}
-	if l.views, err = batchviews.Open(filepath.Join(a.cfg.DataDir, "batch"), batchviews.WithKeepVersions(a.cfg.Batch.KeepVersions)); err != nil {
-		return nil, err
-	}
-	if a.rdb != nil {
-		l.store = speedstore.New(a.rdb, a.cfg.Namespace)
-	}
-	return l, nil
 }
 
 func (a *app) newSpeed(l *layers) {
@@ -156,13 +141,7 @@ func cmdUp(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	if err := a.connectNATS(ctx, true); err != nil {
-		return err
-	}
-	if err := a.connectRedis(ctx, true); err != nil {
-		return err
-	}
-	l, err := a.openStores()
+	l, err := a.open(ctx, deps{nats: true, redis: true, lake: true, views: true, embedded: true})
 	if err != nil {
 		return err
 	}

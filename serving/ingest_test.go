@@ -1,0 +1,217 @@
+package serving_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+// natsWithLimit is a JetStream server with the given max_payload (0: the
+// default 1 MiB, via testenv) and a connection to it.
+func natsWithLimit(t *testing.T, maxPayload int32) jetstream.JetStream {
+	t.Helper()
+	if maxPayload == 0 {
+		_, js := testenv.StartNATS(t).JetStream(t)
+		return js
+	}
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: testenv.FreePort(t), JetStream: true, StoreDir: t.TempDir(),
+		MaxPayload: maxPayload, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("nats connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// logIDs reads a stream's clean log and returns the stored events' ids in
+// log order.
+func logIDs(t *testing.T, js jetstream.JetStream, l *eventlog.Log, s *logic.Stream) []string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, l.StreamName(s.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{}
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("read stored event %d: %v", seq, err)
+		}
+		ev, err := s.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("stored event %d does not decode: %v", seq, err)
+		}
+		ids = append(ids, ev.ID)
+	}
+	return ids
+}
+
+// TestIngestOversized: Ingester.Ingest itself (the path of HTTP, `braid
+// ingest` and every other caller) rejects events too large for one log
+// message to the dead-letter queue with their reason, without failing the
+// batch: the other events are stored, every rejected one is dead-lettered
+// once, in order, with its payload masked and, when too large for a
+// message, cut to a head. The limit is the server's max_payload.
+func TestIngestOversized(t *testing.T) {
+	ev := func(id, extra string) string {
+		return fmt.Sprintf(`{"id":%q,"ts":"2026-01-01T00:00:00Z","device":"web","amount":1.5,"email":"secret-%s@x.org"%s}`, id, id, extra)
+	}
+	lt := strings.Repeat("<", 60000) // 6 bytes each once escaped: 3 such values make a record over 1 MiB
+	type event struct {
+		raw string
+		// Per limit (1 MiB, 64 KiB): "" accepted, else a substring of the
+		// reason; truncated: the dead letter keeps only a head.
+		reject    [2]string
+		field     string
+		truncated [2]bool
+	}
+	const tooBig, tooLong, notNumber = "larger than the log's message limit", "longer than the limit", "want a number"
+	events := []event{
+		{raw: ev("g1", "")},
+		{raw: ev(lt, fmt.Sprintf(`,"country":%q,"device":%q`, lt, lt)), reject: [2]string{tooBig, tooBig}, truncated: [2]bool{true, true}},
+		{raw: ev("field", `,"country":"`+strings.Repeat("y", 2<<20)+`"`), reject: [2]string{tooLong, tooLong}, field: "country", truncated: [2]bool{true, true}},
+		{raw: ev("g2", "")},
+		{raw: ev("bad", `,"amount":"x"`), reject: [2]string{notNumber, notNumber}, field: "amount"},
+		{raw: ev("blob", `,"blob":"`+strings.Repeat("z", 300<<10)+`"`)}, // unknown field: dropped, the record is small
+		{raw: ev("medium", `,"country":"`+strings.Repeat("m", 40000)+`","device":"`+strings.Repeat("m", 40000)+`"`),
+			reject: [2]string{"", tooBig}, truncated: [2]bool{false, true}},
+		{raw: ev("badblob", `,"amount":"x","blob":"`+strings.Repeat("b", 30000)+`"`), reject: [2]string{notNumber, notNumber}, field: "amount"},
+		{raw: ev("g3", "")},
+	}
+	for li, limit := range []int32{0, 64 << 10} {
+		maxMsg := int(limit)
+		if maxMsg == 0 {
+			maxMsg = 1 << 20
+		}
+		t.Run(fmt.Sprintf("max_payload=%d", maxMsg), func(t *testing.T) {
+			ctx := context.Background()
+			js := natsWithLimit(t, limit)
+			l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := testStream(t)
+			reg := prometheus.NewRegistry()
+			in := serving.NewIngester(l, testCatalog(st), reg)
+			raws := make([][]byte, len(events))
+			var wantIDs []string
+			var wantErrs []int
+			for i, e := range events {
+				raws[i] = []byte(e.raw)
+				if e.reject[li] == "" {
+					ev, _, err := st.Prepare(raws[i], 0)
+					if err != nil {
+						t.Fatalf("event %d should be valid: %v", i, err)
+					}
+					wantIDs = append(wantIDs, ev.ID)
+				} else {
+					wantErrs = append(wantErrs, i)
+				}
+			}
+
+			res, err := in.Ingest(ctx, "orders", raws, "test")
+			if err != nil {
+				t.Fatalf("ingest failed as a whole: %v", err)
+			}
+			if res.Accepted != len(wantIDs) || res.Rejected != len(wantErrs) || len(res.Errors) != len(wantErrs) {
+				t.Fatalf("accepted %d rejected %d %+v; want %d and %d", res.Accepted, res.Rejected, res.Errors, len(wantIDs), len(wantErrs))
+			}
+			for k, i := range wantErrs {
+				if got := res.Errors[k]; got.Index != i || !strings.Contains(got.Error, events[i].reject[li]) || !strings.Contains(got.Error, events[i].field) {
+					t.Errorf("error %d = %d %.200q, want event %d: %s", k, got.Index, got.Error, i, events[i].reject[li])
+				}
+			}
+			// Nothing else lost: exactly the accepted events are stored, in order.
+			if got := logIDs(t, js, l, st); !slices.Equal(got, wantIDs) {
+				t.Fatalf("stored %v, want %v", got, wantIDs)
+			}
+			// Every rejected one is in the dead-letter queue, in order.
+			dls, err := l.DeadLetters(ctx, "orders", 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dls) != len(wantErrs) {
+				t.Fatalf("%d dead letters, want %d", len(dls), len(wantErrs))
+			}
+			for k, i := range wantErrs {
+				d, e := dls[k], events[i]
+				if d.Stream != "orders" || d.Source != "test" || d.Field != e.field || !strings.Contains(d.Reason, e.reject[li]) || d.Time.IsZero() {
+					t.Errorf("dead letter of event %d: %+v, want field %q reason ~%q", i, d, e.field, e.reject[li])
+				}
+				if !json.Valid(d.Payload) || bytes.Contains(d.Payload, []byte("secret-")) {
+					t.Errorf("dead letter of event %d: payload not JSON or not masked: %.300s", i, d.Payload)
+				}
+				var head struct {
+					Truncated bool   `json:"truncated"`
+					Bytes     int    `json:"bytes"`
+					Head      string `json:"head"`
+				}
+				_ = json.Unmarshal(d.Payload, &head)
+				if head.Truncated != e.truncated[li] {
+					t.Errorf("dead letter of event %d: truncated %v, want %v (%d payload bytes)", i, head.Truncated, e.truncated[li], len(d.Payload))
+				}
+				if head.Truncated && (head.Bytes < len(e.raw)/2 || head.Head == "" || !strings.HasPrefix(string(d.Payload), `{"truncated":true`)) {
+					t.Errorf("dead letter of event %d: bad head %.300s", i, d.Payload)
+				}
+				if !head.Truncated {
+					var obj map[string]any
+					if err := json.Unmarshal(d.Payload, &obj); err != nil || obj["email"] == nil || len(d.Payload) < len(e.raw)/2 {
+						t.Errorf("dead letter of event %d: payload not kept whole: %.300s", i, d.Payload)
+					}
+				}
+				if b, _ := json.Marshal(d); len(b) > maxMsg {
+					t.Errorf("dead letter of event %d is %d bytes, over the %d limit", i, len(b), maxMsg)
+				}
+			}
+			if acc, rej := in.Counts("orders"); acc != uint64(len(wantIDs)) || rej != uint64(len(wantErrs)) {
+				t.Fatalf("counts %d/%d, want %d/%d", acc, rej, len(wantIDs), len(wantErrs))
+			}
+			if got := counterValue(t, reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "rejected"}); got != float64(len(wantErrs)) {
+				t.Fatalf("braid_ingest_events_total rejected = %v", got)
+			}
+
+			// A replay of the queue goes through: nothing became valid,
+			// every letter is kept, the log is unchanged.
+			rr, err := l.ReplayDeadLetters(ctx, st, "replay")
+			if err != nil || rr.Replayed != 0 || rr.Kept != len(wantErrs) {
+				t.Fatalf("replay: %+v %v", rr, err)
+			}
+			if got := logIDs(t, js, l, st); !slices.Equal(got, wantIDs) {
+				t.Fatalf("after replay stored %v, want %v", got, wantIDs)
+			}
+		})
+	}
+}
