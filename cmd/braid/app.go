@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,7 +200,7 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return fmt.Errorf("connect nats %s: %w", url, err)
+		return fmt.Errorf("connect nats %s: %w", redactURL(url), err)
 	}
 	a.nc = nc
 	a.onClose(func() error { return nc.Drain() })
@@ -279,8 +280,22 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 	rdb := redis.NewClient(opt)
 	a.onClose(rdb.Close)
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis %s: %w", url, err)
+		return fmt.Errorf("redis %s: %w", redactURL(url), err)
 	}
 	a.rdb, a.store = rdb, speedstore.New(rdb, a.cfg.Namespace)
 	return nil
+}
+
+// redactURL hides the password of URLs (redis://user:secret@host) in
+// messages; a list of NATS URLs is redacted one by one.
+func redactURL(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				parts[i] = u.Redacted()
+			}
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -67,7 +67,12 @@ func cmdReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	streams := a.cat.StreamOrder
+	var streams []string // the streams with views: the speed layer runs only those
+	for _, s := range a.cat.StreamOrder {
+		if len(a.cat.ViewsOf(s)) > 0 {
+			streams = append(streams, s)
+		}
+	}
 	if view != "" {
 		v, ok := a.cat.Views[view]
 		if !ok {

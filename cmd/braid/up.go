@@ -62,7 +62,11 @@ func (a *app) newServer(l *layers) error {
 
 // runAll runs the given layers until ctx ends, then stops them: the HTTP
 // server first (no new ingest), then the consumers flush, commit and ack.
-func (a *app) runAll(ctx context.Context, l *layers, extra ...func(context.Context)) error {
+func (a *app) runAll(parent context.Context, l *layers, extra ...func(context.Context)) error {
+	// One layer failing stops the others too (each flushes and commits what
+	// it holds), so the process exits whole, never half running.
+	ctx, stop := context.WithCancel(parent)
+	defer stop()
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	goRun := func(name string, f func(context.Context) error) {
@@ -111,17 +115,21 @@ func (a *app) runAll(ctx context.Context, l *layers, extra ...func(context.Conte
 	case first = <-errs:
 	}
 	a.logger.Info("shutting down")
+	stop()
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()
 	}
-	if first != nil {
-		return first
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		a.logger.Info("stopped")
+	case <-time.After(30 * time.Second):
+		a.logger.Error("layers still running 30s after shutdown began; exiting")
 	}
-	wg.Wait()
-	a.logger.Info("stopped")
-	return nil
+	return first
 }
 
 func cmdUp(ctx context.Context, args []string) error {
