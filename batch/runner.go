@@ -180,10 +180,11 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 	}
 	defer unlock()
 	r.recoverInterrupted()
-	log.Info("batch run started", "views", names)
+	// The record first, then the log line: "started" means it is on disk.
 	if err := r.views.SaveRun(rec); err != nil {
 		log.Error("save run record", "err", err)
 	}
+	log.Info("batch run started", "views", names)
 	prev, rows, err := r.compute(ctx, log, &rec)
 	if err == nil {
 		err = r.publish(id, prev, rows, &rec)
