@@ -55,6 +55,9 @@ func report(t *testing.T, name string, value float64, unit string, limit float64
 }
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(bareChiEnv); dir != "" {
+		serveBareChi(dir) // the query benchmark's bare chi server (query_test.go); never returns
+	}
 	code := m.Run()
 	if len(results) > 0 {
 		dir := filepath.Join("..", "..", "bench", "results")

@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/speed"
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+// speedViewVariants are the views of the speed curve, in the order they are
+// added: windows 1m..1d crossed with four groupings, 5 measures each, over
+// layersConfig's orders stream (50 countries, 3 channels, 24 h of event time).
+func speedViewVariants() []string {
+	windows := []string{"1m", "5m", "15m", "1h", "1d"}
+	groupings := []string{"[country]", "[channel]", "[]", "[country, channel]"}
+	var out []string
+	for g, grouping := range groupings {
+		for w := range windows {
+			out = append(out, fmt.Sprintf("  v%02d:\n    stream: orders\n    window: %s\n    group_by: %s\n"+
+				"    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(items) }\n",
+				len(out), windows[(w+g)%len(windows)], grouping))
+		}
+	}
+	return out
+}
+
+// setupSpeedLog publishes n orders (layersConfig's stream) with event
+// times spread over the last `span`, in random order, to a NATS of its own.
+func setupSpeedLog(t *testing.T, n int, span time.Duration) *layerEnv {
+	cfg, err := config.Parse([]byte(layersConfig), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := cfg.Compile([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nats := testenv.StartNATS(t)
+	_, js := nats.JetStream(t)
+	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cat.Streams["orders"]
+	rng := rand.New(rand.NewPCG(3, 4))
+	now := time.Now().UnixMilli()
+	recs := make([]eventlog.Record, 0, 5000)
+	for i := 0; i < n; i++ {
+		raw := fmt.Sprintf(`{"ts":%d,"order_id":"o%d","country":"c%d","channel":%q,"amount":%d.%02d,"items":%d}`,
+			now-rng.Int64N(span.Milliseconds()), i, rng.IntN(50), []string{"web", "app", "shop"}[rng.IntN(3)], rng.IntN(1000), rng.IntN(100), rng.IntN(9))
+		ev, rec, err := s.Prepare([]byte(raw), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
+		if len(recs) == cap(recs) || i == n-1 {
+			if err := log.Publish(context.Background(), "orders", recs); err != nil {
+				t.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+	return &layerEnv{cat: cat, log: log, js: js, n: n}
+}
+
+// TestBenchSpeedViews: the speed layer's events/s folding the same records
+// into 1, 5 and 20 views (5 measures each), committed to Redis, next to the
+// raw consume of those records: how the speed layer's cost grows with the
+// views of a stream. Twice: with event times spread over 24 h in random
+// order (layers_test.go's records: nearly every event its own cell, the
+// worst case) and with live traffic (event times in the last 5 minutes).
+func TestBenchSpeedViews(t *testing.T) {
+	benchOnly(t)
+	// Spread records cost a Redis cell each (slow): fewer of them.
+	nLive := envInt(t, "BRAID_BENCH_SPEED_EVENTS", 200_000)
+	nSpread := envInt(t, "BRAID_BENCH_SPEED_SPREAD_EVENTS", 50_000)
+	counts := envInts(t, "BRAID_BENCH_SPEED_VIEWS", []int{1, 5, 20})
+	variants := speedViewVariants()
+	for _, k := range counts {
+		if k > len(variants) {
+			t.Fatalf("BRAID_BENCH_SPEED_VIEWS: at most %d views", len(variants))
+		}
+	}
+	stream := layersConfig[:strings.Index(layersConfig, "views:")]
+	ctx := context.Background()
+	redis := testenv.StartRedis(t)
+	rdb := redis.Client(t)
+	for _, set := range []struct {
+		suffix, what string
+		env          func() *layerEnv
+	}{
+		{"", "event times over 24 h", func() *layerEnv { return setupLayers(t, nSpread) }},
+		{"_live", "event times in the last 5 min", func() *layerEnv { return setupSpeedLog(t, nLive, 5*time.Minute) }},
+	} {
+		e := set.env()
+		n := e.n
+		limit := e.rawConsume(t, "raw-speed-views")
+		var curve []string
+		for _, k := range counts {
+			cfg, err := config.Parse([]byte(stream+"views:\n"+strings.Join(variants[:k], "")), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat, err := cfg.Compile([]byte("k"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.FlushDB(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			store := speedstore.New(rdb, testenv.Namespace(t))
+			sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, cat, nil, nil)
+			d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= uint64(n) })
+			rate := float64(n) / d.Seconds()
+			report(t, fmt.Sprintf("speed_%dviews_5measures%s", k, set.suffix), rate, "events/s", limit)
+			curve = append(curve, fmt.Sprintf("%d=%.0f", k, rate))
+		}
+		fmt.Printf("bench: speed_views_curve%s events/s by views (%s): %s (raw consume %.0f)\n", set.suffix, set.what, strings.Join(curve, " "), limit)
+	}
+}
