@@ -31,6 +31,8 @@ test-faults: build
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMatchesEncodingJSON$$' -fuzztime $(FUZZTIME) ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(FUZZTIME) ./logic/
 	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime $(FUZZTIME) ./logic/
 	$(GO) test -run '^$$' -fuzz '^FuzzWhereSQL$$' -fuzztime $(FUZZTIME) ./batch/
 	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime $(FUZZTIME) ./serving/

@@ -33,6 +33,59 @@ func BenchmarkPrepare(b *testing.B) {
 	}
 }
 
+// BenchmarkPrepareEncodingJSON is BenchmarkPrepare with the encoding/json
+// parser Prepare used before its own scanner (the oracle of
+// FuzzParseMatchesEncodingJSON): the baseline, measured alike.
+func BenchmarkPrepareEncodingJSON(b *testing.B) {
+	s := benchStream(b)
+	o := oracle{s, []byte("bench-key")}
+	raw := []byte(`{"ts":"2024-05-01T12:00:00.123Z","id":"o-123456","country":"FR","amount":12.5,"items":3,"email":"ann@example.com"}`)
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	if ev, rec, _ := o.prepare(raw, now, true); rec == nil {
+		b.Fatal("rejected")
+	} else if ev2, rec2, err := s.Prepare(raw, now); err != nil || string(rec2) != string(rec) || !sameEvent(ev, ev2) {
+		b.Fatalf("oracle %s, Prepare %s", rec, rec2)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		o.prepare(raw, now, true)
+	}
+}
+
+// BenchmarkDecode reads canonical records back (the batch layer and
+// replays do it for every stored event).
+func BenchmarkDecode(b *testing.B) {
+	s := benchStream(b)
+	raw := []byte(`{"ts":"2024-05-01T12:00:00.123Z","id":"o-123456","country":"FR","amount":12.5,"items":3,"email":"ann@example.com"}`)
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	_, rec, err := s.Prepare(raw, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(rec)))
+	for b.Loop() {
+		if _, err := s.Decode(rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	s := benchStream(b)
+	raw := []byte(`{"ts":"2024-05-01T12:00:00.123Z","id":"o-123456","country":"FR","amount":12.5,"items":3,"email":"ann@example.com"}`)
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	ev, _, err := s.Prepare(raw, now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Encode(ev)
+	}
+}
+
 func foldView(b testing.TB, where string) (*logic.View, []logic.Event) {
 	s := benchStream(b)
 	v, err := logic.NewView("v", logic.ViewDef{Stream: "orders", Window: time.Minute, GroupBy: []string{"country"}, Where: where,

@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"math"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -74,8 +76,11 @@ type Stream struct {
 	DedupContent    bool
 	MaxValueBytes   int
 
-	index  map[string]int
-	piiKey []byte
+	index   map[string]int
+	piiKey  []byte
+	keys    [][]byte    // Encode's quoted field names, with the ':'
+	table   *fieldTable // nil: look names up in index
+	hashers *sync.Pool  // of *piiHasher
 }
 
 // DefaultMaxValueBytes bounds a string value when the stream sets no limit.
@@ -138,6 +143,10 @@ func NewStream(name string, def StreamDef, piiKey []byte) (*Stream, error) {
 		}
 		s.Fields[i].PII = m
 	}
+	s.keys = quotedKeys(s.Fields)
+	s.table = newFieldTable(s.Fields)
+	key := s.piiKey
+	s.hashers = &sync.Pool{New: func() any { return &piiHasher{mac: hmac.New(sha256.New, key)} }}
 	return s, nil
 }
 
@@ -177,7 +186,10 @@ func (s *Stream) prepare(raw []byte, nowMs int64, mask bool) (Event, []byte, err
 	rec := s.Encode(ev)
 	if ev.ID == "" && s.DedupContent {
 		sum := sha256.Sum256(rec)
-		ev.ID = "c:" + hex.EncodeToString(sum[:16])
+		var id [2 + 32]byte
+		id[0], id[1] = 'c', ':'
+		hex.Encode(id[2:], sum[:16])
+		ev.ID = string(id[:])
 	}
 	return ev, rec, nil
 }
@@ -192,39 +204,95 @@ func (s *Stream) Decode(rec []byte) (Event, error) {
 }
 
 func (s *Stream) parse(raw []byte, trusted, mask bool) (Event, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
-		if bytes.TrimSpace(raw) == nil || len(bytes.TrimSpace(raw)) == 0 {
-			return Event{}, reject("", "empty event")
+	sc := jsonScanner{data: raw}
+	c, ok := sc.next()
+	if !ok {
+		return Event{}, reject("", "empty event")
+	}
+	if c != '{' {
+		return Event{}, notAnObject(&sc, raw)
+	}
+	sc.pos++
+	sc.depth = 1
+	ev := Event{Values: make([]Value, len(s.Fields))}
+	// Schema violations wait until the whole object is known to be valid
+	// JSON (invalid JSON anywhere wins), and a later duplicate of a key
+	// replaces an earlier one, error and all, as in a decoded map. They are
+	// kept in the order of their keys.
+	var pending []pendingReject
+	if c, ok = sc.next(); !ok {
+		return Event{}, syntaxReject(&sc, raw)
+	}
+	if c == '}' {
+		sc.pos++
+	} else {
+		for {
+			if c != '"' {
+				sc.fail(c, "looking for beginning of object key string")
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			key, ok := sc.scanString()
+			if !ok {
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			i, known := s.lookup(key)
+			if !known && s.Strict && !trusted && !hasUnknown(pending) {
+				pending = append(pending, pendingReject{field: -1, err: reject(string(key), "unknown field (the stream is strict)")})
+			}
+			if c, ok = sc.next(); !ok {
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			if c != ':' {
+				sc.fail(c, "after object key")
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			sc.pos++
+			if _, ok = sc.next(); !ok {
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			if !known {
+				if !sc.skipValue() {
+					return Event{}, syntaxReject(&sc, raw)
+				}
+			} else {
+				kind, b, ok := sc.scanValue()
+				if !ok {
+					return Event{}, syntaxReject(&sc, raw)
+				}
+				f := &s.Fields[i]
+				v, err := s.value(f, kind, b, mask)
+				if len(pending) > 0 {
+					pending = dropPending(pending, i)
+				}
+				if err != nil {
+					pending = append(pending, pendingReject{field: i, err: err})
+				}
+				ev.Values[i] = v
+			}
+			if c, ok = sc.next(); !ok {
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			sc.pos++
+			if c == '}' {
+				break
+			}
+			if c != ',' {
+				sc.fail(c, "after object key:value pair")
+				return Event{}, syntaxReject(&sc, raw)
+			}
+			if c, ok = sc.next(); !ok {
+				return Event{}, syntaxReject(&sc, raw)
+			}
 		}
-		return Event{}, reject("", "invalid JSON: %s", jsonReason(err))
 	}
-	if obj == nil {
-		return Event{}, reject("", "event is not a JSON object")
-	}
-	if dec.More() {
+	// As encoding/json's Decoder.More: anything but whitespace, ']' or '}'
+	// after the object is trailing data.
+	sc.skipSpace()
+	if sc.pos < len(raw) && raw[sc.pos] != ']' && raw[sc.pos] != '}' {
 		return Event{}, reject("", "invalid JSON: trailing data after the object")
 	}
-	ev := Event{Values: make([]Value, len(s.Fields))}
-	for k, raw := range obj {
-		i, ok := s.index[k]
-		if !ok {
-			if s.Strict && !trusted {
-				return Event{}, reject(k, "unknown field (the stream is strict)")
-			}
-			continue
-		}
-		f := &s.Fields[i]
-		v, err := s.value(f, raw)
-		if err != nil {
-			return Event{}, err
-		}
-		if mask && f.PII != PIINone && v.Kind == TypeString {
-			v.S = s.mask(f.PII, v.S)
-		}
-		ev.Values[i] = v
+	if len(pending) > 0 {
+		return Event{}, pending[0].err
 	}
 	for i := range s.Fields {
 		if s.Fields[i].Required && ev.Values[i].Null() {
@@ -238,61 +306,110 @@ func (s *Stream) parse(raw []byte, trusted, mask bool) (Event, error) {
 	return ev, nil
 }
 
-func jsonReason(err error) string {
-	msg := err.Error()
-	return strings.TrimPrefix(msg, "json: ")
+// lookup finds the declared field named key.
+func (s *Stream) lookup(key []byte) (int, bool) {
+	if s.table != nil {
+		i := s.table.find(key)
+		return i, i >= 0
+	}
+	i, ok := s.index[string(key)]
+	return i, ok
 }
 
-func (s *Stream) value(f *Field, raw any) (Value, error) {
-	if raw == nil {
+// pendingReject is a schema violation found while scanning an event.
+type pendingReject struct {
+	field int // -1: an unknown field of a strict stream
+	err   *RejectError
+}
+
+func hasUnknown(p []pendingReject) bool {
+	for _, r := range p {
+		if r.field < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// dropPending forgets the violation of field i: a later duplicate key
+// replaces the value.
+func dropPending(p []pendingReject, i int) []pendingReject {
+	for k := range p {
+		if p[k].field == i {
+			return append(p[:k], p[k+1:]...)
+		}
+	}
+	return p
+}
+
+// syntaxReject is the rejection of input that is not valid JSON.
+func syntaxReject(sc *jsonScanner, raw []byte) *RejectError {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return reject("", "empty event")
+	}
+	return reject("", "invalid JSON: %s", sc.msg)
+}
+
+// notAnObject is the rejection of a top-level value that is not an object,
+// its first byte at sc.pos: as encoding/json, a syntax error if it is not
+// valid JSON, else a type error (null is "not a JSON object").
+func notAnObject(sc *jsonScanner, raw []byte) *RejectError {
+	kind, _, ok := sc.scanValue()
+	if !ok {
+		return syntaxReject(sc, raw)
+	}
+	if kind == jsonNull {
+		return reject("", "event is not a JSON object")
+	}
+	return reject("", "invalid JSON: cannot unmarshal %s into Go value of type map[string]interface {}", kind.goName())
+}
+
+// value converts one scanned value of a declared field: kind and b as
+// jsonScanner.scanValue returns them.
+func (s *Stream) value(f *Field, kind jsonKindOf, b []byte, mask bool) (Value, *RejectError) {
+	if kind == jsonNull {
 		return Value{}, nil
 	}
 	switch f.Type {
 	case TypeString:
-		str, ok := raw.(string)
-		if !ok {
-			return Value{}, reject(f.Name, "want a string, got %s", jsonKind(raw))
+		if kind != jsonString {
+			return Value{}, reject(f.Name, "want a string, got %s", kind.describe())
 		}
-		if len(str) > s.MaxValueBytes {
-			return Value{}, reject(f.Name, "value of %d bytes is longer than the limit of %d", len(str), s.MaxValueBytes)
+		if len(b) > s.MaxValueBytes {
+			return Value{}, reject(f.Name, "value of %d bytes is longer than the limit of %d", len(b), s.MaxValueBytes)
 		}
-		return Value{Kind: TypeString, S: str}, nil
+		if mask && f.PII != PIINone {
+			return Value{Kind: TypeString, S: s.maskBytes(f.PII, b)}, nil
+		}
+		return Value{Kind: TypeString, S: string(b)}, nil
 	case TypeInt:
-		n, ok := raw.(json.Number)
-		if !ok {
-			return Value{}, reject(f.Name, "want an integer, got %s", jsonKind(raw))
+		if kind != jsonNumber {
+			return Value{}, reject(f.Name, "want an integer, got %s", kind.describe())
 		}
-		i, err := strconv.ParseInt(string(n), 10, 64)
-		if err != nil {
-			fv, ferr := strconv.ParseFloat(string(n), 64)
-			if ferr != nil || fv != math.Trunc(fv) || fv < -9.2e18 || fv > 9.2e18 {
-				return Value{}, reject(f.Name, "want an integer, got %s", n)
-			}
-			i = int64(fv)
+		i, ok := parseIntLiteral(b)
+		if !ok {
+			return Value{}, reject(f.Name, "want an integer, got %s", b)
 		}
 		return Value{Kind: TypeInt, I: i}, nil
 	case TypeFloat:
-		n, ok := raw.(json.Number)
-		if !ok {
-			return Value{}, reject(f.Name, "want a number, got %s", jsonKind(raw))
+		if kind != jsonNumber {
+			return Value{}, reject(f.Name, "want a number, got %s", kind.describe())
 		}
-		fv, err := strconv.ParseFloat(string(n), 64)
+		fv, err := strconv.ParseFloat(string(b), 64)
 		if err != nil || !finite(fv) {
-			return Value{}, reject(f.Name, "number %s is out of range", n)
+			return Value{}, reject(f.Name, "number %s is out of range", b)
 		}
 		return Value{Kind: TypeFloat, F: fv}, nil
 	case TypeBool:
-		b, ok := raw.(bool)
-		if !ok {
-			return Value{}, reject(f.Name, "want true or false, got %s", jsonKind(raw))
+		switch kind {
+		case jsonTrue:
+			return Value{Kind: TypeBool, I: 1}, nil
+		case jsonFalse:
+			return Value{Kind: TypeBool}, nil
 		}
-		v := Value{Kind: TypeBool}
-		if b {
-			v.I = 1
-		}
-		return v, nil
+		return Value{}, reject(f.Name, "want true or false, got %s", kind.describe())
 	case TypeTime:
-		ms, err := parseTime(raw)
+		ms, err := parseTime(kind, b)
 		if err != nil {
 			return Value{}, reject(f.Name, "%s", err)
 		}
@@ -301,31 +418,67 @@ func (s *Stream) value(f *Field, raw any) (Value, error) {
 	return Value{}, reject(f.Name, "unsupported type %s", f.Type)
 }
 
+// parseIntLiteral reads a JSON number as an int64: integers in range, and
+// numbers like 3.0 or 1e3 whose value is a whole number within ±9.2e18.
+func parseIntLiteral(b []byte) (int64, bool) {
+	if n := len(b); n > 0 && n <= 19 {
+		// Fast path: at most 18 digits, optionally negative, cannot overflow.
+		neg := b[0] == '-'
+		d := b
+		if neg {
+			d = b[1:]
+		}
+		if len(d) > 0 && len(d) <= 18 {
+			var v int64
+			for _, c := range d {
+				if !isJSONDigit(c) {
+					goto slow
+				}
+				v = v*10 + int64(c-'0')
+			}
+			if neg {
+				v = -v
+			}
+			return v, true
+		}
+	}
+slow:
+	i, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		fv, ferr := strconv.ParseFloat(string(b), 64)
+		if ferr != nil || fv != math.Trunc(fv) || fv < -9.2e18 || fv > 9.2e18 {
+			return 0, false
+		}
+		i = int64(fv)
+	}
+	return i, true
+}
+
 // parseTime reads an RFC 3339 string or epoch milliseconds.
-func parseTime(raw any) (int64, error) {
+func parseTime(kind jsonKindOf, b []byte) (int64, error) {
 	var ms int64
-	switch v := raw.(type) {
-	case string:
-		t, err := time.Parse(time.RFC3339Nano, v)
+	switch kind {
+	case jsonString:
+		t, err := time.Parse(time.RFC3339Nano, string(b))
 		if err != nil {
-			return 0, fmt.Errorf("bad time %q: want RFC 3339 or epoch milliseconds", v)
+			return 0, fmt.Errorf("bad time %q: want RFC 3339 or epoch milliseconds", string(b))
 		}
 		if t.Year() < 1970 || t.Year() > 9999 {
-			return 0, fmt.Errorf("time %q is outside 1970..9999", v)
+			return 0, fmt.Errorf("time %q is outside 1970..9999", string(b))
 		}
 		ms = t.UnixMilli()
-	case json.Number:
-		i, err := strconv.ParseInt(string(v), 10, 64)
+	case jsonNumber:
+		i, err := strconv.ParseInt(string(b), 10, 64)
 		if err != nil {
-			f, ferr := strconv.ParseFloat(string(v), 64)
+			f, ferr := strconv.ParseFloat(string(b), 64)
 			if ferr != nil || !finite(f) || f < -9.2e18 || f > 9.2e18 {
-				return 0, fmt.Errorf("bad time %s: want epoch milliseconds", v)
+				return 0, fmt.Errorf("bad time %s: want epoch milliseconds", b)
 			}
 			i = int64(f)
 		}
 		ms = i
 	default:
-		return 0, fmt.Errorf("want a time, got %s", jsonKind(raw))
+		return 0, fmt.Errorf("want a time, got %s", kind.describe())
 	}
 	if ms < MinTimeMs || ms > MaxTimeMs {
 		return 0, fmt.Errorf("time %d ms is outside 1970..9999", ms)
@@ -333,34 +486,56 @@ func parseTime(raw any) (int64, error) {
 	return ms, nil
 }
 
-func jsonKind(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case []any:
-		return "an array"
-	case map[string]any:
-		return "an object"
-	}
-	return "null"
-}
-
 func (s *Stream) mask(m PIIMode, v string) string {
 	switch m {
 	case PIIHash:
-		h := hmac.New(sha256.New, s.piiKey)
-		h.Write([]byte(v))
-		return "h:" + hex.EncodeToString(h.Sum(nil)[:16])
+		return s.hashPII([]byte(v))
 	case PIIRedact:
 		return "[redacted]"
 	case PIIMask:
 		return maskString(v)
 	}
 	return v
+}
+
+// maskBytes is mask for a value still in bytes: the hash is taken without
+// a copy of the raw value.
+func (s *Stream) maskBytes(m PIIMode, v []byte) string {
+	switch m {
+	case PIIHash:
+		return s.hashPII(v)
+	case PIIRedact:
+		return "[redacted]"
+	}
+	return s.mask(m, string(v))
+}
+
+// piiHasher is a keyed HMAC-SHA256 with room for its output, reused
+// through Stream.hashers: the keyed state is set up once, not per value.
+type piiHasher struct {
+	mac hash.Hash
+	sum [sha256.Size]byte
+	out [2 + 32]byte
+}
+
+// hashPII is "h:" and the hex of the first 16 bytes of HMAC-SHA256(piiKey, v).
+func (s *Stream) hashPII(v []byte) string {
+	var h *piiHasher
+	if s.hashers != nil {
+		h = s.hashers.Get().(*piiHasher)
+		h.mac.Reset()
+	} else {
+		h = &piiHasher{mac: hmac.New(sha256.New, s.piiKey)}
+	}
+	h.mac.Write(v)
+	sum := h.mac.Sum(h.sum[:0])
+	h.out[0], h.out[1] = 'h', ':'
+	hex.Encode(h.out[2:], sum[:16])
+	out := string(h.out[:])
+	if s.hashers != nil {
+		s.hashers.Put(h)
+	}
+	return out
 }
 
 // maskString keeps the first character of an e-mail's local part and its
@@ -412,7 +587,23 @@ func (s *Stream) MaskPayload(raw []byte) []byte {
 
 // Encode renders an event as its canonical record.
 func (s *Stream) Encode(ev Event) []byte {
-	b := make([]byte, 0, 64+16*len(s.Fields))
+	keys := s.keys
+	if len(keys) != len(s.Fields) {
+		keys = quotedKeys(s.Fields)
+	}
+	size := 2
+	for i, v := range ev.Values {
+		switch v.Kind {
+		case TypeNull:
+			continue
+		case TypeString:
+			size += len(v.S) + 2
+		default:
+			size += 24
+		}
+		size += len(keys[i]) + 1
+	}
+	b := make([]byte, 0, size)
 	b = append(b, '{')
 	first := true
 	for i, v := range ev.Values {
@@ -423,12 +614,10 @@ func (s *Stream) Encode(ev Event) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = strconv.AppendQuote(b, s.Fields[i].Name)
-		b = append(b, ':')
+		b = append(b, keys[i]...)
 		switch v.Kind {
 		case TypeString:
-			js, _ := json.Marshal(v.S)
-			b = append(b, js...)
+			b = appendJSONString(b, v.S)
 		case TypeInt, TypeTime:
 			b = strconv.AppendInt(b, v.I, 10)
 		case TypeFloat:
@@ -438,4 +627,14 @@ func (s *Stream) Encode(ev Event) []byte {
 		}
 	}
 	return append(b, '}')
+}
+
+// quotedKeys renders each field's name as a record key: quoted (as
+// strconv.Quote, which records have always used) and followed by ':'.
+func quotedKeys(fields []Field) [][]byte {
+	keys := make([][]byte, len(fields))
+	for i, f := range fields {
+		keys[i] = append(strconv.AppendQuote(nil, f.Name), ':')
+	}
+	return keys
 }
