@@ -355,7 +355,8 @@ func (o oracle) parse(raw []byte, trusted, mask bool) (logic.Event, []logic.Reje
 	if obj == nil {
 		return logic.Event{}, oneReject("", "event is not a JSON object")
 	}
-	if dec.More() {
+	// Braid (unlike Decoder.More) also refuses a trailing ']' or '}'.
+	if len(bytes.TrimLeft(raw[dec.InputOffset():], " \t\r\n")) > 0 {
 		return logic.Event{}, oneReject("", "invalid JSON: trailing data after the object")
 	}
 	ev := logic.Event{Values: make([]logic.Value, len(s.Fields))}

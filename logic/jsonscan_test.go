@@ -28,7 +28,8 @@ func scanTestStream(t testing.TB) *Stream {
 }
 
 // decoderReason is what the old encoding/json parser said about raw when it
-// is not a valid JSON object, "" when it is one.
+// is not a valid JSON object, "" when it is one — except that Braid also
+// refuses a trailing ']' or '}' (Decoder.More lets them by).
 func decoderReason(raw []byte) string {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -42,7 +43,7 @@ func decoderReason(raw []byte) string {
 	if obj == nil {
 		return "event is not a JSON object"
 	}
-	if dec.More() {
+	if len(bytes.TrimLeft(raw[dec.InputOffset():], " \t\r\n")) > 0 {
 		return "invalid JSON: trailing data after the object"
 	}
 	return ""
@@ -294,4 +295,19 @@ func TestPrepareConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestTrailingBracketsRejected: an object followed by a stray ']' or '}' is
+// trailing data, like any other (encoding/json's Decoder.More lets them by).
+func TestTrailingBracketsRejected(t *testing.T) {
+	s := scanTestStream(t)
+	for _, raw := range []string{`{"ts":1,"id":"a"}}`, `{"ts":1,"id":"a"} ]`, "{\"ts\":1,\"id\":\"a\"}\n}"} {
+		_, _, err := s.Prepare([]byte(raw), 0)
+		if err == nil || !strings.Contains(err.Error(), "trailing data") {
+			t.Errorf("%q: %v, want trailing data", raw, err)
+		}
+	}
+	if _, _, err := s.Prepare([]byte("{\"ts\":1,\"id\":\"a\"} \r\n\t"), 0); err != nil {
+		t.Errorf("trailing whitespace: %v", err)
+	}
 }

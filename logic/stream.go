@@ -285,10 +285,9 @@ func (s *Stream) parse(raw []byte, trusted, mask bool) (Event, error) {
 			}
 		}
 	}
-	// As encoding/json's Decoder.More: anything but whitespace, ']' or '}'
-	// after the object is trailing data.
+	// Anything but whitespace after the object is trailing data.
 	sc.skipSpace()
-	if sc.pos < len(raw) && raw[sc.pos] != ']' && raw[sc.pos] != '}' {
+	if sc.pos < len(raw) {
 		return Event{}, reject("", "invalid JSON: trailing data after the object")
 	}
 	if len(pending) > 0 {
