@@ -519,6 +519,10 @@ func (sc *jsonScanner) skipValue() bool {
 	}
 }
 
+// AppendJSONString appends s as a JSON string exactly as encoding/json's
+// Marshal writes it. For encoders outside logic (serving's answers).
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONString(dst, s) }
+
 // appendJSONString appends s as a JSON string exactly as encoding/json's
 // Marshal writes it (records must stay byte-identical): '"', '\\' and the
 // control characters escaped (\b \f \n \r \t by name, the rest as \u00XX),

@@ -230,6 +230,7 @@ var contentTypes = map[string]string{"json": "application/json", "csv": "text/cs
 // order: window_start, the kept dimensions, the measures, source, exact, final.
 func encodeAnswer(a *answer) []byte {
 	var b bytes.Buffer
+	b.Grow(256 + len(a.Rows)*(96+24*(len(a.View.Measures)+len(a.Query.GroupBy))))
 	b.WriteString(`{"view":`)
 	writeStr(&b, a.View.Name)
 	b.WriteString(`,"from":`)
@@ -251,45 +252,85 @@ func encodeAnswer(a *answer) []byte {
 		b.Write(ws)
 	}
 	b.WriteString(`,"rows":[`)
+	enc := newRowEncoder(a)
 	for i := range a.Rows {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		appendRowJSON(&b, a, &a.Rows[i])
+		enc.row(&b, &a.Rows[i])
 	}
 	b.WriteString("]}\n")
 	return b.Bytes()
 }
 
-// appendRowJSON renders one row as a JSON object (keys in the order
-// window_start, the kept dimensions, the measures, source, exact, final).
-func appendRowJSON(b *bytes.Buffer, a *answer, row *ResultRow) {
-	b.WriteString(`{"window_start":`)
-	writeStr(b, logic.FormatTime(row.Window))
-	for j, d := range row.Dims {
-		b.WriteByte(',')
-		writeStr(b, a.Query.GroupBy[j])
-		b.WriteByte(':')
-		writeAny(b, d.Any())
+// rowEncoder renders rows as JSON objects with the keys quoted once per
+// answer and the last window's timestamp reused (rows come by window).
+type rowEncoder struct {
+	dimKeys, measureKeys [][]byte // `,"name":`
+	lastWindow           int64
+	lastStart            []byte // `{"window_start":"…"`
+}
+
+func newRowEncoder(a *answer) *rowEncoder {
+	e := &rowEncoder{lastWindow: math.MinInt64}
+	key := func(name string) []byte {
+		return append(logic.AppendJSONString([]byte{','}, name), ':')
+	}
+	for _, g := range a.Query.GroupBy {
+		e.dimKeys = append(e.dimKeys, key(g))
 	}
 	for j := range a.View.Measures {
-		b.WriteByte(',')
-		writeStr(b, a.View.Measures[j].Name)
-		b.WriteByte(':')
+		e.measureKeys = append(e.measureKeys, key(a.View.Measures[j].Name))
+	}
+	return e
+}
+
+// row renders one row (keys in the order window_start, the kept
+// dimensions, the measures, source, exact, final).
+func (e *rowEncoder) row(b *bytes.Buffer, row *ResultRow) {
+	if row.Window != e.lastWindow {
+		e.lastWindow = row.Window
+		e.lastStart = logic.AppendJSONString(append(e.lastStart[:0], `{"window_start":`...), logic.FormatTime(row.Window))
+	}
+	b.Write(e.lastStart)
+	for j, d := range row.Dims {
+		b.Write(e.dimKeys[j])
+		writeAny(b, d.Any())
+	}
+	for j := range e.measureKeys {
+		b.Write(e.measureKeys[j])
 		writeAny(b, row.Values[j])
 	}
-	b.WriteString(`,"source":`)
-	writeStr(b, row.Source)
-	b.WriteString(`,"exact":`)
-	b.WriteString(strconv.FormatBool(row.Exact))
-	b.WriteString(`,"final":`)
-	b.WriteString(strconv.FormatBool(row.Final))
-	b.WriteByte('}')
+	switch row.Source {
+	case SourceBatch:
+		b.WriteString(`,"source":"batch"`)
+	case SourceSpeed:
+		b.WriteString(`,"source":"speed"`)
+	case SourceBoth:
+		b.WriteString(`,"source":"batch+speed"`)
+	default:
+		b.WriteString(`,"source":`)
+		writeStr(b, row.Source)
+	}
+	if row.Exact {
+		b.WriteString(`,"exact":true`)
+	} else {
+		b.WriteString(`,"exact":false`)
+	}
+	if row.Final {
+		b.WriteString(`,"final":true}`)
+	} else {
+		b.WriteString(`,"final":false}`)
+	}
+}
+
+// appendRowJSON renders one row alone (live pushes).
+func appendRowJSON(b *bytes.Buffer, a *answer, row *ResultRow) {
+	newRowEncoder(a).row(b, row)
 }
 
 func writeStr(b *bytes.Buffer, s string) {
-	q, _ := json.Marshal(s)
-	b.Write(q)
+	b.Write(logic.AppendJSONString(b.AvailableBuffer(), s))
 }
 
 func writeTimeOrNull(b *bytes.Buffer, ms int64) {
@@ -305,13 +346,13 @@ func writeAny(b *bytes.Buffer, x any) {
 	case nil:
 		b.WriteString("null")
 	case int64:
-		b.WriteString(strconv.FormatInt(y, 10))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), y, 10))
 	case float64:
 		if math.IsNaN(y) || math.IsInf(y, 0) {
 			b.WriteString("null")
 			return
 		}
-		b.WriteString(strconv.FormatFloat(y, 'g', -1, 64))
+		b.Write(strconv.AppendFloat(b.AvailableBuffer(), y, 'g', -1, 64))
 	case bool:
 		b.WriteString(strconv.FormatBool(y))
 	case string:
