@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
 )
 
 // BenchmarkEncodeAnswer: the JSON of a 24 h × 1 min × 50 groups answer
@@ -64,4 +65,32 @@ func bigAnswer(tb testing.TB) *answer {
 		}
 	}
 	return a
+}
+
+// BenchmarkMergeApply: merging 72,000 batch rows with 3,000 speed cells
+// (a 24 h × 1 min × 50 groups answer) and finalizing it without a rollup.
+func BenchmarkMergeApply(b *testing.B) {
+	a := bigAnswer(b)
+	v := a.View
+	var batch []batchviews.Row
+	var speed []SpeedCell
+	for _, r := range a.Rows {
+		st := v.NewState()
+		st.Num[0], st.Num[1], st.Num[2] = 3, 10.5, 3
+		g := v.GroupKey(r.Dims)
+		batch = append(batch, batchviews.Row{Window: r.Window, Group: g, State: st})
+		if r.Window >= a.Rows[len(a.Rows)-1].Window-30*60000 && len(speed) < 3000 {
+			speed = append(speed, SpeedCell{Epoch: 2e12, Window: r.Window, Group: g, State: st})
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := Merge(v, 1e12, batch, speed, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Apply(v, m, Rollup{}, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -42,6 +42,9 @@ func Merge(v *logic.View, cutoff int64, batch []batchviews.Row, speed []SpeedCel
 	}
 	idx := make(map[key]int, len(batch)+len(speed))
 	out := make([]MergedRow, 0, len(batch)+len(speed))
+	// A row's state is shared with its input (a cached batch row, a speed
+	// cell) until something merges into it; then it gets its own copy.
+	owned := make([]bool, 0, cap(out))
 	add := func(w int64, g string, st logic.State, src string) error {
 		if err := v.CheckState(st); err != nil {
 			return fmt.Errorf("%w: window %d: %w", ErrStateShape, w, err)
@@ -50,10 +53,14 @@ func Merge(v *logic.View, cutoff int64, batch []batchviews.Row, speed []SpeedCel
 		i, ok := idx[k]
 		if !ok {
 			idx[k] = len(out)
-			out = append(out, MergedRow{Window: w, Group: g, State: st.Clone(), Source: src})
+			out = append(out, MergedRow{Window: w, Group: g, State: st, Source: src})
+			owned = append(owned, false)
 			return nil
 		}
 		r := &out[i]
+		if !owned[i] {
+			r.State, owned[i] = r.State.Clone(), true
+		}
 		v.MergeState(&r.State, st)
 		if r.Source != src {
 			r.Source = SourceBoth
@@ -164,6 +171,9 @@ func Apply(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]Result
 	if r.All {
 		anchor = ceilTo(r.From, viewStep)
 	}
+	if !roll && r.Dims == nil && len(r.Filters) == 0 {
+		return applyRows(v, rows, r, watermark)
+	}
 	type key struct {
 		b int64
 		g string
@@ -237,6 +247,38 @@ func Apply(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]Result
 		}
 		return cmp.Compare(a.key, b.key)
 	})
+	return out, nil
+}
+
+// applyRows is Apply without a rollup, dimension subset or filter: one
+// result row per merged row, in the same order. States are shared with
+// the merged rows (read-only from here on) and each group is decoded once.
+func applyRows(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]ResultRow, error) {
+	size := v.Window.Size.Milliseconds()
+	groups := map[string][]logic.Value{}
+	out := make([]ResultRow, 0, len(rows))
+	exact := v.Exact()
+	for i := range rows {
+		m := &rows[i]
+		if r.To > r.From && (m.Window < r.From || m.Window >= r.To) {
+			continue
+		}
+		dims, ok := groups[m.Group]
+		if !ok {
+			var err error
+			if dims, err = v.DecodeGroup(m.Group); err != nil {
+				return nil, fmt.Errorf("view %s: %w", v.Name, err)
+			}
+			groups[m.Group] = dims
+		}
+		row := ResultRow{Window: m.Window, Dims: dims, State: m.State, Source: m.Source, Exact: m.Exact,
+			Final: watermark > 0 && m.Window+size <= watermark, key: m.Group}
+		row.Values = v.Finalize(&row.State)
+		if !exact {
+			row.Exact = row.State.Exact != nil
+		}
+		out = append(out, row)
+	}
 	return out, nil
 }
 
