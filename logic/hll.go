@@ -112,7 +112,7 @@ func (s *HLL) set(i int, r uint8) {
 		}
 		return
 	}
-	j, found := slices.BinarySearchFunc(s.sparse, uint32(i), func(e, t uint32) int { return cmp.Compare(e>>8, t) })
+	j, found := s.find(i)
 	if found {
 		if uint8(s.sparse[j]) < r {
 			s.sparse[j] = uint32(i)<<8 | uint32(r)
@@ -123,6 +123,11 @@ func (s *HLL) set(i int, r uint8) {
 	if len(s.sparse) > hllSparseMax {
 		s.densify()
 	}
+}
+
+// find locates register i in the sparse list (its index, or where it goes).
+func (s *HLL) find(i int) (int, bool) {
+	return slices.BinarySearchFunc(s.sparse, uint32(i), func(e, t uint32) int { return cmp.Compare(e>>8, t) })
 }
 
 func (s *HLL) densify() {
@@ -166,7 +171,7 @@ func (s *HLL) Register(i int) uint8 {
 	if s.dense != nil {
 		return s.dense[i]
 	}
-	j, found := slices.BinarySearchFunc(s.sparse, uint32(i), func(e, t uint32) int { return cmp.Compare(e>>8, t) })
+	j, found := s.find(i)
 	if !found {
 		return 0
 	}

@@ -39,11 +39,11 @@ func cmdAudit(ctx context.Context, args []string) error {
 	if !ok {
 		return fmt.Errorf("unknown view %q", view)
 	}
-	req := batch.AuditRequest{From: math.MinInt64, To: math.MaxInt64}
+	fromMs, toMs := int64(math.MinInt64), int64(math.MaxInt64)
 	for _, f := range []struct {
 		s   string
 		dst *int64
-	}{{from, &req.From}, {to, &req.To}} {
+	}{{from, &fromMs}, {to, &toMs}} {
 		if f.s == "" {
 			continue
 		}
@@ -69,7 +69,7 @@ func cmdAudit(ctx context.Context, args []string) error {
 	} else {
 		fmt.Fprintln(os.Stderr, "nats.url is not set: too-late events are not known and show as drift")
 	}
-	rep, err := au.report(ctx, v, req.From, req.To)
+	rep, err := au.report(ctx, v, fromMs, toMs)
 	if err != nil {
 		return err
 	}

@@ -116,13 +116,7 @@ func TestReplayDeadLetters(t *testing.T) {
 func TestConsumerCollector(t *testing.T) {
 	ctx := context.Background()
 	l := open(t)
-	var recs []eventlog.Record
-	for i := 0; i < 10; i++ {
-		recs = append(recs, eventlog.Record{Data: []byte(`{"x":1}`)})
-	}
-	if err := l.Publish(ctx, "orders", recs); err != nil {
-		t.Fatal(err)
-	}
+	publishN(t, l, 10)
 	// At most 4 unacknowledged: the server delivers 4 of 10 and holds 6.
 	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 4)
 	if err != nil {
@@ -164,13 +158,7 @@ func TestConsumerCollector(t *testing.T) {
 func TestCloseHandsBackBufferedRecords(t *testing.T) {
 	ctx := context.Background()
 	l := open(t)
-	var recs []eventlog.Record
-	for i := 0; i < 10; i++ {
-		recs = append(recs, eventlog.Record{Data: []byte(`{"x":1}`)})
-	}
-	if err := l.Publish(ctx, "orders", recs); err != nil {
-		t.Fatal(err)
-	}
+	publishN(t, l, 10)
 	a, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -203,5 +191,17 @@ func TestCloseHandsBackBufferedRecords(t *testing.T) {
 	slices.Sort(seqs) // handed back records may come in any order
 	if len(seqs) != 8 || seqs[0] != 3 || seqs[7] != 10 || time.Since(t0) > 3*time.Second {
 		t.Fatalf("next owner got %v after %v, want 3..10 at once", seqs, time.Since(t0))
+	}
+}
+
+// publishN appends n records without ids to the orders log.
+func publishN(t *testing.T, l *eventlog.Log, n int) {
+	t.Helper()
+	recs := make([]eventlog.Record, n)
+	for i := range recs {
+		recs[i] = eventlog.Record{Data: []byte(`{"x":1}`)}
+	}
+	if err := l.Publish(context.Background(), "orders", recs); err != nil {
+		t.Fatal(err)
 	}
 }

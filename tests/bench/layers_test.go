@@ -60,7 +60,9 @@ type layerEnv struct {
 	n   int
 }
 
-func setupLayers(t *testing.T, n int) *layerEnv {
+// setupLayers publishes n orders (layersConfig's stream) with event times
+// spread over the last `span`, in random order, to a NATS of its own.
+func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
 	cfg, err := config.Parse([]byte(layersConfig), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -77,10 +79,10 @@ func setupLayers(t *testing.T, n int) *layerEnv {
 	}
 	s := cat.Streams["orders"]
 	rng := rand.New(rand.NewPCG(1, 1))
-	base := time.Now().Add(-24 * time.Hour).UnixMilli()
+	now := time.Now().UnixMilli()
 	recs := make([]eventlog.Record, 0, 5000)
 	for i := 0; i < n; i++ {
-		raw, _ := json.Marshal(map[string]any{"ts": base + rng.Int64N(24*3600*1000), "order_id": fmt.Sprint("o", i),
+		raw, _ := json.Marshal(map[string]any{"ts": now - rng.Int64N(span.Milliseconds()), "order_id": fmt.Sprint("o", i),
 			"country": fmt.Sprint("c", rng.IntN(50)), "channel": []string{"web", "app", "shop"}[rng.IntN(3)],
 			"amount": float64(rng.IntN(100000)) / 100, "items": rng.IntN(9)})
 		ev, rec, err := s.Prepare(raw, 0)
@@ -150,7 +152,7 @@ func (zeroCutoff) StreamCutoff(context.Context, string) (int64, error) { return 
 func TestBenchLayers(t *testing.T) {
 	benchOnly(t)
 	const n = 300_000
-	e := setupLayers(t, n)
+	e := setupLayers(t, n, 24*time.Hour)
 	ctx := context.Background()
 
 	// 2. Speed layer: 3 views × 5 measures, committed to Redis.

@@ -3,14 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/speed"
-	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -30,45 +28,6 @@ func speedViewVariants() []string {
 		}
 	}
 	return out
-}
-
-// setupSpeedLog publishes n orders (layersConfig's stream) with event
-// times spread over the last `span`, in random order, to a NATS of its own.
-func setupSpeedLog(t *testing.T, n int, span time.Duration) *layerEnv {
-	cfg, err := config.Parse([]byte(layersConfig), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := cfg.Compile([]byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nats := testenv.StartNATS(t)
-	_, js := nats.JetStream(t)
-	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := cat.Streams["orders"]
-	rng := rand.New(rand.NewPCG(3, 4))
-	now := time.Now().UnixMilli()
-	recs := make([]eventlog.Record, 0, 5000)
-	for i := 0; i < n; i++ {
-		raw := fmt.Sprintf(`{"ts":%d,"order_id":"o%d","country":"c%d","channel":%q,"amount":%d.%02d,"items":%d}`,
-			now-rng.Int64N(span.Milliseconds()), i, rng.IntN(50), []string{"web", "app", "shop"}[rng.IntN(3)], rng.IntN(1000), rng.IntN(100), rng.IntN(9))
-		ev, rec, err := s.Prepare([]byte(raw), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
-		if len(recs) == cap(recs) || i == n-1 {
-			if err := log.Publish(context.Background(), "orders", recs); err != nil {
-				t.Fatal(err)
-			}
-			recs = recs[:0]
-		}
-	}
-	return &layerEnv{cat: cat, log: log, js: js, n: n}
 }
 
 // TestBenchSpeedViews: the speed layer's events/s folding the same records
@@ -97,8 +56,8 @@ func TestBenchSpeedViews(t *testing.T) {
 		suffix, what string
 		env          func() *layerEnv
 	}{
-		{"", "event times over 24 h", func() *layerEnv { return setupLayers(t, nSpread) }},
-		{"_live", "event times in the last 5 min", func() *layerEnv { return setupSpeedLog(t, nLive, 5*time.Minute) }},
+		{"", "event times over 24 h", func() *layerEnv { return setupLayers(t, nSpread, 24*time.Hour) }},
+		{"_live", "event times in the last 5 min", func() *layerEnv { return setupLayers(t, nLive, 5*time.Minute) }},
 	} {
 		e := set.env()
 		n := e.n
