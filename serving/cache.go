@@ -12,68 +12,115 @@ import (
 	"github.com/braid-data/braid/logic"
 )
 
-// maxCachedRows: larger answers are not cached (they would crowd out the
-// rest and are cheap to recompute relative to their transfer).
-const maxCachedRows = 50_000
-
-// answerCache keeps recent answers (LRU by count). Keys include the batch
-// version id and the stream's speed position, so nothing is ever
-// invalidated explicitly: a commit or a batch run changes the key.
-type answerCache struct {
-	mu  sync.Mutex
-	max int
-	ll  *list.List // of *cachedAnswer, most recent first
-	m   map[string]*list.Element
+// byteLRU is a least-recently-used map bounded by the bytes its entries
+// say they hold. Entries can grow after they are put (grow); the oldest
+// entries go when the total passes the bound. Safe for concurrent use.
+type byteLRU struct {
+	mu   sync.Mutex
+	max  int64
+	used int64
+	ll   *list.List // of *lruEntry, most recent first
+	m    map[string]*list.Element
 }
 
-// cachedAnswer is an answer and its encodings (made on first use).
-type cachedAnswer struct {
-	key string
-	a   *answer
-	mu  sync.Mutex
-	enc map[string][]byte
+type lruEntry struct {
+	key  string
+	size int64
+	val  any
 }
 
-func newAnswerCache(max int) *answerCache {
-	return &answerCache{max: max, ll: list.New(), m: map[string]*list.Element{}}
+func newByteLRU(max int64) *byteLRU {
+	return &byteLRU{max: max, ll: list.New(), m: map[string]*list.Element{}}
 }
 
-func (c *answerCache) get(key string) *cachedAnswer {
+func (c *byteLRU) get(key string) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.m[key]; ok {
 		c.ll.MoveToFront(el)
-		return el.Value.(*cachedAnswer)
+		return el.Value.(*lruEntry).val, true
 	}
-	return nil
+	return nil, false
 }
 
-func (c *answerCache) put(e *cachedAnswer) {
+// put stores val under key (replacing any entry there). An entry larger
+// than half the bound is not kept: it would empty the cache for one answer.
+func (c *byteLRU) put(key string, val any, size int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.m[e.key]; ok {
-		el.Value = e
-		c.ll.MoveToFront(el)
+	if el, ok := c.m[key]; ok {
+		c.removeLocked(el)
+	}
+	if size > c.max/2 {
 		return
 	}
-	c.m[e.key] = c.ll.PushFront(e)
-	for c.ll.Len() > c.max {
-		last := c.ll.Back()
-		c.ll.Remove(last)
-		delete(c.m, last.Value.(*cachedAnswer).key)
+	c.m[key] = c.ll.PushFront(&lruEntry{key: key, size: size, val: val})
+	c.used += size
+	c.evictLocked()
+}
+
+// grow adds delta bytes to key's entry (when it is still cached).
+func (c *byteLRU) grow(key string, delta int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[key]; ok {
+		el.Value.(*lruEntry).size += delta
+		c.used += delta
+		c.ll.MoveToFront(el)
+		c.evictLocked()
 	}
 }
+
+func (c *byteLRU) removeLocked(el *list.Element) {
+	e := el.Value.(*lruEntry)
+	c.ll.Remove(el)
+	delete(c.m, e.key)
+	c.used -= e.size
+}
+
+func (c *byteLRU) evictLocked() {
+	for c.used > c.max && c.ll.Len() > 0 {
+		c.removeLocked(c.ll.Back())
+	}
+}
+
+// bytesUsed is the total the entries hold.
+func (c *byteLRU) bytesUsed() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.used
+}
+
+// cachedAnswer is an answer and its encodings (made on first use).
+type cachedAnswer struct {
+	key  string
+	a    *answer
+	grow func(int64) // accounts an encoding's bytes in the cache (nil: not cached)
+	mu   sync.Mutex
+	enc  map[string][]byte
+}
+
+// approxRowBytes estimates the memory of a result row for cache accounting.
+const approxRowBytes = 160
 
 // cacheKey normalizes a query: equal keys give equal answers at the same
 // batch version and speed position.
 func cacheKey(v *logic.View, q Query, version string, seq uint64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s|%s|%d|%d|%d|%t|%d|%t|%d|", v.Name, version, seq, q.From, q.To, q.All, q.Step, q.Desc, q.Limit)
-	fmt.Fprintf(&b, "o%d|", q.Order)
+	fmt.Fprintf(&b, "%s|%s|%d|", v.Name, version, seq)
+	writeQueryShape(&b, q)
+	fmt.Fprintf(&b, "%d|%d|%t|%d|o%d|", q.From, q.To, q.Desc, q.Limit, q.Order)
+	return b.String()
+}
+
+// writeQueryShape writes what, besides the range and the order, decides
+// an answer's rows: the rollup step, the kept dimensions and the filters.
+func writeQueryShape(b *strings.Builder, q Query) {
+	fmt.Fprintf(b, "%t|%d|", q.All, q.Step)
 	if q.Dims == nil {
 		b.WriteString("d*|")
 	} else {
-		fmt.Fprintf(&b, "d%v|", q.Dims)
+		fmt.Fprintf(b, "d%v|", q.Dims)
 	}
 	fs := slices.Clone(q.Filters)
 	slices.SortFunc(fs, func(x, y Filter) int { return x.Dim - y.Dim })
@@ -81,9 +128,8 @@ func cacheKey(v *logic.View, q Query, version string, seq uint64) string {
 		vals := slices.Clone(f.Values)
 		slices.Sort(vals)
 		vals = slices.Compact(vals)
-		fmt.Fprintf(&b, "f%d=%q|", f.Dim, vals)
+		fmt.Fprintf(b, "f%d=%q|", f.Dim, vals)
 	}
-	return b.String()
 }
 
 // lookup returns the answer of q: from the cache when its batch version and
@@ -93,16 +139,16 @@ func (s *Server) lookup(ctx context.Context, v *logic.View, q Query) (*cachedAns
 	if err != nil {
 		return nil, err
 	}
-	key := ""
-	if s.cache != nil && in.posOK {
-		ver := ""
-		if in.ver != nil {
-			ver = in.ver.ID
-		}
-		key = cacheKey(v, q, ver, in.pos.Seq)
-		if e := s.cache.get(key); e != nil {
+	return s.lookupWith(ctx, v, q, in)
+}
+
+// lookupWith is lookup at inputs already read.
+func (s *Server) lookupWith(ctx context.Context, v *logic.View, q Query, in inputs) (*cachedAnswer, error) {
+	key := s.answerKey(v, q, in)
+	if key != "" {
+		if e, ok := s.cache.get(key); ok {
 			s.cacheLookups.WithLabelValues("hit").Inc()
-			return e, nil
+			return e.(*cachedAnswer), nil
 		}
 		s.cacheLookups.WithLabelValues("miss").Inc()
 	}
@@ -111,10 +157,23 @@ func (s *Server) lookup(ctx context.Context, v *logic.View, q Query) (*cachedAns
 		return nil, err
 	}
 	e := &cachedAnswer{key: key, a: a}
-	if key != "" && len(a.Rows) <= maxCachedRows {
-		s.cache.put(e)
+	if key != "" {
+		e.grow = func(n int64) { s.cache.grow(key, n) }
+		s.cache.put(key, e, int64(len(a.Rows))*approxRowBytes)
 	}
 	return e, nil
+}
+
+// answerKey is the cache key of q's answer at in ("": not cacheable).
+func (s *Server) answerKey(v *logic.View, q Query, in inputs) string {
+	if s.cache == nil || !in.posOK {
+		return ""
+	}
+	ver := ""
+	if in.ver != nil {
+		ver = in.ver.ID
+	}
+	return cacheKey(v, q, ver, in.pos.Seq)
 }
 
 // encoded renders the answer in a format (json, csv, arrow), once.
@@ -144,5 +203,8 @@ func (e *cachedAnswer) encoded(format string) ([]byte, error) {
 		e.enc = map[string][]byte{}
 	}
 	e.enc[format] = b
+	if e.grow != nil {
+		e.grow(int64(len(b)))
+	}
 	return b, nil
 }

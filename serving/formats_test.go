@@ -255,7 +255,7 @@ func TestQueryCache(t *testing.T) {
 	amt := func(x float64) *float64 { return &x }
 	add(base, []tev{{epoch: base, ts: base + 1000, country: &de, device: "web", amount: amt(10)}})
 	reg := prometheus.NewRegistry()
-	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Speed: sp, SpeedStatus: sp, QueryCache: 16, Registry: reg, Logger: discardLogger()})
+	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Speed: sp, SpeedStatus: sp, QueryCacheBytes: 1 << 20, Registry: reg, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,7 +146,7 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 	var cells []SpeedCell
 	if s.opts.Speed != nil {
 		var err error
-		if cells, err = s.opts.Speed.ReadCells(ctx, v, q.From, q.To, a.Cutoff); err != nil {
+		if cells, err = s.speedCells(ctx, v, q.From, q.To, a.Cutoff, in); err != nil {
 			return nil, fmt.Errorf("%w: speed cells: %w", errUnavailable, err)
 		}
 	} else {
@@ -207,21 +207,56 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 		q.Format = "arrow"
 	}
 	start := time.Now()
-	e, err := s.lookup(r.Context(), v, q)
+	body, err := s.queryBody(r.Context(), v, q)
 	if err != nil {
 		s.queryError(w, v.Name, err)
 		return
 	}
-	body, err := e.encoded(q.Format)
-	if err != nil {
-		s.logger.Error("encode answer", "view", v.Name, "format", q.Format, "err", err)
-		writeError(w, http.StatusInternalServerError, "encode answer", err.Error())
-		return
-	}
 	s.queryDur.WithLabelValues(v.Name).Observe(time.Since(start).Seconds())
 	w.Header().Set("Content-Type", contentTypes[q.Format])
+	w.Header().Set("Content-Length", strconv.Itoa(body.size))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+	_ = body.writeTo(w)
+}
+
+// queryBody answers q in its format: from the answer cache; else, for
+// JSON, assembled from the final buckets' encoded rows and the open
+// buckets (frozen.go); else computed whole and encoded.
+func (s *Server) queryBody(ctx context.Context, v *logic.View, q Query) (*answerBody, error) {
+	in, err := s.readInputs(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	if q.Format == "json" {
+		key := s.answerKey(v, q, in)
+		if key != "" {
+			key += "|body"
+			if x, ok := s.cache.get(key); ok {
+				s.cacheLookups.WithLabelValues("hit").Inc()
+				return x.(*answerBody), nil
+			}
+		}
+		body, ok, err := s.answerJSON(ctx, v, q, in)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if key != "" {
+				s.cacheLookups.WithLabelValues("miss").Inc()
+				s.cache.put(key, body, int64(body.fresh+24*len(body.pieces)))
+			}
+			return body, nil
+		}
+	}
+	e, err := s.lookupWith(ctx, v, q, in)
+	if err != nil {
+		return nil, err
+	}
+	b, err := e.encoded(q.Format)
+	if err != nil {
+		return nil, fmt.Errorf("encode answer as %s: %w", q.Format, err)
+	}
+	return &answerBody{pieces: [][]byte{b}, size: len(b), fresh: len(b)}, nil
 }
 
 var contentTypes = map[string]string{"json": "application/json", "csv": "text/csv; charset=utf-8", "arrow": ArrowMediaType}
@@ -231,27 +266,7 @@ var contentTypes = map[string]string{"json": "application/json", "csv": "text/cs
 func encodeAnswer(a *answer) []byte {
 	var b bytes.Buffer
 	b.Grow(256 + len(a.Rows)*(96+24*(len(a.View.Measures)+len(a.Query.GroupBy))))
-	b.WriteString(`{"view":`)
-	writeStr(&b, a.View.Name)
-	b.WriteString(`,"from":`)
-	writeStr(&b, logic.FormatTime(a.Query.From))
-	b.WriteString(`,"to":`)
-	writeStr(&b, logic.FormatTime(a.Query.To))
-	b.WriteString(`,"step":`)
-	writeStr(&b, a.Query.StepText)
-	b.WriteString(`,"group_by":`)
-	gb, _ := json.Marshal(a.Query.GroupBy)
-	b.Write(gb)
-	b.WriteString(`,"batch_cutoff":`)
-	writeTimeOrNull(&b, a.Cutoff)
-	b.WriteString(`,"watermark":`)
-	writeTimeOrNull(&b, a.Watermark)
-	if len(a.Warnings) > 0 {
-		b.WriteString(`,"warnings":`)
-		ws, _ := json.Marshal(a.Warnings)
-		b.Write(ws)
-	}
-	b.WriteString(`,"rows":[`)
+	writeAnswerHead(&b, a)
 	enc := newRowEncoder(a)
 	for i := range a.Rows {
 		if i > 0 {
@@ -261,6 +276,31 @@ func encodeAnswer(a *answer) []byte {
 	}
 	b.WriteString("]}\n")
 	return b.Bytes()
+}
+
+// writeAnswerHead renders an answer's JSON up to the opening of its rows.
+func writeAnswerHead(b *bytes.Buffer, a *answer) {
+	b.WriteString(`{"view":`)
+	writeStr(b, a.View.Name)
+	b.WriteString(`,"from":`)
+	writeStr(b, logic.FormatTime(a.Query.From))
+	b.WriteString(`,"to":`)
+	writeStr(b, logic.FormatTime(a.Query.To))
+	b.WriteString(`,"step":`)
+	writeStr(b, a.Query.StepText)
+	b.WriteString(`,"group_by":`)
+	gb, _ := json.Marshal(a.Query.GroupBy)
+	b.Write(gb)
+	b.WriteString(`,"batch_cutoff":`)
+	writeTimeOrNull(b, a.Cutoff)
+	b.WriteString(`,"watermark":`)
+	writeTimeOrNull(b, a.Watermark)
+	if len(a.Warnings) > 0 {
+		b.WriteString(`,"warnings":`)
+		ws, _ := json.Marshal(a.Warnings)
+		b.Write(ws)
+	}
+	b.WriteString(`,"rows":[`)
 }
 
 // rowEncoder renders rows as JSON objects with the keys quoted once per

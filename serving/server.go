@@ -53,10 +53,11 @@ type Options struct {
 	// LivePoll is the fallback poll period without a Notifier, and the
 	// period of the batch-version check for live clients (0: 1s).
 	LivePoll time.Duration
-	// QueryCache is the number of encoded answers kept for repeated
-	// queries (0: no cache). Entries are keyed by the batch version and the
-	// speed position, so a commit or a batch run makes them unreachable.
-	QueryCache int
+	// QueryCacheBytes bounds the memory kept for answering queries again
+	// (0: no cache): answers, keyed by the batch version and the speed
+	// position, so a commit or a batch run makes them unreachable; and the
+	// encoded rows of final windows per batch version (frozen.go).
+	QueryCacheBytes int64
 	// Auditor serves GET /v1/views/{view}/audit (nil: 501).
 	Auditor Auditor
 }
@@ -79,8 +80,9 @@ type Server struct {
 	authOn       bool // auth.keys configured: tokens required on /v1
 	authFailures *prometheus.CounterVec
 	hub          *hub
-	cache        *answerCache
+	cache        *byteLRU
 	cacheLookups *prometheus.CounterVec
+	bucketUse    *prometheus.CounterVec
 	sseClients   prometheus.Gauge
 	bgCtx        context.Context
 	bgCancel     context.CancelFunc
@@ -124,6 +126,9 @@ func New(opts Options) (*Server, error) {
 	if s.cacheLookups, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_cache_total", Help: "Query cache lookups by result (hit, miss)."}, []string{"result"})); err != nil {
 		return nil, err
 	}
+	if s.bucketUse, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_buckets_total", Help: "Windows (or rollup buckets) of JSON answers: their encoded rows reused from the query cache, or computed and kept."}, []string{"result"})); err != nil {
+		return nil, err
+	}
 	if s.sseClients, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
 		return nil, err
 	}
@@ -143,10 +148,21 @@ func New(opts Options) (*Server, error) {
 	default:
 		s.logger.Info("auth enabled", "keys", len(s.auth.keys))
 	}
-	if opts.QueryCache > 0 {
-		s.cache = newAnswerCache(opts.QueryCache)
+	if opts.QueryCacheBytes > 0 {
+		s.cache = newByteLRU(opts.QueryCacheBytes)
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	if opts.Views != nil {
+		if _, err := register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_batch_view_rows_loaded", Help: "Batch view rows held in memory for queries."},
+			func() float64 { return float64(opts.Views.LoadedRows()) })); err != nil {
+			return nil, err
+		}
+		period := opts.LivePoll
+		if period <= 0 {
+			period = time.Second
+		}
+		go s.warmVersions(s.bgCtx, period)
+	}
 	s.hub = newHub(s)
 	s.handler = s.routes()
 	return s, nil

@@ -103,7 +103,7 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	o := serving.Options{
 		Config: a.cfg, Catalog: a.cat, Log: a.log, Views: l.views, Archive: archiveStatus{l.lake},
 		RunnerBusy: batch.ErrBusy, Root: dashboard.Handler(), Logger: a.logger.With("layer", "serve"), Registry: a.reg,
-		Ready: a.ready, QueryCache: 512,
+		Ready: a.ready, QueryCacheBytes: a.cfg.HTTP.QueryCacheBytes,
 	}
 	if a.rdb != nil {
 		o.Notifier = commitNotifier{rdb: a.rdb, ns: a.cfg.Namespace}

@@ -46,6 +46,9 @@ type HTTP struct {
 	Addr         string `yaml:"addr"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes"` // larger ingest bodies get 413
 	MaxInFlight  int    `yaml:"max_in_flight"`  // concurrent ingest requests before 429
+	// QueryCacheBytes bounds the memory kept for answering queries again:
+	// encoded answers and the final windows' encoded rows (0: no cache).
+	QueryCacheBytes int64 `yaml:"query_cache_bytes"`
 }
 
 // NATS configures the event log.
@@ -215,7 +218,7 @@ func Default() Config {
 	return Config{
 		DataDir:   "./data",
 		Namespace: "braid",
-		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64},
+		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64, QueryCacheBytes: 128 << 20},
 		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3},
@@ -492,6 +495,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxInFlight < 1 {
 		add("http.max_in_flight", "e.g. 64", "must be positive")
+	}
+	if c.HTTP.QueryCacheBytes < 0 {
+		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")
 	}
 	for i, k := range c.Auth.Keys {
 		key := fmt.Sprintf("auth.keys[%d]", i)

@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -118,10 +119,11 @@ type Store struct {
 }
 
 type entry struct {
-	once sync.Once
-	rows []Row
-	err  error
-	used uint64
+	once   sync.Once
+	rows   []Row
+	err    error
+	used   uint64
+	loaded atomic.Int64 // len(rows), once loaded
 }
 
 const maxCachedFiles = 64
@@ -261,6 +263,7 @@ func (s *Store) load(file string, v *logic.View) ([]Row, error) {
 	s.mu.Unlock()
 	e.once.Do(func() {
 		e.rows, e.err = readViewFile(filepath.Join(s.dir, filepath.FromSlash(file)), v)
+		e.loaded.Store(int64(len(e.rows)))
 	})
 	if e.err != nil {
 		s.mu.Lock()
@@ -271,6 +274,33 @@ func (s *Store) load(file string, v *logic.View) ([]Row, error) {
 		return nil, e.err
 	}
 	return e.rows, nil
+}
+
+// LoadedRows is the number of view rows held in memory.
+func (s *Store) LoadedRows() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, e := range s.cache {
+		n += e.loaded.Load()
+	}
+	return n
+}
+
+// KeepOnly lets go of the loaded view files that ver does not use (a
+// later Rows of an older version loads its file again).
+func (s *Store) KeepOnly(ver *Version) {
+	used := map[string]bool{}
+	for _, vv := range ver.Views {
+		used[vv.File] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for file := range s.cache {
+		if !used[file] {
+			delete(s.cache, file)
+		}
+	}
 }
 
 func (s *Store) evictLocked() {

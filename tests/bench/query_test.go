@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,24 +213,31 @@ func TestBenchQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := make([]eventlog.Record, 0, 5000)
-	now := time.Now().UnixMilli()
-	for i := 0; i < nSpeed; i++ {
-		h := mix(uint64(i) ^ 0xabcdef)
-		raw := fmt.Sprintf(`{"ts":%d,"order_id":"s%d","country":%q,"amount":%d.%02d,"items":%d}`,
-			end-3600_000+int64(h%3600_000), i, countries[(h>>24)%uint64(groups)], (h>>32)%1000, (h>>8)%100, (h>>40)%9)
-		ev, rec, err := s.Prepare([]byte(raw), now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
-		if len(recs) == cap(recs) || i == nSpeed-1 {
-			if err := log.Publish(ctx, s.Name, recs); err != nil {
-				t.Fatal(err)
+	// publish sends events i in [from, to) of the speed sequence: event
+	// times in the last hour of the lake's range, arriving now.
+	publish := func(from, to int) {
+		recs := make([]eventlog.Record, 0, 5000)
+		now := time.Now().UnixMilli()
+		for i := from; i < to; i++ {
+			h := mix(uint64(i) ^ 0xabcdef)
+			raw := fmt.Sprintf(`{"ts":%d,"order_id":"s%d","country":%q,"amount":%d.%02d,"items":%d}`,
+				end-3600_000+int64(h%3600_000), i, countries[(h>>24)%uint64(groups)], (h>>32)%1000, (h>>8)%100, (h>>40)%9)
+			ev, rec, err := s.Prepare([]byte(raw), now)
+			if err != nil {
+				t.Error(err)
+				return
 			}
-			recs = recs[:0]
+			recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
+			if len(recs) == cap(recs) || i == to-1 {
+				if err := log.Publish(ctx, s.Name, recs); err != nil {
+					t.Error(err)
+					return
+				}
+				recs = recs[:0]
+			}
 		}
 	}
+	publish(0, nSpeed)
 	store := speedstore.New(redis.Client(t), ns)
 	sp := speed.New(speed.Config{BatchSize: cfg.Speed.BatchSize, MaxWait: cfg.Speed.MaxWait.D(), Epoch: epoch, MaxCells: cfg.Speed.MaxCells},
 		log, store, batchviews.CutoffSource{Store: views, Catalog: cat}, cat, nil, nil)
@@ -264,8 +272,37 @@ func TestBenchQuery(t *testing.T) {
 	}
 	t.Logf("24 h answer: %d rows, %.1f MiB, sources %v", len(ans.Rows), float64(len(body))/(1<<20), srcs)
 
-	// 4. Throughput and latency of the 24 h query, N clients.
+	// 4. Throughput and latency of the 24 h query, N clients: a sliding
+	// range; the same query repeated; and sliding while events arrive and
+	// the speed layer commits (each commit opens a new speed position).
 	braid := hammer(t, func(i int) string { return rangeURL(day, i) }, clients, secs, 4*clients)
+	repeated := hammer(t, func(int) string { return rangeURL(day, 0) }, clients, secs, 4*clients)
+	liveRate := envInt(t, "BRAID_BENCH_QUERY_LIVE_RATE", 2000) // events/s
+	p0, _, _ := store.Position(ctx, s.Name)
+	liveCtx, stopLive := context.WithCancel(ctx)
+	var liveWG sync.WaitGroup
+	liveWG.Add(2)
+	go func() { defer liveWG.Done(); _ = sp.Run(liveCtx) }()
+	go func() {
+		defer liveWG.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		next := nSpeed
+		for {
+			select {
+			case <-liveCtx.Done():
+				return
+			case <-tick.C:
+				publish(next, next+liveRate/20)
+				next += liveRate / 20
+			}
+		}
+	}()
+	live := hammer(t, func(i int) string { return rangeURL(day, i) }, clients, secs, 4*clients)
+	stopLive()
+	liveWG.Wait()
+	p1, _, _ := store.Position(ctx, s.Name)
+	t.Logf("24 h while ingesting %d events/s: the speed position moved from %d to %d", liveRate, p0.Seq, p1.Seq)
 
 	// The bodies the bare handler answers: braid's own answers.
 	bodyDir := t.TempDir()
@@ -296,6 +333,10 @@ func TestBenchQuery(t *testing.T) {
 	report(t, fmt.Sprintf("query_24h_%dgroups_rps_%dclients", groups, clients), braid.rps(), "req/s", bare.rps())
 	report(t, "query_24h_p50", braid.p(0.50), "ms", bare.p(0.50))
 	report(t, "query_24h_p99", braid.p(0.99), "ms", bare.p(0.99))
+	report(t, fmt.Sprintf("query_24h_repeated_rps_%dclients", clients), repeated.rps(), "req/s", bare.rps())
+	report(t, "query_24h_repeated_p99", repeated.p(0.99), "ms", bare.p(0.99))
+	report(t, fmt.Sprintf("query_24h_live_rps_%dclients", clients), live.rps(), "req/s", bare.rps())
+	report(t, "query_24h_live_p99", live.p(0.99), "ms", bare.p(0.99))
 
 	// 5. How the cost grows with the range: one client, p99 per range, next
 	// to the bare handler's p99 for a body of the same size.
