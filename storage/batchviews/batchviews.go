@@ -14,12 +14,14 @@ package batchviews
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -209,13 +211,70 @@ func validID(id string) bool {
 	return id != "" && !strings.ContainsAny(id, "/\\") && !strings.HasPrefix(id, ".")
 }
 
-// fileRow is a view row as stored in Parquet.
+// fileRow is a view row as stored in Parquet: flat columns only, so that
+// loading a large view file does not reconstruct nested lists. Num and
+// Exact are float64s, little-endian; Sketches is each encoded sketch
+// (logic.State.EncodeSketches) after its uvarint length.
 type fileRow struct {
+	Window   int64  `parquet:"window"`
+	Group    string `parquet:"group"`
+	Num      []byte `parquet:"num"`
+	Sketches []byte `parquet:"sketch_bytes"`
+	Exact    []byte `parquet:"exact_f64"`
+}
+
+// listFileRow is the earlier layout (nested lists), still read.
+type listFileRow struct {
 	Window   int64     `parquet:"window"`
 	Group    string    `parquet:"group"`
 	State    []float64 `parquet:"state,list"`
-	Sketches [][]byte  `parquet:"sketches,list"` // logic.State.EncodeSketches
-	Exact    []float64 `parquet:"exact,list"`    // logic.State.Exact
+	Sketches [][]byte  `parquet:"sketches,list"`
+	Exact    []float64 `parquet:"exact,list"`
+}
+
+func newFileRow(r Row) fileRow {
+	fr := fileRow{Window: r.Window, Group: r.Group, Num: appendFloats(nil, r.State.Num)}
+	if sk := r.State.EncodeSketches(); len(sk) > 0 {
+		for _, b := range sk {
+			fr.Sketches = binary.AppendUvarint(fr.Sketches, uint64(len(b)))
+			fr.Sketches = append(fr.Sketches, b...)
+		}
+	}
+	if r.State.Exact != nil {
+		fr.Exact = appendFloats(nil, r.State.Exact)
+	}
+	return fr
+}
+
+func appendFloats(dst []byte, fs []float64) []byte {
+	for _, f := range fs {
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
+	}
+	return dst
+}
+
+func readFloats(b []byte) ([]float64, error) {
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("%d bytes of float64s", len(b))
+	}
+	out := make([]float64, len(b)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	return out, nil
+}
+
+func splitSketches(b []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return nil, errors.New("truncated sketch")
+		}
+		out = append(out, b[k:k+int(n)])
+		b = b[k+int(n):]
+	}
+	return out, nil
 }
 
 // Rows returns a view's rows in ver with window start in [fromMs, toMs),
@@ -315,10 +374,79 @@ func (s *Store) evictLocked() {
 }
 
 func readViewFile(path string, v *logic.View) ([]Row, error) {
-	frs, err := parquet.ReadFile[fileRow](path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
 	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
+	}
+	pf, err := parquet.OpenFile(f, info.Size())
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
+	}
+	var rows []Row
+	if _, flat := pf.Schema().Lookup("num"); flat {
+		rows, err = readFlatRows(pf, v)
+	} else {
+		rows, err = readListRows(pf, v)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: read %s: view %s: %w", path, v.Name, err)
+	}
+	sortRows(rows)
+	return rows, nil
+}
+
+func readFlatRows(pf *parquet.File, v *logic.View) ([]Row, error) {
+	r := parquet.NewGenericReader[fileRow](pf)
+	defer r.Close()
+	rows := make([]Row, 0, pf.NumRows())
+	buf := make([]fileRow, 4096)
+	for {
+		n, readErr := r.Read(buf)
+		for _, fr := range buf[:n] {
+			st := v.NewState()
+			var err error
+			if st.Num, err = readFloats(fr.Num); err != nil {
+				return nil, err
+			}
+			if len(fr.Exact) > 0 {
+				if st.Exact, err = readFloats(fr.Exact); err != nil {
+					return nil, err
+				}
+			}
+			if len(fr.Sketches) > 0 {
+				sk, err := splitSketches(fr.Sketches)
+				if err != nil {
+					return nil, err
+				}
+				if err := v.DecodeSketches(&st, sk); err != nil {
+					return nil, err
+				}
+			}
+			rows = append(rows, Row{Window: fr.Window, Group: fr.Group, State: st})
+		}
+		if errors.Is(readErr, io.EOF) {
+			return rows, nil
+		}
+		if readErr != nil {
+			return nil, readErr
+		}
+	}
+}
+
+func readListRows(pf *parquet.File, v *logic.View) ([]Row, error) {
+	r := parquet.NewGenericReader[listFileRow](pf)
+	defer r.Close()
+	frs := make([]listFileRow, pf.NumRows())
+	n, err := r.Read(frs)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	frs = frs[:n]
 	rows := make([]Row, len(frs))
 	for i, fr := range frs {
 		st := v.NewState()
@@ -327,11 +455,10 @@ func readViewFile(path string, v *logic.View) ([]Row, error) {
 			st.Exact = fr.Exact
 		}
 		if err := v.DecodeSketches(&st, fr.Sketches); err != nil {
-			return nil, fmt.Errorf("batchviews: read %s: view %s: %w", path, v.Name, err)
+			return nil, err
 		}
 		rows[i] = Row{Window: fr.Window, Group: fr.Group, State: st}
 	}
-	sortRows(rows)
 	return rows, nil
 }
 
@@ -388,7 +515,7 @@ func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
 		if _, err := lake.WriteFileAtomic(dir, fname, func(w io.Writer) error {
 			frs := make([]fileRow, len(rs))
 			for i, r := range rs {
-				frs[i] = fileRow{Window: r.Window, Group: r.Group, State: r.State.Num, Sketches: r.State.EncodeSketches(), Exact: r.State.Exact}
+				frs[i] = newFileRow(r)
 			}
 			return parquet.Write(w, frs, parquet.Compression(&parquet.Zstd))
 		}); err != nil {
