@@ -361,3 +361,26 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		t.Fatal("Decode accepted a broken record")
 	}
 }
+
+// TestDigest: stable for the same parts and key; different when the parts
+// are split differently, or the key differs.
+func TestDigest(t *testing.T) {
+	def := logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime}}
+	a, err := logic.NewStream("s", def, []byte("key-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := logic.NewStream("s", def, []byte("key-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := a.Digest([]byte("ab"), []byte("c"))
+	if len(d) != 32 || d != a.Digest([]byte("ab"), []byte("c")) {
+		t.Fatalf("digest %q not stable", d)
+	}
+	for _, other := range []string{a.Digest([]byte("a"), []byte("bc")), a.Digest([]byte("abc")), b.Digest([]byte("ab"), []byte("c"))} {
+		if other == d {
+			t.Fatalf("digest %q repeated for other parts or key", d)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,7 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 			}
 			d := fitDeadLetter(eventlog.DeadLetter{Stream: stream, Reason: rej.Reason, Field: rej.Field, Source: source,
 				Time: now.UTC(), Payload: s.MaskPayload(bytes.TrimSpace(raw))}, maxMsg)
+			d.ID = deadLetterID(s, source, i, rej, raw)
 			dls = append(dls, d)
 			res.Errors = append(res.Errors, IngestError{Index: i, Error: (&logic.RejectError{Field: d.Field, Reason: d.Reason}).Error()})
 			continue
@@ -242,4 +244,13 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 		return c, fmt.Errorf("serving: register metrics: %w", err)
 	}
 	return c, nil
+}
+
+// deadLetterID names a rejected event by where it came from, its index in
+// the request, why it was rejected and its raw bytes (a keyed digest: they
+// may hold PII), so that a retried request stores its dead letters once
+// (within the log's dedup window) while two identical events of one
+// request stay two.
+func deadLetterID(s *logic.Stream, source string, index int, rej *logic.RejectError, raw []byte) string {
+	return "dl:" + s.Digest([]byte(source), strconv.AppendInt(nil, int64(index), 10), []byte(rej.Reason), []byte(rej.Field), raw)
 }

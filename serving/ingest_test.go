@@ -215,3 +215,44 @@ func TestIngestOversized(t *testing.T) {
 		})
 	}
 }
+
+// TestIngestRetryStoresDeadLettersOnce: a request retried (after a
+// timeout, say) stores its events and its dead letters once; two identical
+// bad events of one request stay two dead letters.
+func TestIngestRetryStoresDeadLettersOnce(t *testing.T) {
+	ctx := context.Background()
+	js := natsWithLimit(t, 0)
+	l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testStream(t)
+	in := serving.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
+	bad := []byte(`{"id":"b","ts":"2026-01-01T00:00:00Z","device":"web","amount":"x"}`)
+	raws := [][]byte{[]byte(`{"id":"g","ts":"2026-01-01T00:00:00Z","device":"web","amount":1}`), bad, bad,
+		[]byte(`{"id":"n","ts":"2026-01-01T00:00:00Z","amount":1}`)}
+	for try := range 3 {
+		res, err := in.Ingest(ctx, "orders", raws, "http")
+		if err != nil || res.Accepted != 1 || res.Rejected != 3 {
+			t.Fatalf("try %d: %+v %v", try, res, err)
+		}
+	}
+	// Another source is another request: its dead letters are its own.
+	if _, err := in.Ingest(ctx, "orders", raws[1:2], "file:x.ndjson"); err != nil {
+		t.Fatal(err)
+	}
+	dls, err := l.DeadLetters(ctx, "orders", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range dls {
+		got = append(got, d.Source+"/"+d.Field)
+	}
+	if want := []string{"http/amount", "http/amount", "http/device", "file:x.ndjson/amount"}; !slices.Equal(got, want) {
+		t.Fatalf("dead letters %v, want %v", got, want)
+	}
+	if ids := logIDs(t, js, l, st); !slices.Equal(ids, []string{"g"}) {
+		t.Fatalf("events %v", ids)
+	}
+}

@@ -168,7 +168,10 @@ func classify(err error) error {
 
 // DeadLetter is a rejected event with why, when and where from.
 type DeadLetter struct {
-	Seq     uint64          `json:"seq,omitempty"` // position in the dead-letter stream (set when read)
+	Seq uint64 `json:"seq,omitempty"` // position in the dead-letter stream (set when read)
+	// ID is the dead letter's message id: dead letters with the same id
+	// within the dedup window are stored once ("": never deduplicated).
+	ID      string          `json:"id,omitempty"`
 	Stream  string          `json:"stream"`
 	Reason  string          `json:"reason"`
 	Field   string          `json:"field,omitempty"`
@@ -178,7 +181,8 @@ type DeadLetter struct {
 }
 
 // PublishDeadLetters appends dead letters for a stream and waits until they
-// are stored.
+// are stored. A dead letter whose ID was stored within the dedup window is
+// stored once and counts as stored.
 func (l *Log) PublishDeadLetters(ctx context.Context, stream string, dls []DeadLetter) error {
 	recs := make([]Record, 0, len(dls))
 	for _, d := range dls {
@@ -190,7 +194,7 @@ func (l *Log) PublishDeadLetters(ctx context.Context, stream string, dls []DeadL
 		if err != nil {
 			return fmt.Errorf("eventlog: encode dead letter: %w", err)
 		}
-		recs = append(recs, Record{Data: b})
+		recs = append(recs, Record{ID: d.ID, Data: b})
 	}
 	return l.publishTo(ctx, l.DLQSubject(stream), recs)
 }

@@ -111,6 +111,57 @@ func TestReplayDeadLetters(t *testing.T) {
 	}
 }
 
+// TestReplayAfterCrashDoesNotDoubleDeadLetters: a replay that re-queued a
+// dead letter and died before deleting the old one leaves, after the next
+// replay, one dead letter for that event.
+func TestReplayAfterCrashDoesNotDoubleDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	l := open(t)
+	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}}, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := eventlog.DeadLetter{Stream: "orders", Reason: "want an integer", Field: "n", Source: "http", Time: time.Now(), Payload: []byte(`{"ts":1000,"id":"a","n":"x"}`)}
+	if err := l.PublishDeadLetters(ctx, "orders", []eventlog.DeadLetter{d}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := l.DeadLetters(ctx, "orders", 0, 10)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("%v %v", first, err)
+	}
+	// What the crashed replay did: re-queued it, did not delete it.
+	requeued := d
+	requeued.ID, requeued.Source = fmt.Sprintf("requeue:%d", first[0].Seq), "replay"
+	if err := l.PublishDeadLetters(ctx, "orders", []eventlog.DeadLetter{requeued}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.ReplayDeadLetters(ctx, s, "replay")
+	if err != nil || res.Kept != 2 || res.Replayed != 0 {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	left, err := l.DeadLetters(ctx, "orders", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The original is gone, its re-queued copy stored once; the copy itself
+	// was re-queued once more under its own sequence.
+	if len(left) != 1 || left[0].Source != "replay" || left[0].ID != fmt.Sprintf("requeue:%d", first[0].Seq+1) {
+		t.Fatalf("left %+v", left)
+	}
+	// Ids given by the caller are the message ids: the same letters again
+	// are stored once; letters without one are stored each time.
+	withID := []eventlog.DeadLetter{d, d}
+	withID[0].ID, withID[1].ID = "dl:1", ""
+	for range 2 {
+		if err := l.PublishDeadLetters(ctx, "orders", withID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 1+1+2 {
+		t.Fatalf("dead letters %d %v, want 4", n, err)
+	}
+}
+
 // TestConsumerCollector: the collector reports what JetStream holds for a
 // consumer: records not yet delivered and records delivered but unacked.
 func TestConsumerCollector(t *testing.T) {

@@ -20,8 +20,9 @@ type ReplayResult struct {
 // current schema again. Those that pass are appended to the clean log (with
 // their event id, or "dlq-<seq>" when they have none, as the message id, so
 // a crash between append and delete cannot double them) and removed from
-// the queue; the others are re-queued with their new reason. Replaying
-// twice does not duplicate anything.
+// the queue; the others are re-queued with their new reason (with the id
+// "requeue:<seq>"). Replaying twice, or again after a crash, does not
+// duplicate anything.
 func (l *Log) ReplayDeadLetters(ctx context.Context, s *logic.Stream, source string) (ReplayResult, error) {
 	var res ReplayResult
 	var after uint64
@@ -62,7 +63,9 @@ func (l *Log) ReplayDeadLetters(ctx context.Context, s *logic.Stream, source str
 				if !errors.As(err, &rej) {
 					return res, err
 				}
-				nd := DeadLetter{Stream: s.Name, Reason: rej.Reason, Field: rej.Field, Source: source, Time: time.Now().UTC(), Payload: d.Payload}
+				// Re-queued under an id naming the letter it replaces, so a
+				// crash before the delete below cannot double it.
+				nd := DeadLetter{ID: "requeue:" + strconv.FormatUint(d.Seq, 10), Stream: s.Name, Reason: rej.Reason, Field: rej.Field, Source: source, Time: time.Now().UTC(), Payload: d.Payload}
 				if err := l.PublishDeadLetters(ctx, s.Name, []DeadLetter{nd}); err != nil {
 					return res, err
 				}
