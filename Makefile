@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzWhereSQL$$' -fuzztime $(FUZZTIME) ./batch/
 	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime $(FUZZTIME) ./serving/
 	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) ./serving/
+	$(GO) test -run '^$$' -fuzz '^FuzzMergePacked$$' -fuzztime $(FUZZTIME) ./storage/speedstore/
 
 ## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
 bench: build

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -25,6 +26,7 @@ import (
 // ArchiverConfig configures the archiver.
 type ArchiverConfig struct {
 	MaxRows   int           // rows per write at most (default 200000)
+	MaxBytes  int64         // memory of the buffered rows (rowBytes) that triggers a write (default 32 MiB)
 	MaxDelay  time.Duration // longest a record waits in the buffer (default 5s)
 	FetchSize int           // records per fetch at most (default 1000)
 	FetchWait time.Duration // longest wait of one fetch (default 500ms, at most MaxDelay)
@@ -44,6 +46,9 @@ func (c *ArchiverConfig) defaults() {
 		c.FetchSize = 1000
 	}
 	c.FetchSize = min(c.FetchSize, c.MaxRows)
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 32 << 20
+	}
 	if c.FetchWait <= 0 {
 		c.FetchWait = 500 * time.Millisecond
 	}
@@ -74,6 +79,7 @@ type Archiver struct {
 	status map[string]lake.Checkpoint
 
 	rows, files, bytes *prometheus.CounterVec
+	writes             *prometheus.CounterVec
 	decodeErrs, lost   *prometheus.CounterVec
 	lag                *prometheus.GaugeVec
 	seq                *prometheus.GaugeVec
@@ -91,6 +97,7 @@ func NewArchiver(cfg ArchiverConfig, log *eventlog.Log, lk *lake.Lake, cat *conf
 		rows:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_rows_total", Help: "Records written to the lake."}, []string{"stream"}),
 		files:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_files_total", Help: "Parquet files written to the lake."}, []string{"stream"}),
 		bytes:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_bytes_total", Help: "Bytes of Parquet written to the lake."}, []string{"stream"}),
+		writes:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_writes_total", Help: "Buffer writes to the lake by what triggered them: rows, bytes, delay, stop, error."}, []string{"stream", "reason"}),
 		decodeErrs: f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_decode_errors_total", Help: "Log records the archiver could not decode (skipped)."}, []string{"stream"}),
 		lost:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_lost_total", Help: "Log sequences gone from the log (retention) before they were archived."}, []string{"stream"}),
 		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_lag_seconds", Help: "Now minus the stream's lake coverage (covered_until)."}, []string{"stream"}),
@@ -154,6 +161,7 @@ type streamState struct {
 	cp      lake.Checkpoint // committed
 	next    uint64          // next sequence to buffer
 	buf     []lake.Row
+	bytes   int64        // rowBytes of buf
 	last    eventlog.Msg // last buffered message
 	first   time.Time    // when buf got its first row
 	pending *eventlog.Msg
@@ -189,16 +197,16 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 		}
 		if ctx.Err() != nil {
 			// Graceful stop: what is buffered is contiguous; write it out.
-			return a.flush(context.WithoutCancel(ctx), st)
+			return a.flush(context.WithoutCancel(ctx), st, "stop")
 		}
 		if ferr != nil {
-			if ferr2 := a.flush(ctx, st); ferr2 != nil {
+			if ferr2 := a.flush(ctx, st, "error"); ferr2 != nil {
 				return errors.Join(ferr, ferr2)
 			}
 			return ferr
 		}
-		if len(st.buf) >= a.cfg.MaxRows || (st.dirty() && time.Since(st.first) >= a.cfg.MaxDelay) {
-			if err := a.flush(ctx, st); err != nil {
+		if why := a.full(st); why != "" {
+			if err := a.flush(ctx, st, why); err != nil {
 				return err
 			}
 		}
@@ -208,6 +216,34 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 			}
 		}
 	}
+}
+
+// full says why st's buffer must be written now ("" when it need not):
+// it holds MaxRows rows or MaxBytes of memory, or its first record waited
+// MaxDelay.
+func (a *Archiver) full(st *streamState) string {
+	switch {
+	case !st.dirty():
+		return ""
+	case len(st.buf) >= a.cfg.MaxRows:
+		return "rows"
+	case st.bytes >= a.cfg.MaxBytes:
+		return "bytes"
+	case time.Since(st.first) >= a.cfg.MaxDelay:
+		return "delay"
+	}
+	return ""
+}
+
+// rowBytes is about the memory a buffered row holds: the row, its values
+// and their strings (the decoded event owns them; nothing points into the
+// log record).
+func rowBytes(r *lake.Row) int64 {
+	n := int64(unsafe.Sizeof(*r)) + int64(len(r.Event.ID)) + int64(cap(r.Event.Values))*int64(unsafe.Sizeof(logic.Value{}))
+	for i := range r.Event.Values {
+		n += int64(len(r.Event.Values[i].S))
+	}
+	return n
 }
 
 // take buffers the contiguous prefix of msgs starting at st.next. Records
@@ -255,6 +291,7 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 			st.first = time.Now()
 		}
 		st.buf = append(st.buf, lake.Row{Seq: m.Seq, Arrival: m.Arrival, Event: ev})
+		st.bytes += rowBytes(&st.buf[len(st.buf)-1])
 		st.next = m.Seq + 1
 		st.last = m
 		st.pending = nil
@@ -285,8 +322,9 @@ func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
 	return nil
 }
 
-// flush writes the buffer to the lake, commits the checkpoint, then acks.
-func (a *Archiver) flush(ctx context.Context, st *streamState) error {
+// flush writes the buffer to the lake, commits the checkpoint, then acks;
+// why is what triggered it (a label of braid_archive_writes_total).
+func (a *Archiver) flush(ctx context.Context, st *streamState, why string) error {
 	if !st.dirty() {
 		return nil
 	}
@@ -302,7 +340,13 @@ func (a *Archiver) flush(ctx context.Context, st *streamState) error {
 		return err
 	}
 	rows := len(st.buf)
-	st.cp, st.buf = cp, st.buf[:0]
+	st.cp = cp
+	// The written rows are dropped from the backing array too, so their
+	// events can be collected now rather than when a later row overwrites
+	// them.
+	clear(st.buf)
+	st.buf, st.bytes = st.buf[:0], 0
+	a.writes.WithLabelValues(st.s.Name, why).Inc()
 	a.setStatus(st.s.Name, cp)
 	a.rows.WithLabelValues(st.s.Name).Add(float64(rows))
 	a.files.WithLabelValues(st.s.Name).Add(float64(len(files)))

@@ -160,3 +160,76 @@ func TestArchiverExactlyOnceAcrossRestart(t *testing.T) {
 	}
 	checkLake(t, e, append(orders, more...))
 }
+
+// archiveUntil runs an archiver with cfg until the lake's checkpoint of
+// orders reaches seq, stops it (it writes what it holds), and returns the
+// number of records of each file written and the writes by reason.
+func archiveUntil(t *testing.T, e *env, cfg batch.ArchiverConfig, seq uint64) (spans []uint64, writes map[string]float64) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	a := batch.NewArchiver(cfg, e.log, e.lk, e.cat, quietLogger(), reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, "the archiver's checkpoint", func() bool {
+		cp, err := e.lk.Checkpoint("orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp.Seq >= seq
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fs, err := e.lk.CommittedFiles("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		spans = append(spans, f.Last-f.First+1)
+	}
+	writes = map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "braid_archive_writes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					writes[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Logf("files of %v records; writes by reason %v", spans, writes)
+	return spans, writes
+}
+
+// The buffer is written once it holds MaxBytes of rows, long before
+// MaxRows or MaxDelay, and the lake still holds every record once.
+func TestArchiverWritesAtItsByteBound(t *testing.T) {
+	e := newEnv(t)
+	orders := makeOrders(0, 2000)
+	publishOrders(t, e, orders)
+	// An order's row holds about 270 bytes: 16 KiB is about 60 of them.
+	const maxBytes = 16 << 10
+	spans, writes := archiveUntil(t, e, batch.ArchiverConfig{MaxRows: 100_000, MaxBytes: maxBytes, MaxDelay: time.Hour, FetchSize: 20, FetchWait: 50 * time.Millisecond}, 1800)
+	if writes["bytes"] < 20 || writes["rows"] != 0 || writes["delay"] != 0 {
+		t.Errorf("writes by reason %v: want at least 20 at the byte bound, none by rows or delay", writes)
+	}
+	// A write holds at most the rows that reached the bound plus one fetch.
+	for _, n := range spans {
+		if n > maxBytes/200+20 {
+			t.Fatalf("a file of %d records (spans %v): the byte bound was not kept", n, spans)
+		}
+	}
+	// What the stop found unbuffered is archived by the next run, once.
+	startArchiver(t, e)
+	waitArchived(t, e, "orders")
+	checkLake(t, e, orders)
+}

@@ -46,7 +46,6 @@ const (
 // Slot is one numeric component of a measure's state.
 type Slot struct {
 	Op  SlotOp
-	Int bool   // integral: the speed store keeps it with integer increments
 	SQL string // the DuckDB aggregate computing this slot over raw rows
 }
 
@@ -149,23 +148,22 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 		m.Q = q
 	}
 	col := quoteIdent(m.Field)
-	intField := m.ftype == TypeInt
 	switch kind {
 	case Count:
 		if m.field < 0 {
-			m.Slots = []Slot{{Op: OpAdd, Int: true, SQL: "count(*)"}}
+			m.Slots = []Slot{{Op: OpAdd, SQL: "count(*)"}}
 		} else {
-			m.Slots = []Slot{{Op: OpAdd, Int: true, SQL: "count(" + col + ")"}}
+			m.Slots = []Slot{{Op: OpAdd, SQL: "count(" + col + ")"}}
 		}
 	case Sum, Avg:
 		m.Slots = []Slot{
-			{Op: OpAdd, Int: intField, SQL: "coalesce(sum(" + col + "), 0)"},
-			{Op: OpAdd, Int: true, SQL: "count(" + col + ")"},
+			{Op: OpAdd, SQL: "coalesce(sum(" + col + "), 0)"},
+			{Op: OpAdd, SQL: "count(" + col + ")"},
 		}
 	case Min:
-		m.Slots = []Slot{{Op: OpMin, Int: intField, SQL: "min(" + col + ")"}}
+		m.Slots = []Slot{{Op: OpMin, SQL: "min(" + col + ")"}}
 	case Max:
-		m.Slots = []Slot{{Op: OpMax, Int: intField, SQL: "max(" + col + ")"}}
+		m.Slots = []Slot{{Op: OpMax, SQL: "max(" + col + ")"}}
 	case CountDistinct, Quantile:
 		// No numeric slots: the state is a sketch (see View), and batch rows
 		// carry the exact value too (ExactSQL).

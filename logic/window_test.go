@@ -295,7 +295,7 @@ func TestMeasureParse(t *testing.T) {
 		t.Fatalf("avg: %+v %v", m, err)
 	}
 	m, _ = logic.ParseMeasure(logic.MeasureDef{Name: "m", Expr: "max(qty)"}, s)
-	if m.ResultType() != logic.TypeInt || m.Slots[0].Op != logic.OpMax || !m.Slots[0].Int {
+	if m.ResultType() != logic.TypeInt || m.Slots[0].Op != logic.OpMax {
 		t.Fatalf("max(int): %+v", m)
 	}
 	// Slot monoids: identity is neutral, merge is commutative.

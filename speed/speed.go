@@ -3,6 +3,10 @@
 // logic package, commits deltas and position to the speed store in one
 // atomic step, and only then acknowledges the batch. A redelivered batch is
 // refused by the store's compare-and-set, so nothing is counted twice.
+// While one micro-batch commits, the next is fetched and folded, taking
+// what the log delivers until that commit is done (group commit: fewer,
+// larger commits under load); its commit starts only once the previous one
+// succeeded, from the position it wrote.
 //
 // Per stream (durable consumer "speed"):
 //   - The store's position is the truth. Absent (first start, Redis lost):
@@ -42,10 +46,10 @@ import (
 // Config bounds the micro-batches. Zero fields take the Default* values.
 type Config struct {
 	Namespace string        // informational: the log and the store carry their own
-	BatchSize int           // records per fetch and per commit at most
+	BatchSize int           // records per fetch (and per commit, but while a commit runs the next batch takes more)
 	MaxWait   time.Duration // longest wait to fill a micro-batch
 	Epoch     time.Duration // arrival-epoch length: must match the batch layer's
-	MaxCells  int           // delta cells in memory before an early commit
+	MaxCells  int           // delta cells of a micro-batch before an early commit (one more batch may be committing)
 }
 
 // CutoffSource tells where a rebuild of a stream's speed state starts: the
@@ -239,6 +243,14 @@ func (b *batch) cells() int {
 	return n
 }
 
+func newBatch(views []*logic.View) *batch {
+	b := &batch{deltas: make([]*logic.Delta, len(views))}
+	for i, v := range views {
+		b.deltas[i] = v.NewDelta()
+	}
+	return b
+}
+
 func (b *batch) reset() {
 	for _, d := range b.deltas {
 		d.Reset()
@@ -318,53 +330,91 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	}
 	l.logger.Info("speed stream running", "stream", s.Name, "committed", committed, "expect", expect, "rebuild", !found)
 	wm := logic.Watermark{Max: pos.Watermark}
-	b := &batch{deltas: make([]*logic.Delta, len(views))}
-	for i, v := range views {
-		b.deltas[i] = v.NewDelta()
-	}
+	b, spare := newBatch(views), newBatch(views)
 	lastCheck := time.Now()
 
-	// flush publishes the batch's too-late records, commits deltas and
-	// position in one step, then acknowledges everything up to b.last. It
-	// runs on a context of its own so a shutdown still commits.
-	flush := func() error {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		t0 := time.Now()
-		if len(b.lateSeqs) > 0 {
-			if err := l.log.PublishLate(fctx, s.Name, b.lateSeqs, b.lateData); err != nil {
-				return err
-			}
+	// A micro-batch is committed in the background while the next one is
+	// fetched and folded: flush hands b over and goes on with a fresh batch;
+	// settle waits for that commit. At most one commit is in flight, and
+	// the next starts only after it succeeded, from the position it wrote,
+	// so commits stay a chain of compare-and-sets.
+	var (
+		inflight *batch              // the batch being committed; nil when none
+		nextPos  speedstore.Position // the position it commits
+		result   = make(chan error, 1)
+	)
+
+	// settle waits for the commit in flight, if any; once it succeeded it
+	// records the metrics and the status, and recycles the batch.
+	settle := func() error {
+		if inflight == nil {
+			return nil
 		}
-		next := speedstore.Position{Seq: b.last.Seq, Watermark: wm.Max, Owner: l.owner}
-		if err := l.store.Commit(fctx, s.Name, committed, next, b.deltas); err != nil {
-			if errors.Is(err, speedstore.ErrConflict) && committed > 0 {
-				if _, ok, perr := l.store.Position(fctx, s.Name); perr == nil && !ok {
-					return fmt.Errorf("%w: %w", errStateLost, err)
-				}
-			}
+		err := <-result
+		p := inflight
+		inflight = nil
+		if err != nil {
 			return err
 		}
-		l.m.commitSeconds.Observe(time.Since(t0).Seconds())
-		committed = b.last.Seq
-		// The state is committed with its position, so the ack is only a
-		// hint to the server (fewer redeliveries): it is not waited for, and
-		// a lost one costs a redelivery the position refuses.
-		if err := c.AckNoWait(b.last); err != nil {
-			l.logger.Warn("ack failed after commit", "stream", s.Name, "seq", b.last.Seq, "err", err)
-		}
-		l.m.batchSize.Observe(float64(b.n))
-		l.m.events.WithLabelValues(s.Name).Add(float64(b.folded))
-		late := uint64(len(b.lateSeqs))
+		committed = nextPos.Seq
+		l.m.batchSize.Observe(float64(p.n))
+		l.m.events.WithLabelValues(s.Name).Add(float64(p.folded))
+		late := uint64(len(p.lateSeqs))
 		if late > 0 {
 			l.m.late.WithLabelValues(s.Name).Add(float64(late))
-			l.logger.Info("too-late events skipped", "stream", s.Name, "count", late, "watermark", logic.FormatTime(wm.At(s.AllowedLateness)))
+			l.logger.Info("too-late events skipped", "stream", s.Name, "count", late, "watermark", logic.FormatTime(logic.Watermark{Max: nextPos.Watermark}.At(s.AllowedLateness)))
 		}
 		l.update(s.Name, func(st *StreamStatus) {
-			st.Seq, st.Watermark, st.LastCommit = committed, wm.Max, time.Now()
+			st.Seq, st.Watermark, st.LastCommit = committed, nextPos.Watermark, time.Now()
 			st.Late += late
 		})
-		b.reset()
+		p.reset()
+		spare = p
+		return nil
+	}
+	// busy reports whether a commit is still running.
+	busy := func() bool { return inflight != nil && len(result) == 0 }
+	// settleDone settles the commit in flight only if it has finished.
+	settleDone := func() error {
+		if busy() {
+			return nil
+		}
+		return settle()
+	}
+	// A stream loop never leaves a commit running behind it (a next
+	// incarnation starts from the store's position).
+	defer func() { _ = settle() }()
+
+	// flush settles the previous commit, then starts committing b: its
+	// too-late records are published, then deltas and position are
+	// committed in one step, then everything up to its last record is
+	// acknowledged. The commit runs on a context of its own so a shutdown
+	// still commits.
+	flush := func() error {
+		if err := settle(); err != nil {
+			return err
+		}
+		p, prev := b, committed
+		b, spare = spare, nil
+		inflight = p
+		nextPos = speedstore.Position{Seq: p.last.Seq, Watermark: wm.Max, Owner: l.owner}
+		go func(next speedstore.Position) {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			err := l.commit(fctx, s.Name, prev, next, p)
+			if err == nil {
+				l.m.commitSeconds.Observe(time.Since(t0).Seconds())
+				// The state is committed with its position, so the ack is
+				// only a hint to the server (fewer redeliveries): it is
+				// sent at once, not waited for, and a lost one costs a
+				// redelivery the position refuses.
+				if err := c.AckNoWait(p.last); err != nil {
+					l.logger.Warn("ack failed after commit", "stream", s.Name, "seq", p.last.Seq, "err", err)
+				}
+			}
+			result <- err
+		}(nextPos)
 		return nil
 	}
 
@@ -382,20 +432,27 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 	var gapSince, lastPosCheck time.Time
 
 	for {
-		if time.Since(leased) > l.leaseTTL/3 {
+		if time.Since(leased) > l.leaseTTL/3 && ctx.Err() == nil {
+			// (On shutdown, the Fetch below ends at once and the batch in
+			// hand is committed.)
 			ok, err := l.store.Lease(ctx, s.Name, l.owner, l.leaseTTL)
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
+			switch {
+			case ctx.Err() != nil:
+			case err != nil:
 				return err
-			}
-			if !ok {
+			case !ok:
 				return errLeaseLost
+			default:
+				leased = time.Now()
 			}
-			leased = time.Now()
 		}
-		msgs, ferr := c.Fetch(ctx, l.cfg.BatchSize, l.cfg.MaxWait)
+		wait := l.cfg.MaxWait
+		if b.n > 0 {
+			// A batch waits for the commit in flight: take only what is
+			// already buffered, then commit.
+			wait = min(wait, time.Millisecond)
+		}
+		msgs, ferr := c.Fetch(ctx, l.cfg.BatchSize, wait)
 		if ferr != nil && ctx.Err() == nil {
 			return ferr
 		}
@@ -452,22 +509,33 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 			pending := msgs[len(msgs)-1].Pending
 			l.update(s.Name, func(st *StreamStatus) { st.Lag = pending })
 		}
-		if b.n > 0 {
+		switch {
+		case b.n > 0 && busy() && len(msgs) > 0 && ctx.Err() == nil:
+			// Group commit: the previous commit still runs, so the batch
+			// takes what the log delivers meanwhile (MaxCells and the
+			// consumer's max-ack-pending bound it) and commits once that
+			// one is done: fewer, larger commits under load.
+		case b.n > 0:
 			// Commit even when ctx is cancelled: a shutdown flushes.
 			if err := flush(); err != nil {
 				return err
 			}
-		} else if skipped.Seq != 0 {
-			// Only records we already hold. Acknowledge them (ack-all) once
-			// the store confirms they are in: after a Reset by another
-			// process our committed position may be stale.
-			p, ok, err := l.store.Position(ctx, s.Name)
-			if err == nil && ok && p.Seq >= skipped.Seq {
-				_ = c.Ack(context.WithoutCancel(ctx), skipped)
+		default:
+			if err := settleDone(); err != nil {
+				return err
+			}
+			if skipped.Seq != 0 {
+				// Only records we already hold. Acknowledge them (ack-all)
+				// once the store confirms they are in: after a Reset by
+				// another process our committed position may be stale.
+				p, ok, err := l.store.Position(ctx, s.Name)
+				if err == nil && ok && p.Seq >= skipped.Seq {
+					_ = c.Ack(context.WithoutCancel(ctx), skipped)
+				}
 			}
 		}
 		if ctx.Err() != nil {
-			return nil
+			return settle()
 		}
 		if len(held) == 0 {
 			gapSince = time.Time{}
@@ -476,6 +544,9 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 				gapSince = time.Now()
 				l.logger.Debug("gap in delivery; holding back", "stream", s.Name, "want", expect, "held", len(held))
 			}
+			if err := settle(); err != nil { // the gap check compares the store with what we committed
+				return err
+			}
 			next, err := l.checkGap(ctx, s.Name, committed, expect, held, gapSince, &lastPosCheck)
 			if err != nil {
 				return err
@@ -483,6 +554,13 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 			if next != expect {
 				expect, gapSince = next, time.Time{}
 				continue // fold what is held from the log's first record on
+			}
+		}
+		if len(msgs) == 0 && wait == l.cfg.MaxWait {
+			// Nothing new for a while: let the commit in flight finish, so
+			// the status is current.
+			if err := settle(); err != nil {
+				return err
 			}
 		}
 		if len(msgs) == 0 && time.Since(lastCheck) > time.Second {
@@ -499,6 +577,26 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 			}
 		}
 	}
+}
+
+// commit publishes a batch's too-late records, then commits its deltas and
+// the position next in one step (moving it from prev). A conflict while
+// the store holds no position means the state was lost.
+func (l *Layer) commit(ctx context.Context, stream string, prev uint64, next speedstore.Position, b *batch) error {
+	if len(b.lateSeqs) > 0 {
+		if err := l.log.PublishLate(ctx, stream, b.lateSeqs, b.lateData); err != nil {
+			return err
+		}
+	}
+	if err := l.store.Commit(ctx, stream, prev, next, b.deltas); err != nil {
+		if errors.Is(err, speedstore.ErrConflict) && prev > 0 {
+			if _, ok, perr := l.store.Position(ctx, stream); perr == nil && !ok {
+				return fmt.Errorf("%w: %w", errStateLost, err)
+			}
+		}
+		return err
+	}
+	return nil
 }
 
 // gapTimeout is how long a gap may stay open before the stream loop starts

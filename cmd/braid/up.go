@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -43,7 +44,7 @@ func (a *app) newSpeedFrom(l *layers, cutoffs speed.CutoffSource) {
 }
 
 func (a *app) newArchiver(l *layers) {
-	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: a.cfg.Archive.MaxRows, MaxDelay: a.cfg.Archive.MaxDelay.D()},
+	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: a.cfg.Archive.MaxRows, MaxBytes: a.cfg.Archive.MaxBytes, MaxDelay: a.cfg.Archive.MaxDelay.D()},
 		a.log, l.lake, a.cat, a.logger.With("layer", "archive"), a.reg)
 }
 
@@ -85,6 +86,15 @@ func (a *app) runAll(parent context.Context, l *layers, extra ...func(context.Co
 	if l.archiver != nil {
 		goRun("archive", l.archiver.Run)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.servePprof(ctx, os.Getenv(pprofEnv)); err != nil {
+			a.logger.Error("pprof listener failed; running without it", "err", err)
+		}
+	}()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.watchMemory(ctx) }()
 	if l.runner != nil && l.schedule && a.cfg.Batch.Every.D() > 0 {
 		goRun("batch", func(ctx context.Context) error { l.runner.Schedule(ctx, a.cfg.Batch.Every.D()); return nil })
 	}

@@ -34,6 +34,11 @@ type Config struct {
 	DLQ       DLQ      `yaml:"dlq"`
 	Auth      Auth     `yaml:"auth"`
 	PIIKeyEnv string   `yaml:"pii_key_env"` // env var holding the PII HMAC key; else a key kept in data_dir
+	// MemoryLimit is the soft limit of each braid process's Go memory
+	// (heap and stacks, the embedded nats-server's included), in bytes:
+	// the collector works harder near it instead of letting the heap grow
+	// to twice the live data. 0: no limit. GOMEMLIMIT, when set, wins.
+	MemoryLimit int64 `yaml:"memory_limit"`
 
 	Streams map[string]StreamConfig `yaml:"streams"`
 	Views   Views                   `yaml:"views"`
@@ -93,6 +98,7 @@ type Speed struct {
 // Archive configures the archiver.
 type Archive struct {
 	MaxRows  int      `yaml:"max_rows"`  // rows per file at most
+	MaxBytes int64    `yaml:"max_bytes"` // memory of the rows held for one write at most
 	MaxDelay Duration `yaml:"max_delay"` // longest an event waits before its file is written
 }
 
@@ -213,6 +219,15 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// DefaultMemoryLimit is memory_limit's default: 384 MiB of Go memory keeps
+// `braid up` under 512 MiB resident (with its code and DuckDB) at full
+// ingest on a laptop. A process whose live data outgrows it is slowed down
+// by the collector, never stopped: the limit is soft.
+const DefaultMemoryLimit = 384 << 20
+
+// MinMemoryLimit is the smallest memory_limit other than 0.
+const MinMemoryLimit = 64 << 20
+
 // Default returns the configuration every field falls back to.
 func Default() Config {
 	return Config{
@@ -223,9 +238,11 @@ func Default() Config {
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3},
 		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
-		Archive:   Archive{MaxRows: 200000, MaxDelay: Duration(5 * time.Second)},
+		Archive:   Archive{MaxRows: 200000, MaxBytes: 32 << 20, MaxDelay: Duration(5 * time.Second)},
 		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxMsgs: 1_000_000},
 		PIIKeyEnv: "BRAID_PII_KEY",
+
+		MemoryLimit: DefaultMemoryLimit,
 	}
 }
 
@@ -472,6 +489,9 @@ func (c *Config) Validate() error {
 	if c.Archive.MaxRows < 1 {
 		add("archive.max_rows", "e.g. 200000", "must be positive")
 	}
+	if c.Archive.MaxBytes < 1<<20 {
+		add("archive.max_bytes", "e.g. 33554432 (32 MiB)", "must be at least 1048576 (1 MiB)")
+	}
 	if c.Archive.MaxDelay.D() <= 0 {
 		add("archive.max_delay", "e.g. 5s", "must be positive")
 	}
@@ -498,6 +518,13 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.QueryCacheBytes < 0 {
 		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")
+	}
+	switch buffers := c.Archive.MaxBytes + c.HTTP.QueryCacheBytes; {
+	case c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < MinMemoryLimit):
+		add("memory_limit", "e.g. 402653184 (384 MiB), or 0 for no limit", "must be 0 or at least %d (64 MiB)", MinMemoryLimit)
+	case c.MemoryLimit > 0 && c.MemoryLimit < 2*buffers:
+		add("memory_limit", "raise it, or lower archive.max_bytes and http.query_cache_bytes",
+			"must be at least twice archive.max_bytes + http.query_cache_bytes (%d)", 2*buffers)
 	}
 	for i, k := range c.Auth.Keys {
 		key := fmt.Sprintf("auth.keys[%d]", i)

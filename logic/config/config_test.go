@@ -129,6 +129,8 @@ func TestBadConfigReportsEveryError(t *testing.T) {
 		{"views.tiny", 37, 39, "window 500ms is outside"},
 		{"views.by_path.stream", 43, 43, `unknown stream "nowhere"`},
 		{"views.spend", 47, 51, `avg needs a numeric field, "country" is string`},
+		{"memory_limit", 52, 52, "must be 0 or at least 67108864"},
+		{"archive.max_bytes", 53, 53, "must be at least 1048576"},
 	}
 	found := make([]bool, len(errs.List))
 	for _, w := range wants {
@@ -231,10 +233,12 @@ func TestDefaultsApply(t *testing.T) {
 		{"speed.max_wait", cfg.Speed.MaxWait.D(), 25 * time.Millisecond},
 		{"speed.max_cells", cfg.Speed.MaxCells, 50000},
 		{"archive.max_rows", cfg.Archive.MaxRows, 200000},
+		{"archive.max_bytes", cfg.Archive.MaxBytes, int64(32 << 20)},
 		{"archive.max_delay", cfg.Archive.MaxDelay.D(), 5 * time.Second},
 		{"dlq.max_age", cfg.DLQ.MaxAge.D(), 7 * 24 * time.Hour},
 		{"dlq.max_msgs", cfg.DLQ.MaxMsgs, int64(1_000_000)},
 		{"pii_key_env", cfg.PIIKeyEnv, "BRAID_PII_KEY"},
+		{"memory_limit", cfg.MemoryLimit, int64(384 << 20)},
 		{"auth.keys", len(cfg.Auth.Keys), 0},
 	}
 	for _, c := range checks {
@@ -245,7 +249,7 @@ func TestDefaultsApply(t *testing.T) {
 	// Default() itself validates once streams and views are added, and is
 	// what Parse starts from.
 	d := config.Default()
-	if d.HTTP != cfg.HTTP || d.NATS != cfg.NATS || d.Epoch != cfg.Epoch || d.Batch != cfg.Batch || d.Speed != cfg.Speed || d.Archive != cfg.Archive || d.DLQ != cfg.DLQ {
+	if d.HTTP != cfg.HTTP || d.NATS != cfg.NATS || d.Epoch != cfg.Epoch || d.Batch != cfg.Batch || d.Speed != cfg.Speed || d.Archive != cfg.Archive || d.DLQ != cfg.DLQ || d.MemoryLimit != cfg.MemoryLimit {
 		t.Errorf("Parse of a minimal file differs from Default()")
 	}
 
@@ -327,6 +331,48 @@ func TestEnvOverrides(t *testing.T) {
 		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != b.key || !strings.Contains(errs.List[0].Msg, b.msg) {
 			t.Errorf("%v: got %v, want one error at %s: %s", b.vars, err, b.key, b.msg)
 		}
+	}
+}
+
+func TestMemoryLimitAndArchiveBytes(t *testing.T) {
+	cases := []struct {
+		doc  string
+		vars map[string]string
+		key  string // "" when valid
+		msg  string
+	}{
+		{"memory_limit: 0\n", nil, "", ""}, // no limit
+		{"memory_limit: 1073741824\narchive: { max_bytes: 1048576 }\n", nil, "", ""},
+		{"memory_limit: 67108864\nhttp: { query_cache_bytes: 0 }\narchive: { max_bytes: 1048576 }\n", nil, "", ""}, // the smallest
+		{"memory_limit: -1\n", nil, "memory_limit", "must be 0 or at least 67108864"},
+		{"memory_limit: 1000000\n", nil, "memory_limit", "must be 0 or at least 67108864"},
+		{"memory_limit: 268435456\n", nil, "memory_limit", "at least twice archive.max_bytes + http.query_cache_bytes (335544320)"},
+		{"memory_limit: 268435456\nhttp: { query_cache_bytes: 67108864 }\n", nil, "", ""},
+		{"archive: { max_bytes: 0 }\n", nil, "archive.max_bytes", "at least 1048576"},
+		{"archive: { max_bytes: 1000 }\n", nil, "archive.max_bytes", "at least 1048576"},
+		{"", map[string]string{"BRAID_MEMORY_LIMIT": "1000"}, "memory_limit", "must be 0 or at least"},
+		{"", map[string]string{"BRAID_MEMORY_LIMIT": "lots"}, "BRAID_MEMORY_LIMIT", "want an integer"},
+		{"", map[string]string{"BRAID_ARCHIVE_MAX_BYTES": "-5"}, "archive.max_bytes", "at least 1048576"},
+	}
+	for _, c := range cases {
+		_, err := config.Parse([]byte(c.doc+minimal), env(c.vars))
+		if c.key == "" {
+			if err != nil {
+				t.Errorf("%q %v: %v", c.doc, c.vars, err)
+			}
+			continue
+		}
+		var errs *config.Errors
+		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != c.key || !strings.Contains(errs.List[0].Msg, c.msg) {
+			t.Errorf("%q %v: got %v, want one error at %s: %s", c.doc, c.vars, err, c.key, c.msg)
+		}
+	}
+	cfg, err := config.Parse([]byte(minimal), env(map[string]string{"BRAID_MEMORY_LIMIT": "1073741824", "BRAID_ARCHIVE_MAX_BYTES": "8388608"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MemoryLimit != 1<<30 || cfg.Archive.MaxBytes != 8<<20 || cfg.Archive.MaxRows != 200000 {
+		t.Errorf("overrides: memory_limit %d archive %+v", cfg.MemoryLimit, cfg.Archive)
 	}
 }
 

@@ -6,7 +6,7 @@
 //
 // Layout (ns = namespace):
 //
-//	{ns}:v:{view}:{epoch}:{window}  hash   field "{group}\x1e{slot}" → value,
+//	{ns}:v:{view}:{epoch}:{window}  hash   field "{group}\x1es" → the numeric slots, packed,
 //	                                        "{group}\x1eq{k}:{bucket}" → count (quantile sketch k),
 //	                                        "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
 //	{ns}:v:{view}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
@@ -14,6 +14,18 @@
 //	{ns}:pos:{stream}               hash   seq, wm (max event time), owner
 //	{ns}:lease:{stream}             string: the writer lease (owner, with a TTL)
 //	{ns}:commits:{stream}           channel: the new seq after every commit
+//
+// A group's numeric slots (View.Slots) are one field, "s": 8 bytes per
+// slot, the float64's IEEE-754 bits little endian, in slot order (Lua's
+// struct format "<d…d"), so min/max keep every bit and NaN (empty)
+// survives. The commit script reads a hash's groups with one HMGET, merges
+// each packed value with the new one in Lua (logic's slot rules, in
+// float64) and writes them back with one HSET: two calls per cell hash
+// whatever its groups and slots, where one call per slot per group was
+// needed before. The field also marks the group's presence when every slot
+// is at its identity. Read still merges fields "{group}\x1e{slot}" (one
+// decimal slot each, the layout before packing; "{group}\x1ee" marked
+// presence), so cells written by an older speed layer stay counted.
 package speedstore
 
 import (
@@ -77,206 +89,6 @@ func (s *Store) Position(ctx context.Context, stream string) (Position, bool, er
 	}
 	wm, _ := strconv.ParseInt(m["wm"], 10, 64)
 	return Position{Seq: seq, Watermark: wm, Owner: m["owner"]}, true, nil
-}
-
-// The commit script. KEYS[1] = position hash, KEYS[2] = commit channel.
-// ARGV[1..4] = prevSeq, next seq, next watermark, next owner; then blocks of
-// one cell hash each: key, index key, index member, epoch (score), nf,
-// followed by nf triples field, op, value. Ops: i = HINCRBY, f =
-// HINCRBYFLOAT, n = keep the min, x = keep the max, e = presence marker,
-// p = PFADD value to the HyperLogLog key named by field.
-// The compare-and-set runs first; after it the ops cannot fail (every value
-// is a well-formed number), so the script is all or nothing. Lua reads ARGV
-// by index, so a commit of any size (hundreds of thousands of arguments) is
-// one call and never hits Lua's unpack limit.
-var commitScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'seq')
-local curn = 0
-if cur then curn = tonumber(cur) end
-if curn ~= tonumber(ARGV[1]) then return 0 end
-local i = 5
-local n = #ARGV
-while i <= n do
-  local key, idx, member, score, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
-  redis.call('ZADD', idx, score, member)
-  i = i + 5
-  for j = 1, nf do
-    local f, op, v = ARGV[i], ARGV[i+1], ARGV[i+2]
-    if op == 'i' then
-      redis.call('HINCRBY', key, f, v)
-    elseif op == 'f' then
-      redis.call('HINCRBYFLOAT', key, f, v)
-    elseif op == 'e' then
-      redis.call('HSETNX', key, f, v)
-    elseif op == 'p' then
-      redis.call('PFADD', f, v)
-    else
-      local old = redis.call('HGET', key, f)
-      if (not old) or (op == 'n' and tonumber(v) < tonumber(old)) or (op == 'x' and tonumber(v) > tonumber(old)) then
-        redis.call('HSET', key, f, v)
-      end
-    end
-    i = i + 3
-  end
-end
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'wm', ARGV[3], 'owner', ARGV[4])
-redis.call('PUBLISH', KEYS[2], ARGV[2])
-return 1
-`)
-
-// fieldSep separates the group from the slot number in a cell hash field.
-const fieldSep = 0x1e
-
-// markerSlot is the field suffix that only records a group's presence in a
-// cell whose every slot is still at its identity (e.g. min(x) over nulls):
-// the group still exists, as it does in the batch layer's GROUP BY.
-const markerSlot = "e"
-
-// Commit applies the deltas (all views of ONE stream) and moves the stream's
-// position from prevSeq to next.Seq, atomically, in one Lua script
-// (EVALSHA, falling back to EVAL when Redis does not know the script).
-//
-// Contract:
-//   - Compare-and-set: if the stored sequence is not prevSeq (an absent
-//     position counts as 0) nothing at all is written and the error
-//     matches ErrConflict. Callers drop their in-memory batch, re-read
-//     Position and continue from there.
-//   - Idempotent by position: committing the same micro-batch twice (a
-//     redelivery, same prevSeq) is refused by the compare-and-set, so an
-//     event is never counted twice. A writer whose Redis lost its data
-//     (prevSeq > 0, position absent) is refused too and must rebuild.
-//   - All or nothing: cells, the per-view index and the position change
-//     together or not at all; readers never see half a commit.
-//   - Concurrency: safe to call from many goroutines and processes; the
-//     position fences them, so at most one of two commits from the same
-//     prevSeq succeeds.
-//   - Add slots use HINCRBY (Int slots) or HINCRBYFLOAT; min/max slots are
-//     compare-and-set and empty (NaN) values are skipped. Floats are sent
-//     with strconv 'g' -1 so they round-trip. HINCRBYFLOAT keeps 17 decimal
-//     places: sums whose magnitude is below ~1e-10 lose relative precision.
-//   - Empty deltas just move the position (and the watermark and owner).
-func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next Position, deltas []*logic.Delta) error {
-	n := 4
-	for _, d := range deltas {
-		n += d.Len() * (5 + 3*d.View.NumSlots)
-		for _, c := range d.Cells {
-			for _, set := range c.Elems {
-				n += 3 * (len(set) + 1)
-			}
-			for _, q := range c.Buckets {
-				n += 3 * len(q)
-			}
-		}
-	}
-	args := make([]any, 0, n)
-	args = append(args, strconv.FormatUint(prevSeq, 10), strconv.FormatUint(next.Seq, 10), strconv.FormatInt(next.Watermark, 10), next.Owner)
-	var field []byte
-	for _, d := range deltas {
-		args, field = s.appendDelta(args, field, d)
-	}
-	ok, err := commitScript.Run(ctx, s.rdb, []string{s.posKey(stream), s.CommitChannel(stream)}, args...).Int()
-	if err != nil {
-		return fmt.Errorf("speedstore: commit %s: %w", stream, err)
-	}
-	if ok != 1 {
-		return fmt.Errorf("%w: stream %s expected seq %d", ErrConflict, stream, prevSeq)
-	}
-	return nil
-}
-
-// appendDelta appends the script arguments of one view's delta.
-func (s *Store) appendDelta(args []any, field []byte, d *logic.Delta) ([]any, []byte) {
-	v := d.View
-	slots := v.Slots()
-	firstAdd := -1
-	for i, sl := range slots {
-		if sl.Op == logic.OpAdd {
-			firstAdd = i
-			break
-		}
-	}
-	idx := s.idxKey(v.Name)
-	prefix := s.cellPrefix(v.Name)
-	// One hash per (epoch, window): gather its groups.
-	type ek struct{ e, w int64 }
-	byKey := map[ek][]string{}
-	for k := range d.Cells {
-		byKey[ek{k.Epoch, k.Window}] = append(byKey[ek{k.Epoch, k.Window}], k.Group)
-	}
-	for k, groups := range byKey {
-		epoch := strconv.FormatInt(k.e, 10)
-		member := epoch + ":" + strconv.FormatInt(k.w, 10)
-		nfPos := len(args) + 4
-		args = append(args, prefix+member, idx, member, epoch, 0)
-		nf := 0
-		for _, g := range groups {
-			c := d.Cells[logic.CellKey{Epoch: k.e, Window: k.w, Group: g}]
-			st := c.Num
-			wrote := false
-			for i, set := range c.Elems {
-				if len(set) == 0 {
-					continue
-				}
-				sk := "h" + strconv.Itoa(i)
-				field = append(append(append(field[:0], g...), fieldSep), sk...)
-				args = append(args, string(field), "e", "1")
-				hk := prefix + member + ":" + sk + ":" + g
-				for e := range set {
-					args = append(args, hk, "p", e)
-				}
-				nf += 1 + len(set)
-				wrote = true
-			}
-			for i, q := range c.Buckets {
-				for b, cnt := range q {
-					field = append(append(append(append(append(field[:0], g...), fieldSep), 'q'), strconv.Itoa(i)...), ':')
-					field = strconv.AppendInt(field, int64(b), 10)
-					args = append(args, string(field), "i", strconv.FormatInt(int64(cnt), 10))
-					nf++
-					wrote = true
-				}
-			}
-			for i, sl := range slots {
-				x := st[i]
-				var op, val string
-				switch {
-				case sl.Op == logic.OpAdd && x == 0 && (wrote || !(i == firstAdd && allIdentity(slots, st, i+1))):
-					continue // adding 0 changes nothing (unless it is the group's only trace)
-				case sl.Op != logic.OpAdd && math.IsNaN(x):
-					continue // an empty min/max
-				case sl.Op == logic.OpAdd && sl.Int:
-					op, val = "i", strconv.FormatInt(int64(x), 10)
-				case sl.Op == logic.OpAdd:
-					op, val = "f", strconv.FormatFloat(x, 'g', -1, 64)
-				case sl.Op == logic.OpMin:
-					op, val = "n", strconv.FormatFloat(x, 'g', -1, 64)
-				default:
-					op, val = "x", strconv.FormatFloat(x, 'g', -1, 64)
-				}
-				field = append(append(append(field[:0], g...), fieldSep), strconv.Itoa(i)...)
-				args = append(args, string(field), op, val)
-				nf++
-				wrote = true
-			}
-			if !wrote {
-				field = append(append(append(field[:0], g...), fieldSep), markerSlot...)
-				args = append(args, string(field), "e", "1")
-				nf++
-			}
-		}
-		args[nfPos] = nf
-	}
-	return args, field
-}
-
-// allIdentity reports whether st[from:] holds only identities.
-func allIdentity(slots []logic.Slot, st []float64, from int) bool {
-	for i := from; i < len(slots); i++ {
-		if slots[i].Op == logic.OpAdd && st[i] != 0 || slots[i].Op != logic.OpAdd && !math.IsNaN(st[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // Cell is one speed cell: a view's state for one arrival epoch, window and group.
@@ -376,10 +188,16 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 	return out, nil
 }
 
-// readField stores one hash field of a cell into st: a numeric slot, a
-// quantile bucket count, or nothing (presence markers, distinct sketches
-// read separately, slots of an older view definition).
+// readField merges one hash field of a cell into st: the packed numeric
+// slots, a quantile bucket count, a numeric slot of one field each (the
+// layout before packing, still read so that such cells stay counted), or
+// nothing (presence markers, distinct sketches read separately, slots of
+// another view definition).
 func (s *Store) readField(v *logic.View, st *logic.State, slot, val string) error {
+	if slot == packedSlot {
+		mergePacked(v.Slots(), st.Num, val)
+		return nil
+	}
 	if k, ok := sketchIndex(slot, 'q', len(st.Q)); ok {
 		colon := strings.IndexByte(slot, ':')
 		b, err := strconv.ParseInt(slot[colon+1:], 10, 32)
@@ -404,7 +222,7 @@ func (s *Store) readField(v *logic.View, st *logic.State, slot, val string) erro
 	if err != nil {
 		return err
 	}
-	st.Num[i] = x
+	mergeSlot(v.Slots()[i], &st.Num[i], x)
 	return nil
 }
 

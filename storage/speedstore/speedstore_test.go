@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
@@ -121,8 +122,8 @@ func check(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int
 			}
 			continue
 		}
-		// Sums are added in another order by Redis (in long double): allow
-		// rounding; min/max and integers must be exact (values round-trip).
+		// Sums are added in another order (per commit, then merged by the
+		// script): allow rounding; min/max and integers must be exact.
 		sumOK := math.Abs(got[1].(float64)-x.sum) <= 1e-9*math.Max(1, math.Abs(x.sum))
 		avgOK := math.Abs(got[5].(float64)-x.sum/float64(x.cnt)) <= 1e-9*math.Max(1, math.Abs(x.sum))
 		if got[0] != x.n || !sumOK || !avgOK || got[2] != x.items || got[3] != x.lo || got[4] != x.hi || got[6] != x.ilo || got[7] != x.ihi {
@@ -436,5 +437,86 @@ func TestSketchesRoundTrip(t *testing.T) {
 	}
 	if keys, _ := rdb.Keys(ctx, ns+":v:sk:*").Result(); len(keys) != 0 {
 		t.Fatalf("keys left after Expire: %v", keys)
+	}
+}
+
+// benchView is the bench's view shape: 5 measures (count, sum, avg, min,
+// max) per country, over 1-minute windows.
+func benchView(b *testing.B, window time.Duration) *logic.View {
+	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
+		"ts": logic.TypeTime, "country": logic.TypeString, "amount": logic.TypeFloat, "items": logic.TypeInt}}, []byte("k"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := logic.NewView("bench", logic.ViewDef{Stream: "orders", Window: window, GroupBy: []string{"country"}, Measures: []logic.MeasureDef{
+		{Name: "n", Expr: "count()"}, {Name: "rev", Expr: "sum(amount)"}, {Name: "avg", Expr: "avg(amount)"},
+		{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(items)"}}}, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return v
+}
+
+// BenchmarkCommit commits micro-batches of 2000 events (one view, 1-minute
+// windows, 50 groups) with event times spread over 24 h (nearly every event
+// its own cell), into new cells (an epoch of their own) or into cells that
+// exist (the same epoch), and with event times in the last 5 minutes (a few
+// hundred cells, merged into existing ones).
+func BenchmarkCommit(b *testing.B) {
+	for _, c := range []struct {
+		name     string
+		span     int64
+		newCells bool
+	}{{"spread24h_new", 24 * 3600_000, true}, {"spread24h_merge", 24 * 3600_000, false}, {"live5m_merge", 5 * 60_000, false}} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			rdb := testenv.StartRedis(b).Client(b)
+			st := speedstore.New(rdb, testenv.Namespace(b))
+			v := benchView(b, time.Minute)
+			rng := rand.New(rand.NewPCG(5, 6))
+			const k = 8
+			var evs [k][]ev
+			cells := 0
+			for i := range evs {
+				evs[i] = make([]ev, 2000)
+				for j := range evs[i] {
+					evs[i][j] = ev{t: rng.Int64N(c.span), country: fmt.Sprint("c", rng.IntN(50)),
+						amount: float64(rng.IntN(100000)) / 100, items: int64(rng.IntN(9))}
+				}
+				cells += fold(v, evs[i]).Len()
+			}
+			deltas := make([]*logic.Delta, b.N)
+			for i := range deltas {
+				if c.newCells {
+					for j := range evs[i%k] {
+						evs[i%k][j].epoch = int64(i) * 10000
+					}
+				}
+				deltas[i] = fold(v, evs[i%k])
+			}
+			_ = rdb.ConfigResetStat(ctx)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := st.Commit(ctx, "orders", uint64(i), speedstore.Position{Seq: uint64(i + 1)}, deltas[i:i+1]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			// The script's own time in Redis (the rest is the client, the
+			// protocol and the loopback).
+			info, _ := rdb.Info(ctx, "commandstats").Result()
+			var total int64
+			for _, l := range strings.Split(info, "\n") {
+				if strings.HasPrefix(l, "cmdstat_evalsha:") || strings.HasPrefix(l, "cmdstat_eval:") {
+					var calls, usec int64
+					if _, err := fmt.Sscanf(l[strings.IndexByte(l, ':')+1:], "calls=%d,usec=%d", &calls, &usec); err == nil {
+						total += usec
+					}
+				}
+			}
+			b.ReportMetric(float64(total)/float64(b.N), "redis-µs/op")
+			b.ReportMetric(float64(cells)/k, "cells/op")
+			b.ReportMetric(float64(b.N)*2000/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }
