@@ -193,7 +193,8 @@ type trial struct {
 	from    time.Time
 	to      time.Time
 
-	killedRun string // a batch run killed after it started: its record must end failed
+	killedRun    string // a batch run killed after it started: its record must end failed
+	publishedRun string // a batch run killed after it published: its record must end succeeded
 }
 
 func (tr *trial) startSpeed() *testenv.Proc {
@@ -305,6 +306,11 @@ func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 			t.Errorf("the killed batch run %s is recorded as %q after the next run, want failed (interrupted)", tr.killedRun, st)
 		}
 	}
+	if tr.publishedRun != "" {
+		if st := tr.runStatus(tr.publishedRun); st != "succeeded" {
+			t.Errorf("the batch run %s killed after publishing is recorded as %q after the next run, want succeeded", tr.publishedRun, st)
+		}
+	}
 	t.Logf("checked answers: %d rows exact before the batch run (sources %s), %d after it (sources %s; %s)",
 		len(want), src, len(want), src2, runSummary(run2))
 
@@ -343,8 +349,14 @@ func injectBatchKill(tr *trial) string {
 		}
 		return fmt.Sprintf("kill -9 `braid batch run` at +%v, %s (%v): previous version %s still current", delay, stage, err, prev)
 	default:
-		// Killed after publishing: the version it left must be complete.
-		if st := tr.runStatus(cur); st != "succeeded" {
+		// Killed after publishing: the version it left must be complete,
+		// and its record succeeded — at once, or (killed between the
+		// CURRENT rename and the record's save) after the next run.
+		switch st := tr.runStatus(cur); st {
+		case "succeeded":
+		case "running":
+			tr.publishedRun = cur
+		default:
 			t.Errorf("killed batch run left CURRENT %q (previous %q) whose run is %q", cur, prev, st)
 		}
 		return fmt.Sprintf("kill -9 `braid batch run` at +%v, %s (%v), after it published version %s", delay, stage, err, cur)

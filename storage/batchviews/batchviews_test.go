@@ -216,4 +216,23 @@ func TestRunLockAndInterruptedRuns(t *testing.T) {
 	if r, _, _ := st.Run(done.ID); r.Status != batchviews.StatusSucceeded {
 		t.Fatalf("finished run changed: %+v", r)
 	}
+
+	// A run that died after publishing its version (CURRENT renamed, its
+	// record not yet saved) succeeded: recovery says so, from the version.
+	published := batchviews.Run{ID: batchviews.NewID(), Status: batchviews.StatusRunning, Started: time.Now().UTC()}
+	if err := st.SaveRun(published); err != nil {
+		t.Fatal(err)
+	}
+	v := view(t, "a")
+	ver := &batchviews.Version{ID: published.ID, Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 42}}}
+	if err := st.Publish(ver, map[string][]batchviews.Row{"a": {{Window: 0, Group: v.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "DE"}}), State: logic.State{Num: []float64{1, 2}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.RecoverInterrupted(); err != nil || n != 1 {
+		t.Fatalf("recovered %d (%v), want 1", n, err)
+	}
+	r, _, _ = st.Run(published.ID)
+	if r.Status != batchviews.StatusSucceeded || r.Version != published.ID || r.Error != "" || r.RowsOut != 1 || r.Cutoffs["a"] != 42 {
+		t.Fatalf("run that published: %+v", r)
+	}
 }

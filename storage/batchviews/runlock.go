@@ -37,12 +37,19 @@ func (s *Store) LockRuns() (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// RecoverInterrupted marks every run still recorded as running as failed,
-// with InterruptedError, and returns how many it marked. Call it holding
-// the run lock (LockRuns) and before starting a run: then no run is in
-// progress, so a "running" record is one whose process died mid-run.
+// RecoverInterrupted settles every run still recorded as running, and
+// returns how many it settled. Call it holding the run lock (LockRuns) and
+// before starting a run: then no run is in progress, so a "running" record
+// is one whose process died mid-run. A run whose version is the current
+// one died after publishing it (between the CURRENT rename and the save of
+// its record): it is recorded as succeeded, with what its version says.
+// Every other one is marked failed with InterruptedError.
 func (s *Store) RecoverInterrupted() (int, error) {
 	runs, err := s.Runs()
+	if err != nil {
+		return 0, err
+	}
+	cur, err := s.Current()
 	if err != nil {
 		return 0, err
 	}
@@ -51,7 +58,16 @@ func (s *Store) RecoverInterrupted() (int, error) {
 		if r.Status != StatusRunning {
 			continue
 		}
-		r.Status, r.Error = StatusFailed, InterruptedError
+		if cur != nil && cur.ID == r.ID {
+			r.Status, r.Version, r.RowsOut = StatusSucceeded, cur.ID, 0
+			r.Cutoffs = map[string]int64{}
+			for name, vv := range cur.Views {
+				r.Cutoffs[name] = vv.Cutoff
+				r.RowsOut += int64(vv.Rows)
+			}
+		} else {
+			r.Status, r.Error = StatusFailed, InterruptedError
+		}
 		if r.Finished.IsZero() {
 			r.Finished = time.Now().UTC()
 		}
