@@ -62,6 +62,9 @@ func loadConfig(path string, allowDemo bool) (*config.Config, error) {
 func newApp(cfg *config.Config) (*app, error) {
 	a := &app{cfg: cfg, logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))}
 	applyMemoryLimit(cfg, os.Getenv, a.logger)
+	for _, w := range cfg.Warnings() {
+		a.logger.Warn("config: " + w)
+	}
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {

@@ -457,6 +457,16 @@ var nameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
 // Validate checks every field and compiles every stream and view, collecting
 // all errors.
+// Warnings lists settings that are valid but probably not what was meant;
+// commands log them at start.
+func (c *Config) Warnings() []string {
+	var out []string
+	if (c.NATS.MaxMsgs > 0 || c.NATS.MaxBytes > 0) && c.NATS.MaxAge.D() == 0 {
+		out = append(out, "nats.max_msgs or nats.max_bytes is set without nats.max_age: nothing ever leaves a full log, so once it is full ingest answers 429 until it is purged; set nats.max_age too")
+	}
+	return out
+}
+
 func (c *Config) Validate() error {
 	var errs []Error
 	add := func(key, hint, format string, args ...any) {
@@ -506,6 +516,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.MaxMsgs < 0 {
 		add("nats.max_msgs", "0 for no limit, e.g. 50000000", "must not be negative")
+	}
+	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
+		add("nats.tls_cert", "set nats.tls_cert and nats.tls_key together", "a client certificate needs its key, and a key its certificate")
 	}
 	if c.NATS.MaxBytes < 0 || (c.NATS.MaxBytes > 0 && c.NATS.MaxBytes < 1<<20) {
 		add("nats.max_bytes", "0 for no limit, e.g. 10737418240 (10 GiB)", "must be 0 or at least 1048576 (one NATS message)")

@@ -131,6 +131,7 @@ func TestBadConfigReportsEveryError(t *testing.T) {
 		{"views.spend", 47, 51, `avg needs a numeric field, "country" is string`},
 		{"memory_limit", 52, 52, "must be 0 or at least 67108864"},
 		{"archive.max_bytes", 53, 53, "must be at least 1048576"},
+		{"nats.tls_cert", 54, 54, "a client certificate needs its key"},
 	}
 	found := make([]bool, len(errs.List))
 	for _, w := range wants {
@@ -390,6 +391,30 @@ func TestParseDuration(t *testing.T) {
 		got, err := config.ParseDuration(c.in)
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("ParseDuration(%q) = %v, %v", c.in, got, err)
+		}
+	}
+}
+
+// TestWarnings: a size limit on the log without an age limit is valid but
+// warned about (a full log would refuse events for ever); with max_age, or
+// without limits, there is nothing to say.
+func TestWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		nats string
+		warn bool
+	}{
+		{"nats: { max_msgs: 1000 }", true},
+		{"nats: { max_bytes: 10485760 }", true},
+		{"nats: { max_msgs: 1000, max_age: 7d }", false},
+		{"nats: {}", false},
+	} {
+		cfg, err := config.Parse([]byte(tc.nats+"\n"+minimal), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.nats, err)
+		}
+		ws := cfg.Warnings()
+		if got := len(ws) == 1 && strings.Contains(ws[0], "nats.max_age"); got != tc.warn || (!tc.warn && len(ws) > 0) {
+			t.Errorf("%s: warnings %q", tc.nats, ws)
 		}
 	}
 }
