@@ -97,7 +97,7 @@ func NewArchiver(cfg ArchiverConfig, log *eventlog.Log, lk *lake.Lake, cat *conf
 		rows:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_rows_total", Help: "Records written to the lake."}, []string{"stream"}),
 		files:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_files_total", Help: "Parquet files written to the lake."}, []string{"stream"}),
 		bytes:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_bytes_total", Help: "Bytes of Parquet written to the lake."}, []string{"stream"}),
-		writes:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_writes_total", Help: "Buffer writes to the lake by what triggered them: rows, bytes, delay, stop, error."}, []string{"stream", "reason"}),
+		writes:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_writes_total", Help: "Buffer writes to the lake by what triggered them: rows, bytes, delay, caught_up, stop, error."}, []string{"stream", "reason"}),
 		decodeErrs: f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_decode_errors_total", Help: "Log records the archiver could not decode (skipped)."}, []string{"stream"}),
 		lost:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_lost_total", Help: "Log sequences gone from the log (retention) before they were archived."}, []string{"stream"}),
 		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_lag_seconds", Help: "Now minus the stream's lake coverage (covered_until)."}, []string{"stream"}),
@@ -156,19 +156,42 @@ func (a *Archiver) Run(ctx context.Context) error {
 
 // streamState is one stream's archiving position and buffer.
 type streamState struct {
-	s       *logic.Stream
-	cons    *eventlog.Consumer
-	cp      lake.Checkpoint // committed
-	next    uint64          // next sequence to buffer
-	buf     []lake.Row
-	bytes   int64        // rowBytes of buf
-	last    eventlog.Msg // last buffered message
-	first   time.Time    // when buf got its first row
-	pending *eventlog.Msg
+	s        *logic.Stream
+	cons     *eventlog.Consumer
+	cp       lake.Checkpoint // committed
+	wcp      lake.Checkpoint // of the last write started (cp when none is in flight)
+	inflight *write          // the write in flight, if any
+	spare    []lake.Row      // the backing array of the last finished write, for reuse
+	next     uint64          // next sequence to buffer
+	buf      []lake.Row
+	bytes    int64        // rowBytes of buf
+	last     eventlog.Msg // last buffered message
+	first    time.Time    // when buf got its first row
+	backlog  bool         // buf's first record had at least a fetch of records behind it in the log
+	pending  *eventlog.Msg
 }
 
-// dirty reports whether records past the committed checkpoint were taken.
+// dirty reports whether records past the committed checkpoint were taken
+// (buffered or in a write in flight).
 func (st *streamState) dirty() bool { return st.next-1 > st.cp.Seq }
+
+// buffered reports whether records past the last write started were taken.
+func (st *streamState) buffered() bool { return st.next-1 > st.wcp.Seq }
+
+// write is a buffer being written to the lake, committed and acked by a
+// goroutine of its own while the stream goes on taking records: at most one
+// per stream, so files and checkpoints are still written in log order.
+type write struct {
+	done  chan struct{} // closed when it finished
+	why   string
+	rows  []lake.Row
+	nrows int
+	cp    lake.Checkpoint
+	last  eventlog.Msg // acked after the commit when it is record cp.Seq
+	files []string
+	bytes int64
+	err   error
+}
 
 func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 	if err := a.lk.Recover(s.Name); err != nil {
@@ -179,34 +202,66 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 		return err
 	}
 	a.setStatus(s.Name, cp)
-	cons, err := a.log.Consumer(ctx, s.Name, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, a.cfg.MaxRows+a.cfg.FetchSize)
+	cons, err := a.log.Consumer(ctx, s.Name, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, 2*a.cfg.MaxRows+a.cfg.FetchSize)
 	if err != nil {
 		return err
 	}
 	defer cons.Close() // after the last flush: what is buffered goes back to the server
 	a.logger.Info("archiving stream", "stream", s.Name, "from_seq", cp.Seq+1, "covered_until", cp.CoveredUntil)
-	st := &streamState{s: s, cons: cons, cp: cp, next: cp.Seq + 1}
+	st := &streamState{s: s, cons: cons, cp: cp, wcp: cp, next: cp.Seq + 1}
+	defer func() {
+		// Never leave a write behind: a restart recovers the lake first.
+		if st.inflight != nil {
+			<-st.inflight.done
+		}
+	}()
 	for {
+		if err := a.reap(st, false); err != nil {
+			return err
+		}
 		wait := a.cfg.FetchWait
-		if st.dirty() {
+		if st.buffered() {
 			wait = min(wait, max(time.Until(st.first.Add(a.cfg.MaxDelay)), 10*time.Millisecond))
 		}
-		msgs, ferr := cons.Fetch(ctx, max(1, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf))), wait)
+		want := max(1, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf)))
+		msgs, ferr := cons.Fetch(ctx, want, wait)
+		// Caught up: this fetch emptied what was delivered and the server
+		// had nothing after its last record.
+		caughtUp := len(msgs) > 0 && len(msgs) < want && msgs[len(msgs)-1].Pending == 0
 		if err := a.take(ctx, st, msgs); err != nil {
 			return err
 		}
 		if ctx.Err() != nil {
 			// Graceful stop: what is buffered is contiguous; write it out.
-			return a.flush(context.WithoutCancel(ctx), st, "stop")
+			bg := context.WithoutCancel(ctx)
+			if err := a.flush(bg, st, "stop"); err != nil {
+				return err
+			}
+			return a.reap(st, true)
 		}
 		if ferr != nil {
-			if ferr2 := a.flush(ctx, st, "error"); ferr2 != nil {
+			ferr2 := a.flush(ctx, st, "error")
+			if ferr2 == nil {
+				ferr2 = a.reap(st, true)
+			}
+			if ferr2 != nil {
 				return errors.Join(ferr, ferr2)
 			}
 			return ferr
 		}
-		if why := a.full(st); why != "" {
+		why := a.full(st)
+		if why == "" && caughtUp && st.backlog && a.drained(ctx, st) {
+			why = "caught_up"
+		}
+		if why != "" {
 			if err := a.flush(ctx, st, why); err != nil {
+				return err
+			}
+		}
+		if len(msgs) == 0 && !st.buffered() {
+			// Nothing new: let the write in flight finish, then mark the
+			// stream covered.
+			if err := a.reap(st, true); err != nil {
 				return err
 			}
 		}
@@ -220,10 +275,12 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 
 // full says why st's buffer must be written now ("" when it need not):
 // it holds MaxRows rows or MaxBytes of memory, or its first record waited
-// MaxDelay.
+// MaxDelay. (runStream adds "caught_up": the buffer was filled from a
+// backlog that is now drained, so waiting longer would only add records
+// that arrive after it while the lake lags behind by the whole buffer.)
 func (a *Archiver) full(st *streamState) string {
 	switch {
-	case !st.dirty():
+	case !st.buffered():
 		return ""
 	case len(st.buf) >= a.cfg.MaxRows:
 		return "rows"
@@ -280,15 +337,15 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 			a.logger.Error("skipping undecodable record", "stream", st.s.Name, "seq", m.Seq, "err", err)
 			// The record is skipped but the position moves on, so the
 			// checkpoint stays contiguous.
-			if !st.dirty() {
-				st.first = time.Now()
+			if !st.buffered() {
+				st.first, st.backlog = time.Now(), a.isBacklog(m)
 			}
 			st.next = m.Seq + 1
 			st.last = m
 			continue
 		}
-		if !st.dirty() {
-			st.first = time.Now()
+		if !st.buffered() {
+			st.first, st.backlog = time.Now(), a.isBacklog(m)
 		}
 		st.buf = append(st.buf, lake.Row{Seq: m.Seq, Arrival: m.Arrival, Event: ev})
 		st.bytes += rowBytes(&st.buf[len(st.buf)-1])
@@ -307,6 +364,17 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 	return nil
 }
 
+// drained asks the server whether the consumer has delivered every record
+// of the log (the pending count in delivered records is an estimate).
+func (a *Archiver) drained(ctx context.Context, st *streamState) bool {
+	info, err := st.cons.Info(ctx)
+	return err == nil && info.Pending == 0
+}
+
+// isBacklog reports whether at least a fetch of records followed m in the
+// log when it was delivered: a buffer starting with it is catching up.
+func (a *Archiver) isBacklog(m eventlog.Msg) bool { return m.Pending >= uint64(a.cfg.FetchSize) }
+
 // gap checks whether the log still holds sequence st.next; when retention
 // removed it, the archiver moves on to the log's first sequence.
 func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
@@ -322,43 +390,74 @@ func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
 	return nil
 }
 
-// flush writes the buffer to the lake, commits the checkpoint, then acks;
-// why is what triggered it (a label of braid_archive_writes_total).
+// flush hands the buffer to a write of its own (after the one in flight,
+// if any, finished): the write puts it into the lake, commits the
+// checkpoint, then acks; why is what triggered it (a label of
+// braid_archive_writes_total). Its outcome is taken by reap.
 func (a *Archiver) flush(ctx context.Context, st *streamState, why string) error {
-	if !st.dirty() {
+	if !st.buffered() {
 		return nil
 	}
-	files, n, err := a.lk.WriteSized(st.s, st.buf)
-	if err != nil {
+	if err := a.reap(st, true); err != nil {
 		return err
 	}
-	cp := lake.Checkpoint{Seq: st.next - 1, Arrival: st.cp.Arrival, CoveredUntil: st.cp.CoveredUntil}
+	cp := lake.Checkpoint{Seq: st.next - 1, Arrival: st.wcp.Arrival, CoveredUntil: st.wcp.CoveredUntil}
 	if st.last.Seq == cp.Seq {
 		cp.Arrival, cp.CoveredUntil = st.last.Arrival, max(cp.CoveredUntil, st.last.Arrival)
 	}
-	if err := a.lk.Commit(st.s.Name, cp); err != nil {
-		return err
-	}
-	rows := len(st.buf)
-	st.cp = cp
-	// The written rows are dropped from the backing array too, so their
-	// events can be collected now rather than when a later row overwrites
-	// them.
-	clear(st.buf)
-	st.buf, st.bytes = st.buf[:0], 0
-	a.writes.WithLabelValues(st.s.Name, why).Inc()
-	a.setStatus(st.s.Name, cp)
-	a.rows.WithLabelValues(st.s.Name).Add(float64(rows))
-	a.files.WithLabelValues(st.s.Name).Add(float64(len(files)))
-	a.bytes.WithLabelValues(st.s.Name).Add(float64(n))
-	a.logger.Debug("archived", "stream", st.s.Name, "rows", rows, "files", len(files), "bytes", n, "seq", cp.Seq)
-	if st.last.Seq != cp.Seq {
+	w := &write{done: make(chan struct{}), why: why, rows: st.buf, nrows: len(st.buf), cp: cp, last: st.last}
+	st.inflight, st.wcp = w, cp
+	st.buf, st.spare, st.bytes = st.spare[:0], nil, 0
+	go func() {
+		defer close(w.done)
+		// The rows are dropped as they are written, so their events can be
+		// collected while the next buffer fills.
+		if w.files, w.bytes, w.err = a.lk.WriteReleasing(st.s, w.rows); w.err != nil {
+			return
+		}
+		if w.err = a.lk.Commit(st.s.Name, cp); w.err != nil {
+			return
+		}
+		if w.last.Seq != cp.Seq {
+			return
+		}
+		if err := st.cons.Ack(ctx, w.last); err != nil {
+			// The lake is the truth: a redelivery is skipped by the checkpoint.
+			a.logger.Warn("ack after commit failed", "stream", st.s.Name, "seq", w.last.Seq, "err", err)
+		}
+	}()
+	return nil
+}
+
+// reap takes the outcome of the write in flight when it finished (or, with
+// block, once it finishes): the committed checkpoint, or its error.
+func (a *Archiver) reap(st *streamState, block bool) error {
+	w := st.inflight
+	if w == nil {
 		return nil
 	}
-	if err := st.cons.Ack(ctx, st.last); err != nil {
-		// The lake is the truth: a redelivery is skipped by the checkpoint.
-		a.logger.Warn("ack after commit failed", "stream", st.s.Name, "seq", st.last.Seq, "err", err)
+	if block {
+		<-w.done
+	} else {
+		select {
+		case <-w.done:
+		default:
+			return nil
+		}
 	}
+	st.inflight = nil
+	if w.err != nil {
+		return w.err
+	}
+	st.cp = w.cp
+	// The written rows were cleared by the write; the array is reused.
+	st.spare = w.rows[:0]
+	a.writes.WithLabelValues(st.s.Name, w.why).Inc()
+	a.setStatus(st.s.Name, w.cp)
+	a.rows.WithLabelValues(st.s.Name).Add(float64(w.nrows))
+	a.files.WithLabelValues(st.s.Name).Add(float64(len(w.files)))
+	a.bytes.WithLabelValues(st.s.Name).Add(float64(w.bytes))
+	a.logger.Debug("archived", "stream", st.s.Name, "rows", w.nrows, "files", len(w.files), "bytes", w.bytes, "seq", w.cp.Seq)
 	return nil
 }
 
@@ -385,7 +484,7 @@ func (a *Archiver) idle(ctx context.Context, st *streamState) error {
 	if err := a.lk.Commit(st.s.Name, cp); err != nil {
 		return err
 	}
-	st.cp = cp
+	st.cp, st.wcp = cp, cp
 	a.setStatus(st.s.Name, cp)
 	return nil
 }

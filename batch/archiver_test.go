@@ -233,3 +233,39 @@ func TestArchiverWritesAtItsByteBound(t *testing.T) {
 	waitArchived(t, e, "orders")
 	checkLake(t, e, orders)
 }
+
+// A backlog is written as soon as the fetches drained it, long before
+// MaxDelay; records that trickle in to a caught-up archiver wait for
+// MaxDelay (or the stop) as before, so they do not make a file each.
+func TestArchiverWritesADrainedBacklogAtOnce(t *testing.T) {
+	e := newEnv(t)
+	orders := makeOrders(0, 3000)
+	publishOrders(t, e, orders)
+	cfg := batch.ArchiverConfig{MaxRows: 100_000, MaxDelay: time.Hour, FetchSize: 100, FetchWait: 50 * time.Millisecond}
+	_, writes := archiveUntil(t, e, cfg, 3000)
+	if writes["caught_up"] < 1 || writes["delay"] != 0 || writes["rows"] != 0 {
+		t.Fatalf("writes by reason %v: want the backlog written once drained", writes)
+	}
+	checkLake(t, e, orders)
+
+	// Caught up: a trickle stays buffered.
+	a := batch.NewArchiver(cfg, e.log, e.lk, e.cat, quietLogger(), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, "the archiver to start", func() bool { return a.Status()["orders"].Seq == 3000 })
+	more := makeOrders(3000, 5)
+	for _, o := range more {
+		publishOrders(t, e, []order{o})
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if cp, err := e.lk.Checkpoint("orders"); err != nil || cp.Seq != 3000 {
+		t.Fatalf("checkpoint %+v %v: a trickle was written before MaxDelay", cp, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkLake(t, e, append(orders, more...))
+}

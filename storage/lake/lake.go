@@ -19,11 +19,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -39,6 +41,9 @@ const (
 )
 
 const checkpointName = "checkpoint.json"
+
+// writeBatch is the rows handed to the Parquet writer at once.
+const writeBatch = 1024
 
 // Lake is the archive on local disk. It is safe for concurrent use; each
 // stream must have a single writer (the archiver).
@@ -163,11 +168,14 @@ func (l *Lake) layoutOf(s *logic.Stream) (*layout, error) {
 	return lay, nil
 }
 
+// row fills out (reused when it has room) with r's values in column order.
+// Strings are passed without copying: the writer copies them into its
+// column buffers before the row is reused.
 func (lay *layout) row(s *logic.Stream, r *Row, out parquet.Row) parquet.Row {
-	out = out[:0]
-	for i := 0; i < lay.ncols; i++ {
-		out = append(out, parquet.Value{})
+	if cap(out) < lay.ncols {
+		out = make(parquet.Row, lay.ncols)
 	}
+	out = out[:lay.ncols]
 	for i, f := range s.Fields {
 		c := lay.fieldCol[i]
 		var v logic.Value
@@ -181,7 +189,7 @@ func (lay *layout) row(s *logic.Stream, r *Row, out parquet.Row) parquet.Row {
 		var pv parquet.Value
 		switch f.Type {
 		case logic.TypeString:
-			pv = parquet.ByteArrayValue([]byte(v.S))
+			pv = parquet.ByteArrayValue(stringBytes(v.S))
 		case logic.TypeInt, logic.TypeTime:
 			pv = parquet.Int64Value(v.I)
 		case logic.TypeFloat:
@@ -196,9 +204,12 @@ func (lay *layout) row(s *logic.Stream, r *Row, out parquet.Row) parquet.Row {
 	out[lay.seqCol] = parquet.Int64Value(int64(r.Seq)).Level(0, 0, lay.seqCol)
 	out[lay.arrCol] = parquet.Int64Value(r.Arrival).Level(0, 0, lay.arrCol)
 	out[lay.timeCol] = parquet.Int64Value(r.Event.Time).Level(0, 0, lay.timeCol)
-	out[lay.idCol] = parquet.ByteArrayValue([]byte(r.Event.ID)).Level(0, 0, lay.idCol)
+	out[lay.idCol] = parquet.ByteArrayValue(stringBytes(r.Event.ID)).Level(0, 0, lay.idCol)
 	return out
 }
+
+// stringBytes is s's bytes without a copy; they must not be modified.
+func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // FileName is the name of a file holding sequences first..last.
 func FileName(first, last uint64) string {
@@ -233,6 +244,17 @@ func (l *Lake) Write(s *logic.Stream, rows []Row) ([]string, error) {
 
 // WriteSized is Write that also returns the bytes written.
 func (l *Lake) WriteSized(s *logic.Stream, rows []Row) (files []string, bytes int64, err error) {
+	return l.write(s, rows, false)
+}
+
+// WriteReleasing is WriteSized that zeroes each row once the Parquet writer
+// holds its values, so the events can be collected while the rest is
+// written. rows must not be used afterwards, whatever the result.
+func (l *Lake) WriteReleasing(s *logic.Stream, rows []Row) (files []string, bytes int64, err error) {
+	return l.write(s, rows, true)
+}
+
+func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string, bytes int64, err error) {
 	if len(rows) == 0 {
 		return nil, 0, nil
 	}
@@ -240,53 +262,69 @@ func (l *Lake) WriteSized(s *logic.Stream, rows []Row) (files []string, bytes in
 	if err != nil {
 		return nil, 0, err
 	}
-	byDate := map[string][]int{}
-	var dates []string
+	// Rows by UTC day (unix days; formatted once per file).
+	const msPerDay = 24 * 60 * 60 * 1000
+	byDay := map[int64][]int{}
+	var days []int64
 	for i := range rows {
-		d := time.UnixMilli(rows[i].Event.Time).UTC().Format("2006-01-02")
-		if _, ok := byDate[d]; !ok {
-			dates = append(dates, d)
+		t := rows[i].Event.Time
+		day := t / msPerDay
+		if t%msPerDay < 0 {
+			day--
 		}
-		byDate[d] = append(byDate[d], i)
+		if _, ok := byDay[day]; !ok {
+			days = append(days, day)
+		}
+		byDay[day] = append(byDay[day], i)
 	}
-	sort.Strings(dates)
-	for _, d := range dates {
-		idx := byDate[d]
-		dir := filepath.Join(l.streamDir(s.Name), "date="+d)
-		if err := MkdirAllSync(dir); err != nil {
-			return files, bytes, fmt.Errorf("lake: create %s: %w", dir, err)
-		}
-		first, last := rows[idx[0]].Seq, rows[idx[0]].Seq
-		for _, i := range idx {
-			first, last = min(first, rows[i].Seq), max(last, rows[i].Seq)
-		}
-		name := FileName(first, last)
-		n, err := WriteFileAtomic(dir, name, func(w io.Writer) error {
-			pw := parquet.NewWriter(w, lay.schema, parquet.Compression(&parquet.Zstd), parquet.CreatedBy("braid", "", ""))
-			batch := make([]parquet.Row, 0, 256)
-			for _, i := range idx {
-				batch = append(batch, lay.row(s, &rows[i], nil))
-				if len(batch) == cap(batch) {
-					if _, err := pw.WriteRows(batch); err != nil {
-						return err
-					}
-					batch = batch[:0]
-				}
-			}
-			if len(batch) > 0 {
-				if _, err := pw.WriteRows(batch); err != nil {
-					return err
-				}
-			}
-			return pw.Close()
-		})
+	slices.Sort(days)
+	for _, day := range days {
+		path, n, err := l.writeFile(s, lay, rows, byDay[day], day*msPerDay, release)
 		if err != nil {
-			return files, bytes, fmt.Errorf("lake: write %s/%s: %w", dir, name, err)
+			return files, bytes, err
 		}
-		files = append(files, filepath.Join(dir, name))
+		files = append(files, path)
 		bytes += n
 	}
 	return files, bytes, nil
+}
+
+// writeFile writes rows[idx] (one date, starting at dayMs) as one file and
+// returns its path and size.
+func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, dayMs int64, release bool) (string, int64, error) {
+	dir := filepath.Join(l.streamDir(s.Name), "date="+time.UnixMilli(dayMs).UTC().Format("2006-01-02"))
+	if err := MkdirAllSync(dir); err != nil {
+		return "", 0, fmt.Errorf("lake: create %s: %w", dir, err)
+	}
+	first, last := rows[idx[0]].Seq, rows[idx[0]].Seq
+	for _, i := range idx {
+		first, last = min(first, rows[i].Seq), max(last, rows[i].Seq)
+	}
+	name := FileName(first, last)
+	n, err := WriteFileAtomic(dir, name, func(w io.Writer) error {
+		pw := parquet.NewWriter(w, lay.schema, parquet.Compression(&parquet.Zstd), parquet.CreatedBy("braid", "", ""))
+		// One batch of rows, reused: WriteRows copies the values.
+		batch := make([]parquet.Row, min(len(idx), writeBatch))
+		for start := 0; start < len(idx); start += len(batch) {
+			k := min(len(batch), len(idx)-start)
+			for j, i := range idx[start : start+k] {
+				batch[j] = lay.row(s, &rows[i], batch[j])
+			}
+			if _, err := pw.WriteRows(batch[:k]); err != nil {
+				return err
+			}
+			if release {
+				for _, i := range idx[start : start+k] {
+					rows[i] = Row{}
+				}
+			}
+		}
+		return pw.Close()
+	})
+	if err != nil {
+		return "", 0, fmt.Errorf("lake: write %s/%s: %w", dir, name, err)
+	}
+	return filepath.Join(dir, name), n, nil
 }
 
 // Commit records a stream's checkpoint. It is written last (temp, fsync,

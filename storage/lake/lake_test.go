@@ -270,3 +270,55 @@ func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// WriteReleasing writes the same files as WriteSized (one per UTC date,
+// before 1970 too) and leaves every row zeroed.
+func TestWriteReleasingMatchesWriteSized(t *testing.T) {
+	s := testStream(t)
+	base := time.Date(1969, 12, 31, 20, 0, 0, 0, time.UTC).UnixMilli()
+	write := func(release bool) (files []string, rows []lake.Row) {
+		lk, err := lake.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, _ = mkRows(s, 1, 3000, base)
+		if release {
+			files, _, err = lk.WriteReleasing(s, rows)
+		} else {
+			files, _, err = lk.WriteSized(s, rows)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files, rows
+	}
+	sized, _ := write(false)
+	released, rows := write(true)
+	if len(sized) < 3 || len(released) != len(sized) {
+		t.Fatalf("files %v and %v: want the same, one per date", sized, released)
+	}
+	if !strings.Contains(sized[0], "date=1969-12-31") {
+		t.Fatalf("first file %s: want date=1969-12-31", sized[0])
+	}
+	for i := range sized {
+		if filepath.Base(filepath.Dir(sized[i]))+filepath.Base(sized[i]) != filepath.Base(filepath.Dir(released[i]))+filepath.Base(released[i]) {
+			t.Fatalf("file %d: %s vs %s", i, sized[i], released[i])
+		}
+		a, err := os.ReadFile(sized[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(released[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a) != string(b) {
+			t.Fatalf("file %d differs between WriteSized and WriteReleasing", i)
+		}
+	}
+	for i, r := range rows {
+		if r.Seq != 0 || r.Event.Values != nil || r.Event.ID != "" {
+			t.Fatalf("row %d not released: %+v", i, r)
+		}
+	}
+}
