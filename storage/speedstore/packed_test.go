@@ -141,14 +141,7 @@ func TestReadsFieldsPerSlot(t *testing.T) {
 	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
-	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string][]any{}
-	for _, c := range cells {
-		got[c.Group] = v.Finalize(&c.State)
-	}
+	got := finalByGroup(ctx, t, st, v)
 	// n, rev, items, lo, hi, avg, ilo, ihi
 	de, fr := got["sDE"], got["sFR"]
 	if len(got) != 2 || de == nil || fr == nil {

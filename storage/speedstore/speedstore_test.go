@@ -269,14 +269,7 @@ func TestEmptyStateCellIsKept(t *testing.T) {
 	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
-	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string][]any{}
-	for _, c := range cells {
-		got[c.Group] = v.Finalize(&c.State)
-	}
+	got := finalByGroup(ctx, t, st, v)
 	if len(got) != 2 || got["sDE"] == nil || got["sDE"][0] != nil || got["sDE"][1] != nil || got["sFR"][0] != -2.5 || got["sFR"][1] != -2.5 {
 		t.Fatalf("cells %v", got)
 	}
@@ -519,4 +512,19 @@ func BenchmarkCommit(b *testing.B) {
 			b.ReportMetric(float64(b.N)*2000/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// finalByGroup reads every cell of v and finalizes it, by group (a group
+// in one cell only).
+func finalByGroup(ctx context.Context, t *testing.T, st *speedstore.Store, v *logic.View) map[string][]any {
+	t.Helper()
+	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]any{}
+	for _, c := range cells {
+		got[c.Group] = v.Finalize(&c.State)
+	}
+	return got
 }
