@@ -70,6 +70,12 @@ type Redis struct {
 // StartRedis starts redis-server (own port, own dir, no persistence) when one
 // is on PATH, else the embedded development server with a loud warning.
 func StartRedis(ctx context.Context, dir string, logger *slog.Logger) (*Redis, error) {
+	// Absolute: redis-server changes into --dir before it opens --logfile,
+	// so a relative data_dir would name a log file that does not exist.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("redis dir: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("redis dir: %w", err)
 	}
