@@ -91,7 +91,7 @@ func (w *bodyBuilder) addFresh(p []byte) {
 	w.rows = true
 }
 
-// addChunk adds a final bucket's rows.
+// addChunk adds a bucket's rows from a bucket set.
 func (w *bodyBuilder) addChunk(c chunk) {
 	if c.end == c.start {
 		return

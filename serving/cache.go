@@ -84,16 +84,8 @@ func (c *byteLRU) evictLocked() {
 	}
 }
 
-// bytesUsed is the total the entries hold.
-func (c *byteLRU) bytesUsed() int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.used
-}
-
 // cachedAnswer is an answer and its encodings (made on first use).
 type cachedAnswer struct {
-	key  string
 	a    *answer
 	grow func(int64) // accounts an encoding's bytes in the cache (nil: not cached)
 	mu   sync.Mutex
@@ -156,7 +148,7 @@ func (s *Server) lookupWith(ctx context.Context, v *logic.View, q Query, in inpu
 	if err != nil {
 		return nil, err
 	}
-	e := &cachedAnswer{key: key, a: a}
+	e := &cachedAnswer{a: a}
 	if key != "" {
 		e.grow = func(n int64) { s.cache.grow(key, n) }
 		s.cache.put(key, e, int64(len(a.Rows))*approxRowBytes)

@@ -55,24 +55,11 @@ func natsWithLimit(t *testing.T, maxPayload int32) jetstream.JetStream {
 // log order.
 func logIDs(t *testing.T, js jetstream.JetStream, l *eventlog.Log, s *logic.Stream) []string {
 	t.Helper()
-	ctx := context.Background()
-	st, err := js.Stream(ctx, l.StreamName(s.Name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := []string{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
+	for i, data := range testenv.StoredMessages(t, js, l.StreamName(s.Name)) {
+		ev, err := s.Decode(data)
 		if err != nil {
-			t.Fatalf("read stored event %d: %v", seq, err)
-		}
-		ev, err := s.Decode(m.Data)
-		if err != nil {
-			t.Fatalf("stored event %d does not decode: %v", seq, err)
+			t.Fatalf("stored event %d does not decode: %v", i, err)
 		}
 		ids = append(ids, ev.ID)
 	}

@@ -137,26 +137,13 @@ func TestIngestCommand(t *testing.T) {
 // storedIDs reads the orders log and returns the ids, in log order.
 func storedIDs(t *testing.T, js jetstream.JetStream, l *eventlog.Log) []string {
 	t.Helper()
-	ctx := context.Background()
-	st, err := js.Stream(ctx, l.StreamName("orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := []string{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("read event %d: %v", seq, err)
-		}
+	for i, data := range testenv.StoredMessages(t, js, l.StreamName("orders")) {
 		var rec struct {
 			ID string `json:"order_id"`
 		}
-		if err := json.Unmarshal(m.Data, &rec); err != nil {
-			t.Fatalf("event %d: %v", seq, err)
+		if err := json.Unmarshal(data, &rec); err != nil {
+			t.Fatalf("event %d: %v", i, err)
 		}
 		ids = append(ids, rec.ID)
 	}

@@ -97,6 +97,30 @@ func (n *NATS) JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// StoredMessages returns the data of every message a JetStream stream
+// holds, in sequence order.
+func StoredMessages(t testing.TB, js jetstream.JetStream, stream string) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("read %s message %d: %v", stream, seq, err)
+		}
+		out = append(out, m.Data)
+	}
+	return out
+}
+
 // Redis is a redis-server process.
 type Redis struct {
 	Addr string
