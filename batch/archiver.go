@@ -28,7 +28,7 @@ type ArchiverConfig struct {
 	MaxRows   int           // rows per write at most (default 200000)
 	MaxBytes  int64         // memory of the buffered rows (rowBytes) that triggers a write (default 32 MiB)
 	MaxDelay  time.Duration // longest a record waits in the buffer (default 5s)
-	FetchSize int           // records per fetch at most (default 1000)
+	FetchSize int           // events per fetch at most (default 1000; a fetch takes whole log records)
 	FetchWait time.Duration // longest wait of one fetch (default 500ms, at most MaxDelay)
 	IdleLag   time.Duration // idle streams are covered until server time minus this (default 1s)
 	Consumer  string        // durable consumer name (default "archive")
@@ -169,6 +169,16 @@ type streamState struct {
 	first    time.Time    // when buf got its first row
 	backlog  bool         // buf's first record had at least a fetch of records behind it in the log
 	pending  *eventlog.Msg
+	// events and records taken: their ratio sizes a fetch in records
+	events, records uint64
+}
+
+// perRecord is about how many events a log record of the stream holds.
+func (st *streamState) perRecord() int {
+	if st.records == 0 {
+		return 1
+	}
+	return max(1, int(st.events/st.records))
 }
 
 // dirty reports whether records past the committed checkpoint were taken
@@ -223,7 +233,8 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 		if st.buffered() {
 			wait = min(wait, max(time.Until(st.first.Add(a.cfg.MaxDelay)), 10*time.Millisecond))
 		}
-		want := max(1, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf)))
+		// FetchSize and MaxRows count events; a fetch counts records.
+		want := max(1, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf))/st.perRecord())
 		msgs, ferr := cons.Fetch(ctx, want, wait)
 		// Caught up: this fetch emptied what was delivered and the server
 		// had nothing after its last record.
@@ -331,24 +342,28 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 				return nil
 			}
 		}
-		ev, err := st.s.Decode(m.Data)
+		if !st.buffered() {
+			st.first, st.backlog = time.Now(), a.isBacklog(st, m)
+		}
+		err := eventlog.Unpack(m.Data, func(i int, _, rec []byte) error {
+			ev, err := st.s.Decode(rec)
+			if err != nil {
+				// Validated at ingest: a bug. The event is skipped but the
+				// position moves on, so the checkpoint stays contiguous.
+				a.decodeErrs.WithLabelValues(st.s.Name).Inc()
+				a.logger.Error("skipping undecodable event", "stream", st.s.Name, "seq", m.Seq, "index", i, "err", err)
+				return nil
+			}
+			st.buf = append(st.buf, lake.Row{Seq: m.Seq, Index: i, Arrival: m.Arrival, Event: ev})
+			st.bytes += rowBytes(&st.buf[len(st.buf)-1])
+			return nil
+		})
 		if err != nil {
 			a.decodeErrs.WithLabelValues(st.s.Name).Inc()
-			a.logger.Error("skipping undecodable record", "stream", st.s.Name, "seq", m.Seq, "err", err)
-			// The record is skipped but the position moves on, so the
-			// checkpoint stays contiguous.
-			if !st.buffered() {
-				st.first, st.backlog = time.Now(), a.isBacklog(m)
-			}
-			st.next = m.Seq + 1
-			st.last = m
-			continue
+			a.logger.Error("skipping malformed record", "stream", st.s.Name, "seq", m.Seq, "err", err)
 		}
-		if !st.buffered() {
-			st.first, st.backlog = time.Now(), a.isBacklog(m)
-		}
-		st.buf = append(st.buf, lake.Row{Seq: m.Seq, Arrival: m.Arrival, Event: ev})
-		st.bytes += rowBytes(&st.buf[len(st.buf)-1])
+		st.events += uint64(eventlog.Count(m.Data))
+		st.records++
 		st.next = m.Seq + 1
 		st.last = m
 		st.pending = nil
@@ -373,7 +388,9 @@ func (a *Archiver) drained(ctx context.Context, st *streamState) bool {
 
 // isBacklog reports whether at least a fetch of records followed m in the
 // log when it was delivered: a buffer starting with it is catching up.
-func (a *Archiver) isBacklog(m eventlog.Msg) bool { return m.Pending >= uint64(a.cfg.FetchSize) }
+func (a *Archiver) isBacklog(st *streamState, m eventlog.Msg) bool {
+	return m.Pending*uint64(st.perRecord()) >= uint64(a.cfg.FetchSize)
+}
 
 // gap checks whether the log still holds sequence st.next; when retention
 // removed it, the archiver moves on to the log's first sequence.

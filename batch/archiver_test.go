@@ -3,6 +3,7 @@ package batch_test
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,7 +11,9 @@ import (
 
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 func startArchiver(t *testing.T, e *env) (stop func()) {
@@ -57,32 +60,69 @@ func waitArchived(t *testing.T, e *env, stream string) lake.Checkpoint {
 	return cp
 }
 
+// logEvents reads the clean log of orders independently of the archiver:
+// the place (record sequence, index in record) of every event id, and the
+// number of records.
+func logEvents(t *testing.T, e *env) (refs map[string]eventlog.EventRef, events, records int) {
+	t.Helper()
+	js := e.log.JetStream()
+	info, err := e.log.Info(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs = map[string]eventlog.EventRef{}
+	msgs := testenv.StoredMessages(t, js, e.log.StreamName("orders"))
+	for k, data := range msgs {
+		seq := info.FirstSeq + uint64(k)
+		if err := eventlog.Unpack(data, func(i int, id, _ []byte) error {
+			if _, dup := refs[string(id)]; dup {
+				t.Fatalf("log holds id %s twice", id)
+			}
+			refs[string(id)] = eventlog.EventRef{Seq: seq, Index: i}
+			events++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(testenv.StoredEvents(t, js, e.log.StreamName("orders"))); n != events {
+		t.Fatalf("StoredEvents %d, unpacked %d", n, events)
+	}
+	return refs, events, len(msgs)
+}
+
 // checkLake compares the lake with the published orders: every one exactly
-// once, with its values.
+// once, with its values, at its place in the log.
 func checkLake(t *testing.T, e *env, orders []order) {
 	t.Helper()
 	info, err := e.log.Info(context.Background(), "orders")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Msgs != uint64(len(orders)) {
-		t.Fatalf("log holds %d, published %d", info.Msgs, len(orders))
+	refs, events, records := logEvents(t, e)
+	if events != len(orders) || uint64(records) != info.Msgs {
+		t.Fatalf("log holds %d events in %d records (info %d), published %d", events, records, info.Msgs, len(orders))
+	}
+	if records >= len(orders) {
+		t.Fatalf("log holds %d records for %d events: want events packed", records, len(orders))
 	}
 	db := duck(t)
 	src := lakeSource(t, e, "orders")
-	var n, dseq, did int
+	var n, dpos, dseq, did, minIdx, maxIdx int
 	var minSeq, maxSeq int64
-	if err := db.QueryRow("SELECT count(*), count(DISTINCT _seq), count(DISTINCT _id), min(_seq), max(_seq) FROM "+src).Scan(&n, &dseq, &did, &minSeq, &maxSeq); err != nil {
+	if err := db.QueryRow("SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT _seq), count(DISTINCT _id), min(_seq), max(_seq), min(_idx), max(_idx) FROM "+src).
+		Scan(&n, &dpos, &dseq, &did, &minSeq, &maxSeq, &minIdx, &maxIdx); err != nil {
 		t.Fatal(err)
 	}
-	if n != len(orders) || dseq != n || did != n || minSeq != 1 || maxSeq != int64(info.LastSeq) {
-		t.Fatalf("lake: count %d distinct seq %d distinct id %d seq %d..%d; want %d stored once", n, dseq, did, minSeq, maxSeq, len(orders))
+	if n != len(orders) || dpos != n || did != n || dseq != records || minSeq != int64(info.FirstSeq) || maxSeq != int64(info.LastSeq) || minIdx != 0 {
+		t.Fatalf("lake: count %d distinct (seq,idx) %d distinct seq %d distinct id %d seq %d..%d idx %d..%d; want %d stored once from %d records %d..%d",
+			n, dpos, dseq, did, minSeq, maxSeq, minIdx, maxIdx, len(orders), records, info.FirstSeq, info.LastSeq)
 	}
 	byID := map[string]order{}
 	for _, o := range orders {
 		byID[o.id] = o
 	}
-	rows, err := db.Query("SELECT _id, _time, epoch_ms(ts), id, country, paid, amount, qty, _arrival FROM " + src)
+	rows, err := db.Query("SELECT _id, _time, epoch_ms(ts), id, country, paid, amount, qty, _arrival, _seq, _idx FROM " + src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +134,17 @@ func checkLake(t *testing.T, e *env, orders []order) {
 		var paid sql.NullBool
 		var amount sql.NullFloat64
 		var qty sql.NullInt64
-		if err := rows.Scan(&id, &tm, &ts, &id2, &country, &paid, &amount, &qty, &arrival); err != nil {
+		var seq uint64
+		var idx int
+		if err := rows.Scan(&id, &tm, &ts, &id2, &country, &paid, &amount, &qty, &arrival, &seq, &idx); err != nil {
 			t.Fatal(err)
 		}
 		o, ok := byID[id]
 		if !ok {
 			t.Fatalf("lake has unknown id %q", id)
+		}
+		if ref := refs[id]; ref != (eventlog.EventRef{Seq: seq, Index: idx}) {
+			t.Fatalf("row %s at (%d,%d), the log holds it at %+v", id, seq, idx, ref)
 		}
 		bad := id2 != id || tm != o.ts || ts != o.ts || arrival <= 0 ||
 			country.Valid != (o.country != nil) || (country.Valid && country.String != *o.country) ||
@@ -144,27 +189,46 @@ func TestArchiverExactlyOnceAcrossRestart(t *testing.T) {
 		vals := make([]logic.Value, len(s.Fields))
 		vals[s.FieldIndex("ts")] = logic.Value{Kind: logic.TypeTime, I: orders[0].ts}
 		vals[s.FieldIndex("id")] = logic.Value{Kind: logic.TypeString, S: "junk"}
-		junk[i] = lake.Row{Seq: cp.Seq + 1 + uint64(i), Arrival: 1, Event: logic.Event{ID: "junk", Time: orders[0].ts, Values: vals}}
+		junk[i] = lake.Row{Seq: cp.Seq + 1 + uint64(i/3), Index: i % 3, Arrival: 1, Event: logic.Event{ID: "junk", Time: orders[0].ts, Values: vals}}
 	}
 	if _, err := e.lk.Write(s, junk); err != nil {
 		t.Fatal(err)
 	}
 	more := makeOrders(3000, 1000)
 	publishOrders(t, e, more)
-	// Duplicate ids within the dedup window are stored once by the log.
+	info, err := e.log.Info(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Duplicate ids within the dedup window are stored once by the log:
+	// records of nothing but duplicates are not even appended.
 	publishOrders(t, e, more[:100])
+	if info2, err := e.log.Info(context.Background(), "orders"); err != nil || info2.LastSeq != info.LastSeq {
+		t.Fatalf("log after re-publishing duplicates %+v %v, before %+v", info2, err, info)
+	}
 	startArchiver(t, e)
 	cp2 := waitArchived(t, e, "orders")
-	if cp2.Seq != 4000 || cp2.CoveredUntil < cp.CoveredUntil {
+	if cp2.Seq != info.LastSeq || cp2.Seq <= cp.Seq || cp2.CoveredUntil < cp.CoveredUntil {
 		t.Fatalf("checkpoint after restart %+v (before %+v)", cp2, cp)
 	}
 	checkLake(t, e, append(orders, more...))
 }
 
+// lastSeq is the sequence of the last record of the log of orders.
+func lastSeq(t *testing.T, e *env) uint64 {
+	t.Helper()
+	info, err := e.log.Info(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.LastSeq
+}
+
 // archiveUntil runs an archiver with cfg until the lake's checkpoint of
-// orders reaches seq, stops it (it writes what it holds), and returns the
-// number of records of each file written and the writes by reason.
-func archiveUntil(t *testing.T, e *env, cfg batch.ArchiverConfig, seq uint64) (spans []uint64, writes map[string]float64) {
+// orders reaches record seq, stops it (it writes what it holds), and
+// returns the number of rows (events) of each file written, counted by
+// DuckDB, and the writes by reason.
+func archiveUntil(t *testing.T, e *env, cfg batch.ArchiverConfig, seq uint64) (sizes []int, writes map[string]float64) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	a := batch.NewArchiver(cfg, e.log, e.lk, e.cat, quietLogger(), reg)
@@ -186,8 +250,17 @@ func archiveUntil(t *testing.T, e *env, cfg batch.ArchiverConfig, seq uint64) (s
 	if err != nil {
 		t.Fatal(err)
 	}
+	db := duck(t)
 	for _, f := range fs {
-		spans = append(spans, f.Last-f.First+1)
+		var n, lo, hi int
+		q := "SELECT count(*), min(_seq), max(_seq) FROM read_parquet('" + strings.ReplaceAll(f.Path, "'", "''") + "')"
+		if err := db.QueryRow(q).Scan(&n, &lo, &hi); err != nil {
+			t.Fatal(err)
+		}
+		if uint64(lo) != f.First || uint64(hi) != f.Last {
+			t.Fatalf("file %s holds records %d..%d, named %d..%d", f.Path, lo, hi, f.First, f.Last)
+		}
+		sizes = append(sizes, n)
 	}
 	writes = map[string]float64{}
 	mfs, err := reg.Gather()
@@ -206,8 +279,8 @@ func archiveUntil(t *testing.T, e *env, cfg batch.ArchiverConfig, seq uint64) (s
 			}
 		}
 	}
-	t.Logf("files of %v records; writes by reason %v", spans, writes)
-	return spans, writes
+	t.Logf("files of %v rows; writes by reason %v", sizes, writes)
+	return sizes, writes
 }
 
 // The buffer is written once it holds MaxBytes of rows, long before
@@ -218,14 +291,15 @@ func TestArchiverWritesAtItsByteBound(t *testing.T) {
 	publishOrders(t, e, orders)
 	// An order's row holds about 270 bytes: 16 KiB is about 60 of them.
 	const maxBytes = 16 << 10
-	spans, writes := archiveUntil(t, e, batch.ArchiverConfig{MaxRows: 100_000, MaxBytes: maxBytes, MaxDelay: time.Hour, FetchSize: 20, FetchWait: 50 * time.Millisecond}, 1800)
+	spans, writes := archiveUntil(t, e, batch.ArchiverConfig{MaxRows: 100_000, MaxBytes: maxBytes, MaxDelay: time.Hour, FetchSize: 20, FetchWait: 50 * time.Millisecond}, lastSeq(t, e)*9/10)
 	if writes["bytes"] < 20 || writes["rows"] != 0 || writes["delay"] != 0 {
 		t.Errorf("writes by reason %v: want at least 20 at the byte bound, none by rows or delay", writes)
 	}
-	// A write holds at most the rows that reached the bound plus one fetch.
+	// A write holds at most the rows that reached the bound plus one fetch
+	// (FetchSize events, give or take a record of at most 7 of them).
 	for _, n := range spans {
-		if n > maxBytes/200+20 {
-			t.Fatalf("a file of %d records (spans %v): the byte bound was not kept", n, spans)
+		if n > maxBytes/200+20+7 {
+			t.Fatalf("a file of %d rows (rows per file %v): the byte bound was not kept", n, spans)
 		}
 	}
 	// What the stop found unbuffered is archived by the next run, once.
@@ -242,7 +316,8 @@ func TestArchiverWritesADrainedBacklogAtOnce(t *testing.T) {
 	orders := makeOrders(0, 3000)
 	publishOrders(t, e, orders)
 	cfg := batch.ArchiverConfig{MaxRows: 100_000, MaxDelay: time.Hour, FetchSize: 100, FetchWait: 50 * time.Millisecond}
-	_, writes := archiveUntil(t, e, cfg, 3000)
+	last := lastSeq(t, e)
+	_, writes := archiveUntil(t, e, cfg, last)
 	if writes["caught_up"] < 1 || writes["delay"] != 0 || writes["rows"] != 0 {
 		t.Fatalf("writes by reason %v: want the backlog written once drained", writes)
 	}
@@ -253,14 +328,17 @@ func TestArchiverWritesADrainedBacklogAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	waitFor(t, "the archiver to start", func() bool { return a.Status()["orders"].Seq == 3000 })
+	waitFor(t, "the archiver to start", func() bool { return a.Status()["orders"].Seq == last })
 	more := makeOrders(3000, 5)
 	for _, o := range more {
 		publishOrders(t, e, []order{o})
 		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if cp, err := e.lk.Checkpoint("orders"); err != nil || cp.Seq != 3000 {
+	if got := lastSeq(t, e); got != last+uint64(len(more)) {
+		t.Fatalf("log at %d after %d single-event records from %d", got, len(more), last)
+	}
+	if cp, err := e.lk.Checkpoint("orders"); err != nil || cp.Seq != last {
 		t.Fatalf("checkpoint %+v %v: a trickle was written before MaxDelay", cp, err)
 	}
 	cancel()

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
 )
@@ -34,10 +34,10 @@ type AuditRequest struct {
 	From, To int64
 	Cutoff   int64
 	Wait     time.Duration // how long to wait for the lake to reach the speed position
-	// Late lists the sequences of events the speed layer skipped as too
-	// late (eventlog's late records): the recomputation leaves them out
-	// too, as the speed layer's answer does until the next batch run.
-	Late []uint64
+	// Late lists the places of events the speed layer skipped as too late
+	// (eventlog's late records): the recomputation leaves them out too, as
+	// the speed layer's answer does until the next batch run.
+	Late []eventlog.EventRef
 }
 
 // AuditMeasure is one measure's drift in one window: the largest over the
@@ -141,15 +141,15 @@ func Audit(ctx context.Context, lk *lake.Lake, sp SpeedSnapshot, req AuditReques
 	}
 	defer conn.Close()
 	var skip strings.Builder
-	for i, seq := range req.Late {
+	for i, r := range req.Late {
 		if i == 0 {
-			skip.WriteString(" AND _seq NOT IN (")
+			skip.WriteString(" AND NOT EXISTS (SELECT 1 FROM (VALUES ")
 		} else {
 			skip.WriteString(", ")
 		}
-		skip.WriteString(strconv.FormatUint(seq, 10))
+		fmt.Fprintf(&skip, "(%d, %d)", r.Seq, r.Index)
 		if i == len(req.Late)-1 {
-			skip.WriteString(")")
+			skip.WriteString(") AS late(s, i) WHERE late.s = l._seq AND late.i = l._idx)")
 		}
 	}
 	src := fmt.Sprintf("(SELECT * FROM (%s) AS l WHERE _seq <= %d AND _arrival >= %d%s)", sourceSQL(v.Stream, files), pos.Seq, req.Cutoff, skip.String())

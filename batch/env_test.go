@@ -128,11 +128,13 @@ func publishOrders(t *testing.T, e *env, orders []order) {
 	t.Helper()
 	s := e.cat.Streams["orders"]
 	var recs []eventlog.Record
+	calls := 0
 	flush := func() {
 		if err := e.log.Publish(context.Background(), "orders", recs); err != nil {
 			t.Fatal(err)
 		}
 		recs = recs[:0]
+		calls++
 	}
 	for _, o := range orders {
 		m := map[string]any{"id": o.id, "ts": o.ts}
@@ -154,7 +156,9 @@ func publishOrders(t *testing.T, e *env, orders []order) {
 			t.Fatalf("prepare %s: %v", raw, err)
 		}
 		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
-		if len(recs) == 250 {
+		// Each Publish call is one log record: pack records of 1..7
+		// events in turn so every test reads multi-event records.
+		if len(recs) == 1+calls%7 {
 			flush()
 		}
 	}

@@ -511,8 +511,8 @@ func sourceSQL(s *logic.Stream, files []string) string {
 		}
 		fmt.Fprintf(&b, "CAST(NULL AS %s) AS %s, ", t, quoteIdent(f.Name))
 	}
-	fmt.Fprintf(&b, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s WHERE false",
-		lake.ColSeq, lake.ColArrival, lake.ColTime, lake.ColID)
+	fmt.Fprintf(&b, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS INTEGER) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s WHERE false",
+		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID)
 	return b.String()
 }
 

@@ -53,7 +53,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	if max <= 0 {
 		max = 16 << 20
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -127,4 +127,26 @@ func splitBody(body []byte, ndjson bool) (raws [][]byte, msg string) {
 		return raws, ""
 	}
 	return nil, "body must be a JSON object or an array of objects"
+}
+
+// readBody reads a request body into one buffer sized by its
+// Content-Length when it is known (io.ReadAll grows and copies).
+func readBody(r io.Reader, length, max int64) ([]byte, error) {
+	if length <= 0 || length > max {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, length+1) // +1: the read that sees EOF needs no growth
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than announced: grow
+		}
+	}
 }

@@ -77,10 +77,11 @@ func (in *Ingester) Counts(stream string) (accepted, rejected uint64) {
 // stored once), rejected ones to the dead-letter queue with source (http,
 // file:<name>, ...), the reason and the payload with PII masked.
 //
-// Every event becomes one log message, so no event can fail the batch by
-// its size: a valid event whose record is larger than the server's message
-// limit (NATS max_payload) is rejected like an invalid one, and a dead
-// letter too large for one message keeps only the head of its payload (see
+// The accepted events are appended together (the log packs them into as
+// few records as the server's message limit allows), so no event can fail
+// the batch by its size: a valid event too large for a record on its own
+// (NATS max_payload) is rejected like an invalid one, and a dead letter
+// too large for one message keeps only the head of its payload (see
 // fitDeadLetter).
 //
 // It returns only when both are stored; an error (eventlog.ErrFull,
@@ -100,12 +101,13 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 	}
 	now := in.now()
 	maxMsg := in.maxMessage()
+	maxEvent := in.log.MaxEvent()
 	recs := make([]eventlog.Record, 0, len(raws))
 	var dls []eventlog.DeadLetter
 	for i, raw := range raws {
 		ev, rec, err := s.Prepare(raw, now.UnixMilli())
-		if err == nil && len(rec)+len(ev.ID)+msgOverhead > maxMsg {
-			err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(rec), maxMsg)}
+		if err == nil && len(rec)+len(ev.ID) > maxEvent {
+			err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(rec), maxEvent)}
 		}
 		if err != nil {
 			var rej *logic.RejectError

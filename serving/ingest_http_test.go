@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/braid-data/braid/logic/config"
@@ -21,6 +22,7 @@ import (
 )
 
 type ingestEnv struct {
+	js  jetstream.JetStream
 	srv *httptest.Server
 	log *eventlog.Log
 	reg *prometheus.Registry
@@ -44,7 +46,7 @@ func newIngestEnv(t *testing.T, maxBody int64, maxInFlight int) *ingestEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &ingestEnv{srv: httptest.NewServer(s.Handler()), log: l, reg: reg, s: s}
+	e := &ingestEnv{js: js, srv: httptest.NewServer(s.Handler()), log: l, reg: reg, s: s}
 	t.Cleanup(e.srv.Close)
 	return e
 }
@@ -109,12 +111,8 @@ func TestIngestHTTP(t *testing.T) {
 	if r.Accepted != 2 {
 		t.Fatalf("retry: %+v", r)
 	}
-	info, err := e.log.Info(ctx, "orders")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Msgs != 5 { // o1 a1 a3 n1 n3
-		t.Fatalf("stored %d events, want 5 (accepted, retry deduplicated)", info.Msgs)
+	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))); n != 5 { // o1 a1 a3 n1 n3
+		t.Fatalf("stored %d events, want 5 (accepted, retry deduplicated)", n)
 	}
 	// Rejects are in the dead-letter queue, reason and field kept, PII masked.
 	dls, err := e.log.DeadLetters(ctx, "orders", 0, 10)
@@ -172,8 +170,12 @@ func TestIngestHTTP(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.code)
 		}
 	}
-	if info, _ := e.log.Info(ctx, "orders"); info.Msgs != 5 {
-		t.Fatalf("refused requests stored events: %d", info.Msgs)
+	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))); n != 5 {
+		t.Fatalf("refused requests stored events: %d stored, want 5", n)
+	}
+	info, err := e.log.Info(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
 	}
 	if n, _ := e.log.DeadLetterCount(ctx, "orders"); n != 3 {
 		t.Fatalf("refused requests dead-lettered: %d", n)
@@ -187,7 +189,7 @@ func TestIngestHTTP(t *testing.T) {
 	}
 	orders := status["streams"].(map[string]any)["orders"].(map[string]any)
 	lg := orders["log"].(map[string]any)
-	if orders["accepted"] != 7.0 || orders["rejected"] != 3.0 || orders["dead_letters"] != 3.0 || lg["msgs"] != 5.0 || lg["last_seq"] != 5.0 {
+	if orders["accepted"] != 7.0 || orders["rejected"] != 3.0 || orders["dead_letters"] != 3.0 || lg["msgs"] != float64(info.Msgs) || lg["last_seq"] != float64(info.LastSeq) {
 		t.Fatalf("status orders: %v", orders)
 	}
 	if sp := orders["speed"].(map[string]any); sp["status"] != "unavailable" {

@@ -56,7 +56,7 @@ func natsWithLimit(t *testing.T, maxPayload int32) jetstream.JetStream {
 func logIDs(t *testing.T, js jetstream.JetStream, l *eventlog.Log, s *logic.Stream) []string {
 	t.Helper()
 	ids := []string{}
-	for i, data := range testenv.StoredMessages(t, js, l.StreamName(s.Name)) {
+	for i, data := range testenv.StoredEvents(t, js, l.StreamName(s.Name)) {
 		ev, err := s.Decode(data)
 		if err != nil {
 			t.Fatalf("stored event %d does not decode: %v", i, err)

@@ -231,7 +231,7 @@ type batch struct {
 	n        int // records folded (or skipped as late / undecodable) since the last commit
 	folded   int // events folded into the deltas
 	last     eventlog.Msg
-	lateSeqs []uint64
+	late     []eventlog.EventRef
 	lateData [][]byte
 }
 
@@ -256,7 +256,7 @@ func (b *batch) reset() {
 		d.Reset()
 	}
 	b.n, b.folded, b.last = 0, 0, eventlog.Msg{}
-	b.lateSeqs, b.lateData = b.lateSeqs[:0], b.lateData[:0]
+	b.late, b.lateData = b.late[:0], b.lateData[:0]
 }
 
 // runStream is one incarnation of a stream's consume loop: lease, position,
@@ -359,7 +359,7 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		committed = nextPos.Seq
 		l.m.batchSize.Observe(float64(p.n))
 		l.m.events.WithLabelValues(s.Name).Add(float64(p.folded))
-		late := uint64(len(p.lateSeqs))
+		late := uint64(len(p.late))
 		if late > 0 {
 			l.m.late.WithLabelValues(s.Name).Add(float64(late))
 			l.logger.Info("too-late events skipped", "stream", s.Name, "count", late, "watermark", logic.FormatTime(logic.Watermark{Max: nextPos.Watermark}.At(s.AllowedLateness)))
@@ -480,26 +480,33 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 			b.last = m
 			b.n++
 			l.m.lag.WithLabelValues(s.Name).Set(float64(m.Pending))
-			ev, err := s.Decode(m.Data)
-			if err != nil {
-				// Validated at ingest, so this is a bug: say so loudly.
-				l.m.decodeErrors.WithLabelValues(s.Name).Inc()
-				l.logger.Error("BUG: undecodable record in the clean log skipped", "stream", s.Name, "seq", m.Seq, "err", err)
-				continue
-			}
-			if wm.TooLate(ev.Time, s.AllowedLateness) {
-				b.lateSeqs = append(b.lateSeqs, m.Seq)
-				b.lateData = append(b.lateData, m.Data)
-				continue
-			}
-			wm.Observe(ev.Time)
 			epoch := logic.EpochOf(m.Arrival, l.cfg.Epoch)
-			for _, d := range b.deltas {
-				d.Fold(epoch, &ev)
+			err := eventlog.Unpack(m.Data, func(i int, _, rec []byte) error {
+				ev, err := s.Decode(rec)
+				if err != nil {
+					// Validated at ingest, so this is a bug: say so loudly.
+					l.m.decodeErrors.WithLabelValues(s.Name).Inc()
+					l.logger.Error("BUG: undecodable event in the clean log skipped", "stream", s.Name, "seq", m.Seq, "index", i, "err", err)
+					return nil
+				}
+				if wm.TooLate(ev.Time, s.AllowedLateness) {
+					b.late = append(b.late, eventlog.EventRef{Seq: m.Seq, Index: i})
+					b.lateData = append(b.lateData, rec)
+					return nil
+				}
+				wm.Observe(ev.Time)
+				for _, d := range b.deltas {
+					d.Fold(epoch, &ev)
+				}
+				b.folded++
+				return nil
+			})
+			if err != nil {
+				l.m.decodeErrors.WithLabelValues(s.Name).Inc()
+				l.logger.Error("BUG: malformed record in the clean log skipped", "stream", s.Name, "seq", m.Seq, "err", err)
 			}
-			b.folded++
 			if b.cells() > l.cfg.MaxCells {
-				// Bounded memory: commit early, keep going.
+				// Bounded memory: commit early (whole records only), keep going.
 				if err := flush(); err != nil {
 					return err
 				}
@@ -583,8 +590,8 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 // the position next in one step (moving it from prev). A conflict while
 // the store holds no position means the state was lost.
 func (l *Layer) commit(ctx context.Context, stream string, prev uint64, next speedstore.Position, b *batch) error {
-	if len(b.lateSeqs) > 0 {
-		if err := l.log.PublishLate(ctx, stream, b.lateSeqs, b.lateData); err != nil {
+	if len(b.late) > 0 {
+		if err := l.log.PublishLate(ctx, stream, b.late, b.lateData); err != nil {
 			return err
 		}
 	}

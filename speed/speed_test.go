@@ -46,6 +46,7 @@ type env struct {
 	log   *eventlog.Log
 	store *speedstore.Store
 	redis *testenv.Redis
+	nats  *testenv.NATS
 	sent  []map[string]any
 	rng   *rand.Rand
 	base  time.Time
@@ -69,12 +70,14 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	r := testenv.StartRedis(t)
-	return &env{ns: ns, cat: cat, log: log, store: speedstore.New(r.Client(t), ns), redis: r, rng: rand.New(rand.NewPCG(7, 8)),
+	return &env{ns: ns, cat: cat, log: log, store: speedstore.New(r.Client(t), ns), redis: r, nats: n, rng: rand.New(rand.NewPCG(7, 8)),
 		base: time.Now().Truncate(time.Hour).Add(-2 * time.Hour)}
 }
 
 // publish prepares and appends n new events (and re-sends dup of them with
-// the same ids, which the log drops).
+// the same ids, which the log drops). A Publish call is one log record: the
+// events go out in calls of 1..7 of them in turn, so the log holds records
+// of several events and the layer reads many records.
 func (e *env) publish(t *testing.T, n, dup int) {
 	t.Helper()
 	s := e.cat.Streams["orders"]
@@ -93,8 +96,12 @@ func (e *env) publish(t *testing.T, n, dup int) {
 		}
 		recs = append(recs, eventlog.Record{ID: pe.ID, Data: rec})
 	}
-	if err := e.log.Publish(context.Background(), "orders", recs); err != nil {
-		t.Fatal(err)
+	for k := 0; len(recs) > 0; k++ {
+		part := recs[:min(len(recs), 1+k%7)]
+		if err := e.log.Publish(context.Background(), "orders", part); err != nil {
+			t.Fatal(err)
+		}
+		recs = recs[len(part):]
 	}
 	e.sent = append(e.sent, fresh...)
 }
@@ -300,17 +307,29 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 		}
 		recs = append(recs, eventlog.Record{ID: fmt.Sprint("l", i), Data: rec})
 	}
+	// One call: one log record (sequence 1) of the three events.
 	if err := e.log.Publish(context.Background(), "orders", recs); err != nil {
 		t.Fatal(err)
+	}
+	if info, err := e.log.Info(context.Background(), "orders"); err != nil || info.LastSeq != 1 || info.Msgs != 1 {
+		t.Fatalf("log %+v %v: want the three events in one record", info, err)
 	}
 	eventually(t, "late recorded", func() string {
 		n, _ := e.log.LateCount(context.Background(), "orders")
 		st := l.Status()["orders"]
-		if n != 1 || st.Late != 1 || st.Seq != 3 {
+		if n != 1 || st.Late != 1 || st.Seq != 1 {
 			return fmt.Sprintf("late in log %d, status %+v", n, st)
 		}
 		return ""
 	})
+	// The too-late event is the record's second (index 1).
+	refs, err := e.log.LateEvents(context.Background(), "orders", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != 1 || refs[0] != (eventlog.EventRef{Seq: 1, Index: 1}) {
+		t.Fatalf("late events %+v, want [{Seq:1 Index:1}]", refs)
+	}
 	cells, _ := e.store.Read(context.Background(), e.cat.Views["total"], 0, math.MaxInt64, 0)
 	var total float64
 	for _, c := range cells {
@@ -351,12 +370,18 @@ func TestGapFromUnackedDeliveries(t *testing.T) {
 	eventually(t, "first pass", e.verify)
 	stop()
 	e.publish(t, 500, 0)
-	// A "crashed" speed process fetched the next records and never acked.
+	// A "crashed" speed process (its own connection) fetched the next
+	// records and never acked.
 	pos, _, err := e.store.Position(context.Background(), "orders")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := e.log.Consumer(context.Background(), "orders", "speed", eventlog.Start{Seq: pos.Seq + 1}, 1200)
+	nc, js := e.nats.JetStream(t)
+	crashed, err := eventlog.Open(context.Background(), js, e.cat.StreamOrder, eventlog.Options{Namespace: e.ns, DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := crashed.Consumer(context.Background(), "orders", "speed", eventlog.Start{Seq: pos.Seq + 1}, 1200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,6 +389,10 @@ func TestGapFromUnackedDeliveries(t *testing.T) {
 	if err != nil || len(got) == 0 || got[0].Seq != pos.Seq+1 {
 		t.Fatalf("fetched %d records (%v), first want %d", len(got), err, pos.Seq+1)
 	}
+	// The process dies: its connection goes, and with it the pulls that
+	// would otherwise keep taking the redeliveries; nothing is acked or
+	// nacked, so the fetched records come back only after the ack wait.
+	nc.Close()
 	_, stop, _ = e.layer(t)
 	defer stop()
 	eventually(t, "after the gap filled", e.verify)

@@ -316,7 +316,7 @@ func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 
 	// (b) the lake and JetStream hold every accepted event exactly once.
 	lakeRows, jsMsgs := tr.checkLake(accepted)
-	t.Logf("checked lake: %d rows == %d distinct _seq == %d distinct accepted ids == %d JetStream messages; trial took %v",
+	t.Logf("checked lake: %d rows == %d distinct (_seq, _idx) == %d distinct accepted ids == the log's events (in %d log records); trial took %v",
 		lakeRows, lakeRows, len(accepted), jsMsgs, time.Since(t0).Round(time.Millisecond))
 }
 
@@ -763,14 +763,28 @@ func (tr *trial) checkLake(accepted []order) (rows int64, jsMsgs uint64) {
 	defer db.Close()
 	glob := filepath.Join(tr.dataDir, "lake", "orders", "*", "*.parquet")
 	var seqs, distinctIDs, maxSeq int64
-	err = db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT _seq), count(DISTINCT order_id), coalesce(max(_seq), 0) FROM read_parquet('%s')`, glob)).Scan(&rows, &seqs, &distinctIDs, &maxSeq)
+	err = db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT order_id), coalesce(max(_seq), 0) FROM read_parquet('%s')`, glob)).Scan(&rows, &seqs, &distinctIDs, &maxSeq)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The log: every accepted id in exactly one event of its records.
+	_, js := tr.nats.JetStream(t)
+	logIDs := map[string]int{}
+	logEvents := 0
+	for _, rec := range testenv.StoredEvents(t, js, tr.ns+"_events_orders") {
+		var o struct {
+			ID string `json:"order_id"`
+		}
+		if err := json.Unmarshal(rec, &o); err != nil {
+			t.Fatal(err)
+		}
+		logIDs[o.ID]++
+		logEvents++
+	}
 	n := int64(len(ids))
-	if rows != n || seqs != n || distinctIDs != n || jsMsgs != uint64(n) || uint64(maxSeq) != last {
-		t.Fatalf("lake: %d rows, %d distinct _seq, %d distinct ids, max _seq %d; JetStream: %d messages, last seq %d; want %d accepted ids everywhere",
-			rows, seqs, distinctIDs, maxSeq, jsMsgs, last, n)
+	if rows != n || seqs != n || distinctIDs != n || logEvents != int(n) || len(logIDs) != int(n) || uint64(maxSeq) != last {
+		t.Fatalf("lake: %d rows, %d distinct (_seq, _idx), %d distinct ids, max _seq %d; JetStream: %d events (%d distinct ids) in %d records, last seq %d; want %d accepted ids everywhere",
+			rows, seqs, distinctIDs, maxSeq, logEvents, len(logIDs), jsMsgs, last, n)
 	}
 	rs, err := db.Query(fmt.Sprintf(`SELECT DISTINCT order_id FROM read_parquet('%s')`, glob))
 	if err != nil {

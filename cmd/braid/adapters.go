@@ -156,9 +156,9 @@ func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) 
 	if err != nil {
 		return nil, err
 	}
-	var late []uint64
+	var late []eventlog.EventRef
 	if a.log != nil {
-		if late, err = a.log.LateSeqs(ctx, v.Stream.Name, maxLateAudited); err != nil {
+		if late, err = a.log.LateEvents(ctx, v.Stream.Name, maxLateAudited); err != nil {
 			return nil, err
 		}
 	}

@@ -45,7 +45,11 @@ type Consumer struct {
 // 100..5000.
 func prefetchFor(maxAckPending int) int { return min(max(maxAckPending/2, 100), 5000) }
 
-// Msg is one delivered record.
+// prefetchBytes bounds the bytes of the records a consumer keeps buffered
+// (a record packs many events).
+const prefetchBytes = 8 << 20
+
+// Msg is one delivered record: a packed run of events (Unpack).
 type Msg struct {
 	Seq     uint64 // stream sequence: the record's position in the log
 	Arrival int64  // when JetStream stored it, unix ms
@@ -161,7 +165,7 @@ func (c *Consumer) start() error {
 		case <-done:
 			_ = m.Nak()
 		}
-	}, jetstream.PullMaxMessages(c.prefetch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxMessagesWithBytesLimit(c.prefetch, prefetchBytes), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 			c.mu.Lock()
 			c.err = err

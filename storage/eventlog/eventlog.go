@@ -1,8 +1,11 @@
 // Package eventlog is Braid's durable event log on NATS JetStream: one
 // JetStream stream of clean events per Braid stream, one stream of dead
 // letters, one of too-late records. Streams are created or updated
-// idempotently at Open. Clean events carry their id as Nats-Msg-Id, so
-// duplicates within the dedup window are stored once.
+// idempotently at Open.
+//
+// A clean stream's message (a log record) packs the events of one write
+// (see packed.go); the writer drops an event whose id was stored within the
+// dedup window, so duplicates are stored once (see writer.go).
 package eventlog
 
 import (
@@ -12,6 +15,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +46,9 @@ var (
 type Log struct {
 	js   jetstream.JetStream
 	opts Options
+
+	wmu     sync.Mutex
+	writers map[string]*writer
 }
 
 // Open ensures the JetStream streams for the given Braid streams exist with
@@ -53,7 +60,10 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 5 * time.Second
 	}
-	l := &Log{js: js, opts: opts}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = 2 * time.Minute
+	}
+	l := &Log{js: js, opts: opts, writers: map[string]*writer{}}
 	storage := jetstream.FileStorage
 	if opts.Memory {
 		storage = jetstream.MemoryStorage
@@ -117,41 +127,37 @@ type Record struct {
 	Data []byte
 }
 
-// Publish appends records to a stream's log and returns once JetStream has
-// stored every one of them (or reports the first failure). A duplicate id
-// within the dedup window is stored once and counts as stored.
+// Publish appends events to a stream's log and returns once JetStream has
+// stored all of them (or reports a failure: then some may be stored). An
+// event whose id was stored within the dedup window, or that repeats an
+// id earlier in recs, is dropped and counts as stored. Concurrent calls
+// share log records (see writer). Every event must fit one record on its
+// own (MaxEvent).
 func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, l.opts.PublishTimeout)
 	defer cancel()
-	subj := l.Subject(stream)
-	futures := make([]jetstream.PubAckFuture, 0, len(recs))
-	for _, r := range recs {
-		m := &nats.Msg{Subject: subj, Data: r.Data}
-		if r.ID != "" {
-			m.Header = nats.Header{jetstream.MsgIDHeader: []string{r.ID}}
-		}
-		f, err := l.js.PublishMsgAsync(m, jetstream.WithStallWait(l.opts.PublishTimeout))
-		if err != nil {
-			return classify(err)
-		}
-		futures = append(futures, f)
-	}
-	var first error
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			if first == nil {
-				first = classify(err)
-			}
-		case <-ctx.Done():
-			if first == nil {
-				first = fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
-			}
-		}
-	}
-	return first
+	return l.writerFor(stream).write(ctx, recs)
 }
+
+// maxRecord is the most bytes a log record's events take: the server's
+// message limit (max_payload) less room for the headers.
+func (l *Log) maxRecord() int {
+	n := int64(1 << 20)
+	if nc := l.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		n = nc.MaxPayload()
+	}
+	return int(n) - recordOverhead
+}
+
+// recordOverhead is room left in a message for its headers and framing.
+const recordOverhead = 1 << 10
+
+// MaxEvent is the largest event (id and canonical record) a log record can
+// hold: Publish fails a batch holding a larger one.
+func (l *Log) MaxEvent() int { return l.maxRecord() - 32 }
 
 func classify(err error) error {
 	var apiErr *jetstream.APIError
@@ -199,12 +205,19 @@ func (l *Log) PublishDeadLetters(ctx context.Context, stream string, dls []DeadL
 	return l.publishTo(ctx, l.DLQSubject(stream), recs)
 }
 
-// PublishLate records too-late events of a stream (the record bytes and the
-// clean-stream sequence, which is the message id so a replay stores it once).
-func (l *Log) PublishLate(ctx context.Context, stream string, seqs []uint64, data [][]byte) error {
-	recs := make([]Record, len(seqs))
-	for i := range seqs {
-		recs[i] = Record{ID: stream + ":" + strconv.FormatUint(seqs[i], 10), Data: data[i]}
+// EventRef is an event's place in the log: its record's sequence and its
+// index in the record.
+type EventRef struct {
+	Seq   uint64 `json:"seq"`
+	Index int    `json:"index"`
+}
+
+// PublishLate records too-late events of a stream: their canonical bytes,
+// under a message id naming their place, so a replay stores each once.
+func (l *Log) PublishLate(ctx context.Context, stream string, refs []EventRef, data [][]byte) error {
+	recs := make([]Record, len(refs))
+	for i, r := range refs {
+		recs[i] = Record{ID: stream + ":" + strconv.FormatUint(r.Seq, 10) + ":" + strconv.Itoa(r.Index), Data: data[i]}
 	}
 	return l.publishTo(ctx, l.LateSubject(stream), recs)
 }
@@ -235,16 +248,21 @@ func (l *Log) DeadLetters(ctx context.Context, stream string, after uint64, limi
 	})
 }
 
-// LateSeqs returns the stream sequences of the stream's too-late records
-// still retained (at most limit): the events the speed layer skipped.
-func (l *Log) LateSeqs(ctx context.Context, stream string, limit int) ([]uint64, error) {
-	return readSide[uint64](ctx, l, l.opts.Namespace+"_late", l.LateSubject(stream), 0, limit, func(m *jetstream.RawStreamMsg) (uint64, error) {
+// LateEvents returns the places of the stream's too-late records still
+// retained (at most limit): the events the speed layer skipped.
+func (l *Log) LateEvents(ctx context.Context, stream string, limit int) ([]EventRef, error) {
+	return readSide[EventRef](ctx, l, l.opts.Namespace+"_late", l.LateSubject(stream), 0, limit, func(m *jetstream.RawStreamMsg) (EventRef, error) {
 		id := m.Header.Get(jetstream.MsgIDHeader)
-		seq, err := strconv.ParseUint(strings.TrimPrefix(id, stream+":"), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("late record id %q: %w", id, err)
+		seq, idx, _ := strings.Cut(strings.TrimPrefix(id, stream+":"), ":")
+		r := EventRef{}
+		var err error
+		if r.Seq, err = strconv.ParseUint(seq, 10, 64); err == nil {
+			r.Index, err = strconv.Atoi(idx)
 		}
-		return seq, nil
+		if err != nil {
+			return r, fmt.Errorf("late record id %q: %w", id, err)
+		}
+		return r, nil
 	})
 }
 

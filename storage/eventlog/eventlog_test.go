@@ -29,9 +29,12 @@ func open(t *testing.T) *eventlog.Log {
 func TestPublishDedupConsumeRealign(t *testing.T) {
 	ctx := context.Background()
 	l := open(t)
+	// One write at a time: each is a log record of its own.
 	recs := []eventlog.Record{{ID: "a", Data: []byte(`{"x":1}`)}, {ID: "b", Data: []byte(`{"x":2}`)}, {ID: "a", Data: []byte(`{"x":1}`)}, {Data: []byte(`{"x":3}`)}}
-	if err := l.Publish(ctx, "orders", recs); err != nil {
-		t.Fatal(err)
+	for _, r := range recs {
+		if err := l.Publish(ctx, "orders", []eventlog.Record{r}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	info, err := l.Info(ctx, "orders")
 	if err != nil {
@@ -245,14 +248,12 @@ func TestCloseHandsBackBufferedRecords(t *testing.T) {
 	}
 }
 
-// publishN appends n records without ids to the orders log.
+// publishN appends n log records of one event without an id each.
 func publishN(t *testing.T, l *eventlog.Log, n int) {
 	t.Helper()
-	recs := make([]eventlog.Record, n)
-	for i := range recs {
-		recs[i] = eventlog.Record{Data: []byte(`{"x":1}`)}
-	}
-	if err := l.Publish(context.Background(), "orders", recs); err != nil {
-		t.Fatal(err)
+	for range n {
+		if err := l.Publish(context.Background(), "orders", []eventlog.Record{{Data: []byte(`{"x":1}`)}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

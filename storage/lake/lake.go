@@ -34,7 +34,8 @@ import (
 
 // System columns every lake file carries besides the declared fields.
 const (
-	ColSeq     = "_seq"     // INT64: position in the stream's log
+	ColSeq     = "_seq"     // INT64: sequence of the log record holding the event
+	ColIndex   = "_idx"     // INT32: the event's index in its log record
 	ColArrival = "_arrival" // INT64: unix ms when the log stored the record
 	ColTime    = "_time"    // INT64: event time, unix ms
 	ColID      = "_id"      // STRING: event id ("" when none)
@@ -56,7 +57,8 @@ type Lake struct {
 
 // Row is one archived record.
 type Row struct {
-	Seq     uint64
+	Seq     uint64 // the log record's sequence
+	Index   int    // the event's index in the record
 	Arrival int64 // unix ms
 	Event   logic.Event
 }
@@ -96,7 +98,7 @@ func (l *Lake) streamDir(stream string) string { return filepath.Join(l.dir, str
 type layout struct {
 	schema                         *parquet.Schema
 	fieldCol                       []int // per stream field
-	seqCol, arrCol, timeCol, idCol int
+	seqCol, idxCol, arrCol, timeCol, idCol int
 	ncols                          int
 }
 
@@ -123,6 +125,7 @@ func Schema(s *logic.Stream) *parquet.Schema {
 		g[f.Name] = parquet.Optional(n)
 	}
 	g[ColSeq] = parquet.Leaf(parquet.Int64Type)
+	g[ColIndex] = parquet.Leaf(parquet.Int32Type)
 	g[ColArrival] = parquet.Leaf(parquet.Int64Type)
 	g[ColTime] = parquet.Leaf(parquet.Int64Type)
 	g[ColID] = parquet.String()
@@ -153,6 +156,9 @@ func (l *Lake) layoutOf(s *logic.Stream) (*layout, error) {
 	}
 	var err error
 	if lay.seqCol, err = col(ColSeq); err != nil {
+		return nil, err
+	}
+	if lay.idxCol, err = col(ColIndex); err != nil {
 		return nil, err
 	}
 	if lay.arrCol, err = col(ColArrival); err != nil {
@@ -202,6 +208,7 @@ func (lay *layout) row(s *logic.Stream, r *Row, out parquet.Row) parquet.Row {
 		out[c] = pv.Level(0, 1, c)
 	}
 	out[lay.seqCol] = parquet.Int64Value(int64(r.Seq)).Level(0, 0, lay.seqCol)
+	out[lay.idxCol] = parquet.Int32Value(int32(r.Index)).Level(0, 0, lay.idxCol)
 	out[lay.arrCol] = parquet.Int64Value(r.Arrival).Level(0, 0, lay.arrCol)
 	out[lay.timeCol] = parquet.Int64Value(r.Event.Time).Level(0, 0, lay.timeCol)
 	out[lay.idCol] = parquet.ByteArrayValue(stringBytes(r.Event.ID)).Level(0, 0, lay.idCol)
@@ -302,7 +309,7 @@ func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, da
 	}
 	name := FileName(first, last)
 	n, err := WriteFileAtomic(dir, name, func(w io.Writer) error {
-		pw := parquet.NewWriter(w, lay.schema, parquet.Compression(&parquet.Zstd), parquet.CreatedBy("braid", "", ""))
+		pw := parquet.NewWriter(w, lay.schema, parquet.Compression(lakeCodec), parquet.CreatedBy("braid", "", ""))
 		// One batch of rows, reused: WriteRows copies the values.
 		batch := make([]parquet.Row, min(len(idx), writeBatch))
 		for start := 0; start < len(idx); start += len(batch) {

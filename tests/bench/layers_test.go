@@ -54,14 +54,16 @@ views:
 `
 
 type layerEnv struct {
-	cat *config.Catalog
-	log *eventlog.Log
-	js  jetstream.JetStream
-	n   int
+	cat  *config.Catalog
+	log  *eventlog.Log
+	js   jetstream.JetStream
+	n    int    // events
+	last uint64 // the log's last record
 }
 
 // setupLayers publishes n orders (layersConfig's stream) with event times
-// spread over the last `span`, in random order, to a NATS of its own.
+// spread over the last `span`, in random order, to a NATS of its own, in
+// log records of 1000 events (what an ingest request of 1000 events makes).
 func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
 	cfg, err := config.Parse([]byte(layersConfig), nil)
 	if err != nil {
@@ -80,7 +82,7 @@ func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
 	s := cat.Streams["orders"]
 	rng := rand.New(rand.NewPCG(1, 1))
 	now := time.Now().UnixMilli()
-	recs := make([]eventlog.Record, 0, 5000)
+	recs := make([]eventlog.Record, 0, 1000)
 	for i := 0; i < n; i++ {
 		raw, _ := json.Marshal(map[string]any{"ts": now - rng.Int64N(span.Milliseconds()), "order_id": fmt.Sprint("o", i),
 			"country": fmt.Sprint("c", rng.IntN(50)), "channel": []string{"web", "app", "shop"}[rng.IntN(3)],
@@ -97,11 +99,15 @@ func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
 			recs = recs[:0]
 		}
 	}
-	return &layerEnv{cat: cat, log: log, js: js, n: n}
+	info, err := log.Info(context.Background(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &layerEnv{cat: cat, log: log, js: js, n: n, last: info.LastSeq}
 }
 
-// rawConsume is the limit: a pull consumer fetching batches and acking the
-// last of each (ack-all), doing nothing else.
+// rawConsume is the limit: a pull consumer fetching the same log records
+// in batches and acking the last of each (ack-all), doing nothing else.
 func (e *layerEnv) rawConsume(t *testing.T, name string) float64 {
 	ctx := context.Background()
 	c, err := e.log.Consumer(ctx, "orders", name, eventlog.Start{Seq: 1}, 8000)
@@ -109,14 +115,14 @@ func (e *layerEnv) rawConsume(t *testing.T, name string) float64 {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	got := 0
-	for got < e.n {
+	var got uint64
+	for got < e.last {
 		msgs, err := c.Fetch(ctx, 2000, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(msgs) > 0 {
-			got += len(msgs)
+			got = msgs[len(msgs)-1].Seq
 			if err := c.Ack(ctx, msgs[len(msgs)-1]); err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +166,7 @@ func TestBenchLayers(t *testing.T) {
 	redis := testenv.StartRedis(t)
 	store := speedstore.New(redis.Client(t), testenv.Namespace(t))
 	sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, e.cat, nil, nil)
-	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= uint64(n) })
+	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= e.last })
 	report(t, "speed_3views_5measures", float64(n)/d.Seconds(), "events/s", limit)
 
 	// 3. Archiver: into Parquet, vs raw consume.
@@ -175,13 +181,13 @@ func TestBenchLayers(t *testing.T) {
 	var archived time.Duration
 	d = runUntil(t, ar.Run, func() bool {
 		cp, _ := lk.Checkpoint("orders")
-		if cp.Seq >= uint64(n) && archived == 0 {
+		if cp.Seq >= e.last && archived == 0 {
 			archived = time.Since(t0archive)
 		}
 		// Keep it running until the coverage passes the last arrival's
 		// epoch (the archiver marks a stream covered once it is idle), so
 		// the batch run below can count every record.
-		return cp.Seq >= uint64(n) && logic.EpochOf(cp.CoveredUntil, time.Second) > cp.Arrival
+		return cp.Seq >= e.last && logic.EpochOf(cp.CoveredUntil, time.Second) > cp.Arrival
 	})
 	report(t, "archiver", float64(n)/archived.Seconds(), "events/s", limit)
 

@@ -216,7 +216,7 @@ func TestBenchQuery(t *testing.T) {
 	// publish sends events i in [from, to) of the speed sequence: event
 	// times in the last hour of the lake's range, arriving now.
 	publish := func(from, to int) {
-		recs := make([]eventlog.Record, 0, 5000)
+		recs := make([]eventlog.Record, 0, 1000)
 		now := time.Now().UnixMilli()
 		for i := from; i < to; i++ {
 			h := mix(uint64(i) ^ 0xabcdef)
@@ -238,10 +238,14 @@ func TestBenchQuery(t *testing.T) {
 		}
 	}
 	publish(0, nSpeed)
+	logInfo, err := log.Info(ctx, s.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := speedstore.New(redis.Client(t), ns)
 	sp := speed.New(speed.Config{BatchSize: cfg.Speed.BatchSize, MaxWait: cfg.Speed.MaxWait.D(), Epoch: epoch, MaxCells: cfg.Speed.MaxCells},
 		log, store, batchviews.CutoffSource{Store: views, Catalog: cat}, cat, nil, nil)
-	runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, s.Name); return p.Seq >= uint64(nSpeed) })
+	runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, s.Name); return p.Seq >= logInfo.LastSeq })
 
 	// 3. braid serve, its own process, over that state.
 	serve := testenv.StartBraid(t, base, "serve", "--config", cfgPath)

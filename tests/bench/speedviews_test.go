@@ -77,7 +77,7 @@ func TestBenchSpeedViews(t *testing.T) {
 			}
 			store := speedstore.New(rdb, testenv.Namespace(t))
 			sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, cat, nil, nil)
-			d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= uint64(n) })
+			d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= e.last })
 			rate := float64(n) / d.Seconds()
 			report(t, fmt.Sprintf("speed_%dviews_5measures%s", k, set.suffix), rate, "events/s", limit)
 			curve = append(curve, fmt.Sprintf("%d=%.0f", k, rate))

@@ -21,6 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/braid-data/braid/storage/eventlog"
 )
 
 // FreePort returns a TCP port that was free a moment ago.
@@ -117,6 +119,22 @@ func StoredMessages(t testing.TB, js jetstream.JetStream, stream string) [][]byt
 			t.Fatalf("read %s message %d: %v", stream, seq, err)
 		}
 		out = append(out, m.Data)
+	}
+	return out
+}
+
+// StoredEvents returns every event a clean log stream holds (each log
+// record unpacked), in log order.
+func StoredEvents(t testing.TB, js jetstream.JetStream, stream string) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, data := range StoredMessages(t, js, stream) {
+		if err := eventlog.Unpack(data, func(_ int, _, rec []byte) error {
+			out = append(out, rec)
+			return nil
+		}); err != nil {
+			t.Fatalf("read %s: %v", stream, err)
+		}
 	}
 	return out
 }

@@ -1,0 +1,221 @@
+package eventlog_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/tests/testenv"
+)
+
+// stored unpacks every event of the orders log, in log order, as "id|data".
+func stored(t *testing.T, l *eventlog.Log) (events []string, records int) {
+	t.Helper()
+	for _, data := range testenv.StoredMessages(t, l.JetStream(), l.StreamName("orders")) {
+		records++
+		if err := eventlog.Unpack(data, func(_ int, id, rec []byte) error {
+			events = append(events, string(id)+"|"+string(rec))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return events, records
+}
+
+// keepFirst is the oracle: the events a log with dedup by id holds after
+// writes, in order (no-id events all kept, an id only its first time).
+func keepFirst(writes ...[]eventlog.Record) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, w := range writes {
+		for _, r := range w {
+			if r.ID != "" {
+				if seen[r.ID] {
+					continue
+				}
+				seen[r.ID] = true
+			}
+			out = append(out, r.ID+"|"+string(r.Data))
+		}
+	}
+	return out
+}
+
+func randomWrite(rng *rand.Rand, n, ids int) []eventlog.Record {
+	recs := make([]eventlog.Record, n)
+	for i := range recs {
+		recs[i].Data = fmt.Appendf(nil, `{"n":%d}`, rng.IntN(1_000_000))
+		if rng.IntN(4) > 0 {
+			recs[i].ID = fmt.Sprintf("id-%d", rng.IntN(ids))
+		}
+	}
+	return recs
+}
+
+// TestWriterPacksAndDeduplicates: a write is one log record; ids repeated
+// within it or stored before are dropped, events without one never are.
+func TestWriterPacksAndDeduplicates(t *testing.T) {
+	ctx := context.Background()
+	l := open(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	w1, w2 := randomWrite(rng, 1000, 600), randomWrite(rng, 1000, 1200)
+	for _, w := range [][]eventlog.Record{w1, w2, w1} {
+		if err := l.Publish(ctx, "orders", w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, records := stored(t, l)
+	want := keepFirst(w1, w2, w1)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("log holds %d events, want %d (first occurrence of each id, every event without one)", len(got), len(want))
+	}
+	if records != 3 {
+		t.Fatalf("%d log records for 3 writes, want 3", records)
+	}
+}
+
+// TestWriterSplitsAtTheMessageLimit: a write larger than the server's
+// message limit becomes several records, in order.
+func TestWriterSplitsAtTheMessageLimit(t *testing.T) {
+	l := open(t)
+	big := strings.Repeat("x", 10_000)
+	recs := make([]eventlog.Record, 300) // about 3 MB; the limit is 1 MB
+	for i := range recs {
+		recs[i] = eventlog.Record{ID: fmt.Sprint(i), Data: fmt.Appendf(nil, `{"i":%d,"s":%q}`, i, big)}
+	}
+	if err := l.Publish(context.Background(), "orders", recs); err != nil {
+		t.Fatal(err)
+	}
+	got, records := stored(t, l)
+	if strings.Join(got, "\n") != strings.Join(keepFirst(recs), "\n") || records < 3 || records > 4 {
+		t.Fatalf("%d events in %d records; want 300 in order, in 3 or 4 records", len(got), records)
+	}
+}
+
+// TestWritersShareOneLog: two processes' writers (two connections) and
+// concurrent callers in each write overlapping ids at once. The log's
+// compare-and-set makes each learn the other's records, so every id is
+// stored once and every event without an id exactly once.
+func TestWritersShareOneLog(t *testing.T) {
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	ns := testenv.Namespace(t)
+	var logs []*eventlog.Log
+	for range 2 {
+		_, js := n.JetStream(t)
+		l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, l)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	noID := map[string]int{}
+	for g := range 8 {
+		rng := rand.New(rand.NewPCG(uint64(g), 9))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 20 {
+				w := randomWrite(rng, 50, 400)
+				for i := range w {
+					if w[i].ID == "" {
+						w[i].Data = fmt.Appendf(nil, `{"g":%d,"k":%d,"i":%d}`, g, k, i) // unique
+					}
+				}
+				if err := logs[g%2].Publish(ctx, "orders", w); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, r := range w {
+					if r.ID != "" {
+						ids[r.ID] = true
+					} else {
+						noID[string(r.Data)]++
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	got, records := stored(t, logs[0])
+	gotIDs := map[string]int{}
+	gotNoID := map[string]int{}
+	for _, e := range got {
+		id, data, _ := strings.Cut(e, "|")
+		if id != "" {
+			gotIDs[id]++
+		} else {
+			gotNoID[data]++
+		}
+	}
+	for id, c := range gotIDs {
+		if c != 1 || !ids[id] {
+			t.Fatalf("id %s stored %d times (written: %v)", id, c, ids[id])
+		}
+	}
+	if len(gotIDs) != len(ids) || len(gotNoID) != len(noID) {
+		t.Fatalf("stored %d ids and %d events without one; written %d and %d", len(gotIDs), len(gotNoID), len(ids), len(noID))
+	}
+	for d, c := range gotNoID {
+		if c != 1 {
+			t.Fatalf("event %s stored %d times", d, c)
+		}
+	}
+	t.Logf("%d events (%d ids, %d without) in %d records from 160 writes", len(got), len(gotIDs), len(gotNoID), records)
+}
+
+// TestWindowRebuiltAndExpired: a new writer (a restarted process) learns
+// the ids of the window from the log; an id stored longer ago than the
+// window is stored again.
+func TestWindowRebuiltAndExpired(t *testing.T) {
+	ctx := context.Background()
+	n := testenv.StartNATS(t)
+	ns := testenv.Namespace(t)
+	openLog := func() *eventlog.Log {
+		_, js := n.JetStream(t)
+		l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a := []eventlog.Record{{ID: "a", Data: []byte(`{"v":1}`)}, {ID: "b", Data: []byte(`{"v":2}`)}}
+	if err := openLog().Publish(ctx, "orders", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := openLog().Publish(ctx, "orders", append(a, eventlog.Record{ID: "c", Data: []byte(`{"v":3}`)})); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := stored(t, openLog())
+	if strings.Join(got, " ") != `a|{"v":1} b|{"v":2} c|{"v":3}` {
+		t.Fatalf("after a restart: %v", got)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	l := openLog()
+	if err := l.Publish(ctx, "orders", a[:1]); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = stored(t, l)
+	if len(got) != 4 || got[3] != `a|{"v":1}` {
+		t.Fatalf("after the window: %v", got)
+	}
+}
+
+func TestUnpackRejectsMalformedRecords(t *testing.T) {
+	for _, data := range [][]byte{nil, []byte(`{"x":1}`), {0xB1}, {0xB1, 2, 0, 1, 'x'}, {0xB1, 1, 0, 1, 'x', 'y'}, {0xB1, 1, 5, 'a'}} {
+		if err := eventlog.Unpack(data, func(int, []byte, []byte) error { return nil }); err == nil {
+			t.Errorf("Unpack(%q): no error", data)
+		}
+	}
+}
