@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime $(FUZZTIME) ./serving/
 	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) ./serving/
 	$(GO) test -run '^$$' -fuzz '^FuzzMergePacked$$' -fuzztime $(FUZZTIME) ./storage/speedstore/
+	$(GO) test -run '^$$' -fuzz '^FuzzPacked$$' -fuzztime $(FUZZTIME) ./storage/eventlog/
 
 ## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
 bench: build

@@ -90,7 +90,7 @@ type Batch struct {
 
 // Speed configures the speed layer's micro-batches.
 type Speed struct {
-	BatchSize int      `yaml:"batch_size"` // messages per fetch and commit at most
+	BatchSize int      `yaml:"batch_size"` // log records per fetch and commit at most
 	MaxWait   Duration `yaml:"max_wait"`   // longest wait to fill a micro-batch
 	MaxCells  int      `yaml:"max_cells"`  // delta cells before an early flush
 }
