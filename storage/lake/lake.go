@@ -59,7 +59,7 @@ type Lake struct {
 type Row struct {
 	Seq     uint64 // the log record's sequence
 	Index   int    // the event's index in the record
-	Arrival int64 // unix ms
+	Arrival int64  // unix ms
 	Event   logic.Event
 }
 
@@ -96,10 +96,10 @@ func (l *Lake) streamDir(stream string) string { return filepath.Join(l.dir, str
 
 // layout is a stream's Parquet schema and the column of every value.
 type layout struct {
-	schema                         *parquet.Schema
-	fieldCol                       []int // per stream field
+	schema                                 *parquet.Schema
+	fieldCol                               []int // per stream field
 	seqCol, idxCol, arrCol, timeCol, idCol int
-	ncols                          int
+	ncols                                  int
 }
 
 // Schema returns the Parquet schema of a stream's lake files.
