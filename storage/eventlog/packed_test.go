@@ -10,6 +10,7 @@ import (
 func FuzzPacked(f *testing.F) {
 	f.Add([]byte("a"), []byte(`{"x":1}`), []byte(""), []byte(`{}`), []byte{0xB1, 1, 1, 'a', 2, '{', '}'})
 	f.Add([]byte(""), []byte(""), []byte("id"), bytes.Repeat([]byte("z"), 300), []byte{0xB1, 0})
+	f.Add([]byte("k"), bytes.Repeat([]byte(`{"a":1}`), 100), []byte("k2"), []byte(`{"b":2}`), []byte{0xB2, 1, 0})
 	f.Fuzz(func(t *testing.T, id1, rec1, id2, rec2, raw []byte) {
 		in := []Record{{ID: string(id1), Data: rec1}, {ID: string(id2), Data: rec2}}
 		data := appendPacked(nil, in)
@@ -20,8 +21,15 @@ func FuzzPacked(f *testing.F) {
 		for _, r := range in {
 			size += packedSize(r)
 		}
-		if len(data) > size+16 {
+		if len(data) > size+16 || data[0] != packedV1 {
 			t.Fatalf("record of %d bytes for %d bytes of events", len(data), size)
+		}
+		// Compressed (when that is smaller) or not, the same events.
+		if z := compressPacked(nil, data); !bytes.Equal(z, data) {
+			if z[0] != packedS2 || len(z) >= len(data) || Count(z) != 2 {
+				t.Fatalf("compressed record: format %x, %d bytes for %d, count %d", z[0], len(z), len(data), Count(z))
+			}
+			data = z
 		}
 		var out []Record
 		if err := Unpack(data, func(i int, id, rec []byte) error {

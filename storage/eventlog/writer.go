@@ -48,7 +48,8 @@ type writer struct {
 	ids    *idWindow
 	token  string
 	n      uint64
-	buf    []byte   // the record being published (reused)
+	buf    []byte   // the record being built (reused)
+	zbuf   []byte   // the record compressed (reused)
 	chunk  []Record // its events (reused)
 	keys   []idKey  // its ids (reused)
 	todo   []item   // the group's events (reused)
@@ -187,7 +188,11 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 				buf = make([]byte, 0, need)
 			}
 			buf = appendPacked(buf[:0], chunk)
-			err := w.publish(ctx, buf)
+			rec := compressPacked(w.zbuf, buf)
+			if len(rec) > 0 && rec[0] == packedS2 {
+				w.zbuf = rec[:0]
+			}
+			err := w.publish(ctx, rec)
 			if err != nil {
 				for _, k := range keys {
 					w.ids.remove(k)
