@@ -160,6 +160,13 @@ func TestBenchLayers(t *testing.T) {
 	const n = 300_000
 	e := setupLayers(t, n, 24*time.Hour)
 	ctx := context.Background()
+	// The limits besides the packed-record consume, each measured once on
+	// the same events: consuming them one message each, and writing them
+	// to Parquet without the log.
+	evs := e.events(t)
+	perMessage := rawConsumePerEvent(t, evs, min(n, perEventLimit))
+	parquetLimit := parquetWrite(t, e.cat.Streams["orders"], evs, 200000)
+	evs = nil
 
 	// 2. Speed layer: 3 views × 5 measures, committed to Redis.
 	limit := e.rawConsume(t, "raw-speed")
@@ -168,6 +175,7 @@ func TestBenchLayers(t *testing.T) {
 	sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, e.cat, nil, nil)
 	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= e.last })
 	report(t, "speed_3views_5measures", float64(n)/d.Seconds(), "events/s", limit)
+	report(t, "speed_3views_5measures_vs_per_message", float64(n)/d.Seconds(), "events/s", perMessage)
 
 	// 3. Archiver: into Parquet, vs raw consume.
 	dir := t.TempDir()
@@ -190,6 +198,8 @@ func TestBenchLayers(t *testing.T) {
 		return cp.Seq >= e.last && logic.EpochOf(cp.CoveredUntil, time.Second) > cp.Arrival
 	})
 	report(t, "archiver", float64(n)/archived.Seconds(), "events/s", limit)
+	report(t, "archiver_vs_per_message", float64(n)/archived.Seconds(), "events/s", perMessage)
+	report(t, "archiver_vs_parquet_write", float64(n)/archived.Seconds(), "events/s", parquetLimit)
 
 	// 5. Batch run over the lake vs DuckDB's bare query of the same SQL.
 	views, err := batchviews.Open(filepath.Join(dir, "batch"))

@@ -32,7 +32,8 @@ func speedViewVariants() []string {
 
 // TestBenchSpeedViews: the speed layer's events/s folding the same records
 // into 1, 5 and 20 views (5 measures each), committed to Redis, next to the
-// raw consume of those records: how the speed layer's cost grows with the
+// raw consume of those records (and of the same events one message each,
+// the log's layout before packing): how the speed layer's cost grows with the
 // views of a stream. Twice: with event times spread over 24 h in random
 // order (layers_test.go's records: nearly every event its own cell, the
 // worst case) and with live traffic (event times in the last 5 minutes).
@@ -52,6 +53,7 @@ func TestBenchSpeedViews(t *testing.T) {
 	ctx := context.Background()
 	redis := testenv.StartRedis(t)
 	rdb := redis.Client(t)
+	var perMessage float64 // raw consume of the events one message each
 	for _, set := range []struct {
 		suffix, what string
 		env          func() *layerEnv
@@ -62,6 +64,10 @@ func TestBenchSpeedViews(t *testing.T) {
 		e := set.env()
 		n := e.n
 		limit := e.rawConsume(t, "raw-speed-views")
+		if perMessage == 0 {
+			// Once, on the first set's events (cycled to the larger set's count).
+			perMessage = rawConsumePerEvent(t, e.events(t), min(max(nLive, nSpread), perEventLimit))
+		}
 		var curve []string
 		for _, k := range counts {
 			cfg, err := config.Parse([]byte(stream+"views:\n"+strings.Join(variants[:k], "")), nil)
@@ -80,8 +86,9 @@ func TestBenchSpeedViews(t *testing.T) {
 			d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= e.last })
 			rate := float64(n) / d.Seconds()
 			report(t, fmt.Sprintf("speed_%dviews_5measures%s", k, set.suffix), rate, "events/s", limit)
+			report(t, fmt.Sprintf("speed_%dviews_5measures%s_vs_per_message", k, set.suffix), rate, "events/s", perMessage)
 			curve = append(curve, fmt.Sprintf("%d=%.0f", k, rate))
 		}
-		fmt.Printf("bench: speed_views_curve%s events/s by views (%s): %s (raw consume %.0f)\n", set.suffix, set.what, strings.Join(curve, " "), limit)
+		fmt.Printf("bench: speed_views_curve%s events/s by views (%s): %s (raw consume %.0f, per-message consume %.0f)\n", set.suffix, set.what, strings.Join(curve, " "), limit, perMessage)
 	}
 }
