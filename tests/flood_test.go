@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -73,7 +74,7 @@ func metricValue(text, series string) (float64, bool) {
 }
 
 // TestFlood: 8 producers at full speed for about 3 s against a throttled
-// speed layer. Pushed-back requests are retried with the same ids. When
+// speed layer that starts 2.5 s late. Pushed-back requests are retried with the same ids. When
 // the speed layer has caught up, the merged view counts every accepted
 // event exactly once; consumer lag was visible in /v1/status and /metrics;
 // the process's memory stayed bounded.
@@ -92,6 +93,11 @@ func TestFlood(t *testing.T) {
 	}
 	_, ns, _ := strings.Cut(string(cfgText), "namespace: ")
 	ns, _, _ = strings.Cut(ns, "\n")
+	// The speed layer starts behind, as when a standby takes over: another
+	// owner's writer lease holds it back for the first 2.5 s of the flood.
+	if err := redis.Client(t).Set(context.Background(), ns+":lease:clicks", "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
 	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
 	pid := p.Cmd.Process.Pid
 	const view = "clicks_by_page"

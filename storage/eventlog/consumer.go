@@ -54,7 +54,7 @@ type Msg struct {
 	Seq     uint64 // stream sequence: the record's position in the log
 	Arrival int64  // when JetStream stored it, unix ms
 	Data    []byte
-	Pending uint64 // records after this one not yet delivered
+	Pending uint64 // records after this one not yet fetched (at the server or buffered here)
 	msg     jetstream.Msg
 }
 
@@ -137,7 +137,9 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]Ms
 		if err != nil {
 			return out, fmt.Errorf("eventlog: metadata: %w", err)
 		}
-		out = append(out, Msg{Seq: md.Sequence.Stream, Arrival: md.Timestamp.UnixMilli(), Data: m.Data(), Pending: md.NumPending, msg: m})
+		// Pending counts what the server still holds and what this
+		// consumer has buffered but not handed out.
+		out = append(out, Msg{Seq: md.Sequence.Stream, Arrival: md.Timestamp.UnixMilli(), Data: m.Data(), Pending: md.NumPending + uint64(len(c.ch)), msg: m})
 	}
 	return out, nil
 }

@@ -17,7 +17,7 @@ import (
 //	n × (uvarint len, id,     the event id ("" when it has none)
 //	     uvarint len, data)   the event's canonical record
 //
-// or, when that is smaller (JSON events usually compress 4–8×):
+// or, when that is smaller (JSON events compress about 3× and more):
 //
 //	0xB2                      format: events S2-compressed
 //	uvarint n                 events

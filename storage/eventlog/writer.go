@@ -174,10 +174,9 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 			took++
 			if it.rec.ID != "" {
 				k := w.ids.key([]byte(it.rec.ID))
-				if w.ids.seen(k, now) {
+				if w.ids.seenOrAdd(k, now) {
 					continue
 				}
-				w.ids.add(k, now)
 				keys = append(keys, k)
 			}
 			chunk = append(chunk, it.rec)

@@ -12,7 +12,9 @@ import (
 // keeps its encoders in a pool the garbage collector empties; under a
 // memory limit the collector runs often, and every new encoder allocates
 // its 8 MiB history again: 2.4 GB of allocation in 20 s of full ingest.)
-// EncodeAll and DecodeAll are safe for concurrent use.
+// A page is compressed on its own, so a window larger than a page (1 MiB)
+// would only cost memory. EncodeAll and DecodeAll are safe for concurrent
+// use.
 type zstdCodec struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
@@ -21,7 +23,7 @@ type zstdCodec struct {
 var lakeCodec = newZstdCodec()
 
 func newZstdCodec() *zstdCodec {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(2), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(2), zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithWindowSize(1<<20))
 	if err != nil {
 		panic(fmt.Sprintf("lake: zstd encoder: %v", err))
 	}

@@ -70,6 +70,7 @@ func TestMain(m *testing.M) {
 
 const benchConfig = `epoch: 1s
 batch: { every: 0 }
+archive: { max_delay: 500ms }
 streams:
   orders:
     time: ts
@@ -132,7 +133,7 @@ func benchOnly(t *testing.T) {
 
 func TestBenchIngestAndFreshness(t *testing.T) {
 	benchOnly(t)
-	const total, perReq, conns = 100_000, 1000, 4
+	const total, perReq, conns = 1_500_000, 1000, 4
 	rng := rand.New(rand.NewPCG(1, 2))
 	now := time.Now()
 	lines := make([][]byte, total)
@@ -178,6 +179,34 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 	wg.Wait()
 	rate := float64(total) / time.Since(start).Seconds()
 	report(t, "ingest_http_ndjson", rate, "events/s", limit)
+	// End to end: until the speed layer and the lake hold every event
+	// (both positions at the log's last record; the lake's last file waits
+	// up to archive.max_delay, 500 ms here).
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Millisecond) {
+		var st struct {
+			Streams map[string]struct {
+				Log struct {
+					LastSeq uint64 `json:"last_seq"`
+				} `json:"log"`
+				Speed   struct{ Seq uint64 } `json:"speed"`
+				Archive struct{ Seq uint64 } `json:"archive"`
+			} `json:"streams"`
+		}
+		r, err := http.Get(base + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(r.Body).Decode(&st)
+		r.Body.Close()
+		o := st.Streams["orders"]
+		if o.Log.LastSeq > 0 && o.Speed.Seq == o.Log.LastSeq && o.Archive.Seq == o.Log.LastSeq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("speed and archiver did not catch up: %+v", o)
+		}
+	}
+	report(t, "ingest_end_to_end", float64(total)/time.Since(start).Seconds(), "events/s", limit)
 
 	// 4. Freshness: from the POST's answer to the event being in a merged query.
 	var lat []float64
