@@ -149,7 +149,7 @@ func finish(it *item) {
 // store writes todo in order, a record at a time.
 func (w *writer) store(ctx context.Context, todo []item) error {
 	if !w.loaded {
-		if err := w.load(ctx); err != nil {
+		if err := w.learn(ctx, true); err != nil {
 			return err
 		}
 		w.loaded = true
@@ -198,7 +198,7 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 				}
 				if errors.Is(err, errConflict) {
 					// Another writer appended: learn its ids, decide again.
-					if err := w.catchUp(ctx); err != nil {
+					if err := w.learn(ctx, false); err != nil {
 						return err
 					}
 					continue
@@ -252,8 +252,11 @@ func (w *writer) publish(ctx context.Context, data []byte) error {
 	return classify(err)
 }
 
-// load rebuilds the window from the records stored during its length.
-func (w *writer) load(ctx context.Context) error {
+// learn adds the ids of the records the window is missing and moves
+// w.last to the log's last sequence: at the first write (first) those
+// stored during the last window, later those another writer appended
+// after w.last.
+func (w *writer) learn(ctx context.Context, first bool) error {
 	s, err := w.l.js.Stream(ctx, w.l.StreamName(w.stream))
 	if err != nil {
 		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, w.stream, err)
@@ -263,33 +266,19 @@ func (w *writer) load(ctx context.Context) error {
 		return fmt.Errorf("%w: stream %s info: %v", ErrUnavailable, w.stream, err)
 	}
 	last := info.State.LastSeq
-	if last == 0 || info.State.Msgs == 0 {
+	var cfg jetstream.OrderedConsumerConfig
+	switch {
+	case info.State.Msgs == 0 || last == 0 || (!first && last <= w.last):
 		w.last = last
 		return nil
+	case first:
+		from := time.Now().Add(-w.l.opts.DedupWindow)
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}
+	default:
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.last + 1}
 	}
-	from := time.Now().Add(-w.l.opts.DedupWindow)
-	if err := w.read(ctx, s, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}, last); err != nil {
+	if err := w.read(ctx, s, cfg, last); err != nil {
 		return err
-	}
-	w.last = last
-	return nil
-}
-
-// catchUp adds the ids of the records appended after w.last.
-func (w *writer) catchUp(ctx context.Context) error {
-	s, err := w.l.js.Stream(ctx, w.l.StreamName(w.stream))
-	if err != nil {
-		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, w.stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: stream %s info: %v", ErrUnavailable, w.stream, err)
-	}
-	last := info.State.LastSeq
-	if last > w.last {
-		if err := w.read(ctx, s, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.last + 1}, last); err != nil {
-			return err
-		}
 	}
 	w.last = last
 	return nil
