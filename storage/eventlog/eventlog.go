@@ -132,7 +132,8 @@ type Record struct {
 // event whose id was stored within the dedup window, or that repeats an
 // id earlier in recs, is dropped and counts as stored. Concurrent calls
 // share log records (see writer). Every event must fit one record on its
-// own (MaxEvent).
+// own (MaxEvent). The writer holds recs until their write is settled,
+// which may be after Publish returned an error: do not reuse them.
 func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
