@@ -63,7 +63,7 @@ type AuditWindow struct {
 type AuditReport struct {
 	View    string        `json:"view"`
 	Cutoff  int64         `json:"cutoff"`
-	Seq     uint64        `json:"seq"`    // the speed position audited: events up to it
+	Seq     uint64        `json:"seq"`    // the speed position audited (a log record): events of the records up to it
 	Events  int64         `json:"events"` // lake events recomputed (arrival >= cutoff, seq <= Seq, not too late)
 	Late    int           `json:"late"`   // too-late events left out
 	Windows []AuditWindow `json:"windows"`

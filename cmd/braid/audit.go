@@ -93,7 +93,7 @@ func printAudit(rep *batch.AuditReport) {
 	if rep.Cutoff > 0 {
 		cut = logic.FormatTime(rep.Cutoff)
 	}
-	fmt.Printf("audit of %s: speed layer up to seq %d, batch cutoff %s, %d lake events recomputed\n", rep.View, rep.Seq, cut, rep.Events)
+	fmt.Printf("audit of %s: speed layer up to log record %d, batch cutoff %s, %d lake events recomputed\n", rep.View, rep.Seq, cut, rep.Events)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	var head []string
 	if len(rep.Windows) > 0 {
