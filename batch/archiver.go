@@ -233,14 +233,14 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 		if st.buffered() {
 			wait = min(wait, max(time.Until(st.first.Add(a.cfg.MaxDelay)), 10*time.Millisecond))
 		}
-		// FetchSize and MaxRows count events; a fetch counts records. At
-		// least two, so that a fetch returning fewer says the consumer's
-		// buffer is drained (caughtUp below).
-		want := max(2, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf))/st.perRecord())
+		// FetchSize and MaxRows count events; a fetch counts records.
+		want := max(1, min(a.cfg.FetchSize, a.cfg.MaxRows-len(st.buf))/st.perRecord())
 		msgs, ferr := cons.Fetch(ctx, want, wait)
-		// Caught up: this fetch emptied what was delivered and the server
-		// had nothing after its last record.
-		caughtUp := len(msgs) > 0 && len(msgs) < want && msgs[len(msgs)-1].Pending == 0
+		// Caught up: nothing followed this fetch's last record, neither at
+		// the server nor buffered here (Pending counts both), or a fetch
+		// found nothing at all while records are buffered. The server
+		// confirms below (drained).
+		caughtUp := len(msgs) > 0 && msgs[len(msgs)-1].Pending == 0 || len(msgs) == 0 && st.buffered()
 		if err := a.take(ctx, st, msgs); err != nil {
 			return err
 		}
