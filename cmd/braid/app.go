@@ -217,6 +217,7 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
 		MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
 		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxMsgs: a.cfg.DLQ.MaxMsgs, PublishTimeout: n.PublishTimeout.D(),
+		Logger: a.logger,
 	})
 	if err != nil {
 		return fmt.Errorf("open event log: %w", err)

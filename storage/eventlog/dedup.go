@@ -95,7 +95,12 @@ func (w *idWindow) slotCount() int {
 	return n
 }
 
-func (w *idWindow) key(id []byte) idKey {
+func (w *idWindow) key(id string) idKey {
+	return idKey{maphash.String(w.seeds[0], id) | 1, maphash.String(w.seeds[1], id) & keyMask}
+}
+
+// keyBytes is key of an id in bytes (the same key as of the string).
+func (w *idWindow) keyBytes(id []byte) idKey {
 	return idKey{maphash.Bytes(w.seeds[0], id) | 1, maphash.Bytes(w.seeds[1], id) & keyMask}
 }
 

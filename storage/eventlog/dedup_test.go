@@ -19,7 +19,7 @@ func TestIDWindow(t *testing.T) {
 	for step := range 200_000 {
 		now += int64(step % 3)
 		id := fmt.Sprint("id-", (step*7919)%3000)
-		k := w.key([]byte(id))
+		k := w.key(id)
 		t0, ok := stored[id]
 		want := ok && t0 > now-window
 		if got := w.seenOrAdd(k, now); got != want {
@@ -29,7 +29,7 @@ func TestIDWindow(t *testing.T) {
 			stored[id] = now
 		}
 		if step%97 == 0 { // a failed write: recorded, then forgotten
-			gone := w.key([]byte(fmt.Sprint("failed-", step)))
+			gone := w.key(fmt.Sprint("failed-", step))
 			if w.seenOrAdd(gone, now) {
 				t.Fatalf("step %d: a new id is seen", step)
 			}
@@ -59,7 +59,10 @@ func TestIDWindow(t *testing.T) {
 	// Loading from a log: older times first, later ones win, ids older
 	// than the window are not kept.
 	l := newIDWindow(window)
-	a, b := l.key([]byte("a")), l.key([]byte("b"))
+	a, b := l.key("a"), l.keyBytes([]byte("b"))
+	if b != l.key("b") {
+		t.Fatal("an id's key differs as string and as bytes (the writer and the rebuild would disagree)")
+	}
 	l.add(a, 10_000)
 	l.add(a, 10_500)
 	l.add(b, 10_600)
@@ -70,7 +73,7 @@ func TestIDWindow(t *testing.T) {
 	// Everything expires: the table shrinks.
 	big := newIDWindow(window)
 	for i := range 50_000 {
-		big.seenOrAdd(big.key([]byte(fmt.Sprint(i))), 1_000_000)
+		big.seenOrAdd(big.key(fmt.Sprint(i)), 1_000_000)
 	}
 	grown := big.slotCount()
 	big.expire(1_000_000 + 5*window)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +34,8 @@ type Options struct {
 	DLQMaxAge      time.Duration
 	DLQMaxMsgs     int64
 	PublishTimeout time.Duration
-	Memory         bool // memory storage (tests only)
+	Memory         bool         // memory storage (tests only)
+	Logger         *slog.Logger // nil: slog.Default()
 }
 
 // Errors callers branch on.
@@ -62,6 +64,9 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 	}
 	if opts.DedupWindow <= 0 {
 		opts.DedupWindow = 2 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
 	l := &Log{js: js, opts: opts, writers: map[string]*writer{}}
 	storage := jetstream.FileStorage

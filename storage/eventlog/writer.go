@@ -149,10 +149,20 @@ func finish(it *item) {
 // store writes todo in order, a record at a time.
 func (w *writer) store(ctx context.Context, todo []item) error {
 	if !w.loaded {
-		if err := w.learn(ctx, true); err != nil {
+		// The first write rebuilds the window from the log: up to a
+		// window's records, which can take seconds, so on a budget of its
+		// own (callers waiting meanwhile time out and retry; their events
+		// are written once it is done, and deduplicated by id).
+		t0 := time.Now()
+		lctx, cancel := context.WithTimeout(context.Background(), max(w.l.opts.PublishTimeout, loadTimeout))
+		err := w.learn(lctx, true)
+		cancel()
+		if err != nil {
 			return err
 		}
 		w.loaded = true
+		w.l.opts.Logger.Info("event log: dedup window loaded", "stream", w.stream, "ids", w.ids.len(time.Now().UnixMilli()),
+			"window", w.l.opts.DedupWindow, "last_seq", w.last, "took", time.Since(t0).Round(time.Millisecond))
 	}
 	limit := w.l.maxRecord()
 	buf, chunk, keys := w.buf, w.chunk, w.keys
@@ -173,7 +183,7 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 			}
 			took++
 			if it.rec.ID != "" {
-				k := w.ids.key([]byte(it.rec.ID))
+				k := w.ids.key(it.rec.ID)
 				if w.ids.seenOrAdd(k, now) {
 					continue
 				}
@@ -213,6 +223,9 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 	}
 	return nil
 }
+
+// loadTimeout bounds the rebuild of a window from the log.
+const loadTimeout = 2 * time.Minute
 
 // errConflict: the log's last sequence is not the one the writer knew.
 var errConflict = errors.New("eventlog: log moved")
@@ -309,7 +322,7 @@ func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.Ord
 			t := md.Timestamp.UnixMilli()
 			if err := Unpack(m.Data(), func(_ int, id, _ []byte) error {
 				if len(id) > 0 {
-					w.ids.add(w.ids.key(id), t)
+					w.ids.add(w.ids.keyBytes(id), t)
 				}
 				return nil
 			}); err != nil {
