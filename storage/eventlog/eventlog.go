@@ -332,6 +332,8 @@ func readSide[T any](ctx context.Context, l *Log, name, subj string, after uint6
 }
 
 // StreamInfo is the state of a stream's clean log.
+// Sequences and counts are of log records, each holding the events of one
+// write.
 type StreamInfo struct {
 	FirstSeq, LastSeq uint64
 	Msgs              uint64
