@@ -123,6 +123,18 @@ func rawPublish(t *testing.T, payloads [][]byte) float64 {
 	return float64(len(payloads)) / time.Since(start).Seconds()
 }
 
+// postOrders sends an NDJSON body to the orders stream and returns the
+// answer's status (the body is read and discarded).
+func postOrders(base string, body []byte) (int, error) {
+	resp, err := http.Post(base+"/v1/streams/orders/events", "application/x-ndjson", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // benchOnly keeps the benchmarks out of `make test`: they measure, they do
 // not check, and they need the machine to themselves.
 func benchOnly(t *testing.T) {
@@ -161,14 +173,12 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 				}
 				body := bytes.Join(lines[i:min(i+perReq, total)], []byte("\n"))
 				for {
-					resp, err := http.Post(base+"/v1/streams/orders/events", "application/x-ndjson", bytes.NewReader(body))
+					code, err := postOrders(base, body)
 					if err != nil {
 						t.Error(err)
 						return
 					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == 200 {
+					if code == 200 {
 						break
 					}
 					time.Sleep(50 * time.Millisecond) // pushed back: retry the same ids
@@ -232,14 +242,12 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 				body = appendOrderLine(body, 1<<40+n*steadyPerReq+i, now)
 				body = append(body, '\n')
 			}
-			resp, err := http.Post(base+"/v1/streams/orders/events", "application/x-ndjson", bytes.NewReader(body))
+			code, err := postOrders(base, body)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if code == 200 {
 				loadSent.Add(steadyPerReq)
 			}
 		}

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,15 +83,13 @@ func TestBenchMemory(t *testing.T) {
 					body = append(body, '\n')
 				}
 				for time.Since(start) < dur+30*time.Second {
-					resp, err := http.Post(base+"/v1/streams/orders/events", "application/x-ndjson", bytes.NewReader(body))
+					code, err := postOrders(base, body)
 					if err != nil {
 						t.Error(err)
 						failed.Store(true)
 						return
 					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == 200 {
+					if code == 200 {
 						accepted.Add(perReq)
 						break
 					}
