@@ -100,7 +100,7 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 		return res, fmt.Errorf("serving: ingest %s: %w", stream, eventlog.ErrUnavailable)
 	}
 	now := in.now()
-	maxMsg := in.maxMessage()
+	maxMsg := in.log.MaxMessage()
 	maxEvent := in.log.MaxEvent()
 	recs := make([]eventlog.Record, 0, len(raws))
 	var dls []eventlog.DeadLetter
@@ -146,9 +146,6 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 }
 
 const (
-	// defaultMaxMessage is NATS's default max_payload, assumed when the
-	// connection does not tell.
-	defaultMaxMessage = 1 << 20
 	// msgOverhead is room left in a message for its headers (Nats-Msg-Id)
 	// and a dead letter's envelope around its texts.
 	msgOverhead = 1 << 10
@@ -159,17 +156,6 @@ const (
 	// when even the head of the payload does not make a dead letter fit.
 	dlqTextBytes = 1 << 10
 )
-
-// maxMessage is the largest message the log's server accepts (its
-// max_payload, headers included).
-func (in *Ingester) maxMessage() int {
-	if js := in.log.JetStream(); js != nil {
-		if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
-			return int(nc.MaxPayload())
-		}
-	}
-	return defaultMaxMessage
-}
 
 // fitDeadLetter makes a dead letter fit one message of maxMsg bytes. A
 // payload that is not JSON is kept as a JSON string. When the letter would

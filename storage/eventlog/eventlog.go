@@ -150,12 +150,18 @@ func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
 
 // maxRecord is the most bytes a log record's events take: the server's
 // message limit (max_payload) less room for the headers.
-func (l *Log) maxRecord() int {
-	n := int64(1 << 20)
-	if nc := l.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
-		n = nc.MaxPayload()
+func (l *Log) maxRecord() int { return l.MaxMessage() - recordOverhead }
+
+// MaxMessage is the largest message the log's server accepts, headers
+// included: its max_payload (NATS's default of 1 MiB when the connection
+// does not tell).
+func (l *Log) MaxMessage() int {
+	if js := l.js; js != nil {
+		if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+			return int(nc.MaxPayload())
+		}
 	}
-	return int(n) - recordOverhead
+	return 1 << 20
 }
 
 // recordOverhead is room left in a message for its headers and framing.

@@ -18,9 +18,9 @@ type ReplayResult struct {
 
 // ReplayDeadLetters runs every dead letter of a stream through the stream's
 // current schema again. Those that pass are appended to the clean log (with
-// their event id, or "dlq-<seq>" when they have none, as the message id, so
-// a crash between append and delete cannot double them) and removed from
-// the queue; the others are re-queued with their new reason (with the id
+// their event id, or "dlq-<seq>" when they have none, as the id the log
+// deduplicates, so a crash between append and delete cannot double them)
+// and removed from the queue; the others are re-queued with their new reason (with the id
 // "requeue:<seq>"). Replaying twice, or again after a crash, does not
 // duplicate anything.
 func (l *Log) ReplayDeadLetters(ctx context.Context, s *logic.Stream, source string) (ReplayResult, error) {
