@@ -23,11 +23,11 @@ import (
 )
 
 // SpeedExpirer drops a view's speed-layer cells of arrival epochs before
-// beforeEpoch (unix ms). *speedstore.Store satisfies it. Expire must be
-// idempotent; a failure is retried implicitly by the next run (which
-// expires below a later cutoff).
+// beforeEpoch (unix ms); key is the view's state key (logic.View.StateKey).
+// *speedstore.Store satisfies it. Expire must be idempotent; a failure is
+// retried implicitly by the next run (which expires below a later cutoff).
 type SpeedExpirer interface {
-	Expire(ctx context.Context, view string, beforeEpoch int64) error
+	Expire(ctx context.Context, key string, beforeEpoch int64) error
 }
 
 // RunnerConfig configures batch runs.
@@ -125,9 +125,57 @@ func (r *Runner) Run(ctx context.Context, views []string) (batchviews.Run, error
 	return r.run(ctx, batchviews.NewID(), names)
 }
 
-// Schedule runs every view every `every` until ctx is cancelled.
+// Stale lists the views whose current batch rows were computed under
+// another definition, or that have none: a view added or changed since.
+func (r *Runner) Stale() ([]string, error) {
+	cur, err := r.views.Current()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range r.cat.ViewOrder {
+		if cur == nil || cur.Views[n].Definition != r.cat.Views[n].Definition() {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Rebuild runs the stale views (Stale) now, if there are any, so that a
+// view added or changed since the last run has its exact history; it
+// tries again, with a growing pause, until a run succeeds or ctx ends.
+func (r *Runner) Rebuild(ctx context.Context) {
+	pause := time.Second
+	for ctx.Err() == nil {
+		stale, err := r.Stale()
+		if err == nil && len(stale) == 0 {
+			return
+		}
+		if err == nil {
+			r.logger.Info("batch run for views added or changed since the last run", "views", stale)
+			if _, err = r.Run(ctx, stale); err == nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.logger.Error("batch run for added or changed views failed; trying again", "err", err, "pause", pause)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Minute)
+	}
+}
+
+// Schedule runs the views added or changed since the last run at once
+// (Rebuild), then every view every `every` (0: none) until ctx is
+// cancelled.
 func (r *Runner) Schedule(ctx context.Context, every time.Duration) {
+	r.Rebuild(ctx)
 	if every <= 0 {
+		<-ctx.Done()
 		return
 	}
 	t := time.NewTicker(every)
@@ -212,8 +260,9 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 	// everything older is in every version a reader can hold.
 	if r.speed != nil && prev != nil {
 		for _, n := range names {
-			if old, ok := prev.Views[n]; ok && old.Cutoff > 0 {
-				if err := r.speed.Expire(ctx, n, old.Cutoff); err != nil {
+			v := r.cat.Views[n]
+			if old, ok := prev.Views[n]; ok && old.Cutoff > 0 && old.Definition == v.Definition() {
+				if err := r.speed.Expire(ctx, v.StateKey(), old.Cutoff); err != nil {
 					log.Warn("expire speed epochs", "view", n, "before", old.Cutoff, "err", err)
 				}
 			}
@@ -305,14 +354,17 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 func (r *Runner) publish(id string, prev *batchviews.Version, rows map[string][]batchviews.Row, rec *batchviews.Run) error {
 	ver := &batchviews.Version{ID: id, Created: time.Now().UTC(), Views: map[string]batchviews.ViewVersion{}}
 	if prev != nil {
+		// The other views keep their rows, if they were computed under
+		// today's definition; a removed view's, and rows of another
+		// definition, are left behind (and go with their version).
 		for n, vv := range prev.Views {
-			if _, ok := r.cat.Views[n]; ok {
+			if v, ok := r.cat.Views[n]; ok && vv.Definition == v.Definition() {
 				ver.Views[n] = vv
 			}
 		}
 	}
 	for n := range rows {
-		ver.Views[n] = batchviews.ViewVersion{Cutoff: rec.Cutoffs[n]}
+		ver.Views[n] = batchviews.ViewVersion{Cutoff: rec.Cutoffs[n], Definition: r.cat.Views[n].Definition()}
 	}
 	return r.views.Publish(ver, rows)
 }
@@ -344,7 +396,7 @@ func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string
 				if err != nil {
 					return fmt.Errorf("measure %s: %w", v.Measures[mi].Name, err)
 				}
-				st.Exact[mi] = x
+				st.Exact[v.Measures[mi].ExactIdx] = x
 			}
 		}
 		at[k] = len(out)

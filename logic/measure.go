@@ -88,6 +88,10 @@ type Measure struct {
 	Q     float64
 	Slots []Slot
 	Off   int // offset of the first slot in the view's numeric state
+	// ExactIdx is where State.Exact holds the measure's exact value (a
+	// sketch measure's, in a batch row): its rank in the view's canonical
+	// order of measures, like Off.
+	ExactIdx int
 	// Sketch is the index of the measure's sketch in the view's distinct
 	// (count_distinct) or quantile sketches; measures over the same field
 	// share one. -1 for the numeric measures.
@@ -226,11 +230,11 @@ func (m *Measure) fold(st []float64, ev *Event) {
 // Finalize turns the measure's state into its answer: int64, float64 or nil.
 // A sketch measure answers its exact value when the state has one (a batch
 // row), else the estimate of its sketch.
-func (m *Measure) Finalize(st *State, mi int) any {
+func (m *Measure) Finalize(st *State) any {
 	switch m.Kind {
 	case CountDistinct:
-		if st.Exact != nil && !math.IsNaN(st.Exact[mi]) {
-			return int64(st.Exact[mi])
+		if st.Exact != nil && !math.IsNaN(st.Exact[m.ExactIdx]) {
+			return int64(st.Exact[m.ExactIdx])
 		}
 		if h := st.HLL[m.Sketch]; h != nil {
 			return h.Count()
@@ -238,10 +242,10 @@ func (m *Measure) Finalize(st *State, mi int) any {
 		return int64(0)
 	case Quantile:
 		if st.Exact != nil {
-			if math.IsNaN(st.Exact[mi]) {
+			if math.IsNaN(st.Exact[m.ExactIdx]) {
 				return nil
 			}
-			return st.Exact[mi]
+			return st.Exact[m.ExactIdx]
 		}
 		if q := st.Q[m.Sketch]; q != nil {
 			if x := q.Quantile(m.Q); !math.IsNaN(x) {

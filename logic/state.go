@@ -21,7 +21,7 @@ type State struct {
 	Num []float64        // View.Slots, NaN = empty min/max
 	HLL []*HLL           // per View.Distinct sketch; nil = no value yet
 	Q   []QuantileSketch // per View.Quantile sketch; nil = no value yet
-	// Exact holds, per measure (view order), the exact value of each sketch
+	// Exact holds, per measure (at Measure.ExactIdx), the exact value of each sketch
 	// measure (NaN = null) when the state is one batch row; nil once
 	// anything merged into it.
 	Exact []float64
@@ -104,7 +104,7 @@ func (v *View) MergeState(dst *State, src State) {
 func (v *View) Finalize(st *State) []any {
 	out := make([]any, len(v.Measures))
 	for i := range v.Measures {
-		out[i] = v.Measures[i].Finalize(st, i)
+		out[i] = v.Measures[i].Finalize(st)
 	}
 	return out
 }

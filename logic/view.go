@@ -33,6 +33,7 @@ type View struct {
 	distinct []int      // stream field of each count_distinct sketch
 	quantile []int      // stream field of each quantile sketch
 	where    *Predicate // nil: every event counts
+	def      string     // Definition
 }
 
 // NewView compiles a view definition against its stream.
@@ -82,7 +83,14 @@ func NewView(name string, def ViewDef, s *Stream) (*View, error) {
 		if err != nil {
 			return nil, err
 		}
-		m.Off = v.NumSlots
+		v.Measures = append(v.Measures, m)
+	}
+	// The state is laid out in the measures' canonical order, not the
+	// declared one, so that renaming or reordering measures keeps it
+	// (definition.go). Measures stay in declared order for answers.
+	for rank, mi := range canonicalOrder(v.Measures) {
+		m := &v.Measures[mi]
+		m.Off, m.ExactIdx = v.NumSlots, rank
 		switch m.Kind {
 		case CountDistinct:
 			m.Sketch, v.distinct = sketchFor(v.distinct, m.field)
@@ -94,8 +102,8 @@ func NewView(name string, def ViewDef, s *Stream) (*View, error) {
 		}
 		v.NumSlots += len(m.Slots)
 		v.slots = append(v.slots, m.Slots...)
-		v.Measures = append(v.Measures, m)
 	}
+	v.def = v.fingerprint()
 	return v, nil
 }
 

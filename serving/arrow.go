@@ -64,7 +64,7 @@ func arrowSchema(a *answer) *arrow.Schema {
 		arrow.Field{Name: "source", Type: arrow.BinaryTypes.String},
 		arrow.Field{Name: "exact", Type: arrow.FixedWidthTypes.Boolean},
 		arrow.Field{Name: "final", Type: arrow.FixedWidthTypes.Boolean})
-	md := arrow.NewMetadata([]string{"view", "step"}, []string{a.View.Name, a.Query.StepText})
+	md := arrow.NewMetadata([]string{"view", "definition", "step"}, []string{a.View.Name, a.View.Definition(), a.Query.StepText})
 	return arrow.NewSchema(fields, &md)
 }
 

@@ -221,10 +221,8 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 	}
 
 	cutoff := int64(0)
-	if in.ver != nil {
-		if vv, found := in.ver.Views[v.Name]; found && vv.Cutoff > 0 {
-			cutoff = vv.Cutoff
-		}
+	if vv := in.state.Batch; vv != nil && vv.Cutoff > 0 {
+		cutoff = vv.Cutoff
 	}
 	var w bodyBuilder
 	var head bytes.Buffer

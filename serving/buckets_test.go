@@ -37,14 +37,14 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := &fakeSpeed{cells: map[string][]serving.SpeedCell{}, wm: base + 12*minute, seq: 1}
+	sp := &fakeSpeed{cells: map[string][]serving.SpeedCell{}, wm: base + 12*minute, seq: 1, joined: views}
 	ver := &batchviews.Version{Views: map[string]batchviews.ViewVersion{}}
 	rows := map[string][]batchviews.Row{}
 	lev := prepare(t, s, evs)
 	for _, v := range views {
 		b, c := split(v, evs, lev, cutoff)
 		rows[v.Name] = b
-		ver.Views[v.Name] = batchviews.ViewVersion{Cutoff: cutoff}
+		ver.Views[v.Name] = batchviews.ViewVersion{Cutoff: cutoff, Definition: v.Definition()}
 		sp.cells[v.Name] = c
 	}
 	if err := st.Publish(ver, rows); err != nil {
@@ -104,7 +104,7 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 			alev := prepare(t, s, all)
 			for _, v := range views {
 				rows[v.Name], _ = split(v, all, alev, cutoff)
-				ver.Views[v.Name] = batchviews.ViewVersion{Cutoff: cutoff}
+				ver.Views[v.Name] = batchviews.ViewVersion{Cutoff: cutoff, Definition: v.Definition()}
 			}
 			if err := st.Publish(ver, rows); err != nil {
 				t.Fatal(err)
@@ -172,7 +172,7 @@ func TestNewVersionLoadedBeforeAnyQuery(t *testing.T) {
 	publish := func(n int) int64 {
 		evs := genEvents(r, n, base, 30*minute, []int64{base})
 		rows, _ := split(v, evs, prepare(t, s, evs), base+10_000)
-		if err := st.Publish(&batchviews.Version{Views: map[string]batchviews.ViewVersion{v.Name: {Cutoff: base + 10_000}}}, map[string][]batchviews.Row{v.Name: rows}); err != nil {
+		if err := st.Publish(&batchviews.Version{Views: map[string]batchviews.ViewVersion{v.Name: {Cutoff: base + 10_000, Definition: v.Definition()}}}, map[string][]batchviews.Row{v.Name: rows}); err != nil {
 			t.Fatal(err)
 		}
 		return int64(len(rows))

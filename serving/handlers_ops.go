@@ -36,7 +36,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	cat := s.opts.Catalog
 	streams := map[string]any{}
-	maxEvent := map[string]int64{} // speed layer's largest event time per stream
+	maxEvent := map[string]int64{}        // speed layer's largest event time per stream
+	positions := map[string]StreamSpeed{} // the speed layer's positions
 	for _, name := range cat.StreamOrder {
 		st := cat.Streams[name]
 		acc, rej := s.ingester.Counts(name)
@@ -71,7 +72,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		if ss := s.opts.SpeedStatus; ss != nil {
 			if pos, err := ss.StreamStatus(ctx, name); err == nil {
-				maxEvent[name] = pos.Watermark
+				maxEvent[name], positions[name] = pos.Watermark, pos
 				sp := map[string]any{"seq": pos.Seq, "max_event_time": timeOrNil(pos.Watermark),
 					"watermark": timeOrNil(logic.Watermark{Max: pos.Watermark}.At(st.AllowedLateness)), "lag": nil}
 				if haveLog {
@@ -134,10 +135,16 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	for _, vn := range cat.ViewOrder {
 		v := cat.Views[vn]
 		var cutoff int64
-		if ver != nil {
+		if ver != nil && ver.Views[vn].Definition == v.Definition() {
 			cutoff = ver.Views[vn].Cutoff
 		}
-		vo := map[string]any{"stream": v.Stream.Name, "batch_cutoff": timeOrNil(cutoff), "freshness_ms": nil}
+		vo := map[string]any{"stream": v.Stream.Name, "definition": v.Definition(), "batch_cutoff": timeOrNil(cutoff), "freshness_ms": nil}
+		speed := s.opts.Speed != nil && s.opts.SpeedStatus != nil
+		if vs := viewState(v, ver, positions[v.Stream.Name], speed, s.opts.Views != nil); vs.Ready {
+			vo["state"], vo["progress"] = "ready", 1.0
+		} else {
+			vo["state"], vo["progress"] = "rebuilding", vs.Progress
+		}
 		if me := maxEvent[v.Stream.Name]; me > 0 {
 			vo["freshness_ms"] = now.UnixMilli() - me
 		} else if cutoff > 0 {

@@ -21,15 +21,16 @@ import (
 
 // viewInfo describes a view for GET /v1/views.
 type viewInfo struct {
-	Name     string        `json:"name"`
-	Stream   string        `json:"stream"`
-	Window   string        `json:"window"`
-	Hop      *string       `json:"hop"`
-	Step     string        `json:"step"`
-	Dims     []string      `json:"dims"`
-	Where    string        `json:"where"`
-	Measures []measureInfo `json:"measures"`
-	Exact    bool          `json:"exact"`
+	Name       string        `json:"name"`
+	Definition string        `json:"definition"`
+	Stream     string        `json:"stream"`
+	Window     string        `json:"window"`
+	Hop        *string       `json:"hop"`
+	Step       string        `json:"step"`
+	Dims       []string      `json:"dims"`
+	Where      string        `json:"where"`
+	Measures   []measureInfo `json:"measures"`
+	Exact      bool          `json:"exact"`
 }
 
 type measureInfo struct {
@@ -49,7 +50,7 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 			continue // only the views this key may read
 		}
 		v := s.opts.Catalog.Views[name]
-		vi := viewInfo{Name: name, Stream: v.Stream.Name, Window: fmtDuration(v.Window.Size.Milliseconds()),
+		vi := viewInfo{Name: name, Definition: v.Definition(), Stream: v.Stream.Name, Window: fmtDuration(v.Window.Size.Milliseconds()),
 			Step: fmtDuration(v.Window.Step().Milliseconds()), Dims: append([]string{}, v.Dims...), Where: v.Where, Exact: v.Exact()}
 		if v.Window.Hop != 0 && v.Window.Hop != v.Window.Size {
 			h := fmtDuration(v.Window.Hop.Milliseconds())
@@ -63,6 +64,9 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"views": out})
 }
+
+// DefinitionHeader carries the view's definition on every answer.
+const DefinitionHeader = "Braid-View-Definition"
 
 // answer is a computed query answer.
 type answer struct {
@@ -80,13 +84,17 @@ type answer struct {
 var errUnavailable = errors.New("unavailable")
 
 // inputs are what an answer depends on besides the stores' contents: the
-// batch version and the stream's speed position (read first, cheaply).
+// batch version and the stream's speed position (read first, cheaply), and
+// the view's state they give.
 type inputs struct {
 	ver   *batchviews.Version
 	pos   StreamSpeed
 	posOK bool // the position was read (else: no speed status; not cacheable)
+	state ViewState
 }
 
+// readInputs reads a view's inputs; a view that cannot answer yet is a
+// *RebuildingError.
 func (s *Server) readInputs(ctx context.Context, v *logic.View) (inputs, error) {
 	var in inputs
 	if s.opts.Views != nil {
@@ -96,16 +104,20 @@ func (s *Server) readInputs(ctx context.Context, v *logic.View) (inputs, error) 
 		}
 		in.ver = ver
 	}
+	speed := s.opts.Speed != nil && s.opts.SpeedStatus != nil
 	switch {
 	case s.opts.SpeedStatus != nil:
 		pos, err := s.opts.SpeedStatus.StreamStatus(ctx, v.Stream.Name)
 		if err != nil {
-			s.logger.Warn("speed status", "stream", v.Stream.Name, "err", err)
-		} else {
-			in.pos, in.posOK = pos, true
+			return in, fmt.Errorf("%w: speed position: %w", errUnavailable, err)
 		}
+		in.pos, in.posOK = pos, true
 	case s.opts.Speed == nil:
 		in.posOK = true // no speed layer at all: the batch version alone determines the answer
+	}
+	in.state = viewState(v, in.ver, in.pos, speed, s.opts.Views != nil)
+	if !in.state.Ready {
+		return in, &RebuildingError{View: v.Name, Progress: in.state.Progress}
 	}
 	return in, nil
 }
@@ -129,7 +141,7 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 	if s.opts.Views != nil {
 		if ver := in.ver; ver != nil {
 			a.Version = ver.ID
-			if vv, ok := ver.Views[v.Name]; ok && vv.Cutoff > 0 {
+			if vv := in.state.Batch; vv != nil && vv.Cutoff > 0 {
 				a.Cutoff = vv.Cutoff
 				var err error
 				if batch, err = s.opts.Views.Rows(ctx, ver, v, q.From, q.To); err != nil {
@@ -166,6 +178,11 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 
 // queryError answers a failed query.
 func (s *Server) queryError(w http.ResponseWriter, name string, err error) {
+	if re, ok := isRebuilding(err); ok {
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "view rebuilding", "detail": re.Error(), "progress": re.Progress})
+		return
+	}
 	if errors.Is(err, errUnavailable) {
 		s.logger.Warn("query failed", "view", name, "err", err)
 		w.Header().Set("Retry-After", "2")
@@ -213,6 +230,7 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.queryDur.WithLabelValues(v.Name).Observe(time.Since(start).Seconds())
+	w.Header().Set(DefinitionHeader, v.Definition())
 	w.Header().Set("Content-Type", contentTypes[q.Format])
 	w.Header().Set("Content-Length", strconv.Itoa(body.size))
 	w.WriteHeader(http.StatusOK)
@@ -282,6 +300,8 @@ func encodeAnswer(a *answer) []byte {
 func writeAnswerHead(b *bytes.Buffer, a *answer) {
 	b.WriteString(`{"view":`)
 	writeStr(b, a.View.Name)
+	b.WriteString(`,"definition":`)
+	writeStr(b, a.View.Definition())
 	b.WriteString(`,"from":`)
 	writeStr(b, logic.FormatTime(a.Query.From))
 	b.WriteString(`,"to":`)

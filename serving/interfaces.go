@@ -33,8 +33,25 @@ type SpeedReader interface {
 
 // StreamSpeed is the speed layer's committed position on a stream.
 type StreamSpeed struct {
+	Found     bool   // the stream has a position (false: the speed layer has not started it, or lost it)
 	Seq       uint64 // last log sequence folded into the speed store (0: none)
 	Watermark int64  // the largest event time seen, unix ms (0: none); serving subtracts the stream's allowed lateness
+	// Views holds each view's part of the position, by state key
+	// (logic.View.StateKey).
+	Views map[string]ViewSpeed
+}
+
+// ViewSpeed is where one view's speed cells stand on its stream: they hold
+// the records that arrived from epoch From on, up to Joined when the view
+// takes part in the stream's commits (JoinedOK), else up to Rebuilt while
+// a rebuild (which began at RebuildFirst) folds the log into it.
+type ViewSpeed struct {
+	JoinedOK     bool
+	Joined       uint64
+	From         int64
+	Rebuilding   bool
+	Rebuilt      uint64
+	RebuildFirst uint64
 }
 
 // SpeedStatus reports the speed layer's progress on a stream.

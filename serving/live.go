@@ -199,7 +199,14 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	s.sseClients.Inc()
 	defer s.sseClients.Dec()
 
+	if _, err := s.readInputs(ctx, v); err != nil {
+		if _, rebuilding := isRebuilding(err); rebuilding {
+			s.queryError(w, v.Name, err) // a rebuilding view has no rows to stream yet
+			return
+		}
+	}
 	h := w.Header()
+	h.Set(DefinitionHeader, v.Definition())
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")

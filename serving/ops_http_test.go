@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/storage/batchviews"
 )
@@ -76,14 +77,14 @@ func TestBatchRunsStatusHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Publish(&batchviews.Version{Views: map[string]batchviews.ViewVersion{"v": {Cutoff: 1_764_000_000_000}}}, map[string][]batchviews.Row{"v": nil}); err != nil {
+	if err := st.Publish(&batchviews.Version{Views: map[string]batchviews.ViewVersion{"v": {Cutoff: 1_764_000_000_000, Definition: v.Definition()}}}, map[string][]batchviews.Row{"v": nil}); err != nil {
 		t.Fatal(err)
 	}
 	runner := &fakeRunner{store: st}
 	ready := errors.New("warming up")
 	var readyMu sync.Mutex
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "dashboard "+r.URL.Path) })
-	speed := &fakeSpeed{wm: time.Now().Add(-time.Minute).UnixMilli(), seq: 2}
+	speed := &fakeSpeed{wm: time.Now().Add(-time.Minute).UnixMilli(), seq: 2, joined: []*logic.View{v}}
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Views: st, Runner: runner, RunnerBusy: errBusyTest,
 		SpeedStatus: speed, Archive: fakeArchive{}, Root: root, Logger: discardLogger(),
 		Ready: func(context.Context) error { readyMu.Lock(); defer readyMu.Unlock(); return ready }})

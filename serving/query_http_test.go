@@ -27,11 +27,12 @@ import (
 
 // fakeSpeed serves cells per view, honouring ReadCells' contract.
 type fakeSpeed struct {
-	mu    sync.Mutex
-	cells map[string][]serving.SpeedCell
-	wm    int64
-	seq   uint64
-	err   error
+	mu     sync.Mutex
+	cells  map[string][]serving.SpeedCell
+	wm     int64
+	seq    uint64
+	err    error
+	joined []*logic.View // views whose cells have joined the position (from the log's start)
 }
 
 func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpoch int64) ([]serving.SpeedCell, error) {
@@ -50,7 +51,13 @@ func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpo
 }
 
 func (f *fakeSpeed) StreamStatus(context.Context, string) (serving.StreamSpeed, error) {
-	return serving.StreamSpeed{Seq: f.seq, Watermark: f.wm}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	views := map[string]serving.ViewSpeed{}
+	for _, v := range f.joined {
+		views[v.StateKey()] = serving.ViewSpeed{JoinedOK: true, Joined: f.seq}
+	}
+	return serving.StreamSpeed{Found: true, Seq: f.seq, Watermark: f.wm, Views: views}, nil
 }
 
 type queryEnv struct {
@@ -74,14 +81,14 @@ func newQueryEnv(t *testing.T, r *rand.Rand, vs ...*logic.View) *queryEnv {
 		t.Fatal(err)
 	}
 	e.views = st
-	e.speed = &fakeSpeed{cells: map[string][]serving.SpeedCell{}, wm: base + 12*minute, seq: 7}
+	e.speed = &fakeSpeed{cells: map[string][]serving.SpeedCell{}, wm: base + 12*minute, seq: 7, joined: vs}
 	e.wmAt = e.speed.wm - s.AllowedLateness.Milliseconds()
 	ver := &batchviews.Version{Views: map[string]batchviews.ViewVersion{}}
 	rows := map[string][]batchviews.Row{}
 	for _, v := range vs {
 		b, c := split(v, e.evs, lev, e.cutoff)
 		rows[v.Name] = b
-		ver.Views[v.Name] = batchviews.ViewVersion{Cutoff: e.cutoff}
+		ver.Views[v.Name] = batchviews.ViewVersion{Cutoff: e.cutoff, Definition: v.Definition()}
 		e.speed.cells[v.Name] = c
 	}
 	if err := st.Publish(ver, rows); err != nil {

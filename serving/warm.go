@@ -17,7 +17,7 @@ func (s *Server) warmVersions(ctx context.Context, period time.Duration) {
 		if ver, err := s.opts.Views.Current(); err == nil && ver != nil && ver.ID != seen {
 			start := time.Now()
 			for _, name := range s.opts.Catalog.ViewOrder {
-				if _, ok := ver.Views[name]; !ok {
+				if vv, ok := ver.Views[name]; !ok || vv.Definition != s.opts.Catalog.Views[name].Definition() {
 					continue
 				}
 				if _, err := s.opts.Views.Rows(ctx, ver, s.opts.Catalog.Views[name], 0, 0); err != nil {

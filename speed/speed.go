@@ -288,27 +288,38 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		}
 	}
 	start := eventlog.Start{Seq: pos.Seq + 1}
-	if !found {
-		// First start, or Redis lost its data: rebuild everything after the
-		// batch cutoff (the batch layer holds what arrived before it).
-		names := make([]string, len(views))
-		for i, v := range views {
-			names[i] = v.Name
-		}
-		if err := l.store.Reset(ctx, s.Name, names); err != nil {
+	var freshFrom int64 // where a fresh position's views start (Commit)
+	if found {
+		rebuild, err := l.prepareViews(ctx, s, views, pos)
+		if err != nil {
 			return err
 		}
-		var cutoff int64
+		defer l.startRebuilds(ctx, s, rebuild)()
+	} else {
+		// First start, or Redis lost its data: rebuild everything after the
+		// batch cutoff (the batch layer holds what arrived before it).
+		keys := make([]string, len(views))
+		for i, v := range views {
+			keys[i] = v.StateKey()
+		}
+		if err := l.store.Reset(ctx, s.Name, keys); err != nil {
+			return err
+		}
 		if l.cutoffs != nil {
-			if cutoff, err = l.cutoffs.StreamCutoff(ctx, s.Name); err != nil {
+			if freshFrom, err = l.cutoffs.StreamCutoff(ctx, s.Name); err != nil {
 				return fmt.Errorf("speed: cutoff of %s: %w", s.Name, err)
 			}
 		}
 		start = eventlog.Start{}
-		if cutoff > 0 {
-			start.Time = time.UnixMilli(cutoff)
+		if freshFrom > 0 {
+			start.Time = time.UnixMilli(freshFrom)
 		}
-		l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_arrival", logic.FormatTime(cutoff))
+		// An empty first commit: the position exists and every view has
+		// joined it (ready to answer) before the first record arrives.
+		if err := l.store.Commit(ctx, s.Name, 0, speedstore.Position{Owner: l.owner}, freshFrom, newBatch(views).deltas); err != nil {
+			return err
+		}
+		l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_arrival", logic.FormatTime(freshFrom))
 		l.update(s.Name, func(st *StreamStatus) { st.Rebuilds++ })
 	}
 	c, err := l.log.Consumer(ctx, s.Name, "speed", start, 4*l.cfg.BatchSize)
@@ -402,7 +413,7 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
 			t0 := time.Now()
-			err := l.commit(fctx, s.Name, prev, next, p)
+			err := l.commit(fctx, s.Name, prev, next, freshFrom, p)
 			if err == nil {
 				l.m.commitSeconds.Observe(time.Since(t0).Seconds())
 				// The state is committed with its position, so the ack is
@@ -589,13 +600,13 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 // commit publishes a batch's too-late records, then commits its deltas and
 // the position next in one step (moving it from prev). A conflict while
 // the store holds no position means the state was lost.
-func (l *Layer) commit(ctx context.Context, stream string, prev uint64, next speedstore.Position, b *batch) error {
+func (l *Layer) commit(ctx context.Context, stream string, prev uint64, next speedstore.Position, freshFrom int64, b *batch) error {
 	if len(b.late) > 0 {
 		if err := l.log.PublishLate(ctx, stream, b.late, b.lateData); err != nil {
 			return err
 		}
 	}
-	if err := l.store.Commit(ctx, stream, prev, next, b.deltas); err != nil {
+	if err := l.store.Commit(ctx, stream, prev, next, freshFrom, b.deltas); err != nil {
 		if errors.Is(err, speedstore.ErrConflict) && prev > 0 {
 			if _, ok, perr := l.store.Position(ctx, stream); perr == nil && !ok {
 				return fmt.Errorf("%w: %w", errStateLost, err)

@@ -406,7 +406,7 @@ func TestPositionPastTheLogRebuilds(t *testing.T) {
 	stale := e.cat.Views["by_country"].NewDelta()
 	ev := logic.Event{Time: e.base.UnixMilli(), Values: make([]logic.Value, len(e.cat.Streams["orders"].Fields))}
 	stale.Fold(0, &ev)
-	if err := e.store.Commit(context.Background(), "orders", 0, speedstore.Position{Seq: 90000, Owner: "old"}, []*logic.Delta{stale}); err != nil {
+	if err := e.store.Commit(context.Background(), "orders", 0, speedstore.Position{Seq: 90000, Owner: "old"}, 0, []*logic.Delta{stale}); err != nil {
 		t.Fatal(err)
 	}
 	e.publish(t, 400, 0)

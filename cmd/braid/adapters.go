@@ -44,7 +44,12 @@ func (r speedStatus) StreamStatus(ctx context.Context, stream string) (serving.S
 	if err != nil || !found {
 		return serving.StreamSpeed{}, err
 	}
-	return serving.StreamSpeed{Seq: p.Seq, Watermark: p.Watermark}, nil
+	out := serving.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Views: make(map[string]serving.ViewSpeed, len(p.Views))}
+	for k, vp := range p.Views {
+		out.Views[k] = serving.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From,
+			Rebuilding: vp.Rebuilding, Rebuilt: vp.Rebuilt, RebuildFirst: vp.RebuildFirst}
+	}
+	return out, nil
 }
 
 type archiveStatus struct{ lk *lake.Lake }
@@ -152,7 +157,7 @@ type auditor struct {
 const maxLateAudited = 100_000
 
 func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
-	cut, err := a.views.Cutoff(v.Name)
+	cut, err := a.views.Cutoff(v)
 	if err != nil {
 		return nil, err
 	}

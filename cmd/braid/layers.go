@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -98,7 +97,7 @@ func cmdBatch(ctx context.Context, args []string) error {
 	a.newRunner(l)
 	if !once {
 		if a.cfg.Batch.Every.D() == 0 {
-			return errors.New("batch.every is 0: nothing to schedule (use `braid batch run`)")
+			a.logger.Info("batch.every is 0: runs only for views added or changed, and on demand (braid batch run, POST /v1/batch/runs)")
 		}
 		l.schedule = true
 		return a.runAll(ctx, l)

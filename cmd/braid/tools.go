@@ -85,11 +85,11 @@ func cmdReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	for _, s := range streams {
-		var names []string
+		var keys []string
 		for _, v := range a.cat.ViewsOf(s) {
-			names = append(names, v.Name)
+			keys = append(keys, v.StateKey())
 		}
-		if err := l.store.Reset(ctx, s, names); err != nil {
+		if err := l.store.Reset(ctx, s, keys); err != nil {
 			return err
 		}
 		a.logger.Info("speed state dropped; rebuilding from the start of the log", "stream", s)

@@ -26,7 +26,7 @@ type layers struct {
 	archiver *batch.Archiver
 	runner   *batch.Runner
 	server   *serving.Server
-	schedule bool // run the batch scheduler (batch.every)
+	schedule bool // run the batch scheduler: views added or changed at once, then every batch.every
 
 	lake  *lake.Lake
 	views *batchviews.Store
@@ -95,7 +95,7 @@ func (a *app) runAll(parent context.Context, l *layers, extra ...func(context.Co
 	}()
 	wg.Add(1)
 	go func() { defer wg.Done(); a.watchMemory(ctx) }()
-	if l.runner != nil && l.schedule && a.cfg.Batch.Every.D() > 0 {
+	if l.runner != nil && l.schedule {
 		goRun("batch", func(ctx context.Context) error { l.runner.Schedule(ctx, a.cfg.Batch.Every.D()); return nil })
 	}
 	var srv *http.Server

@@ -52,6 +52,10 @@ type ViewVersion struct {
 	Cutoff int64  `json:"cutoff"`
 	File   string `json:"file"` // relative to the store's directory
 	Rows   int    `json:"rows"`
+	// Definition is the view's definition (logic.View.Definition) the rows
+	// were computed under; they are read only under the same one ("":
+	// written before definitions existed).
+	Definition string `json:"definition,omitempty"`
 }
 
 // Version is a published set of batch views.
@@ -288,6 +292,9 @@ func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, t
 	vv, ok := ver.Views[v.Name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s in %s", ErrNoView, v.Name, ver.ID)
+	}
+	if vv.Definition != v.Definition() {
+		return nil, fmt.Errorf("%w: %s in %s has definition %q, the view %q", ErrNoView, v.Name, ver.ID, vv.Definition, v.Definition())
 	}
 	rows, err := s.load(vv.File, v)
 	if err != nil {
@@ -723,18 +730,25 @@ func (s *Store) Run(id string) (Run, bool, error) {
 	return r, true, nil
 }
 
-// Cutoff returns the cutoff of a view in the current version (0: none).
-func (s *Store) Cutoff(view string) (int64, error) {
+// Cutoff returns the cutoff of a view's rows in the current version (0:
+// none, or rows of another definition).
+func (s *Store) Cutoff(v *logic.View) (int64, error) {
 	cur, err := s.Current()
 	if err != nil || cur == nil {
 		return 0, err
 	}
-	return cur.Views[view].Cutoff, nil
+	if vv := cur.Views[v.Name]; vv.Definition == v.Definition() {
+		return vv.Cutoff, nil
+	}
+	return 0, nil
 }
 
 // StreamCutoff returns the smallest cutoff, in the current version, of the
-// stream's views in cat: every record of the stream that arrived before it
-// is in the batch views of all of them. 0 when a view has no batch rows yet.
+// stream's views in cat that have an entry there (under any definition):
+// where the speed layer's state of the stream starts. A view's batch rows
+// under today's definition have that cutoff or a later one (cutoffs follow
+// the archiver, which only moves forward), so from it the speed cells
+// cover whatever cutoff answers. 0 when no view has an entry.
 func (s *Store) StreamCutoff(ctx context.Context, stream string, cat *config.Catalog) (int64, error) {
 	cur, err := s.Current()
 	if err != nil || cur == nil {
@@ -742,9 +756,9 @@ func (s *Store) StreamCutoff(ctx context.Context, stream string, cat *config.Cat
 	}
 	var out int64 = -1
 	for _, v := range cat.ViewsOf(stream) {
-		c := cur.Views[v.Name].Cutoff
-		if out < 0 || c < out {
-			out = c
+		vv, ok := cur.Views[v.Name]
+		if ok && (out < 0 || vv.Cutoff < out) {
+			out = vv.Cutoff
 		}
 	}
 	if out < 0 {

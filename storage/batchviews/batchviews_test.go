@@ -47,7 +47,7 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 		{Window: 120000, Group: fr, State: logic.State{Num: []float64{2, -4}}},
 		{Window: 60000, Group: fr, State: logic.State{Num: []float64{5, 2}}},
 	}
-	v1 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 10_000}, "b": {Cutoff: 10_000}}}
+	v1 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 10_000, Definition: a.Definition()}, "b": {Cutoff: 10_000, Definition: b.Definition()}}}
 	if err := st.Publish(v1, map[string][]batchviews.Row{"a": rowsA, "b": {{Window: 0, Group: us, State: logic.State{Num: []float64{7, 7}}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 	}
 
 	// v2 refreshes only a; b keeps v1's file and cutoff.
-	v2 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 20_000}, "b": cur.Views["b"]}}
+	v2 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 20_000, Definition: a.Definition()}, "b": cur.Views["b"]}}
 	if err := st.Publish(v2, map[string][]batchviews.Row{"a": rowsA[:1]}); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 		t.Fatalf("b rows in v2: %+v", r)
 	}
 	// v3 with keep=2: v1 goes, but v1's b file stays (v2 and v3 reference it).
-	v3 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 30_000}, "b": cur2.Views["b"]}}
+	v3 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 30_000, Definition: a.Definition()}, "b": cur2.Views["b"]}}
 	if err := st.Publish(v3, map[string][]batchviews.Row{"a": nil}); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestPublishCurrentRowsGC(t *testing.T) {
 	// Stray temp files never become current and are cleaned on publish.
 	tmp := filepath.Join(dir, "views", "a", ".tmp-stray")
 	os.WriteFile(tmp, []byte("x"), 0o644)
-	v4 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 40_000}}}
+	v4 := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 40_000, Definition: a.Definition()}}}
 	if err := st.Publish(v4, map[string][]batchviews.Row{"a": rowsA}); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestRunLockAndInterruptedRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := view(t, "a")
-	ver := &batchviews.Version{ID: published.ID, Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 42}}}
+	ver := &batchviews.Version{ID: published.ID, Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 42, Definition: v.Definition()}}}
 	if err := st.Publish(ver, map[string][]batchviews.Row{"a": {{Window: 0, Group: v.GroupKey([]logic.Value{{Kind: logic.TypeString, S: "DE"}}), State: logic.State{Num: []float64{1, 2}}}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func TestViewFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ver := &Version{ID: NewID(), Views: map[string]ViewVersion{"v": {Cutoff: 1}}}
+	ver := &Version{ID: NewID(), Views: map[string]ViewVersion{"v": {Cutoff: 1, Definition: v.Definition()}}}
 	if err := st.Publish(ver, map[string][]Row{"v": rows}); err != nil {
 		t.Fatal(err)
 	}

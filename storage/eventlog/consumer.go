@@ -265,6 +265,7 @@ type Info struct {
 	Pending    uint64 // records not yet delivered
 	AckPending int    // delivered, not yet acknowledged
 	AckFloor   uint64 // highest stream sequence acknowledged with every earlier one
+	Delivered  uint64 // highest stream sequence delivered (to this or an earlier subscriber)
 	ServerTime time.Time
 }
 
@@ -274,5 +275,19 @@ func (c *Consumer) Info(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("eventlog: consumer info: %w", err)
 	}
-	return Info{Pending: info.NumPending, AckPending: info.NumAckPending, AckFloor: info.AckFloor.Stream, ServerTime: info.TimeStamp}, nil
+	return Info{Pending: info.NumPending, AckPending: info.NumAckPending, AckFloor: info.AckFloor.Stream, Delivered: info.Delivered.Stream, ServerTime: info.TimeStamp}, nil
+}
+
+// DeleteConsumer removes a durable consumer of a stream (one that finished
+// its work, e.g. a view's rebuild); a consumer that does not exist is not
+// an error.
+func (l *Log) DeleteConsumer(ctx context.Context, stream, name string) error {
+	s, err := l.js.Stream(ctx, l.StreamName(stream))
+	if err != nil {
+		return fmt.Errorf("eventlog: stream %s: %w", stream, err)
+	}
+	if err := s.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("eventlog: delete consumer %s: %w", name, err)
+	}
+	return nil
 }

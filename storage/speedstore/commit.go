@@ -32,12 +32,29 @@ const (
 	maxPFAdd       = 1000 // elements per PFADD
 )
 
-// The commit script. KEYS[1] = position hash, KEYS[2] = commit channel.
-// ARGV[1..4] = prevSeq, next seq, next watermark, next owner; then one
-// section per view that has cells:
+// A view joins its stream's commits (ViewPosition): the position hash's
+// field "v:{state key}" holds the last sequence the view's cells are
+// complete through. The main commit applies a view's section only when
+// that field equals prevSeq (the view has seen every earlier commit), or
+// when the stream's position is absent (a fresh start: every view joins
+// from the position's start, "f:{state key}" = ARGV[5]), and moves it to
+// the new sequence with the stream's; a view that has not joined yet (it
+// is being rebuilt from the log, CommitRebuild) is skipped, its section
+// parsed and dropped. Every view of the stream sends a section, an empty
+// one too, so a joined view's field keeps step with the position.
 //
-//	idx, prefix, ops, nb            index key, cell key prefix, one letter per
-//	                                slot (a = add, n = min, x = max), blocks
+// The commit script. KEYS[1] = position hash, KEYS[2] = commit channel.
+// ARGV[1..5] = prevSeq, next seq, next watermark, next owner, the arrival
+// epoch a fresh position starts at; then one section per view (sectionLua).
+var commitScript = redis.NewScript(commitLua)
+
+// sectionLua applies the view sections of ARGV from index i on, each only
+// when join(statekey) says the view takes it (it may record the join).
+// A section:
+//
+//	idx, prefix, key, ops, nb      index key, cell key prefix, the view's state
+//	                                key, one letter per slot (a = add, n = min,
+//	                                x = max), blocks
 //	nb × (score, member)            index entries, block order
 //	nb × block                      one cell hash each (key = prefix..member):
 //	  ng, nx                        groups, extra ops
@@ -49,24 +66,18 @@ const (
 // with the new one slot by slot (add; min / max skipping NaN, the empty
 // value), and writes them back with one HSET; a group new to the hash takes
 // the new value as sent. A block of one group tries HSETNX first, so a new
-// cell costs one call. An old value of another length (a redefined view)
-// is replaced. The compare-and-set runs first; after it nothing can fail
-// (numbers are well formed, packed values are checked for length, no call
-// takes more arguments than unpack allows), so the script is all or
-// nothing. Lua reads ARGV by index, so a commit of any size is one call.
-var commitScript = redis.NewScript(commitLua)
-
-const commitLua = `
-local cur = redis.call('HGET', KEYS[1], 'seq')
-local curn = 0
-if cur then curn = tonumber(cur) end
-if curn ~= tonumber(ARGV[1]) then return 0 end
+// cell costs one call. An old value of another length is replaced. Nothing
+// in a section can fail (numbers are well formed, packed values are checked
+// for length, no call takes more arguments than unpack allows), so a script
+// that passed its compare-and-set is all or nothing. Lua reads ARGV by
+// index, so a commit of any size is one call.
+const sectionLua = `
 local spack, sunpack = struct.pack, struct.unpack
-local i = 5
 local n = #ARGV
 while i <= n do
-  local idx, prefix, opstr, nb = ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3])
-  i = i + 4
+  local idx, prefix, sk, opstr, nb = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
+  i = i + 5
+  local live = join(sk)
   local ns = #opstr
   local size = 8 * ns
   local fmt = '<' .. string.rep('d', ns)
@@ -76,7 +87,7 @@ while i <= n do
   local last = i + 2 * nb - 1
   while i <= last do
     local e = math.min(i + 3999, last)
-    redis.call('ZADD', idx, unpack(ARGV, i, e))
+    if live then redis.call('ZADD', idx, unpack(ARGV, i, e)) end
     i = e + 1
   end
   local function merge(o, new)
@@ -97,7 +108,9 @@ while i <= n do
     local key = prefix .. ARGV[pairs0 + 2 * b + 1]
     local ng, nx = tonumber(ARGV[i]), tonumber(ARGV[i+1])
     i = i + 2
-    if ng == 1 then
+    if not live then
+      i = i + 2 * ng
+    elseif ng == 1 then
       local f, new = ARGV[i], ARGV[i+1]
       if redis.call('HSETNX', key, f, new) == 0 then
         redis.call('HSET', key, f, merge(redis.call('HGET', key, f), new))
@@ -118,8 +131,9 @@ while i <= n do
       i = i + 3
       if op == 'p' then
         local ne = tonumber(v)
-        redis.call('PFADD', a, unpack(ARGV, i, i + ne - 1))
+        if live then redis.call('PFADD', a, unpack(ARGV, i, i + ne - 1)) end
         i = i + ne
+      elseif not live then
       elseif op == 'i' then
         redis.call('HINCRBY', key, a, v)
       else
@@ -128,6 +142,27 @@ while i <= n do
     end
   end
 end
+`
+
+const commitLua = `
+local cur = redis.call('HGET', KEYS[1], 'seq')
+local curn = 0
+if cur then curn = tonumber(cur) end
+if curn ~= tonumber(ARGV[1]) then return 0 end
+local fresh = not cur
+local function join(sk)
+  if fresh then
+    redis.call('HSET', KEYS[1], 'v:' .. sk, ARGV[2], 'f:' .. sk, ARGV[5])
+    return true
+  end
+  if redis.call('HGET', KEYS[1], 'v:' .. sk) == ARGV[1] then
+    redis.call('HSET', KEYS[1], 'v:' .. sk, ARGV[2])
+    return true
+  end
+  return false
+end
+local i = 6
+` + sectionLua + `
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'wm', ARGV[3], 'owner', ARGV[4])
 redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
@@ -156,12 +191,19 @@ return 1
 //     are merged in the script with logic's slot rules in float64, as
 //     logic.View.MergeState does: integer slots are exact below 2^53.
 //   - Empty deltas just move the position (and the watermark and owner).
-func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next Position, deltas []*logic.Delta) error {
+//   - Joins: deltas must hold every view of the stream (empty ones too).
+//     A view's cells change only when it has joined the stream's commits
+//     (ViewPosition.Joined == prevSeq), or when the position is absent:
+//     then every view joins, its cells covering arrival epochs from
+//     freshFrom on. A view not joined (rebuilding, CommitRebuild) is
+//     left alone.
+func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next Position, freshFrom int64, deltas []*logic.Delta) error {
 	var a argBuf
 	a.str(strconv.FormatUint(prevSeq, 10))
 	a.str(strconv.FormatUint(next.Seq, 10))
 	a.str(strconv.FormatInt(next.Watermark, 10))
 	a.str(next.Owner)
+	a.str(strconv.FormatInt(freshFrom, 10))
 	for _, d := range deltas {
 		s.appendDelta(&a, d)
 	}
@@ -182,14 +224,21 @@ type cellRef struct {
 	i             int
 }
 
-// appendDelta appends the script section of one view's delta (nothing for
-// an empty delta). Cells are sorted by hash; each hash's groups form one
-// block, or several of at most maxBlockGroups.
+// appendDelta appends the script section of one view's delta (one without
+// blocks for an empty delta). Cells are sorted by hash; each hash's groups
+// form one block, or several of at most maxBlockGroups.
 func (s *Store) appendDelta(a *argBuf, d *logic.Delta) {
+	v := d.View
+	sk := v.StateKey()
 	if d.Len() == 0 {
+		a.str(s.idxKey(sk))
+		a.str(s.cellPrefix(sk))
+		a.str(sk)
+		a.b = appendOps(a.b, v.Slots())
+		a.end()
+		a.int(0)
 		return
 	}
-	v := d.View
 	cells, groups, states := a.cells[:0], a.groups[:0], a.states[:0]
 	size := 0
 	for k, c := range d.Cells {
@@ -217,8 +266,9 @@ func (s *Store) appendDelta(a *argBuf, d *logic.Delta) {
 	nb := len(blocks) - 1
 	a.grow(size+len(cells)*(2+8*v.NumSlots)+nb*48, 2*len(cells)+4*nb+4)
 
-	a.str(s.idxKey(v.Name))
-	a.str(s.cellPrefix(v.Name))
+	a.str(s.idxKey(sk))
+	a.str(s.cellPrefix(sk))
+	a.str(sk)
 	a.b = appendOps(a.b, v.Slots())
 	a.end()
 	a.int(int64(nb))
@@ -264,12 +314,12 @@ func (s *Store) appendDelta(a *argBuf, d *logic.Delta) {
 				if len(set) == 0 {
 					continue
 				}
-				sk := "h" + strconv.Itoa(k)
+				hf := "h" + strconv.Itoa(k)
 				a.str("e")
-				a.b = append(append(append(a.b, g...), fieldSep), sk...)
+				a.b = append(append(append(a.b, g...), fieldSep), hf...)
 				a.end()
 				a.str("1")
-				hk := s.cellPrefix(v.Name) + member + ":" + sk + ":" + g
+				hk := s.cellPrefix(sk) + member + ":" + hf + ":" + g
 				left, chunk := len(set), 0
 				for e := range set {
 					if chunk == 0 {

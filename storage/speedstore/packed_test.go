@@ -95,7 +95,7 @@ func TestPackedSlotsMergeLikeLogic(t *testing.T) {
 			}
 			v.MergeState(want[k], c.State(v))
 		}
-		if err := st.Commit(ctx, "orders", uint64(commit), speedstore.Position{Seq: uint64(commit + 1)}, []*logic.Delta{d}); err != nil {
+		if err := st.Commit(ctx, "orders", uint64(commit), speedstore.Position{Seq: uint64(commit + 1)}, 0, []*logic.Delta{d}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -120,41 +120,6 @@ func TestPackedSlotsMergeLikeLogic(t *testing.T) {
 	}
 }
 
-// TestReadsFieldsPerSlot: cells written one field per slot (the layout
-// before packing: "{group}\x1e{slot}" in decimal, "{group}\x1ee" for a
-// group with every slot empty) are still read, and merged with packed
-// values committed into the same hash afterwards.
-func TestReadsFieldsPerSlot(t *testing.T) {
-	ctx := context.Background()
-	rdb := testenv.StartRedis(t).Client(t)
-	ns := testenv.Namespace(t)
-	st := speedstore.New(rdb, ns)
-	v := testView(t) // slots: n; rev sum, count; items sum, count; lo; hi; avg sum, count; ilo; ihi
-	key := ns + ":v:" + v.Name + ":10000:60000"
-	if err := rdb.HSet(ctx, key, "sDE\x1e0", "3", "sDE\x1e1", "1.5", "sDE\x1e2", "1", "sDE\x1e5", "-2", "sDE\x1e6", "7", "sFR\x1ee", "1").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rdb.ZAdd(ctx, ns+":v:"+v.Name+":idx", redis.Z{Score: 10000, Member: "10000:60000"}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	d := fold(v, []ev{{epoch: 10000, t: 60000, country: "DE", amount: -3, items: 4}, {epoch: 10000, t: 61000, country: "DE", amount: 9, items: 1}})
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, []*logic.Delta{d}); err != nil {
-		t.Fatal(err)
-	}
-	got := finalByGroup(ctx, t, st, v)
-	// n, rev, items, lo, hi, avg, ilo, ihi
-	de, fr := got["sDE"], got["sFR"]
-	if len(got) != 2 || de == nil || fr == nil {
-		t.Fatalf("cells %v", got)
-	}
-	if de[0] != int64(5) || de[1] != 7.5 || de[2] != int64(5) || de[3] != -3.0 || de[4] != 9.0 || de[5] != 3.0 || de[6] != int64(1) || de[7] != int64(4) {
-		t.Fatalf("DE = %v", de)
-	}
-	if fr[0] != int64(0) || fr[3] != nil || fr[4] != nil {
-		t.Fatalf("FR = %v", fr)
-	}
-}
-
 // TestPackedValueOfAnotherDefinition: a packed value whose length is not
 // the view's (written under another definition of the view) is ignored by
 // Read and replaced by the next commit, never merged slot by slot.
@@ -164,11 +129,11 @@ func TestPackedValueOfAnotherDefinition(t *testing.T) {
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
 	v := testView(t)
-	key := ns + ":v:" + v.Name + ":0:0"
+	key := ns + ":v:" + v.StateKey() + ":0:0"
 	if err := rdb.HSet(ctx, key, "sDE\x1es", string(make([]byte, 16))).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.ZAdd(ctx, ns+":v:"+v.Name+":idx", redis.Z{Score: 0, Member: "0:0"}).Err(); err != nil {
+	if err := rdb.ZAdd(ctx, ns+":v:"+v.StateKey()+":idx", redis.Z{Score: 0, Member: "0:0"}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -176,7 +141,7 @@ func TestPackedValueOfAnotherDefinition(t *testing.T) {
 		t.Fatalf("read %+v %v", cells, err)
 	}
 	d := fold(v, []ev{{country: "DE", amount: 2, items: 1}})
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err = st.Read(ctx, v, 0, 1<<40, 0)
@@ -206,7 +171,7 @@ func TestCommitChunks(t *testing.T) {
 		evs = append(evs, ev{epoch: 20000, t: int64(i) * 60000, country: "DE", amount: 1, items: 1})
 	}
 	d := fold(v, evs)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -236,7 +201,7 @@ func TestCommitChunks(t *testing.T) {
 		dd.Fold(0, &e)
 		want.Add([]byte(u))
 	}
-	if err := st.Commit(ctx, "orders", 1, speedstore.Position{Seq: 2}, []*logic.Delta{dd}); err != nil {
+	if err := st.Commit(ctx, "users", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{dd}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err = st.Read(ctx, dv, 0, 1<<40, 0)

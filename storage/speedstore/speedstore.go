@@ -4,16 +4,21 @@
 // script, so a redelivered micro-batch or a second writer can never count an
 // event twice.
 //
-// Layout (ns = namespace):
+// Layout (ns = namespace; {key} = a view's state key, "{view}@{definition}"
+// (logic.View.StateKey), so that state written under one definition of a
+// view is never read under another):
 //
-//	{ns}:v:{view}:{epoch}:{window}  hash   field "{group}\x1es" → the numeric slots, packed,
-//	                                        "{group}\x1eq{k}:{bucket}" → count (quantile sketch k),
-//	                                        "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
-//	{ns}:v:{view}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
-//	{ns}:v:{view}:idx               zset   member "{epoch}:{window}", score epoch
-//	{ns}:pos:{stream}               hash   seq, wm (max event time), owner
-//	{ns}:lease:{stream}             string: the writer lease (owner, with a TTL)
-//	{ns}:commits:{stream}           channel: the new seq after every commit
+//	{ns}:v:{key}:{epoch}:{window}  hash   field "{group}\x1es" → the numeric slots, packed,
+//	                                       "{group}\x1eq{k}:{bucket}" → count (quantile sketch k),
+//	                                       "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
+//	{ns}:v:{key}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
+//	{ns}:v:{key}:idx               zset   member "{epoch}:{window}", score epoch
+//	{ns}:pos:{stream}              hash   seq, wm (max event time), owner; per view
+//	                                      (ViewPosition): v:{key} (joined through),
+//	                                      f:{key} (first epoch), b:{key} and bs:{key}
+//	                                      (a rebuild's last and first record)
+//	{ns}:lease:{stream}            string: the writer lease (owner, with a TTL)
+//	{ns}:commits:{stream}          channel: the new seq after every commit
 //
 // A group's numeric slots (View.Slots) are one field, "s": 8 bytes per
 // slot, the float64's IEEE-754 bits little endian, in slot order (Lua's
@@ -21,11 +26,8 @@
 // survives. The commit script reads a hash's groups with one HMGET, merges
 // each packed value with the new one in Lua (logic's slot rules, in
 // float64) and writes them back with one HSET: two calls per cell hash
-// whatever its groups and slots, where one call per slot per group was
-// needed before. The field also marks the group's presence when every slot
-// is at its identity. Read still merges fields "{group}\x1e{slot}" (one
-// decimal slot each, the layout before packing; "{group}\x1ee" marked
-// presence), so cells written by an older speed layer stay counted.
+// whatever its groups and slots. The field also marks the group's presence
+// when every slot is at its identity.
 package speedstore
 
 import (
@@ -62,11 +64,28 @@ type Position struct {
 	Seq       uint64 // last stream sequence folded in
 	Watermark int64  // largest event time seen, unix ms
 	Owner     string // the writer that committed it (informational)
+	// Views holds, by state key, each view's part of the position (read
+	// only: Commit and CommitRebuild maintain it).
+	Views map[string]ViewPosition
 }
 
-func (s *Store) posKey(stream string) string   { return s.ns + ":pos:" + stream }
-func (s *Store) idxKey(view string) string     { return s.ns + ":v:" + view + ":idx" }
-func (s *Store) cellPrefix(view string) string { return s.ns + ":v:" + view + ":" }
+// ViewPosition is where one view's cells stand on its stream. A view's
+// cells hold exactly the events of the records that arrived in epochs
+// from From on, up to Joined (when joined) or Rebuilt (while rebuilding).
+// A view whose Joined equals the stream's Seq has seen every commit: its
+// cells are complete up to the stream's position.
+type ViewPosition struct {
+	Joined       uint64 // last sequence of the stream's commits the view took part in
+	JoinedOK     bool   // Joined is set: the view takes part in the stream's commits
+	From         int64  // arrival epoch (unix ms) the view's cells start at
+	Rebuilt      uint64 // while rebuilding: the last record folded by the rebuild (0: none yet)
+	RebuildFirst uint64 // while rebuilding: the first record it folded (0: none yet)
+	Rebuilding   bool   // a rebuild has begun and not joined yet
+}
+
+func (s *Store) posKey(stream string) string  { return s.ns + ":pos:" + stream }
+func (s *Store) idxKey(key string) string     { return s.ns + ":v:" + key + ":idx" }
+func (s *Store) cellPrefix(key string) string { return s.ns + ":v:" + key + ":" }
 
 // CommitChannel is the Redis channel announcing a stream's commits.
 func (s *Store) CommitChannel(stream string) string { return s.ns + ":commits:" + stream }
@@ -88,7 +107,29 @@ func (s *Store) Position(ctx context.Context, stream string) (Position, bool, er
 		return Position{}, false, fmt.Errorf("speedstore: position %s: bad seq %q", stream, m["seq"])
 	}
 	wm, _ := strconv.ParseInt(m["wm"], 10, 64)
-	return Position{Seq: seq, Watermark: wm, Owner: m["owner"]}, true, nil
+	p := Position{Seq: seq, Watermark: wm, Owner: m["owner"], Views: map[string]ViewPosition{}}
+	for f, val := range m {
+		kind, key, ok := strings.Cut(f, ":")
+		if !ok {
+			continue
+		}
+		vp := p.Views[key]
+		n, _ := strconv.ParseInt(val, 10, 64)
+		switch kind {
+		case "v":
+			vp.Joined, vp.JoinedOK = uint64(n), true
+		case "f":
+			vp.From = n
+		case "b":
+			vp.Rebuilt, vp.Rebuilding = uint64(n), true
+		case "bs":
+			vp.RebuildFirst = uint64(n)
+		default:
+			continue
+		}
+		p.Views[key] = vp
+	}
+	return p, true, nil
 }
 
 // Cell is one speed cell: a view's state for one arrival epoch, window and group.
@@ -109,7 +150,7 @@ const readChunk = 1000
 // Read racing several commits may see some of them only. The returned
 // states are owned by the caller. Safe for concurrent use.
 func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]Cell, error) {
-	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.Name), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
 	}
@@ -121,7 +162,7 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 			keys = append(keys, ek{e, w})
 		}
 	}
-	prefix := s.cellPrefix(v.Name)
+	prefix := s.cellPrefix(v.StateKey())
 	var out []Cell
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), readChunk)]
@@ -189,10 +230,8 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 }
 
 // readField merges one hash field of a cell into st: the packed numeric
-// slots, a quantile bucket count, a numeric slot of one field each (the
-// layout before packing, still read so that such cells stay counted), or
-// nothing (presence markers, distinct sketches read separately, slots of
-// another view definition).
+// slots, a quantile bucket count, or nothing (presence markers, distinct
+// sketches read separately).
 func (s *Store) readField(v *logic.View, st *logic.State, slot, val string) error {
 	if slot == packedSlot {
 		mergePacked(v.Slots(), st.Num, val)
@@ -212,17 +251,7 @@ func (s *Store) readField(v *logic.View, st *logic.State, slot, val string) erro
 			st.Q[k] = logic.QuantileSketch{}
 		}
 		st.Q[k][int32(b)] += float64(n)
-		return nil
 	}
-	i, err := strconv.Atoi(slot)
-	if err != nil || i < 0 || i >= v.NumSlots {
-		return nil
-	}
-	x, err := strconv.ParseFloat(val, 64)
-	if err != nil {
-		return err
-	}
-	mergeSlot(v.Slots()[i], &st.Num[i], x)
 	return nil
 }
 
@@ -256,24 +285,24 @@ func parseMember(m string) (e, w int64, ok bool) {
 // expireChunk bounds the keys deleted per round trip.
 const expireChunk = 500
 
-// Expire drops a view's cells of arrival epochs < beforeEpoch (absorbed by
-// a batch version) and their index entries; epochs >= beforeEpoch are left
-// untouched. It finds them through the index. Each chunk deletes its hashes
+// Expire drops the cells of a view's state key (logic.View.StateKey) of
+// arrival epochs < beforeEpoch (absorbed by a batch version) and their
+// index entries; epochs >= beforeEpoch are left untouched. It finds them through the index. Each chunk deletes its hashes
 // and removes exactly their index members in one MULTI, so the index never
 // points at a deleted hash that a concurrent commit recreated. Idempotent;
 // safe to run while the speed layer commits (it only commits current
 // epochs, which are above any batch cutoff).
-func (s *Store) Expire(ctx context.Context, view string, beforeEpoch int64) error {
-	idx := s.idxKey(view)
+func (s *Store) Expire(ctx context.Context, key string, beforeEpoch int64) error {
+	idx := s.idxKey(key)
 	max := "(" + strconv.FormatInt(beforeEpoch, 10)
 	if beforeEpoch == math.MaxInt64 {
 		max = "+inf"
 	}
 	members, err := s.rdb.ZRangeByScore(ctx, idx, &redis.ZRangeBy{Min: "-inf", Max: max}).Result()
 	if err != nil {
-		return fmt.Errorf("speedstore: expire %s: %w", view, err)
+		return fmt.Errorf("speedstore: expire %s: %w", key, err)
 	}
-	prefix := s.cellPrefix(view)
+	prefix := s.cellPrefix(key)
 	for len(members) > 0 {
 		chunk := members[:min(len(members), expireChunk)]
 		members = members[len(chunk):]
@@ -283,7 +312,7 @@ func (s *Store) Expire(ctx context.Context, view string, beforeEpoch int64) erro
 			args = append(args, m)
 		}
 		if err := expireScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
-			return fmt.Errorf("speedstore: expire %s: %w", view, err)
+			return fmt.Errorf("speedstore: expire %s: %w", key, err)
 		}
 	}
 	return nil
@@ -308,23 +337,31 @@ return 1
 `)
 
 // Reset drops a stream's position and then every cell and index of the
-// given views, for a rebuild from the log. The position goes first, so a
+// given views (state keys), for a rebuild from the log. The position goes first, so a
 // Reset cut short leaves the position absent and the next start resets
 // again; a writer still running on the old state is refused with
 // ErrConflict from then on. Reset must come from the stream's single
 // rebuilding writer (the lease holder): a commit from prevSeq 0 racing a
 // Reset could be half deleted.
-func (s *Store) Reset(ctx context.Context, stream string, views []string) error {
+func (s *Store) Reset(ctx context.Context, stream string, keys []string) error {
 	if err := s.rdb.Del(ctx, s.posKey(stream)).Err(); err != nil {
 		return fmt.Errorf("speedstore: reset %s: %w", stream, err)
 	}
-	for _, v := range views {
-		if err := s.Expire(ctx, v, math.MaxInt64); err != nil {
+	for _, k := range keys {
+		if err := s.clear(ctx, k); err != nil {
 			return fmt.Errorf("speedstore: reset %s: %w", stream, err)
 		}
-		if err := s.rdb.Del(ctx, s.idxKey(v)).Err(); err != nil {
-			return fmt.Errorf("speedstore: reset %s: %w", v, err)
-		}
+	}
+	return nil
+}
+
+// clear deletes every cell and the index of a state key.
+func (s *Store) clear(ctx context.Context, key string) error {
+	if err := s.Expire(ctx, key, math.MaxInt64); err != nil {
+		return err
+	}
+	if err := s.rdb.Del(ctx, s.idxKey(key)).Err(); err != nil {
+		return fmt.Errorf("speedstore: clear %s: %w", key, err)
 	}
 	return nil
 }

@@ -141,16 +141,16 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	a, b := randomEvents(rng, 3000), randomEvents(rng, 2000)
 
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}, []*logic.Delta{fold(v, a)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}, 0, []*logic.Delta{fold(v, a)}); err != nil {
 		t.Fatal(err)
 	}
 	// A redelivery of the same batch expects position 0: refused, nothing written.
-	err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 3000}, []*logic.Delta{fold(v, a)})
+	err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 3000}, 0, []*logic.Delta{fold(v, a)})
 	if !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("redelivery: %v, want ErrConflict", err)
 	}
 	// ... and changed nothing: neither the position nor a single cell.
-	if pos, found, err := st.Position(ctx, "orders"); err != nil || !found || pos != (speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}) {
+	if pos, found, err := st.Position(ctx, "orders"); err != nil || !found || pos.Seq != 3000 || pos.Watermark != 42 || pos.Owner != "x" {
 		t.Fatalf("position after refused commit: %+v %v %v", pos, found, err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -158,7 +158,7 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t, v, cells, expected(a, 0))
-	if err := st.Commit(ctx, "orders", 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "x"}, []*logic.Delta{fold(v, b)}); err != nil {
+	if err := st.Commit(ctx, "orders", 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "x"}, 0, []*logic.Delta{fold(v, b)}); err != nil {
 		t.Fatal(err)
 	}
 	// The position survives: a new client and store see it.
@@ -176,13 +176,13 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 	// Epoch and window filters.
 	cells, _ = st.Read(ctx, v, 0, 1<<40, 20000)
 	check(t, v, cells, expected(all, 20000))
-	if err := st.Expire(ctx, v.Name, 30000); err != nil {
+	if err := st.Expire(ctx, v.StateKey(), 30000); err != nil {
 		t.Fatal(err)
 	}
 	cells, _ = st.Read(ctx, v, 0, 1<<40, 0)
 	check(t, v, cells, expected(all, 30000))
 	// Exactly epochs < 30000 are gone from Redis itself, hashes and index.
-	keys, err := r.Client(t).Keys(ctx, ns+":v:"+v.Name+":*").Result()
+	keys, err := r.Client(t).Keys(ctx, ns+":v:"+v.StateKey()+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +193,14 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 		}
 		hashes++
 		var e, w int64
-		if _, err := fmt.Sscanf(strings.TrimPrefix(k, ns+":v:"+v.Name+":"), "%d:%d", &e, &w); err != nil || e < 30000 {
+		if _, err := fmt.Sscanf(strings.TrimPrefix(k, ns+":v:"+v.StateKey()+":"), "%d:%d", &e, &w); err != nil || e < 30000 {
 			t.Fatalf("key %s survived Expire(30000) (%v)", k, err)
 		}
 	}
 	if want := len(expected(all, 30000)); hashes != want {
 		t.Fatalf("%d cell hashes after expire, want %d", hashes, want)
 	}
-	if n, _ := r.Client(t).ZCard(ctx, ns+":v:"+v.Name+":idx").Result(); n != int64(hashes) {
+	if n, _ := r.Client(t).ZCard(ctx, ns+":v:"+v.StateKey()+":idx").Result(); n != int64(hashes) {
 		t.Fatalf("index has %d members, %d hashes", n, hashes)
 	}
 	cells, _ = st.Read(ctx, v, 120000, 180000, 0)
@@ -209,7 +209,7 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 			t.Fatalf("window filter leaked %d", c.Window)
 		}
 	}
-	if err := st.Reset(ctx, "orders", []string{v.Name}); err != nil {
+	if err := st.Reset(ctx, "orders", []string{v.StateKey()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, found, _ := st.Position(ctx, "orders"); found {
@@ -219,7 +219,7 @@ func TestCommitReadConflictExpireReset(t *testing.T) {
 		t.Fatalf("%d cells survived reset", len(cells))
 	}
 	// A writer whose state was lost (prev > 0, nothing stored) is refused.
-	if err := st.Commit(ctx, "orders", 5000, speedstore.Position{Seq: 6000}, nil); !errors.Is(err, speedstore.ErrConflict) {
+	if err := st.Commit(ctx, "orders", 5000, speedstore.Position{Seq: 6000}, 0, nil); !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("commit after loss: %v", err)
 	}
 }
@@ -240,7 +240,7 @@ func TestLargeCommit(t *testing.T) {
 	if d.Len() != 20000 {
 		t.Fatalf("fixture has %d cells, want 20000", d.Len())
 	}
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 20000}, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 20000}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -266,7 +266,7 @@ func TestEmptyStateCellIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := fold(v, []ev{{epoch: 0, t: 1000, country: "DE", nulls: true}, {epoch: 0, t: 2000, country: "FR", amount: -2.5}})
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	got := finalByGroup(ctx, t, st, v)
@@ -304,7 +304,7 @@ func TestConcurrentWritersCountOnce(t *testing.T) {
 					return
 				}
 				next := min(pos.Seq+chunk, uint64(len(evs)))
-				err = st.Commit(ctx, "orders", pos.Seq, speedstore.Position{Seq: next, Owner: fmt.Sprint(w)}, []*logic.Delta{fold(v, evs[pos.Seq:next])})
+				err = st.Commit(ctx, "orders", pos.Seq, speedstore.Position{Seq: next, Owner: fmt.Sprint(w)}, 0, []*logic.Delta{fold(v, evs[pos.Seq:next])})
 				if errors.Is(err, speedstore.ErrConflict) {
 					conflicts[w]++
 					continue
@@ -387,7 +387,7 @@ func TestSketchesRoundTrip(t *testing.T) {
 				wantQ[k].Add(amt)
 			}
 		}
-		if err := st.Commit(ctx, "orders", seq, speedstore.Position{Seq: seq + 3000}, []*logic.Delta{d}); err != nil {
+		if err := st.Commit(ctx, "orders", seq, speedstore.Position{Seq: seq + 3000}, 0, []*logic.Delta{d}); err != nil {
 			t.Fatal(err)
 		}
 		seq += 3000
@@ -401,11 +401,12 @@ func TestSketchesRoundTrip(t *testing.T) {
 	}
 	for _, c := range cells {
 		k := key{c.Window, c.Group}
-		if h := c.State.HLL[0]; h == nil || !h.Equal(wantU[k]) {
+		users, kinds := v.Measures[0].Sketch, v.Measures[1].Sketch
+		if h := c.State.HLL[users]; h == nil || !h.Equal(wantU[k]) {
 			t.Fatalf("cell %v: distinct users sketch differs from the union's", k)
 		}
-		if c.State.HLL[1] == nil || c.State.HLL[1].Count() != 7 {
-			t.Fatalf("cell %v: distinct items %v, want 7", k, c.State.HLL[1])
+		if c.State.HLL[kinds] == nil || c.State.HLL[kinds].Count() != 7 {
+			t.Fatalf("cell %v: distinct items %v, want 7", k, c.State.HLL[kinds])
 		}
 		got, want := c.State.Q[0], wantQ[k]
 		if len(got) != len(want) {
@@ -421,14 +422,14 @@ func TestSketchesRoundTrip(t *testing.T) {
 			t.Fatalf("cell %v: answers %v", k, vals)
 		}
 	}
-	keys, _ := rdb.Keys(ctx, ns+":v:sk:*:h*").Result()
+	keys, _ := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*:h*").Result()
 	if len(keys) != 2*len(wantU) {
 		t.Fatalf("%d HyperLogLog keys, want %d", len(keys), 2*len(wantU))
 	}
-	if err := st.Expire(ctx, v.Name, 1); err != nil {
+	if err := st.Expire(ctx, v.StateKey(), 1); err != nil {
 		t.Fatal(err)
 	}
-	if keys, _ := rdb.Keys(ctx, ns+":v:sk:*").Result(); len(keys) != 0 {
+	if keys, _ := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*").Result(); len(keys) != 0 {
 		t.Fatalf("keys left after Expire: %v", keys)
 	}
 }
@@ -490,7 +491,7 @@ func BenchmarkCommit(b *testing.B) {
 			_ = rdb.ConfigResetStat(ctx)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := st.Commit(ctx, "orders", uint64(i), speedstore.Position{Seq: uint64(i + 1)}, deltas[i:i+1]); err != nil {
+				if err := st.Commit(ctx, "orders", uint64(i), speedstore.Position{Seq: uint64(i + 1)}, 0, deltas[i:i+1]); err != nil {
 					b.Fatal(err)
 				}
 			}

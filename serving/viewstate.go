@@ -1,0 +1,90 @@
+package serving
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+)
+
+// ViewState is whether a view can answer now. A view answers only from
+// state written under its definition (logic.View.Definition): batch rows
+// of that definition (Batch), and speed cells that have joined their
+// stream's commits and start at or before the batch rows' cutoff (or at
+// the log's start when there are none). Until both hold the view is
+// rebuilding: it answers 503, never partial data.
+type ViewState struct {
+	Ready    bool
+	Progress float64                 // 0..1: how far the rebuild is (1 when ready)
+	Batch    *batchviews.ViewVersion // the batch rows to answer from; nil: none
+}
+
+// viewState decides a view's state from the current batch version (nil:
+// none), the stream's speed position, and which layers this server reads
+// (speed: cells and positions; batch: versions). A pure function.
+func viewState(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
+	var st ViewState
+	batchMatch := false
+	if ver != nil {
+		if vv, ok := ver.Views[v.Name]; ok && vv.Definition == v.Definition() {
+			st.Batch, batchMatch = &vv, true
+		}
+	}
+	if !speed {
+		// Batch only: the rows of today's definition, or no version yet.
+		st.Ready = !batch || ver == nil || batchMatch
+		if st.Ready {
+			st.Progress = 1
+		}
+		return st
+	}
+	vp := pos.Views[v.StateKey()]
+	speedDone := pos.Found && vp.JoinedOK && vp.Joined == pos.Seq
+	// The speed cells start at vp.From: batch rows must reach that far,
+	// or, without batch rows of this definition, the cells must cover the
+	// whole log.
+	batchDone := (batchMatch && st.Batch.Cutoff >= vp.From) || (!batchMatch && vp.From == 0)
+	if !batchMatch {
+		st.Batch = nil
+	}
+	if speedDone && batchDone {
+		return ViewState{Ready: true, Progress: 1, Batch: st.Batch}
+	}
+	speedPart := 0.0
+	switch {
+	case speedDone:
+		speedPart = 1
+	case vp.Rebuilding && pos.Seq > vp.RebuildFirst:
+		first := vp.RebuildFirst
+		if first > 0 {
+			first-- // progress counts records folded
+		}
+		speedPart = float64(vp.Rebuilt-min(vp.Rebuilt, first)) / float64(pos.Seq-first)
+	}
+	batchPart := 0.0
+	if batchDone {
+		batchPart = 1
+	}
+	st.Progress = math.Min(0.99, math.Round((speedPart+batchPart)/2*100)/100)
+	return st
+}
+
+// RebuildingError answers a query of a view that is rebuilding: 503 with
+// its progress.
+type RebuildingError struct {
+	View     string
+	Progress float64
+}
+
+func (e *RebuildingError) Error() string {
+	return fmt.Sprintf("view %s is rebuilding (%.0f%%)", e.View, 100*e.Progress)
+}
+
+// isRebuilding reports whether err says a view is rebuilding.
+func isRebuilding(err error) (*RebuildingError, bool) {
+	var re *RebuildingError
+	ok := errors.As(err, &re)
+	return re, ok
+}

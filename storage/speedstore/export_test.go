@@ -1,0 +1,24 @@
+package speedstore
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/braid-data/braid/logic"
+)
+
+// CommitRebuildUnfenced writes a view's delta into its cells with no
+// position at all: what a rebuild that died before it began could leave.
+func (s *Store) CommitRebuildUnfenced(ctx context.Context, d *logic.Delta) error {
+	var a argBuf
+	s.appendDelta(&a, d)
+	return unfencedScript.Run(ctx, s.rdb, nil, a.args()...).Err()
+}
+
+var unfencedScript = redis.NewScript(`
+local function join(_) return true end
+local i = 1
+` + sectionLua + `
+return 1
+`)
