@@ -259,8 +259,9 @@ func distinct[T comparable](xs []T) map[T]bool {
 }
 
 // withinQuantileBound reports whether est is a q-quantile of xs as the
-// sketch promises: within relative error α of the value of rank
-// floor(q·(n-1)); nil exactly when xs is empty.
+// sketch promises: within α·max(|v_lo|, |v_hi|) of quantile_cont, the
+// interpolation between the values v_lo, v_hi of ranks floor and ceil of
+// q·(n-1); nil exactly when xs is empty.
 func withinQuantileBound(est any, xs []float64, q float64) bool {
 	if len(xs) == 0 {
 		return est == nil
@@ -270,8 +271,10 @@ func withinQuantileBound(est any, xs []float64, q float64) bool {
 		return false
 	}
 	s := slices.Sorted(slices.Values(xs))
-	x := s[int(q*float64(len(s)-1))]
-	return math.Abs(e-x) <= logic.QuantileAlpha*math.Abs(x)*(1+1e-9)
+	r := q * float64(len(s)-1)
+	lo, hi := s[int(math.Floor(r))], s[int(math.Ceil(r))]
+	c := lo + (r-math.Floor(r))*(hi-lo)
+	return math.Abs(e-c) <= logic.QuantileAlpha*math.Max(math.Abs(lo), math.Abs(hi))*(1+1e-9)
 }
 
 func sameAnswer(a, b any) bool {
