@@ -45,7 +45,7 @@ type AuditRequest struct {
 type AuditMeasure struct {
 	Name  string  `json:"name"`
 	Kind  string  `json:"kind"`
-	Drift float64 `json:"drift"` // additive, count_distinct: absolute; quantile: relative to the exact value
+	Drift float64 `json:"drift"` // additive, count_distinct: absolute; quantile: relative to max(|v_lo|, |v_hi|), the values quantile_cont interpolates between
 	Bound float64 `json:"bound"` // the largest drift the measure's definition allows there
 	OK    bool    `json:"ok"`
 }
@@ -78,7 +78,7 @@ var ErrLakeBehind = errors.New("the lake has not archived up to the speed positi
 // reports, per window, each measure's drift against its bound: additive
 // measures must be equal (up to float rounding of sums added in another
 // order), count_distinct within logic.DistinctTolerance and quantiles
-// within α of the values around their rank. It reads a consistent snapshot
+// within logic.QuantileErrorBound of the exact quantile_cont. It reads a consistent snapshot
 // of the speed layer (its position unchanged across the read), waits for
 // the lake to hold every event up to that position, and recomputes over
 // exactly those events with DuckDB. Events the speed layer skipped as too
@@ -258,7 +258,8 @@ func Audit(ctx context.Context, lk *lake.Lake, sp SpeedSnapshot, req AuditReques
 
 // measureDrift returns a measure's drift between the speed layer's answer
 // and the exact one, and the bound the measure allows. lo and hi are the
-// values around a quantile's rank.
+// values of the ranks a quantile interpolates between; a quantile's drift
+// is relative to the larger of their magnitudes.
 func measureDrift(m *logic.Measure, got, want any, lo, hi float64) (drift, bound float64) {
 	g, gok := number(got)
 	w, wok := number(want)
@@ -272,18 +273,14 @@ func measureDrift(m *logic.Measure, got, want any, lo, hi float64) (drift, bound
 	case logic.CountDistinct:
 		return math.Abs(g - w), logic.DistinctTolerance(int64(w))
 	case logic.Quantile:
-		// The sketch answers within α of lo; quantile_cont lies in [lo, hi].
-		d := 0.0
-		if g < lo {
-			d = lo - g
-		} else if g > hi {
-			d = g - hi
-		}
+		// The exact answer is quantile_cont, interpolated between lo and
+		// hi; the sketch estimates it within logic.QuantileErrorBound.
+		d := math.Abs(g - w)
 		scale := math.Max(math.Abs(lo), math.Abs(hi))
 		if scale == 0 {
 			return d, 0
 		}
-		return d / scale, logic.QuantileAlpha * (1 + 1e-9)
+		return d / scale, logic.QuantileErrorBound(lo, hi) / scale
 	}
 	// Additive: equal, up to rounding of float sums added in another order.
 	return math.Abs(g - w), 1e-9 * math.Max(1, math.Abs(w))

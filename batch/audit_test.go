@@ -184,3 +184,115 @@ func TestAuditFindsDrift(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestAuditQuantileIsQuantileCont: the audit checks a quantile against the
+// exact quantile_cont, interpolated between the values of two ranks, within
+// α·max(|v_lo|, |v_hi|). Small groups of both signs pass with an honest
+// speed layer; a sketch whose answer is the value of the lower rank (1.25,
+// 10.5, 20 made 1.25, 10.5, 10.5: p99 10.5 where quantile_cont says 19.81)
+// is beyond the bound, while its count and sum still agree.
+func TestAuditQuantileIsQuantileCont(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.Parse([]byte(auditConfig), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := cfg.Compile([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, v := cat.Streams["pay"], cat.Views["pay_by_country"]
+	base := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
+	groups := map[string][]float64{"DE": {1.25, 10.5, 20}, "FR": {-3.5, 7.25}, "US": {-42.5}, "NL": {-8, -0.5, -3, -1.75}}
+	var rows []lake.Row
+	d := v.NewDelta()
+	for _, c := range []string{"DE", "FR", "US", "NL"} {
+		for _, x := range groups[c] {
+			arr := base + 600_000 + int64(len(rows))*3
+			raw := `{"ts":` + itoa(base+int64(len(rows))*1000) + `,"user":"u` + itoa(int64(len(rows))) + `","country":"` + c + `","amount":` + strconv.FormatFloat(x, 'g', -1, 64) + `}`
+			ev, _, err := s.Prepare([]byte(raw), arr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, lake.Row{Seq: uint64(len(rows) + 1), Arrival: arr, Event: ev})
+			d.Fold(logic.EpochOf(arr, time.Second), &ev)
+		}
+	}
+	lk, err := lake.Open(filepath.Join(t.TempDir(), "lake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := rows[len(rows)-1]
+	if _, err := lk.Write(s, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Commit("pay", lake.Checkpoint{Seq: last.Seq, Arrival: last.Arrival, CoveredUntil: last.Arrival + 1}); err != nil {
+		t.Fatal(err)
+	}
+	rdb := testenv.StartRedis(t).Client(t)
+	ns := testenv.Namespace(t)
+	st := speedstore.New(rdb, ns)
+	if err := st.Commit(ctx, "pay", 0, speedstore.Position{Seq: last.Seq}, []*logic.Delta{d}); err != nil {
+		t.Fatal(err)
+	}
+	req := batch.AuditRequest{View: v, From: math.MinInt64, To: math.MaxInt64}
+	rep, err := batch.Audit(ctx, lk, st, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || len(rep.Windows) != 1 || rep.Windows[0].Groups != 4 {
+		t.Fatalf("honest speed layer: %+v", rep)
+	}
+	for _, m := range rep.Windows[0].Measures {
+		if m.Kind == "quantile" && (m.Drift > logic.QuantileAlpha || m.Bound < logic.QuantileAlpha || m.Bound > 1.0001*logic.QuantileAlpha) {
+			t.Fatalf("%s: drift %v, bound %v; want both about α", m.Name, m.Drift, m.Bound)
+		}
+	}
+
+	// DE's sketch says 1.25, 10.5, 10.5: one count moved from 20's bucket
+	// to 10.5's.
+	keys, err := rdb.Keys(ctx, ns+":v:pay_by_country:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	for _, k := range keys {
+		from := "sDE\x1eq0:" + strconv.Itoa(int(logic.QuantileBucket(20)))
+		if n, err := rdb.HGet(ctx, k, from).Int(); err != nil || n != 1 {
+			continue
+		}
+		if err := rdb.HIncrBy(ctx, k, from, -1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.HIncrBy(ctx, k, "sDE\x1eq0:"+strconv.Itoa(int(logic.QuantileBucket(10.5))), 1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		moved = true
+		break
+	}
+	if !moved {
+		t.Fatalf("no cell holds DE's bucket of 20 (keys %v)", keys)
+	}
+	rep, err = batch.Audit(ctx, lk, st, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// p99 of DE: quantile_cont 10.5 + 0.98·9.5 = 19.81; the sketch about
+	// 10.5: drift about 9.31/20 relative to the larger of the two values.
+	w := rep.Windows[0]
+	for _, m := range w.Measures {
+		switch m.Name {
+		case "p99":
+			if m.OK || math.Abs(m.Drift-(19.81-10.5)/20) > 0.01 {
+				t.Fatalf("p99 of a sketch answering the lower rank: %+v", m)
+			}
+		case "n", "revenue":
+			if !m.OK || m.Drift != 0 {
+				t.Fatalf("%s: %+v", m.Name, m)
+			}
+		}
+	}
+	if rep.OK || w.OK {
+		t.Fatalf("a sketch answering the lower rank passed the audit: %+v", rep)
+	}
+}

@@ -188,7 +188,9 @@ func (m *Measure) ErrorBound() string {
 		return fmt.Sprintf("HyperLogLog (Redis-compatible, 16384 registers): standard error %.2f%%; "+
 			"about 99.7%% of answers within %.2f%% plus 2", 100*HLLStdError, 300*HLLStdError)
 	case Quantile:
-		return fmt.Sprintf("log-bucket sketch: within %.0f%% (relative) of the value of rank floor(q·(n-1))", 100*QuantileAlpha)
+		return fmt.Sprintf("log-bucket sketch estimating quantile_cont: within %.0f%% of max(|v_lo|, |v_hi|), "+
+			"the values of ranks floor and ceil of q·(n-1) it interpolates between; "+
+			"for values of one sign, within %.0f%% (relative) of quantile_cont", 100*QuantileAlpha, 100*QuantileAlpha)
 	}
 	return ""
 }

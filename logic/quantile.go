@@ -13,8 +13,17 @@ import (
 // the bucket function is rendered for DuckDB too (QuantileBucketSQL), so the
 // batch layer builds the very same buckets.
 //
-// Error bound: a quantile read from the sketch is within relative error
-// α = 1% of a value whose rank is the requested one.
+// Error bound: the sketch estimates quantile_cont, the value DuckDB's
+// quantile_cont(f, q) answers in the batch layer: with r = q·(n−1), lo =
+// floor(r) and hi = ceil(r) (0-based ranks over the sorted values), it
+// interpolates lo_val + (r − lo)·(hi_val − lo_val) between the values of
+// ranks lo and hi. The sketch interpolates the same way between the
+// representatives of the buckets holding those ranks, and each
+// representative is within relative error α = 1% of the value of its rank,
+// so the estimate is within α·max(|v_lo|, |v_hi|) of quantile_cont (v_lo,
+// v_hi the values of ranks lo and hi; QuantileErrorBound). For values of
+// one sign that is within α (relative) of quantile_cont itself. Values with
+// |x| < 1e-9 count as zero, which adds at most 1e-9 (absolute).
 const (
 	QuantileAlpha = 0.01
 	quantileMin   = 1e-9    // |x| below this counts as zero
@@ -82,8 +91,10 @@ func (s QuantileSketch) Merge(o QuantileSketch) {
 	}
 }
 
-// Quantile estimates the q-quantile (0 ≤ q ≤ 1) of the values counted, as
-// the representative of the bucket holding rank q·(n-1); NaN when empty.
+// Quantile estimates quantile_cont (0 ≤ q ≤ 1) of the values counted:
+// with r = q·(n−1), it interpolates between the representatives of the
+// buckets holding ranks floor(r) and ceil(r), as quantile_cont does
+// between the values of those ranks; NaN when empty.
 func (s QuantileSketch) Quantile(q float64) float64 {
 	var n float64
 	keys := make([]int32, 0, len(s))
@@ -97,13 +108,37 @@ func (s QuantileSketch) Quantile(q float64) float64 {
 		return math.NaN()
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-	rank := q * (n - 1)
+	r := q * (n - 1)
+	lo, hi := math.Floor(r), math.Ceil(r)
+	last := QuantileValue(keys[len(keys)-1])
+	vlo, vhi, found := last, last, false
 	var cum float64
 	for _, k := range keys {
 		cum += s[k]
-		if cum > rank {
-			return QuantileValue(k)
+		if !found && cum > lo {
+			vlo, found = QuantileValue(k), true
+		}
+		if cum > hi {
+			vhi = QuantileValue(k)
+			break
 		}
 	}
-	return QuantileValue(keys[len(keys)-1])
+	return quantileCont(vlo, vhi, r-lo)
+}
+
+// quantileCont interpolates between the values of ranks floor(r) and
+// ceil(r) at the fraction f = r − floor(r), as DuckDB's quantile_cont does.
+func quantileCont(vlo, vhi, f float64) float64 {
+	if vlo == vhi {
+		return vlo
+	}
+	return vlo + f*(vhi-vlo)
+}
+
+// QuantileErrorBound is how far the sketch's estimate of a quantile may be
+// from quantile_cont, given the values of the two ranks quantile_cont
+// interpolates between: α·max(|vlo|, |vhi|), plus the 1e-9 below which
+// values count as zero, with room for float rounding.
+func QuantileErrorBound(vlo, vhi float64) float64 {
+	return QuantileAlpha*math.Max(math.Abs(vlo), math.Abs(vhi))*(1+1e-9) + quantileMin
 }

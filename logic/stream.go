@@ -58,7 +58,7 @@ type StreamDef struct {
 	Required        []string
 	PII             map[string]PIIMode
 	AllowedLateness time.Duration
-	MaxFuture       time.Duration // events further ahead of the clock are rejected (0: no check)
+	MaxFuture       time.Duration // events further ahead of the clock are rejected (0: no check); also the watermark's lead past arrival (WatermarkLead)
 	Strict          bool          // reject unknown fields instead of dropping them
 	DedupContent    bool          // events without an id get one derived from their content
 	MaxValueBytes   int           // longest accepted string value
@@ -72,7 +72,7 @@ type Stream struct {
 	TimeField       int
 	IDField         int // -1 when the stream has no id field
 	AllowedLateness time.Duration
-	MaxFuture       time.Duration
+	MaxFuture       time.Duration // 0: no check at ingest, and the watermark's lead is DefaultWatermarkLead
 	Strict          bool
 	DedupContent    bool
 	MaxValueBytes   int

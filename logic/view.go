@@ -442,8 +442,8 @@ func (v *View) QuantileSQL(source string, cutoffMs int64, i int) string {
 // each quantile measure (in measure order): columns window_start, d0..dN,
 // then lo0, hi0, lo1, hi1, ... (DOUBLE; NULL without values): the values of
 // rank floor and ceil of q·(n-1), between which quantile_cont interpolates
-// and within α of the lower of which the sketch answers. For audits: it
-// sorts every cell's values.
+// and which give the sketch's error bound (QuantileErrorBound). For audits:
+// it sorts every cell's values.
 func (v *View) QuantileRanksSQL(source string, cutoffMs int64) string {
 	var b strings.Builder
 	b.WriteString("SELECT window_start")

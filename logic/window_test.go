@@ -120,13 +120,64 @@ func TestWatermark(t *testing.T) {
 	if w.TooLate(0, time.Second) || w.At(time.Second) != 0 {
 		t.Fatal("an empty watermark holds nothing back")
 	}
-	w.Observe(10_000)
-	w.Observe(5_000)
+	w.Observe(10_000, 10_000, time.Minute)
+	w.Observe(5_000, 11_000, time.Minute)
 	if w.Max != 10_000 || w.At(2*time.Second) != 8_000 {
 		t.Fatalf("watermark %+v", w)
 	}
 	if !w.TooLate(7_999, 2*time.Second) || w.TooLate(8_000, 2*time.Second) {
 		t.Fatal("TooLate boundary")
+	}
+}
+
+// TestWatermarkLead: an event from the far future moves the watermark at
+// most its stream's lead past its arrival (max_future, else one minute);
+// events stamped around their arrival keep moving it as before.
+func TestWatermarkLead(t *testing.T) {
+	s := whereStream(t)
+	if s.MaxFuture != 0 || s.WatermarkLead() != logic.DefaultWatermarkLead || logic.DefaultWatermarkLead != time.Minute {
+		t.Fatalf("without max_future: lead %v, want one minute", s.WatermarkLead())
+	}
+	s5, err := logic.NewStream("f", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime}, MaxFuture: 5 * time.Minute}, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s5.WatermarkLead() != 5*time.Minute {
+		t.Fatalf("max_future 5m: lead %v", s5.WatermarkLead())
+	}
+	far := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC).UnixMilli()
+	arrival := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC).UnixMilli()
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, lead := range []time.Duration{time.Minute, 5 * time.Minute} {
+		var w logic.Watermark
+		w.Observe(far, arrival, lead)
+		if w.Max != arrival+lead.Milliseconds() {
+			t.Fatalf("lead %v: a far-future event moved the watermark to %s, want %s", lead, logic.FormatTime(w.Max), logic.FormatTime(arrival+lead.Milliseconds()))
+		}
+		// Later events stamped up to an hour before their arrival are not
+		// too late with an allowed lateness of two hours, and the
+		// watermark is the largest of their clamped times: computed here
+		// directly.
+		want := arrival + lead.Milliseconds()
+		for i := 1; i <= 1000; i++ {
+			arr := arrival + int64(i)*1000
+			ts := arr - r.Int64N(3_600_000)
+			if r.IntN(10) == 0 {
+				ts = arr + r.Int64N(10*lead.Milliseconds()) // ahead, some beyond the lead
+			}
+			if w.TooLate(ts, 2*time.Hour) {
+				t.Fatalf("lead %v: event %d at %s (arrival %s) too late behind %s", lead, i, logic.FormatTime(ts), logic.FormatTime(arr), logic.FormatTime(w.At(2*time.Hour)))
+			}
+			w.Observe(ts, arr, lead)
+			if c := arr + lead.Milliseconds(); ts < c {
+				want = max(want, ts)
+			} else {
+				want = max(want, c)
+			}
+			if w.Max != want {
+				t.Fatalf("lead %v: event %d: watermark %d, want %d", lead, i, w.Max, want)
+			}
+		}
 	}
 }
 
@@ -259,8 +310,9 @@ func distinct[T comparable](xs []T) map[T]bool {
 }
 
 // withinQuantileBound reports whether est is a q-quantile of xs as the
-// sketch promises: within relative error α of the value of rank
-// floor(q·(n-1)); nil exactly when xs is empty.
+// sketch promises: within α·max(|v_lo|, |v_hi|) of quantile_cont, the
+// interpolation between the values v_lo, v_hi of ranks floor and ceil of
+// q·(n-1); nil exactly when xs is empty.
 func withinQuantileBound(est any, xs []float64, q float64) bool {
 	if len(xs) == 0 {
 		return est == nil
@@ -270,8 +322,10 @@ func withinQuantileBound(est any, xs []float64, q float64) bool {
 		return false
 	}
 	s := slices.Sorted(slices.Values(xs))
-	x := s[int(q*float64(len(s)-1))]
-	return math.Abs(e-x) <= logic.QuantileAlpha*math.Abs(x)*(1+1e-9)
+	r := q * float64(len(s)-1)
+	lo, hi := s[int(math.Floor(r))], s[int(math.Ceil(r))]
+	c := lo + (r-math.Floor(r))*(hi-lo)
+	return math.Abs(e-c) <= logic.QuantileAlpha*math.Max(math.Abs(lo), math.Abs(hi))*(1+1e-9)
 }
 
 func sameAnswer(a, b any) bool {

@@ -505,7 +505,7 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 					b.lateData = append(b.lateData, rec)
 					return nil
 				}
-				wm.Observe(ev.Time)
+				wm.Observe(ev.Time, m.Arrival, s.WatermarkLead())
 				for _, d := range b.deltas {
 					d.Fold(epoch, &ev)
 				}

@@ -414,3 +414,88 @@ func TestPositionPastTheLogRebuilds(t *testing.T) {
 	defer stop()
 	eventually(t, "a rebuild from the new log", e.verify)
 }
+
+// TestFarFutureEventKeepsTheWatermark: on a stream without max_future, an
+// event stamped 9999-12-31 is folded but moves the watermark only a minute
+// past its arrival (the log's timestamp). The real events after it,
+// stamped up to 30 minutes before now (allowed lateness 1h), are folded
+// too, not too late, and the speed store holds every one of them; an event
+// three hours old is still too late.
+func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
+	ctx := context.Background()
+	e := setup(t)
+	s := e.cat.Streams["orders"]
+	if s.MaxFuture != 0 {
+		t.Fatalf("the test stream sets max_future %v", s.MaxFuture)
+	}
+	l, stop, _ := e.layer(t)
+	defer stop()
+	// publish appends the events as one log record.
+	publish := func(evs ...map[string]any) {
+		t.Helper()
+		var recs []eventlog.Record
+		for _, ev := range evs {
+			raw, _ := json.Marshal(ev)
+			pe, rec, err := s.Prepare(raw, time.Now().UnixMilli())
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, eventlog.Record{ID: pe.ID, Data: rec})
+		}
+		if err := e.log.Publish(ctx, "orders", recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	folded := func(seq, late uint64) func() string {
+		return func() string {
+			if st := l.Status()["orders"]; st.Seq != seq || st.Late != late {
+				return fmt.Sprintf("status %+v, want seq %d with %d too late", st, seq, late)
+			}
+			return ""
+		}
+	}
+
+	far := map[string]any{"ts": time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC).UnixMilli(), "id": "far", "country": "DE", "amount": 1.5}
+	publish(far)
+	e.sent = append(e.sent, far)
+	eventually(t, "the far-future event folded", folded(1, 0))
+	_, js := e.nats.JetStream(t)
+	st, err := js.Stream(ctx, e.log.StreamName("orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrival := m.Time.UnixMilli()
+	if wm := l.Status()["orders"].Watermark; wm != arrival+time.Minute.Milliseconds() {
+		t.Fatalf("watermark %s after the far-future event, want its arrival %s plus one minute", logic.FormatTime(wm), logic.FormatTime(arrival))
+	}
+
+	// Real events, in five records, then one three hours old.
+	now := time.Now()
+	wantWM := arrival + time.Minute.Milliseconds()
+	for r := 0; r < 5; r++ {
+		var evs []map[string]any
+		for i := 0; i < 20; i++ {
+			ts := now.Add(-time.Duration(e.rng.IntN(1800)) * time.Second).UnixMilli()
+			evs = append(evs, map[string]any{"ts": ts, "id": fmt.Sprintf("r%d-%d", r, i),
+				"country": []string{"DE", "FR", "US"}[e.rng.IntN(3)], "amount": float64(e.rng.IntN(10000)) / 100})
+			wantWM = max(wantWM, ts)
+		}
+		publish(evs...)
+		e.sent = append(e.sent, evs...)
+	}
+	publish(map[string]any{"ts": now.Add(-3 * time.Hour).UnixMilli(), "id": "old", "country": "FR", "amount": 2.0})
+	eventually(t, "the real events folded", folded(7, 1))
+	eventually(t, "the speed store holds every event but the too-late one", func() string { return e.verifyEvents(e.sent, 0) })
+	pos, _, err := e.store.Position(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Watermark != wantWM {
+		t.Fatalf("stored watermark %s, want %s (the largest of the far-future event's arrival plus a minute and the real event times)",
+			logic.FormatTime(pos.Watermark), logic.FormatTime(wantWM))
+	}
+}
