@@ -111,6 +111,18 @@ func TestSchemaCompatibilityRules(t *testing.T) {
 		if cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime}); err != nil || len(cs) != 0 {
 			t.Errorf("field removed: %v %v", cs, err)
 		}
+		// The files' footers say the same as the record.
+		rec, err := lk.Epochs("iot")
+		if err != nil || len(rec) != 1 || rec[0].Fields["x"] != held.String() || rec[0].Fields["ts"] != "time" || len(rec[0].Fields) != 2 {
+			t.Fatalf("record of %s: %+v %v", held, rec, err)
+		}
+		if err := os.Remove(filepath.Join(lk.Dir(), "iot", "schema.json")); err != nil {
+			t.Fatal(err)
+		}
+		foot, err := lk.Epochs("iot")
+		if err != nil || len(foot) != 1 || foot[0].From != 1 || fmt.Sprint(foot[0].Fields) != fmt.Sprint(rec[0].Fields) {
+			t.Fatalf("footers of %s: %+v %v, record %+v", held, foot, err, rec)
+		}
 	}
 }
 
