@@ -537,35 +537,53 @@ func distinctValue(x any) (logic.Value, error) {
 	return logic.Value{}, fmt.Errorf("unexpected %T", x)
 }
 
-// sourceSQL is the relation of a stream's committed lake files; with no
-// files, an empty relation with the same columns.
+// sourceSQL is the relation of a stream's committed lake files: every
+// declared field cast to its declared type, then the system columns. The
+// files' columns are matched by name (union_by_name), together with an
+// empty relation of the declared types, so a field no file holds yet reads
+// as NULL, a field no longer declared is left out, and an int field now
+// declared float reads as DOUBLE from old and new files alike. The date=
+// directories are not read as a column (a field may be named date).
+// Changes the casts cannot read are refused before any process starts
+// (lake.CheckFields).
 func sourceSQL(s *logic.Stream, files []string) string {
-	if len(files) > 0 {
-		q := make([]string, len(files))
-		for i, f := range files {
-			q[i] = quoteString(f)
-		}
-		return "SELECT * FROM read_parquet([" + strings.Join(q, ", ") + "], union_by_name = true)"
+	var typed strings.Builder
+	typed.WriteString("SELECT ")
+	for _, f := range s.Fields {
+		fmt.Fprintf(&typed, "CAST(NULL AS %s) AS %s, ", sqlType(f.Type), quoteIdent(f.Name))
+	}
+	fmt.Fprintf(&typed, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS INTEGER) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s WHERE false",
+		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID)
+	if len(files) == 0 {
+		return typed.String()
+	}
+	q := make([]string, len(files))
+	for i, f := range files {
+		q[i] = quoteString(f)
 	}
 	var b strings.Builder
 	b.WriteString("SELECT ")
 	for _, f := range s.Fields {
-		t := "VARCHAR"
-		switch f.Type {
-		case logic.TypeInt:
-			t = "BIGINT"
-		case logic.TypeFloat:
-			t = "DOUBLE"
-		case logic.TypeBool:
-			t = "BOOLEAN"
-		case logic.TypeTime:
-			t = "TIMESTAMP"
-		}
-		fmt.Fprintf(&b, "CAST(NULL AS %s) AS %s, ", t, quoteIdent(f.Name))
+		fmt.Fprintf(&b, "CAST(%s AS %s) AS %s, ", quoteIdent(f.Name), sqlType(f.Type), quoteIdent(f.Name))
 	}
-	fmt.Fprintf(&b, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS INTEGER) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s WHERE false",
-		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID)
+	fmt.Fprintf(&b, "%s, %s, %s, %s, %s FROM (SELECT * FROM read_parquet([%s], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME %s)",
+		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID, strings.Join(q, ", "), typed.String())
 	return b.String()
+}
+
+// sqlType is the DuckDB type of a field type.
+func sqlType(t logic.FieldType) string {
+	switch t {
+	case logic.TypeInt:
+		return "BIGINT"
+	case logic.TypeFloat:
+		return "DOUBLE"
+	case logic.TypeBool:
+		return "BOOLEAN"
+	case logic.TypeTime:
+		return "TIMESTAMP"
+	}
+	return "VARCHAR"
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

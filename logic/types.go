@@ -34,6 +34,15 @@ func ParseFieldType(s string) (FieldType, error) {
 	return TypeNull, fmt.Errorf("unknown field type %q (want string, int, float, bool or time)", s)
 }
 
+// ReadableAs reports whether values stored as type held can be read as
+// type declared: the same type, or an int read as a float (widening, exact
+// up to 2^53). Every other change (string and int either way, float to
+// int, bool or time to or from anything) would mix types in one field or
+// lose values, so stored data of the old type cannot be read under the new.
+func ReadableAs(held, declared FieldType) bool {
+	return held == declared || held == TypeInt && declared == TypeFloat
+}
+
 // Value is one field's value after Prepare. The zero Value is null.
 // Ints, bools (0/1) and times (unix ms) live in I; floats in F; strings in S.
 type Value struct {

@@ -117,6 +117,28 @@ func piiKey(cfg *config.Config) ([]byte, error) {
 	return []byte(k), nil
 }
 
+// lakeDir is where the lake of a configuration lives.
+func lakeDir(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "lake") }
+
+// checkLake refuses field types of the catalog's streams that the files in
+// the lake cannot be read as (see "Changing a stream's schema" in the
+// README), naming each stream, field, the type the lake holds and the ways
+// out.
+func checkLake(lk *lake.Lake, cat *config.Catalog) error {
+	var all []lake.Conflict
+	for _, name := range cat.StreamOrder {
+		cs, err := lk.CheckFields(name, lake.DeclaredTypes(cat.Streams[name]))
+		if err != nil {
+			return fmt.Errorf("check the lake of stream %s: %w", name, err)
+		}
+		all = append(all, cs...)
+	}
+	if len(all) > 0 {
+		return &lake.SchemaError{Conflicts: all}
+	}
+	return nil
+}
+
 func (a *app) onClose(f func() error) { a.closers = append(a.closers, f) }
 
 // Close closes everything in reverse order of opening.
@@ -138,10 +160,17 @@ type deps struct {
 	embedded bool // start NATS / Redis in-process when their URL is empty (`braid up` only)
 }
 
-// open opens what d names, in a fixed order (NATS, Redis, lake, batch
+// open opens what d names, in a fixed order (lake, NATS, Redis, batch
 // views), each at most once per app with its cleanup registered, and
-// returns the stores as the shared part of the layers.
+// returns the stores as the shared part of the layers. The lake comes
+// first: a configuration it cannot be read with stops the process before
+// any server starts.
 func (a *app) open(ctx context.Context, d deps) (*layers, error) {
+	if d.lake {
+		if _, err := a.stores(true, false); err != nil {
+			return nil, err
+		}
+	}
 	if d.nats {
 		if err := a.connectNATS(ctx, d.embedded); err != nil {
 			return nil, err
@@ -160,11 +189,16 @@ func (a *app) openStores() (*layers, error) { return a.stores(true, true) }
 
 // stores opens the lake and the batch views when asked, each once, and
 // returns them with the speed store (there whenever Redis is connected).
+// The lake is opened only when every stream's declared field types can
+// read the files it holds.
 func (a *app) stores(withLake, withViews bool) (*layers, error) {
 	if withLake && a.lk == nil {
-		lk, err := lake.Open(filepath.Join(a.cfg.DataDir, "lake"))
+		lk, err := lake.Open(lakeDir(a.cfg))
 		if err != nil {
 			return nil, fmt.Errorf("open lake: %w", err)
+		}
+		if err := checkLake(lk, a.cat); err != nil {
+			return nil, err
 		}
 		a.lk = lk
 	}

@@ -258,6 +258,17 @@ func Load(path string) (*Config, error) {
 // Parse reads a configuration from YAML, applies environment overrides
 // (getenv may be nil) and validates it. A validation failure is a *Errors.
 func Parse(data []byte, getenv func(string) string) (*Config, error) {
+	cfg, err := Inspect(data, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Inspect is Parse that also returns the configuration when it is invalid
+// (nil only when the YAML cannot be read), so that `braid check` can check
+// it further and report every error at once.
+func Inspect(data []byte, getenv func(string) string) (*Config, error) {
 	cfg := Default()
 	var unknown []Error
 	var root yaml.Node
@@ -274,7 +285,7 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 	}
 	if getenv != nil {
 		if err := applyEnv(&cfg, getenv); err != nil {
-			return nil, err
+			return &cfg, err
 		}
 	}
 	err := cfg.Validate()
@@ -284,10 +295,10 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 			verrs = &Errors{}
 		}
 		verrs.List = append(unknown, verrs.List...)
-		return nil, verrs
+		return &cfg, verrs
 	}
 	if err != nil {
-		return nil, err
+		return &cfg, err
 	}
 	return &cfg, nil
 }
@@ -712,6 +723,21 @@ func (c *Config) Compile(piiKey []byte) (*Catalog, error) {
 		cat.Views[name] = v
 	}
 	return cat, nil
+}
+
+// ErrorAt is a validation error about key, with its line in the file.
+func (c *Config) ErrorAt(key, msg, hint string) Error {
+	return Error{Key: key, Line: c.lineOf(key), Msg: msg, Hint: hint}
+}
+
+// FieldTypes returns the declared fields of a stream whose types are valid
+// (nil when the stream is not declared).
+func (c *Config) FieldTypes(stream string) map[string]logic.FieldType {
+	if _, ok := c.Streams[stream]; !ok {
+		return nil
+	}
+	def, _ := c.streamDef(stream)
+	return def.Fields
 }
 
 // lineOf finds the line of a dotted key in the file, or of its closest

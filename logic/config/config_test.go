@@ -418,3 +418,31 @@ func TestWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectKeepsAnInvalidConfig: `braid check` gets the configuration
+// with its errors, and places errors of its own at their keys' lines.
+func TestInspectKeepsAnInvalidConfig(t *testing.T) {
+	src := "epoch: 0s\nstreams:\n  iot:\n    time: ts\n    fields:\n      ts: time\n      device: int\n      bad: floot\nviews:\n  v: {stream: iot, window: 1m, measures: {n: count()}}\n"
+	cfg, err := config.Inspect([]byte(src), nil)
+	var verrs *config.Errors
+	if !errors.As(err, &verrs) || cfg == nil {
+		t.Fatalf("Inspect: %v, config %v", err, cfg)
+	}
+	if c, err := config.Parse([]byte(src), nil); c != nil || err == nil {
+		t.Fatalf("Parse of an invalid config: %v %v", c, err)
+	}
+	got := cfg.FieldTypes("iot")
+	if len(got) != 2 || got["ts"] != logic.TypeTime || got["device"] != logic.TypeInt {
+		t.Fatalf("FieldTypes = %v", got)
+	}
+	if cfg.FieldTypes("nope") != nil {
+		t.Fatal("FieldTypes of an undeclared stream")
+	}
+	e := cfg.ErrorAt("streams.iot.fields.device", "m", "h")
+	if e.Line != 7 || e.String() != "line 7: streams.iot.fields.device: m (hint: h)" {
+		t.Fatalf("ErrorAt = %+v %q", e, e.String())
+	}
+	if _, err := config.Inspect([]byte("streams: ["), nil); err == nil {
+		t.Fatal("bad YAML accepted")
+	}
+}

@@ -53,6 +53,7 @@ type Lake struct {
 
 	mu      sync.Mutex
 	layouts map[*logic.Stream]*layout
+	records map[string]*schemaRecord // the writer's schema record per stream (schema.go)
 }
 
 // Row is one archived record.
@@ -86,7 +87,18 @@ func Open(dir string) (*Lake, error) {
 	if err := MkdirAllSync(abs); err != nil {
 		return nil, fmt.Errorf("lake: create %s: %w", abs, err)
 	}
-	return &Lake{dir: abs, layouts: map[*logic.Stream]*layout{}}, nil
+	return &Lake{dir: abs, layouts: map[*logic.Stream]*layout{}, records: map[string]*schemaRecord{}}, nil
+}
+
+// OpenReadOnly returns the lake under dir for reading only (`braid
+// check`): it creates nothing, and a missing directory reads as an empty
+// lake.
+func OpenReadOnly(dir string) (*Lake, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("lake: %w", err)
+	}
+	return &Lake{dir: abs, layouts: map[*logic.Stream]*layout{}, records: map[string]*schemaRecord{}}, nil
 }
 
 // Dir is the lake's root directory.
@@ -243,7 +255,9 @@ func parseFileName(name string) (first, last uint64, ok bool) {
 // Write writes rows (a contiguous, ascending sequence range) as immutable
 // files, one per event date (UTC). The files are invisible until a
 // checkpoint at or beyond their last sequence is committed. It returns the
-// paths written.
+// paths written. When s's field types differ from those the stream was
+// last written with, the schema record gets a new epoch first; types that
+// files in the lake cannot be read as are refused (a *SchemaError).
 func (l *Lake) Write(s *logic.Stream, rows []Row) ([]string, error) {
 	files, _, err := l.WriteSized(s, rows)
 	return files, err
@@ -267,6 +281,9 @@ func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string,
 	}
 	lay, err := l.layoutOf(s)
 	if err != nil {
+		return nil, 0, err
+	}
+	if err := l.noteFields(s, rows[0].Seq); err != nil {
 		return nil, 0, err
 	}
 	// Rows by UTC day (unix days; formatted once per file).
@@ -447,8 +464,9 @@ func (l *Lake) scan(stream string) ([]File, error) {
 }
 
 // Recover deletes a stream's temp files and files beyond its checkpoint
-// (written by a writer that crashed before committing). Call it before a
-// stream's writer starts.
+// (written by a writer that crashed before committing), and brings the
+// stream's schema record in line with the checkpoint (see schema.go). Call
+// it before a stream's writer starts.
 func (l *Lake) Recover(stream string) error {
 	cp, err := l.Checkpoint(stream)
 	if err != nil {
@@ -484,5 +502,5 @@ func (l *Lake) Recover(stream string) error {
 			return fmt.Errorf("lake: recover %s: %w", stream, err)
 		}
 	}
-	return nil
+	return l.recoverRecord(stream, cp.Seq)
 }

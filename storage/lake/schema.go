@@ -1,0 +1,487 @@
+package lake
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
+
+	"github.com/braid-data/braid/logic"
+)
+
+// The schema record: <dir>/<stream>/schema.json lists the field types a
+// stream's files were written with, as epochs: from log record From on,
+// the writer wrote the fields Fields. A new epoch is added by the writer
+// (the archiver) when the types of the rows it writes differ from the last
+// epoch's, written atomically before the first file of the epoch and so
+// before the checkpoint that makes that file visible: like a file, an
+// epoch whose From is beyond the checkpoint is not part of the lake yet
+// (readers ignore it, Recover and the next write drop it).
+//
+// So knowing what the lake holds costs two small files per stream, however
+// many Parquet files it has. A lake written before the record existed has
+// files and no record: readers then read every committed file's footer
+// (and only that), and the writer does the same once, at Recover or its
+// first write, and keeps the result as the record.
+
+const schemaName = "schema.json"
+
+// Epoch is a run of a stream's files written with one set of field types.
+type Epoch struct {
+	From   uint64            `json:"from"`   // first log record written with these types
+	Since  time.Time         `json:"since"`  // when the lake began holding them
+	Fields map[string]string `json:"fields"` // field name → type (string, int, float, bool, time)
+}
+
+type schemaRecord struct {
+	Epochs []Epoch `json:"epochs"`
+}
+
+// fieldNames is the record form of a stream's declared field types.
+func fieldNames(s *logic.Stream) map[string]string {
+	out := make(map[string]string, len(s.Fields))
+	for _, f := range s.Fields {
+		out[f.Name] = f.Type.String()
+	}
+	return out
+}
+
+// DeclaredTypes returns a stream's declared field types by name.
+func DeclaredTypes(s *logic.Stream) map[string]logic.FieldType {
+	out := make(map[string]logic.FieldType, len(s.Fields))
+	for _, f := range s.Fields {
+		out[f.Name] = f.Type
+	}
+	return out
+}
+
+// readRecord reads a stream's schema record; found is false when it has none.
+func (l *Lake) readRecord(stream string) (rec schemaRecord, found bool, err error) {
+	b, err := os.ReadFile(filepath.Join(l.streamDir(stream), schemaName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return rec, false, nil
+	}
+	if err != nil {
+		return rec, false, fmt.Errorf("lake: read schema record %s: %w", stream, err)
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, false, fmt.Errorf("lake: decode schema record %s: %w", stream, err)
+	}
+	for _, e := range rec.Epochs {
+		for name, t := range e.Fields {
+			if _, err := logic.ParseFieldType(t); err != nil {
+				return rec, false, fmt.Errorf("lake: schema record %s: field %s: %w", stream, name, err)
+			}
+		}
+	}
+	return rec, true, nil
+}
+
+// saveRecord replaces a stream's schema record atomically.
+func (l *Lake) saveRecord(stream string, rec schemaRecord) error {
+	dir := l.streamDir(stream)
+	if err := MkdirAllSync(dir); err != nil {
+		return fmt.Errorf("lake: create %s: %w", dir, err)
+	}
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("lake: encode schema record %s: %w", stream, err)
+	}
+	if _, err := WriteFileAtomic(dir, schemaName, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	}); err != nil {
+		return fmt.Errorf("lake: write schema record %s: %w", stream, err)
+	}
+	return nil
+}
+
+// Epochs returns the field types of a stream's committed files, oldest
+// first: the schema record's epochs up to the checkpoint, or, for a lake
+// written before the record existed, the epochs read from the committed
+// files' footers. It writes nothing.
+func (l *Lake) Epochs(stream string) ([]Epoch, error) {
+	// The checkpoint first: an epoch it covers was recorded before it.
+	cp, err := l.Checkpoint(stream)
+	if err != nil {
+		return nil, err
+	}
+	rec, found, err := l.readRecord(stream)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		files, err := l.CommittedFiles(stream)
+		if err != nil {
+			return nil, err
+		}
+		return epochsFromFooters(files)
+	}
+	return committedEpochs(rec.Epochs, cp.Seq), nil
+}
+
+func committedEpochs(es []Epoch, seq uint64) []Epoch {
+	out := es[:0:0]
+	for _, e := range es {
+		if e.From <= seq {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// epochsFromFooters reads the field types of each file (ordered by first
+// sequence) from its Parquet footer and makes an epoch of every run of
+// files with the same types; an epoch's Since is its first file's
+// modification time.
+func epochsFromFooters(files []File) ([]Epoch, error) {
+	var out []Epoch
+	for _, f := range files {
+		fields, err := footerFields(f.Path)
+		if err != nil {
+			return nil, err
+		}
+		if n := len(out); n > 0 && maps.Equal(out[n-1].Fields, fields) {
+			continue
+		}
+		st, err := os.Stat(f.Path)
+		if err != nil {
+			return nil, fmt.Errorf("lake: %w", err)
+		}
+		out = append(out, Epoch{From: f.First, Since: st.ModTime().UTC(), Fields: fields})
+	}
+	return out, nil
+}
+
+// footerFields reads the declared fields of a lake file and their types
+// from its footer.
+func footerFields(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("lake: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("lake: %w", err)
+	}
+	pf, err := parquet.OpenFile(f, st.Size(), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
+	if err != nil {
+		return nil, fmt.Errorf("lake: read footer of %s: %w", path, err)
+	}
+	out := map[string]string{}
+	for _, fld := range pf.Schema().Fields() {
+		name := fld.Name()
+		switch name {
+		case ColSeq, ColIndex, ColArrival, ColTime, ColID:
+			continue
+		}
+		t, ok := columnType(fld)
+		if !ok {
+			return nil, fmt.Errorf("lake: %s: column %s has a type Braid does not write (%v)", path, name, fld.Type())
+		}
+		out[name] = t.String()
+	}
+	return out, nil
+}
+
+// columnType is the field type of a column as Schema writes it.
+func columnType(fld parquet.Field) (logic.FieldType, bool) {
+	if !fld.Leaf() {
+		return logic.TypeNull, false
+	}
+	t := fld.Type()
+	var lt format.LogicalTypeValue
+	if l := t.LogicalType(); l != nil {
+		lt = l.Value
+	}
+	switch t.Kind() {
+	case parquet.ByteArray:
+		if _, ok := lt.(*format.StringType); ok {
+			return logic.TypeString, true
+		}
+	case parquet.Int64:
+		switch lt.(type) {
+		case nil, *format.IntType:
+			return logic.TypeInt, true
+		case *format.TimestampType:
+			return logic.TypeTime, true
+		}
+	case parquet.Double:
+		return logic.TypeFloat, true
+	case parquet.Boolean:
+		return logic.TypeBool, true
+	}
+	return logic.TypeNull, false
+}
+
+// writerRecord is the schema record the stream's writer keeps up to date,
+// loaded once per Lake: from disk, or for a lake written before the record
+// existed, from the committed files' footers (then saved).
+func (l *Lake) writerRecord(stream string) (*schemaRecord, error) {
+	l.mu.Lock()
+	rec, ok := l.records[stream]
+	l.mu.Unlock()
+	if ok {
+		return rec, nil
+	}
+	r, found, err := l.readRecord(stream)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		files, err := l.CommittedFiles(stream)
+		if err != nil {
+			return nil, err
+		}
+		if len(files) > 0 {
+			if r.Epochs, err = epochsFromFooters(files); err != nil {
+				return nil, err
+			}
+			if err := l.saveRecord(stream, r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rec = &r
+	l.mu.Lock()
+	l.records[stream] = rec
+	l.mu.Unlock()
+	return rec, nil
+}
+
+// recoverRecord makes the stream's schema record match its checkpoint:
+// epochs beyond it are dropped (their files were removed), and a lake
+// without a record gets one from its files' footers. Part of Recover.
+func (l *Lake) recoverRecord(stream string, seq uint64) error {
+	l.mu.Lock()
+	delete(l.records, stream)
+	l.mu.Unlock()
+	rec, err := l.writerRecord(stream)
+	if err != nil {
+		return err
+	}
+	if kept := committedEpochs(rec.Epochs, seq); len(kept) < len(rec.Epochs) {
+		rec.Epochs = kept
+		return l.saveRecord(stream, *rec)
+	}
+	return nil
+}
+
+// noteFields is called before rows from log record first on are written
+// with s's field types: it drops epochs at or beyond first (left by a
+// write that was never committed) and, when the types differ from the
+// last epoch's, adds an epoch, refusing types the files already in the
+// lake cannot be read as. The record is saved before it returns.
+func (l *Lake) noteFields(s *logic.Stream, first uint64) error {
+	rec, err := l.writerRecord(s.Name)
+	if err != nil {
+		return err
+	}
+	changed := false
+	for n := len(rec.Epochs); n > 0 && rec.Epochs[n-1].From >= first; n-- {
+		rec.Epochs, changed = rec.Epochs[:n-1], true
+	}
+	fields := fieldNames(s)
+	if n := len(rec.Epochs); n == 0 || !maps.Equal(rec.Epochs[n-1].Fields, fields) {
+		if len(rec.Epochs) > 0 {
+			all, err := l.scan(s.Name)
+			if err != nil {
+				return err
+			}
+			var files []File
+			for _, f := range all {
+				if f.First > 0 && f.First < first {
+					files = append(files, f)
+				}
+			}
+			cs, err := conflicts(l.streamDir(s.Name), s.Name, rec.Epochs, files, DeclaredTypes(s))
+			if err != nil {
+				return err
+			}
+			if len(cs) > 0 {
+				return &SchemaError{Conflicts: cs}
+			}
+		}
+		rec.Epochs = append(rec.Epochs, Epoch{From: first, Since: time.Now().UTC(), Fields: fields})
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	return l.saveRecord(s.Name, *rec)
+}
+
+// Conflict is a declared field type that files in the lake cannot be read
+// as: they hold the field as Held.
+type Conflict struct {
+	Stream   string
+	Field    string
+	Held     logic.FieldType // the type of the field in the files
+	Declared logic.FieldType
+	Since    time.Time // when the lake began holding it
+	Files    int       // files holding it
+	// Ranges are the log records of those files (file names are
+	// <first>-<last>.parquet, 20 digits each); dates their event dates.
+	Ranges              [][2]uint64
+	FirstDate, LastDate string
+	Dir                 string // the stream's lake directory
+}
+
+// Problem says what the lake holds and why it cannot be read as declared.
+func (c Conflict) Problem() string {
+	dates := c.FirstDate
+	if c.LastDate != c.FirstDate {
+		dates += " to " + c.LastDate
+	}
+	return fmt.Sprintf("the lake holds %s as %s in %d file(s) written since %s (log records %s, event dates %s), and %s values cannot be read as %s",
+		c.Field, c.Held, c.Files, c.Since.UTC().Format(time.RFC3339), c.rangeList(), dates, c.Held, c.Declared)
+}
+
+// WaysOut says what can be done instead.
+func (c Conflict) WaysOut() string {
+	return fmt.Sprintf("keep %s: %s; or send the %s values under a new field name (e.g. %s_%s: %s), keeping or removing %s; "+
+		"or remove the %d file(s) holding it (log records %s, under %s): their events leave the batch answers of every view of %s. "+
+		`See "Changing a stream's schema" in the README`,
+		c.Field, c.Held, c.Declared, c.Field, c.Declared, c.Declared, c.Field, c.Files, c.rangeList(), c.Dir, c.Stream)
+}
+
+func (c Conflict) rangeList() string {
+	rs := make([]string, len(c.Ranges))
+	for i, r := range c.Ranges {
+		rs[i] = fmt.Sprintf("%d-%d", r[0], r[1])
+	}
+	return strings.Join(rs, ", ")
+}
+
+func (c Conflict) Error() string {
+	return fmt.Sprintf("stream %s, field %s: %s (ways out: %s)", c.Stream, c.Field, c.Problem(), c.WaysOut())
+}
+
+// SchemaError is the refusal of field types the lake cannot be read as.
+type SchemaError struct{ Conflicts []Conflict }
+
+func (e *SchemaError) Error() string {
+	parts := make([]string, len(e.Conflicts))
+	for i, c := range e.Conflicts {
+		parts[i] = c.Error()
+	}
+	return "the lake cannot be read with the declared field types:\n  " + strings.Join(parts, "\n  ")
+}
+
+// CheckFields compares declared field types of a stream with the types
+// its committed files hold, and returns a conflict for every field and
+// held type that cannot be read as declared (logic.ReadableAs): a field
+// the lake does not hold, or one no longer declared, is no conflict. It
+// reads the checkpoint and the schema record (and, only when there are
+// conflicts, the names of the files); it writes nothing.
+func (l *Lake) CheckFields(stream string, declared map[string]logic.FieldType) ([]Conflict, error) {
+	epochs, err := l.Epochs(stream)
+	if err != nil {
+		return nil, err
+	}
+	if !anyConflict(epochs, declared) {
+		return nil, nil
+	}
+	files, err := l.CommittedFiles(stream)
+	if err != nil {
+		return nil, err
+	}
+	return conflicts(l.streamDir(stream), stream, epochs, files, declared)
+}
+
+func anyConflict(epochs []Epoch, declared map[string]logic.FieldType) bool {
+	for _, e := range epochs {
+		for name, tn := range e.Fields {
+			d, ok := declared[name]
+			held, _ := logic.ParseFieldType(tn)
+			if ok && !logic.ReadableAs(held, d) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// conflicts finds the fields whose types in files (ordered by first
+// record, of epochs) cannot be read as declared.
+func conflicts(dir, stream string, epochs []Epoch, files []File, declared map[string]logic.FieldType) ([]Conflict, error) {
+	// Files per epoch: the one with the greatest From at or before its first record.
+	perEpoch := make([][]File, len(epochs))
+	for _, f := range files {
+		i := sort.Search(len(epochs), func(i int) bool { return epochs[i].From > f.First }) - 1
+		if i >= 0 {
+			perEpoch[i] = append(perEpoch[i], f)
+		}
+	}
+	type key struct {
+		field string
+		held  logic.FieldType
+	}
+	found := map[key]*Conflict{}
+	var order []key
+	for i, e := range epochs {
+		if len(perEpoch[i]) == 0 {
+			continue // none of its files is left: the lake no longer holds it
+		}
+		from, to := perEpoch[i][0].First, perEpoch[i][0].Last
+		for _, f := range perEpoch[i] {
+			from, to = min(from, f.First), max(to, f.Last)
+		}
+		for name, tn := range e.Fields {
+			d, ok := declared[name]
+			if !ok {
+				continue
+			}
+			held, err := logic.ParseFieldType(tn)
+			if err != nil {
+				return nil, fmt.Errorf("lake: schema record %s: field %s: %w", stream, name, err)
+			}
+			if logic.ReadableAs(held, d) {
+				continue
+			}
+			k := key{name, held}
+			c := found[k]
+			if c == nil {
+				c = &Conflict{Stream: stream, Field: name, Held: held, Declared: d, Since: e.Since, Dir: dir}
+				found[k] = c
+				order = append(order, k)
+			}
+			c.Files += len(perEpoch[i])
+			if n := len(c.Ranges); n > 0 && c.Ranges[n-1][1]+1 == from {
+				c.Ranges[n-1][1] = to
+			} else {
+				c.Ranges = append(c.Ranges, [2]uint64{from, to})
+			}
+			for _, f := range perEpoch[i] {
+				if c.FirstDate == "" || f.Date < c.FirstDate {
+					c.FirstDate = f.Date
+				}
+				if f.Date > c.LastDate {
+					c.LastDate = f.Date
+				}
+			}
+		}
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i].field != order[j].field {
+			return order[i].field < order[j].field
+		}
+		return found[order[i]].Ranges[0][0] < found[order[j]].Ranges[0][0]
+	})
+	out := make([]Conflict, len(order))
+	for i, k := range order {
+		out[i] = *found[k]
+	}
+	return out, nil
+}

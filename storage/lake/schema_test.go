@@ -1,0 +1,297 @@
+package lake_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+// iotStream is a stream with the given field types besides ts (time).
+func iotStream(t *testing.T, fields map[string]logic.FieldType) *logic.Stream {
+	t.Helper()
+	def := map[string]logic.FieldType{"ts": logic.TypeTime}
+	for n, ft := range fields {
+		def[n] = ft
+	}
+	s, err := logic.NewStream("iot", logic.StreamDef{Time: "ts", Fields: def}, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// sample is a non-null value of a type.
+func sample(ft logic.FieldType, i int) logic.Value {
+	switch ft {
+	case logic.TypeString:
+		return logic.Value{Kind: ft, S: "v" + string(rune('a'+i%26))}
+	case logic.TypeFloat:
+		return logic.Value{Kind: ft, F: float64(i) + 0.5}
+	case logic.TypeBool:
+		return logic.Value{Kind: ft, I: int64(i % 2)}
+	}
+	return logic.Value{Kind: ft, I: int64(i)}
+}
+
+// writeRows writes and commits records first..first+n-1 of s, one event
+// each, every field set, event times two hours apart (several dates).
+func writeRows(t *testing.T, lk *lake.Lake, s *logic.Stream, first, n uint64) []string {
+	t.Helper()
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	rows := make([]lake.Row, 0, n)
+	for seq := first; seq < first+n; seq++ {
+		ts := base + int64(seq)*2*3600*1000
+		vals := make([]logic.Value, len(s.Fields))
+		for i, f := range s.Fields {
+			vals[i] = sample(f.Type, int(seq))
+		}
+		vals[s.TimeField] = logic.Value{Kind: logic.TypeTime, I: ts}
+		rows = append(rows, lake.Row{Seq: seq, Arrival: 1_700_000_000_000 + int64(seq), Event: logic.Event{Time: ts, Values: vals}})
+	}
+	files, err := lk.Write(s, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Commit(s.Name, lake.Checkpoint{Seq: first + n - 1, Arrival: rows[n-1].Arrival, CoveredUntil: rows[n-1].Arrival + 1}); err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestSchemaCompatibilityRules writes a field of every type into a lake of
+// its own and checks every declared type against it: only the same type
+// and int read as float are accepted (the rule written out here, not taken
+// from logic), and a refusal says what the lake holds.
+func TestSchemaCompatibilityRules(t *testing.T) {
+	types := []logic.FieldType{logic.TypeString, logic.TypeInt, logic.TypeFloat, logic.TypeBool, logic.TypeTime}
+	accepted := map[string]bool{"string→string": true, "int→int": true, "int→float": true, "float→float": true, "bool→bool": true, "time→time": true}
+	for _, held := range types {
+		lk, err := lake.Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := writeRows(t, lk, iotStream(t, map[string]logic.FieldType{"x": held}), 1, 20)
+		for _, declared := range types {
+			change := held.String() + "→" + declared.String()
+			cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime, "x": declared, "new": logic.TypeBool})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if accepted[change] {
+				if len(cs) != 0 {
+					t.Errorf("%s refused: %v", change, cs)
+				}
+				continue
+			}
+			if len(cs) != 1 {
+				t.Fatalf("%s: %d conflicts, want 1: %v", change, len(cs), cs)
+			}
+			c := cs[0]
+			if c.Stream != "iot" || c.Field != "x" || c.Held != held || c.Declared != declared || c.Files != len(files) ||
+				len(c.Ranges) != 1 || c.Ranges[0] != [2]uint64{1, 20} || c.FirstDate != "2026-11-01" || c.LastDate != "2026-11-02" {
+				t.Errorf("%s: conflict %+v (%d files written)", change, c, len(files))
+			}
+			msg := c.Error()
+			for _, want := range []string{"the lake holds x as " + held.String(), "in 2 file(s)", "log records 1-20", "event dates 2026-11-01 to 2026-11-02",
+				"cannot be read as " + declared.String(), "keep x: " + held.String(), "new field name", "remove the 2 file(s)"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("%s: message lacks %q: %s", change, want, msg)
+				}
+			}
+		}
+		// A removed field is no conflict.
+		if cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime}); err != nil || len(cs) != 0 {
+			t.Errorf("field removed: %v %v", cs, err)
+		}
+		// The files' footers say the same as the record.
+		rec, err := lk.Epochs("iot")
+		if err != nil || len(rec) != 1 || rec[0].Fields["x"] != held.String() || rec[0].Fields["ts"] != "time" || len(rec[0].Fields) != 2 {
+			t.Fatalf("record of %s: %+v %v", held, rec, err)
+		}
+		if err := os.Remove(filepath.Join(lk.Dir(), "iot", "schema.json")); err != nil {
+			t.Fatal(err)
+		}
+		foot, err := lk.Epochs("iot")
+		if err != nil || len(foot) != 1 || foot[0].From != 1 || fmt.Sprint(foot[0].Fields) != fmt.Sprint(rec[0].Fields) {
+			t.Fatalf("footers of %s: %+v %v, record %+v", held, foot, err, rec)
+		}
+	}
+}
+
+func readRecord(t *testing.T, dir string) (epochs []lake.Epoch, found bool) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "iot", "schema.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Epochs []lake.Epoch `json:"epochs"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Epochs, true
+}
+
+func epochSummary(es []lake.Epoch) string {
+	var parts []string
+	for _, e := range es {
+		var fs []string
+		for _, n := range []string{"device", "site", "temp", "ts"} {
+			if ft, ok := e.Fields[n]; ok {
+				fs = append(fs, n+":"+ft)
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%d@%s", e.From, strings.Join(fs, ",")))
+	}
+	return strings.Join(parts, " | ")
+}
+
+// TestSchemaRecord follows a stream through compatible changes, a refused
+// one, a write never committed, a lake written before the record existed,
+// and the removal of the files holding an old type.
+func TestSchemaRecord(t *testing.T) {
+	dir := t.TempDir()
+	lk, err := lake.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := iotStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
+	v2 := iotStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString})
+	bad := iotStream(t, map[string]logic.FieldType{"device": logic.TypeInt, "temp": logic.TypeFloat, "site": logic.TypeString})
+
+	old := writeRows(t, lk, v1, 1, 10)
+	writeRows(t, lk, v1, 11, 10) // same types: no new epoch
+	writeRows(t, lk, v2, 21, 10) // a new field, int → float: a new epoch
+	es, found := readRecord(t, dir)
+	if want := "1@device:string,temp:int,ts:time | 21@device:string,site:string,temp:float,ts:time"; !found || epochSummary(es) != want {
+		t.Fatalf("record %v: %s, want %s", found, epochSummary(es), want)
+	}
+
+	// The writer refuses device: int, and leaves the lake as it was.
+	cp, _ := lk.Checkpoint("iot")
+	rows := []lake.Row{{Seq: 31, Event: logic.Event{Time: 0, Values: make([]logic.Value, len(bad.Fields))}}}
+	var se *lake.SchemaError
+	if _, err := lk.Write(bad, rows); !errors.As(err, &se) || len(se.Conflicts) != 1 || se.Conflicts[0].Field != "device" || se.Conflicts[0].Files < 2 {
+		t.Fatalf("write with device: int: %v", err)
+	}
+	if es2, _ := readRecord(t, dir); epochSummary(es2) != epochSummary(es) {
+		t.Fatalf("record changed by a refused write: %s", epochSummary(es2))
+	}
+	if files, _ := lk.Files("iot"); len(files) == 0 || files[len(files)-1] == "" {
+		t.Fatal("no files")
+	}
+	// temp: int is refused too now: the newer files hold floats.
+	cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime, "device": logic.TypeString, "temp": logic.TypeInt})
+	if err != nil || len(cs) != 1 || cs[0].Held != logic.TypeFloat || cs[0].Ranges[0] != [2]uint64{21, 30} {
+		t.Fatalf("temp: int after floats: %+v %v", cs, err)
+	}
+
+	// Written and not committed: not part of the lake. A reader ignores its
+	// epoch; Recover drops it with the files.
+	v3 := iotStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString, "on": logic.TypeBool})
+	rows = nil
+	for seq := uint64(31); seq <= 35; seq++ {
+		vals := make([]logic.Value, len(v3.Fields))
+		vals[v3.TimeField] = logic.Value{Kind: logic.TypeTime, I: 1000}
+		rows = append(rows, lake.Row{Seq: seq, Event: logic.Event{Time: 1000, Values: vals}})
+	}
+	if _, err := lk.Write(v3, rows); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := readRecord(t, dir); len(es) != 3 || es[2].From != 31 {
+		t.Fatalf("uncommitted write: record %s", epochSummary(es))
+	}
+	if got, err := lk.Epochs("iot"); err != nil || len(got) != 2 {
+		t.Fatalf("epochs with an uncommitted one: %d %v", len(got), err)
+	}
+	if cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"on": logic.TypeInt}); err != nil || len(cs) != 0 {
+		t.Fatalf("an uncommitted epoch conflicts: %v %v", cs, err)
+	}
+	if err := lk.Recover("iot"); err != nil {
+		t.Fatal(err)
+	}
+	if es, _ := readRecord(t, dir); len(es) != 2 {
+		t.Fatalf("after Recover: record %s", epochSummary(es))
+	}
+	if c, _ := lk.Checkpoint("iot"); c != cp {
+		t.Fatalf("checkpoint moved: %+v", c)
+	}
+
+	// A lake written before the record existed: a reader reads the footers
+	// (and writes nothing); the writer's Recover keeps them as the record.
+	want := epochSummary(es)
+	if err := os.Remove(filepath.Join(dir, "iot", "schema.json")); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := lake.OpenReadOnly(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ro.Epochs("iot")
+	if err != nil || epochSummary(got) != want || got[0].From != 1 || got[1].From != 21 {
+		t.Fatalf("epochs from footers: %s %v, want %s", epochSummary(got), err, want)
+	}
+	cs, err = ro.CheckFields("iot", map[string]logic.FieldType{"device": logic.TypeInt})
+	if err != nil || len(cs) != 1 || cs[0].Files != len(old)+4 || cs[0].Ranges[0] != [2]uint64{1, 30} {
+		t.Fatalf("device: int from footers: %+v %v", cs, err)
+	}
+	if _, found := readRecord(t, dir); found {
+		t.Fatal("a reader wrote the record")
+	}
+	lk2, err := lake.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lk2.Recover("iot"); err != nil {
+		t.Fatal(err)
+	}
+	if es, found := readRecord(t, dir); !found || epochSummary(es) != want {
+		t.Fatalf("record after Recover of an old lake: %v %s", found, epochSummary(es))
+	}
+
+	// Removing the files that hold temp as float makes temp: int readable
+	// again; their epoch stays in the record, holding nothing.
+	all, _ := lk2.CommittedFiles("iot")
+	for _, f := range all {
+		if f.First >= 21 {
+			if err := os.Remove(f.Path); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if cs, err := lk2.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt, "site": logic.TypeInt}); err != nil || len(cs) != 0 {
+		t.Fatalf("after removing the float files: %+v %v", cs, err)
+	}
+	writeRows(t, lk2, v1, 31, 5)
+	if es, _ := readRecord(t, dir); len(es) != 3 || es[2].From != 31 || es[2].Fields["temp"] != "int" {
+		t.Fatalf("record after writing ints again: %s", epochSummary(es))
+	}
+}
+
+// TestCheckReadsNothingMissing: checking a lake that does not exist finds
+// nothing and creates nothing.
+func TestCheckReadsNothingMissing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lake")
+	lk, err := lake.OpenReadOnly(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"x": logic.TypeInt}); err != nil || len(cs) != 0 {
+		t.Fatalf("%v %v", cs, err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the check created %s: %v", dir, err)
+	}
+}
