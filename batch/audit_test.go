@@ -232,7 +232,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
-	if err := st.Commit(ctx, "pay", 0, speedstore.Position{Seq: last.Seq}, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "pay", 0, speedstore.Position{Seq: last.Seq}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	req := batch.AuditRequest{View: v, From: math.MinInt64, To: math.MaxInt64}
@@ -251,7 +251,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 
 	// DE's sketch says 1.25, 10.5, 10.5: one count moved from 20's bucket
 	// to 10.5's.
-	keys, err := rdb.Keys(ctx, ns+":v:pay_by_country:*").Result()
+	keys, err := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
