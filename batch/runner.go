@@ -114,7 +114,9 @@ func (r *Runner) Start(views []string) (string, error) {
 
 // Run computes views (nil or empty: all) synchronously, waiting for a run
 // in progress to end first. It returns the run record; on failure the
-// record has status failed and the previous version stays current.
+// record has status failed and the previous version stays current; when
+// some views failed and the others were published, status partial and an
+// error matching ErrViewsFailed.
 func (r *Runner) Run(ctx context.Context, views []string) (batchviews.Run, error) {
 	names, err := r.resolve(views)
 	if err != nil {
@@ -186,6 +188,9 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 	}
 	log.Info("batch run started", "views", names)
 	prev, rows, err := r.compute(ctx, log, &rec)
+	if err == nil && len(rows) == 0 && len(rec.FailedViews) > 0 {
+		err = fmt.Errorf("%w: every view failed: %s", ErrViewsFailed, failedNames(rec.FailedViews))
+	}
 	if err == nil {
 		err = r.publish(id, prev, rows, &rec)
 	}
@@ -202,12 +207,23 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 		return rec, err
 	}
 	rec.Status, rec.Version = batchviews.StatusSucceeded, id
+	var partial error
+	if len(rec.FailedViews) > 0 {
+		// The failed views kept their previous entries; the others are new.
+		partial = fmt.Errorf("%w: %s", ErrViewsFailed, failedNames(rec.FailedViews))
+		rec.Status, rec.Error = batchviews.StatusPartial, partial.Error()
+	} else {
+		r.lastOK.SetToCurrentTime()
+	}
 	r.runs.WithLabelValues(rec.Status).Inc()
-	r.lastOK.SetToCurrentTime()
 	if serr := r.views.SaveRun(rec); serr != nil {
 		log.Error("save run record", "err", serr)
 	}
-	log.Info("batch run succeeded", "version", id, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	if partial != nil {
+		log.Warn("batch run published, some views failed", "version", id, "failed_views", rec.FailedViews, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	} else {
+		log.Info("batch run succeeded", "version", id, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	}
 	// Readers holding the previous version need speed epochs >= its cutoff;
 	// everything older is in every version a reader can hold.
 	if r.speed != nil && prev != nil {
@@ -219,10 +235,24 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 			}
 		}
 	}
-	return rec, nil
+	return rec, partial
 }
 
-// compute runs the views' SQL over the lake.
+// failedNames lists the failed views, sorted.
+func failedNames(failed map[string]string) string {
+	names := make([]string, 0, len(failed))
+	for n := range failed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// compute runs the views' SQL over the lake. A view whose computation
+// fails (or whose stream's lake cannot be read) is recorded in
+// rec.FailedViews and left out of the rows; the others are computed. An
+// error is returned only when nothing can be computed at all (no DuckDB,
+// no current version to build on, the run cancelled).
 func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.Run) (*batchviews.Version, map[string][]batchviews.Row, error) {
 	prev, err := r.views.Current()
 	if err != nil {
@@ -248,50 +278,44 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 			return prev, nil, fmt.Errorf("batch: duckdb memory_limit: %w", err)
 		}
 	}
-	// One relation per stream, with the cutoff of its checkpoint.
-	type src struct {
-		name   string
-		cutoff int64
-	}
-	srcs := map[string]src{}
+	// One relation per stream, with the cutoff of its checkpoint; a stream
+	// whose lake cannot be read fails its views only.
+	srcs := map[string]source{}
 	for _, n := range rec.Views {
 		s := r.cat.Views[n].Stream
 		if _, ok := srcs[s.Name]; ok {
 			continue
 		}
-		cp, err := r.lk.Checkpoint(s.Name)
-		if err != nil {
-			return prev, nil, err
+		sc := r.source(ctx, conn, s)
+		srcs[s.Name] = sc
+		if sc.err != nil {
+			if ctx.Err() != nil {
+				return prev, nil, fmt.Errorf("batch: %w", ctx.Err())
+			}
+			log.Error("batch source failed; its views keep their previous version", "stream", s.Name, "err", sc.err)
+			continue
 		}
-		files, err := r.lk.Files(s.Name)
-		if err != nil {
-			return prev, nil, err
-		}
-		cutoff := int64(0)
-		if cp.CoveredUntil > 0 {
-			cutoff = logic.EpochOf(cp.CoveredUntil, r.cfg.Epoch)
-		}
-		rel := "src_" + s.Name
-		if _, err := conn.ExecContext(ctx, "CREATE VIEW "+quoteIdent(rel)+" AS "+sourceSQL(s, files)); err != nil {
-			return prev, nil, fmt.Errorf("batch: stream %s source: %w", s.Name, err)
-		}
-		var n int64
-		if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE _arrival < %d", quoteIdent(rel), cutoff)).Scan(&n); err != nil {
-			return prev, nil, fmt.Errorf("batch: stream %s: read lake: %w", s.Name, err)
-		}
-		rec.RowsRead += n
-		r.rowsRead.Add(float64(n))
-		srcs[s.Name] = src{name: quoteIdent(rel), cutoff: cutoff}
-		log.Info("batch source", "stream", s.Name, "files", len(files), "rows", n, "cutoff", cutoff, "checkpoint_seq", cp.Seq)
+		rec.RowsRead += sc.rows
+		r.rowsRead.Add(float64(sc.rows))
+		log.Info("batch source", "stream", s.Name, "files", sc.files, "rows", sc.rows, "cutoff", sc.cutoff, "checkpoint_seq", sc.seq)
 	}
 	out := map[string][]batchviews.Row{}
 	for _, n := range rec.Views {
 		v := r.cat.Views[n]
 		sc := srcs[v.Stream.Name]
+		if sc.err != nil {
+			r.failView(rec, n, sc.err)
+			continue
+		}
 		t0 := time.Now()
 		rows, err := queryView(ctx, conn, v, sc.name, sc.cutoff)
 		if err != nil {
-			return prev, nil, fmt.Errorf("batch: view %s: %w", n, err)
+			if ctx.Err() != nil {
+				return prev, nil, fmt.Errorf("batch: view %s: %w", n, ctx.Err())
+			}
+			log.Error("batch view failed; it keeps its previous version", "view", n, "err", err)
+			r.failView(rec, n, err)
+			continue
 		}
 		out[n] = rows
 		rec.Cutoffs[n] = sc.cutoff
@@ -300,6 +324,50 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 		log.Info("batch view computed", "view", n, "rows", len(rows), "cutoff", sc.cutoff, "ms", time.Since(t0).Milliseconds())
 	}
 	return prev, out, nil
+}
+
+// source is a stream's lake relation in a run.
+type source struct {
+	name   string // the relation, quoted
+	cutoff int64  // epoch start: the relation's rows that arrived before it count
+	rows   int64  // rows before the cutoff
+	files  int
+	seq    uint64 // the checkpoint's sequence
+	err    error  // the lake could not be read: every view of the stream fails
+}
+
+// source creates the relation of stream s's committed lake files and
+// counts its rows before the cutoff, which is the epoch start at or below
+// the checkpoint's CoveredUntil (every record that arrived before it is in
+// those files).
+func (r *Runner) source(ctx context.Context, conn *sql.Conn, s *logic.Stream) source {
+	cp, err := r.lk.Checkpoint(s.Name)
+	if err != nil {
+		return source{err: fmt.Errorf("stream %s: %w", s.Name, err)}
+	}
+	files, err := r.lk.Files(s.Name)
+	if err != nil {
+		return source{err: fmt.Errorf("stream %s: %w", s.Name, err)}
+	}
+	sc := source{name: quoteIdent("src_" + s.Name), files: len(files), seq: cp.Seq}
+	if cp.CoveredUntil > 0 {
+		sc.cutoff = logic.EpochOf(cp.CoveredUntil, r.cfg.Epoch)
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE VIEW "+sc.name+" AS "+sourceSQL(s, files)); err != nil {
+		return source{err: fmt.Errorf("stream %s source: %w", s.Name, err)}
+	}
+	if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE _arrival < %d", sc.name, sc.cutoff)).Scan(&sc.rows); err != nil {
+		return source{err: fmt.Errorf("stream %s: read lake: %w", s.Name, err)}
+	}
+	return sc
+}
+
+// failView records that view n failed with err.
+func (r *Runner) failView(rec *batchviews.Run, n string, err error) {
+	if rec.FailedViews == nil {
+		rec.FailedViews = map[string]string{}
+	}
+	rec.FailedViews[n] = err.Error()
 }
 
 func (r *Runner) publish(id string, prev *batchviews.Version, rows map[string][]batchviews.Row, rec *batchviews.Run) error {

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/braid-data/braid/storage/batchviews"
 )
 
 // layerFlags parses the flags every single-layer command shares.
@@ -115,12 +119,17 @@ func cmdBatch(ctx context.Context, args []string) error {
 	run, err := l.runner.Run(ctx, list)
 	b, _ := json.Marshal(run)
 	fmt.Fprintln(os.Stderr, string(b))
-	if err != nil {
+	if run.Version == "" && err != nil {
 		return err
 	}
 	fmt.Printf("run %s %s: views=%s rows_read=%d rows_out=%d duration=%s version=%s\n", run.ID, run.Status,
 		strings.Join(run.Views, ","), run.RowsRead, run.RowsOut, time.Duration(run.DurationMs)*time.Millisecond, run.Version)
-	if run.Status != "succeeded" {
+	for _, v := range slices.Sorted(maps.Keys(run.FailedViews)) {
+		fmt.Printf("view %s failed: %s\n", v, run.FailedViews[v])
+	}
+	// Exit non-zero unless every view was computed: a partial run
+	// published the others, but a view still needs attention.
+	if run.Status != batchviews.StatusSucceeded {
 		return fmt.Errorf("run %s %s: %s", run.ID, run.Status, run.Error)
 	}
 	return nil
