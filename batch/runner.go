@@ -35,6 +35,13 @@ type RunnerConfig struct {
 	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default 10s)
 	Threads int           // DuckDB threads (0: DuckDB's default)
 	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
+	// Log tells where each stream's log ends. With it, an on-demand run
+	// (Run, Start) waits, at most SettleTimeout, until the lake covers
+	// every record the log held when the run was asked for; without it
+	// (nil) the run takes what the lake covers and records covers_request
+	// false. Scheduled runs never wait.
+	Log           LogEnds
+	SettleTimeout time.Duration // 0: no wait (the run still says whether it covers the request)
 }
 
 // Runner computes batch view versions from the lake. One run at a time.
@@ -67,6 +74,10 @@ func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed S
 	if rv := reflect.ValueOf(speed); speed != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
 		speed = nil // a typed nil (*speedstore.Store)(nil) means no speed layer
 	}
+	if rv := reflect.ValueOf(cfg.Log); cfg.Log != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
+		cfg.Log = nil
+	}
+	cfg.SettleTimeout = max(cfg.SettleTimeout, 0)
 	f := promauto.With(reg)
 	r := &Runner{cfg: cfg, lk: lk, views: views, speed: speed, cat: cat, logger: logger.With("component", "batch"),
 		runs:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_batch_runs_total", Help: "Batch runs by final status."}, []string{"status"}),
@@ -93,11 +104,12 @@ func (r *Runner) recoverInterrupted() {
 	}
 }
 
-// Start begins a run of views (nil: all) in the background and returns its
-// id; ErrBusy when a run is in progress. The run's record (Store.Run)
-// tells its progress and result.
+// Start begins an on-demand run of views (nil: all) in the background and
+// returns its id; ErrBusy when a run is in progress. Like Run, it covers
+// what the log held when it was called. The run's record (Store.Run) tells
+// its progress and result.
 func (r *Runner) Start(views []string) (string, error) {
-	names, err := r.resolve(views)
+	req, err := r.request(context.Background(), views)
 	if err != nil {
 		return "", err
 	}
@@ -107,24 +119,59 @@ func (r *Runner) Start(views []string) (string, error) {
 	id := batchviews.NewID()
 	go func() {
 		defer r.mu.Unlock()
-		_, _ = r.run(context.Background(), id, names)
+		_, _ = r.run(context.Background(), id, req)
 	}()
 	return id, nil
 }
 
 // Run computes views (nil or empty: all) synchronously, waiting for a run
-// in progress to end first. It returns the run record; on failure the
-// record has status failed and the previous version stays current; when
-// some views failed and the others were published, status partial and an
+// in progress to end first. It is an on-demand run: it notes where each
+// stream's log ends now and waits, at most SettleTimeout, until the lake
+// covers those records and the arrival epoch of the last one has closed,
+// then takes its cutoffs (the record's covers_request says whether the
+// wait got there). It returns the run record: on failure with status
+// failed (the previous version stays current) and the error; when some
+// views failed and the others were published, with status partial and an
 // error matching ErrViewsFailed.
 func (r *Runner) Run(ctx context.Context, views []string) (batchviews.Run, error) {
-	names, err := r.resolve(views)
+	req, err := r.request(ctx, views)
 	if err != nil {
 		return batchviews.Run{}, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.run(ctx, batchviews.NewID(), names)
+	return r.run(ctx, batchviews.NewID(), req)
+}
+
+// request is what a run is asked to do: its views and, for an on-demand
+// run, when it was asked and where the logs of their streams ended then.
+type request struct {
+	names []string
+	at    time.Time         // zero: a scheduled run, which takes what is covered
+	ends  map[string]LogEnd // by stream; a stream missing is asked for when the run starts
+}
+
+// request notes an on-demand request for views at this moment.
+func (r *Runner) request(ctx context.Context, views []string) (request, error) {
+	at := time.Now().UTC()
+	names, err := r.resolve(views)
+	if err != nil {
+		return request{}, err
+	}
+	return request{names: names, at: at, ends: r.noteEnds(ctx, r.streamsOf(names))}, nil
+}
+
+// streamsOf lists the streams of views once each, in view order.
+func (r *Runner) streamsOf(names []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		if s := r.cat.Views[n].Stream.Name; !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Schedule runs every view every `every` until ctx is cancelled.
@@ -139,7 +186,12 @@ func (r *Runner) Schedule(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := r.Run(ctx, nil); err != nil && ctx.Err() == nil {
+			// Scheduled: no request to cover, so no wait; the run takes
+			// what the lake covers.
+			r.mu.Lock()
+			_, err := r.run(ctx, batchviews.NewID(), request{names: append([]string(nil), r.cat.ViewOrder...)})
+			r.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
 				r.logger.Error("scheduled batch run failed", "err", err)
 			}
 		}
@@ -164,9 +216,10 @@ func (r *Runner) resolve(views []string) ([]string, error) {
 	return out, nil
 }
 
-func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews.Run, error) {
+func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Run, error) {
+	names := req.names
 	started := time.Now().UTC()
-	rec := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: names, Started: started, Cutoffs: map[string]int64{}}
+	rec := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: names, Started: started, Cutoffs: map[string]int64{}, RequestedAt: req.at}
 	log := r.logger.With("run", id)
 	// One run per store across processes: the lock dies with its process,
 	// so a run still recorded as running under it was interrupted.
@@ -187,6 +240,10 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 		log.Error("save run record", "err", err)
 	}
 	log.Info("batch run started", "views", names)
+	if !req.at.IsZero() {
+		covered := r.settle(ctx, log, r.streamsOf(names), req.ends)
+		rec.CoversRequest = &covered
+	}
 	prev, rows, err := r.compute(ctx, log, &rec)
 	if err == nil && len(rows) == 0 && len(rec.FailedViews) > 0 {
 		err = fmt.Errorf("%w: every view failed: %s", ErrViewsFailed, failedNames(rec.FailedViews))
