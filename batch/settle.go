@@ -116,9 +116,7 @@ func (r *Runner) settle(ctx context.Context, log *slog.Logger, streams []string,
 		}
 		now := time.Now()
 		if len(wait) == 0 {
-			if !first {
-				log.Info("the lake covers the request", "waited_ms", now.Sub(start).Milliseconds())
-			}
+			log.Info("the lake covers the request", "waited_ms", now.Sub(start).Milliseconds())
 			return true
 		}
 		expired := !now.Before(deadline)
