@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -236,5 +238,63 @@ func TestBatchRunSettleTimeout(t *testing.T) {
 	out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath)
 	if cli := runRecord(t, out); code != 0 || cli.Status != "succeeded" || cli.covers() != "false" || !strings.Contains(out, "covers_request=no") {
 		t.Fatalf("braid batch run: exit %d, %+v\n%s", code, cli, out)
+	}
+}
+
+// TestBatchRunPartialExitCode: a view that fails holds back only itself —
+// `braid batch run` publishes the others, says which view failed and exits
+// non-zero.
+func TestBatchRunPartialExitCode(t *testing.T) {
+	redis := testenv.StartRedis(t)
+	body := batchRunStreams + `  clicks:
+    stream: clicks
+    window: 1m
+    group_by: [page]
+    measures: { n: count() }
+`
+	body = strings.Replace(body, "views:\n", `  clicks:
+    time: at
+    fields: { at: time, page: string }
+views:
+`, 1)
+	cfgPath, base, dataDir := testenv.WriteConfig(t, "", redis.URL, "batch: { every: 0 }\n"+body)
+	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	orders := buyerOrders(rand.New(rand.NewPCG(3, 5)), time.Now().Add(-time.Hour), 200, 0)
+	if r := post(t, base, ndjson(orders)); r.Accepted != len(orders) {
+		t.Fatalf("ingest: %+v", r)
+	}
+	var ir ingestResp
+	clicks := fmt.Sprintf(`{"at": %q, "page": "/a"}`, time.Now().UTC().Add(-time.Minute).Format(time.RFC3339))
+	if code := httpJSON(t, "POST", base+"/v1/streams/clicks/events", "application/json", []byte(clicks), &ir); code != 200 || ir.Accepted != 1 {
+		t.Fatalf("ingest clicks: %d %+v", code, ir)
+	}
+	// Both streams in the lake, then a run that covers them.
+	var run batchRun
+	if code := httpJSON(t, "POST", base+"/v1/batch/runs?wait=true", "application/json", []byte(`{}`), &run); code != 200 || run.Status != "succeeded" || run.covers() != "true" {
+		t.Fatalf("batch run: status %d, %+v", code, run)
+	}
+	if err := p.Stop(t); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	// The lake of clicks becomes unreadable.
+	files, err := filepath.Glob(filepath.Join(dataDir, "lake", "clicks", "*", "*.parquet"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("clicks lake files %v %v", files, err)
+	}
+	for _, f := range files {
+		writeFile(t, f, "not parquet at all")
+	}
+	out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath)
+	cli := runRecord(t, out)
+	if code == 0 || cli.Status != "partial" || cli.FailedViews["clicks"] == "" || len(cli.FailedViews) != 1 || !strings.Contains(out, "view clicks failed") {
+		t.Fatalf("braid batch run over an unreadable lake of clicks: exit %d, %+v\n%s", code, cli, out)
+	}
+	// The view of orders was published: CURRENT is this run's version.
+	cur, err := os.ReadFile(filepath.Join(dataDir, "batch", "CURRENT"))
+	if err != nil || strings.TrimSpace(string(cur)) != cli.ID {
+		t.Fatalf("CURRENT %q %v, want the partial run %s", cur, err, cli.ID)
+	}
+	if cli.Cutoffs["buyers_by_country"] <= 0 {
+		t.Fatalf("partial run cutoffs %v", cli.Cutoffs)
 	}
 }
