@@ -49,7 +49,12 @@ func covers(cp lake.Checkpoint, end LogEnd, epoch time.Duration) bool {
 	if end.Seq == 0 {
 		return true
 	}
-	return cp.Seq >= end.Seq && cp.CoveredUntil > 0 && logic.EpochOf(cp.CoveredUntil, epoch) > end.Arrival
+	arrival := end.Arrival
+	if arrival == 0 {
+		// Unknown: record cp.Seq arrived at or after record end.Seq.
+		arrival = cp.Arrival
+	}
+	return cp.Seq >= end.Seq && cp.CoveredUntil > 0 && logic.EpochOf(cp.CoveredUntil, epoch) > arrival
 }
 
 // noteEnds asks the log where each stream ends; a stream it could not ask
