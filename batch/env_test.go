@@ -124,6 +124,25 @@ func makeOrders(first, n int) []order {
 	return out
 }
 
+// json is the order as a producer sends it.
+func (o order) json() []byte {
+	m := map[string]any{"id": o.id, "ts": o.ts}
+	if o.country != nil {
+		m["country"] = *o.country
+	}
+	if o.paid != nil {
+		m["paid"] = *o.paid
+	}
+	if o.amount != nil {
+		m["amount"] = *o.amount
+	}
+	if o.qty != nil {
+		m["qty"] = *o.qty
+	}
+	raw, _ := json.Marshal(m)
+	return raw
+}
+
 func publishOrders(t *testing.T, e *env, orders []order) {
 	t.Helper()
 	s := e.cat.Streams["orders"]
@@ -137,20 +156,7 @@ func publishOrders(t *testing.T, e *env, orders []order) {
 		calls++
 	}
 	for _, o := range orders {
-		m := map[string]any{"id": o.id, "ts": o.ts}
-		if o.country != nil {
-			m["country"] = *o.country
-		}
-		if o.paid != nil {
-			m["paid"] = *o.paid
-		}
-		if o.amount != nil {
-			m["amount"] = *o.amount
-		}
-		if o.qty != nil {
-			m["qty"] = *o.qty
-		}
-		raw, _ := json.Marshal(m)
+		raw := o.json()
 		ev, rec, err := s.Prepare(raw, time.Now().UnixMilli())
 		if err != nil {
 			t.Fatalf("prepare %s: %v", raw, err)

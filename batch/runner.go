@@ -35,6 +35,13 @@ type RunnerConfig struct {
 	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default 10s)
 	Threads int           // DuckDB threads (0: DuckDB's default)
 	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
+	// Log tells where each stream's log ends. With it, an on-demand run
+	// (Run, Start) waits, at most SettleTimeout, until the lake covers
+	// every record the log held when the run was asked for; without it
+	// (nil) the run takes what the lake covers and records covers_request
+	// false. Scheduled runs never wait.
+	Log           LogEnds
+	SettleTimeout time.Duration // 0: no wait (the run still says whether it covers the request)
 }
 
 // Runner computes batch view versions from the lake. One run at a time.
@@ -67,6 +74,10 @@ func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed S
 	if rv := reflect.ValueOf(speed); speed != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
 		speed = nil // a typed nil (*speedstore.Store)(nil) means no speed layer
 	}
+	if rv := reflect.ValueOf(cfg.Log); cfg.Log != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
+		cfg.Log = nil
+	}
+	cfg.SettleTimeout = max(cfg.SettleTimeout, 0)
 	f := promauto.With(reg)
 	r := &Runner{cfg: cfg, lk: lk, views: views, speed: speed, cat: cat, logger: logger.With("component", "batch"),
 		runs:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_batch_runs_total", Help: "Batch runs by final status."}, []string{"status"}),
@@ -93,11 +104,12 @@ func (r *Runner) recoverInterrupted() {
 	}
 }
 
-// Start begins a run of views (nil: all) in the background and returns its
-// id; ErrBusy when a run is in progress. The run's record (Store.Run)
-// tells its progress and result.
+// Start begins an on-demand run of views (nil: all) in the background and
+// returns its id; ErrBusy when a run is in progress. Like Run, it covers
+// what the log held when it was called. The run's record (Store.Run) tells
+// its progress and result.
 func (r *Runner) Start(views []string) (string, error) {
-	names, err := r.resolve(views)
+	req, err := r.request(context.Background(), views)
 	if err != nil {
 		return "", err
 	}
@@ -107,22 +119,59 @@ func (r *Runner) Start(views []string) (string, error) {
 	id := batchviews.NewID()
 	go func() {
 		defer r.mu.Unlock()
-		_, _ = r.run(context.Background(), id, names)
+		_, _ = r.run(context.Background(), id, req)
 	}()
 	return id, nil
 }
 
 // Run computes views (nil or empty: all) synchronously, waiting for a run
-// in progress to end first. It returns the run record; on failure the
-// record has status failed and the previous version stays current.
+// in progress to end first. It is an on-demand run: it notes where each
+// stream's log ends now and waits, at most SettleTimeout, until the lake
+// covers those records and the arrival epoch of the last one has closed,
+// then takes its cutoffs (the record's covers_request says whether the
+// wait got there). It returns the run record: on failure with status
+// failed (the previous version stays current) and the error; when some
+// views failed and the others were published, with status partial and an
+// error matching ErrViewsFailed.
 func (r *Runner) Run(ctx context.Context, views []string) (batchviews.Run, error) {
-	names, err := r.resolve(views)
+	req, err := r.request(ctx, views)
 	if err != nil {
 		return batchviews.Run{}, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.run(ctx, batchviews.NewID(), names)
+	return r.run(ctx, batchviews.NewID(), req)
+}
+
+// request is what a run is asked to do: its views and, for an on-demand
+// run, when it was asked and where the logs of their streams ended then.
+type request struct {
+	names []string
+	at    time.Time         // zero: a scheduled run, which takes what is covered
+	ends  map[string]LogEnd // by stream; a stream missing is asked for when the run starts
+}
+
+// request notes an on-demand request for views at this moment.
+func (r *Runner) request(ctx context.Context, views []string) (request, error) {
+	at := time.Now().UTC()
+	names, err := r.resolve(views)
+	if err != nil {
+		return request{}, err
+	}
+	return request{names: names, at: at, ends: r.noteEnds(ctx, r.streamsOf(names))}, nil
+}
+
+// streamsOf lists the streams of views once each, in view order.
+func (r *Runner) streamsOf(names []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		if s := r.cat.Views[n].Stream.Name; !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Stale lists the views whose current batch rows were computed under
@@ -185,7 +234,12 @@ func (r *Runner) Schedule(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := r.Run(ctx, nil); err != nil && ctx.Err() == nil {
+			// Scheduled: no request to cover, so no wait; the run takes
+			// what the lake covers.
+			r.mu.Lock()
+			_, err := r.run(ctx, batchviews.NewID(), request{names: append([]string(nil), r.cat.ViewOrder...)})
+			r.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
 				r.logger.Error("scheduled batch run failed", "err", err)
 			}
 		}
@@ -210,9 +264,10 @@ func (r *Runner) resolve(views []string) ([]string, error) {
 	return out, nil
 }
 
-func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews.Run, error) {
+func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Run, error) {
+	names := req.names
 	started := time.Now().UTC()
-	rec := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: names, Started: started, Cutoffs: map[string]int64{}}
+	rec := batchviews.Run{ID: id, Status: batchviews.StatusRunning, Views: names, Started: started, Cutoffs: map[string]int64{}, RequestedAt: req.at}
 	log := r.logger.With("run", id)
 	// One run per store across processes: the lock dies with its process,
 	// so a run still recorded as running under it was interrupted.
@@ -233,7 +288,14 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 		log.Error("save run record", "err", err)
 	}
 	log.Info("batch run started", "views", names)
+	if !req.at.IsZero() {
+		covered := r.settle(ctx, log, r.streamsOf(names), req.ends)
+		rec.CoversRequest = &covered
+	}
 	prev, rows, err := r.compute(ctx, log, &rec)
+	if err == nil && len(rows) == 0 && len(rec.FailedViews) > 0 {
+		err = fmt.Errorf("%w: every view failed: %s", ErrViewsFailed, failedNames(rec.FailedViews))
+	}
 	if err == nil {
 		err = r.publish(id, prev, rows, &rec)
 	}
@@ -250,12 +312,23 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 		return rec, err
 	}
 	rec.Status, rec.Version = batchviews.StatusSucceeded, id
+	var partial error
+	if len(rec.FailedViews) > 0 {
+		// The failed views kept their previous entries; the others are new.
+		partial = fmt.Errorf("%w: %s", ErrViewsFailed, failedNames(rec.FailedViews))
+		rec.Status, rec.Error = batchviews.StatusPartial, partial.Error()
+	} else {
+		r.lastOK.SetToCurrentTime()
+	}
 	r.runs.WithLabelValues(rec.Status).Inc()
-	r.lastOK.SetToCurrentTime()
 	if serr := r.views.SaveRun(rec); serr != nil {
 		log.Error("save run record", "err", serr)
 	}
-	log.Info("batch run succeeded", "version", id, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	if partial != nil {
+		log.Warn("batch run published, some views failed", "version", id, "failed_views", rec.FailedViews, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	} else {
+		log.Info("batch run succeeded", "version", id, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
+	}
 	// Readers holding the previous version need speed epochs >= its cutoff;
 	// everything older is in every version a reader can hold.
 	if r.speed != nil && prev != nil {
@@ -268,10 +341,24 @@ func (r *Runner) run(ctx context.Context, id string, names []string) (batchviews
 			}
 		}
 	}
-	return rec, nil
+	return rec, partial
 }
 
-// compute runs the views' SQL over the lake.
+// failedNames lists the failed views, sorted.
+func failedNames(failed map[string]string) string {
+	names := make([]string, 0, len(failed))
+	for n := range failed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// compute runs the views' SQL over the lake. A view whose computation
+// fails (or whose stream's lake cannot be read) is recorded in
+// rec.FailedViews and left out of the rows; the others are computed. An
+// error is returned only when nothing can be computed at all (no DuckDB,
+// no current version to build on, the run cancelled).
 func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.Run) (*batchviews.Version, map[string][]batchviews.Row, error) {
 	prev, err := r.views.Current()
 	if err != nil {
@@ -297,50 +384,44 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 			return prev, nil, fmt.Errorf("batch: duckdb memory_limit: %w", err)
 		}
 	}
-	// One relation per stream, with the cutoff of its checkpoint.
-	type src struct {
-		name   string
-		cutoff int64
-	}
-	srcs := map[string]src{}
+	// One relation per stream, with the cutoff of its checkpoint; a stream
+	// whose lake cannot be read fails its views only.
+	srcs := map[string]source{}
 	for _, n := range rec.Views {
 		s := r.cat.Views[n].Stream
 		if _, ok := srcs[s.Name]; ok {
 			continue
 		}
-		cp, err := r.lk.Checkpoint(s.Name)
-		if err != nil {
-			return prev, nil, err
+		sc := r.source(ctx, conn, s)
+		srcs[s.Name] = sc
+		if sc.err != nil {
+			if ctx.Err() != nil {
+				return prev, nil, fmt.Errorf("batch: %w", ctx.Err())
+			}
+			log.Error("batch source failed; its views keep their previous version", "stream", s.Name, "err", sc.err)
+			continue
 		}
-		files, err := r.lk.Files(s.Name)
-		if err != nil {
-			return prev, nil, err
-		}
-		cutoff := int64(0)
-		if cp.CoveredUntil > 0 {
-			cutoff = logic.EpochOf(cp.CoveredUntil, r.cfg.Epoch)
-		}
-		rel := "src_" + s.Name
-		if _, err := conn.ExecContext(ctx, "CREATE VIEW "+quoteIdent(rel)+" AS "+sourceSQL(s, files)); err != nil {
-			return prev, nil, fmt.Errorf("batch: stream %s source: %w", s.Name, err)
-		}
-		var n int64
-		if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE _arrival < %d", quoteIdent(rel), cutoff)).Scan(&n); err != nil {
-			return prev, nil, fmt.Errorf("batch: stream %s: read lake: %w", s.Name, err)
-		}
-		rec.RowsRead += n
-		r.rowsRead.Add(float64(n))
-		srcs[s.Name] = src{name: quoteIdent(rel), cutoff: cutoff}
-		log.Info("batch source", "stream", s.Name, "files", len(files), "rows", n, "cutoff", cutoff, "checkpoint_seq", cp.Seq)
+		rec.RowsRead += sc.rows
+		r.rowsRead.Add(float64(sc.rows))
+		log.Info("batch source", "stream", s.Name, "files", sc.files, "rows", sc.rows, "cutoff", sc.cutoff, "checkpoint_seq", sc.seq)
 	}
 	out := map[string][]batchviews.Row{}
 	for _, n := range rec.Views {
 		v := r.cat.Views[n]
 		sc := srcs[v.Stream.Name]
+		if sc.err != nil {
+			r.failView(rec, n, sc.err)
+			continue
+		}
 		t0 := time.Now()
 		rows, err := queryView(ctx, conn, v, sc.name, sc.cutoff)
 		if err != nil {
-			return prev, nil, fmt.Errorf("batch: view %s: %w", n, err)
+			if ctx.Err() != nil {
+				return prev, nil, fmt.Errorf("batch: view %s: %w", n, ctx.Err())
+			}
+			log.Error("batch view failed; it keeps its previous version", "view", n, "err", err)
+			r.failView(rec, n, err)
+			continue
 		}
 		out[n] = rows
 		rec.Cutoffs[n] = sc.cutoff
@@ -349,6 +430,50 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 		log.Info("batch view computed", "view", n, "rows", len(rows), "cutoff", sc.cutoff, "ms", time.Since(t0).Milliseconds())
 	}
 	return prev, out, nil
+}
+
+// source is a stream's lake relation in a run.
+type source struct {
+	name   string // the relation, quoted
+	cutoff int64  // epoch start: the relation's rows that arrived before it count
+	rows   int64  // rows before the cutoff
+	files  int
+	seq    uint64 // the checkpoint's sequence
+	err    error  // the lake could not be read: every view of the stream fails
+}
+
+// source creates the relation of stream s's committed lake files and
+// counts its rows before the cutoff, which is the epoch start at or below
+// the checkpoint's CoveredUntil (every record that arrived before it is in
+// those files).
+func (r *Runner) source(ctx context.Context, conn *sql.Conn, s *logic.Stream) source {
+	cp, err := r.lk.Checkpoint(s.Name)
+	if err != nil {
+		return source{err: fmt.Errorf("stream %s: %w", s.Name, err)}
+	}
+	files, err := r.lk.Files(s.Name)
+	if err != nil {
+		return source{err: fmt.Errorf("stream %s: %w", s.Name, err)}
+	}
+	sc := source{name: quoteIdent("src_" + s.Name), files: len(files), seq: cp.Seq}
+	if cp.CoveredUntil > 0 {
+		sc.cutoff = logic.EpochOf(cp.CoveredUntil, r.cfg.Epoch)
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE VIEW "+sc.name+" AS "+sourceSQL(s, files)); err != nil {
+		return source{err: fmt.Errorf("stream %s source: %w", s.Name, err)}
+	}
+	if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE _arrival < %d", sc.name, sc.cutoff)).Scan(&sc.rows); err != nil {
+		return source{err: fmt.Errorf("stream %s: read lake: %w", s.Name, err)}
+	}
+	return sc
+}
+
+// failView records that view n failed with err.
+func (r *Runner) failView(rec *batchviews.Run, n string, err error) {
+	if rec.FailedViews == nil {
+		rec.FailedViews = map[string]string{}
+	}
+	rec.FailedViews[n] = err.Error()
 }
 
 func (r *Runner) publish(id string, prev *batchviews.Version, rows map[string][]batchviews.Row, rec *batchviews.Run) error {

@@ -352,13 +352,14 @@ func TestRunnerMatchesIndependentComputation(t *testing.T) {
 		t.Fatalf("expire calls %v, want last = %d", got, ver1.Views["by_country"].Cutoff)
 	}
 
-	// A corrupt lake file fails the run; the previous version stays current.
+	// A corrupt lake file fails the views of its stream: a run of them
+	// fails and the previous version stays current.
 	files, _ := e.lk.Files("orders")
 	if err := os.WriteFile(files[0], []byte("not parquet at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run3, err := r.Run(ctx, nil)
-	if err == nil || run3.Status != batchviews.StatusFailed || run3.Error == "" {
+	run3, err := r.Run(ctx, []string{"by_country", "all_orders"})
+	if !errors.Is(err, batch.ErrViewsFailed) || run3.Status != batchviews.StatusFailed || run3.Error == "" || len(run3.FailedViews) != 2 {
 		t.Fatalf("run on a corrupt lake: %+v %v", run3, err)
 	}
 	if cur, _ := views.Current(); cur.ID != ver2.ID {
@@ -367,6 +368,14 @@ func TestRunnerMatchesIndependentComputation(t *testing.T) {
 	runs, err := views.Runs()
 	if err != nil || len(runs) != 4 || runs[0].ID != run3.ID || runs[0].Status != batchviews.StatusFailed || runs[1].ID != run2.ID || runs[1].Status != batchviews.StatusSucceeded {
 		t.Fatalf("runs %+v %v", runs, err)
+	}
+	// A run of every view publishes the view of clicks, whose lake is fine.
+	run4, err := r.Run(ctx, nil)
+	if !errors.Is(err, batch.ErrViewsFailed) || run4.Status != batchviews.StatusPartial || len(run4.FailedViews) != 3 || run4.FailedViews["clicks_by_page"] != "" {
+		t.Fatalf("run of every view on a corrupt orders lake: %+v %v", run4, err)
+	}
+	if cur, _ := views.Current(); cur.ID != run4.ID || cur.Views["by_country"] != ver2.Views["by_country"] || cur.Views["clicks_by_page"].Cutoff != run4.Cutoffs["clicks_by_page"] {
+		t.Fatalf("current after a partial run %+v, want %s with the views of orders of %+v", cur, run4.ID, ver2)
 	}
 	if _, err := r.Run(ctx, []string{"nope"}); !errors.Is(err, batch.ErrUnknownView) {
 		t.Fatalf("unknown view: %v", err)

@@ -78,9 +78,12 @@ type ArchiveStatus interface {
 // BatchRunner starts batch runs. *batch.Runner satisfies it.
 //
 // Run computes the views (nil: all) synchronously and returns the run's
-// record (status failed, with its error, when it failed). Start begins a run
-// in the background and returns its id, or an error matching
-// Options.RunnerBusy or ErrBatchBusy (errors.Is) when a run is in progress.
+// record (status failed, with its error, when it failed; status partial,
+// with an error, when some views failed and the others were published).
+// Start begins a run in the background and returns its id, or an error
+// matching Options.RunnerBusy or ErrBatchBusy (errors.Is) when a run is in
+// progress. Both cover the events acknowledged before the call (the
+// record's requested_at and covers_request).
 // Serving checks view names against the catalog before calling either.
 type BatchRunner interface {
 	Run(ctx context.Context, views []string) (batchviews.Run, error)

@@ -327,6 +327,20 @@ func injectBatchKill(tr *trial) string {
 	t := tr.t
 	prev := tr.current()
 	p := testenv.StartBraid(t, "", "batch", "run", "--config", tr.cfgPath)
+	// The run first waits until the lake covers what the log held when it
+	// started; the kill is meant for the computation and publishing after
+	// (or for the process, should it end before).
+	waited := func(out string) bool {
+		for _, m := range []string{"the lake covers the request", "settle timeout", "batch run not started", "batch run failed", "braid batch:"} {
+			if strings.Contains(out, m) {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(settleTimeout); !waited(p.Output()) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	delay := tr.pause(60) // a run over these few events takes about 50 ms
 	err := p.Signal(t, syscall.SIGKILL)
 	cur := tr.current()

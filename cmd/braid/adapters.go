@@ -21,7 +21,7 @@ import (
 )
 
 // The adapters below connect the stores to the small interfaces serving
-// owns; each is a field-by-field conversion.
+// and batch own; each is a field-by-field conversion.
 
 type speedReader struct{ s *speedstore.Store }
 
@@ -60,6 +60,22 @@ func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string) (serv
 		return serving.ArchivePosition{}, err
 	}
 	return serving.ArchivePosition{Seq: cp.Seq, CoveredUntil: cp.CoveredUntil}, nil
+}
+
+// logEnds is the batch runner's LogEnds over the event log: the last
+// record's sequence and its arrival, from the stream's state.
+type logEnds struct{ l *eventlog.Log }
+
+func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error) {
+	info, err := e.l.Info(ctx, stream)
+	if err != nil {
+		return batch.LogEnd{}, err
+	}
+	end := batch.LogEnd{Seq: info.LastSeq}
+	if !info.LastTime.IsZero() {
+		end.Arrival = info.LastTime.UnixMilli()
+	}
+	return end, nil
 }
 
 // commitNotifier is serving's CommitNotifier over Redis pub/sub: ONE

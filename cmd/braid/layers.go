@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/braid-data/braid/storage/batchviews"
 )
 
 // layerFlags parses the flags every single-layer command shares.
@@ -88,6 +92,15 @@ func cmdBatch(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
+	// The event log tells a run where the streams end, so that it covers
+	// every event acknowledged before it was asked for; without nats.url
+	// (or when NATS cannot be reached) it takes what the lake covers and
+	// says covers_request false.
+	if once && a.cfg.NATS.URL != "" {
+		if err := a.connectNATS(ctx, false); err != nil {
+			a.logger.Warn("no event log: the run covers what the lake holds, not necessarily every acknowledged event", "err", err)
+		}
+	}
 	// Redis lets a run expire the speed epochs it absorbed; without it the
 	// next run of a process that has Redis does that.
 	l, err := a.open(ctx, deps{redis: a.cfg.Redis.URL != "", lake: true, views: true})
@@ -114,12 +127,21 @@ func cmdBatch(ctx context.Context, args []string) error {
 	run, err := l.runner.Run(ctx, list)
 	b, _ := json.Marshal(run)
 	fmt.Fprintln(os.Stderr, string(b))
-	if err != nil {
+	if run.Version == "" && err != nil {
 		return err
 	}
-	fmt.Printf("run %s %s: views=%s rows_read=%d rows_out=%d duration=%s version=%s\n", run.ID, run.Status,
-		strings.Join(run.Views, ","), run.RowsRead, run.RowsOut, time.Duration(run.DurationMs)*time.Millisecond, run.Version)
-	if run.Status != "succeeded" {
+	covers := "no"
+	if run.CoversRequest != nil && *run.CoversRequest {
+		covers = "yes"
+	}
+	fmt.Printf("run %s %s: views=%s rows_read=%d rows_out=%d duration=%s version=%s covers_request=%s\n", run.ID, run.Status,
+		strings.Join(run.Views, ","), run.RowsRead, run.RowsOut, time.Duration(run.DurationMs)*time.Millisecond, run.Version, covers)
+	for _, v := range slices.Sorted(maps.Keys(run.FailedViews)) {
+		fmt.Printf("view %s failed: %s\n", v, run.FailedViews[v])
+	}
+	// Exit non-zero unless every view was computed: a partial run
+	// published the others, but a view still needs attention.
+	if run.Status != batchviews.StatusSucceeded {
 		return fmt.Errorf("run %s %s: %s", run.ID, run.Status, run.Error)
 	}
 	return nil

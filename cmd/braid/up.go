@@ -48,8 +48,15 @@ func (a *app) newArchiver(l *layers) {
 		a.log, l.lake, a.cat, a.logger.With("layer", "archive"), a.reg)
 }
 
+// newRunner builds the batch runner; with the event log open, on-demand
+// runs wait (batch.settle_timeout) until the lake covers what the log held
+// when they were asked for.
 func (a *app) newRunner(l *layers) {
-	l.runner = batch.NewRunner(batch.RunnerConfig{Epoch: a.cfg.Epoch.D()}, l.lake, l.views, l.store, a.cat, a.logger.With("layer", "batch"), a.reg)
+	cfg := batch.RunnerConfig{Epoch: a.cfg.Epoch.D(), SettleTimeout: a.cfg.Batch.SettleTimeout.D()}
+	if a.log != nil {
+		cfg.Log = logEnds{a.log}
+	}
+	l.runner = batch.NewRunner(cfg, l.lake, l.views, l.store, a.cat, a.logger.With("layer", "batch"), a.reg)
 }
 
 func (a *app) newServer(l *layers) error {

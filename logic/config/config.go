@@ -86,6 +86,9 @@ type Redis struct {
 type Batch struct {
 	Every        Duration `yaml:"every"` // 0 = on demand only
 	KeepVersions int      `yaml:"keep_versions"`
+	// SettleTimeout bounds how long an on-demand run waits for the lake to
+	// cover what the log had acknowledged when it was asked for (0: no wait).
+	SettleTimeout Duration `yaml:"settle_timeout"`
 }
 
 // Speed configures the speed layer's micro-batches.
@@ -236,7 +239,7 @@ func Default() Config {
 		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64, QueryCacheBytes: 128 << 20},
 		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
 		Epoch:     Duration(10 * time.Second),
-		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3},
+		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
 		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
 		Archive:   Archive{MaxRows: 200000, MaxBytes: 32 << 20, MaxDelay: Duration(5 * time.Second)},
 		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxMsgs: 1_000_000},
@@ -475,6 +478,9 @@ func (c *Config) Warnings() []string {
 	if (c.NATS.MaxMsgs > 0 || c.NATS.MaxBytes > 0) && c.NATS.MaxAge.D() == 0 {
 		out = append(out, "nats.max_msgs or nats.max_bytes is set without nats.max_age: nothing ever leaves a full log, so once it is full ingest answers 429 until it is purged; set nats.max_age too")
 	}
+	if st := c.Batch.SettleTimeout.D(); st > 0 && st < c.Epoch.D()+c.Archive.MaxDelay.D() {
+		out = append(out, fmt.Sprintf("batch.settle_timeout %v is shorter than epoch + archive.max_delay (%v): on-demand batch runs will often stop waiting before they cover what was acknowledged", st, c.Epoch.D()+c.Archive.MaxDelay.D()))
+	}
 	return out
 }
 
@@ -497,6 +503,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch.KeepVersions < 1 {
 		add("batch.keep_versions", "keep at least the current version", "must be at least 1")
+	}
+	if c.Batch.SettleTimeout.D() < 0 || c.Batch.SettleTimeout.D() > time.Hour {
+		add("batch.settle_timeout", "e.g. 60s; 0 takes what the lake covers without waiting", "must be between 0 and 1h")
 	}
 	if c.Speed.BatchSize < 1 || c.Speed.BatchSize > 100000 {
 		add("speed.batch_size", "e.g. 2000", "must be in 1..100000")

@@ -230,6 +230,7 @@ func TestDefaultsApply(t *testing.T) {
 		{"epoch", cfg.Epoch.D(), 10 * time.Second},
 		{"batch.every", cfg.Batch.Every.D(), 15 * time.Minute},
 		{"batch.keep_versions", cfg.Batch.KeepVersions, 3},
+		{"batch.settle_timeout", cfg.Batch.SettleTimeout.D(), 60 * time.Second},
 		{"speed.batch_size", cfg.Speed.BatchSize, 2000},
 		{"speed.max_wait", cfg.Speed.MaxWait.D(), 25 * time.Millisecond},
 		{"speed.max_cells", cfg.Speed.MaxCells, 50000},
@@ -267,6 +268,30 @@ func TestDefaultsApply(t *testing.T) {
 	}
 	if cfg.Batch.Every.D() != 0 || cfg.Batch.KeepVersions != 3 {
 		t.Errorf("batch section: %+v (every: 0 means on demand)", cfg.Batch)
+	}
+}
+
+func TestSettleTimeout(t *testing.T) {
+	cfg, err := config.Parse([]byte("batch: { settle_timeout: 0 }\n"+minimal), nil)
+	if err != nil || cfg.Batch.SettleTimeout.D() != 0 {
+		t.Fatalf("settle_timeout 0 (no wait): %v, %v", cfg, err)
+	}
+	for doc, warn := range map[string]bool{"": false, "batch: { settle_timeout: 0 }\n": false, "batch: { settle_timeout: 20s }\n": false, "batch: { settle_timeout: 14s }\n": true} {
+		cfg, err := config.Parse([]byte(doc+minimal), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws := cfg.Warnings()
+		if got := len(ws) == 1 && strings.Contains(ws[0], "batch.settle_timeout"); got != warn || (!warn && len(ws) > 0) {
+			t.Errorf("%q: warnings %q", doc, ws)
+		}
+	}
+	for _, bad := range []string{"-1s", "2h"} {
+		_, err := config.Parse([]byte("batch: { settle_timeout: "+bad+" }\n"+minimal), nil)
+		var errs *config.Errors
+		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != "batch.settle_timeout" || errs.List[0].Line != 1 {
+			t.Errorf("settle_timeout %s: %v", bad, err)
+		}
 	}
 }
 

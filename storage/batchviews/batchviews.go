@@ -66,24 +66,39 @@ type Version struct {
 }
 
 // Run is the record of one batch run.
+//
+// RequestedAt and CoversRequest belong to on-demand runs (asked for over
+// HTTP or by `braid batch run`); a scheduled run has neither. CoversRequest
+// is true when the run waited until the lake covered every record the log
+// had acknowledged at RequestedAt (so each view's cutoff lies after all of
+// them), false when that wait timed out or the log could not be asked.
+//
+// FailedViews names the views whose computation failed, with the error:
+// they keep their entry of the previous version while the others are
+// published (status partial), or, when every view failed, nothing is
+// published (status failed).
 type Run struct {
-	ID         string           `json:"id"`
-	Status     string           `json:"status"` // running | succeeded | failed
-	Views      []string         `json:"views"`
-	Cutoffs    map[string]int64 `json:"cutoffs,omitempty"`
-	RowsRead   int64            `json:"rows_read"`
-	RowsOut    int64            `json:"rows_out"`
-	Started    time.Time        `json:"started"`
-	Finished   time.Time        `json:"finished,omitzero"`
-	DurationMs int64            `json:"duration_ms"`
-	Error      string           `json:"error,omitempty"`
-	Version    string           `json:"version,omitempty"`
+	ID            string            `json:"id"`
+	Status        string            `json:"status"` // running | succeeded | partial | failed
+	Views         []string          `json:"views"`
+	Cutoffs       map[string]int64  `json:"cutoffs,omitempty"`
+	FailedViews   map[string]string `json:"failed_views,omitempty"`
+	RowsRead      int64             `json:"rows_read"`
+	RowsOut       int64             `json:"rows_out"`
+	RequestedAt   time.Time         `json:"requested_at,omitzero"`
+	CoversRequest *bool             `json:"covers_request,omitempty"`
+	Started       time.Time         `json:"started"`
+	Finished      time.Time         `json:"finished,omitzero"`
+	DurationMs    int64             `json:"duration_ms"`
+	Error         string            `json:"error,omitempty"`
+	Version       string            `json:"version,omitempty"`
 }
 
 // Run statuses.
 const (
 	StatusRunning   = "running"
 	StatusSucceeded = "succeeded"
+	StatusPartial   = "partial" // some views failed (FailedViews); the others were published
 	StatusFailed    = "failed"
 )
 
