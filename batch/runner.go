@@ -201,9 +201,17 @@ func (r *Runner) Rebuild(ctx context.Context) {
 			return
 		}
 		if err == nil {
+			// Like a scheduled run, it takes what the lake covers: the
+			// speed layer's state of these views starts at an earlier
+			// cutoff (batchviews.Store.StreamCutoff), so any cutoff now
+			// makes them whole.
 			r.logger.Info("batch run for views added or changed since the last run", "views", stale)
-			if _, err = r.Run(ctx, stale); err == nil {
-				return
+			r.mu.Lock()
+			var rec batchviews.Run
+			rec, err = r.run(ctx, batchviews.NewID(), request{names: stale})
+			r.mu.Unlock()
+			if err == nil || rec.Status == batchviews.StatusPartial {
+				return // views that failed are tried again by the next run
 			}
 		}
 		if ctx.Err() != nil {
