@@ -58,6 +58,12 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad query parameter", "from: must be before to")
 		return
 	}
+	if _, err := s.readInputs(r.Context(), v); err != nil {
+		if _, rebuilding := isRebuilding(err); rebuilding {
+			s.queryError(w, v.Name, err)
+			return
+		}
+	}
 	rep, err := s.opts.Auditor.Audit(r.Context(), v, from, to)
 	switch {
 	case errors.Is(err, ErrAuditNotReady):

@@ -169,10 +169,22 @@ type auditor struct {
 	wait  time.Duration
 }
 
+// errViewRebuilding: the view's state is being rebuilt; audit it once it
+// is whole.
+var errViewRebuilding = errors.New("view rebuilding")
+
 // maxLateAudited bounds the too-late records an audit reads.
 const maxLateAudited = 100_000
 
 func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
+	// A view being rebuilt has partial speed cells: nothing to audit yet.
+	pos, found, err := a.store.Position(ctx, v.Stream.Name)
+	if err != nil {
+		return nil, err
+	}
+	if vp := pos.Views[v.StateKey()]; !found || !vp.JoinedOK || vp.Joined != pos.Seq {
+		return nil, fmt.Errorf("%w: %s (its speed state has not joined its stream's commits yet)", errViewRebuilding, v.Name)
+	}
 	cut, err := a.views.Cutoff(v)
 	if err != nil {
 		return nil, err
@@ -188,7 +200,7 @@ func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) 
 
 func (a auditor) Audit(ctx context.Context, v *logic.View, fromMs, toMs int64) (any, error) {
 	rep, err := a.report(ctx, v, fromMs, toMs)
-	if errors.Is(err, batch.ErrLakeBehind) {
+	if errors.Is(err, batch.ErrLakeBehind) || errors.Is(err, errViewRebuilding) {
 		return nil, fmt.Errorf("%w: %w", serving.ErrAuditNotReady, err)
 	}
 	return rep, err
