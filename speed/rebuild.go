@@ -57,6 +57,10 @@ func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, views []*logi
 		if err := l.store.DropState(ctx, s.Name, k); err != nil {
 			return nil, err
 		}
+		// A rebuild of that state cut short left its consumer behind.
+		if err := l.log.DeleteConsumer(ctx, s.Name, rebuildConsumer(logic.SplitStateKey(k))); err != nil {
+			l.logger.Warn("delete a rebuild's consumer", "state", k, "err", err)
+		}
 	}
 	var rebuild []*logic.View
 	for _, v := range views {
@@ -75,6 +79,9 @@ func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, views []*logi
 	}
 	return rebuild, nil
 }
+
+// rebuildConsumer names the durable consumer of a view's rebuild.
+func rebuildConsumer(view, definition string) string { return "rebuild_" + view + "_" + definition }
 
 // startRebuilds rebuilds views one after the other in the background
 // until each has joined or ctx ends; the returned func cancels and waits.
@@ -125,7 +132,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 	case err != nil:
 		return err
 	}
-	consumer := "rebuild_" + v.Name + "_" + v.Definition()
+	consumer := rebuildConsumer(v.Name, v.Definition())
 	start := eventlog.Start{Seq: rb.Rebuilt + 1}
 	if rb.Rebuilt == 0 {
 		start = eventlog.Start{}
@@ -192,12 +199,18 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 		if vp := pos.Views[key]; !found || vp.JoinedOK {
 			return nil
 		}
+		// The stream's commits publish their too-late records before they
+		// move the position, so the late subject read after the position
+		// lists every too-late event up to it. It is read again only once
+		// everything up to the last reading is folded, and the rebuild
+		// never folds past that reading.
 		target := pos.Seq
-		if lateUpTo < target && l.log != nil {
+		if seen >= lateUpTo && lateUpTo < target {
 			refs, err := l.log.LateEvents(ctx, s.Name, maxLateRebuild)
 			if err != nil {
 				return err
 			}
+			clear(late)
 			for _, r := range refs {
 				if r.Seq > seen {
 					late[r] = true
@@ -205,6 +218,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 			}
 			lateUpTo = target
 		}
+		target = min(target, lateUpTo)
 		for len(pending) > 0 && pending[0].Seq <= target {
 			if pending[0].Seq > seen {
 				fold(pending[0])

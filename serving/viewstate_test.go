@@ -1,0 +1,73 @@
+package serving
+
+import (
+	"testing"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+)
+
+// TestViewState: a view answers only when its speed cells have joined
+// their stream's commits and batch rows of its own definition reach back
+// to where the cells start; batch rows of another definition are never
+// used; the progress of a rebuild is between 0 and 1.
+func TestViewState(t *testing.T) {
+	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "amount": logic.TypeFloat}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := logic.NewView("v", logic.ViewDef{Stream: "orders", Window: time.Minute, Measures: []logic.MeasureDef{{Name: "n", Expr: "count()"}}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, def := v.StateKey(), v.Definition()
+	ver := func(d string, cutoff int64) *batchviews.Version {
+		return &batchviews.Version{ID: "x", Views: map[string]batchviews.ViewVersion{"v": {Cutoff: cutoff, Definition: d}}}
+	}
+	joined := func(seq uint64, from int64) StreamSpeed {
+		return StreamSpeed{Found: true, Seq: seq, Views: map[string]ViewSpeed{key: {JoinedOK: true, Joined: seq, From: from}}}
+	}
+	for _, c := range []struct {
+		name         string
+		ver          *batchviews.Version
+		pos          StreamSpeed
+		speed, batch bool
+		ready        bool
+		batchRows    bool    // a ready view answers from the version's rows
+		progress     float64 // when not ready
+	}{
+		{name: "joined, own rows reach the cells", ver: ver(def, 5000), pos: joined(10, 5000), speed: true, batch: true, ready: true, batchRows: true},
+		{name: "joined, own rows past the cells' start", ver: ver(def, 9000), pos: joined(10, 5000), speed: true, batch: true, ready: true, batchRows: true},
+		{name: "own rows behind the cells' start", ver: ver(def, 4000), pos: joined(10, 5000), speed: true, batch: true, progress: 0.5},
+		{name: "rows of another definition, cells from a cutoff", ver: ver("0123456789abcdef", 9000), pos: joined(10, 5000), speed: true, batch: true, progress: 0.5},
+		{name: "rows of another definition, cells from the log's start", ver: ver("0123456789abcdef", 9000), pos: joined(10, 0), speed: true, batch: true, ready: true},
+		{name: "rows written before definitions", ver: ver("", 9000), pos: joined(10, 0), speed: true, batch: true, ready: true},
+		{name: "no version, cells from the log's start", pos: joined(10, 0), speed: true, batch: true, ready: true},
+		{name: "no position yet", ver: ver(def, 5000), speed: true, batch: true, progress: 0.5},
+		{name: "position without the view", ver: ver(def, 5000), pos: StreamSpeed{Found: true, Seq: 10}, speed: true, batch: true, progress: 0.5},
+		{name: "joined but out of step", ver: ver(def, 5000), pos: StreamSpeed{Found: true, Seq: 12, Views: map[string]ViewSpeed{key: {JoinedOK: true, Joined: 10}}}, speed: true, batch: true, progress: 0.5},
+		{name: "rebuilding a quarter, batch done", ver: ver(def, 5000),
+			pos: StreamSpeed{Found: true, Seq: 40, Views: map[string]ViewSpeed{key: {Rebuilding: true, Rebuilt: 10, RebuildFirst: 1, From: 5000}}}, speed: true, batch: true, progress: 0.63},
+		{name: "rebuilding, batch of the old definition", ver: ver("0123456789abcdef", 5000),
+			pos: StreamSpeed{Found: true, Seq: 40, Views: map[string]ViewSpeed{key: {Rebuilding: true, Rebuilt: 40, RebuildFirst: 1, From: 5000}}}, speed: true, batch: true, progress: 0.5},
+		{name: "batch only, own rows", ver: ver(def, 5000), batch: true, ready: true, batchRows: true},
+		{name: "batch only, no version", batch: true, ready: true},
+		{name: "batch only, rows of another definition", ver: ver("0123456789abcdef", 5000), batch: true, progress: 0},
+	} {
+		st := viewState(v, c.ver, c.pos, c.speed, c.batch)
+		if st.Ready != c.ready || (c.ready && (st.Batch != nil) != c.batchRows) {
+			t.Errorf("%s: %+v, want ready %v, batch rows %v", c.name, st, c.ready, c.batchRows)
+			continue
+		}
+		if st.Batch != nil && st.Batch.Definition != def {
+			t.Errorf("%s: answers from rows of definition %q", c.name, st.Batch.Definition)
+		}
+		switch {
+		case c.ready && st.Progress != 1:
+			t.Errorf("%s: ready with progress %v", c.name, st.Progress)
+		case !c.ready && (st.Progress != c.progress || st.Progress >= 1):
+			t.Errorf("%s: progress %v, want %v", c.name, st.Progress, c.progress)
+		}
+	}
+}
