@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/speed"
 	"github.com/braid-data/braid/storage/eventlog"
@@ -171,68 +170,11 @@ func (e *env) publishLate(t *testing.T, n int) int {
 // verifyEdited checks every view of editedYAML against a direct
 // computation over e.sent.
 func (e *env) verifyEdited() string {
-	ctx := context.Background()
-	type agg struct{ n, sum, lo, hi float64 }
-	for _, view := range []struct {
-		name    string
-		window  int64
-		grouped bool
-	}{{"by_country", 60000, true}, {"total", 300000, false}, {"peak", 60000, true}} {
-		v := e.cat.Views[view.name]
-		cells, err := e.store.Read(ctx, v, 0, math.MaxInt64, 0)
-		if err != nil {
-			return err.Error()
-		}
-		got := map[string]*logic.State{}
-		for _, c := range cells {
-			k := fmt.Sprint(c.Window, "/", c.Group)
-			if got[k] == nil {
-				st := v.NewState()
-				got[k] = &st
-			}
-			v.MergeState(got[k], c.State)
-		}
-		want := map[string]*agg{}
-		for _, ev := range e.sent {
-			g := ""
-			if view.grouped {
-				g = "s" + ev["country"].(string)
-			}
-			k := fmt.Sprint(ev["ts"].(int64)/view.window*view.window, "/", g)
-			a := want[k]
-			if a == nil {
-				a = &agg{lo: math.Inf(1), hi: math.Inf(-1)}
-				want[k] = a
-			}
-			x := ev["amount"].(float64)
-			a.n++
-			a.sum += x
-			a.lo, a.hi = math.Min(a.lo, x), math.Max(a.hi, x)
-		}
-		if len(got) != len(want) {
-			return fmt.Sprintf("%s: %d cells, want %d", view.name, len(got), len(want))
-		}
-		for k, a := range want {
-			st := got[k]
-			if st == nil {
-				return view.name + ": missing " + k
-			}
-			f := v.Finalize(st)
-			switch view.name {
-			case "by_country":
-				if f[0] != int64(a.n) || math.Abs(f[1].(float64)-a.sum) > 1e-6 || f[2] != a.lo || f[3] != a.hi {
-					return fmt.Sprintf("%s: cell %s = %v, want %+v", view.name, k, f, *a)
-				}
-			case "total":
-				if f[0] != int64(a.n) {
-					return fmt.Sprintf("%s: cell %s = %v, want %+v", view.name, k, f, *a)
-				}
-			case "peak":
-				if f[0] != a.hi || f[1] != int64(a.n) {
-					return fmt.Sprintf("%s: cell %s = %v, want %+v", view.name, k, f, *a)
-				}
-			}
-		}
-	}
-	return ""
+	return e.verifyViews(e.sent, 0, []viewCheck{
+		{"by_country", 60000, true, func(f []any, a *agg) bool {
+			return f[0] == int64(a.n) && math.Abs(f[1].(float64)-a.sum) <= 1e-6 && f[2] == a.lo && f[3] == a.hi
+		}},
+		{"total", 300000, false, func(f []any, a *agg) bool { return f[0] == int64(a.n) }},
+		{"peak", 60000, true, func(f []any, a *agg) bool { return f[0] == a.hi && f[1] == int64(a.n) }},
+	})
 }

@@ -128,6 +128,30 @@ func (e *env) verify() string { return e.verifyEvents(e.sent, 0) }
 // verifyEvents is verify for the events expected in the speed store, all
 // of whose cells must have an epoch >= minEpoch.
 func (e *env) verifyEvents(sent []map[string]any, minEpoch int64) string {
+	return e.verifyViews(sent, minEpoch, []viewCheck{
+		{"by_country", 60000, true, func(f []any, a *agg) bool {
+			return f[0] == int64(a.n) && math.Abs(f[1].(float64)-a.sum) <= 1e-6 && f[2] == a.lo && f[3] == a.hi && math.Abs(f[4].(float64)-a.sum/a.n) <= 1e-9
+		}},
+		{"total", 600000, false, func(f []any, a *agg) bool { return f[0] == int64(a.n) }},
+	})
+}
+
+// agg is the direct computation of one cell: count, sum, min and max of amount.
+type agg struct{ n, sum, lo, hi float64 }
+
+// viewCheck is a view to verify: its window, whether it groups by
+// country, and whether a finalized cell matches its direct computation.
+type viewCheck struct {
+	name    string
+	window  int64
+	grouped bool
+	match   func(f []any, a *agg) bool
+}
+
+// verifyViews checks that the speed layer has caught up with the log and
+// that each view's cells (all of epochs >= minEpoch), summed over epochs,
+// match a direct computation over sent.
+func (e *env) verifyViews(sent []map[string]any, minEpoch int64, checks []viewCheck) string {
 	ctx := context.Background()
 	info, err := e.log.Info(ctx, "orders")
 	if err != nil {
@@ -140,15 +164,7 @@ func (e *env) verifyEvents(sent []map[string]any, minEpoch int64) string {
 	if pos.Seq != info.LastSeq {
 		return fmt.Sprintf("position %d, log at %d", pos.Seq, info.LastSeq)
 	}
-	type agg struct{ n, sum, lo, hi float64 }
-	for _, view := range []struct {
-		name   string
-		window int64
-		group  func(map[string]any) string
-	}{
-		{"by_country", 60000, func(ev map[string]any) string { return "s" + ev["country"].(string) }},
-		{"total", 600000, func(map[string]any) string { return "" }},
-	} {
+	for _, view := range checks {
 		v := e.cat.Views[view.name]
 		cells, err := e.store.Read(ctx, v, 0, math.MaxInt64, 0)
 		if err != nil {
@@ -168,8 +184,11 @@ func (e *env) verifyEvents(sent []map[string]any, minEpoch int64) string {
 		}
 		want := map[string]*agg{}
 		for _, ev := range sent {
-			w := ev["ts"].(int64) / view.window * view.window
-			k := fmt.Sprint(w, "/", view.group(ev))
+			g := ""
+			if view.grouped {
+				g = "s" + ev["country"].(string)
+			}
+			k := fmt.Sprint(ev["ts"].(int64)/view.window*view.window, "/", g)
 			a := want[k]
 			if a == nil {
 				a = &agg{lo: math.Inf(1), hi: math.Inf(-1)}
@@ -188,11 +207,7 @@ func (e *env) verifyEvents(sent []map[string]any, minEpoch int64) string {
 			if st == nil {
 				return view.name + ": missing " + k
 			}
-			f := v.Finalize(st)
-			if f[0] != int64(a.n) {
-				return fmt.Sprintf("%s: cell %s count %v, want %v", view.name, k, f[0], a.n)
-			}
-			if view.name == "by_country" && (math.Abs(f[1].(float64)-a.sum) > 1e-6 || f[2] != a.lo || f[3] != a.hi || math.Abs(f[4].(float64)-a.sum/a.n) > 1e-9) {
+			if f := v.Finalize(st); !view.match(f, a) {
 				return fmt.Sprintf("%s: cell %s = %v, want %+v", view.name, k, f, *a)
 			}
 		}
