@@ -567,23 +567,9 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		speed := make([]serving.SpeedCell, len(cells))
-		for i, c := range cells {
-			speed[i] = serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
-		}
-		batchRows := func(vs *batchviews.Store) ([]batchviews.Row, int64) {
-			ver, err := vs.Current()
-			if err != nil {
-				t.Fatal(err)
-			}
-			rs, err := vs.Rows(ctx, ver, v, math.MinInt64, math.MaxInt64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return rs, ver.Views[v.Name].Cutoff
-		}
-		fullRows, fullCut := batchRows(full)
-		halfRows, halfCut := batchRows(half)
+		speed := speedCells(cells)
+		fullRows, fullCut := currentRows(t, full, v)
+		halfRows, halfCut := currentRows(t, half, v)
 		if halfCut != mid {
 			t.Fatalf("half cutoff %d, want %d", halfCut, mid)
 		}
@@ -628,4 +614,27 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 			checkAnswer(t, what+" batch", v, pv, answer(what, fullCut, fullRows, nil, roll), keep, want, false)
 		}
 	}
+}
+
+// speedCells converts the speed store's cells to the serving layer's.
+func speedCells(cells []speedstore.Cell) []serving.SpeedCell {
+	out := make([]serving.SpeedCell, len(cells))
+	for i, c := range cells {
+		out[i] = serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
+	}
+	return out
+}
+
+// currentRows returns a view's rows in a store's current version and their cutoff.
+func currentRows(t *testing.T, vs *batchviews.Store, v *logic.View) ([]batchviews.Row, int64) {
+	t.Helper()
+	ver, err := vs.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := vs.Rows(context.Background(), ver, v, math.MinInt64, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs, ver.Views[v.Name].Cutoff
 }

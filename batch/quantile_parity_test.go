@@ -212,23 +212,9 @@ func TestQuantileParitySmallGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	speed := make([]serving.SpeedCell, len(cells))
-	for i, c := range cells {
-		speed[i] = serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
-	}
-	batchRows := func(vs *batchviews.Store) ([]batchviews.Row, int64) {
-		ver, err := vs.Current()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs, err := vs.Rows(ctx, ver, v, math.MinInt64, math.MaxInt64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rs, ver.Views[v.Name].Cutoff
-	}
-	fullRows, fullCut := batchRows(full)
-	halfRows, halfCut := batchRows(half)
+	speed := speedCells(cells)
+	fullRows, fullCut := currentRows(t, full, v)
+	halfRows, halfCut := currentRows(t, half, v)
 
 	// DuckDB's quantile_cont over a plain table of the values, per bucket
 	// (the window, or two minutes) and group (or none).
