@@ -36,7 +36,7 @@ import (
 // and in the end every view answers exactly.
 
 const veStream = `epoch: 1s
-batch: { every: 0 }
+batch: { every: 0, settle_timeout: 5m }
 archive: { max_rows: 1000, max_delay: 200ms }
 speed: { batch_size: 200, max_wait: 25ms }
 streams:
@@ -1027,6 +1027,8 @@ func vePhases() []vePhase {
 			defs: map[string]string{"stats": "changed", "buyers": "same"}, newEvents: 30, lock: true},
 		{name: "edit 6: buyers removed, devices added", views: []veView{veStats(5*time.Minute, []string{"country", "device"}, veCount, veQtyTot, veAvg, veHiMin, veLoMax, veTopQty), veDevices},
 			defs: map[string]string{"stats": "same", "devices": "new"}, newEvents: 30, lock: true},
+		{name: "edit 7: stats back to edit 3", views: []veView{veStats(time.Minute, country, veCount, veQtyTot, veAvg, veHiMin, veLoMax), veDevices},
+			defs: map[string]string{"stats": "changed", "devices": "same"}, newEvents: 30},
 	}
 }
 
@@ -1133,6 +1135,11 @@ func runViewEdits(t *testing.T, natsURL string, own bool, history map[string][]s
 		if i < len(phases)-2 {
 			s.stop(ph.name)
 		}
+	}
+	// A view edited back has the definition it had: its state was deleted
+	// meanwhile, and it was rebuilt like any other.
+	if h := s.history["stats"]; h[7] != h[3] {
+		t.Fatalf("stats back to the views of edit 3 has definition %s, then it had %s", h[7], h[3])
 	}
 	// A batch run over everything: every view exact from the batch layer.
 	last := phases[len(phases)-1]
