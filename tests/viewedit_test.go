@@ -770,6 +770,40 @@ func (s *veSeq) checkFormats(v veView) {
 	if n != len(rows) {
 		s.t.Fatalf("%s as Arrow: %d rows, CSV has %d", v.name, n, len(rows))
 	}
+	// Live: the first event is a snapshot of every row.
+	ch, cancel := openSSE(s.t, strings.Replace(s.queryURL(v, ""), "/v1/views/"+v.name+"?", "/v1/views/"+v.name+"/live?", 1), "")
+	defer cancel()
+	select {
+	case ev := <-ch:
+		var live []map[string]any
+		if ev.Event != "snapshot" || json.Unmarshal([]byte(ev.Data), &live) != nil {
+			s.t.Fatalf("%s live: first event %s %.200s, want a snapshot", v.name, ev.Event, ev.Data)
+		}
+		if complete, problem := s.checkRowsValues(v, live); problem != "" || !complete {
+			s.t.Fatalf("%s live snapshot: complete %v: %s", v.name, complete, problem)
+		}
+	case <-time.After(60 * time.Second):
+		s.t.Fatalf("%s live: no snapshot within 60s", v.name)
+	}
+}
+
+// liveRebuilding checks that the live push of a view that cannot be whole
+// yet answers 503 view rebuilding.
+func (s *veSeq) liveRebuilding(v veView) {
+	s.t.Helper()
+	u := strings.Replace(s.queryURL(v, ""), "/v1/views/"+v.name+"?", "/v1/views/"+v.name+"/live?", 1)
+	resp, err := s.client.Get(u)
+	if err != nil {
+		s.t.Fatalf("live push of %s: %v", v.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 503 {
+		s.t.Fatalf("live push of %s while it rebuilds: %d, want 503 view rebuilding", v.name, resp.StatusCode)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), `"view rebuilding"`) {
+		s.t.Fatalf("live push of %s while it rebuilds: 503 %s, want view rebuilding", v.name, b)
+	}
 }
 
 // checkRowsValues checks that rows count every post, without the source
@@ -895,6 +929,11 @@ func (s *veSeq) runPhase(ph vePhase, prevViews []veView, before func()) {
 			}
 			if r := s.get(s.base + "/readyz"); r.err != nil || r.code != 200 {
 				t.Fatalf("%s: /readyz %d %v while a view rebuilds, want 200", ph.name, r.code, r.err)
+			}
+			for _, v := range ph.views {
+				if d := ph.defs[v.name]; d == "changed" || d == "new" {
+					s.liveRebuilding(v)
+				}
 			}
 			if done {
 				unlock()
