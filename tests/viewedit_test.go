@@ -245,8 +245,6 @@ func (s *veSeq) writeViews(views []veView) {
 
 // expRow is the expected content of one answer row: the events it counts.
 type expRow struct {
-	window time.Time
-	dims   []string
 	events []veEvent
 }
 
@@ -266,7 +264,7 @@ func (s *veSeq) expRows(v veView, posts []int) map[string]*expRow {
 			k := w.Format(time.RFC3339Nano) + "|" + strings.Join(dims, "|")
 			r := out[k]
 			if r == nil {
-				r = &expRow{window: w, dims: dims}
+				r = &expRow{}
 				out[k] = r
 			}
 			r.events = append(r.events, e)
@@ -452,7 +450,8 @@ func (s *veSeq) checkRows(v veView, rows []map[string]any, cutoff time.Time) (co
 	return complete, ""
 }
 
-// The range every query covers: the late events' hour to past the last window.
+// queryURL asks for a view over the whole range: from the late events'
+// hour to past the last window.
 func (s *veSeq) queryURL(v veView, format string) string {
 	q := url.Values{}
 	q.Set("from", s.t0.Add(-6*time.Hour).Format(time.RFC3339))
