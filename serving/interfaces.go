@@ -36,6 +36,11 @@ type StreamSpeed struct {
 	Found     bool   // the stream has a position (false: the speed layer has not started it, or lost it)
 	Seq       uint64 // last log sequence folded into the speed store (0: none)
 	Watermark int64  // the largest event time seen, unix ms (0: none); serving subtracts the stream's allowed lateness
+	// Target is, for a position the speed layer created fresh (a first
+	// start over a log, a Redis that lost its data, a replay), the last log
+	// sequence it had to refold then: its views miss events until Seq
+	// reaches it (0: none).
+	Target uint64
 	// Views holds each view's part of the position, by state key
 	// (logic.View.StateKey).
 	Views map[string]ViewSpeed

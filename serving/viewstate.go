@@ -12,7 +12,8 @@ import (
 // ViewState is whether a view can answer now. A view answers only from
 // state written under its definition (logic.View.Definition): batch rows
 // of that definition (Batch), and speed cells that have joined their
-// stream's commits and start at or before the batch rows' cutoff (or at
+// stream's commits (of a position that has reached its target, when it
+// was created fresh) and start at or before the batch rows' cutoff (or at
 // the log's start when there are none). Until both hold the view is
 // rebuilding: it answers 503, never partial data.
 type ViewState struct {
@@ -41,7 +42,9 @@ func viewState(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, b
 		return st
 	}
 	vp := pos.Views[v.StateKey()]
-	speedDone := pos.Found && vp.JoinedOK && vp.Joined == pos.Seq
+	joined := pos.Found && vp.JoinedOK && vp.Joined == pos.Seq
+	// A fresh position (Target) misses events until it reaches its target.
+	speedDone := joined && pos.Seq >= pos.Target
 	// The speed cells start at vp.From: batch rows must reach that far,
 	// or, without batch rows of this definition, the cells must cover the
 	// whole log.
@@ -56,6 +59,8 @@ func viewState(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, b
 	switch {
 	case speedDone:
 		speedPart = 1
+	case joined:
+		speedPart = float64(pos.Seq) / float64(pos.Target)
 	case vp.Rebuilding && pos.Seq > vp.RebuildFirst:
 		first := vp.RebuildFirst
 		if first > 0 {

@@ -314,9 +314,21 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.V
 		if freshFrom > 0 {
 			start.Time = time.UnixMilli(freshFrom)
 		}
+		// The records from freshFrom up to the log's end are refolded:
+		// until the position reaches the last of them, the state misses
+		// events acknowledged before (serving answers 503 meanwhile).
+		info, err := l.log.Info(ctx, s.Name)
+		if err != nil {
+			return err
+		}
+		var target uint64
+		if info.Msgs > 0 && !info.LastTime.Before(time.UnixMilli(freshFrom)) {
+			target = info.LastSeq
+		}
 		// An empty first commit: the position exists and every view has
-		// joined it (ready to answer) before the first record arrives.
-		if err := l.store.Commit(ctx, s.Name, 0, speedstore.Position{Owner: l.owner}, freshFrom, newBatch(views).deltas); err != nil {
+		// joined it before the first record arrives; the views are whole
+		// once the position reaches the target.
+		if err := l.store.Commit(ctx, s.Name, 0, speedstore.Position{Owner: l.owner, Target: target}, freshFrom, newBatch(views).deltas); err != nil {
 			return err
 		}
 		l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_arrival", logic.FormatTime(freshFrom))

@@ -297,6 +297,15 @@ func TestRebuildStartsAtTheCutoff(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	eventually(t, "rebuild from the cutoff", func() string { return e.verifyEvents(e.sent[before:], c) })
+	// The fresh position names the last record it had to refold: until it
+	// gets there its views miss events (serving answers 503 meanwhile).
+	info, err := e.log.Info(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos, _, err := e.store.Position(ctx, "orders"); err != nil || pos.Target != info.LastSeq || pos.Seq < pos.Target {
+		t.Fatalf("position %+v (%v), want target %d, the log's last record at start", pos, err, info.LastSeq)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run returned %v after cancel, want nil", err)

@@ -44,7 +44,7 @@ func (r speedStatus) StreamStatus(ctx context.Context, stream string) (serving.S
 	if err != nil || !found {
 		return serving.StreamSpeed{}, err
 	}
-	out := serving.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Views: make(map[string]serving.ViewSpeed, len(p.Views))}
+	out := serving.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Target: p.Target, Views: make(map[string]serving.ViewSpeed, len(p.Views))}
 	for k, vp := range p.Views {
 		out.Views[k] = serving.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From,
 			Rebuilding: vp.Rebuilding, Rebuilt: vp.Rebuilt, RebuildFirst: vp.RebuildFirst}

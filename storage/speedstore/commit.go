@@ -44,8 +44,9 @@ const (
 // one too, so a joined view's field keeps step with the position.
 //
 // The commit script. KEYS[1] = position hash, KEYS[2] = commit channel.
-// ARGV[1..5] = prevSeq, next seq, next watermark, next owner, the arrival
-// epoch a fresh position starts at; then one section per view (sectionLua).
+// ARGV[1..6] = prevSeq, next seq, next watermark, next owner, the arrival
+// epoch a fresh position starts at, a fresh position's target (0: none);
+// then one section per view (sectionLua).
 var commitScript = redis.NewScript(commitLua)
 
 // sectionLua applies the view sections of ARGV from index i on, each only
@@ -161,9 +162,10 @@ local function join(sk)
   end
   return false
 end
-local i = 6
+local i = 7
 ` + sectionLua + `
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'wm', ARGV[3], 'owner', ARGV[4])
+if fresh and ARGV[6] ~= '0' then redis.call('HSET', KEYS[1], 'rt', ARGV[6]) end
 redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1
 `
@@ -195,8 +197,9 @@ return 1
 //     A view's cells change only when it has joined the stream's commits
 //     (ViewPosition.Joined == prevSeq), or when the position is absent:
 //     then every view joins, its cells covering arrival epochs from
-//     freshFrom on. A view not joined (rebuilding, CommitRebuild) is
-//     left alone.
+//     freshFrom on, and the position records next.Target (the log's last
+//     record the fresh state has yet to fold). A view not joined
+//     (rebuilding, CommitRebuild) is left alone.
 func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next Position, freshFrom int64, deltas []*logic.Delta) error {
 	var a argBuf
 	a.str(strconv.FormatUint(prevSeq, 10))
@@ -204,6 +207,7 @@ func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next 
 	a.str(strconv.FormatInt(next.Watermark, 10))
 	a.str(next.Owner)
 	a.str(strconv.FormatInt(freshFrom, 10))
+	a.str(strconv.FormatUint(next.Target, 10))
 	for _, d := range deltas {
 		s.appendDelta(&a, d)
 	}

@@ -13,7 +13,8 @@
 //	                                       "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
 //	{ns}:v:{key}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
 //	{ns}:v:{key}:idx               zset   member "{epoch}:{window}", score epoch
-//	{ns}:pos:{stream}              hash   seq, wm (max event time), owner; per view
+//	{ns}:pos:{stream}              hash   seq, wm (max event time), owner, rt (a fresh
+//	                                      position's target, Position.Target); per view
 //	                                      (ViewPosition): v:{key} (joined through),
 //	                                      f:{key} (first epoch), b:{key} and bs:{key}
 //	                                      (a rebuild's last and first record)
@@ -64,6 +65,10 @@ type Position struct {
 	Seq       uint64 // last stream sequence folded in
 	Watermark int64  // largest event time seen, unix ms
 	Owner     string // the writer that committed it (informational)
+	// Target is, for a position created fresh (Commit with prevSeq 0) over
+	// a log that held records from its start on, the last of them then:
+	// the state misses events until Seq reaches it (0: nothing to catch up).
+	Target uint64
 	// Views holds, by state key, each view's part of the position (read
 	// only: Commit and CommitRebuild maintain it).
 	Views map[string]ViewPosition
@@ -108,6 +113,7 @@ func (s *Store) Position(ctx context.Context, stream string) (Position, bool, er
 	}
 	wm, _ := strconv.ParseInt(m["wm"], 10, 64)
 	p := Position{Seq: seq, Watermark: wm, Owner: m["owner"], Views: map[string]ViewPosition{}}
+	p.Target, _ = strconv.ParseUint(m["rt"], 10, 64)
 	for f, val := range m {
 		kind, key, ok := strings.Cut(f, ":")
 		if !ok {
