@@ -3,13 +3,20 @@ package serving
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
 // How request bodies are read. Ingest reads a whole body into memory
@@ -99,6 +106,17 @@ func (b *deadlineBody) cut() {
 	}
 }
 
+// Media types of ingest bodies. No Content-Type means JSON.
+var (
+	jsonTypes   = []string{"application/json"}
+	ndjsonTypes = []string{"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines", "application/jsonlines"}
+	// charsets a body may declare: JSON text is UTF-8 (RFC 8259), and
+	// US-ASCII is a subset of it.
+	charsets = []string{"utf-8", "utf8", "us-ascii", "ascii"}
+	// codings a body may be sent in (Content-Encoding), besides identity.
+	codings = []string{"gzip", "zstd"}
+)
+
 // refusal is a request refused before its events are read: its status,
 // error message and detail, and headers to set.
 type refusal struct {
@@ -113,6 +131,62 @@ func (f *refusal) write(w http.ResponseWriter) {
 		w.Header().Set(k, v)
 	}
 	writeError(w, f.status, f.msg, f.detail)
+}
+
+// bodyType reads a request's Content-Type: ndjson for the NDJSON types,
+// else JSON. Another type, or a charset other than UTF-8 (US-ASCII), is a
+// 415.
+func bodyType(ct string) (ndjson bool, _ *refusal) {
+	if ct == "" {
+		return false, nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false, &refusal{status: http.StatusUnsupportedMediaType, msg: "bad content type", detail: ct}
+	}
+	switch {
+	case slices.Contains(jsonTypes, mt):
+	case slices.Contains(ndjsonTypes, mt):
+		ndjson = true
+	default:
+		return false, &refusal{status: http.StatusUnsupportedMediaType, msg: "unsupported content type",
+			detail: fmt.Sprintf("%s: want application/json (an object or an array), or NDJSON as one of %s", mt, strings.Join(ndjsonTypes, ", "))}
+	}
+	if cs, ok := params["charset"]; ok && !slices.Contains(charsets, strings.ToLower(cs)) {
+		return false, &refusal{status: http.StatusUnsupportedMediaType, msg: "unsupported charset",
+			detail: fmt.Sprintf("charset %s: send the body as UTF-8 (charset=utf-8, or no charset)", cs)}
+	}
+	return ndjson, nil
+}
+
+// bodyCoding reads a request's Content-Encoding: "" (none, or identity),
+// gzip (also x-gzip) or zstd. Another coding, or more than one, is a 415
+// saying which are accepted (Accept-Encoding, RFC 7694).
+func bodyCoding(h http.Header) (string, *refusal) {
+	var found []string
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			switch c = strings.ToLower(strings.TrimSpace(c)); c {
+			case "", "identity":
+			case "x-gzip":
+				found = append(found, "gzip")
+			default:
+				found = append(found, c)
+			}
+		}
+	}
+	accepted := map[string]string{"Accept-Encoding": strings.Join(codings, ", ")}
+	switch {
+	case len(found) == 0:
+		return "", nil
+	case len(found) > 1:
+		return "", &refusal{status: http.StatusUnsupportedMediaType, msg: "unsupported content encoding",
+			detail: fmt.Sprintf("%s: one content coding at most, %s", strings.Join(found, ", "), strings.Join(codings, " or ")), header: accepted}
+	case !slices.Contains(codings, found[0]):
+		return "", &refusal{status: http.StatusUnsupportedMediaType, msg: "unsupported content encoding",
+			detail: fmt.Sprintf("%s: want %s, or none", found[0], strings.Join(codings, " or ")), header: accepted}
+	}
+	return found[0], nil
 }
 
 // memBudget bounds the bytes that ingest bodies hold together.
@@ -144,6 +218,12 @@ var errNoMemory = errors.New("ingest bodies in memory are at http.ingest_memory_
 // what it sent (a connection that sends nothing holds 512 bytes).
 const minBodyChunk = 512
 
+// zstdMaxWindow bounds the window a zstd frame may declare (a window is
+// history kept while decoding; zstd's levels 1-19 use at most 8 MiB,
+// --long 128 MiB). The history grows with the decoded bytes, which
+// max_body_bytes bounds.
+const zstdMaxWindow = 128 << 20
+
 // body is a request body read into memory, its bytes reserved from the
 // ingest memory budget until release.
 type body struct {
@@ -157,28 +237,52 @@ func (b *body) release() {
 	b.reserved, b.buf = 0, nil
 }
 
-// readBody reads a request body into memory, at most max bytes (a 413
-// beyond), its buffer reserved from the budget as it grows. The caller
+// readBody reads a request body, decoded by its content coding, into
+// memory: at most max bytes as sent and max bytes decoded (a 413 beyond
+// either), its buffer reserved from the budget as it grows. The caller
 // releases the body. A failure is a refusal.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, max int64) (*body, *refusal) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, coding string, max int64) (*body, *refusal) {
 	wire := &wireReader{r: http.MaxBytesReader(w, r.Body, max)}
 	b := &body{budget: s.bodyMem}
-	err := b.readFrom(wire, r.ContentLength, max)
+	var err error
+	switch coding {
+	case "":
+		err = b.readFrom(wire, r.ContentLength, max)
+	case "gzip":
+		var zr *gzip.Reader
+		if zr, err = gzip.NewReader(wire); err == nil {
+			err = b.readFrom(zr, 0, max)
+			zr.Close()
+		}
+	case "zstd":
+		var zr *zstd.Decoder
+		if zr, err = zstd.NewReader(wire, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(zstdMaxWindow)); err == nil {
+			err = b.readFrom(zr, 0, max)
+			zr.Close()
+		}
+	default:
+		err = fmt.Errorf("serving: content coding %q", coding)
+	}
 	if err == nil {
 		return b, nil
 	}
 	b.release()
-	return nil, s.bodyRefusal(err, wire.err)
+	return nil, s.bodyRefusal(err, wire.err, coding, max)
 }
 
-// bodyRefusal says why a body could not be read: err from reading it,
-// wireErr from reading the connection.
-func (s *Server) bodyRefusal(err, wireErr error) *refusal {
+// bodyRefusal says why a body could not be read: err from reading (or
+// decoding) it, wireErr from reading the connection.
+func (s *Server) bodyRefusal(err, wireErr error, coding string, max int64) *refusal {
 	closeConn := map[string]string{"Connection": "close"}
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(wireErr, &mbe), errors.As(err, &mbe):
+	case errors.As(wireErr, &mbe):
 		return &refusal{status: http.StatusRequestEntityTooLarge, msg: "body too large", detail: map[string]int64{"max_body_bytes": mbe.Limit}, header: closeConn}
+	case errors.As(err, &mbe):
+		return &refusal{status: http.StatusRequestEntityTooLarge, msg: "body too large once decoded", detail: map[string]any{"max_body_bytes": mbe.Limit, "content_encoding": coding}, header: closeConn}
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return &refusal{status: http.StatusRequestEntityTooLarge, msg: "body too large once decoded",
+			detail: fmt.Sprintf("zstd window larger than %d bytes (%v)", zstdMaxWindow, err), header: closeConn}
 	case errors.Is(err, errNoMemory):
 		return &refusal{status: http.StatusTooManyRequests, msg: "too many ingest bodies in memory",
 			detail: map[string]int64{"ingest_memory_bytes": s.bodyMem.max}, header: map[string]string{"Retry-After": "1"}}
@@ -189,8 +293,10 @@ func (s *Server) bodyRefusal(err, wireErr error) *refusal {
 		}
 		return &refusal{status: http.StatusRequestTimeout, msg: "body not received in time",
 			detail: map[string]string{"read_timeout": s.cfg.HTTP.ReadTimeout.D().String()}, header: closeConn}
+	case wireErr != nil:
+		return &refusal{status: http.StatusBadRequest, msg: "read body", detail: wireErr.Error(), header: closeConn}
 	}
-	return &refusal{status: http.StatusBadRequest, msg: "read body", detail: err.Error(), header: closeConn}
+	return &refusal{status: http.StatusBadRequest, msg: "bad " + coding + " body", detail: err.Error(), header: closeConn}
 }
 
 func isTimeout(err error) bool {
@@ -198,7 +304,8 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// wireReader keeps the error of reading the connection.
+// wireReader keeps the error of reading the connection, to tell it from
+// an error of decoding what was read.
 type wireReader struct {
 	r   io.Reader
 	err error

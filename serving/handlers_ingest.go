@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"mime"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -12,8 +11,8 @@ import (
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
-// handleIngest: POST /v1/streams/{stream}/events. The body is read whole
-// before the request takes one of the http.max_in_flight
+// handleIngest: POST /v1/streams/{stream}/events. The body is read (and
+// decoded) whole before the request takes one of the http.max_in_flight
 // slots, which are for requests storing their events (see body.go).
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	stream := chi.URLParam(r, "stream")
@@ -21,21 +20,15 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown stream", stream)
 		return
 	}
-	ndjson := false
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil {
-			writeError(w, http.StatusUnsupportedMediaType, "bad content type", ct)
-			return
-		}
-		switch mt {
-		case "application/json":
-		case "application/x-ndjson", "application/jsonl", "application/jsonlines":
-			ndjson = true
-		default:
-			writeError(w, http.StatusUnsupportedMediaType, "unsupported content type", "want application/json (an object or an array) or application/x-ndjson")
-			return
-		}
+	ndjson, ref := bodyType(r.Header.Get("Content-Type"))
+	if ref != nil {
+		ref.write(w)
+		return
+	}
+	coding, ref := bodyCoding(r.Header)
+	if ref != nil {
+		ref.write(w)
+		return
 	}
 	if s.opts.Log == nil {
 		w.Header().Set("Retry-After", "5")
@@ -46,7 +39,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	if max <= 0 {
 		max = 16 << 20
 	}
-	body, ref := s.readBody(w, r, max)
+	body, ref := s.readBody(w, r, coding, max)
 	if ref != nil {
 		ref.write(w)
 		return

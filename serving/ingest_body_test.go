@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -467,5 +470,203 @@ func TestIngestInFlight(t *testing.T) {
 		if a.code != 503 || b.code != 503 || time.Now().After(deadline) {
 			t.Fatalf("two requests storing with NATS down: %d %s and %d %s, want 429 and 503", a.code, a.body, b.code, b.body)
 		}
+	}
+}
+
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func zstded(t *testing.T, b []byte) []byte {
+	t.Helper()
+	zw, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zw.Close()
+	return zw.EncodeAll(b, nil)
+}
+
+// bomb compresses n bytes of newlines, written in pieces.
+func bomb(t *testing.T, coding string, n int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var zw io.WriteCloser
+	var err error
+	if coding == "gzip" {
+		zw, err = gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	} else {
+		zw, err = zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("\n"), 1<<20)
+	for range n >> 20 {
+		if _, err := zw.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestCompressedBodies: gzip and zstd bodies (Content-Encoding) are
+// decoded and answered exactly like the plain body; the size limit holds
+// for the decoded bytes (a decompression bomb is 413, without holding its
+// decoded size in memory); an unknown or stacked coding is 415.
+func TestCompressedBodies(t *testing.T) {
+	cfg := config.Default()
+	cfg.HTTP.MaxBodyBytes = 1 << 20
+	e := newServedEnv(t, cfg)
+	// Events without ids (stored each time) and a rejected one.
+	var nd bytes.Buffer
+	for i := range 200 {
+		fmt.Fprintf(&nd, `{"ts":%d,"device":"web","country":"DE","amount":%d.5,"email":"e%d@x.org"}`+"\n", 1000+i, i, i)
+	}
+	nd.WriteString(`{"ts":5,"device":"web","amount":"oops"}` + "\n")
+	plain := nd.Bytes()
+	ndType := "application/x-ndjson"
+	var want []byte
+	var records [][]byte
+	for _, tc := range []struct {
+		name, coding string
+		body         []byte
+	}{
+		{"plain", "", plain},
+		{"identity", "identity", plain},
+		{"gzip", "gzip", gzipped(t, plain)},
+		{"x-gzip", "x-gzip", gzipped(t, plain)},
+		{"GZIP in capitals", "GZIP", gzipped(t, plain)},
+		{"zstd", "zstd", zstded(t, plain)},
+		{"two gzip streams", "gzip", append(gzipped(t, plain[:len(plain)/2]), gzipped(t, plain[len(plain)/2:])...)},
+	} {
+		before := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders")))
+		hdr := map[string]string{"Content-Type": ndType}
+		if tc.coding != "" {
+			hdr["Content-Encoding"] = tc.coding
+		}
+		code, _, body := e.post(t, hdr, tc.body)
+		if code != 200 {
+			t.Fatalf("%s: %d %s", tc.name, code, body)
+		}
+		stored := testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))[before:]
+		if want == nil {
+			want, records = body, stored
+			var r serving.IngestResult
+			if json.Unmarshal(body, &r) != nil || r.Accepted != 200 || r.Rejected != 1 {
+				t.Fatalf("plain: %s", body)
+			}
+			continue
+		}
+		if !bytes.Equal(body, want) {
+			t.Errorf("%s: answer %s, the plain body's %s", tc.name, body, want)
+		}
+		if !slices.EqualFunc(stored, records, bytes.Equal) {
+			t.Errorf("%s: stored %d events unlike the plain body's %d", tc.name, len(stored), len(records))
+		}
+	}
+
+	storedBefore := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders")))
+	for _, tc := range []struct {
+		name, coding string
+		body         []byte
+		code         int
+		msg          string
+	}{
+		{"gzip bomb", "gzip", bomb(t, "gzip", 64<<20), 413, "too large once decoded"},
+		{"zstd bomb", "zstd", bomb(t, "zstd", 64<<20), 413, "too large once decoded"},
+		{"gzip just beyond the limit", "gzip", gzipped(t, bytes.Repeat([]byte("\n"), 1<<20+1)), 413, "too large once decoded"},
+		{"compressed bytes beyond the limit", "gzip", gzipped(t, randomText(3<<20)), 413, "body too large"},
+		{"corrupt gzip", "gzip", plain[:100], 400, "bad gzip body"},
+		{"truncated gzip", "gzip", gzipped(t, plain)[:200], 400, "bad gzip body"},
+		{"corrupt zstd", "zstd", plain[:100], 400, "bad zstd body"},
+		{"unknown coding", "br", plain, 415, "content encoding"},
+		{"deflate", "deflate", plain, 415, "content encoding"},
+		{"stacked codings", "gzip, zstd", plain, 415, "one content coding at most"},
+	} {
+		code, hdr, body := e.post(t, map[string]string{"Content-Type": ndType, "Content-Encoding": tc.coding}, tc.body)
+		if code != tc.code || !bytes.Contains(body, []byte(tc.msg)) {
+			t.Errorf("%s (%d bytes): %d %.300s, want %d %q", tc.name, len(tc.body), code, body, tc.code, tc.msg)
+		}
+		if code == 415 && hdr.Get("Accept-Encoding") != "gzip, zstd" {
+			t.Errorf("%s: Accept-Encoding %q", tc.name, hdr.Get("Accept-Encoding"))
+		}
+	}
+	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))); n != storedBefore {
+		t.Fatalf("refused bodies stored %d events", n-storedBefore)
+	}
+	if used := e.gauge(t, "braid_ingest_memory_bytes"); used != 0 {
+		t.Fatalf("braid_ingest_memory_bytes %v after every request ended", used)
+	}
+}
+
+// randomText is n bytes that do not compress.
+func randomText(n int) []byte {
+	b := make([]byte, n)
+	x := uint64(88172645463325252)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = 'a' + byte(x%26)
+	}
+	return b
+}
+
+// TestBodyMediaTypes: the usual NDJSON media types are NDJSON; a charset
+// other than UTF-8 (or US-ASCII) is 415, as are types that do not say
+// JSON.
+func TestBodyMediaTypes(t *testing.T) {
+	e := newServedEnv(t, config.Default())
+	two := []byte(`{"id":"m1","ts":1000,"device":"web"}` + "\n" + `{"id":"m2","ts":1000,"device":"web"}` + "\n")
+	one := []byte(`{"id":"m3","ts":1000,"device":"web"}`)
+	for _, ct := range []string{"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
+		"application/jsonlines", "application/x-ndjson; charset=utf-8", "Application/NDJSON; charset=UTF-8", "application/ndjson; charset=us-ascii"} {
+		code, _, body := e.post(t, map[string]string{"Content-Type": ct}, two)
+		var r serving.IngestResult
+		if code != 200 || json.Unmarshal(body, &r) != nil || r.Accepted != 2 || r.Rejected != 0 {
+			t.Errorf("%s: %d %s, want both lines accepted", ct, code, body)
+		}
+	}
+	for _, ct := range []string{"", "application/json", "application/json; charset=utf-8", "application/json;charset=\"UTF-8\"", "application/json; charset=utf8"} {
+		if code, _, body := e.post(t, map[string]string{"Content-Type": ct}, one); code != 200 {
+			t.Errorf("%q: %d %s", ct, code, body)
+		}
+	}
+	for _, tc := range []struct{ ct, msg string }{
+		{"application/json; charset=utf-16", "charset utf-16"},
+		{"application/x-ndjson; charset=UTF-16LE", "charset UTF-16LE"},
+		{"application/json; charset=iso-8859-1", "charset iso-8859-1"},
+		{"text/plain", "unsupported content type"},
+		{"application/xml", "unsupported content type"},
+		{"application/json; =;", "bad content type"},
+	} {
+		code, _, body := e.post(t, map[string]string{"Content-Type": tc.ct}, one)
+		if code != 415 || !bytes.Contains(body, []byte(tc.msg)) {
+			t.Errorf("%s: %d %s, want 415 %q", tc.ct, code, body, tc.msg)
+		}
+	}
+	// A UTF-16 body declared as such is refused, not dead-lettered.
+	u16 := []byte{0xff, 0xfe}
+	for _, r := range string(one) {
+		u16 = append(u16, byte(r), 0)
+	}
+	if code, _, body := e.post(t, map[string]string{"Content-Type": "application/json; charset=utf-16"}, u16); code != 415 {
+		t.Errorf("a UTF-16 body: %d %s", code, body)
+	}
+	if n, _ := e.log.DeadLetterCount(context.Background(), "orders"); n != 0 {
+		t.Errorf("%d dead letters from refused bodies", n)
 	}
 }

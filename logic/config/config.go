@@ -49,7 +49,7 @@ type Config struct {
 // HTTP configures the API server.
 type HTTP struct {
 	Addr         string `yaml:"addr"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes"` // larger ingest bodies get 413
+	MaxBodyBytes int64  `yaml:"max_body_bytes"` // larger ingest bodies, as sent or decoded, get 413
 	MaxInFlight  int    `yaml:"max_in_flight"`  // concurrent ingest requests storing their events before 429
 	// IngestMemoryBytes bounds the memory of the ingest bodies being read
 	// and stored, all requests together (decoded bytes): beyond it ingest
