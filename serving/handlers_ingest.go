@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
-	"mime"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -13,32 +11,43 @@ import (
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
-// handleIngest: POST /v1/streams/{stream}/events.
+// handleIngest: POST /v1/streams/{stream}/events. The body is read (and
+// decoded) whole before the request takes one of the http.max_in_flight
+// slots, which are for requests storing their events (see body.go).
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	stream := chi.URLParam(r, "stream")
 	if s.opts.Catalog.Streams[stream] == nil {
 		writeError(w, http.StatusNotFound, "unknown stream", stream)
 		return
 	}
-	ndjson := false
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil {
-			writeError(w, http.StatusUnsupportedMediaType, "bad content type", ct)
-			return
-		}
-		switch mt {
-		case "application/json":
-		case "application/x-ndjson", "application/jsonl", "application/jsonlines":
-			ndjson = true
-		default:
-			writeError(w, http.StatusUnsupportedMediaType, "unsupported content type", "want application/json (an object or an array) or application/x-ndjson")
-			return
-		}
+	ndjson, ref := bodyType(r.Header.Get("Content-Type"))
+	if ref != nil {
+		ref.write(w)
+		return
+	}
+	coding, ref := bodyCoding(r.Header)
+	if ref != nil {
+		ref.write(w)
+		return
 	}
 	if s.opts.Log == nil {
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "event log unavailable", nil)
+		return
+	}
+	max := s.cfg.HTTP.MaxBodyBytes
+	if max <= 0 {
+		max = 16 << 20
+	}
+	body, ref := s.readBody(w, r, coding, max)
+	if ref != nil {
+		ref.write(w)
+		return
+	}
+	defer body.release()
+	raws, msg := splitBody(body.buf, ndjson)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg, nil)
 		return
 	}
 	select {
@@ -47,25 +56,6 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "too many ingest requests in flight", cap(s.inflight))
-		return
-	}
-	max := s.cfg.HTTP.MaxBodyBytes
-	if max <= 0 {
-		max = 16 << 20
-	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body too large", map[string]int64{"max_body_bytes": mbe.Limit})
-			return
-		}
-		writeError(w, http.StatusBadRequest, "read body", err.Error())
-		return
-	}
-	raws, msg := splitBody(body, ndjson)
-	if msg != "" {
-		writeError(w, http.StatusBadRequest, msg, nil)
 		return
 	}
 	res, err := s.ingester.Ingest(r.Context(), stream, raws, "http")
@@ -127,26 +117,4 @@ func splitBody(body []byte, ndjson bool) (raws [][]byte, msg string) {
 		return raws, ""
 	}
 	return nil, "body must be a JSON object or an array of objects"
-}
-
-// readBody reads a request body into one buffer sized by its
-// Content-Length when it is known (io.ReadAll grows and copies).
-func readBody(r io.Reader, length, max int64) ([]byte, error) {
-	if length <= 0 || length > max {
-		return io.ReadAll(r)
-	}
-	b := make([]byte, 0, length+1) // +1: the read that sees EOF needs no growth
-	for {
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)] // longer than announced: grow
-		}
-	}
 }

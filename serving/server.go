@@ -29,7 +29,7 @@ import (
 // dependency may be nil: the routes that need it answer 503 "unavailable"
 // (a nil Speed makes queries batch-only, with a warning).
 type Options struct {
-	Config      *config.Config  // http.max_body_bytes, http.max_in_flight (nil: defaults)
+	Config      *config.Config  // the http section (nil: defaults)
 	Catalog     *config.Catalog // streams and views
 	Log         *eventlog.Log
 	Speed       SpeedReader
@@ -70,6 +70,7 @@ type Server struct {
 	reg      *prometheus.Registry
 	ingester *Ingester
 	inflight chan struct{}
+	bodyMem  *memBudget // ingest bodies in memory (http.ingest_memory_bytes)
 	started  time.Time
 	handler  http.Handler
 
@@ -113,6 +114,10 @@ func New(opts Options) (*Server, error) {
 		n = 64
 	}
 	s.inflight = make(chan struct{}, n)
+	s.bodyMem = &memBudget{max: cfg.HTTP.IngestMemory()}
+	if s.bodyMem.max <= 0 {
+		s.bodyMem.max = 4 * 16 << 20
+	}
 	var err error
 	if s.requests, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_http_requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})); err != nil {
 		return nil, err
@@ -127,6 +132,10 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	if s.bucketUse, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_buckets_total", Help: "Windows (or rollup buckets) of JSON answers: their encoded rows reused from the query cache, or computed and kept."}, []string{"result"})); err != nil {
+		return nil, err
+	}
+	if _, err = register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_ingest_memory_bytes", Help: "Memory held by ingest bodies being read and stored (at most http.ingest_memory_bytes)."},
+		func() float64 { return float64(s.bodyMem.used.Load()) })); err != nil {
 		return nil, err
 	}
 	if s.sseClients, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
@@ -183,7 +192,7 @@ func (s *Server) Ingester() *Ingester { return s.ingester }
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.instrument, s.recoverer)
+	r.Use(s.bodyDeadline, s.instrument, s.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found", r.URL.Path)
 	})

@@ -28,7 +28,7 @@ func cmdIngest(ctx context.Context, args []string) error {
 	var batch int
 	a, _, err := layerFlags("ingest", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&stream, "stream", "", "stream to load into")
-		fs.StringVar(&file, "file", "", "NDJSON (.ndjson/.jsonl), JSON array (.json), CSV (.csv) or Parquet (.parquet) file")
+		fs.StringVar(&file, "file", "", "NDJSON (.ndjson/.jsonl), JSON array (.json), CSV (.csv) or Parquet (.parquet) file; the text ones also gzip- or zstd-compressed (.ndjson.gz, .csv.zst)")
 		fs.StringVar(&format, "format", "", "override the format taken from the extension")
 		fs.BoolVar(&rebase, "rebase-time", false, "shift event times so the latest one is now (for demos)")
 		fs.IntVar(&batch, "batch", 1000, "events per append to the log")

@@ -111,8 +111,9 @@ func (a *app) runAll(parent context.Context, l *layers, extra ...func(context.Co
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", a.cfg.HTTP.Addr, err)
 		}
-		srv = &http.Server{Handler: l.server.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		srv.RegisterOnShutdown(func() { _ = l.server.Close() }) // ends live (SSE) streams so Shutdown need not wait for them
+		// Its Shutdown closes the server: live (SSE) streams end and bodies
+		// still arriving are cut, so it waits only for requests storing events.
+		srv = l.server.HTTPServer()
 		a.logger.Info("serving HTTP", "addr", ln.Addr().String())
 		wg.Add(1)
 		go func() {

@@ -49,11 +49,31 @@ type Config struct {
 // HTTP configures the API server.
 type HTTP struct {
 	Addr         string `yaml:"addr"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes"` // larger ingest bodies get 413
-	MaxInFlight  int    `yaml:"max_in_flight"`  // concurrent ingest requests before 429
+	MaxBodyBytes int64  `yaml:"max_body_bytes"` // larger ingest bodies, as sent or decoded, get 413
+	MaxInFlight  int    `yaml:"max_in_flight"`  // concurrent ingest requests storing their events before 429
+	// IngestMemoryBytes bounds the memory of the ingest bodies being read
+	// and stored, all requests together (decoded bytes): beyond it ingest
+	// answers 429. 0: four times MaxBodyBytes (IngestMemory); else at
+	// least MaxBodyBytes.
+	IngestMemoryBytes int64 `yaml:"ingest_memory_bytes"`
+	// ReadTimeout is the longest a request may take to send its body once
+	// its headers are in (then 408).
+	ReadTimeout Duration `yaml:"read_timeout"`
+	// IdleTimeout closes a keep-alive connection that has sent no request
+	// for this long.
+	IdleTimeout Duration `yaml:"idle_timeout"`
 	// QueryCacheBytes bounds the memory kept for answering queries again:
 	// encoded answers and the final windows' encoded rows (0: no cache).
 	QueryCacheBytes int64 `yaml:"query_cache_bytes"`
+}
+
+// IngestMemory is the memory ingest bodies may hold together:
+// IngestMemoryBytes, or four times MaxBodyBytes when it is 0.
+func (h HTTP) IngestMemory() int64 {
+	if h.IngestMemoryBytes > 0 {
+		return h.IngestMemoryBytes
+	}
+	return 4 * h.MaxBodyBytes
 }
 
 // NATS configures the event log.
@@ -236,7 +256,8 @@ func Default() Config {
 	return Config{
 		DataDir:   "./data",
 		Namespace: "braid",
-		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64, QueryCacheBytes: 128 << 20},
+		HTTP: HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64,
+			ReadTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute), QueryCacheBytes: 128 << 20},
 		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
@@ -548,6 +569,15 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxInFlight < 1 {
 		add("http.max_in_flight", "e.g. 64", "must be positive")
+	}
+	if m := c.HTTP.IngestMemoryBytes; m < 0 || (m > 0 && m < c.HTTP.MaxBodyBytes) {
+		add("http.ingest_memory_bytes", "e.g. 67108864 (64 MiB), or 0 for four times http.max_body_bytes", "must be 0 or at least http.max_body_bytes (%d)", c.HTTP.MaxBodyBytes)
+	}
+	if c.HTTP.ReadTimeout.D() <= 0 {
+		add("http.read_timeout", "e.g. 60s", "must be positive")
+	}
+	if c.HTTP.IdleTimeout.D() <= 0 {
+		add("http.idle_timeout", "e.g. 2m", "must be positive")
 	}
 	if c.HTTP.QueryCacheBytes < 0 {
 		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")

@@ -222,6 +222,10 @@ func TestDefaultsApply(t *testing.T) {
 		{"http.addr", cfg.HTTP.Addr, ":8080"},
 		{"http.max_body_bytes", cfg.HTTP.MaxBodyBytes, int64(16 << 20)},
 		{"http.max_in_flight", cfg.HTTP.MaxInFlight, 64},
+		{"http.ingest_memory_bytes", cfg.HTTP.IngestMemoryBytes, int64(0)},
+		{"http.ingest_memory_bytes in effect", cfg.HTTP.IngestMemory(), int64(64 << 20)},
+		{"http.read_timeout", cfg.HTTP.ReadTimeout.D(), time.Minute},
+		{"http.idle_timeout", cfg.HTTP.IdleTimeout.D(), 2 * time.Minute},
 		{"nats.url", cfg.NATS.URL, ""},
 		{"nats.replicas", cfg.NATS.Replicas, 1},
 		{"nats.dedup_window", cfg.NATS.DedupWindow.D(), 2 * time.Minute},
@@ -357,6 +361,44 @@ func TestEnvOverrides(t *testing.T) {
 		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != b.key || !strings.Contains(errs.List[0].Msg, b.msg) {
 			t.Errorf("%v: got %v, want one error at %s: %s", b.vars, err, b.key, b.msg)
 		}
+	}
+}
+
+func TestHTTPBodyLimits(t *testing.T) {
+	cases := []struct {
+		doc  string
+		vars map[string]string
+		key  string // "" when valid
+		msg  string
+	}{
+		{"http: { read_timeout: 5s, idle_timeout: 30s, ingest_memory_bytes: 16777216 }\n", nil, "", ""},
+		{"http: { max_body_bytes: 104857600 }\n", nil, "", ""}, // in effect 400 MiB of bodies
+		{"http: { ingest_memory_bytes: 1048576 }\n", nil, "http.ingest_memory_bytes", "at least http.max_body_bytes (16777216)"},
+		{"http: { ingest_memory_bytes: -1 }\n", nil, "http.ingest_memory_bytes", "must be 0 or at least"},
+		{"http: { read_timeout: 0 }\n", nil, "http.read_timeout", "must be positive"},
+		{"http: { idle_timeout: 0 }\n", nil, "http.idle_timeout", "must be positive"},
+		{"", map[string]string{"BRAID_HTTP_READ_TIMEOUT": "-1s"}, "http.read_timeout", "must be positive"},
+		{"", map[string]string{"BRAID_HTTP_IDLE_TIMEOUT": "soon"}, "BRAID_HTTP_IDLE_TIMEOUT", "bad duration"},
+	}
+	for _, c := range cases {
+		_, err := config.Parse([]byte(c.doc+minimal), env(c.vars))
+		if c.key == "" {
+			if err != nil {
+				t.Errorf("%q %v: %v", c.doc, c.vars, err)
+			}
+			continue
+		}
+		var errs *config.Errors
+		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != c.key || !strings.Contains(errs.List[0].Msg, c.msg) {
+			t.Errorf("%q %v: got %v, want one error at %s: %s", c.doc, c.vars, err, c.key, c.msg)
+		}
+	}
+	cfg, err := config.Parse([]byte("http: { max_body_bytes: 1048576 }\n"+minimal), env(map[string]string{"BRAID_HTTP_READ_TIMEOUT": "15s", "BRAID_HTTP_IDLE_TIMEOUT": "1m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.ReadTimeout.D() != 15*time.Second || cfg.HTTP.IdleTimeout.D() != time.Minute || cfg.HTTP.IngestMemory() != 4<<20 {
+		t.Errorf("http: %+v, ingest memory %d", cfg.HTTP, cfg.HTTP.IngestMemory())
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
 
@@ -37,12 +39,27 @@ type Source interface {
 // Formats the loader understands, by file extension.
 var Formats = []string{".ndjson", ".jsonl", ".json", ".csv", ".parquet"}
 
-// Open opens a file by its extension (or format when not empty).
+// Compressions a text file may be in, by a last extension after its
+// format's (orders.ndjson.gz).
+var Compressions = []string{".gz", ".zst"}
+
+// Open opens a file by its extension (or format when not empty). A text
+// format compressed with gzip or zstd (.gz, .zst after the format's
+// extension) is decompressed as it is read.
 func Open(path, format string, s *logic.Stream) (Source, error) {
+	name, compression := path, ""
+	for _, c := range Compressions {
+		if strings.HasSuffix(strings.ToLower(path), c) {
+			name, compression = path[:len(path)-len(c)], c
+		}
+	}
 	if format == "" {
-		format = strings.ToLower(filepath.Ext(path))
+		format = strings.ToLower(filepath.Ext(name))
 	}
 	format = "." + strings.TrimPrefix(format, ".")
+	if compression != "" && format == ".parquet" {
+		return nil, fmt.Errorf("filesource: %s: a Parquet file compresses its own pages: load it without %s", path, compression)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("filesource: %w", err)
@@ -52,30 +69,48 @@ func Open(path, format string, s *logic.Stream) (Source, error) {
 		f.Close()
 		return nil, fmt.Errorf("filesource: %w", err)
 	}
-	cr := &countingReader{r: f}
+	cr := &countingReader{r: f} // progress: bytes of the file, compressed or not
+	var in io.Reader = cr
+	var closer io.Closer = f
+	switch compression {
+	case ".gz":
+		zr, err := gzip.NewReader(cr)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("filesource: %s: %w", path, err)
+		}
+		in = zr
+	case ".zst":
+		zr, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("filesource: %s: %w", path, err)
+		}
+		in, closer = zr, closers{zr.IOReadCloser(), f}
+	}
 	switch format {
 	case ".ndjson", ".jsonl":
-		sc := bufio.NewScanner(cr)
+		sc := bufio.NewScanner(in)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		return &ndjson{f: f, cr: cr, size: st.Size(), sc: sc}, nil
+		return &ndjson{f: closer, cr: cr, size: st.Size(), sc: sc}, nil
 	case ".json":
-		dec := json.NewDecoder(bufio.NewReader(cr))
+		dec := json.NewDecoder(bufio.NewReader(in))
 		tok, err := dec.Token()
 		if err != nil || tok != json.Delim('[') {
-			f.Close()
+			closer.Close()
 			return nil, fmt.Errorf("filesource: %s: want a JSON array of events", path)
 		}
-		return &jsonArray{f: f, cr: cr, size: st.Size(), dec: dec}, nil
+		return &jsonArray{f: closer, cr: cr, size: st.Size(), dec: dec}, nil
 	case ".csv":
-		r := csv.NewReader(bufio.NewReader(cr))
+		r := csv.NewReader(bufio.NewReader(in))
 		r.ReuseRecord = false
 		r.FieldsPerRecord = -1
 		header, err := r.Read()
 		if err != nil {
-			f.Close()
+			closer.Close()
 			return nil, fmt.Errorf("filesource: %s: header row: %w", path, err)
 		}
-		return &csvSource{f: f, cr: cr, size: st.Size(), r: r, header: header, s: s}, nil
+		return &csvSource{f: closer, cr: cr, size: st.Size(), r: r, header: header, s: s}, nil
 	case ".parquet":
 		pf, err := parquet.OpenFile(f, st.Size())
 		if err != nil {
@@ -84,8 +119,20 @@ func Open(path, format string, s *logic.Stream) (Source, error) {
 		}
 		return newParquet(f, pf), nil
 	}
-	f.Close()
-	return nil, fmt.Errorf("filesource: %s: unknown format %q (want one of %s)", path, format, strings.Join(Formats, ", "))
+	closer.Close()
+	return nil, fmt.Errorf("filesource: %s: unknown format %q (want one of %s, the text ones also as %s)", path, format,
+		strings.Join(Formats, ", "), strings.Join(Compressions, " or "))
+}
+
+// closers closes each in turn (a decompressor, then its file).
+type closers []io.Closer
+
+func (cs closers) Close() error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 type countingReader struct {
@@ -100,7 +147,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 type ndjson struct {
-	f    *os.File
+	f    io.Closer
 	cr   *countingReader
 	size int64
 	sc   *bufio.Scanner
@@ -123,7 +170,7 @@ func (s *ndjson) Progress() (int64, int64) { return s.cr.n, s.size }
 func (s *ndjson) Close() error             { return s.f.Close() }
 
 type jsonArray struct {
-	f    *os.File
+	f    io.Closer
 	cr   *countingReader
 	size int64
 	dec  *json.Decoder
@@ -143,7 +190,7 @@ func (s *jsonArray) Progress() (int64, int64) { return s.cr.n, s.size }
 func (s *jsonArray) Close() error             { return s.f.Close() }
 
 type csvSource struct {
-	f      *os.File
+	f      io.Closer
 	cr     *countingReader
 	size   int64
 	r      *csv.Reader

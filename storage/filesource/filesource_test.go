@@ -1,13 +1,18 @@
 package filesource_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/filesource"
@@ -90,6 +95,26 @@ func TestEveryFormatGivesTheSameEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The text formats compressed: gzip (.gz) and zstd (.zst).
+	for name, body := range maps.Clone(files) {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		_, _ = zw.Write([]byte(body))
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		enc, err := zstd.NewWriter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ext, data := range map[string][]byte{".gz": gz.Bytes(), ".ZST": enc.EncodeAll([]byte(body), nil)} {
+			if err := os.WriteFile(filepath.Join(dir, name+ext), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files[name+ext] = ""
+		}
+		enc.Close()
+	}
 	// Parquet: the lake's own files are a valid input.
 	lk, err := lake.Open(filepath.Join(dir, "lake"))
 	if err != nil {
@@ -128,5 +153,15 @@ func TestEveryFormatGivesTheSameEvents(t *testing.T) {
 	}
 	if _, err := filesource.Open(filepath.Join(dir, "e.ndjson"), "xml", s); err == nil {
 		t.Fatal("unknown format accepted")
+	}
+	if _, err := filesource.Open(filepath.Join(dir, "e.parquet.gz"), "", s); err == nil || !strings.Contains(err.Error(), "Parquet") {
+		t.Fatalf("a compressed Parquet file: %v", err)
+	}
+	// A .gz file that is not gzip fails to open with the reason.
+	if err := os.WriteFile(filepath.Join(dir, "plain.ndjson.gz"), []byte(nd.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := filesource.Open(filepath.Join(dir, "plain.ndjson.gz"), "", s); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Fatalf("a .gz file that is not gzip: %v", err)
 	}
 }
