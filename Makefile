@@ -1,14 +1,22 @@
-# Braid: one binary, every layer. `make run` starts the demo; `make test` runs
-# every test tier against real servers (embedded nats-server, redis-server,
-# DuckDB, Parquet files).
+# Braid: one binary, every layer. `make run` starts the demo; `make test`
+# provisions what the tests need (scripts/provision) and runs every test tier
+# against real servers (nats-server, redis-server, DuckDB, Parquet files).
 GO      ?= go
 BIN     := bin/braid
 PKGS    := ./...
 
-.PHONY: build run test test-short test-faults fuzz bench lint clean
+# The test tiers run the servers scripts/provision puts in bin/.
+TESTENV := BRAID_BIN=$(CURDIR)/$(BIN) BRAID_NATS_SERVER=$(CURDIR)/bin/nats-server
+
+.PHONY: build provision run test test-short test-faults fuzz bench lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/braid
+
+## provision: redis-server and Chromium (apt-get as root, else a message
+## saying how), Go-built servers into bin/; quick when all is there
+provision:
+	@scripts/provision
 
 ## run: the whole platform on embedded defaults with the demo generator (http://localhost:8080)
 run: build
@@ -16,16 +24,16 @@ run: build
 
 ## test: unit, integration and end-to-end tests, all against real servers,
 ## then every fuzz target briefly
-test: build
-	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 18m -p 2 $(PKGS)
+test: build provision
+	$(TESTENV) $(GO) test -count=1 -timeout 18m -p 2 $(PKGS)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
-test-short: build
-	BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -short $(PKGS)
+test-short: build provision
+	$(TESTENV) $(GO) test -count=1 -short $(PKGS)
 
 ## test-faults: the long fault-injection suite
-test-faults: build
-	BRAID_BIN=$(CURDIR)/$(BIN) BRAID_FAULT_TRIALS=$${BRAID_FAULT_TRIALS:-20} $(GO) test -count=1 -timeout 60m -run 'Fault' ./tests/
+test-faults: build provision
+	$(TESTENV) BRAID_FAULT_TRIALS=$${BRAID_FAULT_TRIALS:-20} $(GO) test -count=1 -timeout 60m -run 'Fault' ./tests/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME each)
 FUZZTIME ?= 60s
@@ -41,12 +49,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPacked$$' -fuzztime $(FUZZTIME) ./storage/eventlog/
 
 ## bench: throughput and latency next to the raw NATS / Redis / DuckDB limits
-bench: build
-	BRAID_BENCH=1 BRAID_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./tests/bench/ | grep -E '^(bench:|---|ok|FAIL)'
+bench: build provision
+	BRAID_BENCH=1 $(TESTENV) $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./tests/bench/ | grep -E '^(bench:|---|ok|FAIL)'
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+# clean keeps the servers in bin/ (scripts/provision would build them again).
 clean:
-	rm -rf bin data
+	rm -rf $(BIN) data

@@ -90,7 +90,47 @@ const DefaultMaxValueBytes = 64 << 10
 // NewStream compiles a stream definition. piiKey keys the HMAC of hashed
 // fields; it must stay the same for the life of the data.
 func NewStream(name string, def StreamDef, piiKey []byte) (*Stream, error) {
-	s := &Stream{Name: name, IDField: -1, AllowedLateness: def.AllowedLateness, MaxFuture: def.MaxFuture,
+	var first error
+	s := buildStream(name, def, piiKey, func(_ string, err error) {
+		if first == nil {
+			first = err
+		}
+	})
+	if first != nil {
+		return nil, first
+	}
+	return s, nil
+}
+
+// DefError is one mistake of a stream or view definition and the key of
+// the definition it is about: "time", "id", "required[1]", "pii.email" of
+// a stream; "window", "hop", "where", "group_by[0]", "measures" or
+// "measures.<name>" of a view.
+type DefError struct {
+	Key string
+	Err error
+}
+
+func (e DefError) Error() string { return e.Err.Error() }
+
+func (e DefError) Unwrap() error { return e.Err }
+
+// CheckStream lists every mistake of a stream definition, where NewStream
+// stops at the first. The stream it returns leaves out what is mistaken
+// (its TimeField is -1 when the time field is) so that the views over it
+// can be checked too; it is only for CheckView.
+func CheckStream(name string, def StreamDef) (*Stream, []DefError) {
+	var errs []DefError
+	s := buildStream(name, def, []byte("check"), func(key string, err error) {
+		errs = append(errs, DefError{Key: key, Err: err})
+	})
+	return s, errs
+}
+
+// buildStream compiles a stream definition, reporting each mistake with
+// its key and going on without the mistaken part.
+func buildStream(name string, def StreamDef, piiKey []byte, report func(key string, err error)) *Stream {
+	s := &Stream{Name: name, TimeField: -1, IDField: -1, AllowedLateness: def.AllowedLateness, MaxFuture: def.MaxFuture,
 		Strict: def.Strict, DedupContent: def.DedupContent, MaxValueBytes: def.MaxValueBytes,
 		index: map[string]int{}, piiKey: piiKey}
 	if s.MaxValueBytes <= 0 {
@@ -105,50 +145,54 @@ func NewStream(name string, def StreamDef, piiKey []byte) (*Stream, error) {
 		s.Fields = append(s.Fields, Field{Name: n, Type: def.Fields[n]})
 		s.index[n] = i
 	}
-	t, ok := s.index[def.Time]
-	if !ok {
-		return nil, fmt.Errorf("time field %q is not a declared field", def.Time)
+	if t, ok := s.index[def.Time]; !ok {
+		report("time", fmt.Errorf("time field %q is not a declared field", def.Time))
+	} else if ft := s.Fields[t].Type; ft != TypeTime && ft != TypeInt {
+		report("time", fmt.Errorf("time field %q has type %s, want time", def.Time, ft))
+	} else {
+		s.TimeField = t
+		s.Fields[t].Required = true
 	}
-	if ft := s.Fields[t].Type; ft != TypeTime && ft != TypeInt {
-		return nil, fmt.Errorf("time field %q has type %s, want time", def.Time, ft)
-	}
-	s.TimeField = t
-	s.Fields[t].Required = true
 	if def.ID != "" {
-		i, ok := s.index[def.ID]
-		if !ok {
-			return nil, fmt.Errorf("id field %q is not a declared field", def.ID)
+		if i, ok := s.index[def.ID]; !ok {
+			report("id", fmt.Errorf("id field %q is not a declared field", def.ID))
+		} else if ft := s.Fields[i].Type; ft != TypeString && ft != TypeInt {
+			report("id", fmt.Errorf("id field %q has type %s, want string or int", def.ID, ft))
+		} else {
+			s.IDField = i
 		}
-		if ft := s.Fields[i].Type; ft != TypeString && ft != TypeInt {
-			return nil, fmt.Errorf("id field %q has type %s, want string or int", def.ID, ft)
-		}
-		s.IDField = i
 	}
-	for _, r := range def.Required {
-		i, ok := s.index[r]
-		if !ok {
-			return nil, fmt.Errorf("required field %q is not a declared field", r)
+	for n, r := range def.Required {
+		if i, ok := s.index[r]; !ok {
+			report(fmt.Sprintf("required[%d]", n), fmt.Errorf("required field %q is not a declared field", r))
+		} else {
+			s.Fields[i].Required = true
 		}
-		s.Fields[i].Required = true
 	}
-	for f, m := range def.PII {
+	pii := make([]string, 0, len(def.PII))
+	for f := range def.PII {
+		pii = append(pii, f)
+	}
+	sort.Strings(pii)
+	for _, f := range pii {
+		m := def.PII[f]
 		i, ok := s.index[f]
-		if !ok {
-			return nil, fmt.Errorf("pii field %q is not a declared field", f)
+		switch {
+		case !ok:
+			report("pii."+f, fmt.Errorf("pii field %q is not a declared field", f))
+		case s.Fields[i].Type != TypeString:
+			report("pii."+f, fmt.Errorf("pii field %q has type %s, want string", f, s.Fields[i].Type))
+		case i == s.IDField && m != PIIHash:
+			report("pii."+f, fmt.Errorf("pii field %q is the id field: only hash keeps ids distinct", f))
+		default:
+			s.Fields[i].PII = m
 		}
-		if s.Fields[i].Type != TypeString {
-			return nil, fmt.Errorf("pii field %q has type %s, want string", f, s.Fields[i].Type)
-		}
-		if i == s.IDField && m != PIIHash {
-			return nil, fmt.Errorf("pii field %q is the id field: only hash keeps ids distinct", f)
-		}
-		s.Fields[i].PII = m
 	}
 	s.keys = quotedKeys(s.Fields)
 	s.table = newFieldTable(s.Fields)
 	key := s.piiKey
 	s.hashers = &sync.Pool{New: func() any { return &piiHasher{mac: hmac.New(sha256.New, key)} }}
-	return s, nil
+	return s
 }
 
 // FieldIndex returns the index of a field in Fields, or -1.

@@ -38,50 +38,97 @@ type View struct {
 
 // NewView compiles a view definition against its stream.
 func NewView(name string, def ViewDef, s *Stream) (*View, error) {
+	var first error
+	v := buildView(name, def, s, func(_ string, err error) {
+		if first == nil {
+			first = err
+		}
+	})
+	if first != nil {
+		return nil, first
+	}
+	return v, nil
+}
+
+// CheckView lists every mistake of a view definition, where NewView stops
+// at the first, each with its key (see DefError). s may come from
+// CheckStream.
+func CheckView(name string, def ViewDef, s *Stream) []DefError {
+	var errs []DefError
+	buildView(name, def, s, func(key string, err error) {
+		errs = append(errs, DefError{Key: key, Err: err})
+	})
+	return errs
+}
+
+// buildView compiles a view definition, reporting each mistake with its
+// key and going on with the rest; the view is whole only when nothing was
+// reported.
+func buildView(name string, def ViewDef, s *Stream, report func(key string, err error)) *View {
 	v := &View{Name: name, Stream: s, Window: Window{Size: def.Window, Hop: def.Hop}, Where: def.Where}
+	bad := false
+	fail := func(key string, err error) {
+		bad = true
+		report(key, err)
+	}
 	if err := v.Window.Validate(); err != nil {
-		return nil, err
+		key := "window"
+		if strings.HasPrefix(err.Error(), "hop") {
+			key = "hop"
+		}
+		fail(key, err)
 	}
 	if strings.TrimSpace(def.Where) != "" {
 		p, err := ParseWhere(def.Where, s)
 		if err != nil {
-			return nil, err // *WhereError: "where: at N: ..."
+			fail("where", err) // *WhereError: "where: at N: ..."
 		}
 		v.where = p
 	}
 	seen := map[string]bool{}
-	for _, d := range def.GroupBy {
+	for n, d := range def.GroupBy {
+		key := fmt.Sprintf("group_by[%d]", n)
 		i := s.FieldIndex(d)
 		if i < 0 {
-			return nil, fmt.Errorf("group_by: field %q is not declared in stream %s", d, s.Name)
+			fail(key, fmt.Errorf("group_by: field %q is not declared in stream %s", d, s.Name))
+			continue
 		}
 		switch s.Fields[i].Type {
 		case TypeString, TypeInt, TypeBool:
 		default:
-			return nil, fmt.Errorf("group_by: field %q has type %s; dimensions are string, int or bool", d, s.Fields[i].Type)
+			fail(key, fmt.Errorf("group_by: field %q has type %s; dimensions are string, int or bool", d, s.Fields[i].Type))
+			continue
 		}
 		if seen[d] {
-			return nil, fmt.Errorf("group_by: field %q is listed twice", d)
+			fail(key, fmt.Errorf("group_by: field %q is listed twice", d))
+			continue
 		}
 		if reservedColumn(d) {
-			return nil, fmt.Errorf("group_by: %q is a reserved column name of query rows", d)
+			fail(key, fmt.Errorf("group_by: %q is a reserved column name of query rows", d))
+			continue
 		}
 		seen[d] = true
 		v.Dims = append(v.Dims, d)
 		v.dims = append(v.dims, i)
 	}
 	if len(def.Measures) == 0 {
-		return nil, fmt.Errorf("measures: a view needs at least one measure")
+		fail("measures", fmt.Errorf("measures: a view needs at least one measure"))
 	}
 	names := map[string]bool{}
 	for _, md := range def.Measures {
+		key := "measures"
+		if md.Name != "" {
+			key += "." + md.Name
+		}
 		if md.Name == "" || reservedColumn(md.Name) || seen[md.Name] || names[md.Name] {
-			return nil, fmt.Errorf("measures: name %q is empty, reserved, a dimension or used twice", md.Name)
+			fail(key, fmt.Errorf("measures: name %q is empty, reserved, a dimension or used twice", md.Name))
+			continue
 		}
 		names[md.Name] = true
 		m, err := ParseMeasure(md, s)
 		if err != nil {
-			return nil, err
+			fail(key, err)
+			continue
 		}
 		v.Measures = append(v.Measures, m)
 	}
@@ -97,14 +144,17 @@ func NewView(name string, def ViewDef, s *Stream) (*View, error) {
 		case Quantile:
 			m.Sketch, v.quantile = sketchFor(v.quantile, m.field)
 		}
-		if len(v.distinct) > maxSketches || len(v.quantile) > maxSketches {
-			return nil, fmt.Errorf("measures: at most %d count_distinct and %d quantile fields per view", maxSketches, maxSketches)
-		}
 		v.NumSlots += len(m.Slots)
 		v.slots = append(v.slots, m.Slots...)
 	}
+	if len(v.distinct) > maxSketches || len(v.quantile) > maxSketches {
+		fail("measures", fmt.Errorf("measures: at most %d count_distinct and %d quantile fields per view", maxSketches, maxSketches))
+	}
+	if bad || s.TimeField < 0 {
+		return v
+	}
 	v.def = v.fingerprint()
-	return v, nil
+	return v
 }
 
 // sketchFor returns the index of field's sketch in list, adding it if new:

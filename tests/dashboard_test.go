@@ -96,7 +96,7 @@ type chartData struct {
 func TestDashboard(t *testing.T) {
 	chromium, err := chromiumPath()
 	if err != nil {
-		t.Fatalf("the dashboard test needs a headless Chromium: %v. Install it (Debian/Ubuntu: apt-get install -y chromium) or set BRAID_CHROMIUM; CI installs it.", err)
+		t.Fatalf("the dashboard test needs a headless Chromium: %v. Install it (Debian/Ubuntu: apt-get install -y chromium) or set BRAID_CHROMIUM; scripts/provision (make test) installs it.", err)
 	}
 
 	redis := testenv.StartRedis(t)

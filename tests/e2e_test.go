@@ -386,4 +386,25 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
+
+	// Mistakes of every kind in one file, none hiding another: each is
+	// printed at its own line and key, and counted.
+	out, code = testenv.RunBraid(t, "check", "--config", filepath.Join(root, "logic", "config", "testdata", "mixed.yaml"))
+	if code != 1 {
+		t.Fatalf("check mixed.yaml: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{
+		"line 4: epoch: bad duration \"30x\"",
+		"line 6: retries: unknown key",
+		"line 10: streams.orders.fields.amount: unknown field type \"flaot\"",
+		"line 18: views.by_country.where: where: at 15: unknown field \"amout\"",
+		"line 21: views.by_country.measures.total: measure \"sum(itmes)\"",
+		"line 27: views.late.window: bad duration \"90x\"",
+		"line 28: views.late.where: where: at 1: unknown field \"contry\"",
+		"15 error(s) in ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check mixed.yaml output lacks %q:\n%s", want, out)
+		}
+	}
 }

@@ -3,7 +3,7 @@ package tests
 // The fault-injection suite ("nothing lost, nothing doubled"). Each trial
 // runs Braid as separate processes (`braid serve`, `braid speed`,
 // `braid archive`, `braid batch run`) against a nats-server process
-// (tests/natsd) and a redis-server, streams known events over HTTP (with
+// (testenv.NatsServerBin: go.mod's version) and a redis-server, streams known events over HTTP (with
 // ids, retrying every non-200 with the same ids), injects one fault with
 // real signals and real server restarts at a random moment, and then checks
 // against an independent computation of the accepted events:
@@ -153,7 +153,7 @@ func TestFaults(t *testing.T) {
 	}
 	t.Logf("fault seed %d (replay: BRAID_FAULT_SEED=%d), %d trial(s) per fault", seed, seed, trials)
 	testenv.BraidBin(t)
-	testenv.NatsdBin(t)
+	testenv.NatsServerBin(t)
 	for fi, f := range faults() {
 		t.Run(f.name, func(t *testing.T) {
 			for i := 1; i <= trials; i++ {

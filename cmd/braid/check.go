@@ -38,6 +38,7 @@ func cmdCheck(_ context.Context, args []string) error {
 		list = append(list, lakeErrors(cfg)...)
 	}
 	if len(list) > 0 {
+		config.SortByLine(list)
 		for _, e := range list {
 			fmt.Fprintf(os.Stderr, "%s: %s\n", *path, e)
 		}

@@ -7,9 +7,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -174,22 +176,38 @@ type Views struct {
 	ByName map[string]ViewConfig
 }
 
-// UnmarshalYAML keeps the order of the views.
+// UnmarshalYAML keeps the order of the views. A view with a value of the
+// wrong type is kept with what could be read, so that the rest of it is
+// checked too; the type errors of every view are returned together.
 func (v *Views) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: views: want a mapping of view names", n.Line)
+		return typeError(n.Line, "views: want a mapping of view names")
 	}
 	v.ByName = map[string]ViewConfig{}
+	var terr yaml.TypeError
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		var vc ViewConfig
 		if err := n.Content[i+1].Decode(&vc); err != nil {
-			return err
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return err
+			}
+			terr.Errors = append(terr.Errors, te.Errors...)
 		}
 		name := n.Content[i].Value
 		v.Names = append(v.Names, name)
 		v.ByName[name] = vc
 	}
+	if len(terr.Errors) > 0 {
+		return &terr
+	}
 	return nil
+}
+
+// typeError is a value's error as the YAML decoder collects them: decoding
+// goes on with the other values.
+func typeError(line int, format string, args ...any) *yaml.TypeError {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: ", line) + fmt.Sprintf(format, args...)}}
 }
 
 // Measures keeps the measures in file order.
@@ -198,7 +216,7 @@ type Measures []logic.MeasureDef
 // UnmarshalYAML keeps the order of the measures.
 func (m *Measures) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: measures: want name: expression pairs", n.Line)
+		return typeError(n.Line, "measures: want name: expression pairs")
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		*m = append(*m, logic.MeasureDef{Name: n.Content[i].Value, Expr: n.Content[i+1].Value})
@@ -214,9 +232,12 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // UnmarshalYAML reads a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeError(n.Line, "want a duration, e.g. 10s, 5m, 1h, 1d")
+	}
 	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return typeError(n.Line, "%v", err)
 	}
 	*d = Duration(v)
 	return nil
@@ -291,57 +312,159 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 
 // Inspect is Parse that also returns the configuration when it is invalid
 // (nil only when the YAML cannot be read), so that `braid check` can check
-// it further and report every error at once.
+// it further and report every error at once: unknown and repeated keys,
+// values of the wrong type (the configuration keeps the default there),
+// bad environment overrides and every validation error, each at its key.
 func Inspect(data []byte, getenv func(string) string) (*Config, error) {
 	cfg := Default()
-	var unknown []Error
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, &Errors{List: []Error{{Key: "", Line: yamlLine(err), Msg: err.Error(), Hint: "check the YAML syntax"}}}
 	}
+	var list []Error
+	badValues := map[string]bool{} // keys whose value could not be read
 	if len(root.Content) > 0 {
-		dec := root.Content[0]
-		unknown = unknownKeys(dec, reflect.TypeOf(cfg), "")
-		if err := dec.Decode(&cfg); err != nil {
-			return nil, &Errors{List: []Error{{Line: yamlLine(err), Msg: lineRe.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "), ""), Hint: "check the value's type"}}}
+		doc := root.Content[0]
+		list = dropRepeatedKeys(doc, "")
+		found := checkNodes(doc, reflect.TypeOf(cfg), "")
+		for _, e := range found {
+			if e.Msg != unknownKey {
+				badValues[e.Key] = true
+			}
 		}
-		cfg.root = dec
+		list = append(list, found...)
+		if err := doc.Decode(&cfg); err != nil {
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return nil, &Errors{List: []Error{{Line: yamlLine(err), Msg: lineRe.ReplaceAllString(err.Error(), ""), Hint: "check the value's type"}}}
+			}
+			list = append(list, unplaced(te, list)...)
+		}
+		cfg.root = doc
 	}
 	if getenv != nil {
 		if err := applyEnv(&cfg, getenv); err != nil {
-			return &cfg, err
+			list = append(list, err.List...)
 		}
 	}
-	err := cfg.Validate()
-	if len(unknown) > 0 {
+	if err := cfg.Validate(); err != nil {
 		var verrs *Errors
 		if !errors.As(err, &verrs) {
-			verrs = &Errors{}
+			return &cfg, err
 		}
-		verrs.List = append(unknown, verrs.List...)
-		return &cfg, verrs
+		// A value that could not be read kept its default: what validation
+		// says about that key is not news.
+		for _, e := range verrs.List {
+			if !underAny(e.Key, badValues) {
+				list = append(list, e)
+			}
+		}
 	}
-	if err != nil {
-		return &cfg, err
+	if len(list) > 0 {
+		SortByLine(list)
+		return &cfg, &Errors{List: list}
 	}
 	return &cfg, nil
 }
 
-// unknownKeys lists every key of the document that no field of t declares,
-// with its line, so a typo is reported together with every other error.
-func unknownKeys(n *yaml.Node, t reflect.Type, path string) []Error {
+// SortByLine puts errors in the order of their lines in the file, keeping
+// the order of errors on one line; errors of no line (a missing section,
+// an environment override) come last.
+func SortByLine(list []Error) {
+	slices.SortStableFunc(list, func(a, b Error) int {
+		switch {
+		case a.Line == b.Line:
+			return 0
+		case a.Line == 0:
+			return 1
+		case b.Line == 0:
+			return -1
+		}
+		return a.Line - b.Line
+	})
+}
+
+const unknownKey = "unknown key"
+
+// underAny reports whether key is one of keys or under one of them.
+func underAny(key string, keys map[string]bool) bool {
+	for k := range keys {
+		if key == k || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// unplaced turns the decoder's type errors that no error of found is at the
+// line of into errors of their own (checkNodes places them all, with their
+// key; this keeps any it might miss).
+func unplaced(te *yaml.TypeError, found []Error) []Error {
+	lines := map[int]bool{}
+	for _, e := range found {
+		lines[e.Line] = true
+	}
+	var out []Error
+	for _, m := range te.Errors {
+		if line := yamlLine(errors.New(m)); !lines[line] {
+			out = append(out, Error{Line: line, Msg: lineRe.ReplaceAllString(m, ""), Hint: "check the value's type"})
+		}
+	}
+	return out
+}
+
+// dropRepeatedKeys reports every key repeated in a mapping of the document
+// and removes the repetitions, so that the first one is read and the rest
+// of the document is checked as usual.
+func dropRepeatedKeys(n *yaml.Node, path string) []Error {
+	var out []Error
+	switch n.Kind {
+	case yaml.MappingNode:
+		seen := map[string]int{}
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if line, dup := seen[k.Value]; dup {
+				out = append(out, Error{Key: join(path, k.Value), Line: k.Line, Msg: fmt.Sprintf("repeated key (first at line %d)", line), Hint: "keep one of them"})
+				continue
+			}
+			seen[k.Value] = k.Line
+			out = append(out, dropRepeatedKeys(v, join(path, k.Value))...)
+			kept = append(kept, k, v)
+		}
+		n.Content = kept
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			out = append(out, dropRepeatedKeys(c, fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			out = append(out, dropRepeatedKeys(c, path)...)
+		}
+	}
+	return out
+}
+
+// checkNodes lists, in file order, every key of the document that no field
+// of t declares and every value that cannot be read as its field's type,
+// each with its key and line, so that a typo or a bad value is reported
+// together with every other error.
+func checkNodes(n *yaml.Node, t reflect.Type, path string) []Error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	var out []Error
 	switch {
-	case t == reflect.TypeOf(Views{}):
-		if n.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				out = append(out, unknownKeys(n.Content[i+1], reflect.TypeOf(ViewConfig{}), join(path, n.Content[i].Value))...)
+	case t == reflect.TypeOf(Views{}) && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			out = append(out, checkNodes(n.Content[i+1], reflect.TypeOf(ViewConfig{}), join(path, n.Content[i].Value))...)
+		}
+	case t == reflect.TypeOf(Measures{}) && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind != yaml.ScalarNode {
+				out = append(out, Error{Key: join(path, n.Content[i].Value), Line: v.Line, Msg: "want an expression", Hint: "e.g. total: sum(amount)"})
 			}
 		}
-	case t == reflect.TypeOf(Measures{}) || t == reflect.TypeOf(Duration(0)):
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
 		known := map[string]reflect.Type{}
 		for i := 0; i < t.NumField(); i++ {
@@ -353,18 +476,35 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []Error {
 			k := n.Content[i]
 			ft, ok := known[k.Value]
 			if !ok {
-				out = append(out, Error{Key: join(path, k.Value), Line: k.Line, Msg: "unknown key", Hint: "see configs/demo.yaml for the known keys"})
+				out = append(out, Error{Key: join(path, k.Value), Line: k.Line, Msg: unknownKey, Hint: "see configs/demo.yaml for the known keys"})
 				continue
 			}
-			out = append(out, unknownKeys(n.Content[i+1], ft, join(path, k.Value))...)
+			out = append(out, checkNodes(n.Content[i+1], ft, join(path, k.Value))...)
 		}
 	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			out = append(out, unknownKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))...)
+			out = append(out, checkNodes(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))...)
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, c := range n.Content {
-			out = append(out, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			out = append(out, checkNodes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	default:
+		// A scalar, or a node of the wrong kind: read it alone.
+		err := n.Decode(reflect.New(t).Interface())
+		if err == nil {
+			break
+		}
+		hint := "check the value's type"
+		if t == reflect.TypeOf(Duration(0)) {
+			hint = ""
+		}
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return append(out, Error{Key: path, Line: n.Line, Msg: err.Error(), Hint: hint})
+		}
+		for _, m := range te.Errors {
+			out = append(out, Error{Key: path, Line: n.Line, Msg: lineRe.ReplaceAllString(m, ""), Hint: hint})
 		}
 	}
 	return out
@@ -389,7 +529,7 @@ func yamlLine(err error) int {
 
 // applyEnv sets scalar fields from BRAID_<SECTION>_<KEY> (or BRAID_<KEY> for
 // top-level scalars), e.g. BRAID_NATS_URL, BRAID_HTTP_ADDR, BRAID_DATA_DIR.
-func applyEnv(cfg *Config, getenv func(string) string) error {
+func applyEnv(cfg *Config, getenv func(string) string) *Errors {
 	var errs Errors
 	var walk func(v reflect.Value, prefix string)
 	walk = func(v reflect.Value, prefix string) {
@@ -490,8 +630,6 @@ func (e *Errors) Is(target error) bool { return target == ErrInvalid }
 
 var nameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
-// Validate checks every field and compiles every stream and view, collecting
-// all errors.
 // Warnings lists settings that are valid but probably not what was meant;
 // commands log them at start.
 func (c *Config) Warnings() []string {
@@ -505,6 +643,8 @@ func (c *Config) Warnings() []string {
 	return out
 }
 
+// Validate checks every field and compiles every stream and view, collecting
+// all errors.
 func (c *Config) Validate() error {
 	var errs []Error
 	add := func(key, hint, format string, args ...any) {
@@ -609,7 +749,12 @@ func (c *Config) Validate() error {
 	if len(c.Streams) == 0 {
 		add("streams", "declare at least one stream", "no streams")
 	}
-	streams := map[string]*logic.Stream{}
+	// Each stream is checked whole, and each view against its stream, even
+	// when the stream has errors: a mistake never hides another one. A
+	// field whose type cannot be read may have been meant as any type, so
+	// the stream and its views are checked once per type it could have,
+	// and only what is wrong whatever that type is gets reported.
+	checked := map[string][]*logic.Stream{}
 	for _, name := range sortedKeys(c.Streams) {
 		key := "streams." + name
 		if !nameRe.MatchString(name) {
@@ -620,15 +765,33 @@ func (c *Config) Validate() error {
 		for _, fe := range fieldErrs {
 			add(key+"."+fe.Key, fe.Hint, "%s", fe.Msg)
 		}
-		if len(fieldErrs) > 0 {
-			continue
+		var untyped []string
+		for _, f := range sortedKeys(c.Streams[name].Fields) {
+			if _, ok := def.Fields[f]; !ok {
+				untyped = append(untyped, f)
+			}
 		}
-		s, err := logic.NewStream(name, def, []byte("validate"))
-		if err != nil {
-			add(key, "", "%v", err)
-			continue
+		defs := []logic.StreamDef{def}
+		if len(untyped) > 0 {
+			defs = nil
+			for _, t := range []logic.FieldType{logic.TypeString, logic.TypeInt, logic.TypeFloat, logic.TypeBool, logic.TypeTime} {
+				d := def
+				d.Fields = maps.Clone(def.Fields)
+				for _, f := range untyped {
+					d.Fields[f] = t
+				}
+				defs = append(defs, d)
+			}
 		}
-		streams[name] = s
+		var sets [][]logic.DefError
+		for _, d := range defs {
+			s, errs := logic.CheckStream(name, d)
+			checked[name] = append(checked[name], s)
+			sets = append(sets, errs)
+		}
+		for _, e := range inEvery(sets) {
+			add(key+"."+e.Key, "", "%v", e.Err)
+		}
 	}
 	if len(c.Views.Names) == 0 {
 		add("views", "declare at least one view", "no views")
@@ -640,18 +803,19 @@ func (c *Config) Validate() error {
 			add(key, "lowercase letters, digits and _", "bad view name")
 			continue
 		}
-		s, ok := streams[vc.Stream]
+		streams, ok := checked[vc.Stream]
 		if !ok {
 			if _, declared := c.Streams[vc.Stream]; !declared {
 				add(key+".stream", "one of the streams above", "unknown stream %q", vc.Stream)
 			}
 			continue
 		}
-		if vc.Window.D()%c.Epoch.D() != 0 && c.Epoch.D()%vc.Window.D() != 0 {
-			// Not an error: windows and epochs are independent. Kept as a note for readers.
+		var sets [][]logic.DefError
+		for _, s := range streams {
+			sets = append(sets, logic.CheckView(name, viewDef(vc), s))
 		}
-		if _, err := logic.NewView(name, viewDef(vc), s); err != nil {
-			add(key+"."+viewErrKey(err.Error()), "", "%v", err)
+		for _, e := range inEvery(sets) {
+			add(key+"."+e.Key, "", "%v", e.Err)
 		}
 	}
 	if len(errs) > 0 {
@@ -834,15 +998,24 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// viewErrKey names the key of a view that an error from logic.NewView is about.
-func viewErrKey(msg string) string {
-	for _, k := range []string{"where", "group_by", "hop", "measure"} {
-		if strings.HasPrefix(msg, k) {
-			if k == "measure" {
-				return "measures"
+// inEvery returns the errors of the first set that every other set has
+// too (the same key and message), in order.
+func inEvery(sets [][]logic.DefError) []logic.DefError {
+	if len(sets) == 0 {
+		return nil
+	}
+	var out []logic.DefError
+	for _, e := range sets[0] {
+		all := true
+		for _, set := range sets[1:] {
+			if !slices.ContainsFunc(set, func(o logic.DefError) bool { return o.Key == e.Key && o.Error() == e.Error() }) {
+				all = false
+				break
 			}
-			return k
+		}
+		if all {
+			out = append(out, e)
 		}
 	}
-	return "window"
+	return out
 }

@@ -513,3 +513,82 @@ func TestInspectKeepsAnInvalidConfig(t *testing.T) {
 		t.Fatal("bad YAML accepted")
 	}
 }
+
+// TestEveryKindOfErrorInOneRun: a bad duration, a value of the wrong type,
+// a field type that cannot be read, unknown and repeated keys and mistakes
+// in a view's where, group_by and measures are all reported in one run,
+// each at its own line and key; a field of an unreadable type stands for
+// whatever it was meant to be (max(amount) is not reported), and a bad
+// value is not reported again by the validation of its key.
+func TestEveryKindOfErrorInOneRun(t *testing.T) {
+	_, err := config.Load(filepath.Join("testdata", "mixed.yaml"))
+	var errs *config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("error %v is not *config.Errors", err)
+	}
+	wants := []struct {
+		key  string
+		line int
+		msg  string
+	}{
+		{"epoch", 4, `bad duration "30x"`},
+		{"archive.max_delay", 5, `bad duration "soon"`},
+		{"archive.max_rows", 5, "cannot unmarshal !!str `many` into int"},
+		{"retries", 6, "unknown key"},
+		{"streams.orders.fields.amount", 10, `unknown field type "flaot"`},
+		{"streams.orders.required[1]", 11, `required field "contry" is not a declared field`},
+		{"streams.orders.pii.email", 12, `pii field "email" is not a declared field`},
+		{"views.by_country.group_by[1]", 17, `group_by: field "cuntry" is not declared in stream orders`},
+		{"views.by_country.where", 18, `where: at 15: unknown field "amout"`},
+		{"views.by_country.measures.total", 21, `measure "sum(itmes)": field "itmes" is not declared`},
+		{"views.by_country.measures.p", 23, `measure "quantile(items)": quantile takes 2 argument(s), got 1`},
+		{"views.by_country.colour", 24, "unknown key"},
+		{"views.late.window", 27, `bad duration "90x"`},
+		{"views.late.where", 28, `where: at 1: unknown field "contry"`},
+		{"views.late.measures.n", 31, "repeated key (first at line 30)"},
+	}
+	got := map[string]config.Error{}
+	for _, e := range errs.List {
+		if _, dup := got[e.Key]; dup {
+			t.Errorf("two errors at %s: %v", e.Key, err)
+		}
+		got[e.Key] = e
+	}
+	for _, w := range wants {
+		e, ok := got[w.key]
+		if !ok {
+			t.Errorf("missing error at %s: %s", w.key, w.msg)
+			continue
+		}
+		if e.Line != w.line || !strings.Contains(e.Msg, w.msg) {
+			t.Errorf("%s: got %q, want line %d: %s", w.key, e.String(), w.line, w.msg)
+		}
+		delete(got, w.key)
+	}
+	for _, e := range got {
+		t.Errorf("unexpected error: %s", e.String())
+	}
+	if t.Failed() {
+		t.Logf("full error:\n%v", err)
+	}
+}
+
+// TestValueErrorsKeepDecoding: a value of the wrong type no longer stops
+// the reading of the file: the other values are read, the bad one keeps
+// its default, and Inspect returns the configuration.
+func TestValueErrorsKeepDecoding(t *testing.T) {
+	doc := "epoch: 30x\nhttp: { addr: \":9000\", max_in_flight: lots }\n" + minimal
+	cfg, err := config.Inspect([]byte(doc), nil)
+	var errs *config.Errors
+	if !errors.As(err, &errs) || cfg == nil || len(errs.List) != 2 {
+		t.Fatalf("Inspect: %v, config %v", err, cfg)
+	}
+	if cfg.Epoch.D() != 10*time.Second || cfg.HTTP.Addr != ":9000" || cfg.HTTP.MaxInFlight != 64 || len(cfg.Views.Names) != 1 {
+		t.Errorf("config read around the bad values: epoch %v http %+v views %v", cfg.Epoch.D(), cfg.HTTP, cfg.Views.Names)
+	}
+	// A bad environment override is reported with the file's errors.
+	_, err = config.Inspect([]byte("speed: { batch_size: 0 }\n"+minimal), env(map[string]string{"BRAID_EPOCH": "soon"}))
+	if !errors.As(err, &errs) || len(errs.List) != 2 || errs.List[0].Key != "speed.batch_size" || errs.List[1].Key != "BRAID_EPOCH" {
+		t.Errorf("override and file errors: %v", err)
+	}
+}

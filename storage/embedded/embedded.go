@@ -60,15 +60,17 @@ func (n *NATS) Close() error {
 // Redis is a Redis started by braid: a redis-server process or, failing
 // that, an in-process development server.
 type Redis struct {
-	URL   string
-	Dev   bool // true: the embedded development server (not durable, single process)
-	cmd   *exec.Cmd
-	mini  *miniredis.Miniredis
-	store string
+	URL  string
+	Dev  bool // true: the embedded development server (not durable, single process)
+	cmd  *exec.Cmd
+	dir  string // of redis-server, holding its pid file
+	mini *miniredis.Miniredis
 }
 
 // StartRedis starts redis-server (own port, own dir, no persistence) when one
 // is on PATH, else the embedded development server with a loud warning.
+// The redis-server dies with this process (on Linux), and a redis-server
+// left running in dir by a braid process that is gone is killed first.
 func StartRedis(ctx context.Context, dir string, logger *slog.Logger) (*Redis, error) {
 	// Absolute: redis-server changes into --dir before it opens --logfile,
 	// so a relative data_dir would name a log file that does not exist.
@@ -80,16 +82,23 @@ func StartRedis(ctx context.Context, dir string, logger *slog.Logger) (*Redis, e
 		return nil, fmt.Errorf("redis dir: %w", err)
 	}
 	if path, err := exec.LookPath("redis-server"); err == nil {
+		if err := killOrphan(dir, logger); err != nil {
+			return nil, err
+		}
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		cmd := exec.Command(path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"), "--protected-mode", "no")
-		if err := cmd.Start(); err != nil {
+		if err := startChild(cmd); err != nil {
 			return nil, fmt.Errorf("start redis-server: %w", err)
 		}
-		r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd}
+		r := &Redis{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd, dir: dir}
+		if err := writePidFile(dir, cmd.Process.Pid, port); err != nil {
+			_ = r.Close()
+			return nil, err
+		}
 		if err := waitRedis(ctx, r.URL); err != nil {
 			_ = r.Close()
 			return nil, err
@@ -139,6 +148,7 @@ func (r *Redis) Close() error {
 			_ = r.cmd.Process.Kill()
 			<-done
 		}
+		return removePidFile(r.dir)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"debug/buildinfo"
 	"fmt"
 	"io"
 	"os"
@@ -18,40 +19,78 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// natsServerModule is the module of nats-server: the tests embed it as a
+// library and run its binary, of the same version (go.mod's).
+const natsServerModule = "github.com/nats-io/nats-server/v2"
+
 var (
-	natsdOnce sync.Once
-	natsdPath string
-	natsdErr  error
+	natsServerOnce sync.Once
+	natsServerPath string
+	natsServerErr  error
 )
 
-// NatsdBin returns the tests/natsd binary: $BRAID_NATSD_BIN, else one built
-// once for this test process.
-func NatsdBin(t testing.TB) string {
+// NatsServerBin returns a nats-server binary of the version go.mod
+// requires: $BRAID_NATS_SERVER (make test: bin/nats-server, which
+// scripts/provision installs and keeps), else bin/nats-server when it is
+// that version, else one built once for this test process with go install.
+func NatsServerBin(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("BRAID_NATSD_BIN"); p != "" {
+	if p := os.Getenv("BRAID_NATS_SERVER"); p != "" {
 		return p
 	}
-	natsdOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "braid-natsd")
-		if err != nil {
-			natsdErr = err
+	natsServerOnce.Do(func() {
+		root := RepoRoot(t)
+		version := natsServerVersion(root)
+		if version == "" {
+			natsServerErr = fmt.Errorf("go.mod does not require %s", natsServerModule)
 			return
 		}
-		natsdPath = filepath.Join(dir, "natsd")
-		cmd := exec.Command("go", "build", "-o", natsdPath, "./tests/natsd")
-		cmd.Dir = RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			natsdErr = fmt.Errorf("go build ./tests/natsd: %v\n%s", err, out)
+		if p := filepath.Join(root, "bin", "nats-server"); isNatsServer(p, version) {
+			natsServerPath = p
+			return
 		}
+		dir, err := os.MkdirTemp("", "braid-nats-server")
+		if err != nil {
+			natsServerErr = err
+			return
+		}
+		cmd := exec.Command("go", "install", natsServerModule+"@"+version)
+		cmd.Env = append(os.Environ(), "GOBIN="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			natsServerErr = fmt.Errorf("go install %s@%s (scripts/provision keeps one in bin/): %v\n%s", natsServerModule, version, err, out)
+			return
+		}
+		natsServerPath = filepath.Join(dir, "nats-server")
 	})
-	if natsdErr != nil {
-		t.Fatal(natsdErr)
+	if natsServerErr != nil {
+		t.Fatal(natsServerErr)
 	}
-	return natsdPath
+	return natsServerPath
+}
+
+// natsServerVersion is the version of nats-server go.mod requires (the one
+// the tests embed), read the way scripts/provision reads it.
+func natsServerVersion(root string) string {
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "require ")); len(f) >= 2 && f[0] == natsServerModule {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+// isNatsServer reports whether path is a nats-server binary of version.
+func isNatsServer(path, version string) bool {
+	bi, err := buildinfo.ReadFile(path)
+	return err == nil && bi.Path == natsServerModule && bi.Main.Version == version
 }
 
 // NATSProc is a JetStream nats-server running as a process of its own
-// (tests/natsd), so a test can kill -9 it and start it again on the same
+// (NatsServerBin), so a test can kill -9 it and start it again on the same
 // port and store directory while braid processes stay connected.
 type NATSProc struct {
 	URL  string
@@ -64,8 +103,8 @@ type NATSProc struct {
 	out  strings.Builder
 }
 
-// StartNATSProc starts natsd on a free port with its own store directory;
-// it is killed at the end of the test.
+// StartNATSProc starts nats-server on a free port with its own store
+// directory; it is killed at the end of the test.
 func StartNATSProc(t testing.TB) *NATSProc {
 	t.Helper()
 	n := &NATSProc{Port: FreePort(t), Dir: t.TempDir()}
@@ -74,7 +113,7 @@ func StartNATSProc(t testing.TB) *NATSProc {
 	t.Cleanup(func() {
 		n.Kill()
 		if t.Failed() {
-			t.Logf("natsd output:\n%s", n.Output())
+			t.Logf("nats-server output:\n%s", n.Output())
 		}
 	})
 	return n
@@ -85,42 +124,42 @@ func StartNATSProc(t testing.TB) *NATSProc {
 func (n *NATSProc) Start(t testing.TB) {
 	t.Helper()
 	if n.cmd != nil {
-		t.Fatalf("natsd already running")
+		t.Fatalf("nats-server already running")
 	}
-	cmd := exec.Command(NatsdBin(t), "-port", strconv.Itoa(n.Port), "-dir", n.Dir)
-	stdout, err := cmd.StdoutPipe()
+	cmd := exec.Command(NatsServerBin(t), "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(n.Port), "-sd", n.Dir)
+	logs, err := cmd.StderrPipe() // nats-server logs to stderr
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = lockedWriter{&n.mu, &n.out}
+	cmd.Stdout = lockedWriter{&n.mu, &n.out}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start natsd: %v", err)
+		t.Fatalf("start nats-server: %v", err)
 	}
 	ready := make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		sc := bufio.NewScanner(logs)
 		signalled := false
 		for sc.Scan() {
 			line := sc.Text()
 			n.mu.Lock()
 			n.out.WriteString(line + "\n")
 			n.mu.Unlock()
-			if !signalled && strings.HasPrefix(line, "ready ") {
+			if !signalled && strings.HasSuffix(line, "Server is ready") {
 				signalled = true
 				close(ready)
 			}
 		}
-		_, _ = io.Copy(io.Discard, stdout)
+		_, _ = io.Copy(io.Discard, logs)
 	}()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-ready:
 	case err := <-done:
-		t.Fatalf("natsd exited before ready: %v\n%s", err, n.Output())
+		t.Fatalf("nats-server exited before ready: %v\n%s", err, n.Output())
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("natsd not ready after 60s\n%s", n.Output())
+		t.Fatalf("nats-server not ready after 60s\n%s", n.Output())
 	}
 	n.cmd, n.done = cmd, done
 }

@@ -149,12 +149,12 @@ type Redis struct {
 }
 
 // RedisServerPath finds redis-server or fails the test: Braid's tests run
-// against a real Redis (.ci/run installs it).
+// against a real Redis (scripts/provision, run by make test, installs it).
 func RedisServerPath(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Fatalf("redis-server not found on PATH: install it (apt-get install redis-server); .ci/run does")
+		t.Fatalf("redis-server not found on PATH: install it (apt-get install redis-server); scripts/provision (make test) does")
 	}
 	return p
 }
