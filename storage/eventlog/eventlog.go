@@ -1,16 +1,16 @@
 // Package eventlog is Braid's durable event log on NATS JetStream: one
 // JetStream stream of clean events per Braid stream, one stream of dead
-// letters, one of too-late records. Streams are created or updated
-// idempotently at Open.
+// letters, one of too-late records (a subject per Braid stream in each).
+// Streams are created or updated idempotently at Open.
 //
 // A clean stream's message (a log record) packs the events of one write
 // (see packed.go); the writer drops an event whose id was stored within the
-// dedup window, so duplicates are stored once (see writer.go).
+// dedup window, so duplicates are stored once (see writer.go). Dead
+// letters are written the same way (see deadletter.go).
 package eventlog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,8 +49,9 @@ type Log struct {
 	js   jetstream.JetStream
 	opts Options
 
-	wmu     sync.Mutex
-	writers map[string]*writer
+	wmu          sync.Mutex
+	writers      map[string]*writer       // by subject
+	letterCounts map[string]*letterCounts // by stream
 }
 
 // Open ensures the JetStream streams for the given Braid streams exist with
@@ -68,7 +69,7 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Log{js: js, opts: opts, writers: map[string]*writer{}}
+	l := &Log{js: js, opts: opts, writers: map[string]*writer{}, letterCounts: map[string]*letterCounts{}}
 	storage := jetstream.FileStorage
 	if opts.Memory {
 		storage = jetstream.MemoryStorage
@@ -91,7 +92,7 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 		}
 	}
 	side := []jetstream.StreamConfig{
-		{Name: opts.Namespace + "_dlq", Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
+		{Name: l.dlqName(), Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
 		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
 	}
 	for _, cfg := range side {
@@ -184,39 +185,6 @@ func classify(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// DeadLetter is a rejected event with why, when and where from.
-type DeadLetter struct {
-	Seq uint64 `json:"seq,omitempty"` // position in the dead-letter stream (set when read)
-	// ID is the dead letter's message id: dead letters with the same id
-	// within the dedup window are stored once ("": never deduplicated).
-	ID      string          `json:"id,omitempty"`
-	Stream  string          `json:"stream"`
-	Reason  string          `json:"reason"`
-	Field   string          `json:"field,omitempty"`
-	Source  string          `json:"source"` // http, nats, file:<name>, replay
-	Time    time.Time       `json:"time"`
-	Payload json.RawMessage `json:"payload"` // the original event, PII masked
-}
-
-// PublishDeadLetters appends dead letters for a stream and waits until they
-// are stored. A dead letter whose ID was stored within the dedup window is
-// stored once and counts as stored.
-func (l *Log) PublishDeadLetters(ctx context.Context, stream string, dls []DeadLetter) error {
-	recs := make([]Record, 0, len(dls))
-	for _, d := range dls {
-		if !json.Valid(d.Payload) {
-			q, _ := json.Marshal(string(d.Payload))
-			d.Payload = q
-		}
-		b, err := json.Marshal(d)
-		if err != nil {
-			return fmt.Errorf("eventlog: encode dead letter: %w", err)
-		}
-		recs = append(recs, Record{ID: d.ID, Data: b})
-	}
-	return l.publishTo(ctx, l.DLQSubject(stream), recs)
-}
-
 // EventRef is an event's place in the log: its record's sequence and its
 // index in the record.
 type EventRef struct {
@@ -249,17 +217,6 @@ func (l *Log) publishTo(ctx context.Context, subj string, recs []Record) error {
 	return nil
 }
 
-// DeadLetters reads up to limit dead letters of a stream, oldest first,
-// starting after sequence after.
-func (l *Log) DeadLetters(ctx context.Context, stream string, after uint64, limit int) ([]DeadLetter, error) {
-	return readSide[DeadLetter](ctx, l, l.opts.Namespace+"_dlq", l.DLQSubject(stream), after, limit, func(m *jetstream.RawStreamMsg) (DeadLetter, error) {
-		var d DeadLetter
-		err := json.Unmarshal(m.Data, &d)
-		d.Seq = m.Sequence
-		return d, err
-	})
-}
-
 // LateEvents returns the places of the stream's too-late records still
 // retained (at most limit): the events the speed layer skipped.
 func (l *Log) LateEvents(ctx context.Context, stream string, limit int) ([]EventRef, error) {
@@ -278,26 +235,9 @@ func (l *Log) LateEvents(ctx context.Context, stream string, limit int) ([]Event
 	})
 }
 
-// DeleteDeadLetter removes one dead letter (after a successful replay).
-func (l *Log) DeleteDeadLetter(ctx context.Context, seq uint64) error {
-	s, err := l.js.Stream(ctx, l.opts.Namespace+"_dlq")
-	if err != nil {
-		return fmt.Errorf("eventlog: dlq stream: %w", err)
-	}
-	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("eventlog: delete dead letter %d: %w", seq, err)
-	}
-	return nil
-}
-
 // LateCount is the number of too-late records of a stream.
 func (l *Log) LateCount(ctx context.Context, stream string) (uint64, error) {
 	return l.subjectCount(ctx, l.opts.Namespace+"_late", l.LateSubject(stream))
-}
-
-// DeadLetterCount is the number of dead letters of a stream.
-func (l *Log) DeadLetterCount(ctx context.Context, stream string) (uint64, error) {
-	return l.subjectCount(ctx, l.opts.Namespace+"_dlq", l.DLQSubject(stream))
 }
 
 func (l *Log) subjectCount(ctx context.Context, name, subj string) (uint64, error) {
