@@ -28,7 +28,8 @@ import (
 // how many letters it holds (CountHeader), so they are counted from
 // headers. A dead letter's place is (record sequence, index in the
 // record); a record goes as a whole, when a replay has moved each of its
-// letters on (replay.go) or when the retention limits remove it.
+// letters on (replay.go) or when the retention limits remove it (per
+// subject: one stream's letters never evict another's).
 //
 // Records written before dead letters were packed hold one letter each
 // as a JSON object (without CountHeader); they are read, counted,

@@ -194,6 +194,49 @@ func TestDeadLetterWritersShareOneLog(t *testing.T) {
 	}
 }
 
+// TestNoisyStreamKeepsToItsBudget: the dead letters and too-late records
+// of each stream have a budget of their own, so a stream flooding the
+// queue removes only its own oldest records, never another stream's.
+func TestNoisyStreamKeepsToItsBudget(t *testing.T) {
+	ctx := context.Background()
+	l := openStreams(t, eventlog.Options{DLQMaxRecords: 5, LateMaxMsgs: 5}, "payments", "junk")
+	if err := l.PublishDeadLetters(ctx, "payments", letters("payments", "p", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PublishLate(ctx, "payments", []eventlog.EventRef{{Seq: 7, Index: 3}}, [][]byte{[]byte(`{"late":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	for w := range 40 { // 40 writes of 50 rejects: 2,000 letters in 40 records
+		if err := l.PublishDeadLetters(ctx, "junk", letters("junk", fmt.Sprint(w), 50)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.PublishLate(ctx, "junk", []eventlog.EventRef{{Seq: uint64(w + 1)}}, [][]byte{[]byte(`{"late":2}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pay := listAll(t, l, "payments", 100)
+	if len(pay) != 1 || pay[0].ID != "p-0" {
+		t.Fatalf("payments' dead letters: %+v", pay)
+	}
+	if n, err := l.DeadLetterCount(ctx, "payments"); err != nil || n != 1 {
+		t.Fatalf("payments count %d %v", n, err)
+	}
+	// junk keeps its last 5 records: the letters of its last 5 writes.
+	junk := listAll(t, l, "junk", 10_000)
+	if len(junk) != 5*50 || junk[0].ID != "35-0" || junk[len(junk)-1].ID != "39-49" || dlqRecords(t, l, "junk") != 5 {
+		t.Fatalf("junk keeps %d letters (%s..%s) in %d records, want its last 250 in 5", len(junk), junk[0].ID, junk[len(junk)-1].ID, dlqRecords(t, l, "junk"))
+	}
+	if n, err := l.DeadLetterCount(ctx, "junk"); err != nil || n != 250 {
+		t.Fatalf("junk count %d %v", n, err)
+	}
+	if late, err := l.LateEvents(ctx, "payments", 10); err != nil || len(late) != 1 || late[0] != (eventlog.EventRef{Seq: 7, Index: 3}) {
+		t.Fatalf("payments' too-late records: %+v %v", late, err)
+	}
+	if n, err := l.LateCount(ctx, "junk"); err != nil || n != 5 {
+		t.Fatalf("junk too-late records %d %v, want 5", n, err)
+	}
+}
+
 // TestReplayPackedRecords: a replay moves each record's letters on (into
 // the log, or re-queued with their new reason) and deletes the record; a
 // letter that can never become an event stays as it is when its record

@@ -25,14 +25,20 @@ import (
 
 // Options configures the log.
 type Options struct {
-	Namespace      string        // prefix of stream names and subjects
-	Replicas       int           // JetStream replicas (1 for a single server)
-	DedupWindow    time.Duration // message-id dedup window of the clean streams
-	MaxAge         time.Duration // retention of clean events (0: forever)
-	MaxMsgs        int64         // limit of clean events per stream (0: none); publishes beyond get ErrFull
-	MaxBytes       int64         // byte limit per stream (0: none)
+	Namespace   string        // prefix of stream names and subjects
+	Replicas    int           // JetStream replicas (1 for a single server)
+	DedupWindow time.Duration // message-id dedup window of the clean streams
+	MaxAge      time.Duration // retention of clean events (0: forever)
+	MaxMsgs     int64         // limit of clean events per stream (0: none); publishes beyond get ErrFull
+	MaxBytes    int64         // byte limit per stream (0: none)
+	// Retention of dead letters and too-late records: by age, and per
+	// stream (each stream's subject has its own budget, so one stream's
+	// rejects never evict another's), in dead-letter records (each holds
+	// the dead letters of one write) and in too-late records (one per
+	// event); the oldest go first. 0: no limit.
 	DLQMaxAge      time.Duration
-	DLQMaxMsgs     int64
+	DLQMaxRecords  int64
+	LateMaxMsgs    int64
 	PublishTimeout time.Duration
 	Memory         bool         // memory storage (tests only)
 	Logger         *slog.Logger // nil: slog.Default()
@@ -91,12 +97,13 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
 		}
 	}
+	// One subject per stream in each, each with its own budget.
 	side := []jetstream.StreamConfig{
-		{Name: l.dlqName(), Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
-		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
+		{Name: l.dlqName(), Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.DLQMaxRecords), Duplicates: opts.DedupWindow},
+		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.LateMaxMsgs), Duplicates: opts.DedupWindow},
 	}
 	for _, cfg := range side {
-		cfg.Storage, cfg.Replicas, cfg.Discard = storage, opts.Replicas, jetstream.DiscardOld
+		cfg.Storage, cfg.Replicas, cfg.Discard, cfg.MaxMsgs = storage, opts.Replicas, jetstream.DiscardOld, -1
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
 		}
