@@ -546,13 +546,22 @@ func (c *letterCounts) read(ctx context.Context, s jetstream.Stream, subj string
 
 // eachRecord calls fn for every record an ordered consumer of cfg
 // delivers, up to sequence last (or fewer, when the records up to it were
-// removed meanwhile).
+// removed meanwhile). The consumer is deleted when it is done (else the
+// server drops it after a minute unused): a process may read often.
 func eachRecord(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
 	name := s.CachedInfo().Config.Name
+	cfg.InactiveThreshold = time.Minute
 	c, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
 	}
+	defer func() {
+		if ci := c.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = s.DeleteConsumer(dctx, ci.Name)
+			cancel()
+		}
+	}()
 	for {
 		if ci := c.CachedInfo(); ci != nil && ci.NumPending == 0 && ci.Delivered.Stream >= last {
 			return nil

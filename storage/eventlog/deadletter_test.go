@@ -127,6 +127,23 @@ func TestDeadLettersArePackedDeduplicatedAndCounted(t *testing.T) {
 			}
 		}
 	}
+	// Counting reads the headers of new records through a consumer of its
+	// own, deleted when done: counting often leaves none behind.
+	for i := range 50 {
+		if err := l.PublishDeadLetters(ctx, "orders", letters("orders", fmt.Sprintf("c%d", i), 1)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != uint64(len(want)+i+1) {
+			t.Fatalf("count %d (%v), want %d", n, err, len(want)+i+1)
+		}
+	}
+	dlq, err := l.JetStream().Stream(ctx, strings.TrimSuffix(l.DLQSubject("orders"), ".dlq.orders")+"_dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dlq.Info(ctx); err != nil || info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on the dead-letter stream (%v)", info.State.Consumers, err)
+	}
 	// After a whole record (SEQ alone): the next record's letters.
 	all := listAll(t, l, "orders", 10_000)
 	firstSeq := all[0].Seq
