@@ -106,26 +106,42 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 // ErrUnavailable, ErrUnknownStream, ...) means the events may not be stored
 // and the caller must retry or fail.
 func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Seq[[]byte], source string) (IngestResult, error) {
-	res := IngestResult{Errors: []IngestError{}}
-	var s *logic.Stream
-	if in.cat != nil {
-		s = in.cat.Streams[stream]
+	s, err := in.stream(stream)
+	if err != nil {
+		return IngestResult{Errors: []IngestError{}}, err
 	}
-	if s == nil {
-		return res, fmt.Errorf("%w: %q", ErrUnknownStream, stream)
-	}
-	if in.log == nil {
-		return res, fmt.Errorf("serving: ingest %s: %w", stream, eventlog.ErrUnavailable)
-	}
-	now := in.now()
-	maxEvent := in.log.MaxEvent()
-	var recs []eventlog.Record
 	// Dead letters first: if a write fails the client retries the whole
 	// request, and a retry may then double only dead letters (not even
 	// those within the dedup window), never events of a stream without ids.
-	dls := in.log.DeadLetterWriter(stream)
+	return in.ingest(ctx, s, events, source, 0, in.log.DeadLetterWriter(stream), true)
+}
+
+// stream is the stream of a name, with the log to write it to.
+func (in *Ingester) stream(name string) (*logic.Stream, error) {
+	var s *logic.Stream
+	if in.cat != nil {
+		s = in.cat.Streams[name]
+	}
+	if s == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownStream, name)
+	}
+	if in.log == nil {
+		return nil, fmt.Errorf("serving: ingest %s: %w", name, eventlog.ErrUnavailable)
+	}
+	return s, nil
+}
+
+// ingest prepares events (the first is number first of its source) and
+// hands the rejects to dls; when closeDLS, every one is stored before the
+// accepted events are appended.
+func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq[[]byte], source string, first int, dls *eventlog.DeadLetterWriter, closeDLS bool) (IngestResult, error) {
+	stream := s.Name
+	res := IngestResult{Errors: []IngestError{}}
+	now := in.now()
+	maxEvent := in.log.MaxEvent()
+	var recs []eventlog.Record
 	var err error
-	i := -1
+	i := first - 1
 	for raw := range events {
 		i++
 		ev, rec, perr := s.Prepare(raw, now.UnixMilli())
@@ -154,7 +170,7 @@ func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Se
 			res.ErrorsOmitted++
 		}
 	}
-	if err == nil {
+	if err == nil && closeDLS {
 		if cerr := dls.Close(ctx); cerr != nil {
 			err = fmt.Errorf("serving: dead-letter to %s: %w", stream, cerr)
 		}
@@ -174,6 +190,47 @@ func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Se
 	in.events.WithLabelValues(stream, "accepted").Add(float64(res.Accepted))
 	in.events.WithLabelValues(stream, "rejected").Add(float64(res.Rejected))
 	return res, nil
+}
+
+// Load ingests one source (a file, for `braid ingest`) batch after batch.
+// It is Ingest, except that the dead letters of consecutive batches share
+// log records, so a load with rejects in every batch writes a few records
+// of them, not one per batch, and that events are numbered (in errors and
+// in dead-letter ids) by their place in the whole load. A batch's events
+// are stored when Ingest returns, its dead letters by Close at the
+// latest. A load that failed is run again as a whole: the ids make the
+// second run store nothing twice within the dedup window (events without
+// an id excepted).
+type Load struct {
+	in     *Ingester
+	s      *logic.Stream
+	source string
+	dls    *eventlog.DeadLetterWriter
+	next   int // the number of the load's next event
+}
+
+// NewLoad starts a load of a stream from a source; Close it.
+func (in *Ingester) NewLoad(stream, source string) (*Load, error) {
+	s, err := in.stream(stream)
+	if err != nil {
+		return nil, err
+	}
+	return &Load{in: in, s: s, source: source, dls: in.log.DeadLetterWriter(stream)}, nil
+}
+
+// Ingest ingests the load's next batch.
+func (ld *Load) Ingest(ctx context.Context, raws [][]byte) (IngestResult, error) {
+	res, err := ld.in.ingest(ctx, ld.s, slices.Values(raws), ld.source, ld.next, ld.dls, false)
+	ld.next += len(raws)
+	return res, err
+}
+
+// Close returns once every dead letter of the load is stored.
+func (ld *Load) Close(ctx context.Context) error {
+	if err := ld.dls.Close(ctx); err != nil {
+		return fmt.Errorf("serving: dead-letter to %s: %w", ld.s.Name, err)
+	}
+	return nil
 }
 
 // register registers c on reg (nil: not at all), reusing a collector that

@@ -111,6 +111,10 @@ func TestIngestCommand(t *testing.T) {
 	if len(dls) != len(want) {
 		t.Fatalf("%d dead letters, want %d: %+v", len(dls), len(want), dls)
 	}
+	// The load's dead letters share a record, across its batches.
+	if dls[0].Seq != dls[2].Seq || dls[2].Index != 2 {
+		t.Errorf("the dead letters of one load are at %v, %v, %v: want one record", dls[0].Cursor(), dls[1].Cursor(), dls[2].Cursor())
+	}
 	for i, w := range want {
 		d := dls[i]
 		if d.Field != w.field || !strings.Contains(d.Reason, w.reason) || d.Source != "file:events.ndjson" {
