@@ -317,22 +317,46 @@ func TestReplayPackedRecords(t *testing.T) {
 	}
 }
 
-// TestLettersWrittenBeforePacking: a dead letter stored as a message of
-// its own (as before records were packed) is listed, counted, replayed
-// and removed like the others.
+// TestLettersWrittenBeforePacking: a dead-letter stream as an earlier
+// version made it (one budget for all, a message per letter) is taken
+// over at Open; its letters are listed, counted, replayed and removed
+// like the others.
 func TestLettersWrittenBeforePacking(t *testing.T) {
 	ctx := context.Background()
-	l := openStreams(t, eventlog.Options{}, "orders")
+	_, js := testenv.StartNATS(t).JetStream(t)
+	ns := testenv.Namespace(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ns + "_dlq", Subjects: []string{ns + ".dlq.*"}, MaxAge: 7 * 24 * time.Hour,
+		MaxMsgs: 1_000_000, Duplicates: time.Minute, Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld}); err != nil {
+		t.Fatal(err)
+	}
 	old := []string{
 		`{"stream":"orders","reason":"want an integer","field":"n","source":"http","time":"2026-11-01T10:00:00Z","payload":{"ts":1000,"n":"x"}}`,
 		`{"stream":"orders","reason":"invalid JSON","source":"http","time":"2026-11-01T10:00:01Z","payload":"[payload withheld: not a JSON object and the stream has PII fields]"}`,
 		`{"stream":"orders","reason":"required field is missing","field":"n","source":"http","time":"2026-11-01T10:00:02Z","payload":{"ts":1000}}`,
 	}
 	for i, o := range old {
-		m := &nats.Msg{Subject: l.DLQSubject("orders"), Data: []byte(o), Header: nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprintf("dl:%d", i)}}}
-		if _, err := l.JetStream().PublishMsg(ctx, m); err != nil {
+		m := &nats.Msg{Subject: ns + ".dlq.orders", Data: []byte(o), Header: nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprintf("dl:%d", i)}}}
+		if _, err := js.PublishMsg(ctx, m); err != nil {
 			t.Fatal(err)
 		}
+	}
+	l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: time.Minute, DLQMaxRecords: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, ns+"_dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.MaxMsgs != -1 || c.MaxMsgsPerSubject != 100 {
+		t.Fatalf("dead-letter stream limits: max_msgs %d, per subject %d", c.MaxMsgs, c.MaxMsgsPerSubject)
+	}
+	// The same letters again (a retry across the upgrade) are known by
+	// their ids: stored once.
+	again := letters("orders", "again", 1)
+	again[0].ID = "dl:1"
+	if err := l.PublishDeadLetters(ctx, "orders", again); err != nil {
+		t.Fatal(err)
 	}
 	fresh := letters("orders", "new", 2)
 	for i := range fresh {
