@@ -189,7 +189,6 @@ type DeadLetterWriter struct {
 	timeNs   int64 // the time text below is of this time
 	timeText []byte
 	inflight []*writeReq // handed over, oldest first
-	added    int
 	err      error
 }
 
@@ -291,12 +290,8 @@ func (dw *DeadLetterWriter) Add(ctx context.Context, d DeadLetter) error {
 	dw.buf = append(dw.buf, dw.scratch...)
 	dw.chunk = append(dw.chunk, Record{ID: d.ID, Data: dw.buf[start:len(dw.buf):len(dw.buf)]})
 	dw.size += size
-	dw.added++
 	return nil
 }
-
-// Added is the number of letters added.
-func (dw *DeadLetterWriter) Added() int { return dw.added }
 
 // flush hands the chunk to the log's writer, then waits for the oldest
 // chunks until at most dlqInFlight are unanswered.
