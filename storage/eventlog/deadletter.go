@@ -127,13 +127,13 @@ func ParseCursor(s string) (Cursor, error) {
 	seq, idx, found := strings.Cut(s, ":")
 	c := Cursor{Index: AllOfRecord}
 	var err error
-	if c.Seq, err = strconv.ParseUint(seq, 10, 64); err != nil {
-		return Cursor{}, fmt.Errorf("eventlog: bad cursor %q: want SEQ or SEQ:INDEX", s)
-	}
-	if found {
-		if c.Index, err = strconv.Atoi(idx); err != nil || c.Index < 0 {
-			return Cursor{}, fmt.Errorf("eventlog: bad cursor %q: want SEQ or SEQ:INDEX", s)
+	if c.Seq, err = strconv.ParseUint(seq, 10, 64); err == nil && found {
+		if c.Index, err = strconv.Atoi(idx); err == nil && c.Index < 0 {
+			err = errors.New("negative index")
 		}
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("eventlog: bad cursor %q (want SEQ or SEQ:INDEX): %w", s, err)
 	}
 	return c, nil
 }
@@ -525,7 +525,7 @@ func (c *letterCounts) read(ctx context.Context, s jetstream.Stream, subj string
 		if h := m.Headers().Get(CountHeader); h != "" {
 			k, err := strconv.Atoi(h)
 			if err != nil {
-				return fmt.Errorf("eventlog: dead-letter record %d: bad %s %q", md.Sequence.Stream, CountHeader, h)
+				return fmt.Errorf("eventlog: dead-letter record %d: %s: %w", md.Sequence.Stream, CountHeader, err)
 			}
 			n = k
 		}

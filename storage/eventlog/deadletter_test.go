@@ -400,3 +400,19 @@ func TestLettersWrittenBeforePacking(t *testing.T) {
 		t.Fatalf("count %d %v, want 2", n, err)
 	}
 }
+
+// TestParseCursor: a cursor is SEQ:INDEX (after that letter) or SEQ
+// (after every letter of the record), and reads back as it is written.
+func TestParseCursor(t *testing.T) {
+	for s, want := range map[string]eventlog.Cursor{"175:3": {Seq: 175, Index: 3}, "175:0": {Seq: 175}, "175": {Seq: 175, Index: eventlog.AllOfRecord}, "0": {Index: eventlog.AllOfRecord}} {
+		c, err := eventlog.ParseCursor(s)
+		if err != nil || c != want || c.String() != s {
+			t.Errorf("ParseCursor(%q) = %+v (%v), %q; want %+v", s, c, err, c.String(), want)
+		}
+	}
+	for _, s := range []string{"", "x", "-1", "3:", "3:-1", "3:x", "3:1:2", "1.5"} {
+		if c, err := eventlog.ParseCursor(s); err == nil {
+			t.Errorf("ParseCursor(%q) = %+v, want an error", s, c)
+		}
+	}
+}
