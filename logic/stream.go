@@ -82,6 +82,7 @@ type Stream struct {
 	keys    [][]byte    // Encode's quoted field names, with the ':'
 	table   *fieldTable // nil: look names up in index
 	hashers *sync.Pool  // of *piiHasher
+	digests *sync.Pool  // of *piiHasher, for Digest
 }
 
 // DefaultMaxValueBytes bounds a string value when the stream sets no limit.
@@ -192,6 +193,7 @@ func buildStream(name string, def StreamDef, piiKey []byte, report func(key stri
 	s.table = newFieldTable(s.Fields)
 	key := s.piiKey
 	s.hashers = &sync.Pool{New: func() any { return &piiHasher{mac: hmac.New(sha256.New, key)} }}
+	s.digests = &sync.Pool{New: func() any { return &piiHasher{mac: hmac.New(sha256.New, key)} }}
 	return s
 }
 
@@ -587,13 +589,30 @@ func (s *Stream) hashPII(v []byte) string {
 // after its length (so no two part lists collide). Dead letters take
 // their ids from it: their payloads may hold PII.
 func (s *Stream) Digest(parts ...[]byte) string {
-	mac := hmac.New(sha256.New, s.piiKey)
+	var b [32]byte
+	return string(s.AppendDigest(b[:0], parts...))
+}
+
+// AppendDigest appends Digest of the parts to dst.
+func (s *Stream) AppendDigest(dst []byte, parts ...[]byte) []byte {
+	var h *piiHasher
+	if s.digests != nil {
+		h = s.digests.Get().(*piiHasher)
+		h.mac.Reset()
+	} else {
+		h = &piiHasher{mac: hmac.New(sha256.New, s.piiKey)}
+	}
 	var n [binary.MaxVarintLen64]byte
 	for _, p := range parts {
-		mac.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
-		mac.Write(p)
+		h.mac.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
+		h.mac.Write(p)
 	}
-	return hex.EncodeToString(mac.Sum(nil)[:16])
+	sum := h.mac.Sum(h.sum[:0])
+	dst = hex.AppendEncode(dst, sum[:16])
+	if s.digests != nil {
+		s.digests.Put(h)
+	}
+	return dst
 }
 
 // maskString keeps the first character of an e-mail's local part and its
@@ -611,10 +630,17 @@ func maskString(v string) string {
 	return strings.Repeat("*", len(r)-keep) + string(r[len(r)-keep:])
 }
 
+// withheld is the dead-letter payload of an event that is not a JSON
+// object on a stream with PII fields.
+var withheld = []byte(`"[payload withheld: not a JSON object and the stream has PII fields]"`)
+
 // MaskPayload masks the PII fields of a raw payload that may be invalid for
 // the schema (for the dead-letter queue). When the payload is not a JSON
-// object it is returned as is, unless the stream has PII fields, in which
-// case it is replaced by a note: raw PII never reaches the log.
+// object (anything else, or an object followed by more data) it is
+// returned as is, unless the stream has PII fields, in which case it is
+// replaced by a note: raw PII never reaches the log. Such a payload could
+// never be replayed anyway: no configuration accepts an event that is not
+// a JSON object.
 func (s *Stream) MaskPayload(raw []byte) []byte {
 	var obj map[string]any
 	hasPII := false
@@ -628,8 +654,11 @@ func (s *Stream) MaskPayload(raw []byte) []byte {
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
+	if !json.Valid(raw) {
+		return withheld
+	}
 	if err := dec.Decode(&obj); err != nil || obj == nil {
-		return []byte(fmt.Sprintf("%q", "[payload withheld: not a JSON object and the stream has PII fields]"))
+		return withheld
 	}
 	for _, f := range s.Fields {
 		if f.PII == PIINone {

@@ -259,7 +259,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("stored %v, want %v", got, tc.accepted)
 			}
 			// Every rejected one is in the dead-letter queue.
-			all, err := e.log.DeadLetters(ctx, "orders", 0, 100000)
+			all, err := e.log.DeadLetters(ctx, "orders", eventlog.Cursor{}, 100000)
 			if err != nil {
 				t.Fatal(err)
 			}

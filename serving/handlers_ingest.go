@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"iter"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -45,7 +46,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer body.release()
-	raws, msg := splitBody(body.buf, ndjson)
+	events, msg := splitBody(body.buf, ndjson)
 	if msg != "" {
 		writeError(w, http.StatusBadRequest, msg, nil)
 		return
@@ -58,7 +59,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "too many ingest requests in flight", cap(s.inflight))
 		return
 	}
-	res, err := s.ingester.Ingest(r.Context(), stream, raws, "http")
+	res, err := s.ingester.IngestSeq(r.Context(), stream, events, "http")
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, res)
@@ -74,26 +75,28 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// splitBody cuts a request body into raw events: NDJSON lines (blank lines
-// skipped; a bad line is an event that will be rejected), or one JSON
-// object or array as a whole. A non-empty msg is a 400.
-func splitBody(body []byte, ndjson bool) (raws [][]byte, msg string) {
+// splitBody cuts a request body into raw events, as it is read: NDJSON
+// lines (blank lines skipped; a bad line is an event that will be
+// rejected), or one JSON object, or the elements of an array. The events
+// alias body. A non-empty msg is a 400.
+func splitBody(body []byte, ndjson bool) (events iter.Seq[[]byte], msg string) {
 	if ndjson {
-		for len(body) > 0 {
-			line := body
-			if i := bytes.IndexByte(body, '\n'); i >= 0 {
-				line, body = body[:i], body[i+1:]
-			} else {
-				body = nil
-			}
-			if line = bytes.TrimSpace(line); len(line) > 0 {
-				raws = append(raws, line)
-			}
-		}
-		if len(raws) == 0 {
+		if len(bytes.TrimSpace(body)) == 0 {
 			return nil, "empty body"
 		}
-		return raws, ""
+		return func(yield func([]byte) bool) {
+			for b := body; len(b) > 0; {
+				line := b
+				if i := bytes.IndexByte(b, '\n'); i >= 0 {
+					line, b = b[:i], b[i+1:]
+				} else {
+					b = nil
+				}
+				if line = bytes.TrimSpace(line); len(line) > 0 && !yield(line) {
+					return
+				}
+			}
+		}, ""
 	}
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
@@ -104,17 +107,56 @@ func splitBody(body []byte, ndjson bool) (raws [][]byte, msg string) {
 	}
 	switch body[0] {
 	case '{':
-		return [][]byte{body}, ""
+		return func(yield func([]byte) bool) { yield(body) }, ""
 	case '[':
-		var arr []json.RawMessage
-		if err := json.Unmarshal(body, &arr); err != nil {
-			return nil, "body is not valid JSON"
-		}
-		raws = make([][]byte, len(arr))
-		for i, a := range arr {
-			raws[i] = a
-		}
-		return raws, ""
+		return arrayElements(body), ""
 	}
 	return nil, "body must be a JSON object or an array of objects"
+}
+
+// arrayElements yields the elements of a valid JSON array, without the
+// white space around them.
+func arrayElements(arr []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		depth, start := 0, -1
+		inString, escaped := false, false
+		for i := 1; i < len(arr)-1; i++ { // inside the brackets
+			c := arr[i]
+			if inString {
+				switch {
+				case escaped:
+					escaped = false
+				case c == '\\':
+					escaped = true
+				case c == '"':
+					inString = false
+				}
+				continue
+			}
+			switch c {
+			case ' ', '\t', '\n', '\r':
+				continue
+			case ',':
+				if depth == 0 {
+					if !yield(bytes.TrimSpace(arr[start:i])) {
+						return
+					}
+					start = -1
+					continue
+				}
+			case '"':
+				inString = true
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+			}
+			if start < 0 {
+				start = i
+			}
+		}
+		if start >= 0 {
+			yield(bytes.TrimSpace(arr[start : len(arr)-1]))
+		}
+	}
 }

@@ -261,7 +261,9 @@ func (s *Server) handleBatchRun(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, run)
 }
 
-// handleDLQ: GET /v1/dlq/{stream}?after=SEQ&limit=N.
+// handleDLQ: GET /v1/dlq/{stream}?after=SEQ[:INDEX]&limit=N. A letter is
+// addressed by its record's sequence and its index in the record; the
+// answer's next is the after of the following page.
 func (s *Server) handleDLQ(w http.ResponseWriter, r *http.Request) {
 	stream := chi.URLParam(r, "stream")
 	if s.opts.Catalog.Streams[stream] == nil {
@@ -273,14 +275,14 @@ func (s *Server) handleDLQ(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	var after uint64
+	var after eventlog.Cursor
 	if a := q.Get("after"); a != "" {
-		n, err := strconv.ParseUint(a, 10, 64)
+		c, err := eventlog.ParseCursor(a)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad parameter after", "want a dead-letter sequence number")
+			writeError(w, http.StatusBadRequest, "bad parameter after", "want SEQ:INDEX (a letter's seq and index, or the answer's next) or SEQ")
 			return
 		}
-		after = n
+		after = c
 	}
 	limit := 100
 	if l := q.Get("limit"); l != "" {
@@ -296,10 +298,13 @@ func (s *Server) handleDLQ(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "read dead letters", err.Error())
 		return
 	}
-	if dls == nil {
-		dls = []eventlog.DeadLetter{}
+	out := map[string]any{"stream": stream, "events": dls}
+	if len(dls) == 0 {
+		out["events"] = []eventlog.DeadLetter{}
+	} else {
+		out["next"] = dls[len(dls)-1].Cursor().String()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"stream": stream, "events": dls})
+	writeJSON(w, http.StatusOK, out)
 }
 
 // handleDLQReplay: POST /v1/dlq/{stream}/replay.
@@ -316,7 +321,7 @@ func (s *Server) handleDLQReplay(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.opts.Log.ReplayDeadLetters(r.Context(), st, "replay")
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "replay dead letters", map[string]any{"error": err.Error(), "replayed": res.Replayed, "kept": res.Kept})
+		writeError(w, http.StatusServiceUnavailable, "replay dead letters", map[string]any{"error": err.Error(), "replayed": res.Replayed, "kept": res.Kept, "unreplayable": res.Unreplayable})
 		return
 	}
 	writeJSON(w, http.StatusOK, res)

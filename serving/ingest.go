@@ -3,14 +3,13 @@ package serving
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,10 +20,18 @@ import (
 
 // IngestResult is what an ingest did with a batch of raw events.
 type IngestResult struct {
-	Accepted int           `json:"accepted"`
-	Rejected int           `json:"rejected"`
-	Errors   []IngestError `json:"errors"` // one per rejected event; never nil
+	Accepted int `json:"accepted"`
+	Rejected int `json:"rejected"`
+	// Errors lists the first MaxErrors rejected events, in order; never
+	// nil. ErrorsOmitted counts the rejected events beyond them (each is
+	// in the dead-letter queue all the same).
+	Errors        []IngestError `json:"errors"`
+	ErrorsOmitted int           `json:"errors_omitted,omitempty"`
 }
+
+// MaxErrors is how many rejected events an ingest answer lists at most:
+// the answer to a request of a million rejects stays small.
+const MaxErrors = 1000
 
 // IngestError says why the event at Index (0-based, in the batch) was rejected.
 type IngestError struct {
@@ -72,71 +79,111 @@ func (in *Ingester) Counts(stream string) (accepted, rejected uint64) {
 	return 0, 0
 }
 
-// Ingest prepares raw events (one JSON object each) of a stream. Accepted
-// ones are appended to the log (duplicate ids within the dedup window are
-// stored once), rejected ones to the dead-letter queue with source (http,
-// file:<name>, ...), the reason and the payload with PII masked.
+// Ingest prepares raw events (one JSON object each) of a stream: IngestSeq
+// of a slice.
+func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, source string) (IngestResult, error) {
+	return in.IngestSeq(ctx, stream, slices.Values(raws), source)
+}
+
+// IngestSeq prepares raw events (one JSON object each) of a stream, as the
+// sequence yields them. Accepted ones are appended to the log (duplicate
+// ids within the dedup window are stored once), rejected ones to the
+// dead-letter queue with source (http, file:<name>, ...), the reason and
+// the payload with PII masked, under an id of their own (deadLetterID), so
+// a retried request stores them once too.
 //
-// The accepted events are appended together (the log packs them into as
-// few records as the server's message limit allows), so no event can fail
-// the batch by its size: a valid event too large for a record on its own
-// (NATS max_payload) is rejected like an invalid one, and a dead letter
-// too large for one message keeps only the head of its payload (see
-// fitDeadLetter).
+// Rejects are stored as they come, a log record's worth at a time with a
+// few records in flight (eventlog.DeadLetterWriter): a request of a
+// million rejects holds a few MiB of them, and its answer lists the first
+// MaxErrors. The accepted events are held and appended together after
+// every dead letter is stored (the log packs them into as few records as
+// the server's message limit allows), so no event can fail the batch by
+// its size: a valid event too large for a record on its own (NATS
+// max_payload) is rejected like an invalid one, and a dead letter too
+// large for one keeps only the head of its payload.
 //
 // It returns only when both are stored; an error (eventlog.ErrFull,
 // ErrUnavailable, ErrUnknownStream, ...) means the events may not be stored
 // and the caller must retry or fail.
-func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, source string) (IngestResult, error) {
-	res := IngestResult{Errors: []IngestError{}}
-	var s *logic.Stream
-	if in.cat != nil {
-		s = in.cat.Streams[stream]
-	}
-	if s == nil {
-		return res, fmt.Errorf("%w: %q", ErrUnknownStream, stream)
-	}
-	if in.log == nil {
-		return res, fmt.Errorf("serving: ingest %s: %w", stream, eventlog.ErrUnavailable)
-	}
-	now := in.now()
-	maxMsg := in.log.MaxMessage()
-	maxEvent := in.log.MaxEvent()
-	recs := make([]eventlog.Record, 0, len(raws))
-	var dls []eventlog.DeadLetter
-	for i, raw := range raws {
-		ev, rec, err := s.Prepare(raw, now.UnixMilli())
-		if err == nil && len(rec)+len(ev.ID) > maxEvent {
-			err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(rec), maxEvent)}
-		}
-		if err != nil {
-			var rej *logic.RejectError
-			if !errors.As(err, &rej) {
-				return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: prepare event %d: %w", i, err)
-			}
-			d := fitDeadLetter(eventlog.DeadLetter{Stream: stream, Reason: rej.Reason, Field: rej.Field, Source: source,
-				Time: now.UTC(), Payload: s.MaskPayload(bytes.TrimSpace(raw))}, maxMsg)
-			d.ID = deadLetterID(s, source, i, rej, raw)
-			dls = append(dls, d)
-			res.Errors = append(res.Errors, IngestError{Index: i, Error: (&logic.RejectError{Field: d.Field, Reason: d.Reason}).Error()})
-			continue
-		}
-		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
+func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Seq[[]byte], source string) (IngestResult, error) {
+	s, err := in.stream(stream)
+	if err != nil {
+		return IngestResult{Errors: []IngestError{}}, err
 	}
 	// Dead letters first: if a write fails the client retries the whole
-	// request, and a retry may then double only dead letters, never events
-	// of a stream without ids.
-	if len(dls) > 0 {
-		if err := in.log.PublishDeadLetters(ctx, stream, dls); err != nil {
-			return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: dead-letter to %s: %w", stream, err)
+	// request, and a retry may then double only dead letters (not even
+	// those within the dedup window), never events of a stream without ids.
+	return in.ingest(ctx, s, events, source, 0, in.log.DeadLetterWriter(stream), true)
+}
+
+// stream is the stream of a name, with the log to write it to.
+func (in *Ingester) stream(name string) (*logic.Stream, error) {
+	var s *logic.Stream
+	if in.cat != nil {
+		s = in.cat.Streams[name]
+	}
+	if s == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownStream, name)
+	}
+	if in.log == nil {
+		return nil, fmt.Errorf("serving: ingest %s: %w", name, eventlog.ErrUnavailable)
+	}
+	return s, nil
+}
+
+// ingest prepares events (the first is number first of its source) and
+// hands the rejects to dls; when closeDLS, every one is stored before the
+// accepted events are appended.
+func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq[[]byte], source string, first int, dls *eventlog.DeadLetterWriter, closeDLS bool) (IngestResult, error) {
+	stream := s.Name
+	res := IngestResult{Errors: []IngestError{}}
+	now := in.now()
+	maxEvent := in.log.MaxEvent()
+	var recs []eventlog.Record
+	var err error
+	i := first - 1
+	for raw := range events {
+		i++
+		ev, rec, perr := s.Prepare(raw, now.UnixMilli())
+		if perr == nil && len(rec)+len(ev.ID) > maxEvent {
+			perr = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(rec), maxEvent)}
 		}
+		if perr == nil {
+			recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
+			continue
+		}
+		var rej *logic.RejectError
+		if !errors.As(perr, &rej) {
+			err = fmt.Errorf("serving: prepare event %d: %w", i, perr)
+			break
+		}
+		d := eventlog.DeadLetter{ID: deadLetterID(s, source, i, rej, raw), Stream: stream, Reason: rej.Reason, Field: rej.Field,
+			Source: source, Time: now.UTC(), Payload: s.MaskPayload(bytes.TrimSpace(raw))}
+		if aerr := dls.Add(ctx, d); aerr != nil {
+			err = fmt.Errorf("serving: dead-letter to %s: %w", stream, aerr)
+			break
+		}
+		res.Rejected++
+		if len(res.Errors) < MaxErrors {
+			res.Errors = append(res.Errors, IngestError{Index: i, Error: rej.Error()})
+		} else {
+			res.ErrorsOmitted++
+		}
+	}
+	if err == nil && closeDLS {
+		if cerr := dls.Close(ctx); cerr != nil {
+			err = fmt.Errorf("serving: dead-letter to %s: %w", stream, cerr)
+		}
+	}
+	if err != nil {
+		return IngestResult{Errors: []IngestError{}}, err
 	}
 	if len(recs) > 0 {
 		if err := in.log.Publish(ctx, stream, recs); err != nil {
 			return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: publish to %s: %w", stream, err)
 		}
 	}
-	res.Accepted, res.Rejected = len(recs), len(dls)
+	res.Accepted = len(recs)
 	c := in.counts[stream]
 	c.accepted.Add(uint64(res.Accepted))
 	c.rejected.Add(uint64(res.Rejected))
@@ -145,75 +192,45 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 	return res, nil
 }
 
-const (
-	// msgOverhead is room left in a message for its headers (Nats-Msg-Id)
-	// and a dead letter's envelope around its texts.
-	msgOverhead = 1 << 10
-	// dlqHeadBytes is how much of an oversized dead letter's masked payload
-	// is kept at most (enough to find the event; the rest cannot be stored).
-	dlqHeadBytes = 4 << 10
-	// dlqTextBytes is how much of a reason or field name is kept at most
-	// when even the head of the payload does not make a dead letter fit.
-	dlqTextBytes = 1 << 10
-)
-
-// fitDeadLetter makes a dead letter fit one message of maxMsg bytes. A
-// payload that is not JSON is kept as a JSON string. When the letter would
-// not fit, its payload becomes {"truncated": true, "bytes": N, "head":
-// "..."}; when it still would not (a huge reason or field name), the reason
-// and field are cut too. The head and the texts are bounded by fractions
-// of maxMsg, so the result fits any limit of 16 KiB or more.
-func fitDeadLetter(d eventlog.DeadLetter, maxMsg int) eventlog.DeadLetter {
-	if !json.Valid(d.Payload) {
-		d.Payload, _ = json.Marshal(string(d.Payload))
-	}
-	if fits(d, maxMsg) {
-		return d
-	}
-	d.Payload = payloadHead(d.Payload, min(dlqHeadBytes, maxMsg/16))
-	if fits(d, maxMsg) {
-		return d
-	}
-	n := min(dlqTextBytes, maxMsg/32)
-	d.Reason, d.Field = cutText(d.Reason, n), cutText(d.Field, n)
-	return d
+// Load ingests one source (a file, for `braid ingest`) batch after batch.
+// It is Ingest, except that the dead letters of consecutive batches share
+// log records, so a load with rejects in every batch writes a few records
+// of them, not one per batch, and that events are numbered (in errors and
+// in dead-letter ids) by their place in the whole load. A batch's events
+// are stored when Ingest returns, its dead letters by Close at the
+// latest. A load that failed is run again as a whole: the ids make the
+// second run store nothing twice within the dedup window (events without
+// an id excepted).
+type Load struct {
+	in     *Ingester
+	s      *logic.Stream
+	source string
+	dls    *eventlog.DeadLetterWriter
+	next   int // the number of the load's next event
 }
 
-// fits reports whether a dead letter's message stays within maxMsg bytes:
-// by a cheap bound (JSON escapes a byte to at most 6) for the usual small
-// letter, else by encoding it.
-func fits(d eventlog.DeadLetter, maxMsg int) bool {
-	if 6*(len(d.Payload)+len(d.Reason)+len(d.Field)+len(d.Source)+len(d.Stream))+msgOverhead <= maxMsg {
-		return true
+// NewLoad starts a load of a stream from a source; Close it.
+func (in *Ingester) NewLoad(stream, source string) (*Load, error) {
+	s, err := in.stream(stream)
+	if err != nil {
+		return nil, err
 	}
-	b, err := json.Marshal(d)
-	return err == nil && len(b)+msgOverhead <= maxMsg
+	return &Load{in: in, s: s, source: source, dls: in.log.DeadLetterWriter(stream)}, nil
 }
 
-// payloadHead keeps the head of a (masked) payload that is too large to be
-// stored whole: {"truncated": true, "bytes": N, "head": "..."}.
-func payloadHead(p []byte, keep int) json.RawMessage {
-	head := p
-	if len(head) > keep {
-		head = head[:keep]
-	}
-	b, _ := json.Marshal(struct {
-		Truncated bool   `json:"truncated"`
-		Bytes     int    `json:"bytes"`
-		Head      string `json:"head"`
-	}{true, len(p), strings.ToValidUTF8(string(head), "")})
-	return b
+// Ingest ingests the load's next batch.
+func (ld *Load) Ingest(ctx context.Context, raws [][]byte) (IngestResult, error) {
+	res, err := ld.in.ingest(ctx, ld.s, slices.Values(raws), ld.source, ld.next, ld.dls, false)
+	ld.next += len(raws)
+	return res, err
 }
 
-// cutText keeps the first n bytes of s (whole runes) and marks the cut.
-func cutText(s string, n int) string {
-	if len(s) <= n {
-		return s
+// Close returns once every dead letter of the load is stored.
+func (ld *Load) Close(ctx context.Context) error {
+	if err := ld.dls.Close(ctx); err != nil {
+		return fmt.Errorf("serving: dead-letter to %s: %w", ld.s.Name, err)
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
+	return nil
 }
 
 // register registers c on reg (nil: not at all), reusing a collector that
@@ -240,5 +257,9 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // (within the log's dedup window) while two identical events of one
 // request stay two.
 func deadLetterID(s *logic.Stream, source string, index int, rej *logic.RejectError, raw []byte) string {
-	return "dl:" + s.Digest([]byte(source), strconv.AppendInt(nil, int64(index), 10), []byte(rej.Reason), []byte(rej.Field), raw)
+	var b [3 + 32]byte
+	var n [20]byte
+	id := append(b[:0], "dl:"...)
+	id = s.AppendDigest(id, []byte(source), strconv.AppendInt(n[:0], int64(index), 10), []byte(rej.Reason), []byte(rej.Field), raw)
+	return string(id)
 }

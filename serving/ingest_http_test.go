@@ -115,7 +115,7 @@ func TestIngestHTTP(t *testing.T) {
 		t.Fatalf("stored %d events, want 5 (accepted, retry deduplicated)", n)
 	}
 	// Rejects are in the dead-letter queue, reason and field kept, PII masked.
-	dls, err := e.log.DeadLetters(ctx, "orders", 0, 10)
+	dls, err := e.log.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,18 +135,31 @@ func TestIngestHTTP(t *testing.T) {
 	var dl struct {
 		Stream string
 		Events []eventlog.DeadLetter
+		Next   string
 	}
-	if code != 200 || json.Unmarshal(body, &dl) != nil || dl.Stream != "orders" || len(dl.Events) != 2 {
+	// The NDJSON request's two letters share a record: the page ends
+	// inside it, and the next one starts after its first letter.
+	if code != 200 || json.Unmarshal(body, &dl) != nil || dl.Stream != "orders" || len(dl.Events) != 2 || dl.Next != dl.Events[1].Cursor().String() ||
+		dl.Events[1].Seq == dl.Events[0].Seq || dl.Events[1].Index != 0 {
 		t.Fatalf("dlq: %d %s", code, body)
 	}
-	code, _, body = get(t, fmt.Sprintf("%s/v1/dlq/orders?after=%d", e.srv.URL, dl.Events[1].Seq))
-	if code != 200 || json.Unmarshal(body, &dl) != nil || len(dl.Events) != 1 || dl.Events[0].Field != "device" {
+	code, _, body = get(t, fmt.Sprintf("%s/v1/dlq/orders?after=%s", e.srv.URL, dl.Next))
+	if code != 200 || json.Unmarshal(body, &dl) != nil || len(dl.Events) != 1 || dl.Events[0].Field != "device" || dl.Events[0].Index != 1 {
 		t.Fatalf("dlq after: %d %s", code, body)
+	}
+	// After a whole record: nothing of it.
+	code, _, body = get(t, fmt.Sprintf("%s/v1/dlq/orders?after=%d", e.srv.URL, dl.Events[0].Seq))
+	dl.Next = ""
+	if code != 200 || json.Unmarshal(body, &dl) != nil || len(dl.Events) != 0 || dl.Next != "" {
+		t.Fatalf("dlq after the last record: %d %s", code, body)
+	}
+	if code, _, body = get(t, e.srv.URL+"/v1/dlq/orders?after=3:x"); code != 400 {
+		t.Fatalf("dlq after a bad cursor: %d %s", code, body)
 	}
 	// Replay: nothing became valid, all kept.
 	code, _, body = e.post(t, "/v1/dlq/orders/replay", "", "")
 	var rr eventlog.ReplayResult
-	if code != 200 || json.Unmarshal(body, &rr) != nil || rr.Kept != 3 || rr.Replayed != 0 {
+	if code != 200 || json.Unmarshal(body, &rr) != nil || rr.Kept != 2 || rr.Unreplayable != 1 || rr.Replayed != 0 {
 		t.Fatalf("replay: %d %s", code, body)
 	}
 

@@ -146,7 +146,7 @@ func TestIngestOversized(t *testing.T) {
 				t.Fatalf("stored %v, want %v", got, wantIDs)
 			}
 			// Every rejected one is in the dead-letter queue, in order.
-			dls, err := l.DeadLetters(ctx, "orders", 0, 100)
+			dls, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestIngestOversized(t *testing.T) {
 			// A replay of the queue goes through: nothing became valid,
 			// every letter is kept, the log is unchanged.
 			rr, err := l.ReplayDeadLetters(ctx, st, "replay")
-			if err != nil || rr.Replayed != 0 || rr.Kept != len(wantErrs) {
+			if err != nil || rr.Replayed != 0 || rr.Kept+rr.Unreplayable != len(wantErrs) {
 				t.Fatalf("replay: %+v %v", rr, err)
 			}
 			if got := logIDs(t, js, l, st); !slices.Equal(got, wantIDs) {
@@ -228,7 +228,7 @@ func TestIngestRetryStoresDeadLettersOnce(t *testing.T) {
 	if _, err := in.Ingest(ctx, "orders", raws[1:2], "file:x.ndjson"); err != nil {
 		t.Fatal(err)
 	}
-	dls, err := l.DeadLetters(ctx, "orders", 0, 100)
+	dls, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,5 +241,92 @@ func TestIngestRetryStoresDeadLettersOnce(t *testing.T) {
 	}
 	if ids := logIDs(t, js, l, st); !slices.Equal(ids, []string{"g"}) {
 		t.Fatalf("events %v", ids)
+	}
+}
+
+// TestPIIDeadLetterNotAnObject: on a stream with PII fields, an event that
+// is not a JSON object is dead-lettered with its payload withheld and
+// marked as never replayable: no configuration accepts it. After a
+// configuration fix a replay stores the letters it now accepts, leaves
+// these with their own reason, and says why; no raw PII is stored.
+func TestPIIDeadLetterNotAnObject(t *testing.T) {
+	ctx := context.Background()
+	js := natsWithLimit(t, 0)
+	ns := testenv.Namespace(t)
+	l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testStream(t) // device is required; email is hashed
+	in := serving.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
+	raws := [][]byte{
+		[]byte(`["ann.smith@example.com"]`),
+		[]byte(`{"id":"p1","ts":"2026-01-01T00:00:00Z","email":"ann.smith@example.com","amount":1}`),
+		[]byte(`{"id":"p2","ts":"2026-01-01T00:00:00Z","email":"ann.smith@example.com","device":"web"`),
+	}
+	res, err := in.Ingest(ctx, "orders", raws, "http")
+	if err != nil || res.Rejected != 3 {
+		t.Fatalf("ingest: %+v %v", res, err)
+	}
+	dls, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
+	if err != nil || len(dls) != 3 {
+		t.Fatalf("dead letters: %+v %v", dls, err)
+	}
+	withheld := `"[payload withheld: not a JSON object and the stream has PII fields]"`
+	for _, i := range []int{0, 2} {
+		if d := dls[i]; string(d.Payload) != withheld || d.Unreplayable != eventlog.UnreplayableNotObject || !strings.Contains(d.Reason, "JSON") {
+			t.Fatalf("letter %d: %+v", i, d)
+		}
+	}
+	if dls[1].Unreplayable != "" || dls[1].Field != "device" {
+		t.Fatalf("letter 1: %+v", dls[1])
+	}
+
+	// The fix: device is optional.
+	fixed, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id",
+		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "country": logic.TypeString,
+			"device": logic.TypeString, "amount": logic.TypeFloat, "items": logic.TypeInt, "email": logic.TypeString},
+		PII: map[string]logic.PIIMode{"email": logic.PIIHash}}, []byte("test-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for try := range 2 {
+		rr, err := l.ReplayDeadLetters(ctx, fixed, "replay")
+		if want := (eventlog.ReplayResult{Replayed: 1 - try, Unreplayable: 2}); err != nil || rr != want {
+			t.Fatalf("replay %d: %+v %v, want %+v", try, rr, err, want)
+		}
+		left, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
+		if err != nil || len(left) != 2 {
+			t.Fatalf("after replay %d: %+v %v", try, left, err)
+		}
+		for k, d := range left {
+			orig := dls[2*k]
+			if string(d.Payload) != withheld || d.Reason != orig.Reason || d.Source != "http" || !d.Time.Equal(orig.Time) || d.Unreplayable != eventlog.UnreplayableNotObject {
+				t.Fatalf("after replay %d, letter %d: %+v, was %+v", try, k, d, orig)
+			}
+		}
+		if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 2 {
+			t.Fatalf("after replay %d: %d dead letters %v", try, n, err)
+		}
+	}
+	if ids := logIDs(t, js, l, fixed); !slices.Equal(ids, []string{"p1"}) {
+		t.Fatalf("stored %v", ids)
+	}
+	// No raw PII anywhere in the log: events, dead letters (decompressed).
+	for _, data := range testenv.StoredEvents(t, js, l.StreamName("orders")) {
+		if bytes.Contains(data, []byte("ann.smith")) {
+			t.Fatalf("raw PII in the log: %s", data)
+		}
+	}
+	for _, data := range testenv.StoredMessages(t, js, ns+"_dlq") {
+		err := eventlog.Unpack(data, func(_ int, _, rec []byte) error {
+			if bytes.Contains(rec, []byte("ann.smith")) {
+				return fmt.Errorf("raw PII in a dead letter: %s", rec)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

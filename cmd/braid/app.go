@@ -250,7 +250,7 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	l, err := eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
 		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
 		MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
-		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxMsgs: a.cfg.DLQ.MaxMsgs, PublishTimeout: n.PublishTimeout.D(),
+		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxRecords: a.cfg.DLQ.MaxRecords, LateMaxMsgs: a.cfg.DLQ.MaxLate, PublishTimeout: n.PublishTimeout.D(),
 		Logger: a.logger,
 	})
 	if err != nil {

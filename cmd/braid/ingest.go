@@ -68,6 +68,10 @@ func cmdIngest(ctx context.Context, args []string) error {
 		progressbar.OptionSetDescription("ingest "+stream))
 	ing := serving.NewIngester(a.log, a.cat, a.reg)
 	source := "file:" + filepath.Base(file)
+	load, err := ing.NewLoad(stream, source)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	var accepted, rejected int
 	var raws [][]byte
@@ -75,7 +79,7 @@ func cmdIngest(ctx context.Context, args []string) error {
 		if len(raws) == 0 {
 			return nil
 		}
-		res, err := ing.Ingest(ctx, stream, raws, source)
+		res, err := load.Ingest(ctx, raws)
 		if err != nil {
 			return err
 		}
@@ -106,6 +110,9 @@ func cmdIngest(ctx context.Context, args []string) error {
 		}
 	}
 	if err := send(); err != nil {
+		return err
+	}
+	if err := load.Close(ctx); err != nil {
 		return err
 	}
 	_ = bar.Finish()

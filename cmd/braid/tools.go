@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/braid-data/braid/storage/eventlog"
 )
 
 // cmdDLQ is `braid dlq list|replay --config F --stream S`.
@@ -16,11 +18,12 @@ func cmdDLQ(ctx context.Context, args []string) error {
 		return errors.New("usage: braid dlq list|replay --config F --stream S")
 	}
 	sub := args[0]
-	var stream string
+	var stream, after string
 	var limit int
 	a, _, err := layerFlags("dlq "+sub, args[1:], func(fs *flag.FlagSet) {
 		fs.StringVar(&stream, "stream", "", "stream")
 		fs.IntVar(&limit, "limit", 1000, "most dead letters to list")
+		fs.StringVar(&after, "after", "", "list the dead letters after this one (SEQ:INDEX, as the last one listed)")
 	})
 	if err != nil {
 		return err
@@ -34,7 +37,13 @@ func cmdDLQ(ctx context.Context, args []string) error {
 		return err
 	}
 	if sub == "list" {
-		dls, err := a.log.DeadLetters(ctx, stream, 0, limit)
+		var from eventlog.Cursor
+		if after != "" {
+			if from, err = eventlog.ParseCursor(after); err != nil {
+				return err
+			}
+		}
+		dls, err := a.log.DeadLetters(ctx, stream, from, limit)
 		if err != nil {
 			return err
 		}
@@ -51,7 +60,7 @@ func cmdDLQ(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("replayed=%d kept=%d\n", res.Replayed, res.Kept)
+	fmt.Printf("replayed=%d kept=%d unreplayable=%d\n", res.Replayed, res.Kept, res.Unreplayable)
 	return nil
 }
 

@@ -127,10 +127,20 @@ type Archive struct {
 	MaxDelay Duration `yaml:"max_delay"` // longest an event waits before its file is written
 }
 
-// DLQ configures dead-letter retention.
+// DLQ configures the retention of dead letters and too-late records:
+// by age, and by a budget of each stream's own (one stream's rejects
+// never evict another's). The oldest go first. 0: no limit.
 type DLQ struct {
-	MaxAge  Duration `yaml:"max_age"`
-	MaxMsgs int64    `yaml:"max_msgs"`
+	MaxAge Duration `yaml:"max_age"`
+	// MaxRecords is each stream's budget of dead-letter records: a record
+	// holds the dead letters of one write (an ingest request's rejects,
+	// or several requests' arriving together), at most one NATS message.
+	MaxRecords int64 `yaml:"max_records"`
+	// MaxLate is each stream's budget of too-late records (one per event).
+	MaxLate int64 `yaml:"max_late"`
+	// MaxMsgs was one budget for the dead letters of all streams; it no
+	// longer applies (a warning says so).
+	MaxMsgs int64 `yaml:"max_msgs"`
 }
 
 // Auth lists API keys; an empty list means open mode (development only).
@@ -284,7 +294,7 @@ func Default() Config {
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
 		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
 		Archive:   Archive{MaxRows: 200000, MaxBytes: 32 << 20, MaxDelay: Duration(5 * time.Second)},
-		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxMsgs: 1_000_000},
+		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxRecords: 10_000, MaxLate: 1_000_000},
 		PIIKeyEnv: "BRAID_PII_KEY",
 
 		MemoryLimit: DefaultMemoryLimit,
@@ -637,6 +647,9 @@ func (c *Config) Warnings() []string {
 	if (c.NATS.MaxMsgs > 0 || c.NATS.MaxBytes > 0) && c.NATS.MaxAge.D() == 0 {
 		out = append(out, "nats.max_msgs or nats.max_bytes is set without nats.max_age: nothing ever leaves a full log, so once it is full ingest answers 429 until it is purged; set nats.max_age too")
 	}
+	if c.DLQ.MaxMsgs != 0 {
+		out = append(out, "dlq.max_msgs no longer applies: each stream has a budget of its own, dlq.max_records (dead-letter records, each holding the dead letters of one write) and dlq.max_late (too-late records); remove dlq.max_msgs")
+	}
 	if st := c.Batch.SettleTimeout.D(); st > 0 && st < c.Epoch.D()+c.Archive.MaxDelay.D() {
 		out = append(out, fmt.Sprintf("batch.settle_timeout %v is shorter than epoch + archive.max_delay (%v): on-demand batch runs will often stop waiting before they cover what was acknowledged", st, c.Epoch.D()+c.Archive.MaxDelay.D()))
 	}
@@ -697,6 +710,12 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.MaxMsgs < 0 {
 		add("nats.max_msgs", "0 for no limit, e.g. 50000000", "must not be negative")
+	}
+	if c.DLQ.MaxRecords < 0 {
+		add("dlq.max_records", "0 for no limit, e.g. 10000", "must not be negative")
+	}
+	if c.DLQ.MaxLate < 0 {
+		add("dlq.max_late", "0 for no limit, e.g. 1000000", "must not be negative")
 	}
 	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
 		add("nats.tls_cert", "set nats.tls_cert and nats.tls_key together", "a client certificate needs its key, and a key its certificate")

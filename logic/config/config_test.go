@@ -242,7 +242,9 @@ func TestDefaultsApply(t *testing.T) {
 		{"archive.max_bytes", cfg.Archive.MaxBytes, int64(32 << 20)},
 		{"archive.max_delay", cfg.Archive.MaxDelay.D(), 5 * time.Second},
 		{"dlq.max_age", cfg.DLQ.MaxAge.D(), 7 * 24 * time.Hour},
-		{"dlq.max_msgs", cfg.DLQ.MaxMsgs, int64(1_000_000)},
+		{"dlq.max_records", cfg.DLQ.MaxRecords, int64(10_000)},
+		{"dlq.max_late", cfg.DLQ.MaxLate, int64(1_000_000)},
+		{"dlq.max_msgs", cfg.DLQ.MaxMsgs, int64(0)},
 		{"pii_key_env", cfg.PIIKeyEnv, "BRAID_PII_KEY"},
 		{"memory_limit", cfg.MemoryLimit, int64(384 << 20)},
 		{"auth.keys", len(cfg.Auth.Keys), 0},
@@ -483,6 +485,33 @@ func TestWarnings(t *testing.T) {
 		if got := len(ws) == 1 && strings.Contains(ws[0], "nats.max_age"); got != tc.warn || (!tc.warn && len(ws) > 0) {
 			t.Errorf("%s: warnings %q", tc.nats, ws)
 		}
+	}
+}
+
+// TestDLQBudgets: dead-letter and too-late budgets are per stream keys of
+// their own; the old shared dlq.max_msgs still loads, with a warning that
+// it no longer applies; negative budgets are refused.
+func TestDLQBudgets(t *testing.T) {
+	cfg, err := config.Parse([]byte("dlq: { max_records: 50, max_late: 70 }\n"+minimal), nil)
+	if err != nil || cfg.DLQ.MaxRecords != 50 || cfg.DLQ.MaxLate != 70 || len(cfg.Warnings()) != 0 {
+		t.Fatalf("budgets: %+v %v %q", cfg.DLQ, err, cfg.Warnings())
+	}
+	cfg, err = config.Parse([]byte("dlq: { max_msgs: 1000 }\n"+minimal), nil)
+	if err != nil || cfg.DLQ.MaxRecords != 10_000 {
+		t.Fatalf("old key: %v", err)
+	}
+	if ws := cfg.Warnings(); len(ws) != 1 || !strings.Contains(ws[0], "dlq.max_msgs no longer applies") || !strings.Contains(ws[0], "dlq.max_records") {
+		t.Fatalf("old key warnings %q", ws)
+	}
+	_, err = config.Parse([]byte("dlq: { max_records: -1, max_late: -2 }\n"+minimal), nil)
+	if err == nil || !strings.Contains(err.Error(), "dlq.max_records: must not be negative") || !strings.Contains(err.Error(), "dlq.max_late: must not be negative") {
+		t.Fatalf("negative budgets: %v", err)
+	}
+	cfg, err = config.Parse([]byte(minimal), func(k string) string {
+		return map[string]string{"BRAID_DLQ_MAX_RECORDS": "9"}[k]
+	})
+	if err != nil || cfg.DLQ.MaxRecords != 9 {
+		t.Fatalf("environment override: %v %+v", err, cfg)
 	}
 }
 

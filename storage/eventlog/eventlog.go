@@ -1,16 +1,16 @@
 // Package eventlog is Braid's durable event log on NATS JetStream: one
 // JetStream stream of clean events per Braid stream, one stream of dead
-// letters, one of too-late records. Streams are created or updated
-// idempotently at Open.
+// letters, one of too-late records (a subject per Braid stream in each).
+// Streams are created or updated idempotently at Open.
 //
 // A clean stream's message (a log record) packs the events of one write
 // (see packed.go); the writer drops an event whose id was stored within the
-// dedup window, so duplicates are stored once (see writer.go).
+// dedup window, so duplicates are stored once (see writer.go). Dead
+// letters are written the same way (see deadletter.go).
 package eventlog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,14 +25,20 @@ import (
 
 // Options configures the log.
 type Options struct {
-	Namespace      string        // prefix of stream names and subjects
-	Replicas       int           // JetStream replicas (1 for a single server)
-	DedupWindow    time.Duration // message-id dedup window of the clean streams
-	MaxAge         time.Duration // retention of clean events (0: forever)
-	MaxMsgs        int64         // limit of clean events per stream (0: none); publishes beyond get ErrFull
-	MaxBytes       int64         // byte limit per stream (0: none)
+	Namespace   string        // prefix of stream names and subjects
+	Replicas    int           // JetStream replicas (1 for a single server)
+	DedupWindow time.Duration // message-id dedup window of the clean streams
+	MaxAge      time.Duration // retention of clean events (0: forever)
+	MaxMsgs     int64         // limit of clean events per stream (0: none); publishes beyond get ErrFull
+	MaxBytes    int64         // byte limit per stream (0: none)
+	// Retention of dead letters and too-late records: by age, and per
+	// stream (each stream's subject has its own budget, so one stream's
+	// rejects never evict another's), in dead-letter records (each holds
+	// the dead letters of one write) and in too-late records (one per
+	// event); the oldest go first. 0: no limit.
 	DLQMaxAge      time.Duration
-	DLQMaxMsgs     int64
+	DLQMaxRecords  int64
+	LateMaxMsgs    int64
 	PublishTimeout time.Duration
 	Memory         bool         // memory storage (tests only)
 	Logger         *slog.Logger // nil: slog.Default()
@@ -49,8 +55,9 @@ type Log struct {
 	js   jetstream.JetStream
 	opts Options
 
-	wmu     sync.Mutex
-	writers map[string]*writer
+	wmu          sync.Mutex
+	writers      map[string]*writer       // by subject
+	letterCounts map[string]*letterCounts // by stream
 }
 
 // Open ensures the JetStream streams for the given Braid streams exist with
@@ -68,7 +75,7 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	l := &Log{js: js, opts: opts, writers: map[string]*writer{}}
+	l := &Log{js: js, opts: opts, writers: map[string]*writer{}, letterCounts: map[string]*letterCounts{}}
 	storage := jetstream.FileStorage
 	if opts.Memory {
 		storage = jetstream.MemoryStorage
@@ -90,12 +97,13 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
 		}
 	}
+	// One subject per stream in each, each with its own budget.
 	side := []jetstream.StreamConfig{
-		{Name: opts.Namespace + "_dlq", Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
-		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgs: orNeg(opts.DLQMaxMsgs), Duplicates: opts.DedupWindow},
+		{Name: l.dlqName(), Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.DLQMaxRecords), Duplicates: opts.DedupWindow},
+		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.LateMaxMsgs), Duplicates: opts.DedupWindow},
 	}
 	for _, cfg := range side {
-		cfg.Storage, cfg.Replicas, cfg.Discard = storage, opts.Replicas, jetstream.DiscardOld
+		cfg.Storage, cfg.Replicas, cfg.Discard, cfg.MaxMsgs = storage, opts.Replicas, jetstream.DiscardOld, -1
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
 		}
@@ -184,39 +192,6 @@ func classify(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// DeadLetter is a rejected event with why, when and where from.
-type DeadLetter struct {
-	Seq uint64 `json:"seq,omitempty"` // position in the dead-letter stream (set when read)
-	// ID is the dead letter's message id: dead letters with the same id
-	// within the dedup window are stored once ("": never deduplicated).
-	ID      string          `json:"id,omitempty"`
-	Stream  string          `json:"stream"`
-	Reason  string          `json:"reason"`
-	Field   string          `json:"field,omitempty"`
-	Source  string          `json:"source"` // http, nats, file:<name>, replay
-	Time    time.Time       `json:"time"`
-	Payload json.RawMessage `json:"payload"` // the original event, PII masked
-}
-
-// PublishDeadLetters appends dead letters for a stream and waits until they
-// are stored. A dead letter whose ID was stored within the dedup window is
-// stored once and counts as stored.
-func (l *Log) PublishDeadLetters(ctx context.Context, stream string, dls []DeadLetter) error {
-	recs := make([]Record, 0, len(dls))
-	for _, d := range dls {
-		if !json.Valid(d.Payload) {
-			q, _ := json.Marshal(string(d.Payload))
-			d.Payload = q
-		}
-		b, err := json.Marshal(d)
-		if err != nil {
-			return fmt.Errorf("eventlog: encode dead letter: %w", err)
-		}
-		recs = append(recs, Record{ID: d.ID, Data: b})
-	}
-	return l.publishTo(ctx, l.DLQSubject(stream), recs)
-}
-
 // EventRef is an event's place in the log: its record's sequence and its
 // index in the record.
 type EventRef struct {
@@ -249,17 +224,6 @@ func (l *Log) publishTo(ctx context.Context, subj string, recs []Record) error {
 	return nil
 }
 
-// DeadLetters reads up to limit dead letters of a stream, oldest first,
-// starting after sequence after.
-func (l *Log) DeadLetters(ctx context.Context, stream string, after uint64, limit int) ([]DeadLetter, error) {
-	return readSide[DeadLetter](ctx, l, l.opts.Namespace+"_dlq", l.DLQSubject(stream), after, limit, func(m *jetstream.RawStreamMsg) (DeadLetter, error) {
-		var d DeadLetter
-		err := json.Unmarshal(m.Data, &d)
-		d.Seq = m.Sequence
-		return d, err
-	})
-}
-
 // LateEvents returns the places of the stream's too-late records still
 // retained (at most limit): the events the speed layer skipped.
 func (l *Log) LateEvents(ctx context.Context, stream string, limit int) ([]EventRef, error) {
@@ -278,26 +242,9 @@ func (l *Log) LateEvents(ctx context.Context, stream string, limit int) ([]Event
 	})
 }
 
-// DeleteDeadLetter removes one dead letter (after a successful replay).
-func (l *Log) DeleteDeadLetter(ctx context.Context, seq uint64) error {
-	s, err := l.js.Stream(ctx, l.opts.Namespace+"_dlq")
-	if err != nil {
-		return fmt.Errorf("eventlog: dlq stream: %w", err)
-	}
-	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("eventlog: delete dead letter %d: %w", seq, err)
-	}
-	return nil
-}
-
 // LateCount is the number of too-late records of a stream.
 func (l *Log) LateCount(ctx context.Context, stream string) (uint64, error) {
 	return l.subjectCount(ctx, l.opts.Namespace+"_late", l.LateSubject(stream))
-}
-
-// DeadLetterCount is the number of dead letters of a stream.
-func (l *Log) DeadLetterCount(ctx context.Context, stream string) (uint64, error) {
-	return l.subjectCount(ctx, l.opts.Namespace+"_dlq", l.DLQSubject(stream))
 }
 
 func (l *Log) subjectCount(ctx context.Context, name, subj string) (uint64, error) {

@@ -34,9 +34,15 @@ import (
 //
 // The window is rebuilt from the log at the first write: the ids of the
 // records stored in the last window, with JetStream's timestamps.
+//
+// The same writer appends a stream's dead letters (see deadletter.go): its
+// log is a subject of the shared dead-letter stream, so its
+// compare-and-set is on the subject's last sequence instead of the
+// stream's, and each record says how many letters it holds (countHeader).
 type writer struct {
 	l      *Log
-	stream string
+	stream string // the Braid stream (for messages)
+	target
 
 	mu       sync.Mutex
 	pending  []*writeReq
@@ -55,25 +61,49 @@ type writer struct {
 	todo   []item   // the group's events (reused)
 }
 
+// target is the log a writer appends to.
+type target struct {
+	name    string // the JetStream stream
+	subject string // the subject of the log
+	// perSubject: the subject shares its JetStream stream with others, so
+	// the compare-and-set is on the subject's last sequence.
+	perSubject bool
+	// countHeader: every record carries its event count (CountHeader), so
+	// a reader can count events from headers alone.
+	countHeader bool
+}
+
 type writeReq struct {
 	recs []Record
 	left int        // events not yet stored or dropped
 	done chan error // buffered
 }
 
+// writerFor is the writer of a stream's clean log.
 func (l *Log) writerFor(stream string) *writer {
+	return l.writerOf(stream, target{name: l.StreamName(stream), subject: l.Subject(stream)})
+}
+
+// writerOf is the process's one writer of a log, made at the first use.
+func (l *Log) writerOf(stream string, t target) *writer {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	w := l.writers[stream]
+	w := l.writers[t.subject]
 	if w == nil {
-		w = &writer{l: l, stream: stream, ids: newIDWindow(l.opts.DedupWindow.Milliseconds()), token: nuid.Next()}
-		l.writers[stream] = w
+		w = &writer{l: l, stream: stream, target: t, ids: newIDWindow(l.opts.DedupWindow.Milliseconds()), token: nuid.Next()}
+		l.writers[t.subject] = w
 	}
 	return w
 }
 
 // write queues recs and waits until they are stored.
 func (w *writer) write(ctx context.Context, recs []Record) error {
+	return w.submit(recs).wait(ctx)
+}
+
+// submit queues recs for writing without waiting: wait for the answer.
+// The writer holds recs until their write is settled.
+func (w *writer) submit(recs []Record) *writeReq {
 	req := &writeReq{recs: recs, left: len(recs), done: make(chan error, 1)}
 	w.mu.Lock()
 	w.pending = append(w.pending, req)
@@ -83,8 +113,13 @@ func (w *writer) write(ctx context.Context, recs []Record) error {
 	if start {
 		go w.flushLoop()
 	}
+	return req
+}
+
+// wait returns once the request's events are stored (nil) or failed.
+func (r *writeReq) wait(ctx context.Context) error {
 	select {
-	case err := <-req.done:
+	case err := <-r.done:
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
@@ -201,7 +236,7 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 			if len(rec) > 0 && rec[0] == packedS2 {
 				w.zbuf = rec[:0]
 			}
-			err := w.publish(ctx, rec)
+			err := w.publish(ctx, rec, len(chunk))
 			if err != nil {
 				for _, k := range keys {
 					w.ids.remove(k)
@@ -230,12 +265,19 @@ const loadTimeout = 2 * time.Minute
 // errConflict: the log's last sequence is not the one the writer knew.
 var errConflict = errors.New("eventlog: log moved")
 
-// publish appends one record at w.last+1.
-func (w *writer) publish(ctx context.Context, data []byte) error {
+// publish appends one record of n events after w.last.
+func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 	w.n++
 	id := w.token + "." + strconv.FormatUint(w.n, 10)
-	m := &nats.Msg{Subject: w.l.Subject(w.stream), Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
-	ack, err := w.l.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(w.last))
+	m := &nats.Msg{Subject: w.subject, Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
+	if w.countHeader {
+		m.Header.Set(CountHeader, strconv.Itoa(n))
+	}
+	expect := jetstream.WithExpectLastSequence(w.last)
+	if w.perSubject {
+		expect = jetstream.WithExpectLastSequencePerSubject(w.last)
+	}
+	ack, err := w.l.js.PublishMsg(ctx, m, expect)
 	if err == nil {
 		w.last = ack.Sequence
 		return nil
@@ -247,13 +289,17 @@ func (w *writer) publish(ctx context.Context, data []byte) error {
 		}
 		return classify(err)
 	}
-	// Unknown outcome: the record is at w.last+1 or nowhere (any later
-	// publish of it would fail the expected sequence).
+	// Unknown outcome: the record is the subject's first after w.last or
+	// nowhere (any later publish of it would fail the expected sequence).
 	rctx, cancel := context.WithTimeout(context.Background(), w.l.opts.PublishTimeout)
 	defer cancel()
-	s, serr := w.l.js.Stream(rctx, w.l.StreamName(w.stream))
+	s, serr := w.l.js.Stream(rctx, w.name)
 	if serr == nil {
-		got, gerr := s.GetMsg(rctx, w.last+1)
+		var opts []jetstream.GetMsgOpt
+		if w.perSubject {
+			opts = append(opts, jetstream.WithGetMsgSubject(w.subject))
+		}
+		got, gerr := s.GetMsg(rctx, w.last+1, opts...)
 		switch {
 		case gerr == nil && got.Header.Get(jetstream.MsgIDHeader) == id:
 			w.last = got.Sequence
@@ -270,18 +316,17 @@ func (w *writer) publish(ctx context.Context, data []byte) error {
 // stored during the last window, later those another writer appended
 // after w.last.
 func (w *writer) learn(ctx context.Context, first bool) error {
-	s, err := w.l.js.Stream(ctx, w.l.StreamName(w.stream))
+	s, err := w.l.js.Stream(ctx, w.name)
 	if err != nil {
-		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, w.stream, err)
+		return fmt.Errorf("%w: stream %s: %v", ErrUnavailable, w.name, err)
 	}
-	info, err := s.Info(ctx)
+	last, empty, err := w.lastSeq(ctx, s)
 	if err != nil {
-		return fmt.Errorf("%w: stream %s info: %v", ErrUnavailable, w.stream, err)
+		return err
 	}
-	last := info.State.LastSeq
 	var cfg jetstream.OrderedConsumerConfig
 	switch {
-	case info.State.Msgs == 0 || last == 0 || (!first && last <= w.last):
+	case empty || last == 0 || (!first && last <= w.last):
 		w.last = last
 		return nil
 	case first:
@@ -297,57 +342,48 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 	return nil
 }
 
+// lastSeq is the last sequence the compare-and-set expects: the stream's
+// (which stays when its records are removed), or the subject's last
+// record's in a shared stream (0: none). empty: the log holds no record.
+func (w *writer) lastSeq(ctx context.Context, s jetstream.Stream) (last uint64, empty bool, err error) {
+	if w.perSubject {
+		m, err := s.GetLastMsgForSubject(ctx, w.subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, true, nil
+		case err != nil:
+			return 0, false, fmt.Errorf("%w: %s last record: %v", ErrUnavailable, w.subject, err)
+		}
+		return m.Sequence, false, nil
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: stream %s info: %v", ErrUnavailable, w.name, err)
+	}
+	return info.State.LastSeq, info.State.Msgs == 0, nil
+}
+
 // read adds the ids of the records a consumer delivers, up to sequence last.
 func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64) error {
-	cfg.FilterSubjects = []string{w.l.Subject(w.stream)}
-	c, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("%w: read %s: %v", ErrUnavailable, w.stream, err)
-	}
-	for {
-		if ci := c.CachedInfo(); ci != nil && ci.NumPending == 0 && ci.Delivered.Stream >= last {
+	cfg.FilterSubjects = []string{w.subject}
+	return eachRecord(ctx, s, cfg, last, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
+		t := md.Timestamp.UnixMilli()
+		if w.countHeader && !packedRecord(m.Data()) {
+			// A dead letter written before they were packed: its message
+			// id is its id.
+			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+				w.ids.add(w.ids.key(id), t)
+			}
 			return nil
 		}
-		batch, err := c.FetchNoWait(1000)
-		if err != nil {
-			return fmt.Errorf("%w: read %s: %v", ErrUnavailable, w.stream, err)
+		if err := Unpack(m.Data(), func(_ int, id, _ []byte) error {
+			if len(id) > 0 {
+				w.ids.add(w.ids.keyBytes(id), t)
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("eventlog: %s record %d: %w", w.subject, md.Sequence.Stream, err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("eventlog: read %s: %w", w.stream, err)
-			}
-			t := md.Timestamp.UnixMilli()
-			if err := Unpack(m.Data(), func(_ int, id, _ []byte) error {
-				if len(id) > 0 {
-					w.ids.add(w.ids.keyBytes(id), t)
-				}
-				return nil
-			}); err != nil {
-				return fmt.Errorf("eventlog: %s record %d: %w", w.stream, md.Sequence.Stream, err)
-			}
-			if md.Sequence.Stream >= last {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("%w: read %s: %v", ErrUnavailable, w.stream, err)
-		}
-		if got == 0 {
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w: read %s: %v", ErrUnavailable, w.stream, ctx.Err())
-			}
-			// Nothing left before last (records removed by the limits).
-			info, err := c.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("%w: read %s: %v", ErrUnavailable, w.stream, err)
-			}
-			if info.NumPending == 0 {
-				return nil
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+		return nil
+	})
 }

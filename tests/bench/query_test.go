@@ -209,7 +209,7 @@ func TestBenchQuery(t *testing.T) {
 	_, js := nats.JetStream(t)
 	log, err := eventlog.Open(ctx, js, cat.StreamOrder, eventlog.Options{Namespace: cfg.Namespace, Replicas: cfg.NATS.Replicas,
 		DedupWindow: cfg.NATS.DedupWindow.D(), MaxAge: cfg.NATS.MaxAge.D(), MaxMsgs: cfg.NATS.MaxMsgs, MaxBytes: cfg.NATS.MaxBytes,
-		DLQMaxAge: cfg.DLQ.MaxAge.D(), DLQMaxMsgs: cfg.DLQ.MaxMsgs, PublishTimeout: cfg.NATS.PublishTimeout.D()})
+		DLQMaxAge: cfg.DLQ.MaxAge.D(), DLQMaxRecords: cfg.DLQ.MaxRecords, LateMaxMsgs: cfg.DLQ.MaxLate, PublishTimeout: cfg.NATS.PublishTimeout.D()})
 	if err != nil {
 		t.Fatal(err)
 	}
