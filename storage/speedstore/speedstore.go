@@ -32,6 +32,7 @@ package speedstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -139,94 +140,279 @@ type Cell struct {
 	State         logic.State // identity where nothing was stored; no exact values
 }
 
-// readChunk bounds the HGETALLs of one pipeline round trip.
-const readChunk = 1000
+// Bounds of one round trip of Read, so that a read of many or large cell
+// hashes never holds Redis (single-threaded: the speed layer's commits and
+// leases wait behind it) or the process's memory for long: the sizes of
+// up to readHashes hashes are asked in one pipeline (HLEN), then hashes
+// are fetched whole (HGETALL) in pipelines of at most readFields fields
+// together, and a hash of more fields is scanned (HSCAN) scanCount fields
+// at a time. Distinct sketches are fetched mgetKeys at a time.
+var (
+	readHashes = 1000
+	readFields = 16384
+	scanCount  = 4096
+	mgetKeys   = 1000
+)
+
+// ErrTooManyCells is matched (errors.Is) by the *TooManyCellsError of a
+// ReadLimit that found more cells than its limit.
+var ErrTooManyCells = errors.New("speedstore: too many cells")
+
+// TooManyCellsError: the read found more than Max cells and stopped.
+type TooManyCellsError struct {
+	View string
+	Max  int
+}
+
+func (e *TooManyCellsError) Error() string {
+	return fmt.Sprintf("speedstore: read %s: more than %d cells", e.View, e.Max)
+}
+
+func (e *TooManyCellsError) Unwrap() error { return ErrTooManyCells }
 
 // Read returns a view's cells with window start in [fromMs, toMs) and epoch
 // >= minEpoch, in no particular order; each (epoch, window, group) appears
 // once. It finds the cell hashes through the view's index (never SCAN or
-// KEYS) and reads them with pipelined HGETALLs. Each hash is read
-// atomically, so a concurrent commit is seen whole per (epoch, window); a
-// Read racing several commits may see some of them only. The returned
-// states are owned by the caller. Safe for concurrent use.
+// KEYS) and reads them in bounded round trips (readHashes, readFields,
+// scanCount). A hash read whole (HGETALL) is seen atomically, so a
+// concurrent commit is seen whole per (epoch, window); a large hash is
+// scanned in parts, and a Read racing commits may see some of them only,
+// per part, as it may per hash. The returned states are owned by the
+// caller. Safe for concurrent use.
 func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]Cell, error) {
-	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+	return s.ReadLimit(ctx, v, fromMs, toMs, minEpoch, 0)
+}
+
+// ReadLimit is Read stopping early: with a *TooManyCellsError as soon as
+// more than max cells were found (max 0: no limit), and with ctx's error
+// between two round trips once ctx is done, so an abandoned read costs
+// Redis at most one more round trip.
+func (s *Store) ReadLimit(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, max int) ([]Cell, error) {
+	cells, err := s.read(ctx, v, fromMs, toMs, minEpoch, max)
 	if err != nil {
+		var tm *TooManyCellsError
+		if errors.As(err, &tm) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
 	}
-	type ek struct{ e, w int64 }
-	var keys []ek
+	return cells, nil
+}
+
+// cellReader collects the cells of one Read.
+type cellReader struct {
+	s       *Store
+	v       *logic.View
+	prefix  string
+	max     int
+	out     []Cell
+	hlls    []hllRef // distinct sketches still to fetch, and where they go
+	hllKeys []string
+}
+
+type hllRef struct {
+	st *logic.State
+	k  int
+}
+
+type cellKey struct{ e, w int64 }
+
+func (k cellKey) member() string {
+	return strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
+}
+
+func (s *Store) read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, max int) ([]Cell, error) {
+	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, err
+	}
+	var keys []cellKey
 	for _, m := range members {
 		e, w, ok := parseMember(m)
 		if ok && w >= fromMs && w < toMs && e >= minEpoch {
-			keys = append(keys, ek{e, w})
+			keys = append(keys, cellKey{e, w})
 		}
 	}
-	prefix := s.cellPrefix(v.StateKey())
-	var out []Cell
+	r := &cellReader{s: s, v: v, prefix: s.cellPrefix(v.StateKey()), max: max}
 	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), readChunk)]
+		chunk := keys[:min(len(keys), readHashes)]
 		keys = keys[len(chunk):]
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.MapStringStringCmd, len(chunk))
+		lens := make([]*redis.IntCmd, len(chunk))
 		for i, k := range chunk {
-			cmds[i] = pipe.HGetAll(ctx, prefix+strconv.FormatInt(k.e, 10)+":"+strconv.FormatInt(k.w, 10))
+			lens[i] = pipe.HLen(ctx, r.prefix+k.member())
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+			return nil, err
 		}
-		type hllRef struct {
-			st *logic.State
-			k  int
-		}
-		var hlls []hllRef
-		var hllKeys []string
+		// Whole hashes, in pipelines of at most readFields fields; larger
+		// hashes scanned on their own.
+		var batch []cellKey
+		fields := 0
 		for i, k := range chunk {
-			member := strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
-			byGroup := map[string]*logic.State{}
-			for f, val := range cmds[i].Val() {
-				sep := strings.LastIndexByte(f, fieldSep)
-				if sep < 0 {
-					continue
+			n := int(lens[i].Val())
+			switch {
+			case n == 0:
+				continue // expired since the index was read
+			case n > readFields:
+				if err := r.scan(ctx, k); err != nil {
+					return nil, err
 				}
-				g, slot := f[:sep], f[sep+1:]
-				st, ok := byGroup[g]
-				if !ok {
-					ns := v.NewState()
-					st = &ns
-					byGroup[g] = st
+				continue
+			case fields+n > readFields:
+				if err := r.fetch(ctx, batch); err != nil {
+					return nil, err
 				}
-				if err := s.readField(v, st, slot, val); err != nil {
-					return nil, fmt.Errorf("speedstore: read %s: %s in %s: %w", v.Name, val, f, err)
-				}
-				if k, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
-					hlls = append(hlls, hllRef{st, k})
-					hllKeys = append(hllKeys, prefix+member+":"+slot+":"+g)
-				}
+				batch, fields = batch[:0], 0
 			}
-			for g, st := range byGroup {
-				out = append(out, Cell{Epoch: k.e, Window: k.w, Group: g, State: *st})
-			}
+			batch = append(batch, k)
+			fields += n
 		}
-		if len(hllKeys) > 0 {
-			vals, err := s.rdb.MGet(ctx, hllKeys...).Result()
-			if err != nil {
-				return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
-			}
-			for i, x := range vals {
-				str, ok := x.(string)
-				if !ok {
-					continue // expired between the two reads: the cell goes with it
-				}
-				h, err := logic.DecodeRedisHLL([]byte(str))
-				if err != nil {
-					return nil, fmt.Errorf("speedstore: read %s: %s: %w", v.Name, hllKeys[i], err)
-				}
-				hlls[i].st.HLL[hlls[i].k] = h
-			}
+		if err := r.fetch(ctx, batch); err != nil {
+			return nil, err
 		}
 	}
-	return out, nil
+	if err := r.fetchHLLs(ctx); err != nil {
+		return nil, err
+	}
+	return r.out, nil
+}
+
+// fetch reads whole hashes in one pipeline.
+func (r *cellReader) fetch(ctx context.Context, keys []cellKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	pipe := r.s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.HGetAll(ctx, r.prefix+k.member())
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	for i, k := range keys {
+		byGroup := map[string]*logic.State{}
+		member := k.member()
+		for f, val := range cmds[i].Val() {
+			if err := r.field(byGroup, member, f, val); err != nil {
+				return err
+			}
+		}
+		cmds[i] = nil
+		if err := r.add(ctx, k, byGroup); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scan reads one large hash scanCount fields per round trip. A field can
+// come twice (the hash grew or shrank meanwhile): only its first reading
+// counts.
+func (r *cellReader) scan(ctx context.Context, k cellKey) error {
+	key := r.prefix + k.member()
+	member := k.member()
+	byGroup := map[string]*logic.State{}
+	seen := map[string]struct{}{}
+	var cursor uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		kv, next, err := r.s.rdb.HScan(ctx, key, cursor, "", int64(scanCount)).Result()
+		if err != nil {
+			return err
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if _, dup := seen[kv[i]]; dup {
+				continue
+			}
+			seen[kv[i]] = struct{}{}
+			if err := r.field(byGroup, member, kv[i], kv[i+1]); err != nil {
+				return err
+			}
+		}
+		if r.max > 0 && len(r.out)+len(byGroup) > r.max {
+			return &TooManyCellsError{View: r.v.Name, Max: r.max}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	return r.add(ctx, k, byGroup)
+}
+
+// field merges one hash field into its group's state.
+func (r *cellReader) field(byGroup map[string]*logic.State, member, f, val string) error {
+	sep := strings.LastIndexByte(f, fieldSep)
+	if sep < 0 {
+		return nil
+	}
+	g, slot := f[:sep], f[sep+1:]
+	st, ok := byGroup[g]
+	if !ok {
+		ns := r.v.NewState()
+		st = &ns
+		byGroup[g] = st
+	}
+	if err := r.s.readField(r.v, st, slot, val); err != nil {
+		return fmt.Errorf("%s in %s: %w", val, f, err)
+	}
+	if k, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
+		r.hlls = append(r.hlls, hllRef{st, k})
+		r.hllKeys = append(r.hllKeys, r.prefix+member+":"+slot+":"+g)
+	}
+	return nil
+}
+
+// add keeps a hash's cells, then checks the limit; the distinct sketches
+// are fetched once mgetKeys of them wait.
+func (r *cellReader) add(ctx context.Context, k cellKey, byGroup map[string]*logic.State) error {
+	for g, st := range byGroup {
+		r.out = append(r.out, Cell{Epoch: k.e, Window: k.w, Group: g, State: *st})
+	}
+	if r.max > 0 && len(r.out) > r.max {
+		return &TooManyCellsError{View: r.v.Name, Max: r.max}
+	}
+	if len(r.hllKeys) >= mgetKeys {
+		return r.fetchHLLs(ctx)
+	}
+	return nil
+}
+
+// fetchHLLs reads the distinct sketches waiting, mgetKeys per MGET.
+func (r *cellReader) fetchHLLs(ctx context.Context) error {
+	for len(r.hllKeys) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(len(r.hllKeys), mgetKeys)
+		vals, err := r.s.rdb.MGet(ctx, r.hllKeys[:n]...).Result()
+		if err != nil {
+			return err
+		}
+		for i, x := range vals {
+			str, ok := x.(string)
+			if !ok {
+				continue // expired between the two reads: the cell goes with it
+			}
+			h, err := logic.DecodeRedisHLL([]byte(str))
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.hllKeys[i], err)
+			}
+			r.hlls[i].st.HLL[r.hlls[i].k] = h
+		}
+		r.hlls, r.hllKeys = r.hlls[n:], r.hllKeys[n:]
+	}
+	r.hlls, r.hllKeys = nil, nil
+	return nil
 }
 
 // readField merges one hash field of a cell into st: the packed numeric
