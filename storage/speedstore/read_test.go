@@ -127,10 +127,11 @@ func netOut(t *testing.T, rdb *redis.Client) int64 {
 	return 0
 }
 
-// TestReadLimitStopsEarly: a read over its limit of cells stops with
-// ErrTooManyCells after reading about the limit, not the whole; a read
-// whose context is cancelled stops with the context's error.
-func TestReadLimitStopsEarly(t *testing.T) {
+// TestReadEachStopsEarly: a read whose callback refuses a cell stops
+// there, with the callback's error, after reading about as many cells, not
+// the whole; a read whose context is cancelled stops with the context's
+// error.
+func TestReadEachStopsEarly(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
@@ -141,7 +142,7 @@ func TestReadLimitStopsEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := netOut(t, rdb)
-	all, err := st.ReadLimit(ctx, v, 0, 1<<40, 0, 0)
+	all, err := st.Read(ctx, v, 0, 1<<40, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,24 +150,44 @@ func TestReadLimitStopsEarly(t *testing.T) {
 	if n := len(all); n < 60000 {
 		t.Fatalf("%d cells", n)
 	}
-	if _, err := st.ReadLimit(ctx, v, 0, 1<<40, 0, len(all)); err != nil {
-		t.Fatalf("a read of exactly its limit: %v", err)
-	}
+	enough := errors.New("enough")
 	before = netOut(t, rdb)
-	_, err = st.ReadLimit(ctx, v, 0, 1<<40, 0, 5000)
-	limited := netOut(t, rdb) - before
-	var tm *speedstore.TooManyCellsError
-	if !errors.As(err, &tm) || !errors.Is(err, speedstore.ErrTooManyCells) || tm.Max != 5000 {
-		t.Fatalf("read over its limit: %v", err)
+	n := 0
+	err = st.ReadEach(ctx, v, 0, 1<<40, 0, func(speedstore.Cell) error {
+		if n++; n > 5000 {
+			return enough
+		}
+		return nil
+	})
+	stopped := netOut(t, rdb) - before
+	if err != enough { //nolint:errorlint // the callback's error comes back as is
+		t.Fatalf("a read stopped by its callback: %v", err)
 	}
-	t.Logf("Redis sent %d KiB for the whole read, %d KiB for the read stopped at 5000 cells", full>>10, limited>>10)
-	if limited > full/4 {
-		t.Fatalf("the read stopped at 5000 of %d cells had %d of %d bytes sent", len(all), limited, full)
+	t.Logf("Redis sent %d KiB for the whole read, %d KiB for the read stopped at 5000 cells", full>>10, stopped>>10)
+	if stopped > full/4 {
+		t.Fatalf("the read stopped at 5000 of %d cells had %d of %d bytes sent", len(all), stopped, full)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := st.ReadLimit(cctx, v, 0, 1<<40, 0, 0); !errors.Is(err, context.Canceled) {
+	if _, err := st.Read(cctx, v, 0, 1<<40, 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled read: %v", err)
+	}
+	// Cancelled during the read: it stops at the next round trip.
+	cctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	before = netOut(t, rdb)
+	n = 0
+	err = st.ReadEach(cctx, v, 0, 1<<40, 0, func(speedstore.Cell) error {
+		if n++; n == 100 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("a read cancelled on its way: %v", err)
+	}
+	if sent := netOut(t, rdb) - before; sent > full/4 {
+		t.Fatalf("the read cancelled after 100 cells had %d of %d bytes sent", sent, full)
 	}
 }
 

@@ -32,7 +32,6 @@ package speedstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -154,22 +153,6 @@ var (
 	mgetKeys   = 1000
 )
 
-// ErrTooManyCells is matched (errors.Is) by the *TooManyCellsError of a
-// ReadLimit that found more cells than its limit.
-var ErrTooManyCells = errors.New("speedstore: too many cells")
-
-// TooManyCellsError: the read found more than Max cells and stopped.
-type TooManyCellsError struct {
-	View string
-	Max  int
-}
-
-func (e *TooManyCellsError) Error() string {
-	return fmt.Sprintf("speedstore: read %s: more than %d cells", e.View, e.Max)
-}
-
-func (e *TooManyCellsError) Unwrap() error { return ErrTooManyCells }
-
 // Read returns a view's cells with window start in [fromMs, toMs) and epoch
 // >= minEpoch, in no particular order; each (epoch, window, group) appears
 // once. It finds the cell hashes through the view's index (never SCAN or
@@ -180,32 +163,40 @@ func (e *TooManyCellsError) Unwrap() error { return ErrTooManyCells }
 // per part, as it may per hash. The returned states are owned by the
 // caller. Safe for concurrent use.
 func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]Cell, error) {
-	return s.ReadLimit(ctx, v, fromMs, toMs, minEpoch, 0)
-}
-
-// ReadLimit is Read stopping early: with a *TooManyCellsError as soon as
-// more than max cells were found (max 0: no limit), and with ctx's error
-// between two round trips once ctx is done, so an abandoned read costs
-// Redis at most one more round trip.
-func (s *Store) ReadLimit(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, max int) ([]Cell, error) {
-	cells, err := s.read(ctx, v, fromMs, toMs, minEpoch, max)
+	var out []Cell
+	err := s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c Cell) error {
+		out = append(out, c)
+		return nil
+	})
 	if err != nil {
-		var tm *TooManyCellsError
-		if errors.As(err, &tm) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+		return nil, err
 	}
-	return cells, nil
+	return out, nil
 }
 
-// cellReader collects the cells of one Read.
+// ReadEach is Read calling fn with each cell as soon as its first field is
+// read, so a caller can stop a read early: an error from fn stops it and
+// is returned as is; once ctx ends, it stops before the next round trip
+// with ctx's error, so an abandoned read costs Redis at most one more round
+// trip. A cell's state lives in its slices, which the read goes on
+// filling in place (later fields of its group, its distinct sketches):
+// fn may keep the cell, and its state is whole once ReadEach returns nil.
+func (s *Store) ReadEach(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(Cell) error) error {
+	r := &cellReader{s: s, v: v, prefix: s.cellPrefix(v.StateKey()), fn: fn}
+	err := r.read(ctx, fromMs, toMs, minEpoch)
+	if err != nil && !r.stopped {
+		return fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+	}
+	return err
+}
+
+// cellReader is one ReadEach.
 type cellReader struct {
 	s       *Store
 	v       *logic.View
 	prefix  string
-	max     int
-	out     []Cell
+	fn      func(Cell) error
+	stopped bool     // fn returned an error
 	hlls    []hllRef // distinct sketches still to fetch, and where they go
 	hllKeys []string
 }
@@ -221,10 +212,10 @@ func (k cellKey) member() string {
 	return strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
 }
 
-func (s *Store) read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, max int) ([]Cell, error) {
-	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+func (r *cellReader) read(ctx context.Context, fromMs, toMs, minEpoch int64) error {
+	members, err := r.s.rdb.ZRangeByScore(ctx, r.s.idxKey(r.v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var keys []cellKey
 	for _, m := range members {
@@ -233,20 +224,19 @@ func (s *Store) read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 			keys = append(keys, cellKey{e, w})
 		}
 	}
-	r := &cellReader{s: s, v: v, prefix: s.cellPrefix(v.StateKey()), max: max}
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), readHashes)]
 		keys = keys[len(chunk):]
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		pipe := s.rdb.Pipeline()
+		pipe := r.s.rdb.Pipeline()
 		lens := make([]*redis.IntCmd, len(chunk))
 		for i, k := range chunk {
 			lens[i] = pipe.HLen(ctx, r.prefix+k.member())
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		// Whole hashes, in pipelines of at most readFields fields; larger
 		// hashes scanned on their own.
@@ -259,12 +249,12 @@ func (s *Store) read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 				continue // expired since the index was read
 			case n > readFields:
 				if err := r.scan(ctx, k); err != nil {
-					return nil, err
+					return err
 				}
 				continue
 			case fields+n > readFields:
 				if err := r.fetch(ctx, batch); err != nil {
-					return nil, err
+					return err
 				}
 				batch, fields = batch[:0], 0
 			}
@@ -272,13 +262,10 @@ func (s *Store) read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 			fields += n
 		}
 		if err := r.fetch(ctx, batch); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if err := r.fetchHLLs(ctx); err != nil {
-		return nil, err
-	}
-	return r.out, nil
+	return r.fetchHLLs(ctx)
 }
 
 // fetch reads whole hashes in one pipeline.
@@ -301,12 +288,12 @@ func (r *cellReader) fetch(ctx context.Context, keys []cellKey) error {
 		byGroup := map[string]*logic.State{}
 		member := k.member()
 		for f, val := range cmds[i].Val() {
-			if err := r.field(byGroup, member, f, val); err != nil {
+			if err := r.field(k, byGroup, member, f, val); err != nil {
 				return err
 			}
 		}
 		cmds[i] = nil
-		if err := r.add(ctx, k, byGroup); err != nil {
+		if err := r.hllsDue(ctx); err != nil {
 			return err
 		}
 	}
@@ -335,22 +322,22 @@ func (r *cellReader) scan(ctx context.Context, k cellKey) error {
 				continue
 			}
 			seen[kv[i]] = struct{}{}
-			if err := r.field(byGroup, member, kv[i], kv[i+1]); err != nil {
+			if err := r.field(k, byGroup, member, kv[i], kv[i+1]); err != nil {
 				return err
 			}
 		}
-		if r.max > 0 && len(r.out)+len(byGroup) > r.max {
-			return &TooManyCellsError{View: r.v.Name, Max: r.max}
+		if err := r.hllsDue(ctx); err != nil {
+			return err
 		}
 		if cursor = next; cursor == 0 {
-			break
+			return nil
 		}
 	}
-	return r.add(ctx, k, byGroup)
 }
 
-// field merges one hash field into its group's state.
-func (r *cellReader) field(byGroup map[string]*logic.State, member, f, val string) error {
+// field merges one hash field into its group's state; a group seen for the
+// first time is handed to fn.
+func (r *cellReader) field(k cellKey, byGroup map[string]*logic.State, member, f, val string) error {
 	sep := strings.LastIndexByte(f, fieldSep)
 	if sep < 0 {
 		return nil
@@ -361,26 +348,25 @@ func (r *cellReader) field(byGroup map[string]*logic.State, member, f, val strin
 		ns := r.v.NewState()
 		st = &ns
 		byGroup[g] = st
+		// The cell shares st's slices, which the fields read after this
+		// one fill in place.
+		if err := r.fn(Cell{Epoch: k.e, Window: k.w, Group: g, State: ns}); err != nil {
+			r.stopped = true
+			return err
+		}
 	}
 	if err := r.s.readField(r.v, st, slot, val); err != nil {
 		return fmt.Errorf("%s in %s: %w", val, f, err)
 	}
-	if k, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
-		r.hlls = append(r.hlls, hllRef{st, k})
+	if hk, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
+		r.hlls = append(r.hlls, hllRef{st, hk})
 		r.hllKeys = append(r.hllKeys, r.prefix+member+":"+slot+":"+g)
 	}
 	return nil
 }
 
-// add keeps a hash's cells, then checks the limit; the distinct sketches
-// are fetched once mgetKeys of them wait.
-func (r *cellReader) add(ctx context.Context, k cellKey, byGroup map[string]*logic.State) error {
-	for g, st := range byGroup {
-		r.out = append(r.out, Cell{Epoch: k.e, Window: k.w, Group: g, State: *st})
-	}
-	if r.max > 0 && len(r.out) > r.max {
-		return &TooManyCellsError{View: r.v.Name, Max: r.max}
-	}
+// hllsDue fetches the distinct sketches waiting once there are mgetKeys.
+func (r *cellReader) hllsDue(ctx context.Context) error {
 	if len(r.hllKeys) >= mgetKeys {
 		return r.fetchHLLs(ctx)
 	}
