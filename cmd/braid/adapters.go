@@ -25,16 +25,10 @@ import (
 
 type speedReader struct{ s *speedstore.Store }
 
-func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]serving.SpeedCell, error) {
-	cells, err := r.s.Read(ctx, v, fromMs, toMs, minEpoch)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]serving.SpeedCell, len(cells))
-	for i, c := range cells {
-		out[i] = serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
-	}
-	return out, nil
+func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(serving.SpeedCell) error) error {
+	return r.s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c speedstore.Cell) error {
+		return fn(serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
+	})
 }
 
 type speedStatus struct{ s *speedstore.Store }
