@@ -120,16 +120,16 @@ func (a *app) servingOptions(l *layers) serving.Options {
 		RunnerBusy: batch.ErrBusy, Root: dashboard.Handler(), Logger: a.logger.With("layer", "serve"), Registry: a.reg,
 		Ready: a.ready, QueryCacheBytes: a.cfg.HTTP.QueryCacheBytes,
 	}
-	if a.rdb != nil {
-		o.Notifier = commitNotifier{rdb: a.rdb, ns: a.cfg.Namespace}
+	if a.qrdb != nil {
+		o.Notifier = commitNotifier{rdb: a.qrdb, ns: a.cfg.Namespace}
 	}
 	if a.log != nil {
 		a.reg.MustRegister(a.log.ConsumerCollector(a.cat.StreamOrder))
 	}
-	if l.store != nil {
-		o.Speed, o.SpeedStatus = speedReader{l.store}, speedStatus{l.store}
+	if l.qstore != nil {
+		o.Speed, o.SpeedStatus = speedReader{l.qstore}, speedStatus{l.qstore}
 		if l.lake != nil {
-			o.Auditor = auditor{lake: l.lake, store: l.store, views: l.views, log: a.log, wait: 10 * time.Second}
+			o.Auditor = auditor{lake: l.lake, store: l.qstore, views: l.views, log: a.log, wait: 10 * time.Second}
 		}
 	}
 	if l.runner != nil {
