@@ -29,7 +29,7 @@ type TooLargeError struct {
 func (e *TooLargeError) Error() string {
 	if e.Limit == limitCells {
 		return fmt.Sprintf("view %s: the answer would read more than %d speed cells and batch rows (%s): "+
-			"ask for a shorter range (from, to): every window in it is read, whatever group_by, where or step keep of it",
+			"ask for a shorter range (from, to): every window in it is read (group_by, where and step do not make it read less)",
 			e.View, e.Max, e.Limit)
 	}
 	return fmt.Sprintf("view %s: the answer would have more than %d rows (%s): "+
