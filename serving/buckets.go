@@ -3,6 +3,7 @@ package serving
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math"
 	"strconv"
@@ -27,10 +28,23 @@ import (
 // bucketSet holds encoded rows per bucket: of one query shape's final
 // buckets at a batch version, or of its open buckets at a speed position.
 type bucketSet struct {
-	fill    sync.Mutex // held while an answer computes what the set lacks
+	fill    chan struct{} // holds a token while an answer computes what the set lacks
 	mu      sync.Mutex
 	buckets map[int64]chunk
 }
+
+// lockFill takes the set's fill token, or returns ctx's error when ctx
+// ends first.
+func (set *bucketSet) lockFill(ctx context.Context) error {
+	select {
+	case set.fill <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (set *bucketSet) unlockFill() { <-set.fill }
 
 // chunk is a bucket's rows: JSON objects, comma-separated, at [start, end)
 // of a block; the rows of the next bucket computed with them follow after
@@ -175,8 +189,13 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 	// Answers of one shape at one speed position fill their sets one at a
 	// time: after a commit, the first computes the open buckets and the
 	// others, waiting here, reuse them.
-	open.fill.Lock()
-	defer open.fill.Unlock()
+	if err := open.lockFill(ctx); err != nil {
+		return nil, false, err
+	}
+	defer open.unlockFill()
+	// The budget bounds what this answer reads and computes; the buckets
+	// taken from the sets cost it nothing.
+	bud := s.newBudget(v.Name)
 
 	// Plan: [From, lo) computed; each whole bucket from its set, or in a
 	// run of missing ones computed and kept; [end, To) computed.
@@ -239,7 +258,7 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 		}
 		q2 := q
 		q2.From, q2.To = sp.from, sp.to
-		a, err := s.compute(ctx, v, q2, in)
+		a, err := s.compute(ctx, v, q2, in, bud)
 		if err != nil {
 			return nil, false, err
 		}
@@ -345,51 +364,120 @@ func (s *Server) bucketSet(v *logic.View, q Query, in inputs, open bool) (*bucke
 	if x, ok := s.cache.get(key); ok {
 		return x.(*bucketSet), key
 	}
-	set := &bucketSet{buckets: map[int64]chunk{}}
+	set := &bucketSet{fill: make(chan struct{}, 1), buckets: map[int64]chunk{}}
 	s.cache.put(key, set, 256)
 	return set, key
 }
 
 // speedSnapshot is the speed cells of a view at one speed position, for
-// windows from `from` on.
+// windows in [from, to).
 type speedSnapshot struct {
-	from  int64
-	cells []SpeedCell
+	from, to int64
+	cells    []SpeedCell
 }
 
-// approxCellBytes estimates the memory of a speed cell for cache accounting.
-const approxCellBytes = 200
+// approxCellBytes estimates the memory of a speed cell for cache
+// accounting, besides 8 bytes per numeric slot (a SpeedCell, its group,
+// its share of the slice; measured with heap profiles).
+const approxCellBytes = 240
 
 // speedCells reads v's speed cells with window start in [from, to) and
-// epoch >= minEpoch. At a known speed position the cells from `from` on
-// are kept in the query cache, and reads of ranges starting there or later
-// filter them: queries between two commits read Redis once. The states are
-// shared: Merge only reads its inputs.
-func (s *Server) speedCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, in inputs) ([]SpeedCell, error) {
+// epoch >= minEpoch, counting them in b. At a known speed position the
+// cells from `from` on are read once for every query asking meanwhile,
+// and kept in the query cache: reads of ranges starting there or later
+// filter them, so queries between two commits read Redis once. When more
+// cells than one answer may read lie beyond `to`, the range alone is read
+// (and not kept). The states are shared: Merge only reads its inputs.
+func (s *Server) speedCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, in inputs, b *budget) ([]SpeedCell, error) {
 	if s.cache == nil || !in.posOK || in.pos.Seq == 0 {
-		return s.opts.Speed.ReadCells(ctx, v, from, to, minEpoch)
+		var cells []SpeedCell
+		err := s.opts.Speed.ReadCells(ctx, v, from, to, minEpoch, func(c SpeedCell) error {
+			cells = append(cells, c)
+			return b.addCells(1)
+		})
+		if err != nil {
+			return nil, err
+		}
+		return cells, nil
 	}
 	key := "speed|" + v.Name + "|" + strconv.FormatUint(in.pos.Seq, 10) + "|" + strconv.FormatInt(minEpoch, 10)
 	if x, ok := s.cache.get(key); ok {
-		if sn := x.(*speedSnapshot); from >= sn.from {
-			return sn.within(from, to), nil
+		if sn := x.(*speedSnapshot); from >= sn.from && to <= sn.to {
+			return sn.take(from, to, b)
 		}
 	}
-	cells, err := s.opts.Speed.ReadCells(ctx, v, from, math.MaxInt64, minEpoch)
+	start := strconv.FormatInt(from, 10)
+	sn, err := s.snapshots.do(ctx, key+"|"+start, func(ctx context.Context) (*speedSnapshot, error) {
+		return s.readSnapshot(ctx, v, key, from, math.MaxInt64, to, minEpoch)
+	})
+	var capped *cellsCapped
+	if errors.As(err, &capped) {
+		if capped.inRange && to >= capped.upTo {
+			return nil, b.tooManyCells() // [from, to) holds them
+		}
+		sn, err = s.snapshots.do(ctx, key+"|"+start+"|"+strconv.FormatInt(to, 10), func(ctx context.Context) (*speedSnapshot, error) {
+			return s.readSnapshot(ctx, v, key, from, to, to, minEpoch)
+		})
+		if errors.As(err, &capped) {
+			return nil, b.tooManyCells()
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	sn := &speedSnapshot{from: from, cells: cells}
-	s.cache.put(key, sn, int64(len(cells))*approxCellBytes)
-	return sn.within(from, to), nil
+	return sn.take(from, to, b)
 }
 
-func (sn *speedSnapshot) within(from, to int64) []SpeedCell {
-	out := make([]SpeedCell, 0, len(sn.cells))
+// readSnapshot reads v's speed cells of windows in [from, to), stopping
+// with a *cellsCapped past as many as one answer may read (upTo: the end
+// of the range of the query asking); cells read to the end are kept in the
+// query cache under key.
+func (s *Server) readSnapshot(ctx context.Context, v *logic.View, key string, from, to, upTo, minEpoch int64) (*speedSnapshot, error) {
+	s.computing.Inc()
+	defer s.computing.Dec()
+	limit := s.cfg.HTTP.QueryMaxCells
+	var cells []SpeedCell
+	inRange := int64(0)
+	err := s.opts.Speed.ReadCells(ctx, v, from, to, minEpoch, func(c SpeedCell) error {
+		cells = append(cells, c)
+		if c.Window < upTo {
+			inRange++
+		}
+		if limit > 0 && int64(len(cells)) > limit {
+			return &cellsCapped{upTo: upTo, inRange: inRange > limit}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sn := &speedSnapshot{from: from, to: to, cells: cells}
+	if to == math.MaxInt64 {
+		s.cache.put(key, sn, int64(len(cells))*int64(approxCellBytes+8*v.NumSlots))
+	}
+	return sn, nil
+}
+
+// take returns the cells of windows in [from, to), counted in b: the
+// snapshot's own slice when they are all of them (Merge only reads it).
+func (sn *speedSnapshot) take(from, to int64, b *budget) ([]SpeedCell, error) {
+	n := 0
+	for i := range sn.cells {
+		if w := sn.cells[i].Window; w >= from && w < to {
+			n++
+		}
+	}
+	if err := b.addCells(n); err != nil {
+		return nil, err
+	}
+	if n == len(sn.cells) {
+		return sn.cells, nil
+	}
+	out := make([]SpeedCell, 0, n)
 	for _, c := range sn.cells {
 		if c.Window >= from && c.Window < to {
 			out = append(out, c)
 		}
 	}
-	return out
+	return out, nil
 }

@@ -92,8 +92,10 @@ type cachedAnswer struct {
 	enc  map[string][]byte
 }
 
-// approxRowBytes estimates the memory of a result row for cache accounting.
-const approxRowBytes = 160
+// approxRowBytes estimates the memory of a result row for cache
+// accounting, besides 16 bytes per measure (a ResultRow, its values, its
+// share of the merged rows it was made from; measured with heap profiles).
+const approxRowBytes = 320
 
 // cacheKey normalizes a query: equal keys give equal answers at the same
 // batch version and speed position.
@@ -124,36 +126,35 @@ func writeQueryShape(b *strings.Builder, q Query) {
 	}
 }
 
-// lookup returns the answer of q: from the cache when its batch version and
-// speed position were seen before, else computed (and cached).
-func (s *Server) lookup(ctx context.Context, v *logic.View, q Query) (*cachedAnswer, error) {
-	in, err := s.readInputs(ctx, v)
-	if err != nil {
-		return nil, err
-	}
-	return s.lookupWith(ctx, v, q, in)
-}
-
-// lookupWith is lookup at inputs already read.
+// lookupWith returns the answer of q at inputs read: from the cache when
+// its batch version and speed position were seen before, else computed
+// (and cached). Queries of one answer (the same view, parameters, batch
+// version and speed position) asking while it is computed share that
+// computation, and it stops when none of them waits any more.
 func (s *Server) lookupWith(ctx context.Context, v *logic.View, q Query, in inputs) (*cachedAnswer, error) {
 	key := s.answerKey(v, q, in)
-	if key != "" {
-		if e, ok := s.cache.get(key); ok {
-			s.cacheLookups.WithLabelValues("hit").Inc()
-			return e.(*cachedAnswer), nil
+	if key == "" {
+		a, err := s.compute(ctx, v, q, in, s.newBudget(v.Name))
+		if err != nil {
+			return nil, err
 		}
-		s.cacheLookups.WithLabelValues("miss").Inc()
+		return &cachedAnswer{a: a}, nil
 	}
-	a, err := s.compute(ctx, v, q, in)
-	if err != nil {
-		return nil, err
+	if e, ok := s.cache.get(key); ok {
+		s.cacheLookups.WithLabelValues("hit").Inc()
+		return e.(*cachedAnswer), nil
 	}
-	e := &cachedAnswer{a: a}
-	if key != "" {
+	s.cacheLookups.WithLabelValues("miss").Inc()
+	return s.answers.do(ctx, key, func(ctx context.Context) (*cachedAnswer, error) {
+		a, err := s.compute(ctx, v, q, in, s.newBudget(v.Name))
+		if err != nil {
+			return nil, err
+		}
+		e := &cachedAnswer{a: a}
 		e.grow = func(n int64) { s.cache.grow(key, n) }
-		s.cache.put(key, e, int64(len(a.Rows))*approxRowBytes)
-	}
-	return e, nil
+		s.cache.put(key, e, int64(len(a.Rows))*int64(approxRowBytes+16*len(v.Measures)))
+		return e, nil
+	})
 }
 
 // answerKey is the cache key of q's answer at in ("": not cacheable).
@@ -188,6 +189,8 @@ func (e *cachedAnswer) encoded(format string) ([]byte, error) {
 		if b, err = encodeArrow(e.a); err != nil {
 			return nil, err
 		}
+	case "rows": // the rows alone, as a JSON array (live snapshots)
+		b = encodeRows(e.a)
 	default:
 		b = encodeAnswer(e.a)
 	}

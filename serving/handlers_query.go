@@ -122,20 +122,28 @@ func (s *Server) readInputs(ctx context.Context, v *logic.View) (inputs, error) 
 	return in, nil
 }
 
-// answer computes a view's merged answer (through the cache when enabled).
-func (s *Server) answer(ctx context.Context, v *logic.View, q Query) (*answer, error) {
-	e, err := s.lookup(ctx, v, q)
-	if err != nil {
-		return nil, err
+// compute computes a view's merged answer: the batch version's rows for
+// the view (cutoff C) ⊕ the speed cells of epochs >= C, rolled up, within
+// the budget b (a *TooLargeError beyond it). The position (hence the
+// watermark) is read before the cells: a commit moves cells and position
+// together, so a window marked final has all its cells.
+func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs, b *budget) (*answer, error) {
+	s.computing.Inc()
+	defer s.computing.Dec()
+	a, err := s.computeAnswer(ctx, v, q, in, b)
+	result := "done"
+	if _, tooLarge := isTooLarge(err); tooLarge {
+		result = "too_large"
+	} else if err != nil && ctx.Err() != nil {
+		result = "cancelled"
+	} else if err != nil {
+		result = "failed"
 	}
-	return e.a, nil
+	s.computations.WithLabelValues(result).Inc()
+	return a, err
 }
 
-// compute computes a view's merged answer: the batch version's rows for
-// the view (cutoff C) ⊕ the speed cells of epochs >= C, rolled up. The
-// position (hence the watermark) is read before the cells: a commit moves
-// cells and position together, so a window marked final has all its cells.
-func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs) (*answer, error) {
+func (s *Server) computeAnswer(ctx context.Context, v *logic.View, q Query, in inputs, b *budget) (*answer, error) {
 	a := &answer{View: v, Query: q, Seq: in.pos.Seq}
 	var batch []batchviews.Row
 	if s.opts.Views != nil {
@@ -146,6 +154,9 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 				var err error
 				if batch, err = s.opts.Views.Rows(ctx, ver, v, q.From, q.To); err != nil {
 					return nil, fmt.Errorf("%w: batch rows: %w", errUnavailable, err)
+				}
+				if err := b.addCells(len(batch)); err != nil {
+					return nil, err
 				}
 			}
 		}
@@ -158,7 +169,10 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 	var cells []SpeedCell
 	if s.opts.Speed != nil {
 		var err error
-		if cells, err = s.speedCells(ctx, v, q.From, q.To, a.Cutoff, in); err != nil {
+		if cells, err = s.speedCells(ctx, v, q.From, q.To, a.Cutoff, in, b); err != nil {
+			if _, tooLarge := isTooLarge(err); tooLarge || ctx.Err() != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w: speed cells: %w", errUnavailable, err)
 		}
 	} else {
@@ -168,8 +182,15 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 	if err != nil {
 		return nil, err
 	}
+	batch, cells = nil, nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	rows, err := Apply(v, merged, q.Rollup, a.Watermark)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.addRows(len(rows)); err != nil {
 		return nil, err
 	}
 	a.Rows = OrderLimit(rows, q.Order, q.Desc, q.Limit)
@@ -178,6 +199,10 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 
 // queryError answers a failed query.
 func (s *Server) queryError(w http.ResponseWriter, name string, err error) {
+	if te, ok := isTooLarge(err); ok {
+		writeTooLarge(w, te)
+		return
+	}
 	if re, ok := isRebuilding(err); ok {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "view rebuilding", "detail": re.Error(), "progress": re.Progress})
@@ -226,6 +251,9 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	body, err := s.queryBody(r.Context(), v, q)
 	if err != nil {
+		if r.Context().Err() != nil {
+			return // the client left: its computation stopped (or goes on for others)
+		}
 		s.queryError(w, v.Name, err)
 		return
 	}
@@ -245,24 +273,27 @@ func (s *Server) queryBody(ctx context.Context, v *logic.View, q Query) (*answer
 	if err != nil {
 		return nil, err
 	}
-	if q.Format == "json" {
-		key := s.answerKey(v, q, in)
-		if key != "" {
-			key += "|body"
-			if x, ok := s.cache.get(key); ok {
-				s.cacheLookups.WithLabelValues("hit").Inc()
-				return x.(*answerBody), nil
-			}
+	if key := s.answerKey(v, q, in); q.Format == "json" && key != "" {
+		key += "|body"
+		if x, ok := s.cache.get(key); ok {
+			s.cacheLookups.WithLabelValues("hit").Inc()
+			return x.(*answerBody), nil
 		}
-		body, ok, err := s.answerJSON(ctx, v, q, in)
+		// Queries of one answer asking while it is assembled share that
+		// work, which stops when none of them waits any more.
+		body, err := s.bodies.do(ctx, key, func(ctx context.Context) (*answerBody, error) {
+			body, ok, err := s.answerJSON(ctx, v, q, in)
+			if err != nil || !ok {
+				return nil, err // nil: not on this path
+			}
+			s.cache.put(key, body, int64(body.fresh+24*len(body.pieces)))
+			return body, nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		if ok {
-			if key != "" {
-				s.cacheLookups.WithLabelValues("miss").Inc()
-				s.cache.put(key, body, int64(body.fresh+24*len(body.pieces)))
-			}
+		if body != nil {
+			s.cacheLookups.WithLabelValues("miss").Inc()
 			return body, nil
 		}
 	}
@@ -293,6 +324,23 @@ func encodeAnswer(a *answer) []byte {
 		enc.row(&b, &a.Rows[i])
 	}
 	b.WriteString("]}\n")
+	return b.Bytes()
+}
+
+// encodeRows renders an answer's rows as a JSON array, as encodeAnswer
+// does inside the answer.
+func encodeRows(a *answer) []byte {
+	var b bytes.Buffer
+	b.Grow(2 + len(a.Rows)*(96+24*(len(a.View.Measures)+len(a.Query.GroupBy))))
+	b.WriteByte('[')
+	enc := newRowEncoder(a)
+	for i := range a.Rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		enc.row(&b, &a.Rows[i])
+	}
+	b.WriteByte(']')
 	return b.Bytes()
 }
 
@@ -382,11 +430,6 @@ func (e *rowEncoder) row(b *bytes.Buffer, row *ResultRow) {
 	} else {
 		b.WriteString(`,"final":false}`)
 	}
-}
-
-// appendRowJSON renders one row alone (live pushes).
-func appendRowJSON(b *bytes.Buffer, a *answer, row *ResultRow) {
-	newRowEncoder(a).row(b, row)
 }
 
 func writeStr(b *bytes.Buffer, s string) {

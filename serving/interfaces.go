@@ -21,14 +21,18 @@ type SpeedCell struct {
 
 // SpeedReader reads the speed layer's cells.
 //
-// ReadCells returns the cells of view v whose window start is in
+// ReadCells calls fn with each cell of view v whose window start is in
 // [fromMs, toMs) and whose epoch is >= minEpoch, in any order; a
-// (epoch, window, group) appears at most once. It must be safe for
-// concurrent use. An error fails the query (the answer would miss events).
-// The returned states are owned by the caller. (*speedstore.Store).Read
-// with its Cell converted field by field satisfies this contract.
+// (epoch, window, group) comes at most once. An error from fn stops the
+// read and is returned as is, so a caller bounds what it reads; once ctx
+// ends the read stops soon, with ctx's error. fn may keep a cell but not
+// look into its state, which is whole once ReadCells returns nil (the
+// states are then owned by the caller). It must be safe for concurrent
+// use. Any other error fails the query (the answer would miss events).
+// (*speedstore.Store).ReadEach with its Cell converted field by field
+// satisfies this contract.
 type SpeedReader interface {
-	ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]SpeedCell, error)
+	ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(SpeedCell) error) error
 }
 
 // StreamSpeed is the speed layer's committed position on a stream.

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/braid-data/braid/logic"
 )
 
 // CommitNotice announces a commit of the speed layer: the stream and its
@@ -28,60 +31,79 @@ type CommitNotifier interface {
 
 // Live push timing.
 var (
-	liveCoalesce  = 200 * time.Millisecond // at most one recompute per client per this
+	liveCoalesce  = 200 * time.Millisecond // at most one recompute per live query per this
 	liveKeepalive = 15 * time.Second       // comment lines keep proxies from closing idle streams
 )
 
-// hub fans the process's one commit subscription out to the live clients
+// hub fans the process's one commit subscription out to the live queries
 // of the committed stream, and checks for new batch versions (one cheap
-// Current() per period, for all clients).
+// Current() per period, for all of them). A live query (a view and its
+// parameters) is computed once per change for every client connected to
+// it (liveFeed).
 type hub struct {
-	s       *Server
-	once    sync.Once
-	mu      sync.Mutex
-	clients map[*liveClient]struct{}
-	seq     map[string]uint64 // latest seq seen per stream
-}
-
-type liveClient struct {
-	stream string
-	notify chan struct{} // capacity 1: pending notices coalesce
+	s     *Server
+	once  sync.Once
+	mu    sync.Mutex
+	feeds map[string]*liveFeed // by liveKey
+	seq   map[string]uint64    // latest seq seen per stream
 }
 
 func newHub(s *Server) *hub {
-	return &hub{s: s, clients: map[*liveClient]struct{}{}, seq: map[string]uint64{}}
+	return &hub{s: s, feeds: map[string]*liveFeed{}, seq: map[string]uint64{}}
 }
 
-func (h *hub) add(stream string) *liveClient {
+// liveKey names a live query: the view and every parameter that decides
+// its rows.
+func liveKey(v *logic.View, q Query) string { return cacheKey(v, q, "", 0) }
+
+// join adds a client to the live query of v and q, starting it when it is
+// the first.
+func (h *hub) join(v *logic.View, q Query) *liveFeed {
 	h.once.Do(func() { go h.run(h.s.bgCtx) })
-	c := &liveClient{stream: stream, notify: make(chan struct{}, 1)}
+	key := liveKey(v, q)
 	h.mu.Lock()
-	h.clients[c] = struct{}{}
-	h.mu.Unlock()
-	return c
+	defer h.mu.Unlock()
+	f := h.feeds[key]
+	if f == nil {
+		f = newLiveFeed(h.s, key, v, q)
+		h.feeds[key] = f
+		h.s.liveQueries.Inc()
+		go f.run()
+	} else {
+		h.s.shared.Inc()
+	}
+	f.clients++
+	return f
 }
 
-func (h *hub) remove(c *liveClient) {
+// leave removes a client; the last one to leave stops the live query,
+// and the computation it may be running.
+func (h *hub) leave(f *liveFeed) {
 	h.mu.Lock()
-	delete(h.clients, c)
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	if f.clients--; f.clients == 0 {
+		delete(h.feeds, f.key)
+		h.s.liveQueries.Dec()
+		f.cancel()
+	}
 }
 
-// poke notifies the clients of stream ("" = every client), never blocking.
+// poke tells the live queries of stream ("" = every live query) that
+// their inputs may have changed, never blocking.
 func (h *hub) poke(stream string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for c := range h.clients {
-		if stream == "" || c.stream == stream {
+	for _, f := range h.feeds {
+		if stream == "" || f.v.Stream.Name == stream {
 			select {
-			case c.notify <- struct{}{}:
+			case f.poke <- struct{}{}:
 			default:
 			}
 		}
 	}
 }
 
-// notice records a commit and pokes the stream's clients when it moved.
+// notice records a commit and pokes the stream's live queries when it moved.
 func (h *hub) notice(n CommitNotice) {
 	h.mu.Lock()
 	moved := n.Seq == 0 || n.Seq != h.seq[n.Stream]
@@ -98,8 +120,8 @@ func (h *hub) streams() map[string]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := map[string]bool{}
-	for c := range h.clients {
-		out[c.stream] = true
+	for _, f := range h.feeds {
+		out[f.v.Stream.Name] = true
 	}
 	return out
 }
@@ -165,12 +187,6 @@ func (s *Server) livePoll() time.Duration {
 	return time.Second
 }
 
-// liveRow is what a client last received of a row.
-type liveRow struct {
-	json  string
-	final bool
-}
-
 // handleLive: GET /v1/views/{view}/live — Server-Sent Events. Events:
 //
 //	snapshot  every row in range (first event of every connection)
@@ -178,9 +194,13 @@ type liveRow struct {
 //	final     rows whose window became final (behind the watermark), with their final values
 //	batch     {"version","batch_cutoff"}: a new batch version now answers part of the range
 //	error     {"error"}: a recompute failed; the stream stays open and retries on the next notice
+//	          (a query grown beyond its budget ends the stream after it: a reconnect gets 422)
 //
 // Every event has an incrementing id; a client reconnecting with
 // Last-Event-ID continues the numbering (and gets a fresh snapshot).
+// Clients of the same live query share its computations (liveFeed): the
+// first answer is awaited before the response starts, so a view that is
+// rebuilding answers 503 and a query beyond its budget 422.
 func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	v, q, ok := s.parseViewQuery(w, r)
 	if !ok {
@@ -194,14 +214,21 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 			id = n
 		}
 	}
-	c := s.hub.add(v.Stream.Name)
-	defer s.hub.remove(c)
+	f := s.hub.join(v, q)
+	defer s.hub.leave(f)
 	s.sseClients.Inc()
 	defer s.sseClients.Dec()
 
-	if _, err := s.readInputs(ctx, v); err != nil {
-		if _, rebuilding := isRebuilding(err); rebuilding {
-			s.queryError(w, v.Name, err) // a rebuilding view has no rows to stream yet
+	// The first answer (or error) of the live query.
+	st, ok := f.next(ctx, 0, 0)
+	if !ok {
+		return
+	}
+	if st.gen == 0 || st.err != nil {
+		_, tooLarge := isTooLarge(st.err)
+		_, rebuilding := isRebuilding(st.err)
+		if tooLarge || rebuilding {
+			s.queryError(w, v.Name, st.err) // no rows to stream
 			return
 		}
 	}
@@ -214,122 +241,95 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
 		return
 	}
-	var buf bytes.Buffer
+	var head bytes.Buffer
+	// send writes one event; data is shared with other clients, never
+	// copied.
 	send := func(event string, data []byte) bool {
 		id++
-		buf.Reset()
-		fmt.Fprintf(&buf, "id: %d\nevent: %s\ndata: ", id, event)
-		buf.Write(data)
-		buf.WriteString("\n\n")
-		if _, err := w.Write(buf.Bytes()); err != nil {
+		head.Reset()
+		fmt.Fprintf(&head, "id: %d\nevent: %s\ndata: ", id, event)
+		if _, err := w.Write(head.Bytes()); err != nil {
+			return false
+		}
+		if _, err := w.Write(data); err != nil {
+			return false
+		}
+		if _, err := io.WriteString(w, "\n\n"); err != nil {
 			return false
 		}
 		return rc.Flush() == nil
 	}
-
-	prev := map[string]liveRow{}
-	version, first := "", true
-	var rowsBuf, finalBuf bytes.Buffer
-	// push recomputes the answer and sends what changed (everything first).
-	push := func() bool {
-		e, err := s.lookup(ctx, v, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return false
-			}
-			s.logger.Warn("live query failed", "view", v.Name, "err", err)
-			buf.Reset()
-			buf.WriteString(`{"error":`)
-			writeStr(&buf, err.Error())
-			buf.WriteByte('}')
-			return send("error", bytes.Clone(buf.Bytes()))
-		}
-		a := e.a
-		if !first && a.Version != version {
-			var b bytes.Buffer
-			b.WriteString(`{"version":`)
-			writeStr(&b, a.Version)
-			b.WriteString(`,"batch_cutoff":`)
-			writeTimeOrNull(&b, a.Cutoff)
-			b.WriteByte('}')
-			if !send("batch", b.Bytes()) {
-				return false
-			}
-		}
-		version = a.Version
-		rowsBuf.Reset()
-		finalBuf.Reset()
-		rowsBuf.WriteByte('[')
-		finalBuf.WriteByte('[')
-		var one bytes.Buffer
-		for i := range a.Rows {
-			row := &a.Rows[i]
-			k := strconv.FormatInt(row.Window, 10) + "\x00" + row.key
-			one.Reset()
-			appendRowJSON(&one, a, row)
-			cur := liveRow{json: one.String(), final: row.Final}
-			old, seen := prev[k]
-			if seen && old == cur {
-				continue
-			}
-			prev[k] = cur
-			out := &rowsBuf
-			if !first && row.Final && (!seen || !old.final) {
-				out = &finalBuf
-			}
-			if out.Len() > 1 {
-				out.WriteByte(',')
-			}
-			out.WriteString(cur.json)
-		}
-		rowsBuf.WriteByte(']')
-		finalBuf.WriteByte(']')
-		if first {
-			first = false
-			return send("snapshot", rowsBuf.Bytes())
-		}
-		if rowsBuf.Len() > 2 && !send("rows", rowsBuf.Bytes()) {
-			return false
-		}
-		if finalBuf.Len() > 2 && !send("final", finalBuf.Bytes()) {
-			return false
-		}
-		return true
-	}
-	if !push() {
-		return
-	}
+	var gen, errGen uint64 // what this client has been sent of the live query
+	version := ""
 	keepalive := time.NewTicker(liveKeepalive)
 	defer keepalive.Stop()
-	var timerC <-chan time.Time
-	lastPush := time.Now()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.bgCtx.Done():
-			return
-		case <-c.notify:
-			if timerC != nil {
-				continue // a recompute is already scheduled
+		if st.gen > gen {
+			a := st.ans.a
+			if gen == 0 {
+				data, err := st.ans.encoded("rows")
+				if err != nil || !send("snapshot", data) {
+					return
+				}
+			} else {
+				if a.Version != version {
+					var b bytes.Buffer
+					b.WriteString(`{"version":`)
+					writeStr(&b, a.Version)
+					b.WriteString(`,"batch_cutoff":`)
+					writeTimeOrNull(&b, a.Cutoff)
+					b.WriteByte('}')
+					if !send("batch", b.Bytes()) {
+						return
+					}
+				}
+				d := f.diff(st, gen)
+				if len(d.rows) > 2 && !send("rows", d.rows) {
+					return
+				}
+				if len(d.final) > 2 && !send("final", d.final) {
+					return
+				}
 			}
-			if wait := liveCoalesce - time.Since(lastPush); wait > 0 {
-				timerC = time.After(wait)
+			gen, version = st.gen, a.Version
+		}
+		if st.errGen > errGen && st.err != nil {
+			var b bytes.Buffer
+			b.WriteString(`{"error":`)
+			writeStr(&b, st.err.Error())
+			if te, ok := isTooLarge(st.err); ok {
+				b.WriteString(`,"limit":`)
+				writeStr(&b, te.Limit)
+				b.WriteString(`,"max":`)
+				b.WriteString(strconv.FormatInt(te.Max, 10))
+				b.WriteByte('}')
+				send("error", b.Bytes())
+				return // the query has outgrown its budget: a reconnect answers 422
+			}
+			b.WriteByte('}')
+			if !send("error", b.Bytes()) {
+				return
+			}
+		}
+		errGen = st.errGen
+		for {
+			var wait bool
+			st, wait = f.poll(gen, errGen)
+			if !wait {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.bgCtx.Done():
+				return
+			case <-st.changed:
 				continue
-			}
-			lastPush = time.Now()
-			if !push() {
-				return
-			}
-		case <-timerC:
-			timerC = nil
-			lastPush = time.Now()
-			if !push() {
-				return
-			}
-		case <-keepalive.C:
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
-				return
+			case <-keepalive.C:
+				if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
+					return
+				}
+				continue
 			}
 		}
 	}

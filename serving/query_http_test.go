@@ -35,19 +35,20 @@ type fakeSpeed struct {
 	joined []*logic.View // views whose cells have joined the position (from the log's start)
 }
 
-func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpoch int64) ([]serving.SpeedCell, error) {
+func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpoch int64, fn func(serving.SpeedCell) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return nil, f.err
+		return f.err
 	}
-	var out []serving.SpeedCell
 	for _, c := range f.cells[v.Name] {
 		if c.Window >= from && c.Window < to && c.Epoch >= minEpoch {
-			out = append(out, serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State.Clone()})
+			if err := fn(serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State.Clone()}); err != nil {
+				return err
+			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func (f *fakeSpeed) StreamStatus(context.Context, string) (serving.StreamSpeed, error) {

@@ -85,6 +85,13 @@ type Server struct {
 	cacheLookups *prometheus.CounterVec
 	bucketUse    *prometheus.CounterVec
 	sseClients   prometheus.Gauge
+	computing    prometheus.Gauge
+	computations *prometheus.CounterVec
+	shared       prometheus.Counter
+	liveQueries  prometheus.Gauge
+	answers      *flights[*cachedAnswer]  // answers being computed, by cache key
+	bodies       *flights[*answerBody]    // JSON answers being assembled, by cache key
+	snapshots    *flights[*speedSnapshot] // speed cells being read, by view, position and range
 	bgCtx        context.Context
 	bgCancel     context.CancelFunc
 }
@@ -141,6 +148,21 @@ func New(opts Options) (*Server, error) {
 	if s.sseClients, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
 		return nil, err
 	}
+	if s.computing, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_query_computations_running", Help: "Answers being computed and reads of speed cells in progress."})); err != nil {
+		return nil, err
+	}
+	if s.computations, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_computations_total", Help: "Computations of answers (or of parts of JSON answers) by result: done, cancelled (every client waiting for it left), too_large (beyond http.query_max_cells or http.query_max_rows), failed."}, []string{"result"})); err != nil {
+		return nil, err
+	}
+	for _, r := range []string{"done", "cancelled", "too_large", "failed"} {
+		s.computations.WithLabelValues(r)
+	}
+	if s.shared, err = register(s.reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "braid_query_shared_total", Help: "Queries (and live queries) that waited for a computation or a read of speed cells already running for another one instead of starting their own."})); err != nil {
+		return nil, err
+	}
+	if s.liveQueries, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_live_queries", Help: "Distinct live queries (view and parameters) with connected clients: each is recomputed once per change, for all its clients."})); err != nil {
+		return nil, err
+	}
 	getenv := opts.Getenv
 	if getenv == nil {
 		getenv = os.Getenv
@@ -161,6 +183,9 @@ func New(opts Options) (*Server, error) {
 		s.cache = newByteLRU(opts.QueryCacheBytes)
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.answers = newFlights[*cachedAnswer](s.bgCtx, s.shared.Inc)
+	s.bodies = newFlights[*answerBody](s.bgCtx, s.shared.Inc)
+	s.snapshots = newFlights[*speedSnapshot](s.bgCtx, s.shared.Inc)
 	if opts.Views != nil {
 		if _, err := register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_batch_view_rows_loaded", Help: "Batch view rows held in memory for queries."},
 			func() float64 { return float64(opts.Views.LoadedRows()) })); err != nil {
@@ -237,7 +262,10 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		defer func() {
 			status := ww.Status()
-			if status == 0 {
+			switch {
+			case status == 0 && r.Context().Err() != nil:
+				status = statusClientClosed // the client left before an answer
+			case status == 0:
 				status = http.StatusOK
 			}
 			route := "unmatched"
@@ -259,6 +287,10 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		next.ServeHTTP(ww, r)
 	})
 }
+
+// statusClientClosed is recorded (in logs and braid_http_requests_total)
+// for a request whose client left before it was answered; nothing is sent.
+const statusClientClosed = 499
 
 // recoverer turns a panic into a 500 and logs it (http.ErrAbortHandler is
 // passed on).

@@ -158,6 +158,7 @@ func (l *Layer) Run(ctx context.Context) error {
 			continue
 		}
 		l.update(name, func(*StreamStatus) {})
+		l.m.leaseLost.WithLabelValues(name)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -177,6 +178,7 @@ func (l *Layer) Run(ctx context.Context) error {
 					l.logger.Warn("position moved under us; realigning", "stream", name, "err", err)
 					pause = 200 * time.Millisecond
 				case errors.Is(err, errLeaseLost):
+					l.m.leaseLost.WithLabelValues(name).Inc()
 					l.logger.Warn("writer lease lost; standing by", "stream", name)
 				default:
 					l.logger.Error("speed stream failed; restarting", "stream", name, "err", err, "pause", pause)
@@ -677,6 +679,7 @@ func minSeq(held map[uint64]eventlog.Msg) uint64 {
 
 type metrics struct {
 	events, late, decodeErrors, conflicts *prometheus.CounterVec
+	leaseLost                             *prometheus.CounterVec
 	lag                                   *prometheus.GaugeVec
 	batchSize, commitSeconds              prometheus.Histogram
 }
@@ -687,6 +690,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		late:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_late_events_total", Help: "Too-late events skipped by the speed layer (the batch layer counts them)."}, []string{"stream"}),
 		decodeErrors:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_decode_errors_total", Help: "Log records the speed layer could not decode (a bug: they were validated at ingest)."}, []string{"stream"}),
 		conflicts:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_conflicts_total", Help: "Commits refused because the position moved (redelivery, second writer, lost state)."}, []string{"stream"}),
+		leaseLost:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_speed_lease_lost_total", Help: "Times the speed layer found its writer lease of a stream taken by another process (it then stands by)."}, []string{"stream"}),
 		lag:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_speed_consumer_lag", Help: "Records in the log not yet delivered to the speed layer."}, []string{"stream"}),
 		batchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "braid_speed_batch_size", Help: "Records per committed micro-batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "braid_speed_commit_seconds", Help: "Latency of the atomic Redis commit.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
@@ -696,6 +700,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.late = register(reg, m.late)
 		m.decodeErrors = register(reg, m.decodeErrors)
 		m.conflicts = register(reg, m.conflicts)
+		m.leaseLost = register(reg, m.leaseLost)
 		m.lag = register(reg, m.lag)
 		m.batchSize = register(reg, m.batchSize)
 		m.commitSeconds = register(reg, m.commitSeconds)

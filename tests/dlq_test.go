@@ -12,8 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,44 +108,29 @@ func logContents(t *testing.T, js jetstream.JetStream, stream, subject string) (
 	return ids, events, records
 }
 
-// sampler records the peak of a process's resident memory and of its Go
-// heap in use (braid's /metrics) while it runs.
-type sampler struct {
-	rss, heap atomic.Int64
-	stop      chan struct{}
-	wg        sync.WaitGroup
-}
+// memorySampler samples a braid process's resident memory and its Go heap
+// in use (its /metrics) while it runs, keeping the peaks.
+type memorySampler struct{ rss, heap *sampler }
 
-func sample(pid int, base string) *sampler {
-	s := &sampler{stop: make(chan struct{})}
+func sampleMemory(pid int, base string) memorySampler {
 	client := &http.Client{Timeout: 5 * time.Second}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if rss, err := procStatus(pid, "VmRSS"); err == nil && rss > s.rss.Load() {
-				s.rss.Store(rss)
+	return memorySampler{
+		rss: sample(50*time.Millisecond, func() int64 { n, _ := procStatus(pid, "VmRSS"); return n }),
+		heap: sample(50*time.Millisecond, func() int64 {
+			resp, err := client.Get(base + "/metrics")
+			if err != nil {
+				return 0
 			}
-			if resp, err := client.Get(base + "/metrics"); err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if v, ok := metricValue(string(b), "go_memstats_heap_inuse_bytes"); ok && int64(v) > s.heap.Load() {
-					s.heap.Store(int64(v))
-				}
-			}
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return s
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			v, _ := metricValue(string(b), "go_memstats_heap_inuse_bytes")
+			return int64(v)
+		}),
+	}
 }
 
-func (s *sampler) done() { close(s.stop); s.wg.Wait() }
+// peaks stops sampling and returns the peaks: resident memory, Go heap.
+func (m memorySampler) peaks() (rss, heap int64) { return m.rss.end(), m.heap.end() }
 
 type rejectsAnswer struct {
 	Accepted      int `json:"accepted"`
@@ -243,7 +226,7 @@ func TestRejectsInBulk(t *testing.T) {
 		body = append(body, "{}"...)
 	}
 	body = append(body, ']')
-	smp := sample(pid, base)
+	smp := sampleMemory(pid, base)
 	for try := range 2 {
 		a, took := post("junk", "application/json", body)
 		if a.Accepted != 0 || a.Rejected != million || len(a.Errors) != 1000 || a.ErrorsOmitted != million-1000 ||
@@ -259,10 +242,10 @@ func TestRejectsInBulk(t *testing.T) {
 		}
 		t.Logf("a million rejects, try %d: 200 in %v; %d letters in %d records", try, took.Round(time.Millisecond), n, records)
 	}
-	smp.done()
+	rssPeak, heapPeak := smp.peaks()
 	hwm, _ := procStatus(pid, "VmHWM")
 	t.Logf("a million rejects: braid up RSS %d MiB before, peak %d MiB sampled, VmHWM %d MiB; Go heap in use peak %d MiB (memory_limit %d MiB)",
-		rss0>>20, smp.rss.Load()>>20, hwm>>20, smp.heap.Load()>>20, memoryLimit>>20)
+		rss0>>20, rssPeak>>20, hwm>>20, heapPeak>>20, memoryLimit>>20)
 	if hwm > memoryLimit+beyondGo {
 		t.Fatalf("braid up peaked at %d MiB resident, over its memory limit of %d MiB and %d MiB beyond", hwm>>20, memoryLimit>>20, beyondGo>>20)
 	}
@@ -299,7 +282,7 @@ func TestRejectsInBulk(t *testing.T) {
 	if bad != 86_000 || len(good) != 114_000 {
 		t.Fatalf("the file has %d bad and %d good lines", bad, len(good))
 	}
-	smp = sample(pid, base)
+	smp = sampleMemory(pid, base)
 	for try := range 2 {
 		a, took := post("clicks", "application/x-ndjson", nd.Bytes())
 		if a.Accepted != len(good) || a.Rejected != bad || len(a.Errors) != 1000 || a.ErrorsOmitted != bad-1000 {
@@ -323,9 +306,9 @@ func TestRejectsInBulk(t *testing.T) {
 		}
 		t.Logf("200,000 lines (%d MB), try %d: 200 in %v", nd.Len()>>20, try, took.Round(time.Millisecond))
 	}
-	smp.done()
+	rssPeak, heapPeak = smp.peaks()
 	hwm, _ = procStatus(pid, "VmHWM")
-	t.Logf("after the NDJSON file: braid up RSS peak %d MiB sampled, VmHWM %d MiB; Go heap in use peak %d MiB", smp.rss.Load()>>20, hwm>>20, smp.heap.Load()>>20)
+	t.Logf("after the NDJSON file: braid up RSS peak %d MiB sampled, VmHWM %d MiB; Go heap in use peak %d MiB", rssPeak>>20, hwm>>20, heapPeak>>20)
 	if hwm > memoryLimit+beyondGo {
 		t.Fatalf("braid up peaked at %d MiB resident, over its memory limit of %d MiB and %d MiB beyond", hwm>>20, memoryLimit>>20, beyondGo>>20)
 	}

@@ -25,16 +25,10 @@ import (
 
 type speedReader struct{ s *speedstore.Store }
 
-func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]serving.SpeedCell, error) {
-	cells, err := r.s.Read(ctx, v, fromMs, toMs, minEpoch)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]serving.SpeedCell, len(cells))
-	for i, c := range cells {
-		out[i] = serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
-	}
-	return out, nil
+func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(serving.SpeedCell) error) error {
+	return r.s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c speedstore.Cell) error {
+		return fn(serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
+	})
 }
 
 type speedStatus struct{ s *speedstore.Store }
@@ -126,16 +120,16 @@ func (a *app) servingOptions(l *layers) serving.Options {
 		RunnerBusy: batch.ErrBusy, Root: dashboard.Handler(), Logger: a.logger.With("layer", "serve"), Registry: a.reg,
 		Ready: a.ready, QueryCacheBytes: a.cfg.HTTP.QueryCacheBytes,
 	}
-	if a.rdb != nil {
-		o.Notifier = commitNotifier{rdb: a.rdb, ns: a.cfg.Namespace}
+	if a.qrdb != nil {
+		o.Notifier = commitNotifier{rdb: a.qrdb, ns: a.cfg.Namespace}
 	}
 	if a.log != nil {
 		a.reg.MustRegister(a.log.ConsumerCollector(a.cat.StreamOrder))
 	}
-	if l.store != nil {
-		o.Speed, o.SpeedStatus = speedReader{l.store}, speedStatus{l.store}
+	if l.qstore != nil {
+		o.Speed, o.SpeedStatus = speedReader{l.qstore}, speedStatus{l.qstore}
 		if l.lake != nil {
-			o.Auditor = auditor{lake: l.lake, store: l.store, views: l.views, log: a.log, wait: 10 * time.Second}
+			o.Auditor = auditor{lake: l.lake, store: l.qstore, views: l.views, log: a.log, wait: 10 * time.Second}
 		}
 	}
 	if l.runner != nil {

@@ -37,12 +37,14 @@ type app struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	nc    *nats.Conn
-	log   *eventlog.Log
-	rdb   *redis.Client
-	store *speedstore.Store
-	lk    *lake.Lake
-	views *batchviews.Store
+	nc     *nats.Conn
+	log    *eventlog.Log
+	rdb    *redis.Client     // the speed layer's commits, leases and positions, batch runs
+	store  *speedstore.Store // over rdb
+	qrdb   *redis.Client     // queries (serving, audits)
+	qstore *speedstore.Store // over qrdb
+	lk     *lake.Lake
+	views  *batchviews.Store
 
 	closers []func() error
 }
@@ -209,7 +211,7 @@ func (a *app) stores(withLake, withViews bool) (*layers, error) {
 		}
 		a.views = v
 	}
-	return &layers{lake: a.lk, views: a.views, store: a.store}, nil
+	return &layers{lake: a.lk, views: a.views, store: a.store, qstore: a.qstore}, nil
 }
 
 // connectNATS connects to nats.url, or starts the embedded server when the
@@ -316,13 +318,52 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 	if err != nil {
 		return fmt.Errorf("redis.url: %w", err)
 	}
-	rdb := redis.NewClient(opt)
+	// Two clients, each with a pool of its own: the speed layer's commits,
+	// leases and positions (and batch runs' expiry) on one, queries on the
+	// other, so that queries, however many or heavy, never keep the speed
+	// layer waiting for a connection. Their round trips are bounded (a
+	// read of speed cells fetches at most readFields fields per round
+	// trip), so Redis itself serves the speed layer in between.
+	wopt, qopt := *opt, *opt
+	redisClientOptions(&wopt, redisSpeedPool, redisSpeedPoolTimeout)
+	redisClientOptions(&qopt, redisQueryPool, redisQueryPoolTimeout)
+	rdb, qrdb := redis.NewClient(&wopt), redis.NewClient(&qopt)
 	a.onClose(rdb.Close)
+	a.onClose(qrdb.Close)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis %s: %w", redactURL(url), err)
 	}
 	a.rdb, a.store = rdb, speedstore.New(rdb, a.cfg.Namespace)
+	a.qrdb, a.qstore = qrdb, speedstore.New(qrdb, a.cfg.Namespace)
 	return nil
+}
+
+// The Redis clients' pools and timeouts (a redis.url query parameter such
+// as pool_size or read_timeout wins).
+const (
+	redisSpeedPool        = 16
+	redisSpeedPoolTimeout = 5 * time.Second // the lease lasts at least 5 s
+	redisQueryPool        = 16
+	redisQueryPoolTimeout = 10 * time.Second
+	redisTimeout          = 5 * time.Second // one command or pipeline: dial, write, read
+)
+
+func redisClientOptions(o *redis.Options, pool int, poolTimeout time.Duration) {
+	if o.PoolSize == 0 {
+		o.PoolSize = pool
+	}
+	if o.PoolTimeout == 0 {
+		o.PoolTimeout = poolTimeout
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = redisTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = redisTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = redisTimeout
+	}
 }
 
 // redactURL hides the password of URLs (redis://user:secret@host) in

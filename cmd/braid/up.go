@@ -28,9 +28,10 @@ type layers struct {
 	server   *serving.Server
 	schedule bool // run the batch scheduler: views added or changed at once, then every batch.every
 
-	lake  *lake.Lake
-	views *batchviews.Store
-	store *speedstore.Store
+	lake   *lake.Lake
+	views  *batchviews.Store
+	store  *speedstore.Store // the speed layer's and batch runs' Redis client
+	qstore *speedstore.Store // the queries' Redis client
 }
 
 func (a *app) newSpeed(l *layers) {

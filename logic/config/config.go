@@ -67,6 +67,11 @@ type HTTP struct {
 	// QueryCacheBytes bounds the memory kept for answering queries again:
 	// encoded answers and the final windows' encoded rows (0: no cache).
 	QueryCacheBytes int64 `yaml:"query_cache_bytes"`
+	// QueryMaxCells bounds the speed cells and batch rows one answer reads
+	// and merges, QueryMaxRows the rows of one answer (before order and
+	// limit): a query beyond either answers 422 naming it (0: no bound).
+	QueryMaxCells int64 `yaml:"query_max_cells"`
+	QueryMaxRows  int64 `yaml:"query_max_rows"`
 }
 
 // IngestMemory is the memory ingest bodies may hold together:
@@ -279,6 +284,15 @@ func ParseDuration(s string) (time.Duration, error) {
 // by the collector, never stopped: the limit is soft.
 const DefaultMemoryLimit = 384 << 20
 
+// DefaultQueryMaxCells and DefaultQueryMaxRows are the defaults of
+// http.query_max_cells and http.query_max_rows: a week of minutes for a
+// hundred groups (about 300 and 500 bytes of memory each while an answer
+// is computed).
+const (
+	DefaultQueryMaxCells = 1_000_000
+	DefaultQueryMaxRows  = 1_000_000
+)
+
 // MinMemoryLimit is the smallest memory_limit other than 0.
 const MinMemoryLimit = 64 << 20
 
@@ -288,7 +302,8 @@ func Default() Config {
 		DataDir:   "./data",
 		Namespace: "braid",
 		HTTP: HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64,
-			ReadTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute), QueryCacheBytes: 128 << 20},
+			ReadTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute), QueryCacheBytes: 128 << 20,
+			QueryMaxCells: DefaultQueryMaxCells, QueryMaxRows: DefaultQueryMaxRows},
 		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
@@ -740,6 +755,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.QueryCacheBytes < 0 {
 		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")
+	}
+	if c.HTTP.QueryMaxCells < 0 {
+		add("http.query_max_cells", "e.g. 1000000, or 0 for no bound", "must not be negative")
+	}
+	if c.HTTP.QueryMaxRows < 0 {
+		add("http.query_max_rows", "e.g. 1000000, or 0 for no bound", "must not be negative")
 	}
 	switch buffers := c.Archive.MaxBytes + c.HTTP.QueryCacheBytes; {
 	case c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < MinMemoryLimit):

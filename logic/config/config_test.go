@@ -446,6 +446,33 @@ func TestMemoryLimitAndArchiveBytes(t *testing.T) {
 	}
 }
 
+func TestQueryBudget(t *testing.T) {
+	cfg, err := config.Parse([]byte(minimal), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.QueryMaxCells != config.DefaultQueryMaxCells || cfg.HTTP.QueryMaxRows != config.DefaultQueryMaxRows {
+		t.Errorf("defaults: %+v", cfg.HTTP)
+	}
+	cfg, err = config.Parse([]byte("http: { query_max_cells: 0, query_max_rows: 5000 }\n"+minimal), env(map[string]string{"BRAID_HTTP_QUERY_MAX_ROWS": "7000"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.QueryMaxCells != 0 || cfg.HTTP.QueryMaxRows != 7000 {
+		t.Errorf("set: %+v", cfg.HTTP)
+	}
+	for _, c := range []struct{ doc, key string }{
+		{"http: { query_max_cells: -1 }\n", "http.query_max_cells"},
+		{"http: { query_max_rows: -1 }\n", "http.query_max_rows"},
+	} {
+		_, err := config.Parse([]byte(c.doc+minimal), env(nil))
+		var errs *config.Errors
+		if !errors.As(err, &errs) || len(errs.List) != 1 || errs.List[0].Key != c.key || !strings.Contains(errs.List[0].Msg, "must not be negative") {
+			t.Errorf("%q: got %v, want one error at %s", c.doc, err, c.key)
+		}
+	}
+}
+
 func TestParseDuration(t *testing.T) {
 	cases := []struct {
 		in   string

@@ -22,3 +22,11 @@ local i = 1
 ` + sectionLua + `
 return 1
 `)
+
+// SetReadBounds sets Read's round-trip bounds (readHashes, readFields,
+// scanCount, mgetKeys) until the test ends.
+func SetReadBounds(t interface{ Cleanup(func()) }, hashes, fields, scan, mget int) {
+	old := [4]int{readHashes, readFields, scanCount, mgetKeys}
+	readHashes, readFields, scanCount, mgetKeys = hashes, fields, scan, mget
+	t.Cleanup(func() { readHashes, readFields, scanCount, mgetKeys = old[0], old[1], old[2], old[3] })
+}

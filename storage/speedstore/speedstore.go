@@ -145,94 +145,266 @@ type Cell struct {
 	State         logic.State // identity where nothing was stored; no exact values
 }
 
-// readChunk bounds the HGETALLs of one pipeline round trip.
-const readChunk = 1000
+// Bounds of one round trip of Read, so that a read of many or large cell
+// hashes never holds Redis (single-threaded: the speed layer's commits and
+// leases wait behind it) or the process's memory for long: the sizes of
+// up to readHashes hashes are asked in one pipeline (HLEN), then hashes
+// are fetched whole (HGETALL) in pipelines of at most readFields fields
+// together, and a hash of more fields is scanned (HSCAN) scanCount fields
+// at a time. Distinct sketches are fetched mgetKeys at a time.
+var (
+	readHashes = 1000
+	readFields = 16384
+	scanCount  = 4096
+	mgetKeys   = 1000
+)
 
 // Read returns a view's cells with window start in [fromMs, toMs) and epoch
 // >= minEpoch, in no particular order; each (epoch, window, group) appears
 // once. It finds the cell hashes through the view's index (never SCAN or
-// KEYS) and reads them with pipelined HGETALLs. Each hash is read
-// atomically, so a concurrent commit is seen whole per (epoch, window); a
-// Read racing several commits may see some of them only. The returned
-// states are owned by the caller. Safe for concurrent use.
+// KEYS) and reads them in bounded round trips (readHashes, readFields,
+// scanCount). A hash read whole (HGETALL) is seen atomically, so a
+// concurrent commit is seen whole per (epoch, window); a large hash is
+// scanned in parts, and a Read racing commits may see some of them only,
+// per part, as it may per hash. The returned states are owned by the
+// caller. Safe for concurrent use.
 func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]Cell, error) {
-	members, err := s.rdb.ZRangeByScore(ctx, s.idxKey(v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+	var out []Cell
+	err := s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c Cell) error {
+		out = append(out, c)
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+		return nil, err
 	}
-	type ek struct{ e, w int64 }
-	var keys []ek
+	return out, nil
+}
+
+// ReadEach is Read calling fn with each cell as soon as its first field is
+// read, so a caller can stop a read early: an error from fn stops it and
+// is returned as is; once ctx ends, it stops before the next round trip
+// with ctx's error, so an abandoned read costs Redis at most one more round
+// trip. A cell's state lives in its slices, which the read goes on
+// filling in place (later fields of its group, its distinct sketches):
+// fn may keep the cell, and its state is whole once ReadEach returns nil.
+func (s *Store) ReadEach(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(Cell) error) error {
+	r := &cellReader{s: s, v: v, prefix: s.cellPrefix(v.StateKey()), fn: fn}
+	err := r.read(ctx, fromMs, toMs, minEpoch)
+	if err != nil && !r.stopped {
+		return fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+	}
+	return err
+}
+
+// cellReader is one ReadEach.
+type cellReader struct {
+	s       *Store
+	v       *logic.View
+	prefix  string
+	fn      func(Cell) error
+	stopped bool     // fn returned an error
+	hlls    []hllRef // distinct sketches still to fetch, and where they go
+	hllKeys []string
+}
+
+type hllRef struct {
+	st *logic.State
+	k  int
+}
+
+type cellKey struct{ e, w int64 }
+
+func (k cellKey) member() string {
+	return strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
+}
+
+func (r *cellReader) read(ctx context.Context, fromMs, toMs, minEpoch int64) error {
+	members, err := r.s.rdb.ZRangeByScore(ctx, r.s.idxKey(r.v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+	if err != nil {
+		return err
+	}
+	var keys []cellKey
 	for _, m := range members {
 		e, w, ok := parseMember(m)
 		if ok && w >= fromMs && w < toMs && e >= minEpoch {
-			keys = append(keys, ek{e, w})
+			keys = append(keys, cellKey{e, w})
 		}
 	}
-	prefix := s.cellPrefix(v.StateKey())
-	var out []Cell
 	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), readChunk)]
+		chunk := keys[:min(len(keys), readHashes)]
 		keys = keys[len(chunk):]
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.MapStringStringCmd, len(chunk))
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pipe := r.s.rdb.Pipeline()
+		lens := make([]*redis.IntCmd, len(chunk))
 		for i, k := range chunk {
-			cmds[i] = pipe.HGetAll(ctx, prefix+strconv.FormatInt(k.e, 10)+":"+strconv.FormatInt(k.w, 10))
+			lens[i] = pipe.HLen(ctx, r.prefix+k.member())
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+			return err
 		}
-		type hllRef struct {
-			st *logic.State
-			k  int
-		}
-		var hlls []hllRef
-		var hllKeys []string
+		// Whole hashes, in pipelines of at most readFields fields; larger
+		// hashes scanned on their own.
+		var batch []cellKey
+		fields := 0
 		for i, k := range chunk {
-			member := strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
-			byGroup := map[string]*logic.State{}
-			for f, val := range cmds[i].Val() {
-				sep := strings.LastIndexByte(f, fieldSep)
-				if sep < 0 {
-					continue
+			n := int(lens[i].Val())
+			switch {
+			case n == 0:
+				continue // expired since the index was read
+			case n > readFields:
+				if err := r.scan(ctx, k); err != nil {
+					return err
 				}
-				g, slot := f[:sep], f[sep+1:]
-				st, ok := byGroup[g]
-				if !ok {
-					ns := v.NewState()
-					st = &ns
-					byGroup[g] = st
+				continue
+			case fields+n > readFields:
+				if err := r.fetch(ctx, batch); err != nil {
+					return err
 				}
-				if err := s.readField(v, st, slot, val); err != nil {
-					return nil, fmt.Errorf("speedstore: read %s: %s in %s: %w", v.Name, val, f, err)
-				}
-				if k, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
-					hlls = append(hlls, hllRef{st, k})
-					hllKeys = append(hllKeys, prefix+member+":"+slot+":"+g)
-				}
+				batch, fields = batch[:0], 0
 			}
-			for g, st := range byGroup {
-				out = append(out, Cell{Epoch: k.e, Window: k.w, Group: g, State: *st})
-			}
+			batch = append(batch, k)
+			fields += n
 		}
-		if len(hllKeys) > 0 {
-			vals, err := s.rdb.MGet(ctx, hllKeys...).Result()
-			if err != nil {
-				return nil, fmt.Errorf("speedstore: read %s: %w", v.Name, err)
-			}
-			for i, x := range vals {
-				str, ok := x.(string)
-				if !ok {
-					continue // expired between the two reads: the cell goes with it
-				}
-				h, err := logic.DecodeRedisHLL([]byte(str))
-				if err != nil {
-					return nil, fmt.Errorf("speedstore: read %s: %s: %w", v.Name, hllKeys[i], err)
-				}
-				hlls[i].st.HLL[hlls[i].k] = h
-			}
+		if err := r.fetch(ctx, batch); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return r.fetchHLLs(ctx)
+}
+
+// fetch reads whole hashes in one pipeline.
+func (r *cellReader) fetch(ctx context.Context, keys []cellKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	pipe := r.s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.HGetAll(ctx, r.prefix+k.member())
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	for i, k := range keys {
+		byGroup := map[string]*logic.State{}
+		member := k.member()
+		for f, val := range cmds[i].Val() {
+			if err := r.field(k, byGroup, member, f, val); err != nil {
+				return err
+			}
+		}
+		cmds[i] = nil
+		if err := r.hllsDue(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scan reads one large hash scanCount fields per round trip. A field can
+// come twice (the hash grew or shrank meanwhile): only its first reading
+// counts.
+func (r *cellReader) scan(ctx context.Context, k cellKey) error {
+	key := r.prefix + k.member()
+	member := k.member()
+	byGroup := map[string]*logic.State{}
+	seen := map[string]struct{}{}
+	var cursor uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		kv, next, err := r.s.rdb.HScan(ctx, key, cursor, "", int64(scanCount)).Result()
+		if err != nil {
+			return err
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if _, dup := seen[kv[i]]; dup {
+				continue
+			}
+			seen[kv[i]] = struct{}{}
+			if err := r.field(k, byGroup, member, kv[i], kv[i+1]); err != nil {
+				return err
+			}
+		}
+		if err := r.hllsDue(ctx); err != nil {
+			return err
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// field merges one hash field into its group's state; a group seen for the
+// first time is handed to fn.
+func (r *cellReader) field(k cellKey, byGroup map[string]*logic.State, member, f, val string) error {
+	sep := strings.LastIndexByte(f, fieldSep)
+	if sep < 0 {
+		return nil
+	}
+	g, slot := f[:sep], f[sep+1:]
+	st, ok := byGroup[g]
+	if !ok {
+		ns := r.v.NewState()
+		st = &ns
+		byGroup[g] = st
+		// The cell shares st's slices, which the fields read after this
+		// one fill in place.
+		if err := r.fn(Cell{Epoch: k.e, Window: k.w, Group: g, State: ns}); err != nil {
+			r.stopped = true
+			return err
+		}
+	}
+	if err := r.s.readField(r.v, st, slot, val); err != nil {
+		return fmt.Errorf("%s in %s: %w", val, f, err)
+	}
+	if hk, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
+		r.hlls = append(r.hlls, hllRef{st, hk})
+		r.hllKeys = append(r.hllKeys, r.prefix+member+":"+slot+":"+g)
+	}
+	return nil
+}
+
+// hllsDue fetches the distinct sketches waiting once there are mgetKeys.
+func (r *cellReader) hllsDue(ctx context.Context) error {
+	if len(r.hllKeys) >= mgetKeys {
+		return r.fetchHLLs(ctx)
+	}
+	return nil
+}
+
+// fetchHLLs reads the distinct sketches waiting, mgetKeys per MGET.
+func (r *cellReader) fetchHLLs(ctx context.Context) error {
+	for len(r.hllKeys) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(len(r.hllKeys), mgetKeys)
+		vals, err := r.s.rdb.MGet(ctx, r.hllKeys[:n]...).Result()
+		if err != nil {
+			return err
+		}
+		for i, x := range vals {
+			str, ok := x.(string)
+			if !ok {
+				continue // expired between the two reads: the cell goes with it
+			}
+			h, err := logic.DecodeRedisHLL([]byte(str))
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.hllKeys[i], err)
+			}
+			r.hlls[i].st.HLL[r.hlls[i].k] = h
+		}
+		r.hlls, r.hllKeys = r.hlls[n:], r.hllKeys[n:]
+	}
+	r.hlls, r.hllKeys = nil, nil
+	return nil
 }
 
 // readField merges one hash field of a cell into st: the packed numeric
