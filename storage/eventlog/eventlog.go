@@ -51,6 +51,8 @@ type Log struct {
 
 	wmu     sync.Mutex
 	writers map[string]*writer
+
+	counts counts // EventCount's caches (counts.go)
 }
 
 // Open ensures the JetStream streams for the given Braid streams exist with

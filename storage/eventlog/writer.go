@@ -31,6 +31,9 @@ import (
 //   - A publish whose outcome is unknown (a timeout) is settled by reading
 //     the record at the expected position: it is ours (its message id is
 //     the writer's token), another writer's, or absent.
+//   - Every record carries the running count of the events in the log
+//     (counts.go): the writer knows it at w.last, as it knows the ids, and
+//     adds the events of every record it appends or learns.
 //
 // The window is rebuilt from the log at the first write: the ids of the
 // records stored in the last window, with JetStream's timestamps.
@@ -44,7 +47,8 @@ type writer struct {
 
 	// Owned by the one flushing goroutine.
 	loaded bool
-	last   uint64 // the log's last sequence as far as the ids go
+	last   uint64     // the log's last sequence as far as the ids go
+	count  eventCount // the running event count at last (counts.go)
 	ids    *idWindow
 	token  string
 	n      uint64
@@ -201,7 +205,7 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 			if len(rec) > 0 && rec[0] == packedS2 {
 				w.zbuf = rec[:0]
 			}
-			err := w.publish(ctx, rec)
+			err := w.publish(ctx, rec, len(chunk))
 			if err != nil {
 				for _, k := range keys {
 					w.ids.remove(k)
@@ -230,14 +234,16 @@ const loadTimeout = 2 * time.Minute
 // errConflict: the log's last sequence is not the one the writer knew.
 var errConflict = errors.New("eventlog: log moved")
 
-// publish appends one record at w.last+1.
-func (w *writer) publish(ctx context.Context, data []byte) error {
+// publish appends one record of n events at w.last+1.
+func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 	w.n++
 	id := w.token + "." + strconv.FormatUint(w.n, 10)
+	count := w.count.next(w.last+1, n)
 	m := &nats.Msg{Subject: w.l.Subject(w.stream), Data: data, Header: nats.Header{jetstream.MsgIDHeader: []string{id}}}
+	count.setHeader(m.Header)
 	ack, err := w.l.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequence(w.last))
 	if err == nil {
-		w.last = ack.Sequence
+		w.last, w.count = ack.Sequence, count
 		return nil
 	}
 	var apiErr *jetstream.APIError
@@ -256,7 +262,7 @@ func (w *writer) publish(ctx context.Context, data []byte) error {
 		got, gerr := s.GetMsg(rctx, w.last+1)
 		switch {
 		case gerr == nil && got.Header.Get(jetstream.MsgIDHeader) == id:
-			w.last = got.Sequence
+			w.last, w.count = got.Sequence, count
 			return nil
 		case gerr == nil:
 			return errConflict
@@ -268,7 +274,8 @@ func (w *writer) publish(ctx context.Context, data []byte) error {
 // learn adds the ids of the records the window is missing and moves
 // w.last to the log's last sequence: at the first write (first) those
 // stored during the last window, later those another writer appended
-// after w.last.
+// after w.last (whose events it adds to w.count). At the first write the
+// count is the one of the log's last record.
 func (w *writer) learn(ctx context.Context, first bool) error {
 	s, err := w.l.js.Stream(ctx, w.l.StreamName(w.stream))
 	if err != nil {
@@ -279,6 +286,18 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 		return fmt.Errorf("%w: stream %s info: %v", ErrUnavailable, w.stream, err)
 	}
 	last := info.State.LastSeq
+	if first {
+		w.count = eventCount{}
+		if info.State.Msgs > 0 && last > 0 {
+			m, err := s.GetMsg(ctx, last)
+			switch {
+			case err == nil:
+				w.count, _ = countOf(m.Header)
+			case !errors.Is(err, jetstream.ErrMsgNotFound):
+				return fmt.Errorf("%w: stream %s record %d: %v", ErrUnavailable, w.stream, last, err)
+			}
+		}
+	}
 	var cfg jetstream.OrderedConsumerConfig
 	switch {
 	case info.State.Msgs == 0 || last == 0 || (!first && last <= w.last):
@@ -290,15 +309,16 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 	default:
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.last + 1}
 	}
-	if err := w.read(ctx, s, cfg, last); err != nil {
+	if err := w.read(ctx, s, cfg, last, !first); err != nil {
 		return err
 	}
 	w.last = last
 	return nil
 }
 
-// read adds the ids of the records a consumer delivers, up to sequence last.
-func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64) error {
+// read adds the ids of the records a consumer delivers, up to sequence
+// last, and when count is set their events to w.count.
+func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, count bool) error {
 	cfg.FilterSubjects = []string{w.l.Subject(w.stream)}
 	c, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
@@ -327,6 +347,9 @@ func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.Ord
 				return nil
 			}); err != nil {
 				return fmt.Errorf("eventlog: %s record %d: %w", w.stream, md.Sequence.Stream, err)
+			}
+			if count {
+				w.count = w.count.learn(m.Headers(), md.Sequence.Stream, Count(m.Data()))
 			}
 			if md.Sequence.Stream >= last {
 				return nil
