@@ -103,25 +103,37 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 	}
 	byDim := map[int]int{}
 	for _, s := range q["where"] {
-		for _, pair := range strings.Split(s, ",") {
-			if strings.TrimSpace(pair) == "" {
+		cur := -1 // the filter the items that name no dimension add values to
+		for _, it := range splitWhere(s) {
+			if it.text == "" && it.colon < 0 {
 				continue
 			}
-			name, val, ok := strings.Cut(pair, ":")
-			name = strings.TrimSpace(name)
-			if !ok || name == "" {
-				return out, perr("where", "want dim:value, got %q", pair)
+			i := -1
+			if it.colon >= 0 {
+				name := strings.TrimSpace(it.text[:it.colon])
+				if name == "" {
+					return out, perr("where", "want dim:value, got %q", it.raw)
+				}
+				if i = slices.Index(v.Dims, name); i < 0 {
+					return out, perr("where", "unknown dimension %q in %q (the view's dimensions: %s; a colon in a value after a comma is written \\:)",
+						name, it.raw, strings.Join(v.Dims, ", "))
+				}
 			}
-			i := slices.Index(v.Dims, name)
-			if i < 0 {
-				return out, perr("where", "unknown dimension %q (the view's dimensions: %s)", name, strings.Join(v.Dims, ", "))
+			val := it.text
+			switch {
+			case i >= 0:
+				val = it.text[it.colon+1:]
+				if j, ok := byDim[i]; ok {
+					cur = j
+				} else {
+					cur = len(out.Filters)
+					byDim[i] = cur
+					out.Filters = append(out.Filters, Filter{Dim: i})
+				}
+			case cur < 0:
+				return out, perr("where", "want dim:value, got %q", it.raw)
 			}
-			if j, ok := byDim[i]; ok {
-				out.Filters[j].Values = append(out.Filters[j].Values, val)
-				continue
-			}
-			byDim[i] = len(out.Filters)
-			out.Filters = append(out.Filters, Filter{Dim: i, Values: []string{val}})
+			out.Filters[cur].Values = append(out.Filters[cur].Values, val)
 		}
 	}
 	switch f := q.Get("format"); f {
@@ -152,6 +164,42 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 		out.Limit = n
 	}
 	return out, nil
+}
+
+// whereItem is one comma-separated item of a where parameter: its text
+// with escapes resolved, the place of its first unescaped colon in text
+// (-1: none) and the item as written.
+type whereItem struct {
+	text  string
+	colon int
+	raw   string
+}
+
+// splitWhere splits a where parameter at its unescaped commas. `\,` is a
+// comma, `\:` a colon that separates nothing and `\\` a backslash; any
+// other backslash stands for itself.
+func splitWhere(s string) []whereItem {
+	var out []whereItem
+	var b strings.Builder
+	colon, start := -1, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s) && (s[i+1] == ',' || s[i+1] == ':' || s[i+1] == '\\'):
+			i++
+			b.WriteByte(s[i])
+		case c == ',':
+			out = append(out, whereItem{text: b.String(), colon: colon, raw: s[start:i]})
+			b.Reset()
+			colon, start = -1, i+1
+		case c == ':' && colon < 0:
+			colon = b.Len()
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return append(out, whereItem{text: b.String(), colon: colon, raw: s[start:]})
 }
 
 func parseTime(q url.Values, name string) (int64, error) {
