@@ -230,6 +230,7 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 	w.add(head.Bytes())
 	grown := map[*bucketSet]int64{}
 	var computed int64
+	read := 0 // stored rows read by the spans computed
 	for _, sp := range spans {
 		if sp.cached {
 			for b := sp.from; b < sp.to; b += unit {
@@ -244,7 +245,10 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 			return nil, false, err
 		}
 		if a.Cutoff != cutoff || a.Watermark != wm || len(a.Warnings) > 0 {
-			return nil, false, nil // the inputs moved under us: compute the answer whole
+			return nil, false, nil // the inputs moved under us (or something to warn of): compute the answer whole
+		}
+		if read += a.RowsRead; read > s.maxQueryRows() {
+			return nil, false, s.checkRowsRead(v, read)
 		}
 		out := bytes.NewBuffer(make([]byte, 0, 64+len(a.Rows)*(96+24*(len(v.Measures)+len(q.GroupBy)))))
 		enc := newRowEncoder(a)

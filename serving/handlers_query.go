@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
@@ -78,6 +79,7 @@ type answer struct {
 	Seq       uint64 // the speed position the answer was computed at (0: unknown)
 	Rows      []ResultRow
 	Warnings  []string
+	RowsRead  int // stored rows read: batch rows and speed cells
 }
 
 // errUnavailable marks an answer that cannot be computed now (503).
@@ -164,6 +166,10 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 	} else {
 		a.Warnings = append(a.Warnings, "speed layer unavailable: answer from the batch views only")
 	}
+	a.RowsRead = len(batch) + len(cells)
+	if err := s.checkRowsRead(v, a.RowsRead); err != nil {
+		return nil, err
+	}
 	merged, err := Merge(v, a.Cutoff, batch, cells, a.Watermark)
 	if err != nil {
 		return nil, err
@@ -176,8 +182,31 @@ func (s *Server) compute(ctx context.Context, v *logic.View, q Query, in inputs)
 	return a, nil
 }
 
+// maxQueryRows is the most stored rows one query reads.
+func (s *Server) maxQueryRows() int {
+	if n := s.cfg.HTTP.MaxQueryRows; n > 0 {
+		return n
+	}
+	return config.Default().HTTP.MaxQueryRows
+}
+
+// checkRowsRead refuses an answer that reads more than maxQueryRows
+// stored rows (a *ParamError on to: a narrower range answers).
+func (s *Server) checkRowsRead(v *logic.View, n int) error {
+	if limit := s.maxQueryRows(); n > limit {
+		return perr("to", "the range holds %d stored rows of view %s (batch rows and speed cells, one per window and group), "+
+			"more than the %d one query reads (http.max_query_rows): narrow the range", n, v.Name, limit)
+	}
+	return nil
+}
+
 // queryError answers a failed query.
 func (s *Server) queryError(w http.ResponseWriter, name string, err error) {
+	var pe *ParamError
+	if errors.As(err, &pe) {
+		writeError(w, http.StatusBadRequest, "bad parameter "+pe.Param, pe.Msg)
+		return
+	}
 	if re, ok := isRebuilding(err); ok {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "view rebuilding", "detail": re.Error(), "progress": re.Progress})

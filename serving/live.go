@@ -3,6 +3,7 @@ package serving
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -205,6 +206,14 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// The first answer is computed before the stream opens, so that a
+	// range reading more than a query may is refused (400) like a query.
+	pending, pendingErr := s.lookup(ctx, v, q)
+	var pe *ParamError
+	if errors.As(pendingErr, &pe) {
+		s.queryError(w, v.Name, pendingErr)
+		return
+	}
 	h := w.Header()
 	h.Set(DefinitionHeader, v.Definition())
 	h.Set("Content-Type", "text/event-stream")
@@ -232,7 +241,11 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	var rowsBuf, finalBuf bytes.Buffer
 	// push recomputes the answer and sends what changed (everything first).
 	push := func() bool {
-		e, err := s.lookup(ctx, v, q)
+		e, err := pending, pendingErr
+		if e == nil && err == nil {
+			e, err = s.lookup(ctx, v, q)
+		}
+		pending, pendingErr = nil, nil
 		if err != nil {
 			if ctx.Err() != nil {
 				return false

@@ -12,9 +12,11 @@ import (
 	"github.com/braid-data/braid/logic/config"
 )
 
-// MaxWindows bounds the windows a query may span (to-from over the view's
-// window step).
-const MaxWindows = 100_000
+// MaxBuckets bounds the rows per group an answer may have: the buckets of
+// its range, windows of the view or steps of a rollup (`all` is one). It
+// bounds the range a step may cover, not what a query reads: the rows read
+// are bounded apart (Options.MaxQueryRows), by what is stored in the range.
+const MaxBuckets = 100_000
 
 // Query is a parsed view query.
 type Query struct {
@@ -55,9 +57,6 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 	}
 	viewStep := v.Window.Step().Milliseconds()
 	size := v.Window.Size.Milliseconds()
-	if n := (out.To - out.From + viewStep - 1) / viewStep; n > MaxWindows {
-		return out, perr("to", "the range spans %d windows of %s, at most %d are allowed", n, fmtDuration(viewStep), MaxWindows)
-	}
 	switch step := strings.TrimSpace(q.Get("step")); step {
 	case "":
 		out.StepText = fmtDuration(viewStep)
@@ -77,6 +76,16 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 			return out, perr("step", "%s is not a multiple of the view's window %s", step, fmtDuration(viewStep))
 		}
 		out.Step, out.StepText = ms, step
+	}
+	if !out.All {
+		unit := max(out.Step, viewStep)
+		if n := floorDiv(out.To-1, unit) - floorDiv(out.From, unit) + 1; n > MaxBuckets {
+			what := "windows of " + fmtDuration(viewStep)
+			if out.Step != 0 && out.Step != viewStep {
+				what = "steps of " + out.StepText
+			}
+			return out, perr("to", "the range spans %d %s, at most %d are answered (a coarser step, or step=all, answers a longer range)", n, what, MaxBuckets)
+		}
 	}
 	if vals, ok := q["group_by"]; ok {
 		out.Dims = []int{}

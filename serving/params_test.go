@@ -82,3 +82,43 @@ func mustValues(t *testing.T, raw string) url.Values {
 	}
 	return vals
 }
+
+// TestRangeBoundsBuckets: the range is bounded by the buckets it answers
+// (100,000), not by the windows it covers: a year of a one-minute view
+// answers at step=1d, 1h and all, not at 1m; a hopping view likewise.
+func TestRangeBoundsBuckets(t *testing.T) {
+	s := testStream(t)
+	tum := testView(t, s, "tum", time.Minute, 0)
+	hop := testView(t, s, "hop", time.Minute, 20*time.Second)
+	year := "from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z"
+	for _, tc := range []struct {
+		name, query string
+		ok          bool
+	}{
+		{"a year of minutes", year, false},
+		{"a year at step=1d", year + "&step=1d", true},
+		{"a year at step=1h", year + "&step=1h", true}, // 8,760 buckets
+		{"a year at step=all", year + "&step=all", true},
+		{"1970 to 9999 at step=all", "from=1970-01-01T00:00:00Z&to=9999-12-31T00:00:00Z&step=all", true},
+		{"1970 to 9999 at step=1d", "from=1970-01-01T00:00:00Z&to=9999-12-31T00:00:00Z&step=1d", false}, // 2.9M days
+		{"69 days of minutes", "from=2025-01-01T00:00:00Z&to=2025-03-11T00:00:00Z", true},  // 99,360 windows
+		{"70 days of minutes", "from=2025-01-01T00:00:00Z&to=2025-03-12T00:00:00Z", false}, // 100,800
+	} {
+		_, err := serving.ParseQuery(tum, mustValues(t, tc.query))
+		var pe *serving.ParamError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.ok && (!errors.As(err, &pe) || pe.Param != "to" || !strings.Contains(pe.Msg, "100000")):
+			t.Errorf("%s: want a to error naming the bound, got %v", tc.name, err)
+		}
+	}
+	// A hopping view of 20 s hops: 100,000 windows are 23 days; a rollup
+	// step of a day answers a year.
+	if _, err := serving.ParseQuery(hop, mustValues(t, "from=2025-01-01T00:00:00Z&to=2025-01-25T00:00:00Z")); err == nil {
+		t.Error("24 days of 20 s hops answered")
+	}
+	if _, err := serving.ParseQuery(hop, mustValues(t, year+"&step=1d")); err != nil {
+		t.Errorf("a year of a hopping view at step=1d: %v", err)
+	}
+}

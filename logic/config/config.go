@@ -54,6 +54,10 @@ type HTTP struct {
 	// QueryCacheBytes bounds the memory kept for answering queries again:
 	// encoded answers and the final windows' encoded rows (0: no cache).
 	QueryCacheBytes int64 `yaml:"query_cache_bytes"`
+	// MaxQueryRows bounds the stored rows (batch view rows and speed
+	// cells, window × group) one query reads; a range holding more is
+	// refused with 400.
+	MaxQueryRows int `yaml:"max_query_rows"`
 }
 
 // NATS configures the event log.
@@ -236,7 +240,7 @@ func Default() Config {
 	return Config{
 		DataDir:   "./data",
 		Namespace: "braid",
-		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64, QueryCacheBytes: 128 << 20},
+		HTTP:      HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64, QueryCacheBytes: 128 << 20, MaxQueryRows: 1_000_000},
 		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
 		Epoch:     Duration(10 * time.Second),
 		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
@@ -551,6 +555,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.QueryCacheBytes < 0 {
 		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")
+	}
+	if c.HTTP.MaxQueryRows < 1 {
+		add("http.max_query_rows", "e.g. 1000000", "must be positive")
 	}
 	switch buffers := c.Archive.MaxBytes + c.HTTP.QueryCacheBytes; {
 	case c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < MinMemoryLimit):
