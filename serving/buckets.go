@@ -45,9 +45,10 @@ type chunk struct {
 // answer assembled here: the head, the rows, shared with bucket sets or
 // fresh, and the tail; else one piece).
 type answerBody struct {
-	pieces [][]byte
-	size   int
-	fresh  int // bytes not shared with a bucket set
+	pieces   [][]byte
+	size     int
+	fresh    int      // bytes not shared with a bucket set
+	warnings []string // the answer's warnings (Braid-Warning)
 }
 
 func (b *answerBody) writeTo(w io.Writer) error {
