@@ -101,8 +101,8 @@ func TestRangeBoundsBuckets(t *testing.T) {
 		{"a year at step=all", year + "&step=all", true},
 		{"1970 to 9999 at step=all", "from=1970-01-01T00:00:00Z&to=9999-12-31T00:00:00Z&step=all", true},
 		{"1970 to 9999 at step=1d", "from=1970-01-01T00:00:00Z&to=9999-12-31T00:00:00Z&step=1d", false}, // 2.9M days
-		{"69 days of minutes", "from=2025-01-01T00:00:00Z&to=2025-03-11T00:00:00Z", true},  // 99,360 windows
-		{"70 days of minutes", "from=2025-01-01T00:00:00Z&to=2025-03-12T00:00:00Z", false}, // 100,800
+		{"69 days of minutes", "from=2025-01-01T00:00:00Z&to=2025-03-11T00:00:00Z", true},               // 99,360 windows
+		{"70 days of minutes", "from=2025-01-01T00:00:00Z&to=2025-03-12T00:00:00Z", false},              // 100,800
 	} {
 		_, err := serving.ParseQuery(tum, mustValues(t, tc.query))
 		var pe *serving.ParamError
