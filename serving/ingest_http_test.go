@@ -266,6 +266,7 @@ func TestIngestUnavailable(t *testing.T) {
 func TestIngestInFlight(t *testing.T) {
 	e := newIngestEnv(t, 1<<20, 1)
 	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() }) // a failure below must not leave the slow request (and the server's Close) waiting
 	done := make(chan int, 1)
 	go func() {
 		resp, err := http.Post(e.srv.URL+"/v1/streams/orders/events", "application/x-ndjson", pr)
