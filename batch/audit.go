@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -52,7 +53,7 @@ type AuditMeasure struct {
 
 // AuditWindow is one window of the audit.
 type AuditWindow struct {
-	Window   int64          `json:"window_start"`
+	Window   int64          `json:"window_start"` // unix ms; RFC 3339 in JSON
 	Groups   int            `json:"groups"`
 	Missing  []string       `json:"missing,omitempty"` // groups only one side has, with the side
 	Measures []AuditMeasure `json:"measures"`
@@ -62,12 +63,61 @@ type AuditWindow struct {
 // AuditReport is the result of Audit.
 type AuditReport struct {
 	View    string        `json:"view"`
-	Cutoff  int64         `json:"cutoff"`
+	Cutoff  int64         `json:"cutoff"` // unix ms (0: none); RFC 3339 or null in JSON
 	Seq     uint64        `json:"seq"`    // the speed position audited (a log record): events of the records up to it
 	Events  int64         `json:"events"` // lake events recomputed (arrival >= cutoff, seq <= Seq, not too late)
 	Late    int           `json:"late"`   // too-late events left out
 	Windows []AuditWindow `json:"windows"`
 	OK      bool          `json:"ok"`
+}
+
+// MarshalJSON renders a drift or bound that is not a finite number (one
+// side answered null, or a value overflowed) as null.
+func (m AuditMeasure) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Name  string   `json:"name"`
+		Kind  string   `json:"kind"`
+		Drift *float64 `json:"drift"`
+		Bound *float64 `json:"bound"`
+		OK    bool     `json:"ok"`
+	}{m.Name, m.Kind, finiteOrNil(m.Drift), finiteOrNil(m.Bound), m.OK})
+}
+
+func finiteOrNil(x float64) *float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return nil
+	}
+	return &x
+}
+
+// MarshalJSON renders window_start as RFC 3339 in UTC, like query rows.
+func (w AuditWindow) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Window   string         `json:"window_start"`
+		Groups   int            `json:"groups"`
+		Missing  []string       `json:"missing,omitempty"`
+		Measures []AuditMeasure `json:"measures"`
+		OK       bool           `json:"ok"`
+	}{logic.FormatTime(w.Window), w.Groups, w.Missing, w.Measures, w.OK})
+}
+
+// MarshalJSON renders the cutoff as RFC 3339 in UTC (null: no batch
+// cutoff), like query answers.
+func (r AuditReport) MarshalJSON() ([]byte, error) {
+	var cutoff *string
+	if r.Cutoff > 0 {
+		c := logic.FormatTime(r.Cutoff)
+		cutoff = &c
+	}
+	return json.Marshal(struct {
+		View    string        `json:"view"`
+		Cutoff  *string       `json:"cutoff"`
+		Seq     uint64        `json:"seq"`
+		Events  int64         `json:"events"`
+		Late    int           `json:"late"`
+		Windows []AuditWindow `json:"windows"`
+		OK      bool          `json:"ok"`
+	}{r.View, cutoff, r.Seq, r.Events, r.Late, r.Windows, r.OK})
 }
 
 // ErrLakeBehind is returned when the lake does not reach the speed

@@ -3,6 +3,7 @@ package batch_test
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -294,5 +295,36 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 	}
 	if rep.OK || w.OK {
 		t.Fatalf("a sketch answering the lower rank passed the audit: %+v", rep)
+	}
+}
+
+// TestAuditJSON: an audit report gives its times in RFC 3339 (UTC) like
+// query answers, the cutoff null when there is none, and a drift that is
+// no finite number (one side null) as null.
+func TestAuditJSON(t *testing.T) {
+	cut := time.Date(2026, 11, 29, 1, 27, 10, 0, time.UTC)
+	w := time.Date(2026, 11, 29, 1, 28, 0, 0, time.UTC)
+	rep := batch.AuditReport{View: "v", Cutoff: cut.UnixMilli(), Seq: 7, Events: 3, Windows: []batch.AuditWindow{{
+		Window: w.UnixMilli(), Groups: 2, Missing: []string{"speed only: FR"},
+		Measures: []batch.AuditMeasure{{Name: "n", Kind: "count", Drift: 1, Bound: 0}, {Name: "hi", Kind: "max", Drift: math.Inf(1)}},
+	}}}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	win := got["windows"].([]any)[0].(map[string]any)
+	ms := win["measures"].([]any)
+	if got["cutoff"] != "2026-11-29T01:27:10Z" || got["seq"] != 7.0 || got["events"] != 3.0 || got["ok"] != false ||
+		win["window_start"] != "2026-11-29T01:28:00Z" || win["groups"] != 2.0 || len(win["missing"].([]any)) != 1 ||
+		ms[0].(map[string]any)["drift"] != 1.0 || ms[1].(map[string]any)["drift"] != nil || ms[1].(map[string]any)["name"] != "hi" {
+		t.Fatalf("report as JSON: %s", b)
+	}
+	rep.Cutoff = 0
+	if b, err := json.Marshal(rep); err != nil || !strings.Contains(string(b), `"cutoff":null`) {
+		t.Fatalf("no cutoff: %s %v", b, err)
 	}
 }

@@ -231,58 +231,103 @@ func (m *Measure) fold(st []float64, ev *Event) {
 
 // Finalize turns the measure's state into its answer: int64, float64 or nil.
 // A sketch measure answers its exact value when the state has one (a batch
-// row), else the estimate of its sketch.
+// row), else the estimate of its sketch. A value its type cannot hold (see
+// Overflowed) is nil.
 func (m *Measure) Finalize(st *State) any {
+	x, _ := m.finalize(st)
+	return x
+}
+
+// Overflowed reports whether the measure's value in st is beyond what its
+// result type holds: a float sum (or the average or quantile built on
+// values) past ±math.MaxFloat64, or an int sum outside the int64 range.
+// Its answer is then nil. Every value an event carries is finite, so only
+// adding them up overflows.
+func (m *Measure) Overflowed(st *State) bool {
+	_, over := m.finalize(st)
+	return over
+}
+
+// int64Range is 2^63: float64 values in [-2^63, 2^63) convert to int64.
+const int64Range = 1 << 63
+
+func (m *Measure) finalize(st *State) (any, bool) {
 	switch m.Kind {
 	case CountDistinct:
 		if st.Exact != nil && !math.IsNaN(st.Exact[m.ExactIdx]) {
-			return int64(st.Exact[m.ExactIdx])
+			return int64(st.Exact[m.ExactIdx]), false
 		}
 		if h := st.HLL[m.Sketch]; h != nil {
-			return h.Count()
+			return h.Count(), false
 		}
-		return int64(0)
+		return int64(0), false
 	case Quantile:
 		if st.Exact != nil {
-			if math.IsNaN(st.Exact[m.ExactIdx]) {
-				return nil
+			x := st.Exact[m.ExactIdx]
+			if math.IsNaN(x) {
+				return nil, false
 			}
-			return st.Exact[m.ExactIdx]
+			if math.IsInf(x, 0) {
+				return nil, true
+			}
+			return x, false
 		}
 		if q := st.Q[m.Sketch]; q != nil {
-			if x := q.Quantile(m.Q); !math.IsNaN(x) {
-				return x
+			x := q.Quantile(m.Q)
+			if math.IsInf(x, 0) {
+				return nil, true
+			}
+			if !math.IsNaN(x) {
+				return x, false
 			}
 		}
-		return nil
+		return nil, false
 	}
 	s := st.Num[m.Off : m.Off+len(m.Slots)]
 	switch m.Kind {
 	case Count:
-		return int64(s[0])
+		return int64(s[0]), false
 	case Sum:
 		if s[1] == 0 {
-			return nil
+			return nil, false
+		}
+		if !finite(s[0]) {
+			return nil, true
 		}
 		if m.ftype == TypeInt {
-			return int64(s[0])
+			if s[0] < -int64Range || s[0] >= int64Range {
+				return nil, true
+			}
+			return int64(s[0]), false
 		}
-		return s[0]
+		return s[0], false
 	case Avg:
 		if s[1] == 0 {
-			return nil
+			return nil, false
 		}
-		return s[0] / s[1]
+		if x := s[0] / s[1]; finite(x) {
+			return x, false
+		}
+		return nil, true
 	case Min, Max:
 		if math.IsNaN(s[0]) {
-			return nil
+			return nil, false
 		}
 		if m.ftype == TypeInt {
-			return int64(s[0])
+			return int64(s[0]), false
 		}
-		return s[0]
+		return s[0], false
 	}
-	return nil
+	return nil, false
+}
+
+// OverflowRange describes, for an overflow of the measure, the range its
+// values must stay within.
+func (m *Measure) OverflowRange() string {
+	if m.ResultType() == TypeInt {
+		return "the range of a 64-bit integer (magnitude up to 9.2e18)"
+	}
+	return "the range of a 64-bit float (magnitude up to 1.8e308)"
 }
 
 // ResultType is the type of the finalized value: TypeInt or TypeFloat.

@@ -59,7 +59,9 @@ func QuantileValue(key int32) float64 {
 	if k < 0 {
 		k = -k
 	}
-	v := 2 * math.Pow(quantileGamma, float64(k-quantileBias)) / (quantileGamma + 1)
+	// γ^k times 2/(γ+1) < 1: no intermediate result overflows for values
+	// up to about math.MaxFloat64/γ.
+	v := math.Pow(quantileGamma, float64(k-quantileBias)) * (2 / (quantileGamma + 1))
 	if key < 0 {
 		return -v
 	}

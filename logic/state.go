@@ -102,11 +102,24 @@ func (v *View) MergeState(dst *State, src State) {
 
 // Finalize renders a state as the measures' answers, in measure order.
 func (v *View) Finalize(st *State) []any {
-	out := make([]any, len(v.Measures))
-	for i := range v.Measures {
-		out[i] = v.Measures[i].Finalize(st)
-	}
+	out, _ := v.FinalizeRow(st)
 	return out
+}
+
+// FinalizeRow is Finalize that also lists the measures (indices, in
+// order) whose value overflowed (Measure.Overflowed): nil in the answers.
+// The list is nil when none did.
+func (v *View) FinalizeRow(st *State) ([]any, []int) {
+	out := make([]any, len(v.Measures))
+	var over []int
+	for i := range v.Measures {
+		x, o := v.Measures[i].finalize(st)
+		out[i] = x
+		if o {
+			over = append(over, i)
+		}
+	}
+	return out, over
 }
 
 // CheckState reports whether st has the shape of the view's states.

@@ -179,7 +179,7 @@ func (v *View) QuantileField(i int) string { return v.Stream.Fields[v.quantile[i
 
 func reservedColumn(n string) bool {
 	switch n {
-	case "window_start", "window_end", "source", "exact", "final":
+	case "window_start", "window_end", "source", "exact", "final", "overflow":
 		return true
 	}
 	return false

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"mime"
@@ -45,7 +46,9 @@ func arrowType(t logic.FieldType) arrow.DataType {
 
 // arrowSchema: window_start timestamp[ms, UTC]; the kept dimensions typed
 // like their fields (nullable); the measures int64 or float64 by their
-// result type (nullable); source string; exact and final bool.
+// result type (nullable); source string; exact and final bool. The
+// metadata holds view, definition, step and, when the answer has any, its
+// warnings (a JSON array of strings).
 func arrowSchema(a *answer) *arrow.Schema {
 	fields := []arrow.Field{{Name: "window_start", Type: arrow.FixedWidthTypes.Timestamp_ms}}
 	st := a.View.Stream
@@ -64,7 +67,12 @@ func arrowSchema(a *answer) *arrow.Schema {
 		arrow.Field{Name: "source", Type: arrow.BinaryTypes.String},
 		arrow.Field{Name: "exact", Type: arrow.FixedWidthTypes.Boolean},
 		arrow.Field{Name: "final", Type: arrow.FixedWidthTypes.Boolean})
-	md := arrow.NewMetadata([]string{"view", "definition", "step"}, []string{a.View.Name, a.View.Definition(), a.Query.StepText})
+	keys, vals := []string{"view", "definition", "step"}, []string{a.View.Name, a.View.Definition(), a.Query.StepText}
+	if len(a.Warnings) > 0 {
+		ws, _ := json.Marshal(a.Warnings)
+		keys, vals = append(keys, "warnings"), append(vals, string(ws))
+	}
+	md := arrow.NewMetadata(keys, vals)
 	return arrow.NewSchema(fields, &md)
 }
 

@@ -59,9 +59,10 @@ type chunk struct {
 // answer assembled here: the head, the rows, shared with bucket sets or
 // fresh, and the tail; else one piece).
 type answerBody struct {
-	pieces [][]byte
-	size   int
-	fresh  int // bytes not shared with a bucket set
+	pieces   [][]byte
+	size     int
+	fresh    int      // bytes not shared with a bucket set
+	warnings []string // the answer's warnings (Braid-Warning)
 }
 
 func (b *answerBody) writeTo(w io.Writer) error {
@@ -263,7 +264,7 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 			return nil, false, err
 		}
 		if a.Cutoff != cutoff || a.Watermark != wm || len(a.Warnings) > 0 {
-			return nil, false, nil // the inputs moved under us: compute the answer whole
+			return nil, false, nil // the inputs moved under us (or something to warn of): compute the answer whole
 		}
 		out := bytes.NewBuffer(make([]byte, 0, 64+len(a.Rows)*(96+24*(len(v.Measures)+len(q.GroupBy)))))
 		enc := newRowEncoder(a)

@@ -40,16 +40,23 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	positions := map[string]StreamSpeed{} // the speed layer's positions
 	for _, name := range cat.StreamOrder {
 		st := cat.Streams[name]
-		acc, rej := s.ingester.Counts(name)
-		out := map[string]any{"accepted": acc, "rejected": rej}
+		// accepted and rejected are what the log holds, the same in every
+		// process: events stored in the clean log (each once) and dead
+		// letters stored.
+		out := map[string]any{"accepted": nil, "rejected": nil}
 		var lastSeq uint64
 		haveLog := false
 		if l := s.opts.Log; l != nil {
+			if n, err := l.EventCount(ctx, name); err == nil {
+				out["accepted"] = n
+			} else {
+				out["accepted_error"] = err.Error()
+			}
 			if n, err := l.DeadLetterCount(ctx, name); err == nil {
-				out["dead_letters"] = n
+				out["rejected"], out["dead_letters"] = n, n
 			} else {
 				out["dead_letters"] = nil
-				out["dead_letters_error"] = err.Error()
+				out["rejected_error"], out["dead_letters_error"] = err.Error(), err.Error()
 			}
 			if n, err := l.LateCount(ctx, name); err == nil {
 				out["late"] = n

@@ -68,6 +68,10 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 // DefinitionHeader carries the view's definition on every answer.
 const DefinitionHeader = "Braid-View-Definition"
 
+// WarningHeader carries each of an answer's warnings (JSON's "warnings"),
+// one header line each, on every format.
+const WarningHeader = "Braid-Warning"
+
 // answer is a computed query answer.
 type answer struct {
 	View      *logic.View
@@ -194,6 +198,7 @@ func (s *Server) computeAnswer(ctx context.Context, v *logic.View, q Query, in i
 		return nil, err
 	}
 	a.Rows = OrderLimit(rows, q.Order, q.Desc, q.Limit)
+	a.Warnings = append(a.Warnings, overflowWarnings(v, a.Rows)...)
 	return a, nil
 }
 
@@ -201,6 +206,11 @@ func (s *Server) computeAnswer(ctx context.Context, v *logic.View, q Query, in i
 func (s *Server) queryError(w http.ResponseWriter, name string, err error) {
 	if te, ok := isTooLarge(err); ok {
 		writeTooLarge(w, te)
+		return
+	}
+	var pe *ParamError
+	if errors.As(err, &pe) {
+		writeError(w, http.StatusBadRequest, "bad parameter "+pe.Param, pe.Msg)
 		return
 	}
 	if re, ok := isRebuilding(err); ok {
@@ -259,6 +269,9 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	s.queryDur.WithLabelValues(v.Name).Observe(time.Since(start).Seconds())
 	w.Header().Set(DefinitionHeader, v.Definition())
+	for _, msg := range body.warnings {
+		w.Header().Add(WarningHeader, msg)
+	}
 	w.Header().Set("Content-Type", contentTypes[q.Format])
 	w.Header().Set("Content-Length", strconv.Itoa(body.size))
 	w.WriteHeader(http.StatusOK)
@@ -305,13 +318,14 @@ func (s *Server) queryBody(ctx context.Context, v *logic.View, q Query) (*answer
 	if err != nil {
 		return nil, fmt.Errorf("encode answer as %s: %w", q.Format, err)
 	}
-	return &answerBody{pieces: [][]byte{b}, size: len(b), fresh: len(b)}, nil
+	return &answerBody{pieces: [][]byte{b}, size: len(b), fresh: len(b), warnings: e.a.Warnings}, nil
 }
 
 var contentTypes = map[string]string{"json": "application/json", "csv": "text/csv; charset=utf-8", "arrow": ArrowMediaType}
 
 // encodeAnswer renders the contract's JSON, with the keys of each row in
-// order: window_start, the kept dimensions, the measures, source, exact, final.
+// order: window_start, the kept dimensions, the measures, source, exact,
+// final and, only when a measure overflowed, overflow.
 func encodeAnswer(a *answer) []byte {
 	var b bytes.Buffer
 	b.Grow(256 + len(a.Rows)*(96+24*(len(a.View.Measures)+len(a.Query.GroupBy))))
@@ -394,7 +408,8 @@ func newRowEncoder(a *answer) *rowEncoder {
 }
 
 // row renders one row (keys in the order window_start, the kept
-// dimensions, the measures, source, exact, final).
+// dimensions, the measures, source, exact, final and, when a measure
+// overflowed, overflow: the names of those measures).
 func (e *rowEncoder) row(b *bytes.Buffer, row *ResultRow) {
 	if row.Window != e.lastWindow {
 		e.lastWindow = row.Window
@@ -426,10 +441,21 @@ func (e *rowEncoder) row(b *bytes.Buffer, row *ResultRow) {
 		b.WriteString(`,"exact":false`)
 	}
 	if row.Final {
-		b.WriteString(`,"final":true}`)
+		b.WriteString(`,"final":true`)
 	} else {
-		b.WriteString(`,"final":false}`)
+		b.WriteString(`,"final":false`)
 	}
+	if row.Overflow != nil {
+		b.WriteString(`,"overflow":[`)
+		for i, j := range row.Overflow {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.Write(e.measureKeys[j][1 : len(e.measureKeys[j])-1]) // the quoted name
+		}
+		b.WriteByte(']')
+	}
+	b.WriteByte('}')
 }
 
 func writeStr(b *bytes.Buffer, s string) {

@@ -146,8 +146,12 @@ type ResultRow struct {
 	State  logic.State
 	Values []any // finalized measures (int64, float64 or nil), in view order
 	Source string
-	Exact  bool
+	Exact  bool // every measure is exact (false when one overflowed)
 	Final  bool
+	// Overflow lists the measures (indices, in view order) whose value is
+	// beyond what their type holds (logic.Measure.Overflowed): nil in
+	// Values. nil when none.
+	Overflow []int
 
 	key string
 }
@@ -236,9 +240,12 @@ func Apply(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]Result
 	}
 	exact := v.Exact()
 	for i := range out {
-		out[i].Values = v.Finalize(&out[i].State)
+		out[i].Values, out[i].Overflow = v.FinalizeRow(&out[i].State)
 		if !exact {
 			out[i].Exact = out[i].State.Exact != nil
+		}
+		if out[i].Overflow != nil {
+			out[i].Exact = false
 		}
 	}
 	slices.SortFunc(out, func(a, b ResultRow) int {
@@ -273,13 +280,43 @@ func applyRows(v *logic.View, rows []MergedRow, r Rollup, watermark int64) ([]Re
 		}
 		row := ResultRow{Window: m.Window, Dims: dims, State: m.State, Source: m.Source, Exact: m.Exact,
 			Final: watermark > 0 && m.Window+size <= watermark, key: m.Group}
-		row.Values = v.Finalize(&row.State)
+		row.Values, row.Overflow = v.FinalizeRow(&row.State)
 		if !exact {
 			row.Exact = row.State.Exact != nil
+		}
+		if row.Overflow != nil {
+			row.Exact = false
 		}
 		out = append(out, row)
 	}
 	return out, nil
+}
+
+// overflowWarnings describes the overflows among rows: per measure that
+// overflowed, in how many rows (nil when none).
+func overflowWarnings(v *logic.View, rows []ResultRow) []string {
+	var counts []int
+	for i := range rows {
+		for _, j := range rows[i].Overflow {
+			if counts == nil {
+				counts = make([]int, len(v.Measures))
+			}
+			counts[j]++
+		}
+	}
+	var out []string
+	for j, n := range counts {
+		if n == 0 {
+			continue
+		}
+		rowsText := "1 row"
+		if n > 1 {
+			rowsText = fmt.Sprintf("%d rows", n)
+		}
+		m := &v.Measures[j]
+		out = append(out, fmt.Sprintf("%s: overflow in %s: the value is beyond %s and is answered null, with exact false", m.Name, rowsText, m.OverflowRange()))
+	}
+	return out
 }
 
 // OrderLimit sorts rows by the measure with index measure (-1: keep the

@@ -12,9 +12,11 @@ import (
 	"github.com/braid-data/braid/logic/config"
 )
 
-// MaxWindows bounds the windows a query may span (to-from over the view's
-// window step).
-const MaxWindows = 100_000
+// MaxBuckets bounds the rows per group an answer may have: the buckets of
+// its range, windows of the view or steps of a rollup (`all` is one). It
+// bounds the range a step may cover, not what a query reads: what it reads
+// and computes is bounded apart (http.query_max_cells, http.query_max_rows).
+const MaxBuckets = 100_000
 
 // Query is a parsed view query.
 type Query struct {
@@ -55,9 +57,6 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 	}
 	viewStep := v.Window.Step().Milliseconds()
 	size := v.Window.Size.Milliseconds()
-	if n := (out.To - out.From + viewStep - 1) / viewStep; n > MaxWindows {
-		return out, perr("to", "the range spans %d windows of %s, at most %d are allowed", n, fmtDuration(viewStep), MaxWindows)
-	}
 	switch step := strings.TrimSpace(q.Get("step")); step {
 	case "":
 		out.StepText = fmtDuration(viewStep)
@@ -77,6 +76,16 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 			return out, perr("step", "%s is not a multiple of the view's window %s", step, fmtDuration(viewStep))
 		}
 		out.Step, out.StepText = ms, step
+	}
+	if !out.All {
+		unit := max(out.Step, viewStep)
+		if n := floorDiv(out.To-1, unit) - floorDiv(out.From, unit) + 1; n > MaxBuckets {
+			what := "windows of " + fmtDuration(viewStep)
+			if out.Step != 0 && out.Step != viewStep {
+				what = "steps of " + out.StepText
+			}
+			return out, perr("to", "the range spans %d %s, at most %d are answered (a coarser step, or step=all, answers a longer range)", n, what, MaxBuckets)
+		}
 	}
 	if vals, ok := q["group_by"]; ok {
 		out.Dims = []int{}
@@ -103,25 +112,37 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 	}
 	byDim := map[int]int{}
 	for _, s := range q["where"] {
-		for _, pair := range strings.Split(s, ",") {
-			if strings.TrimSpace(pair) == "" {
+		cur := -1 // the filter the items that name no dimension add values to
+		for _, it := range splitWhere(s) {
+			if it.text == "" && it.colon < 0 {
 				continue
 			}
-			name, val, ok := strings.Cut(pair, ":")
-			name = strings.TrimSpace(name)
-			if !ok || name == "" {
-				return out, perr("where", "want dim:value, got %q", pair)
+			i := -1
+			if it.colon >= 0 {
+				name := strings.TrimSpace(it.text[:it.colon])
+				if name == "" {
+					return out, perr("where", "want dim:value, got %q", it.raw)
+				}
+				if i = slices.Index(v.Dims, name); i < 0 {
+					return out, perr("where", "unknown dimension %q in %q (the view's dimensions: %s; a colon in a value after a comma is written \\:)",
+						name, it.raw, strings.Join(v.Dims, ", "))
+				}
 			}
-			i := slices.Index(v.Dims, name)
-			if i < 0 {
-				return out, perr("where", "unknown dimension %q (the view's dimensions: %s)", name, strings.Join(v.Dims, ", "))
+			val := it.text
+			switch {
+			case i >= 0:
+				val = it.text[it.colon+1:]
+				if j, ok := byDim[i]; ok {
+					cur = j
+				} else {
+					cur = len(out.Filters)
+					byDim[i] = cur
+					out.Filters = append(out.Filters, Filter{Dim: i})
+				}
+			case cur < 0:
+				return out, perr("where", "want dim:value, got %q", it.raw)
 			}
-			if j, ok := byDim[i]; ok {
-				out.Filters[j].Values = append(out.Filters[j].Values, val)
-				continue
-			}
-			byDim[i] = len(out.Filters)
-			out.Filters = append(out.Filters, Filter{Dim: i, Values: []string{val}})
+			out.Filters[cur].Values = append(out.Filters[cur].Values, val)
 		}
 	}
 	switch f := q.Get("format"); f {
@@ -152,6 +173,42 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 		out.Limit = n
 	}
 	return out, nil
+}
+
+// whereItem is one comma-separated item of a where parameter: its text
+// with escapes resolved, the place of its first unescaped colon in text
+// (-1: none) and the item as written.
+type whereItem struct {
+	text  string
+	colon int
+	raw   string
+}
+
+// splitWhere splits a where parameter at its unescaped commas. `\,` is a
+// comma, `\:` a colon that separates nothing and `\\` a backslash; any
+// other backslash stands for itself.
+func splitWhere(s string) []whereItem {
+	var out []whereItem
+	var b strings.Builder
+	colon, start := -1, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s) && (s[i+1] == ',' || s[i+1] == ':' || s[i+1] == '\\'):
+			i++
+			b.WriteByte(s[i])
+		case c == ',':
+			out = append(out, whereItem{text: b.String(), colon: colon, raw: s[start:i]})
+			b.Reset()
+			colon, start = -1, i+1
+		case c == ':' && colon < 0:
+			colon = b.Len()
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return append(out, whereItem{text: b.String(), colon: colon, raw: s[start:]})
 }
 
 func parseTime(q url.Values, name string) (int64, error) {

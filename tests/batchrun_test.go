@@ -45,7 +45,7 @@ type batchRun struct {
 	RequestedAt   *time.Time        `json:"requested_at"`
 	Started       time.Time         `json:"started"`
 	CoversRequest *bool             `json:"covers_request"`
-	Cutoffs       map[string]int64  `json:"cutoffs"`
+	Cutoffs       runCutoffs        `json:"cutoffs"`
 	RowsRead      int64             `json:"rows_read"`
 	FailedViews   map[string]string `json:"failed_views"`
 }
@@ -192,7 +192,7 @@ func TestBatchRunCoversRequest(t *testing.T) {
 	if code := httpJSON(t, "GET", base+"/v1/batch/runs/"+run.ID, "", nil, &saved); code != 200 || saved.covers() != "true" || saved.RequestedAt == nil || !saved.RequestedAt.Equal(*run.RequestedAt) {
 		t.Fatalf("run record: status %d, %+v", code, saved)
 	}
-	t.Logf("HTTP run %s: cutoff %s, %d rows read", run.ID, time.UnixMilli(run.Cutoffs["buyers_by_country"]).UTC().Format(time.RFC3339Nano), run.RowsRead)
+	t.Logf("HTTP run %s: cutoff %s, %d rows read", run.ID, time.UnixMilli(run.Cutoffs.ms("buyers_by_country")).UTC().Format(time.RFC3339Nano), run.RowsRead)
 
 	// Right away with `braid batch run`, a process of its own.
 	more := buyerOrders(rng, start, 600, 2000)
@@ -294,7 +294,7 @@ views:
 	if err != nil || strings.TrimSpace(string(cur)) != cli.ID {
 		t.Fatalf("CURRENT %q %v, want the partial run %s", cur, err, cli.ID)
 	}
-	if cli.Cutoffs["buyers_by_country"] <= 0 {
+	if cli.Cutoffs.ms("buyers_by_country") <= 0 {
 		t.Fatalf("partial run cutoffs %v", cli.Cutoffs)
 	}
 }

@@ -58,3 +58,15 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// runCutoffs are a batch run record's cutoffs as JSON gives them: RFC 3339
+// times, null for none.
+type runCutoffs map[string]*time.Time
+
+// ms is a view's cutoff in unix ms (0: none).
+func (c runCutoffs) ms(view string) int64 {
+	if t := c[view]; t != nil {
+		return t.UnixMilli()
+	}
+	return 0
+}

@@ -301,9 +301,9 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("braid batch run: exit %d\n%s", code, out)
 	}
 	var run struct {
-		Status   string           `json:"status"`
-		RowsRead int64            `json:"rows_read"`
-		Cutoffs  map[string]int64 `json:"cutoffs"`
+		Status   string     `json:"status"`
+		RowsRead int64      `json:"rows_read"`
+		Cutoffs  runCutoffs `json:"cutoffs"`
 	}
 	for _, line := range strings.Split(out, "\n") {
 		if strings.HasPrefix(line, "{") {
@@ -311,7 +311,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	var before int64
-	if err := db.QueryRow(fmt.Sprintf(`SELECT count(*) FROM read_parquet('%s') WHERE _arrival < %d`, glob, run.Cutoffs["orders_by_country"])).Scan(&before); err != nil {
+	if err := db.QueryRow(fmt.Sprintf(`SELECT count(*) FROM read_parquet('%s') WHERE _arrival < %d`, glob, run.Cutoffs.ms("orders_by_country"))).Scan(&before); err != nil {
 		t.Fatal(err)
 	}
 	if run.Status != "succeeded" || run.RowsRead != before || before < 3000 || !strings.Contains(out, fmt.Sprintf("rows_read=%d", before)) {

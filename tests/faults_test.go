@@ -697,8 +697,10 @@ func (tr *trial) jsState() (msgs, last uint64) {
 func runSummary(run map[string]any) string {
 	cut := "none"
 	if m, ok := run["cutoffs"].(map[string]any); ok {
-		if c, ok := m["orders_by_country"].(float64); ok && c > 0 {
-			cut = time.UnixMilli(int64(c)).UTC().Format("15:04:05")
+		if c, ok := m["orders_by_country"].(string); ok {
+			if t, err := time.Parse(time.RFC3339Nano, c); err == nil {
+				cut = t.UTC().Format("15:04:05")
+			}
 		}
 	}
 	return fmt.Sprintf("cutoff %s, rows_read %v", cut, run["rows_read"])

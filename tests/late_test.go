@@ -144,14 +144,14 @@ func TestLateData(t *testing.T) {
 	var cutoff int64
 	eventually(t, "a batch cutoff past the late event", 120*time.Second, func() string {
 		var run struct {
-			Status  string           `json:"status"`
-			Error   string           `json:"error"`
-			Cutoffs map[string]int64 `json:"cutoffs"`
+			Status  string     `json:"status"`
+			Error   string     `json:"error"`
+			Cutoffs runCutoffs `json:"cutoffs"`
 		}
 		if code := httpJSON(t, "POST", base+"/v1/batch/runs?wait=true", "application/json", []byte(`{}`), &run); code != 200 || run.Status != "succeeded" {
 			return fmt.Sprintf("batch run: status %d %+v", code, run)
 		}
-		if cutoff = run.Cutoffs[view]; cutoff <= lateArrivedBy.UnixMilli() {
+		if cutoff = run.Cutoffs.ms(view); cutoff <= lateArrivedBy.UnixMilli() {
 			return fmt.Sprintf("cutoff %s not past the late arrival %s", time.UnixMilli(cutoff).UTC(), lateArrivedBy.UTC())
 		}
 		return ""

@@ -81,7 +81,7 @@ type Run struct {
 	ID            string            `json:"id"`
 	Status        string            `json:"status"` // running | succeeded | partial | failed
 	Views         []string          `json:"views"`
-	Cutoffs       map[string]int64  `json:"cutoffs,omitempty"`
+	Cutoffs       Cutoffs           `json:"cutoffs,omitempty"`
 	FailedViews   map[string]string `json:"failed_views,omitempty"`
 	RowsRead      int64             `json:"rows_read"`
 	RowsOut       int64             `json:"rows_out"`
@@ -92,6 +92,75 @@ type Run struct {
 	DurationMs    int64             `json:"duration_ms"`
 	Error         string            `json:"error,omitempty"`
 	Version       string            `json:"version,omitempty"`
+}
+
+// Cutoffs are the cutoffs of a run's views: unix ms, an epoch start (0:
+// none). In JSON each is an RFC 3339 time in UTC (null for 0), like every
+// time Braid answers; a number (unix ms, as records were written before)
+// reads too.
+type Cutoffs map[string]int64
+
+// MarshalJSON renders each cutoff as RFC 3339 (null for 0).
+func (c Cutoffs) MarshalJSON() ([]byte, error) {
+	if c == nil {
+		return []byte("null"), nil
+	}
+	out := make(map[string]*string, len(c))
+	for k, ms := range c {
+		if ms > 0 {
+			t := logic.FormatTime(ms)
+			out[k] = &t
+		} else {
+			out[k] = nil
+		}
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads RFC 3339 times, unix ms or null (0) per view.
+func (c *Cutoffs) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("cutoffs: %w", err)
+	}
+	if raw == nil {
+		*c = nil
+		return nil
+	}
+	out := make(Cutoffs, len(raw))
+	for k, r := range raw {
+		ms, err := decodeMs(r)
+		if err != nil {
+			return fmt.Errorf("cutoff of %s: %w", k, err)
+		}
+		out[k] = ms
+	}
+	*c = out
+	return nil
+}
+
+// decodeMs reads a time given as an RFC 3339 string, unix ms or null (0).
+func decodeMs(r json.RawMessage) (int64, error) {
+	var x any
+	if err := json.Unmarshal(r, &x); err != nil {
+		return 0, err
+	}
+	switch y := x.(type) {
+	case nil:
+		return 0, nil
+	case float64:
+		if y != math.Trunc(y) || math.Abs(y) > 1<<62 {
+			return 0, fmt.Errorf("bad unix ms %s", r)
+		}
+		return int64(y), nil
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, y)
+		if err != nil {
+			return 0, err
+		}
+		return t.UnixMilli(), nil
+	}
+	return 0, fmt.Errorf("want an RFC 3339 time or unix ms, got %s", r)
 }
 
 // Run statuses.

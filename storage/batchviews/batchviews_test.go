@@ -2,6 +2,7 @@ package batchviews_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -234,5 +235,56 @@ func TestRunLockAndInterruptedRuns(t *testing.T) {
 	r, _, _ = st.Run(published.ID)
 	if r.Status != batchviews.StatusSucceeded || r.Version != published.ID || r.Error != "" || r.RowsOut != 1 || r.Cutoffs["a"] != 42 {
 		t.Fatalf("run that published: %+v", r)
+	}
+}
+
+// TestRunRecordTimes: a run record gives its cutoffs in RFC 3339 (UTC,
+// null for none) like every time in Braid's answers, and a record written
+// before, with cutoffs in unix ms, still reads.
+func TestRunRecordTimes(t *testing.T) {
+	dir := t.TempDir()
+	st, err := batchviews.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Date(2026, 12, 7, 13, 40, 50, 0, time.UTC)
+	r := batchviews.Run{ID: batchviews.NewID(), Status: batchviews.StatusSucceeded, Started: cut, Cutoffs: batchviews.Cutoffs{"a": cut.UnixMilli(), "b": 0}}
+	if err := st.SaveRun(r); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "runs", r.ID+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asJSON struct {
+		Cutoffs map[string]*string `json:"cutoffs"`
+	}
+	if err := json.Unmarshal(b, &asJSON); err != nil {
+		t.Fatal(err)
+	}
+	if a := asJSON.Cutoffs["a"]; a == nil || *a != "2026-12-07T13:40:50Z" || asJSON.Cutoffs["b"] != nil {
+		t.Fatalf("cutoffs in JSON: %s", b)
+	}
+	if back, ok, err := st.Run(r.ID); err != nil || !ok || back.Cutoffs["a"] != cut.UnixMilli() || back.Cutoffs["b"] != 0 {
+		t.Fatalf("read back: %+v %v %v", back, ok, err)
+	}
+
+	// A record of an earlier version: cutoffs in unix ms.
+	old := `{"id": "20261207T134054.880110Z-3bc559", "status": "partial", "views": ["a", "b"],
+ "cutoffs": {"a": 1796650856000, "b": 0}, "failed_views": {"c": "boom"}, "rows_read": 2000, "rows_out": 96,
+ "started": "2026-12-07T13:40:54.88011Z", "finished": "2026-12-07T13:40:57.0472Z", "duration_ms": 2167}`
+	if err := os.WriteFile(filepath.Join(dir, "runs", "20261207T134054.880110Z-3bc559.json"), []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back, ok, err := st.Run("20261207T134054.880110Z-3bc559")
+	if err != nil || !ok || back.Cutoffs["a"] != 1796650856000 || back.Cutoffs["b"] != 0 || back.RowsRead != 2000 || back.FailedViews["c"] != "boom" {
+		t.Fatalf("old record: %+v %v %v", back, ok, err)
+	}
+	out, err := json.Marshal(back)
+	if err != nil || !strings.Contains(string(out), `"cutoffs":{"a":"2026-12-07T13:40:56Z","b":null}`) {
+		t.Fatalf("old record answered as %s (%v)", out, err)
+	}
+	if err := json.Unmarshal([]byte(`{"id":"x","cutoffs":{"a":"yesterday"}}`), &back); err == nil {
+		t.Fatal("a cutoff that is no time read without an error")
 	}
 }

@@ -58,6 +58,8 @@ type Log struct {
 	wmu          sync.Mutex
 	writers      map[string]*writer       // by subject
 	letterCounts map[string]*letterCounts // by stream
+
+	counts counts // EventCount's caches (counts.go)
 }
 
 // Open ensures the JetStream streams for the given Braid streams exist with

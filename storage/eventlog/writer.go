@@ -31,6 +31,10 @@ import (
 //   - A publish whose outcome is unknown (a timeout) is settled by reading
 //     the record at the expected position: it is ours (its message id is
 //     the writer's token), another writer's, or absent.
+//   - Every record of the clean log carries the running count of the
+//     events in the log (counts.go): the writer knows it at w.last, as it
+//     knows the ids, and adds the events of every record it appends or
+//     learns.
 //
 // The window is rebuilt from the log at the first write: the ids of the
 // records stored in the last window, with JetStream's timestamps.
@@ -50,7 +54,8 @@ type writer struct {
 
 	// Owned by the one flushing goroutine.
 	loaded bool
-	last   uint64 // the log's last sequence as far as the ids go
+	last   uint64     // the log's last sequence as far as the ids go
+	count  eventCount // the running event count at last (counts.go; the clean log only)
 	ids    *idWindow
 	token  string
 	n      uint64
@@ -71,6 +76,9 @@ type target struct {
 	// countHeader: every record carries its event count (CountHeader), so
 	// a reader can count events from headers alone.
 	countHeader bool
+	// running: every record carries the running count of the log's events
+	// (counts.go).
+	running bool
 }
 
 type writeReq struct {
@@ -81,7 +89,7 @@ type writeReq struct {
 
 // writerFor is the writer of a stream's clean log.
 func (l *Log) writerFor(stream string) *writer {
-	return l.writerOf(stream, target{name: l.StreamName(stream), subject: l.Subject(stream)})
+	return l.writerOf(stream, target{name: l.StreamName(stream), subject: l.Subject(stream), running: true})
 }
 
 // writerOf is the process's one writer of a log, made at the first use.
@@ -273,13 +281,18 @@ func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 	if w.countHeader {
 		m.Header.Set(CountHeader, strconv.Itoa(n))
 	}
+	count := w.count
+	if w.running {
+		count = w.count.next(w.last+1, n)
+		count.setHeader(m.Header)
+	}
 	expect := jetstream.WithExpectLastSequence(w.last)
 	if w.perSubject {
 		expect = jetstream.WithExpectLastSequencePerSubject(w.last)
 	}
 	ack, err := w.l.js.PublishMsg(ctx, m, expect)
 	if err == nil {
-		w.last = ack.Sequence
+		w.last, w.count = ack.Sequence, count
 		return nil
 	}
 	var apiErr *jetstream.APIError
@@ -302,7 +315,7 @@ func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 		got, gerr := s.GetMsg(rctx, w.last+1, opts...)
 		switch {
 		case gerr == nil && got.Header.Get(jetstream.MsgIDHeader) == id:
-			w.last = got.Sequence
+			w.last, w.count = got.Sequence, count
 			return nil
 		case gerr == nil:
 			return errConflict
@@ -314,7 +327,8 @@ func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 // learn adds the ids of the records the window is missing and moves
 // w.last to the log's last sequence: at the first write (first) those
 // stored during the last window, later those another writer appended
-// after w.last.
+// after w.last (whose events it adds to w.count). At the first write the
+// count is the one of the log's last record.
 func (w *writer) learn(ctx context.Context, first bool) error {
 	s, err := w.l.js.Stream(ctx, w.name)
 	if err != nil {
@@ -323,6 +337,18 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 	last, empty, err := w.lastSeq(ctx, s)
 	if err != nil {
 		return err
+	}
+	if first && w.running {
+		w.count = eventCount{}
+		if !empty && last > 0 {
+			m, err := s.GetMsg(ctx, last)
+			switch {
+			case err == nil:
+				w.count, _ = countOf(m.Header)
+			case !errors.Is(err, jetstream.ErrMsgNotFound):
+				return fmt.Errorf("%w: stream %s record %d: %v", ErrUnavailable, w.stream, last, err)
+			}
+		}
 	}
 	var cfg jetstream.OrderedConsumerConfig
 	switch {
@@ -335,7 +361,7 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 	default:
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.last + 1}
 	}
-	if err := w.read(ctx, s, cfg, last); err != nil {
+	if err := w.read(ctx, s, cfg, last, !first && w.running); err != nil {
 		return err
 	}
 	w.last = last
@@ -363,8 +389,9 @@ func (w *writer) lastSeq(ctx context.Context, s jetstream.Stream) (last uint64, 
 	return info.State.LastSeq, info.State.Msgs == 0, nil
 }
 
-// read adds the ids of the records a consumer delivers, up to sequence last.
-func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64) error {
+// read adds the ids of the records a consumer delivers, up to sequence
+// last, and when count is set their events to w.count.
+func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, count bool) error {
 	cfg.FilterSubjects = []string{w.subject}
 	return eachRecord(ctx, s, cfg, last, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
 		t := md.Timestamp.UnixMilli()
@@ -383,6 +410,9 @@ func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.Ord
 			return nil
 		}); err != nil {
 			return fmt.Errorf("eventlog: %s record %d: %w", w.subject, md.Sequence.Stream, err)
+		}
+		if count {
+			w.count = w.count.learn(m.Headers(), md.Sequence.Stream, Count(m.Data()))
 		}
 		return nil
 	})

@@ -899,8 +899,8 @@
     if (prev && t > prev.t) {
       const dt = (t - prev.t) / 1000;
       for (const name of Object.keys(streams)) {
-        // Prefer this server's accepted counter; fall back to the log's
-        // last sequence (covers ingest through other processes).
+        // Prefer the events the log holds (accepted, the same from every
+        // process); fall back to the log's last sequence (log records).
         let d = null;
         if (acc[name] !== null && prev.acc[name] !== null && prev.acc[name] !== undefined && acc[name] >= prev.acc[name]) d = acc[name] - prev.acc[name];
         if ((d === null || d === 0) && seq[name] !== null && prev.seq[name] !== null && prev.seq[name] !== undefined && seq[name] >= prev.seq[name]) d = Math.max(d || 0, seq[name] - prev.seq[name]);
@@ -928,7 +928,7 @@
     const dlq = sumField(streams, (s) => s.dead_letters);
     setK('dlq', dlq === null ? '–' : fmtNum(dlq));
     $('t-dlq').classList.toggle('alert', dlq !== null && dlq > 0);
-    setK('rejected', fmtNum(sumField(streams, (s) => s.rejected)) + ' rejected at ingest');
+    setK('rejected', fmtNum(sumField(streams, (s) => s.rejected)) + ' rejected, kept for replay');
     const late = sumField(streams, (s) => s.late);
     setK('late', late === null ? '–' : fmtNum(late));
     $('t-late').classList.toggle('caution', late !== null && late > 0);
