@@ -330,13 +330,7 @@ func encodeAnswer(a *answer) []byte {
 	var b bytes.Buffer
 	b.Grow(256 + len(a.Rows)*(96+24*(len(a.View.Measures)+len(a.Query.GroupBy))))
 	writeAnswerHead(&b, a)
-	enc := newRowEncoder(a)
-	for i := range a.Rows {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		enc.row(&b, &a.Rows[i])
-	}
+	writeRows(&b, a)
 	b.WriteString("]}\n")
 	return b.Bytes()
 }
@@ -347,15 +341,20 @@ func encodeRows(a *answer) []byte {
 	var b bytes.Buffer
 	b.Grow(2 + len(a.Rows)*(96+24*(len(a.View.Measures)+len(a.Query.GroupBy))))
 	b.WriteByte('[')
+	writeRows(&b, a)
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+// writeRows renders an answer's rows, comma-separated.
+func writeRows(b *bytes.Buffer, a *answer) {
 	enc := newRowEncoder(a)
 	for i := range a.Rows {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		enc.row(&b, &a.Rows[i])
+		enc.row(b, &a.Rows[i])
 	}
-	b.WriteByte(']')
-	return b.Bytes()
 }
 
 // writeAnswerHead renders an answer's JSON up to the opening of its rows.
