@@ -280,7 +280,7 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 
 // queryBody answers q in its format: from the answer cache; else, for
 // JSON, assembled from the final buckets' encoded rows and the open
-// buckets (frozen.go); else computed whole and encoded.
+// buckets (buckets.go); else computed whole and encoded.
 func (s *Server) queryBody(ctx context.Context, v *logic.View, q Query) (*answerBody, error) {
 	in, err := s.readInputs(ctx, v)
 	if err != nil {

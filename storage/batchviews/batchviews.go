@@ -650,10 +650,14 @@ func writeSmall(dir, name string, b []byte) error {
 }
 
 // Versions returns the ids of the stored versions, oldest first.
-func (s *Store) Versions() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "versions"))
+func (s *Store) Versions() ([]string, error) { return s.ids("versions") }
+
+// ids lists the records of a folder ("versions", "runs") by id, oldest
+// first (ids are time-ordered).
+func (s *Store) ids(folder string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, folder))
 	if err != nil {
-		return nil, fmt.Errorf("batchviews: list versions: %w", err)
+		return nil, fmt.Errorf("batchviews: list %s: %w", folder, err)
 	}
 	var ids []string
 	for _, e := range ents {
@@ -760,20 +764,7 @@ func (s *Store) SaveRun(r Run) error {
 	return nil
 }
 
-func (s *Store) runIDs() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "runs"))
-	if err != nil {
-		return nil, fmt.Errorf("batchviews: list runs: %w", err)
-	}
-	var ids []string
-	for _, e := range ents {
-		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && validID(id) {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
-	return ids, nil
-}
+func (s *Store) runIDs() ([]string, error) { return s.ids("runs") }
 
 // Runs returns every stored run, newest first.
 func (s *Store) Runs() ([]Run, error) {

@@ -29,7 +29,7 @@ type Options struct {
 	Replicas    int           // JetStream replicas (1 for a single server)
 	DedupWindow time.Duration // message-id dedup window of the clean streams
 	MaxAge      time.Duration // retention of clean events (0: forever)
-	MaxMsgs     int64         // limit of clean events per stream (0: none); publishes beyond get ErrFull
+	MaxMsgs     int64         // limit of clean log records per stream (0: none); publishes beyond get ErrFull
 	MaxBytes    int64         // byte limit per stream (0: none)
 	// Retention of dead letters and too-late records: by age, and per
 	// stream (each stream's subject has its own budget, so one stream's
