@@ -187,11 +187,6 @@ func (l *Layer) Run(ctx context.Context) error {
 	return nil
 }
 
-var (
-	errStateLost = errors.New("speed: speed state lost")
-	errLeaseLost = errors.New("speed: writer lease lost")
-)
-
 type metrics struct {
 	events, late, decodeErrors, conflicts *prometheus.CounterVec
 	leaseLost                             *prometheus.CounterVec
