@@ -1,7 +1,6 @@
-package serving
+package query
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -22,10 +21,10 @@ type ViewState struct {
 	Batch    *batchviews.ViewVersion // the batch rows to answer from; nil: none
 }
 
-// viewState decides a view's state from the current batch version (nil:
+// StateOf decides a view's state from the current batch version (nil:
 // none), the stream's speed position, and which layers this server reads
 // (speed: cells and positions; batch: versions). A pure function.
-func viewState(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
+func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
 	var st ViewState
 	batchMatch := false
 	if ver != nil {
@@ -85,11 +84,4 @@ type RebuildingError struct {
 
 func (e *RebuildingError) Error() string {
 	return fmt.Sprintf("view %s is rebuilding (%.0f%%)", e.View, 100*e.Progress)
-}
-
-// isRebuilding reports whether err says a view is rebuilding.
-func isRebuilding(err error) (*RebuildingError, bool) {
-	var re *RebuildingError
-	ok := errors.As(err, &re)
-	return re, ok
 }
