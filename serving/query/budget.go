@@ -17,8 +17,8 @@ const (
 	limitRows  = "http.query_max_rows"
 )
 
-// TooLargeError answers a query beyond its budget: 422, naming the limit
-// and how to narrow the query.
+// TooLargeError is the error of a query beyond its budget: it names the
+// limit and how to narrow the query (serving answers it 422).
 type TooLargeError struct {
 	View  string
 	Limit string // the configuration key: http.query_max_cells or http.query_max_rows

@@ -38,7 +38,7 @@ type SpeedReader interface {
 type StreamSpeed struct {
 	Found     bool   // the stream has a position (false: the speed layer has not started it, or lost it)
 	Seq       uint64 // last log sequence folded into the speed store (0: none)
-	Watermark int64  // the largest event time seen, unix ms (0: none); serving subtracts the stream's allowed lateness
+	Watermark int64  // the largest event time seen, unix ms (0: none); the engine subtracts the stream's allowed lateness
 	// Target is, for a position the speed layer created fresh (a first
 	// start over a log, a Redis that lost its data, a replay), the last log
 	// sequence it had to refold then: its views miss events until Seq

@@ -14,7 +14,8 @@ import (
 // stream's commits (of a position that has reached its target, when it
 // was created fresh) and start at or before the batch rows' cutoff (or at
 // the log's start when there are none). Until both hold the view is
-// rebuilding: it answers 503, never partial data.
+// rebuilding: it answers a *RebuildingError (serving: 503), never partial
+// data.
 type ViewState struct {
 	Ready    bool
 	Progress float64                 // 0..1: how far the rebuild is (1 when ready)
@@ -22,7 +23,7 @@ type ViewState struct {
 }
 
 // StateOf decides a view's state from the current batch version (nil:
-// none), the stream's speed position, and which layers this server reads
+// none), the stream's speed position, and which layers the engine reads
 // (speed: cells and positions; batch: versions). A pure function.
 func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
 	var st ViewState
@@ -75,8 +76,8 @@ func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, bat
 	return st
 }
 
-// RebuildingError answers a query of a view that is rebuilding: 503 with
-// its progress.
+// RebuildingError is the error of a query of a view that is rebuilding,
+// with its progress (serving answers it 503 with Retry-After).
 type RebuildingError struct {
 	View     string
 	Progress float64
