@@ -6,6 +6,11 @@ import (
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
+// The interfaces serving's own handlers consume. Those of the query
+// engine (SpeedReader, SpeedStatus, CommitNotifier) are declared in
+// serving/query; the status handler reads the speed position through
+// query.SpeedStatus as well, so one implementation serves both.
+
 // ArchivePosition is the archiver's committed checkpoint on a stream.
 type ArchivePosition struct {
 	Seq          uint64 // last log sequence written to the lake (0: none)

@@ -59,7 +59,7 @@ type Options struct {
 	// QueryCacheBytes bounds the memory kept for answering queries again
 	// (0: no cache): answers, keyed by the batch version and the speed
 	// position, so a commit or a batch run makes them unreachable; and the
-	// encoded rows of final windows per batch version (buckets.go).
+	// encoded rows of final windows per batch version (serving/query).
 	QueryCacheBytes int64
 	// Auditor serves GET /v1/views/{view}/audit (nil: 501).
 	Auditor Auditor
