@@ -143,7 +143,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 				return
 			case <-f.Done():
 				return
-			case <-st.Changed:
+			case <-st.Changed():
 				continue
 			case <-keepalive.C:
 				if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {

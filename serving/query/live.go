@@ -24,7 +24,7 @@ func (f *LiveFeed) Leave() { f.e.hub.leave(f) }
 // of the committed stream, and checks for new batch versions (one cheap
 // Current() per period, for all of them). A live query (a view and its
 // parameters) is computed once per change for every client connected to
-// it (liveFeed).
+// it (LiveFeed).
 type hub struct {
 	e     *Engine
 	once  sync.Once

@@ -47,10 +47,10 @@ type LiveState struct {
 	Gen     uint64        // answers taken (0: none yet)
 	Err     error         // the last computation's error (nil when it succeeded)
 	ErrGen  uint64        // errors so far: each is sent once
-	Changed chan struct{} // closed when the state is replaced
 	ans     *cachedAnswer // the answer at Gen
 	ansKey  string        // its cache key ("": not cacheable)
 	stamps  []rowStamp    // per row of ans.a.Rows
+	changed chan struct{} // closed when the state is replaced
 }
 
 // rowStamp: the generation at which a row last changed, and at which it
@@ -67,7 +67,7 @@ type liveDiff struct {
 func newLiveFeed(e *Engine, key string, v *logic.View, q Query) *LiveFeed {
 	ctx, cancel := context.WithCancel(e.bgCtx)
 	return &LiveFeed{e: e, key: key, v: v, q: q, ctx: ctx, cancel: cancel, poke: make(chan struct{}, 1),
-		st: LiveState{Changed: make(chan struct{})}}
+		st: LiveState{changed: make(chan struct{})}}
 }
 
 // run recomputes the live query at once, then after every poke (at most
@@ -123,7 +123,7 @@ func (f *LiveFeed) refresh() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.st
-	st.Changed = make(chan struct{})
+	st.changed = make(chan struct{})
 	if err != nil {
 		e.logger.Warn("live query failed", "view", f.v.Name, "err", err)
 		st.Err = err
@@ -134,12 +134,12 @@ func (f *LiveFeed) refresh() {
 		st.ans, st.ansKey, st.Err = ca, key, nil
 		f.diffs = map[uint64]*liveDiff{}
 	}
-	close(f.st.Changed)
+	close(f.st.changed)
 	f.st = st
 }
 
 // Poll returns the live query's state, and whether a client that was sent
-// gen and errGen has nothing new in it (wait on its changed channel).
+// gen and errGen has nothing new in it (wait on its Changed channel).
 func (f *LiveFeed) Poll(gen, errGen uint64) (LiveState, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -155,7 +155,7 @@ func (f *LiveFeed) Next(ctx context.Context, gen, errGen uint64) (LiveState, boo
 			return st, true
 		}
 		select {
-		case <-st.Changed:
+		case <-st.changed:
 		case <-ctx.Done():
 			return st, false
 		case <-f.ctx.Done():
@@ -163,6 +163,9 @@ func (f *LiveFeed) Next(ctx context.Context, gen, errGen uint64) (LiveState, boo
 		}
 	}
 }
+
+// Changed is closed when a newer state replaces st.
+func (st LiveState) Changed() <-chan struct{} { return st.changed }
 
 // Done is closed when the live query ends (its last client left, or the
 // engine closed).
