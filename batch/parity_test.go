@@ -20,7 +20,7 @@ import (
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
-	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
@@ -422,7 +422,7 @@ func checkMeasure(m pMeasure, intField bool, got any, vals []any, exact bool) st
 }
 
 // checkAnswer compares serving's rows with the direct answer.
-func checkAnswer(t *testing.T, what string, v *logic.View, pv pView, rows []serving.ResultRow, keep []string, want map[pKey]*pAgg, mustBeExact bool) {
+func checkAnswer(t *testing.T, what string, v *logic.View, pv pView, rows []query.ResultRow, keep []string, want map[pKey]*pAgg, mustBeExact bool) {
 	t.Helper()
 	if len(rows) != len(want) {
 		t.Fatalf("%s: %d rows, want %d", what, len(rows), len(want))
@@ -573,21 +573,21 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 		if halfCut != mid {
 			t.Fatalf("half cutoff %d, want %d", halfCut, mid)
 		}
-		answer := func(what string, cutoff int64, b []batchviews.Row, sp []serving.SpeedCell, roll serving.Rollup) []serving.ResultRow {
-			merged, err := serving.Merge(v, cutoff, b, sp, 0)
+		answer := func(what string, cutoff int64, b []batchviews.Row, sp []query.SpeedCell, roll query.Rollup) []query.ResultRow {
+			merged, err := query.Merge(v, cutoff, b, sp, 0)
 			if err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
-			out, err := serving.Apply(v, merged, roll, 0)
+			out, err := query.Apply(v, merged, roll, 0)
 			if err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
 			return out
 		}
 		win := expect(pv, evs, 0, pv.dims)
-		checkAnswer(t, pv.name+" batch alone", v, pv, answer("batch", fullCut, fullRows, nil, serving.Rollup{}), pv.dims, win, true)
-		checkAnswer(t, pv.name+" speed alone", v, pv, answer("speed", 0, nil, speed, serving.Rollup{}), pv.dims, win, false)
-		checkAnswer(t, pv.name+" batch+speed", v, pv, answer("merged", halfCut, halfRows, speed, serving.Rollup{}), pv.dims, win, false)
+		checkAnswer(t, pv.name+" batch alone", v, pv, answer("batch", fullCut, fullRows, nil, query.Rollup{}), pv.dims, win, true)
+		checkAnswer(t, pv.name+" speed alone", v, pv, answer("speed", 0, nil, speed, query.Rollup{}), pv.dims, win, false)
+		checkAnswer(t, pv.name+" batch+speed", v, pv, answer("merged", halfCut, halfRows, speed, query.Rollup{}), pv.dims, win, false)
 
 		// Rollups: a step that is a multiple of the size, a subset of the
 		// dimensions; over the merged view and over batch alone.
@@ -607,7 +607,7 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 			if idx == nil {
 				idx = []int{}
 			}
-			roll := serving.Rollup{Step: step, Dims: idx}
+			roll := query.Rollup{Step: step, Dims: idx}
 			want := expect(pv, evs, step, keep)
 			what := fmt.Sprintf("%s step %dms group_by %v", pv.name, step, keep)
 			checkAnswer(t, what+" merged", v, pv, answer(what, halfCut, halfRows, speed, roll), keep, want, false)
@@ -617,10 +617,10 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 }
 
 // speedCells converts the speed store's cells to the serving layer's.
-func speedCells(cells []speedstore.Cell) []serving.SpeedCell {
-	out := make([]serving.SpeedCell, len(cells))
+func speedCells(cells []speedstore.Cell) []query.SpeedCell {
+	out := make([]query.SpeedCell, len(cells))
 	for i, c := range cells {
-		out[i] = serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
+		out[i] = query.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
 	}
 	return out
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
-	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
@@ -306,12 +306,12 @@ func TestQuantileParitySmallGroups(t *testing.T) {
 
 	// Every answer against DuckDB's.
 	covered := map[string]map[string]bool{} // answer path → "size/signs" seen where a sketch answered
-	check := func(what string, cutoff int64, b []batchviews.Row, sp []serving.SpeedCell, roll serving.Rollup, want map[string]*answer, mustBeExact, mustBeSketch bool) {
-		merged, err := serving.Merge(v, cutoff, b, sp, 0)
+	check := func(what string, cutoff int64, b []batchviews.Row, sp []query.SpeedCell, roll query.Rollup, want map[string]*answer, mustBeExact, mustBeSketch bool) {
+		merged, err := query.Merge(v, cutoff, b, sp, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		out, err := serving.Apply(v, merged, roll, 0)
+		out, err := query.Apply(v, merged, roll, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -355,13 +355,13 @@ func TestQuantileParitySmallGroups(t *testing.T) {
 			}
 		}
 	}
-	two := serving.Rollup{Step: 120000}
-	check("batch alone", fullCut, fullRows, nil, serving.Rollup{}, perWindow, true, false)
-	check("speed alone", 0, nil, speed, serving.Rollup{}, perWindow, false, true)
-	check("batch+speed", halfCut, halfRows, speed, serving.Rollup{}, perWindow, false, false)
+	two := query.Rollup{Step: 120000}
+	check("batch alone", fullCut, fullRows, nil, query.Rollup{}, perWindow, true, false)
+	check("speed alone", 0, nil, speed, query.Rollup{}, perWindow, false, true)
+	check("batch+speed", halfCut, halfRows, speed, query.Rollup{}, perWindow, false, false)
 	check("batch+speed 2m", halfCut, halfRows, speed, two, perTwoMin, false, true)
 	check("batch 2m", fullCut, fullRows, nil, two, perTwoMin, false, true)
-	check("batch+speed 2m all groups", halfCut, halfRows, speed, serving.Rollup{Step: 120000, Dims: []int{}}, allGroups, false, true)
+	check("batch+speed 2m all groups", halfCut, halfRows, speed, query.Rollup{Step: 120000, Dims: []int{}}, allGroups, false, true)
 	// The sketch answered groups of every size from 1 to 10 and each sign.
 	for _, what := range []string{"speed alone", "batch+speed"} {
 		for size := 1; size <= 10; size++ {

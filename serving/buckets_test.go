@@ -13,6 +13,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
@@ -37,7 +38,7 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := &fakeSpeed{cells: map[string][]serving.SpeedCell{}, wm: base + 12*minute, seq: 1, joined: views}
+	sp := &fakeSpeed{cells: map[string][]query.SpeedCell{}, wm: base + 12*minute, seq: 1, joined: views}
 	ver := &batchviews.Version{Views: map[string]batchviews.ViewVersion{}}
 	rows := map[string][]batchviews.Row{}
 	lev := prepare(t, s, evs)

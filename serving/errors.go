@@ -9,7 +9,4 @@ var (
 	// ErrBatchBusy may be returned (wrapped) by a BatchRunner's Start when a
 	// run is in progress; Options.RunnerBusy names another such sentinel.
 	ErrBatchBusy = errors.New("serving: a batch run is in progress")
-	// ErrStateShape: a batch row or speed cell has a state whose length does
-	// not match the view's slots (a store written by another configuration).
-	ErrStateShape = errors.New("serving: state has the wrong number of slots")
 )

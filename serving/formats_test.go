@@ -22,6 +22,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 )
 
 // arrowCell renders an Arrow value like the JSON answer renders it.
@@ -243,7 +244,7 @@ func TestQueryCache(t *testing.T) {
 	s := testStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
-	sp := &fakeSpeed{cells: map[string][]serving.SpeedCell{}, seq: 1, joined: []*logic.View{v}}
+	sp := &fakeSpeed{cells: map[string][]query.SpeedCell{}, seq: 1, joined: []*logic.View{v}}
 	add := func(epoch int64, evs []tev) {
 		lev := prepare(t, s, evs)
 		_, cells := split(v, evs, lev, 0)

@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/serving/query"
 )
 
 // Auditor recomputes a view's speed-layer windows exactly from the lake
@@ -58,8 +59,9 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad query parameter", "from: must be before to")
 		return
 	}
-	if _, err := s.readInputs(r.Context(), v); err != nil {
-		if _, rebuilding := isRebuilding(err); rebuilding {
+	if err := s.engine.Ready(r.Context(), v); err != nil {
+		var re *query.RebuildingError
+		if errors.As(err, &re) {
 			s.queryError(w, v.Name, err)
 			return
 		}

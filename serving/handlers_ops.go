@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
 )
@@ -36,8 +37,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	cat := s.opts.Catalog
 	streams := map[string]any{}
-	maxEvent := map[string]int64{}        // speed layer's largest event time per stream
-	positions := map[string]StreamSpeed{} // the speed layer's positions
+	maxEvent := map[string]int64{}              // speed layer's largest event time per stream
+	positions := map[string]query.StreamSpeed{} // the speed layer's positions
 	for _, name := range cat.StreamOrder {
 		st := cat.Streams[name]
 		// accepted and rejected are what the log holds, the same in every
@@ -146,8 +147,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			cutoff = ver.Views[vn].Cutoff
 		}
 		vo := map[string]any{"stream": v.Stream.Name, "definition": v.Definition(), "batch_cutoff": timeOrNil(cutoff), "freshness_ms": nil}
-		speed := s.opts.Speed != nil && s.opts.SpeedStatus != nil
-		if vs := viewState(v, ver, positions[v.Stream.Name], speed, s.opts.Views != nil); vs.Ready {
+		if vs := s.engine.ViewState(v, ver, positions[v.Stream.Name]); vs.Ready {
 			vo["state"], vo["progress"] = "ready", 1.0
 		} else {
 			vo["state"], vo["progress"] = "rebuilding", vs.Progress

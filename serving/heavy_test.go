@@ -18,6 +18,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
@@ -37,7 +38,7 @@ func (r *storeSpeed) setGate(g func(ctx context.Context)) {
 	r.mu.Unlock()
 }
 
-func (r *storeSpeed) ReadCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, fn func(serving.SpeedCell) error) error {
+func (r *storeSpeed) ReadCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, fn func(query.SpeedCell) error) error {
 	r.mu.Lock()
 	gate := r.gate
 	r.mu.Unlock()
@@ -45,18 +46,18 @@ func (r *storeSpeed) ReadCells(ctx context.Context, v *logic.View, from, to, min
 		gate(ctx)
 	}
 	return r.st.ReadEach(ctx, v, from, to, minEpoch, func(c speedstore.Cell) error {
-		return fn(serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
+		return fn(query.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
 	})
 }
 
-func (r *storeSpeed) StreamStatus(ctx context.Context, stream string) (serving.StreamSpeed, error) {
+func (r *storeSpeed) StreamStatus(ctx context.Context, stream string) (query.StreamSpeed, error) {
 	p, found, err := r.st.Position(ctx, stream)
 	if err != nil || !found {
-		return serving.StreamSpeed{}, err
+		return query.StreamSpeed{}, err
 	}
-	out := serving.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Views: map[string]serving.ViewSpeed{}}
+	out := query.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Views: map[string]query.ViewSpeed{}}
 	for k, vp := range p.Views {
-		out.Views[k] = serving.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From}
+		out.Views[k] = query.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From}
 	}
 	return out, nil
 }

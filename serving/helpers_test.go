@@ -12,7 +12,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
-	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
@@ -118,7 +118,7 @@ func prepare(t testing.TB, s *logic.Stream, evs []tev) []logic.Event {
 
 // split folds events with logic.Delta: batch rows (epoch < cutoff, epochs
 // collapsed) and speed cells (every epoch, so Merge must skip the old ones).
-func split(v *logic.View, evs []tev, lev []logic.Event, cutoff int64) ([]batchviews.Row, []serving.SpeedCell) {
+func split(v *logic.View, evs []tev, lev []logic.Event, cutoff int64) ([]batchviews.Row, []query.SpeedCell) {
 	bd, sd := v.NewDelta(), v.NewDelta()
 	for i := range evs {
 		if cutoff > 0 && evs[i].epoch < cutoff {
@@ -136,9 +136,9 @@ func split(v *logic.View, evs []tev, lev []logic.Event, cutoff int64) ([]batchvi
 		}
 		return rows[i].Group < rows[j].Group
 	})
-	var cells []serving.SpeedCell
+	var cells []query.SpeedCell
 	for k, st := range sd.Cells {
-		cells = append(cells, serving.SpeedCell{Epoch: k.Epoch, Window: k.Window, Group: k.Group, State: st.State(v)})
+		cells = append(cells, query.SpeedCell{Epoch: k.Epoch, Window: k.Window, Group: k.Group, State: st.State(v)})
 	}
 	return rows, cells
 }
@@ -174,11 +174,11 @@ func (e *expRow) values() []any {
 func (e *expRow) source() string {
 	switch {
 	case e.batch && e.speed:
-		return serving.SourceBoth
+		return query.SourceBoth
 	case e.batch:
-		return serving.SourceBatch
+		return query.SourceBatch
 	}
-	return serving.SourceSpeed
+	return query.SourceSpeed
 }
 
 type expQuery struct {
@@ -325,7 +325,7 @@ func dimStrings(vals []logic.Value) []string {
 
 // checkRows compares result rows (order-insensitive on groups) with the
 // expectation.
-func checkRows(t *testing.T, label string, got []serving.ResultRow, want []*expRow) {
+func checkRows(t *testing.T, label string, got []query.ResultRow, want []*expRow) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d rows, want %d\n got %s\nwant %s", label, len(got), len(want), fmtGot(got), fmtWant(want))
@@ -355,7 +355,7 @@ func checkRows(t *testing.T, label string, got []serving.ResultRow, want []*expR
 	}
 }
 
-func fmtGot(rows []serving.ResultRow) string {
+func fmtGot(rows []query.ResultRow) string {
 	var b strings.Builder
 	for _, r := range rows {
 		fmt.Fprintf(&b, "[%d %v %v] ", r.Window, dimStrings(r.Dims), r.Values)

@@ -3,74 +3,13 @@ package serving
 import (
 	"context"
 
-	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
-// SpeedCell is one cell of the speed layer's state for a view: the deltas
-// of the records that arrived in arrival epoch Epoch (its start, unix ms),
-// for the window starting at Window (unix ms) and the encoded group Group
-// (logic.View.GroupKey). State holds the view's slots (logic.View.Slots;
-// NaN = empty min/max).
-type SpeedCell struct {
-	Epoch  int64
-	Window int64
-	Group  string
-	State  logic.State
-}
-
-// SpeedReader reads the speed layer's cells.
-//
-// ReadCells calls fn with each cell of view v whose window start is in
-// [fromMs, toMs) and whose epoch is >= minEpoch, in any order; a
-// (epoch, window, group) comes at most once. An error from fn stops the
-// read and is returned as is, so a caller bounds what it reads; once ctx
-// ends the read stops soon, with ctx's error. fn may keep a cell but not
-// look into its state, which is whole once ReadCells returns nil (the
-// states are then owned by the caller). It must be safe for concurrent
-// use. Any other error fails the query (the answer would miss events).
-// (*speedstore.Store).ReadEach with its Cell converted field by field
-// satisfies this contract.
-type SpeedReader interface {
-	ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(SpeedCell) error) error
-}
-
-// StreamSpeed is the speed layer's committed position on a stream.
-type StreamSpeed struct {
-	Found     bool   // the stream has a position (false: the speed layer has not started it, or lost it)
-	Seq       uint64 // last log sequence folded into the speed store (0: none)
-	Watermark int64  // the largest event time seen, unix ms (0: none); serving subtracts the stream's allowed lateness
-	// Target is, for a position the speed layer created fresh (a first
-	// start over a log, a Redis that lost its data, a replay), the last log
-	// sequence it had to refold then: its views miss events until Seq
-	// reaches it (0: none).
-	Target uint64
-	// Views holds each view's part of the position, by state key
-	// (logic.View.StateKey).
-	Views map[string]ViewSpeed
-}
-
-// ViewSpeed is where one view's speed cells stand on its stream: they hold
-// the records that arrived from epoch From on, up to Joined when the view
-// takes part in the stream's commits (JoinedOK), else up to Rebuilt while
-// a rebuild (which began at RebuildFirst) folds the log into it.
-type ViewSpeed struct {
-	JoinedOK     bool
-	Joined       uint64
-	From         int64
-	Rebuilding   bool
-	Rebuilt      uint64
-	RebuildFirst uint64
-}
-
-// SpeedStatus reports the speed layer's progress on a stream.
-//
-// StreamStatus returns the committed position (the zero value when the
-// speed layer has none yet). It must be safe for concurrent use.
-// (*speedstore.Store).Position maps onto it (found=false -> zero value).
-type SpeedStatus interface {
-	StreamStatus(ctx context.Context, stream string) (StreamSpeed, error)
-}
+// The interfaces serving's own handlers consume. Those of the query
+// engine (SpeedReader, SpeedStatus, CommitNotifier) are declared in
+// serving/query; the status handler reads the speed position through
+// query.SpeedStatus as well, so one implementation serves both.
 
 // ArchivePosition is the archiver's committed checkpoint on a stream.
 type ArchivePosition struct {

@@ -2,190 +2,19 @@ package serving
 
 import (
 	"bytes"
-	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/serving/query"
 )
 
-// CommitNotice announces a commit of the speed layer: the stream and its
-// new position (log sequence).
-type CommitNotice struct {
-	Stream string
-	Seq    uint64
-}
-
-// CommitNotifier delivers the speed layer's commit notices. Subscribe is
-// called once per process; the channel is closed when ctx ends. Notices may
-// be lost (e.g. while reconnecting): live clients still see the next one,
-// and the batch-version check runs on its own. The cmd/braid adapter
-// PSUBSCRIBEs to the Redis channels {ns}:commits:*.
-type CommitNotifier interface {
-	Subscribe(ctx context.Context) <-chan CommitNotice
-}
-
-// Live push timing.
-var (
-	liveCoalesce  = 200 * time.Millisecond // at most one recompute per live query per this
-	liveKeepalive = 15 * time.Second       // comment lines keep proxies from closing idle streams
-)
-
-// hub fans the process's one commit subscription out to the live queries
-// of the committed stream, and checks for new batch versions (one cheap
-// Current() per period, for all of them). A live query (a view and its
-// parameters) is computed once per change for every client connected to
-// it (liveFeed).
-type hub struct {
-	s     *Server
-	once  sync.Once
-	mu    sync.Mutex
-	feeds map[string]*liveFeed // by liveKey
-	seq   map[string]uint64    // latest seq seen per stream
-}
-
-func newHub(s *Server) *hub {
-	return &hub{s: s, feeds: map[string]*liveFeed{}, seq: map[string]uint64{}}
-}
-
-// liveKey names a live query: the view and every parameter that decides
-// its rows.
-func liveKey(v *logic.View, q Query) string { return cacheKey(v, q, "", 0) }
-
-// join adds a client to the live query of v and q, starting it when it is
-// the first.
-func (h *hub) join(v *logic.View, q Query) *liveFeed {
-	h.once.Do(func() { go h.run(h.s.bgCtx) })
-	key := liveKey(v, q)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	f := h.feeds[key]
-	if f == nil {
-		f = newLiveFeed(h.s, key, v, q)
-		h.feeds[key] = f
-		h.s.liveQueries.Inc()
-		go f.run()
-	} else {
-		h.s.shared.Inc()
-	}
-	f.clients++
-	return f
-}
-
-// leave removes a client; the last one to leave stops the live query,
-// and the computation it may be running.
-func (h *hub) leave(f *liveFeed) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if f.clients--; f.clients == 0 {
-		delete(h.feeds, f.key)
-		h.s.liveQueries.Dec()
-		f.cancel()
-	}
-}
-
-// poke tells the live queries of stream ("" = every live query) that
-// their inputs may have changed, never blocking.
-func (h *hub) poke(stream string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, f := range h.feeds {
-		if stream == "" || f.v.Stream.Name == stream {
-			select {
-			case f.poke <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// notice records a commit and pokes the stream's live queries when it moved.
-func (h *hub) notice(n CommitNotice) {
-	h.mu.Lock()
-	moved := n.Seq == 0 || n.Seq != h.seq[n.Stream]
-	if n.Seq > h.seq[n.Stream] {
-		h.seq[n.Stream] = n.Seq
-	}
-	h.mu.Unlock()
-	if moved {
-		h.poke(n.Stream)
-	}
-}
-
-func (h *hub) streams() map[string]bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := map[string]bool{}
-	for _, f := range h.feeds {
-		out[f.v.Stream.Name] = true
-	}
-	return out
-}
-
-func (h *hub) run(ctx context.Context) {
-	s := h.s
-	var notices <-chan CommitNotice
-	if s.opts.Notifier != nil {
-		notices = s.opts.Notifier.Subscribe(ctx)
-		s.logger.Info("live push: subscribed to speed-layer commits")
-	} else {
-		s.logger.Info("live push: no commit notifier, polling the speed positions once per period", "period", s.livePoll())
-	}
-	tick := time.NewTicker(s.livePoll())
-	defer tick.Stop()
-	lastVersion := ""
-	if s.opts.Views != nil {
-		if v, err := s.opts.Views.Current(); err == nil && v != nil {
-			lastVersion = v.ID
-		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case n, ok := <-notices:
-			if !ok {
-				notices = nil
-				if ctx.Err() == nil {
-					s.logger.Warn("live push: commit subscription ended; falling back to polling")
-				}
-				continue
-			}
-			h.notice(n)
-		case <-tick.C:
-			if s.opts.Views != nil {
-				if v, err := s.opts.Views.Current(); err == nil && v != nil && v.ID != lastVersion {
-					lastVersion = v.ID
-					h.poke("")
-				}
-			}
-			if notices == nil && s.opts.SpeedStatus != nil {
-				for st := range h.streams() {
-					if pos, err := s.opts.SpeedStatus.StreamStatus(ctx, st); err == nil && pos.Seq != 0 {
-						h.mu.Lock()
-						moved := pos.Seq != h.seq[st]
-						h.seq[st] = pos.Seq
-						h.mu.Unlock()
-						if moved {
-							h.poke(st)
-						}
-					}
-				}
-			}
-		}
-	}
-}
-
-func (s *Server) livePoll() time.Duration {
-	if s.opts.LivePoll > 0 {
-		return s.opts.LivePoll
-	}
-	return time.Second
-}
+// liveKeepalive: comment lines keep proxies from closing idle streams.
+var liveKeepalive = 15 * time.Second
 
 // handleLive: GET /v1/views/{view}/live — Server-Sent Events. Events:
 //
@@ -198,7 +27,7 @@ func (s *Server) livePoll() time.Duration {
 //
 // Every event has an incrementing id; a client reconnecting with
 // Last-Event-ID continues the numbering (and gets a fresh snapshot).
-// Clients of the same live query share its computations (liveFeed): the
+// Clients of the same live query share its computations (query.LiveFeed): the
 // first answer is awaited before the response starts, so a view that is
 // rebuilding answers 503 and a query beyond its budget 422.
 func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
@@ -214,21 +43,21 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 			id = n
 		}
 	}
-	f := s.hub.join(v, q)
-	defer s.hub.leave(f)
+	f := s.engine.JoinLive(v, q)
+	defer f.Leave()
 	s.sseClients.Inc()
 	defer s.sseClients.Dec()
 
 	// The first answer (or error) of the live query.
-	st, ok := f.next(ctx, 0, 0)
+	st, ok := f.Next(ctx, 0, 0)
 	if !ok {
 		return
 	}
-	if st.gen == 0 || st.err != nil {
-		_, tooLarge := isTooLarge(st.err)
-		_, rebuilding := isRebuilding(st.err)
-		if tooLarge || rebuilding {
-			s.queryError(w, v.Name, st.err) // no rows to stream
+	if st.Gen == 0 || st.Err != nil {
+		var te *query.TooLargeError
+		var re *query.RebuildingError
+		if errors.As(st.Err, &te) || errors.As(st.Err, &re) {
+			s.queryError(w, v.Name, st.Err) // no rows to stream
 			return
 		}
 	}
@@ -264,66 +93,57 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	keepalive := time.NewTicker(liveKeepalive)
 	defer keepalive.Stop()
 	for {
-		if st.gen > gen {
-			a := st.ans.a
+		if st.Gen > gen {
 			if gen == 0 {
-				data, err := st.ans.encoded("rows")
+				data, err := st.Snapshot()
 				if err != nil || !send("snapshot", data) {
 					return
 				}
 			} else {
-				if a.Version != version {
-					var b bytes.Buffer
-					b.WriteString(`{"version":`)
-					writeStr(&b, a.Version)
-					b.WriteString(`,"batch_cutoff":`)
-					writeTimeOrNull(&b, a.Cutoff)
-					b.WriteByte('}')
-					if !send("batch", b.Bytes()) {
+				if st.Version() != version {
+					if !send("batch", st.BatchEvent()) {
 						return
 					}
 				}
-				d := f.diff(st, gen)
-				if len(d.rows) > 2 && !send("rows", d.rows) {
+				rows, final := f.Diff(st, gen)
+				if len(rows) > 2 && !send("rows", rows) {
 					return
 				}
-				if len(d.final) > 2 && !send("final", d.final) {
+				if len(final) > 2 && !send("final", final) {
 					return
 				}
 			}
-			gen, version = st.gen, a.Version
+			gen, version = st.Gen, st.Version()
 		}
-		if st.errGen > errGen && st.err != nil {
-			var b bytes.Buffer
-			b.WriteString(`{"error":`)
-			writeStr(&b, st.err.Error())
-			if te, ok := isTooLarge(st.err); ok {
-				b.WriteString(`,"limit":`)
-				writeStr(&b, te.Limit)
-				b.WriteString(`,"max":`)
-				b.WriteString(strconv.FormatInt(te.Max, 10))
-				b.WriteByte('}')
-				send("error", b.Bytes())
+		if st.ErrGen > errGen && st.Err != nil {
+			var b []byte
+			b = logic.AppendJSONString(append(b, `{"error":`...), st.Err.Error())
+			var te *query.TooLargeError
+			if errors.As(st.Err, &te) {
+				b = logic.AppendJSONString(append(b, `,"limit":`...), te.Limit)
+				b = strconv.AppendInt(append(b, `,"max":`...), te.Max, 10)
+				b = append(b, '}')
+				send("error", b)
 				return // the query has outgrown its budget: a reconnect answers 422
 			}
-			b.WriteByte('}')
-			if !send("error", b.Bytes()) {
+			b = append(b, '}')
+			if !send("error", b) {
 				return
 			}
 		}
-		errGen = st.errGen
+		errGen = st.ErrGen
 		for {
 			var wait bool
-			st, wait = f.poll(gen, errGen)
+			st, wait = f.Poll(gen, errGen)
 			if !wait {
 				break
 			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-s.bgCtx.Done():
+			case <-f.Done():
 				return
-			case <-st.changed:
+			case <-st.Changed():
 				continue
 			case <-keepalive.C:
 				if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
@@ -20,7 +21,7 @@ const minute = int64(60_000)
 func str(s string) *string   { return &s }
 func flt(f float64) *float64 { return &f }
 func i64(i int64) *int64     { return &i }
-func mustQuery(t *testing.T, v *logic.View, raw string) serving.Query {
+func mustQuery(t *testing.T, v *logic.View, raw string) query.Query {
 	t.Helper()
 	vals, err := url.ParseQuery(raw)
 	if err != nil {
@@ -53,7 +54,7 @@ func TestMergeTable(t *testing.T) {
 		snapshot[i] = slices.Clone(r.State.Num)
 	}
 	wm := int64(2 * minute)
-	merged, err := serving.Merge(v, cutoff, batch, cells, wm)
+	merged, err := query.Merge(v, cutoff, batch, cells, wm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestMergeTable(t *testing.T) {
 			t.Fatalf("Merge modified batch row %d: %v, was %v", i, r.State, snapshot[i])
 		}
 	}
-	wantSources := []string{serving.SourceBoth, serving.SourceBatch, serving.SourceSpeed, serving.SourceBatch}
+	wantSources := []string{query.SourceBoth, query.SourceBatch, query.SourceSpeed, query.SourceBatch}
 	if len(merged) != len(wantSources) {
 		t.Fatalf("merged %d rows, want %d: %+v", len(merged), len(wantSources), merged)
 	}
@@ -90,11 +91,11 @@ func TestMergeTable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			q := mustQuery(t, v, tc.query)
 			b, c := split(v, evs, lev, cutoff)
-			merged, err := serving.Merge(v, cutoff, b, c, wm)
+			merged, err := query.Merge(v, cutoff, b, c, wm)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows, err := serving.Apply(v, merged, q.Rollup, wm)
+			rows, err := query.Apply(v, merged, q.Rollup, wm)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,18 +111,18 @@ func TestMergeNoCutoffAndShape(t *testing.T) {
 	evs := []tev{{epoch: 0, ts: 1000, country: str("DE"), device: "ios", amount: flt(1)}, {epoch: 10_000, ts: 2000, country: str("DE"), device: "ios", amount: flt(2)}}
 	lev := prepare(t, s, evs)
 	_, cells := split(v, evs, lev, 0)
-	merged, err := serving.Merge(v, 0, nil, cells, 0)
-	if err != nil || len(merged) != 1 || merged[0].Source != serving.SourceSpeed || merged[0].Final {
+	merged, err := query.Merge(v, 0, nil, cells, 0)
+	if err != nil || len(merged) != 1 || merged[0].Source != query.SourceSpeed || merged[0].Final {
 		t.Fatalf("no cutoff: %+v %v", merged, err)
 	}
 	if got := v.Finalize(&merged[0].State); got[0] != int64(2) || got[1] != 3.0 {
 		t.Fatalf("no cutoff: every speed epoch counts, got %v", got)
 	}
 	bad := []batchviews.Row{{Window: 0, Group: merged[0].Group, State: logic.State{Num: []float64{1}}}}
-	if _, err := serving.Merge(v, 10_000, bad, nil, 0); !errors.Is(err, serving.ErrStateShape) {
+	if _, err := query.Merge(v, 10_000, bad, nil, 0); !errors.Is(err, query.ErrStateShape) {
 		t.Fatalf("short state: want ErrStateShape, got %v", err)
 	}
-	if rows, err := serving.Merge(v, 0, nil, nil, 0); err != nil || len(rows) != 0 {
+	if rows, err := query.Merge(v, 0, nil, nil, 0); err != nil || len(rows) != 0 {
 		t.Fatalf("empty: %v %v", rows, err)
 	}
 }
@@ -141,13 +142,13 @@ func TestOrderLimit(t *testing.T) {
 	}
 	lev := prepare(t, s, evs)
 	_, cells := split(v, evs, lev, 0)
-	merged, _ := serving.Merge(v, 0, nil, cells, 0)
+	merged, _ := query.Merge(v, 0, nil, cells, 0)
 	q := mustQuery(t, v, "from=1970-01-01T00:00:00Z&to=1970-01-01T00:01:00Z&group_by=country&order=-revenue&limit=3")
-	rows, err := serving.Apply(v, merged, q.Rollup, 0)
+	rows, err := query.Apply(v, merged, q.Rollup, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows = serving.OrderLimit(rows, q.Order, q.Desc, q.Limit)
+	rows = query.OrderLimit(rows, q.Order, q.Desc, q.Limit)
 	var got []string
 	for _, r := range rows {
 		got = append(got, r.Dims[0].S)
@@ -156,8 +157,8 @@ func TestOrderLimit(t *testing.T) {
 		t.Fatalf("top 3 by revenue: %v", got)
 	}
 	q = mustQuery(t, v, "from=1970-01-01T00:00:00Z&to=1970-01-01T00:01:00Z&group_by=country&order=revenue")
-	rows, _ = serving.Apply(v, merged, q.Rollup, 0)
-	rows = serving.OrderLimit(rows, q.Order, q.Desc, q.Limit)
+	rows, _ = query.Apply(v, merged, q.Rollup, 0)
+	rows = query.OrderLimit(rows, q.Order, q.Desc, q.Limit)
 	got = got[:0]
 	for _, r := range rows {
 		got = append(got, r.Dims[0].S)
@@ -297,12 +298,12 @@ func TestMergeRollupProperty(t *testing.T) {
 		batch, cells := split(v, evs, lev, cutoff)
 		// The store returns only the query's windows: mimic it.
 		batch = slices.DeleteFunc(batch, func(r batchviews.Row) bool { return r.Window < from || r.Window >= to })
-		cells = slices.DeleteFunc(cells, func(c serving.SpeedCell) bool { return c.Window < from || c.Window >= to })
-		merged, err := serving.Merge(v, cutoff, batch, cells, wm)
+		cells = slices.DeleteFunc(cells, func(c query.SpeedCell) bool { return c.Window < from || c.Window >= to })
+		merged, err := query.Merge(v, cutoff, batch, cells, wm)
 		if err != nil {
 			t.Fatalf("%s: %v", label, err)
 		}
-		rows, err := serving.Apply(v, merged, q.Rollup, wm)
+		rows, err := query.Apply(v, merged, q.Rollup, wm)
 		if err != nil {
 			t.Fatalf("%s: %v", label, err)
 		}

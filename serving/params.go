@@ -10,6 +10,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/serving/query"
 )
 
 // MaxBuckets bounds the rows per group an answer may have: the buckets of
@@ -17,17 +18,6 @@ import (
 // bounds the range a step may cover, not what a query reads: what it reads
 // and computes is bounded apart (http.query_max_cells, http.query_max_rows).
 const MaxBuckets = 100_000
-
-// Query is a parsed view query.
-type Query struct {
-	Rollup
-	StepText string   // as the answer echoes it: the given step, or the view's
-	GroupBy  []string // kept dimension names, in output order
-	Format   string   // json | csv | arrow
-	Order    int      // measure index to order by, -1 = none
-	Desc     bool
-	Limit    int // 0 = all
-}
 
 // ParamError is a bad query parameter (answered 400).
 type ParamError struct {
@@ -43,8 +33,8 @@ func perr(param, format string, args ...any) *ParamError {
 
 // ParseQuery reads from, to, step, group_by, where, format, order and limit
 // for view v. Errors are *ParamError.
-func ParseQuery(v *logic.View, q url.Values) (Query, error) {
-	out := Query{Order: -1, Format: "json"}
+func ParseQuery(v *logic.View, q url.Values) (query.Query, error) {
+	out := query.Query{Order: -1, Format: "json"}
 	var err error
 	if out.From, err = parseTime(q, "from"); err != nil {
 		return out, err
@@ -137,7 +127,7 @@ func ParseQuery(v *logic.View, q url.Values) (Query, error) {
 				} else {
 					cur = len(out.Filters)
 					byDim[i] = cur
-					out.Filters = append(out.Filters, Filter{Dim: i})
+					out.Filters = append(out.Filters, query.Filter{Dim: i})
 				}
 			case cur < 0:
 				return out, perr("where", "want dim:value, got %q", it.raw)
@@ -244,4 +234,12 @@ func fmtDuration(ms int64) string {
 		}
 	}
 	return b.String()
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
 }

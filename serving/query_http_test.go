@@ -22,20 +22,21 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
 // fakeSpeed serves cells per view, honouring ReadCells' contract.
 type fakeSpeed struct {
 	mu     sync.Mutex
-	cells  map[string][]serving.SpeedCell
+	cells  map[string][]query.SpeedCell
 	wm     int64
 	seq    uint64
 	err    error
 	joined []*logic.View // views whose cells have joined the position (from the log's start)
 }
 
-func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpoch int64, fn func(serving.SpeedCell) error) error {
+func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpoch int64, fn func(query.SpeedCell) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -43,7 +44,7 @@ func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpo
 	}
 	for _, c := range f.cells[v.Name] {
 		if c.Window >= from && c.Window < to && c.Epoch >= minEpoch {
-			if err := fn(serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State.Clone()}); err != nil {
+			if err := fn(query.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State.Clone()}); err != nil {
 				return err
 			}
 		}
@@ -51,14 +52,14 @@ func (f *fakeSpeed) ReadCells(_ context.Context, v *logic.View, from, to, minEpo
 	return nil
 }
 
-func (f *fakeSpeed) StreamStatus(context.Context, string) (serving.StreamSpeed, error) {
+func (f *fakeSpeed) StreamStatus(context.Context, string) (query.StreamSpeed, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	views := map[string]serving.ViewSpeed{}
+	views := map[string]query.ViewSpeed{}
 	for _, v := range f.joined {
-		views[v.StateKey()] = serving.ViewSpeed{JoinedOK: true, Joined: f.seq}
+		views[v.StateKey()] = query.ViewSpeed{JoinedOK: true, Joined: f.seq}
 	}
-	return serving.StreamSpeed{Found: true, Seq: f.seq, Watermark: f.wm, Views: views}, nil
+	return query.StreamSpeed{Found: true, Seq: f.seq, Watermark: f.wm, Views: views}, nil
 }
 
 type queryEnv struct {
@@ -82,7 +83,7 @@ func newQueryEnv(t *testing.T, r *rand.Rand, vs ...*logic.View) *queryEnv {
 		t.Fatal(err)
 	}
 	e.views = st
-	e.speed = &fakeSpeed{cells: map[string][]serving.SpeedCell{}, wm: base + 12*minute, seq: 7, joined: vs}
+	e.speed = &fakeSpeed{cells: map[string][]query.SpeedCell{}, wm: base + 12*minute, seq: 7, joined: vs}
 	e.wmAt = e.speed.wm - s.AllowedLateness.Milliseconds()
 	ver := &batchviews.Version{Views: map[string]batchviews.ViewVersion{}}
 	rows := map[string][]batchviews.Row{}

@@ -1,8 +1,10 @@
 // Package serving is Braid's HTTP API (chi): ingest through the streams'
 // logic into the event log, merged queries (batch view ⊕ speed deltas after
 // the batch cutoff), batch runs, the dead-letter queue, status, health and
-// metrics. The merge is a pure function (merge.go); the stores it reads are
-// reached through small interfaces declared here (interfaces.go).
+// metrics. Queries are answered by the query engine (serving/query): the
+// handlers here parse parameters into a query.Query and write what it
+// answers. The stores are reached through small interfaces declared by
+// their consumers (query's, and here interfaces.go).
 package serving
 
 import (
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
 )
@@ -32,8 +35,8 @@ type Options struct {
 	Config      *config.Config  // the http section (nil: defaults)
 	Catalog     *config.Catalog // streams and views
 	Log         *eventlog.Log
-	Speed       SpeedReader
-	SpeedStatus SpeedStatus
+	Speed       query.SpeedReader
+	SpeedStatus query.SpeedStatus
 	Archive     ArchiveStatus
 	Views       *batchviews.Store
 	Runner      BatchRunner
@@ -49,14 +52,14 @@ type Options struct {
 	// Notifier announces the speed layer's commits (one subscription per
 	// process) for live pushes. nil: one process-wide poll of the streams'
 	// positions (SpeedStatus) every LivePoll while live clients exist.
-	Notifier CommitNotifier
+	Notifier query.CommitNotifier
 	// LivePoll is the fallback poll period without a Notifier, and the
 	// period of the batch-version check for live clients (0: 1s).
 	LivePoll time.Duration
 	// QueryCacheBytes bounds the memory kept for answering queries again
 	// (0: no cache): answers, keyed by the batch version and the speed
 	// position, so a commit or a batch run makes them unreachable; and the
-	// encoded rows of final windows per batch version (buckets.go).
+	// encoded rows of final windows per batch version (serving/query).
 	QueryCacheBytes int64
 	// Auditor serves GET /v1/views/{view}/audit (nil: 501).
 	Auditor Auditor
@@ -80,18 +83,8 @@ type Server struct {
 	auth         *auth
 	authOn       bool // auth.keys configured: tokens required on /v1
 	authFailures *prometheus.CounterVec
-	hub          *hub
-	cache        *byteLRU
-	cacheLookups *prometheus.CounterVec
-	bucketUse    *prometheus.CounterVec
+	engine       *query.Engine
 	sseClients   prometheus.Gauge
-	computing    prometheus.Gauge
-	computations *prometheus.CounterVec
-	shared       prometheus.Counter
-	liveQueries  prometheus.Gauge
-	answers      *flights[*cachedAnswer]  // answers being computed, by cache key
-	bodies       *flights[*answerBody]    // JSON answers being assembled, by cache key
-	snapshots    *flights[*speedSnapshot] // speed cells being read, by view, position and range
 	bgCtx        context.Context
 	bgCancel     context.CancelFunc
 }
@@ -135,32 +128,11 @@ func New(opts Options) (*Server, error) {
 	if s.authFailures, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_auth_failures_total", Help: "Requests refused by access control, by status (401, 403)."}, []string{"code"})); err != nil {
 		return nil, err
 	}
-	if s.cacheLookups, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_cache_total", Help: "Query cache lookups by result (hit, miss)."}, []string{"result"})); err != nil {
-		return nil, err
-	}
-	if s.bucketUse, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_buckets_total", Help: "Windows (or rollup buckets) of JSON answers: their encoded rows reused from the query cache, or computed and kept."}, []string{"result"})); err != nil {
-		return nil, err
-	}
 	if _, err = register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_ingest_memory_bytes", Help: "Memory held by ingest bodies being read and stored (at most http.ingest_memory_bytes)."},
 		func() float64 { return float64(s.bodyMem.used.Load()) })); err != nil {
 		return nil, err
 	}
 	if s.sseClients, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
-		return nil, err
-	}
-	if s.computing, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_query_computations_running", Help: "Answers being computed and reads of speed cells in progress."})); err != nil {
-		return nil, err
-	}
-	if s.computations, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_computations_total", Help: "Computations of answers (or of parts of JSON answers) by result: done, cancelled (every client waiting for it left), too_large (beyond http.query_max_cells or http.query_max_rows), failed."}, []string{"result"})); err != nil {
-		return nil, err
-	}
-	for _, r := range []string{"done", "cancelled", "too_large", "failed"} {
-		s.computations.WithLabelValues(r)
-	}
-	if s.shared, err = register(s.reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "braid_query_shared_total", Help: "Queries (and live queries) that waited for a computation or a read of speed cells already running for another one instead of starting their own."})); err != nil {
-		return nil, err
-	}
-	if s.liveQueries, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_live_queries", Help: "Distinct live queries (view and parameters) with connected clients: each is recomputed once per change, for all its clients."})); err != nil {
 		return nil, err
 	}
 	getenv := opts.Getenv
@@ -179,34 +151,23 @@ func New(opts Options) (*Server, error) {
 	default:
 		s.logger.Info("auth enabled", "keys", len(s.auth.keys))
 	}
-	if opts.QueryCacheBytes > 0 {
-		s.cache = newByteLRU(opts.QueryCacheBytes)
-	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
-	s.answers = newFlights[*cachedAnswer](s.bgCtx, s.shared.Inc)
-	s.bodies = newFlights[*answerBody](s.bgCtx, s.shared.Inc)
-	s.snapshots = newFlights[*speedSnapshot](s.bgCtx, s.shared.Inc)
-	if opts.Views != nil {
-		if _, err := register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_batch_view_rows_loaded", Help: "Batch view rows held in memory for queries."},
-			func() float64 { return float64(opts.Views.LoadedRows()) })); err != nil {
-			return nil, err
-		}
-		period := opts.LivePoll
-		if period <= 0 {
-			period = time.Second
-		}
-		go s.warmVersions(s.bgCtx, period)
+	if s.engine, err = query.New(query.Options{Catalog: opts.Catalog, Speed: opts.Speed, SpeedStatus: opts.SpeedStatus, Views: opts.Views,
+		MaxCells: cfg.HTTP.QueryMaxCells, MaxRows: cfg.HTTP.QueryMaxRows, CacheBytes: opts.QueryCacheBytes,
+		Notifier: opts.Notifier, LivePoll: opts.LivePoll, Logger: s.logger, Registry: s.reg}); err != nil {
+		s.bgCancel()
+		return nil, err
 	}
-	s.hub = newHub(s)
 	s.handler = s.routes()
 	return s, nil
 }
 
-// Close stops the server's background work (the live-push subscription).
-// Open live streams end.
+// Close stops the server's background work (the query engine's: the
+// live-push subscription, the loading of batch versions). Open live
+// streams end.
 func (s *Server) Close() error {
 	s.bgCancel()
-	return nil
+	return s.engine.Close()
 }
 
 // Handler returns the HTTP handler.

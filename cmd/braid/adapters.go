@@ -14,33 +14,35 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/dashboard"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
-// The adapters below connect the stores to the small interfaces serving
-// and batch own; each is a field-by-field conversion.
+// The adapters below connect the stores to the small interfaces serving,
+// its query engine (serving/query) and batch own; each is a field-by-field
+// conversion.
 
 type speedReader struct{ s *speedstore.Store }
 
-func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(serving.SpeedCell) error) error {
+func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(query.SpeedCell) error) error {
 	return r.s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c speedstore.Cell) error {
-		return fn(serving.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
+		return fn(query.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
 	})
 }
 
 type speedStatus struct{ s *speedstore.Store }
 
-func (r speedStatus) StreamStatus(ctx context.Context, stream string) (serving.StreamSpeed, error) {
+func (r speedStatus) StreamStatus(ctx context.Context, stream string) (query.StreamSpeed, error) {
 	p, found, err := r.s.Position(ctx, stream)
 	if err != nil || !found {
-		return serving.StreamSpeed{}, err
+		return query.StreamSpeed{}, err
 	}
-	out := serving.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Target: p.Target, Views: make(map[string]serving.ViewSpeed, len(p.Views))}
+	out := query.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Target: p.Target, Views: make(map[string]query.ViewSpeed, len(p.Views))}
 	for k, vp := range p.Views {
-		out.Views[k] = serving.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From,
+		out.Views[k] = query.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From,
 			Rebuilding: vp.Rebuilding, Rebuilt: vp.Rebuilt, RebuildFirst: vp.RebuildFirst}
 	}
 	return out, nil
@@ -72,7 +74,7 @@ func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error
 	return end, nil
 }
 
-// commitNotifier is serving's CommitNotifier over Redis pub/sub: ONE
+// commitNotifier is the query engine's CommitNotifier over Redis pub/sub: ONE
 // pattern subscription per process on {ns}:commits:* (the speed store
 // PUBLISHes the new seq there after every commit). go-redis resubscribes
 // after a reconnect; notices published meanwhile are lost, which live
@@ -82,8 +84,8 @@ type commitNotifier struct {
 	ns  string
 }
 
-func (n commitNotifier) Subscribe(ctx context.Context) <-chan serving.CommitNotice {
-	out := make(chan serving.CommitNotice, 256)
+func (n commitNotifier) Subscribe(ctx context.Context) <-chan query.CommitNotice {
+	out := make(chan query.CommitNotice, 256)
 	prefix := n.ns + ":commits:"
 	ps := n.rdb.PSubscribe(ctx, prefix+"*")
 	go func() {
@@ -104,7 +106,7 @@ func (n commitNotifier) Subscribe(ctx context.Context) <-chan serving.CommitNoti
 				}
 				seq, _ := strconv.ParseUint(m.Payload, 10, 64)
 				select {
-				case out <- serving.CommitNotice{Stream: stream, Seq: seq}:
+				case out <- query.CommitNotice{Stream: stream, Seq: seq}:
 				case <-ctx.Done():
 					return
 				}

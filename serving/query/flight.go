@@ -1,4 +1,4 @@
-package serving
+package query
 
 import (
 	"context"
@@ -8,11 +8,11 @@ import (
 // flights runs one computation per key for every caller that asks for it
 // while it runs: the first caller starts it, the others wait for the same
 // result. The computation runs on a context of its own (under the
-// server's), which ends when every caller waiting for it has gone: a
+// engine's), which ends when every caller waiting for it has gone: a
 // query whose clients all left stops, and one whose clients stay is not
 // stopped by one of them leaving.
 type flights[T any] struct {
-	base context.Context // the server's: ends every computation at Close
+	base context.Context // the engine's: ends every computation at Close
 	mu   sync.Mutex
 	m    map[string]*flight[T]
 	// onJoin is called (outside the lock) when a caller joins a

@@ -1,9 +1,8 @@
-package serving
+package query
 
 import (
 	"errors"
 	"fmt"
-	"net/http"
 )
 
 // What one answer may cost. The speed cells and batch rows it reads are
@@ -18,8 +17,8 @@ const (
 	limitRows  = "http.query_max_rows"
 )
 
-// TooLargeError answers a query beyond its budget: 422, naming the limit
-// and how to narrow the query.
+// TooLargeError is the error of a query beyond its budget: it names the
+// limit and how to narrow the query (serving answers it 422).
 type TooLargeError struct {
 	View  string
 	Limit string // the configuration key: http.query_max_cells or http.query_max_rows
@@ -45,11 +44,6 @@ func isTooLarge(err error) (*TooLargeError, bool) {
 	return te, ok
 }
 
-// writeTooLarge answers 422 {"error":"query too large","detail","limit","max"}.
-func writeTooLarge(w http.ResponseWriter, te *TooLargeError) {
-	writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"error": "query too large", "detail": te.Error(), "limit": te.Limit, "max": te.Max})
-}
-
 // budget is what one answer may still read and produce (0: no bound).
 type budget struct {
 	view              string
@@ -57,8 +51,8 @@ type budget struct {
 	cells, rows       int64
 }
 
-func (s *Server) newBudget(view string) *budget {
-	return &budget{view: view, maxCells: s.cfg.HTTP.QueryMaxCells, maxRows: s.cfg.HTTP.QueryMaxRows}
+func (e *Engine) newBudget(view string) *budget {
+	return &budget{view: view, maxCells: e.maxCells, maxRows: e.maxRows}
 }
 
 // addCells counts n cells read.

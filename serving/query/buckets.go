@@ -1,4 +1,4 @@
-package serving
+package query
 
 import (
 	"bytes"
@@ -55,29 +55,41 @@ type chunk struct {
 	start, end int
 }
 
-// answerBody is an encoded answer in pieces, written in order (for a JSON
+// Body is an encoded answer in pieces, written in order (for a JSON
 // answer assembled here: the head, the rows, shared with bucket sets or
-// fresh, and the tail; else one piece).
-type answerBody struct {
+// fresh, and the tail; else one piece). It is shared with the query cache
+// and other queries: read-only.
+type Body struct {
 	pieces   [][]byte
 	size     int
 	fresh    int      // bytes not shared with a bucket set
-	warnings []string // the answer's warnings (Braid-Warning)
+	warnings []string // the answer's warnings
 }
 
-func (b *answerBody) writeTo(w io.Writer) error {
+// Len is the body's length in bytes.
+func (b *Body) Len() int { return b.size }
+
+// Warnings are the answer's warnings (JSON's "warnings"), for formats
+// that carry them elsewhere too (serving's Braid-Warning headers).
+func (b *Body) Warnings() []string { return b.warnings }
+
+// WriteTo writes the body to w.
+func (b *Body) WriteTo(w io.Writer) (int64, error) {
+	var n int64
 	for _, p := range b.pieces {
-		if _, err := w.Write(p); err != nil {
-			return err
+		m, err := w.Write(p)
+		n += int64(m)
+		if err != nil {
+			return n, err
 		}
 	}
-	return nil
+	return n, nil
 }
 
-// bodyBuilder assembles an answerBody, merging consecutive chunks of a block
+// bodyBuilder assembles a Body, merging consecutive chunks of a block
 // into one piece.
 type bodyBuilder struct {
-	body      answerBody
+	body      Body
 	rows      bool    // a row was written (the next needs a comma)
 	blk       *[]byte // the block the last piece is part of (nil: none)
 	blkStart  int     // where the last piece starts in blk
@@ -176,8 +188,8 @@ type span struct {
 // answerJSON assembles q's JSON answer from the bucket sets, computing
 // what they lack (ok=false: q does not fit this path; the caller computes
 // it whole).
-func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inputs) (body *answerBody, ok bool, err error) {
-	if s.cache == nil || s.opts.Views == nil || s.opts.Speed == nil || !in.posOK {
+func (e *Engine) answerJSON(ctx context.Context, v *logic.View, q Query, in inputs) (body *Body, ok bool, err error) {
+	if e.cache == nil || e.views == nil || e.speed == nil || !in.posOK {
 		return nil, false, nil
 	}
 	wm := logic.Watermark{Max: in.pos.Watermark}.At(v.Stream.AllowedLateness)
@@ -185,8 +197,8 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 	if !ok {
 		return nil, false, nil
 	}
-	final, finalKey := s.bucketSet(v, q, in, false)
-	open, openKey := s.bucketSet(v, q, in, true)
+	final, finalKey := e.bucketSet(v, q, in, false)
+	open, openKey := e.bucketSet(v, q, in, true)
 	// Answers of one shape at one speed position fill their sets one at a
 	// time: after a commit, the first computes the open buckets and the
 	// others, waiting here, reuse them.
@@ -196,7 +208,7 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 	defer open.unlockFill()
 	// The budget bounds what this answer reads and computes; the buckets
 	// taken from the sets cost it nothing.
-	bud := s.newBudget(v.Name)
+	bud := e.newBudget(v.Name)
 
 	// Plan: [From, lo) computed; each whole bucket from its set, or in a
 	// run of missing ones computed and kept; [end, To) computed.
@@ -259,7 +271,7 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 		}
 		q2 := q
 		q2.From, q2.To = sp.from, sp.to
-		a, err := s.compute(ctx, v, q2, in, bud)
+		a, err := e.compute(ctx, v, q2, in, bud)
 		if err != nil {
 			return nil, false, err
 		}
@@ -320,10 +332,10 @@ func (s *Server) answerJSON(ctx context.Context, v *logic.View, q Query, in inpu
 		if set == open {
 			key = openKey
 		}
-		s.cache.grow(key, n)
+		e.cache.grow(key, n)
 	}
-	s.bucketUse.WithLabelValues("reused").Add(float64(reused))
-	s.bucketUse.WithLabelValues("computed").Add(float64(computed))
+	e.bucketUse.WithLabelValues("reused").Add(float64(reused))
+	e.bucketUse.WithLabelValues("computed").Add(float64(computed))
 	return &w.body, true, nil
 }
 
@@ -348,7 +360,7 @@ func mergeMissingRuns(spans []span) []span {
 // bucketSet returns (making it) the set of q's shape at in's batch
 // version: of final buckets, or (open) of open buckets at in's speed
 // position; and its cache key.
-func (s *Server) bucketSet(v *logic.View, q Query, in inputs, open bool) (*bucketSet, string) {
+func (e *Engine) bucketSet(v *logic.View, q Query, in inputs, open bool) (*bucketSet, string) {
 	var b strings.Builder
 	b.WriteString("buckets|")
 	b.WriteString(v.Name)
@@ -362,11 +374,11 @@ func (s *Server) bucketSet(v *logic.View, q Query, in inputs, open bool) (*bucke
 	}
 	writeQueryShape(&b, q)
 	key := b.String()
-	if x, ok := s.cache.get(key); ok {
+	if x, ok := e.cache.get(key); ok {
 		return x.(*bucketSet), key
 	}
 	set := &bucketSet{fill: make(chan struct{}, 1), buckets: map[int64]chunk{}}
-	s.cache.put(key, set, 256)
+	e.cache.put(key, set, 256)
 	return set, key
 }
 
@@ -389,10 +401,10 @@ const approxCellBytes = 240
 // filter them, so queries between two commits read Redis once. When more
 // cells than one answer may read lie beyond `to`, the range alone is read
 // (and not kept). The states are shared: Merge only reads its inputs.
-func (s *Server) speedCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, in inputs, b *budget) ([]SpeedCell, error) {
-	if s.cache == nil || !in.posOK || in.pos.Seq == 0 {
+func (e *Engine) speedCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, in inputs, b *budget) ([]SpeedCell, error) {
+	if e.cache == nil || !in.posOK || in.pos.Seq == 0 {
 		var cells []SpeedCell
-		err := s.opts.Speed.ReadCells(ctx, v, from, to, minEpoch, func(c SpeedCell) error {
+		err := e.speed.ReadCells(ctx, v, from, to, minEpoch, func(c SpeedCell) error {
 			cells = append(cells, c)
 			return b.addCells(1)
 		})
@@ -402,22 +414,22 @@ func (s *Server) speedCells(ctx context.Context, v *logic.View, from, to, minEpo
 		return cells, nil
 	}
 	key := "speed|" + v.Name + "|" + strconv.FormatUint(in.pos.Seq, 10) + "|" + strconv.FormatInt(minEpoch, 10)
-	if x, ok := s.cache.get(key); ok {
+	if x, ok := e.cache.get(key); ok {
 		if sn := x.(*speedSnapshot); from >= sn.from && to <= sn.to {
 			return sn.take(from, to, b)
 		}
 	}
 	start := strconv.FormatInt(from, 10)
-	sn, err := s.snapshots.do(ctx, key+"|"+start, func(ctx context.Context) (*speedSnapshot, error) {
-		return s.readSnapshot(ctx, v, key, from, math.MaxInt64, to, minEpoch)
+	sn, err := e.snapshots.do(ctx, key+"|"+start, func(ctx context.Context) (*speedSnapshot, error) {
+		return e.readSnapshot(ctx, v, key, from, math.MaxInt64, to, minEpoch)
 	})
 	var capped *cellsCapped
 	if errors.As(err, &capped) {
 		if capped.inRange && to >= capped.upTo {
 			return nil, b.tooManyCells() // [from, to) holds them
 		}
-		sn, err = s.snapshots.do(ctx, key+"|"+start+"|"+strconv.FormatInt(to, 10), func(ctx context.Context) (*speedSnapshot, error) {
-			return s.readSnapshot(ctx, v, key, from, to, to, minEpoch)
+		sn, err = e.snapshots.do(ctx, key+"|"+start+"|"+strconv.FormatInt(to, 10), func(ctx context.Context) (*speedSnapshot, error) {
+			return e.readSnapshot(ctx, v, key, from, to, to, minEpoch)
 		})
 		if errors.As(err, &capped) {
 			return nil, b.tooManyCells()
@@ -433,13 +445,13 @@ func (s *Server) speedCells(ctx context.Context, v *logic.View, from, to, minEpo
 // with a *cellsCapped past as many as one answer may read (upTo: the end
 // of the range of the query asking); cells read to the end are kept in the
 // query cache under key.
-func (s *Server) readSnapshot(ctx context.Context, v *logic.View, key string, from, to, upTo, minEpoch int64) (*speedSnapshot, error) {
-	s.computing.Inc()
-	defer s.computing.Dec()
-	limit := s.cfg.HTTP.QueryMaxCells
+func (e *Engine) readSnapshot(ctx context.Context, v *logic.View, key string, from, to, upTo, minEpoch int64) (*speedSnapshot, error) {
+	e.computing.Inc()
+	defer e.computing.Dec()
+	limit := e.maxCells
 	var cells []SpeedCell
 	inRange := int64(0)
-	err := s.opts.Speed.ReadCells(ctx, v, from, to, minEpoch, func(c SpeedCell) error {
+	err := e.speed.ReadCells(ctx, v, from, to, minEpoch, func(c SpeedCell) error {
 		cells = append(cells, c)
 		if c.Window < upTo {
 			inRange++
@@ -454,7 +466,7 @@ func (s *Server) readSnapshot(ctx context.Context, v *logic.View, key string, fr
 	}
 	sn := &speedSnapshot{from: from, to: to, cells: cells}
 	if to == math.MaxInt64 {
-		s.cache.put(key, sn, int64(len(cells))*int64(approxCellBytes+8*v.NumSlots))
+		e.cache.put(key, sn, int64(len(cells))*int64(approxCellBytes+8*v.NumSlots))
 	}
 	return sn, nil
 }

@@ -1,4 +1,4 @@
-package serving
+package query
 
 import (
 	"bytes"
@@ -131,35 +131,35 @@ func writeQueryShape(b *strings.Builder, q Query) {
 // (and cached). Queries of one answer (the same view, parameters, batch
 // version and speed position) asking while it is computed share that
 // computation, and it stops when none of them waits any more.
-func (s *Server) lookupWith(ctx context.Context, v *logic.View, q Query, in inputs) (*cachedAnswer, error) {
-	key := s.answerKey(v, q, in)
+func (e *Engine) lookupWith(ctx context.Context, v *logic.View, q Query, in inputs) (*cachedAnswer, error) {
+	key := e.answerKey(v, q, in)
 	if key == "" {
-		a, err := s.compute(ctx, v, q, in, s.newBudget(v.Name))
+		a, err := e.compute(ctx, v, q, in, e.newBudget(v.Name))
 		if err != nil {
 			return nil, err
 		}
 		return &cachedAnswer{a: a}, nil
 	}
-	if e, ok := s.cache.get(key); ok {
-		s.cacheLookups.WithLabelValues("hit").Inc()
-		return e.(*cachedAnswer), nil
+	if x, ok := e.cache.get(key); ok {
+		e.cacheLookups.WithLabelValues("hit").Inc()
+		return x.(*cachedAnswer), nil
 	}
-	s.cacheLookups.WithLabelValues("miss").Inc()
-	return s.answers.do(ctx, key, func(ctx context.Context) (*cachedAnswer, error) {
-		a, err := s.compute(ctx, v, q, in, s.newBudget(v.Name))
+	e.cacheLookups.WithLabelValues("miss").Inc()
+	return e.answers.do(ctx, key, func(ctx context.Context) (*cachedAnswer, error) {
+		a, err := e.compute(ctx, v, q, in, e.newBudget(v.Name))
 		if err != nil {
 			return nil, err
 		}
-		e := &cachedAnswer{a: a}
-		e.grow = func(n int64) { s.cache.grow(key, n) }
-		s.cache.put(key, e, int64(len(a.Rows))*int64(approxRowBytes+16*len(v.Measures)))
-		return e, nil
+		ca := &cachedAnswer{a: a}
+		ca.grow = func(n int64) { e.cache.grow(key, n) }
+		e.cache.put(key, ca, int64(len(a.Rows))*int64(approxRowBytes+16*len(v.Measures)))
+		return ca, nil
 	})
 }
 
 // answerKey is the cache key of q's answer at in ("": not cacheable).
-func (s *Server) answerKey(v *logic.View, q Query, in inputs) string {
-	if s.cache == nil || !in.posOK {
+func (e *Engine) answerKey(v *logic.View, q Query, in inputs) string {
+	if e.cache == nil || !in.posOK {
 		return ""
 	}
 	ver := ""

@@ -1,4 +1,4 @@
-package serving
+package query
 
 import (
 	"testing"
@@ -55,7 +55,7 @@ func TestViewState(t *testing.T) {
 		{name: "batch only, no version", batch: true, ready: true},
 		{name: "batch only, rows of another definition", ver: ver("0123456789abcdef", 5000), batch: true, progress: 0},
 	} {
-		st := viewState(v, c.ver, c.pos, c.speed, c.batch)
+		st := StateOf(v, c.ver, c.pos, c.speed, c.batch)
 		if st.Ready != c.ready || (c.ready && (st.Batch != nil) != c.batchRows) {
 			t.Errorf("%s: %+v, want ready %v, batch rows %v", c.name, st, c.ready, c.batchRows)
 			continue
@@ -77,7 +77,7 @@ func TestViewState(t *testing.T) {
 // miss the events up to its target: the views are rebuilding until the
 // position reaches it, then ready.
 func TestFreshPositionIsWholeAtItsTarget(t *testing.T) {
-	v := fuzzView(t, fuzzStream(t), "by_country", time.Minute, 0)
+	v := testView(t, testStream(t), "by_country", time.Minute, 0)
 	ver := &batchviews.Version{Views: map[string]batchviews.ViewVersion{v.Name: {Cutoff: 5000, Definition: v.Definition()}}}
 	pos := func(seq, target uint64) StreamSpeed {
 		return StreamSpeed{Found: true, Seq: seq, Target: target,
@@ -93,7 +93,7 @@ func TestFreshPositionIsWholeAtItsTarget(t *testing.T) {
 		{8, 8, true},
 		{12, 8, true},
 	} {
-		st := viewState(v, ver, pos(tc.seq, tc.target), true, true)
+		st := StateOf(v, ver, pos(tc.seq, tc.target), true, true)
 		if st.Ready != tc.ready || (st.Ready && st.Progress != 1) || (!st.Ready && (st.Progress < 0 || st.Progress >= 1)) {
 			t.Errorf("seq %d, target %d: ready %v, progress %v; want ready %v", tc.seq, tc.target, st.Ready, st.Progress, tc.ready)
 		}

@@ -1,12 +1,10 @@
-package serving
+package query
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
-	"mime"
-	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -15,19 +13,6 @@ import (
 
 	"github.com/braid-data/braid/logic"
 )
-
-// ArrowMediaType is the media type of an Arrow IPC stream.
-const ArrowMediaType = "application/vnd.apache.arrow.stream"
-
-// acceptsArrow reports whether an Accept header asks for an Arrow stream.
-func acceptsArrow(accept string) bool {
-	for _, part := range strings.Split(accept, ",") {
-		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == ArrowMediaType {
-			return true
-		}
-	}
-	return false
-}
 
 // arrowType maps a field type onto its Arrow column type.
 func arrowType(t logic.FieldType) arrow.DataType {

@@ -1,4 +1,4 @@
-package serving
+package query
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/braid-data/braid/logic"
 )
 
-// liveFeed is one live query — a view and its parameters — and what its
+// LiveFeed is one live query — a view and its parameters — and what its
 // clients share: it is recomputed once per change (a commit of the view's
 // stream, a new batch version; at most once per liveCoalesce), through the
 // answer cache and its shared computations, whatever the number of
@@ -25,8 +25,8 @@ import (
 // every client at g is sent the same bytes (liveDiff), made once. A slow
 // client skips generations and is still sent every change. The feed holds
 // one answer and 16 bytes per row, not a copy per client.
-type liveFeed struct {
-	s      *Server
+type LiveFeed struct {
+	e      *Engine
 	key    string
 	v      *logic.View
 	q      Query
@@ -37,19 +37,19 @@ type liveFeed struct {
 	clients int // guarded by the hub's lock
 
 	mu    sync.Mutex
-	st    liveState
-	diffs map[uint64]*liveDiff // diffs to st.gen, by the generation they start from
+	st    LiveState
+	diffs map[uint64]*liveDiff // diffs to st.Gen, by the generation they start from
 }
 
-// liveState is a live query's latest answer; it is replaced, never
+// LiveState is a live query's latest answer; it is replaced, never
 // changed, so a client reads it without the lock.
-type liveState struct {
-	gen     uint64        // answers taken (0: none yet)
-	ans     *cachedAnswer // the answer at gen
+type LiveState struct {
+	Gen     uint64        // answers taken (0: none yet)
+	Err     error         // the last computation's error (nil when it succeeded)
+	ErrGen  uint64        // errors so far: each is sent once
+	ans     *cachedAnswer // the answer at Gen
 	ansKey  string        // its cache key ("": not cacheable)
 	stamps  []rowStamp    // per row of ans.a.Rows
-	err     error         // the last computation's error (nil when it succeeded)
-	errGen  uint64        // errors so far: each is sent once
 	changed chan struct{} // closed when the state is replaced
 }
 
@@ -64,15 +64,15 @@ type liveDiff struct {
 	rows, final []byte
 }
 
-func newLiveFeed(s *Server, key string, v *logic.View, q Query) *liveFeed {
-	ctx, cancel := context.WithCancel(s.bgCtx)
-	return &liveFeed{s: s, key: key, v: v, q: q, ctx: ctx, cancel: cancel, poke: make(chan struct{}, 1),
-		st: liveState{changed: make(chan struct{})}}
+func newLiveFeed(e *Engine, key string, v *logic.View, q Query) *LiveFeed {
+	ctx, cancel := context.WithCancel(e.bgCtx)
+	return &LiveFeed{e: e, key: key, v: v, q: q, ctx: ctx, cancel: cancel, poke: make(chan struct{}, 1),
+		st: LiveState{changed: make(chan struct{})}}
 }
 
 // run recomputes the live query at once, then after every poke (at most
 // once per liveCoalesce), until its last client leaves.
-func (f *liveFeed) run() {
+func (f *LiveFeed) run() {
 	last := time.Time{}
 	for {
 		select {
@@ -99,23 +99,23 @@ func (f *liveFeed) run() {
 // refresh takes the live query's answer at the current inputs: nothing
 // when they have not moved, else the answer (from the cache, a
 // computation running for another query, or a new one).
-func (f *liveFeed) refresh() {
-	s, ctx := f.s, f.ctx
-	in, err := s.readInputs(ctx, f.v)
+func (f *LiveFeed) refresh() {
+	e, ctx := f.e, f.ctx
+	in, err := e.readInputs(ctx, f.v)
 	if ctx.Err() != nil {
 		return // the last client left: compute nothing for nobody
 	}
 	key := ""
-	var e *cachedAnswer
+	var ca *cachedAnswer
 	if err == nil {
-		key = s.answerKey(f.v, f.q, in)
+		key = e.answerKey(f.v, f.q, in)
 		f.mu.Lock()
-		same := key != "" && key == f.st.ansKey && f.st.err == nil
+		same := key != "" && key == f.st.ansKey && f.st.Err == nil
 		f.mu.Unlock()
 		if same {
 			return
 		}
-		e, err = s.lookupWith(ctx, f.v, f.q, in)
+		ca, err = e.lookupWith(ctx, f.v, f.q, in)
 	}
 	if ctx.Err() != nil {
 		return // the last client left
@@ -125,32 +125,32 @@ func (f *liveFeed) refresh() {
 	st := f.st
 	st.changed = make(chan struct{})
 	if err != nil {
-		s.logger.Warn("live query failed", "view", f.v.Name, "err", err)
-		st.err = err
-		st.errGen++
+		e.logger.Warn("live query failed", "view", f.v.Name, "err", err)
+		st.Err = err
+		st.ErrGen++
 	} else {
-		st.gen++
-		st.stamps = stamp(f.q, f.st.ans, f.st.stamps, e, st.gen)
-		st.ans, st.ansKey, st.err = e, key, nil
+		st.Gen++
+		st.stamps = stamp(f.q, f.st.ans, f.st.stamps, ca, st.Gen)
+		st.ans, st.ansKey, st.Err = ca, key, nil
 		f.diffs = map[uint64]*liveDiff{}
 	}
 	close(f.st.changed)
 	f.st = st
 }
 
-// poll returns the live query's state, and whether a client that was sent
-// gen and errGen has nothing new in it (wait on its changed channel).
-func (f *liveFeed) poll(gen, errGen uint64) (liveState, bool) {
+// Poll returns the live query's state, and whether a client that was sent
+// gen and errGen has nothing new in it (wait on its Changed channel).
+func (f *LiveFeed) Poll(gen, errGen uint64) (LiveState, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.st, f.st.gen == gen && f.st.errGen == errGen
+	return f.st, f.st.Gen == gen && f.st.ErrGen == errGen
 }
 
-// next waits for a state newer than gen and errGen; false when ctx (or the
+// Next waits for a state newer than gen and errGen; false when ctx (or the
 // live query) ends first.
-func (f *liveFeed) next(ctx context.Context, gen, errGen uint64) (liveState, bool) {
+func (f *LiveFeed) Next(ctx context.Context, gen, errGen uint64) (LiveState, bool) {
 	for {
-		st, wait := f.poll(gen, errGen)
+		st, wait := f.Poll(gen, errGen)
 		if !wait {
 			return st, true
 		}
@@ -164,12 +164,47 @@ func (f *liveFeed) next(ctx context.Context, gen, errGen uint64) (liveState, boo
 	}
 }
 
+// Changed is closed when a newer state replaces st.
+func (st LiveState) Changed() <-chan struct{} { return st.changed }
+
+// Done is closed when the live query ends (its last client left, or the
+// engine closed).
+func (f *LiveFeed) Done() <-chan struct{} { return f.ctx.Done() }
+
+// Snapshot is the data of a `snapshot` event: every row of the answer at
+// st, as a JSON array (made once, shared by every client).
+func (st LiveState) Snapshot() ([]byte, error) { return st.ans.encoded("rows") }
+
+// Version is the batch version the answer at st was computed from ("":
+// none).
+func (st LiveState) Version() string { return st.ans.a.Version }
+
+// BatchEvent is the data of a `batch` event for the answer at st:
+// {"version","batch_cutoff"}.
+func (st LiveState) BatchEvent() []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"version":`)
+	writeStr(&b, st.ans.a.Version)
+	b.WriteString(`,"batch_cutoff":`)
+	writeTimeOrNull(&b, st.ans.a.Cutoff)
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// Diff returns the data of the `rows` and `final` events (JSON arrays,
+// "[]" when nothing changed) for a client that was sent generation from,
+// up to st; made once for all the clients at from.
+func (f *LiveFeed) Diff(st LiveState, from uint64) (rows, final []byte) {
+	d := f.diff(st, from)
+	return d.rows, d.final
+}
+
 // diff returns the events' data for a client that was sent generation
 // from, up to st (made once for all the clients at from).
-func (f *liveFeed) diff(st liveState, from uint64) *liveDiff {
+func (f *LiveFeed) diff(st LiveState, from uint64) *liveDiff {
 	f.mu.Lock()
 	d := &liveDiff{}
-	if f.st.gen == st.gen {
+	if f.st.Gen == st.Gen {
 		if x := f.diffs[from]; x != nil {
 			d = x
 		} else {

@@ -1,7 +1,6 @@
-package serving
+package query
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -15,17 +14,18 @@ import (
 // stream's commits (of a position that has reached its target, when it
 // was created fresh) and start at or before the batch rows' cutoff (or at
 // the log's start when there are none). Until both hold the view is
-// rebuilding: it answers 503, never partial data.
+// rebuilding: it answers a *RebuildingError (serving: 503), never partial
+// data.
 type ViewState struct {
 	Ready    bool
 	Progress float64                 // 0..1: how far the rebuild is (1 when ready)
 	Batch    *batchviews.ViewVersion // the batch rows to answer from; nil: none
 }
 
-// viewState decides a view's state from the current batch version (nil:
-// none), the stream's speed position, and which layers this server reads
+// StateOf decides a view's state from the current batch version (nil:
+// none), the stream's speed position, and which layers the engine reads
 // (speed: cells and positions; batch: versions). A pure function.
-func viewState(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
+func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
 	var st ViewState
 	batchMatch := false
 	if ver != nil {
@@ -76,8 +76,8 @@ func viewState(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, b
 	return st
 }
 
-// RebuildingError answers a query of a view that is rebuilding: 503 with
-// its progress.
+// RebuildingError is the error of a query of a view that is rebuilding,
+// with its progress (serving answers it 503 with Retry-After).
 type RebuildingError struct {
 	View     string
 	Progress float64
@@ -85,11 +85,4 @@ type RebuildingError struct {
 
 func (e *RebuildingError) Error() string {
 	return fmt.Sprintf("view %s is rebuilding (%.0f%%)", e.View, 100*e.Progress)
-}
-
-// isRebuilding reports whether err says a view is rebuilding.
-func isRebuilding(err error) (*RebuildingError, bool) {
-	var re *RebuildingError
-	ok := errors.As(err, &re)
-	return re, ok
 }
