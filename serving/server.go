@@ -1,5 +1,6 @@
 // Package serving is Braid's HTTP API (chi): ingest through the streams'
-// logic into the event log, merged queries (batch view ⊕ speed deltas after
+// logic into the event log (the use case is package serving/ingest; the
+// handler parses the request and writes the answer), merged queries (batch view ⊕ speed deltas after
 // the batch cutoff), batch runs, the dead-letter queue, status, health and
 // metrics. The merge is a pure function (merge.go); the stores it reads are
 // reached through small interfaces declared here (interfaces.go).
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
 )
@@ -40,7 +42,7 @@ type Options struct {
 	RunnerBusy  error                           // the error Runner.Start matches when busy (e.g. batch.ErrBusy); ErrBatchBusy always counts
 	Ready       func(ctx context.Context) error // /readyz: nil error = ready (nil func: always ready)
 	Root        http.Handler                    // mounted at "/" (the dashboard) when non-nil
-	Ingester    *Ingester                       // shared ingester (nil: one is made from Catalog and Log)
+	Ingester    *ingest.Ingester                // shared ingester (nil: one is made from Catalog and Log)
 	Logger      *slog.Logger
 	Registry    *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
 
@@ -68,7 +70,7 @@ type Server struct {
 	cfg      *config.Config
 	logger   *slog.Logger
 	reg      *prometheus.Registry
-	ingester *Ingester
+	ingester *ingest.Ingester
 	inflight chan struct{}
 	bodyMem  *memBudget // ingest bodies in memory (http.ingest_memory_bytes)
 	started  time.Time
@@ -114,7 +116,11 @@ func New(opts Options) (*Server, error) {
 		s.reg = prometheus.NewRegistry()
 	}
 	if s.ingester = opts.Ingester; s.ingester == nil {
-		s.ingester = NewIngester(opts.Log, opts.Catalog, s.reg)
+		var log ingest.Log // nil, not a nil *eventlog.Log: the ingester then knows it has none
+		if opts.Log != nil {
+			log = opts.Log
+		}
+		s.ingester = ingest.NewIngester(log, opts.Catalog, s.reg)
 	}
 	n := cfg.HTTP.MaxInFlight
 	if n < 1 {
@@ -213,7 +219,7 @@ func (s *Server) Close() error {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Ingester returns the server's ingester (for counts or reuse).
-func (s *Server) Ingester() *Ingester { return s.ingester }
+func (s *Server) Ingester() *ingest.Ingester { return s.ingester }
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
