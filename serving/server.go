@@ -1,8 +1,8 @@
 // Package serving is Braid's HTTP API (chi): ingest through the streams'
 // logic into the event log (the use case is package serving/ingest; the
-// handler parses the request and writes the answer), merged queries (batch view ⊕ speed deltas after
-// the batch cutoff), batch runs, the dead-letter queue, status, health and
-// metrics. The merge is a pure function (merge.go); the stores it reads are
+// handler parses the request and writes the answer), merged queries
+// (batch view ⊕ speed deltas after the batch cutoff), batch runs, the
+// dead-letter queue, status, health and metrics. The merge is a pure function (merge.go); the stores it reads are
 // reached through small interfaces declared here (interfaces.go).
 package serving
 

@@ -61,7 +61,8 @@ type Ingester struct {
 type streamCounts struct{ accepted, rejected atomic.Uint64 }
 
 // NewIngester returns an ingester for the catalog's streams writing to log
-// (nil: every ingest fails with eventlog.ErrUnavailable).
+// (a nil Log, not a Log holding a nil pointer: every ingest and replay
+// fails with eventlog.ErrUnavailable).
 // reg may be nil; it receives braid_ingest_events_total{stream,result} (a
 // collector already registered there under that name is reused).
 func NewIngester(log Log, cat *config.Catalog, reg prometheus.Registerer) *Ingester {
