@@ -56,7 +56,7 @@ func cmdDLQ(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "%d dead letter(s) in %s\n", len(dls), stream)
 		return nil
 	}
-	res, err := ingest.NewIngester(a.log, a.cat, a.reg).ReplayDeadLetters(ctx, stream, "replay")
+	res, err := ingest.NewIngester(a.log, a.cat, nil).ReplayDeadLetters(ctx, stream, "replay") // a replay counts no ingest metrics
 	if err != nil {
 		return err
 	}
