@@ -20,6 +20,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -247,7 +248,7 @@ func TestBadInput(t *testing.T) {
 				}
 				return
 			}
-			var res serving.IngestResult
+			var res ingest.Result
 			if err := json.Unmarshal(body, &res); err != nil {
 				t.Fatalf("answer %.300s: %v", body, err)
 			}
@@ -424,7 +425,7 @@ views:
 				mu.Lock()
 				switch code {
 				case 200:
-					var r serving.IngestResult
+					var r ingest.Result
 					if json.Unmarshal(body, &r) != nil || r.Accepted != 1 {
 						t.Errorf("200 answer %s", body)
 					}

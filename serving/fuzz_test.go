@@ -17,6 +17,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -182,14 +183,14 @@ func FuzzIngestBody(f *testing.F) {
 		}
 		switch rec.Code {
 		case http.StatusOK:
-			var res IngestResult
+			var res ingest.Result
 			if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
 				t.Fatalf("200 answer %q: %v", rec.Body.Bytes(), err)
 			}
-			if res.Accepted+res.Rejected != want || len(res.Errors) != min(res.Rejected, MaxErrors) || len(res.Errors)+res.ErrorsOmitted != res.Rejected {
+			if res.Accepted+res.Rejected != want || len(res.Errors) != min(res.Rejected, ingest.MaxErrors) || len(res.Errors)+res.ErrorsOmitted != res.Rejected {
 				t.Fatalf("accepted %d + rejected %d (errors %d), the body has %d events: %q", res.Accepted, res.Rejected, len(res.Errors), want, body)
 			}
-			if !slices.IsSortedFunc(res.Errors, func(a, b IngestError) int { return a.Index - b.Index }) {
+			if !slices.IsSortedFunc(res.Errors, func(a, b ingest.EventError) int { return a.Index - b.Index }) {
 				t.Fatalf("errors not in event order: %+v", res.Errors)
 			}
 			for _, e := range res.Errors {
@@ -209,7 +210,7 @@ func FuzzIngestBody(f *testing.F) {
 				if !errors.As(err, &rej) {
 					continue // rejected for its size: not derived here
 				}
-				id := deadLetterID(st, "http", e.Index, rej, raws[e.Index])
+				id := ingest.DeadLetterID(st, "http", e.Index, rej, raws[e.Index])
 				if deadIDs[id] {
 					repeats++
 				}

@@ -326,7 +326,7 @@ func (s *Server) handleDLQReplay(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event log unavailable", nil)
 		return
 	}
-	res, err := s.opts.Log.ReplayDeadLetters(r.Context(), st, "replay")
+	res, err := s.ingester.ReplayDeadLetters(r.Context(), stream, "replay")
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "replay dead letters", map[string]any{"error": err.Error(), "replayed": res.Replayed, "kept": res.Kept, "unreplayable": res.Unreplayable})
 		return

@@ -24,6 +24,7 @@ import (
 
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -564,7 +565,7 @@ func TestCompressedBodies(t *testing.T) {
 		stored := testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))[before:]
 		if want == nil {
 			want, records = body, stored
-			var r serving.IngestResult
+			var r ingest.Result
 			if json.Unmarshal(body, &r) != nil || r.Accepted != 200 || r.Rejected != 1 {
 				t.Fatalf("plain: %s", body)
 			}
@@ -635,7 +636,7 @@ func TestBodyMediaTypes(t *testing.T) {
 	for _, ct := range []string{"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines",
 		"application/jsonlines", "application/x-ndjson; charset=utf-8", "Application/NDJSON; charset=UTF-8", "application/ndjson; charset=us-ascii"} {
 		code, _, body := e.post(t, map[string]string{"Content-Type": ct}, two)
-		var r serving.IngestResult
+		var r ingest.Result
 		if code != 200 || json.Unmarshal(body, &r) != nil || r.Accepted != 2 || r.Rejected != 0 {
 			t.Errorf("%s: %d %s, want both lines accepted", ct, code, body)
 		}

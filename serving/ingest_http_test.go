@@ -17,6 +17,7 @@ import (
 
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -69,13 +70,13 @@ func (e *ingestEnv) post(t *testing.T, path, ctype, body string) (int, http.Head
 	return resp.StatusCode, resp.Header, b
 }
 
-func (e *ingestEnv) ingest(t *testing.T, ctype, payload string) serving.IngestResult {
+func (e *ingestEnv) ingest(t *testing.T, ctype, payload string) ingest.Result {
 	t.Helper()
 	code, _, body := e.post(t, "/v1/streams/orders/events", ctype, payload)
 	if code != 200 {
 		t.Fatalf("ingest: %d %s", code, body)
 	}
-	var r serving.IngestResult
+	var r ingest.Result
 	if err := json.Unmarshal(body, &r); err != nil || r.Errors == nil {
 		t.Fatalf("ingest answer %s: %v", body, err)
 	}
@@ -158,7 +159,7 @@ func TestIngestHTTP(t *testing.T) {
 	}
 	// Replay: nothing became valid, all kept.
 	code, _, body = e.post(t, "/v1/dlq/orders/replay", "", "")
-	var rr eventlog.ReplayResult
+	var rr ingest.ReplayResult
 	if code != 200 || json.Unmarshal(body, &rr) != nil || rr.Kept != 2 || rr.Unreplayable != 1 || rr.Replayed != 0 {
 		t.Fatalf("replay: %d %s", code, body)
 	}

@@ -1,10 +1,11 @@
 // Package serving is Braid's HTTP API (chi): ingest through the streams'
-// logic into the event log, merged queries (batch view ⊕ speed deltas after
-// the batch cutoff), batch runs, the dead-letter queue, status, health and
-// metrics. Queries are answered by the query engine (serving/query): the
-// handlers here parse parameters into a query.Query and write what it
-// answers. The stores are reached through small interfaces declared by
-// their consumers (query's, and here interfaces.go).
+// logic into the event log (the use case is package serving/ingest),
+// merged queries (batch view ⊕ speed deltas after the batch cutoff), batch
+// runs, the dead-letter queue, status, health and metrics. Queries are
+// answered by the query engine (serving/query): the handlers here parse
+// parameters into a query.Query and write what it answers. The stores are
+// reached through small interfaces declared by their consumers (query's,
+// ingest's, and here interfaces.go).
 package serving
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
@@ -43,7 +45,7 @@ type Options struct {
 	RunnerBusy  error                           // the error Runner.Start matches when busy (e.g. batch.ErrBusy); ErrBatchBusy always counts
 	Ready       func(ctx context.Context) error // /readyz: nil error = ready (nil func: always ready)
 	Root        http.Handler                    // mounted at "/" (the dashboard) when non-nil
-	Ingester    *Ingester                       // shared ingester (nil: one is made from Catalog and Log)
+	Ingester    *ingest.Ingester                // shared ingester (nil: one is made from Catalog and Log)
 	Logger      *slog.Logger
 	Registry    *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
 
@@ -71,7 +73,7 @@ type Server struct {
 	cfg      *config.Config
 	logger   *slog.Logger
 	reg      *prometheus.Registry
-	ingester *Ingester
+	ingester *ingest.Ingester
 	inflight chan struct{}
 	bodyMem  *memBudget // ingest bodies in memory (http.ingest_memory_bytes)
 	started  time.Time
@@ -107,7 +109,11 @@ func New(opts Options) (*Server, error) {
 		s.reg = prometheus.NewRegistry()
 	}
 	if s.ingester = opts.Ingester; s.ingester == nil {
-		s.ingester = NewIngester(opts.Log, opts.Catalog, s.reg)
+		var log ingest.Log // nil, not a nil *eventlog.Log: the ingester then knows it has none
+		if opts.Log != nil {
+			log = opts.Log
+		}
+		s.ingester = ingest.NewIngester(log, opts.Catalog, s.reg)
 	}
 	n := cfg.HTTP.MaxInFlight
 	if n < 1 {
@@ -174,7 +180,7 @@ func (s *Server) Close() error {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Ingester returns the server's ingester (for counts or reuse).
-func (s *Server) Ingester() *Ingester { return s.ingester }
+func (s *Server) Ingester() *ingest.Ingester { return s.ingester }
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()

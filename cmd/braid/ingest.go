@@ -15,9 +15,14 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/braid-data/braid/logic"
-	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/ingest"
+	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/filesource"
 )
+
+// The event log is the log of the ingest use case, which HTTP, `braid
+// ingest` and `braid dlq replay` share.
+var _ ingest.Log = (*eventlog.Log)(nil)
 
 // cmdIngest is `braid ingest --config F --stream S --file PATH`: a bulk load
 // through the same logic and the same ingest path as HTTP, with a progress
@@ -66,7 +71,7 @@ func cmdIngest(ctx context.Context, args []string) error {
 	bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetPredictTime(true),
 		progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionSetWidth(30), progressbar.OptionShowCount(),
 		progressbar.OptionSetDescription("ingest "+stream))
-	ing := serving.NewIngester(a.log, a.cat, a.reg)
+	ing := ingest.NewIngester(a.log, a.cat, a.reg)
 	source := "file:" + filepath.Base(file)
 	load, err := ing.NewLoad(stream, source)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
@@ -29,8 +30,7 @@ func cmdDLQ(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	s, ok := a.cat.Streams[stream]
-	if !ok {
+	if _, ok := a.cat.Streams[stream]; !ok {
 		return fmt.Errorf("unknown stream %q", stream)
 	}
 	if _, err := a.open(ctx, deps{nats: true}); err != nil {
@@ -56,7 +56,7 @@ func cmdDLQ(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "%d dead letter(s) in %s\n", len(dls), stream)
 		return nil
 	}
-	res, err := a.log.ReplayDeadLetters(ctx, s, "replay")
+	res, err := ingest.NewIngester(a.log, a.cat, nil).ReplayDeadLetters(ctx, stream, "replay") // a replay counts no ingest metrics
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,9 @@ import (
 // how many letters it holds (CountHeader), so they are counted from
 // headers. A dead letter's place is (record sequence, index in the
 // record); a record goes as a whole, when a replay has moved each of its
-// letters on (replay.go) or when the retention limits remove it (per
-// subject: one stream's letters never evict another's).
+// letters on (DeadLetterRecord, DeleteDeadLetterRecord) or when the
+// retention limits remove it (per subject: one stream's letters never
+// evict another's).
 //
 // Records written before dead letters were packed hold one letter each
 // as a JSON object (without CountHeader); they are read, counted,
@@ -86,9 +87,10 @@ func NotReplayable(payload []byte) string {
 // when the event is larger than one message).
 const cutPrefix = `{"truncated":true,"bytes":`
 
-// unreplayable is why d can never be replayed: as recorded, else (a
-// letter written before it was recorded) from its payload.
-func (d *DeadLetter) unreplayable() string {
+// WhyUnreplayable is why d can never be replayed ("": a replay runs it
+// through the stream's logic again): as recorded, else (a letter written
+// before it was recorded) from its payload.
+func (d *DeadLetter) WhyUnreplayable() string {
 	switch {
 	case d.Unreplayable != "":
 		return d.Unreplayable
@@ -435,8 +437,54 @@ func (l *Log) DeadLetters(ctx context.Context, stream string, after Cursor, limi
 	return out, nil
 }
 
-// deleteRecord removes a dead-letter record (all of its letters).
-func (l *Log) deleteRecord(ctx context.Context, seq uint64) error {
+// LetterRecord is one record of a stream's dead-letter queue, read whole.
+type LetterRecord struct {
+	Seq uint64 // its sequence in the dead-letter stream
+	// Packed: the record packs letters (false: it is one letter written
+	// before they were packed).
+	Packed  bool
+	Letters []DeadLetter // every letter it holds, in order, with their places
+}
+
+// LastDeadLetterSeq is the sequence of the last dead-letter record stored,
+// of any stream (0: none): the records stored later come after it.
+func (l *Log) LastDeadLetterSeq(ctx context.Context) (uint64, error) {
+	st, err := l.js.Stream(ctx, l.dlqName())
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: dlq stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: dlq info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// DeadLetterRecord reads the first record of a stream's dead letters at
+// sequence from or later, with all of its letters; found is false when
+// there is none.
+func (l *Log) DeadLetterRecord(ctx context.Context, stream string, from uint64) (rec LetterRecord, found bool, err error) {
+	st, err := l.js.Stream(ctx, l.dlqName())
+	if err != nil {
+		return LetterRecord{}, false, fmt.Errorf("eventlog: dlq stream: %w", err)
+	}
+	m, err := st.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(l.DLQSubject(stream)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return LetterRecord{}, false, nil
+	}
+	if err != nil {
+		return LetterRecord{}, false, fmt.Errorf("eventlog: read %s: %w", l.dlqName(), err)
+	}
+	dls, err := decodeLetters(stream, m, 0, math.MaxInt)
+	if err != nil {
+		return LetterRecord{}, false, err
+	}
+	return LetterRecord{Seq: m.Sequence, Packed: packedRecord(m.Data), Letters: dls}, true, nil
+}
+
+// DeleteDeadLetterRecord removes a dead-letter record (all of its
+// letters).
+func (l *Log) DeleteDeadLetterRecord(ctx context.Context, seq uint64) error {
 	s, err := l.js.Stream(ctx, l.dlqName())
 	if err != nil {
 		return fmt.Errorf("eventlog: dlq stream: %w", err)

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -265,73 +264,10 @@ func TestNoisyStreamKeepsToItsBudget(t *testing.T) {
 	}
 }
 
-// TestReplayPackedRecords: a replay moves each record's letters on (into
-// the log, or re-queued with their new reason) and deletes the record; a
-// letter that can never become an event stays as it is when its record
-// holds nothing else, and moves unchanged when it shares one. The count
-// follows, and a second replay replays nothing twice.
-func TestReplayPackedRecords(t *testing.T) {
-	ctx := context.Background()
-	l := openStreams(t, eventlog.Options{}, "orders")
-	def := logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}, Required: []string{"n"}}
-	now := time.Now()
-	dl := func(id, payload string) eventlog.DeadLetter {
-		return eventlog.DeadLetter{ID: id, Stream: "orders", Reason: "old", Source: "http", Time: now, Payload: []byte(payload)}
-	}
-	mixed := []eventlog.DeadLetter{dl("m0", `{"ts":1000,"id":"a"}`), dl("m1", `[1,2]`), dl("m2", `{"ts":1000,"n":"x"}`), dl("m3", `{"ts":1000,"n":1}`),
-		dl("m4", `{"ts":1000}`)}
-	never := []eventlog.DeadLetter{dl("v0", `"withheld"`), dl("v1", `{"ts":1000,`)}
-	for _, w := range [][]eventlog.DeadLetter{never, mixed} {
-		if err := l.PublishDeadLetters(ctx, "orders", w); err != nil {
-			t.Fatal(err)
-		}
-	}
-	before := listAll(t, l, "orders", 100)
-	// The fix: n is optional; "x" is still not an int.
-	def.Required = nil
-	fixed, err := logic.NewStream("orders", def, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.ReplayDeadLetters(ctx, fixed, "replay")
-	if err != nil || res != (eventlog.ReplayResult{Replayed: 3, Kept: 1, Unreplayable: 3}) {
-		t.Fatalf("replay: %+v %v", res, err)
-	}
-	after := listAll(t, l, "orders", 100)
-	// The record of letters that can never be replayed is where it was;
-	// the mixed one is gone, its [1,2] moved unchanged, its "x" re-queued.
-	if len(after) != 4 || after[0].Cursor() != before[0].Cursor() || after[1].Cursor() != before[1].Cursor() || after[0].Reason != "old" ||
-		after[0].Unreplayable != eventlog.UnreplayableNotObject || after[1].Unreplayable != eventlog.UnreplayableNotObject {
-		t.Fatalf("after the replay: %+v", after)
-	}
-	moved, requeued := after[2], after[3]
-	if string(moved.Payload) != `[1,2]` || moved.Reason != "old" || moved.Source != "http" || moved.ID != fmt.Sprintf("requeue:%d:1", before[2].Seq) ||
-		requeued.Field != "n" || requeued.Source != "replay" || requeued.ID != fmt.Sprintf("requeue:%d:2", before[2].Seq) || requeued.Seq != moved.Seq {
-		t.Fatalf("moved %+v requeued %+v", moved, requeued)
-	}
-	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 4 {
-		t.Fatalf("count %d %v, want 4", n, err)
-	}
-	events := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))
-	if len(events) != 3 {
-		t.Fatalf("%d events in the log, want 3", len(events))
-	}
-	res, err = l.ReplayDeadLetters(ctx, fixed, "replay")
-	if err != nil || res != (eventlog.ReplayResult{Kept: 1, Unreplayable: 3}) {
-		t.Fatalf("second replay: %+v %v", res, err)
-	}
-	if n := len(testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))); n != 3 {
-		t.Fatalf("%d events in the log after a second replay, want 3", n)
-	}
-	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 4 {
-		t.Fatalf("count %d %v after a second replay, want 4", n, err)
-	}
-}
-
 // TestLettersWrittenBeforePacking: a dead-letter stream as an earlier
 // version made it (one budget for all, a message per letter) is taken
-// over at Open; its letters are listed, counted, replayed and removed
-// like the others.
+// over at Open; its letters are listed, counted, read record by record
+// and removed like the others (serving/ingest replays them).
 func TestLettersWrittenBeforePacking(t *testing.T) {
 	ctx := context.Background()
 	_, js := testenv.StartNATS(t).JetStream(t)
@@ -383,17 +319,58 @@ func TestLettersWrittenBeforePacking(t *testing.T) {
 	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 5 {
 		t.Fatalf("count %d %v, want 5", n, err)
 	}
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "n": logic.TypeInt}}, []byte("k"))
+	// Read record by record: each old letter is a record of its own,
+	// not packed, the new ones share one; the records hold the letters
+	// listed, in order, with their places.
+	last, err := l.LastDeadLetterSeq(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.ReplayDeadLetters(ctx, s, "replay")
-	// Replayed: the third old one (n is optional now) and the two new ones.
-	if err != nil || res.Unreplayable != 1 || res.Kept != 1 || res.Replayed != 3 {
-		t.Fatalf("replay %+v %v", res, err)
+	var recs []eventlog.LetterRecord
+	var letters []eventlog.DeadLetter
+	for seq := uint64(0); ; {
+		rec, found, err := l.DeadLetterRecord(ctx, "orders", seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			break
+		}
+		if rec.Seq < seq {
+			t.Fatalf("asked for a record from %d, got %d", seq, rec.Seq)
+		}
+		recs, letters, seq = append(recs, rec), append(letters, rec.Letters...), rec.Seq+1
+	}
+	if len(recs) != 4 || recs[3].Seq != last || !recs[3].Packed || len(recs[3].Letters) != 2 {
+		t.Fatalf("records %+v, last %d", recs, last)
+	}
+	for _, rec := range recs[:3] {
+		if rec.Packed || len(rec.Letters) != 1 || rec.Letters[0].Seq != rec.Seq || rec.Letters[0].Index != 0 {
+			t.Fatalf("old record %+v", rec)
+		}
+	}
+	if len(letters) != len(got) {
+		t.Fatalf("records hold %d letters, the listing %d", len(letters), len(got))
+	}
+	for i := range got {
+		if letters[i].Cursor() != got[i].Cursor() || letters[i].ID != got[i].ID || letters[i].Reason != got[i].Reason {
+			t.Fatalf("letter %d: record %+v, listing %+v", i, letters[i], got[i])
+		}
+	}
+	if why := letters[1].WhyUnreplayable(); why != eventlog.UnreplayableNotObject {
+		t.Fatalf("old withheld letter: unreplayable %q", why)
+	}
+	if why := letters[0].WhyUnreplayable(); why != "" {
+		t.Fatalf("old letter of an object: unreplayable %q", why)
+	}
+	// Records are removed whole.
+	for _, seq := range []uint64{recs[0].Seq, recs[3].Seq} {
+		if err := l.DeleteDeadLetterRecord(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
 	}
 	left := listAll(t, l, "orders", 10)
-	if len(left) != 2 || left[0].Seq != 2 || left[1].ID != "requeue:1" || left[1].Field != "n" {
+	if len(left) != 2 || left[0].Cursor() != got[1].Cursor() || left[1].Cursor() != got[2].Cursor() {
 		t.Fatalf("left %+v", left)
 	}
 	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 2 {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -115,92 +114,6 @@ func TestPublishDedupConsumeRealign(t *testing.T) {
 	}
 	if n, _ := l.DeadLetterCount(ctx, "orders"); n != 1 {
 		t.Fatalf("dlq count %d", n)
-	}
-}
-
-func TestReplayDeadLetters(t *testing.T) {
-	ctx := context.Background()
-	l := open(t)
-	def := logic.StreamDef{Time: "ts", ID: "id", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}, Required: []string{"n"}}
-	payloads := []string{`{"ts":1000,"id":"a"}`, `{"ts":1000,"id":"b","n":"x"}`, `{"ts":1000,"id":"c","n":3}`}
-	var dls []eventlog.DeadLetter
-	for _, p := range payloads {
-		dls = append(dls, eventlog.DeadLetter{Stream: "orders", Reason: "old schema", Source: "http", Time: time.Now(), Payload: []byte(p)})
-	}
-	if err := l.PublishDeadLetters(ctx, "orders", dls); err != nil {
-		t.Fatal(err)
-	}
-	// The fix: n is no longer required; "x" is still not an int.
-	def.Required = nil
-	fixed, err := logic.NewStream("orders", def, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.ReplayDeadLetters(ctx, fixed, "replay")
-	if err != nil || res.Replayed != 2 || res.Kept != 1 {
-		t.Fatalf("replay: %+v %v", res, err)
-	}
-	res, err = l.ReplayDeadLetters(ctx, fixed, "replay")
-	if err != nil || res.Replayed != 0 || res.Kept != 1 {
-		t.Fatalf("second replay: %+v %v", res, err)
-	}
-	if n := len(testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))); n != 2 {
-		t.Fatalf("stream holds %d events after two replays, want 2", n)
-	}
-	left, _ := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
-	if len(left) != 1 || left[0].Field != "n" || left[0].Source != "replay" {
-		t.Fatalf("left: %+v", left)
-	}
-}
-
-// TestReplayAfterCrashDoesNotDoubleDeadLetters: a replay that re-queued a
-// dead letter and died before deleting the old one leaves, after the next
-// replay, one dead letter for that event.
-func TestReplayAfterCrashDoesNotDoubleDeadLetters(t *testing.T) {
-	ctx := context.Background()
-	l := open(t)
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}}, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := eventlog.DeadLetter{Stream: "orders", Reason: "want an integer", Field: "n", Source: "http", Time: time.Now(), Payload: []byte(`{"ts":1000,"id":"a","n":"x"}`)}
-	if err := l.PublishDeadLetters(ctx, "orders", []eventlog.DeadLetter{d}); err != nil {
-		t.Fatal(err)
-	}
-	first, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
-	if err != nil || len(first) != 1 {
-		t.Fatalf("%v %v", first, err)
-	}
-	// What the crashed replay did: re-queued it, did not delete it.
-	requeued := d
-	requeued.ID, requeued.Source = fmt.Sprintf("requeue:%d:0", first[0].Seq), "replay"
-	if err := l.PublishDeadLetters(ctx, "orders", []eventlog.DeadLetter{requeued}); err != nil {
-		t.Fatal(err)
-	}
-	res, err := l.ReplayDeadLetters(ctx, s, "replay")
-	if err != nil || res.Kept != 2 || res.Replayed != 0 {
-		t.Fatalf("replay: %+v %v", res, err)
-	}
-	left, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The original is gone, its re-queued copy stored once; the copy itself
-	// was re-queued once more under its own place.
-	if len(left) != 1 || left[0].Source != "replay" || left[0].ID != fmt.Sprintf("requeue:%d:0", first[0].Seq+1) {
-		t.Fatalf("left %+v", left)
-	}
-	// Ids given by the caller are the message ids: the same letters again
-	// are stored once; letters without one are stored each time.
-	withID := []eventlog.DeadLetter{d, d}
-	withID[0].ID, withID[1].ID = "dl:1", ""
-	for range 2 {
-		if err := l.PublishDeadLetters(ctx, "orders", withID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 1+1+2 {
-		t.Fatalf("dead letters %d %v, want 4", n, err)
 	}
 }
 

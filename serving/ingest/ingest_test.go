@@ -1,4 +1,4 @@
-package serving_test
+package ingest_test
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/braid-data/braid/logic"
-	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -112,7 +112,7 @@ func TestIngestOversized(t *testing.T) {
 			}
 			st := testStream(t)
 			reg := prometheus.NewRegistry()
-			in := serving.NewIngester(l, testCatalog(st), reg)
+			in := ingest.NewIngester(l, testCatalog(st), reg)
 			raws := make([][]byte, len(events))
 			var wantIDs []string
 			var wantErrs []int
@@ -192,7 +192,7 @@ func TestIngestOversized(t *testing.T) {
 
 			// A replay of the queue goes through: nothing became valid,
 			// every letter is kept, the log is unchanged.
-			rr, err := l.ReplayDeadLetters(ctx, st, "replay")
+			rr, err := in.ReplayDeadLetters(ctx, "orders", "replay")
 			if err != nil || rr.Replayed != 0 || rr.Kept+rr.Unreplayable != len(wantErrs) {
 				t.Fatalf("replay: %+v %v", rr, err)
 			}
@@ -214,7 +214,7 @@ func TestIngestRetryStoresDeadLettersOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := testStream(t)
-	in := serving.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
+	in := ingest.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
 	bad := []byte(`{"id":"b","ts":"2026-01-01T00:00:00Z","device":"web","amount":"x"}`)
 	raws := [][]byte{[]byte(`{"id":"g","ts":"2026-01-01T00:00:00Z","device":"web","amount":1}`), bad, bad,
 		[]byte(`{"id":"n","ts":"2026-01-01T00:00:00Z","amount":1}`)}
@@ -258,7 +258,7 @@ func TestPIIDeadLetterNotAnObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := testStream(t) // device is required; email is hashed
-	in := serving.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
+	in := ingest.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
 	raws := [][]byte{
 		[]byte(`["ann.smith@example.com"]`),
 		[]byte(`{"id":"p1","ts":"2026-01-01T00:00:00Z","email":"ann.smith@example.com","amount":1}`),
@@ -291,8 +291,8 @@ func TestPIIDeadLetterNotAnObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	for try := range 2 {
-		rr, err := l.ReplayDeadLetters(ctx, fixed, "replay")
-		if want := (eventlog.ReplayResult{Replayed: 1 - try, Unreplayable: 2}); err != nil || rr != want {
+		rr, err := ingest.NewIngester(l, testCatalog(fixed), nil).ReplayDeadLetters(ctx, "orders", "replay")
+		if want := (ingest.ReplayResult{Replayed: 1 - try, Unreplayable: 2}); err != nil || rr != want {
 			t.Fatalf("replay %d: %+v %v, want %+v", try, rr, err, want)
 		}
 		left, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)

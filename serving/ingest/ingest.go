@@ -1,4 +1,10 @@
-package serving
+// Package ingest is Braid's ingest use case: raw events of a stream are
+// prepared with the stream's logic, the rejected ones stored in the
+// dead-letter queue with their reason, the accepted ones appended to the
+// event log (path.go). The HTTP API, `braid ingest` and the dead-letter
+// replay (replay.go) all take that one path. The log is reached through
+// the small interfaces declared here (interfaces.go).
+package ingest
 
 import (
 	"bytes"
@@ -18,23 +24,24 @@ import (
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
-// IngestResult is what an ingest did with a batch of raw events.
-type IngestResult struct {
+// Result is what an ingest did with a batch of raw events.
+type Result struct {
 	Accepted int `json:"accepted"`
 	Rejected int `json:"rejected"`
 	// Errors lists the first MaxErrors rejected events, in order; never
 	// nil. ErrorsOmitted counts the rejected events beyond them (each is
 	// in the dead-letter queue all the same).
-	Errors        []IngestError `json:"errors"`
-	ErrorsOmitted int           `json:"errors_omitted,omitempty"`
+	Errors        []EventError `json:"errors"`
+	ErrorsOmitted int          `json:"errors_omitted,omitempty"`
 }
 
 // MaxErrors is how many rejected events an ingest answer lists at most:
 // the answer to a request of a million rejects stays small.
 const MaxErrors = 1000
 
-// IngestError says why the event at Index (0-based, in the batch) was rejected.
-type IngestError struct {
+// EventError says why the event at Index (0-based, in the batch) was
+// rejected.
+type EventError struct {
 	Index int    `json:"index"`
 	Error string `json:"error"`
 }
@@ -45,7 +52,7 @@ type IngestError struct {
 // and safe for concurrent use.
 type Ingester struct {
 	cat    *config.Catalog
-	log    *eventlog.Log
+	log    Log
 	now    func() time.Time
 	counts map[string]*streamCounts
 	events *prometheus.CounterVec
@@ -53,10 +60,12 @@ type Ingester struct {
 
 type streamCounts struct{ accepted, rejected atomic.Uint64 }
 
-// NewIngester returns an ingester for the catalog's streams writing to log.
+// NewIngester returns an ingester for the catalog's streams writing to log
+// (a nil Log, not a Log holding a nil pointer: every ingest and replay
+// fails with eventlog.ErrUnavailable).
 // reg may be nil; it receives braid_ingest_events_total{stream,result} (a
 // collector already registered there under that name is reused).
-func NewIngester(log *eventlog.Log, cat *config.Catalog, reg prometheus.Registerer) *Ingester {
+func NewIngester(log Log, cat *config.Catalog, reg prometheus.Registerer) *Ingester {
 	in := &Ingester{cat: cat, log: log, now: time.Now, counts: map[string]*streamCounts{}}
 	if cat != nil {
 		for name := range cat.Streams {
@@ -81,7 +90,7 @@ func (in *Ingester) Counts(stream string) (accepted, rejected uint64) {
 
 // Ingest prepares raw events (one JSON object each) of a stream: IngestSeq
 // of a slice.
-func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, source string) (IngestResult, error) {
+func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, source string) (Result, error) {
 	return in.IngestSeq(ctx, stream, slices.Values(raws), source)
 }
 
@@ -89,15 +98,14 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 // sequence yields them. Accepted ones are appended to the log (duplicate
 // ids within the dedup window are stored once), rejected ones to the
 // dead-letter queue with source (http, file:<name>, ...), the reason and
-// the payload with PII masked, under an id of their own (deadLetterID), so
+// the payload with PII masked, under an id of their own (DeadLetterID), so
 // a retried request stores them once too.
 //
 // Rejects are stored as they come, a log record's worth at a time with a
 // few records in flight (eventlog.DeadLetterWriter): a request of a
 // million rejects holds a few MiB of them, and its answer lists the first
 // MaxErrors. The accepted events are held and appended together after
-// every dead letter is stored (the log packs them into as few records as
-// the server's message limit allows), so no event can fail the batch by
+// every dead letter is stored (path.go), so no event can fail the batch by
 // its size: a valid event too large for a record on its own (NATS
 // max_payload) is rejected like an invalid one, and a dead letter too
 // large for one keeps only the head of its payload.
@@ -105,14 +113,11 @@ func (in *Ingester) Ingest(ctx context.Context, stream string, raws [][]byte, so
 // It returns only when both are stored; an error (eventlog.ErrFull,
 // ErrUnavailable, ErrUnknownStream, ...) means the events may not be stored
 // and the caller must retry or fail.
-func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Seq[[]byte], source string) (IngestResult, error) {
+func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Seq[[]byte], source string) (Result, error) {
 	s, err := in.stream(stream)
 	if err != nil {
-		return IngestResult{Errors: []IngestError{}}, err
+		return Result{Errors: []EventError{}}, err
 	}
-	// Dead letters first: if a write fails the client retries the whole
-	// request, and a retry may then double only dead letters (not even
-	// those within the dedup window), never events of a stream without ids.
 	return in.ingest(ctx, s, events, source, 0, in.log.DeadLetterWriter(stream), true)
 }
 
@@ -126,69 +131,51 @@ func (in *Ingester) stream(name string) (*logic.Stream, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownStream, name)
 	}
 	if in.log == nil {
-		return nil, fmt.Errorf("serving: ingest %s: %w", name, eventlog.ErrUnavailable)
+		return nil, fmt.Errorf("ingest: %s: %w", name, eventlog.ErrUnavailable)
 	}
 	return s, nil
 }
 
-// ingest prepares events (the first is number first of its source) and
-// hands the rejects to dls; when closeDLS, every one is stored before the
-// accepted events are appended.
-func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq[[]byte], source string, first int, dls *eventlog.DeadLetterWriter, closeDLS bool) (IngestResult, error) {
-	stream := s.Name
-	res := IngestResult{Errors: []IngestError{}}
-	now := in.now()
-	maxEvent := in.log.MaxEvent()
-	var recs []eventlog.Record
+// ingest takes events (the first is number first of its source) along
+// the path, handing the rejects to dls; when closeDLS, every one is stored
+// before the accepted events are appended.
+func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq[[]byte], source string, first int, dls *eventlog.DeadLetterWriter, closeDLS bool) (Result, error) {
+	res := Result{Errors: []EventError{}}
+	p := newPass(in.log, s, in.now(), dls)
 	var err error
 	i := first - 1
 	for raw := range events {
 		i++
-		ev, rec, perr := s.Prepare(raw, now.UnixMilli())
-		if perr == nil && len(rec)+len(ev.ID) > maxEvent {
-			perr = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(rec), maxEvent)}
-		}
-		if perr == nil {
-			recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
-			continue
-		}
-		var rej *logic.RejectError
-		if !errors.As(perr, &rej) {
-			err = fmt.Errorf("serving: prepare event %d: %w", i, perr)
+		rec, rej, perr := p.prepare(raw, false)
+		if perr != nil {
+			err = fmt.Errorf("ingest: prepare event %d: %w", i, perr)
 			break
 		}
-		d := eventlog.DeadLetter{ID: deadLetterID(s, source, i, rej, raw), Stream: stream, Reason: rej.Reason, Field: rej.Field,
-			Source: source, Time: now.UTC(), Payload: s.MaskPayload(bytes.TrimSpace(raw))}
-		if aerr := dls.Add(ctx, d); aerr != nil {
-			err = fmt.Errorf("serving: dead-letter to %s: %w", stream, aerr)
+		if rej == nil {
+			p.accept(rec)
+			continue
+		}
+		if err = p.reject(ctx, DeadLetterID(s, source, i, rej, raw), rej, source, s.MaskPayload(bytes.TrimSpace(raw))); err != nil {
 			break
 		}
 		res.Rejected++
 		if len(res.Errors) < MaxErrors {
-			res.Errors = append(res.Errors, IngestError{Index: i, Error: rej.Error()})
+			res.Errors = append(res.Errors, EventError{Index: i, Error: rej.Error()})
 		} else {
 			res.ErrorsOmitted++
 		}
 	}
-	if err == nil && closeDLS {
-		if cerr := dls.Close(ctx); cerr != nil {
-			err = fmt.Errorf("serving: dead-letter to %s: %w", stream, cerr)
-		}
+	if err == nil {
+		res.Accepted, err = p.store(ctx, closeDLS)
 	}
 	if err != nil {
-		return IngestResult{Errors: []IngestError{}}, err
+		return Result{Errors: []EventError{}}, err
 	}
-	if len(recs) > 0 {
-		if err := in.log.Publish(ctx, stream, recs); err != nil {
-			return IngestResult{Errors: []IngestError{}}, fmt.Errorf("serving: publish to %s: %w", stream, err)
-		}
-	}
-	res.Accepted = len(recs)
-	c := in.counts[stream]
+	c := in.counts[s.Name]
 	c.accepted.Add(uint64(res.Accepted))
 	c.rejected.Add(uint64(res.Rejected))
-	in.events.WithLabelValues(stream, "accepted").Add(float64(res.Accepted))
-	in.events.WithLabelValues(stream, "rejected").Add(float64(res.Rejected))
+	in.events.WithLabelValues(s.Name, "accepted").Add(float64(res.Accepted))
+	in.events.WithLabelValues(s.Name, "rejected").Add(float64(res.Rejected))
 	return res, nil
 }
 
@@ -219,7 +206,7 @@ func (in *Ingester) NewLoad(stream, source string) (*Load, error) {
 }
 
 // Ingest ingests the load's next batch.
-func (ld *Load) Ingest(ctx context.Context, raws [][]byte) (IngestResult, error) {
+func (ld *Load) Ingest(ctx context.Context, raws [][]byte) (Result, error) {
 	res, err := ld.in.ingest(ctx, ld.s, slices.Values(raws), ld.source, ld.next, ld.dls, false)
 	ld.next += len(raws)
 	return res, err
@@ -228,7 +215,7 @@ func (ld *Load) Ingest(ctx context.Context, raws [][]byte) (IngestResult, error)
 // Close returns once every dead letter of the load is stored.
 func (ld *Load) Close(ctx context.Context) error {
 	if err := ld.dls.Close(ctx); err != nil {
-		return fmt.Errorf("serving: dead-letter to %s: %w", ld.s.Name, err)
+		return fmt.Errorf("ingest: dead-letter to %s: %w", ld.s.Name, err)
 	}
 	return nil
 }
@@ -246,17 +233,17 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 				return old, nil
 			}
 		}
-		return c, fmt.Errorf("serving: register metrics: %w", err)
+		return c, fmt.Errorf("ingest: register metrics: %w", err)
 	}
 	return c, nil
 }
 
-// deadLetterID names a rejected event by where it came from, its index in
-// the request, why it was rejected and its raw bytes (a keyed digest: they
-// may hold PII), so that a retried request stores its dead letters once
-// (within the log's dedup window) while two identical events of one
-// request stay two.
-func deadLetterID(s *logic.Stream, source string, index int, rej *logic.RejectError, raw []byte) string {
+// DeadLetterID names a rejected event by where it came from (source), its
+// index in the request (or load), why it was rejected and its raw bytes (a
+// keyed digest: they may hold PII), so that a retried request stores its
+// dead letters once (within the log's dedup window) while two identical
+// events of one request stay two.
+func DeadLetterID(s *logic.Stream, source string, index int, rej *logic.RejectError, raw []byte) string {
 	var b [3 + 32]byte
 	var n [20]byte
 	id := append(b[:0], "dl:"...)

@@ -1,0 +1,95 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/eventlog"
+)
+
+// The one path every event takes into the log, whether it comes from a
+// request, a file or the dead-letter queue: prepare it with the stream's
+// logic (an event too large for a log record is rejected like an invalid
+// one); hand a reject to the dead-letter queue with its reason as it
+// comes; hold the accepted ones; then, once every dead letter is stored,
+// append the accepted ones together (the log packs them into as few
+// records as its message limit allows).
+//
+// Dead letters first: if a write fails the caller retries the whole, and
+// a retry may then double only dead letters (not even those within the
+// dedup window), never events of a stream without ids.
+
+// pass is one run of the path over events of one stream, prepared at one
+// time.
+type pass struct {
+	log      Appender
+	s        *logic.Stream
+	now      time.Time
+	maxEvent int
+	dls      *eventlog.DeadLetterWriter
+	recs     []eventlog.Record // accepted, not yet appended
+}
+
+func newPass(log Appender, s *logic.Stream, now time.Time, dls *eventlog.DeadLetterWriter) *pass {
+	return &pass{log: log, s: s, now: now, maxEvent: log.MaxEvent(), dls: dls}
+}
+
+// prepare runs a raw event through the stream's logic: its record, or why
+// it is rejected (rej non-nil), or an error that is no verdict on the
+// event and fails the whole. masked: raw is a dead letter's payload, its
+// PII fields masked already.
+func (p *pass) prepare(raw []byte, masked bool) (rec eventlog.Record, rej *logic.RejectError, err error) {
+	prepare := p.s.Prepare
+	if masked {
+		prepare = p.s.PrepareMasked
+	}
+	ev, data, err := prepare(raw, p.now.UnixMilli())
+	if err == nil && len(data)+len(ev.ID) > p.maxEvent {
+		err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(data), p.maxEvent)}
+	}
+	if err == nil {
+		return eventlog.Record{ID: ev.ID, Data: data}, nil, nil
+	}
+	if errors.As(err, &rej) {
+		return eventlog.Record{}, rej, nil
+	}
+	return eventlog.Record{}, nil, err
+}
+
+// accept holds an accepted event until store.
+func (p *pass) accept(rec eventlog.Record) { p.recs = append(p.recs, rec) }
+
+// reject hands a rejected event to the dead-letter queue under id, with
+// its reason, source and payload (PII masked), at the pass's time.
+func (p *pass) reject(ctx context.Context, id string, rej *logic.RejectError, source string, payload []byte) error {
+	return p.deadLetter(ctx, eventlog.DeadLetter{ID: id, Stream: p.s.Name, Reason: rej.Reason, Field: rej.Field,
+		Source: source, Time: p.now.UTC(), Payload: payload})
+}
+
+// deadLetter hands a dead letter to the queue as it is.
+func (p *pass) deadLetter(ctx context.Context, d eventlog.DeadLetter) error {
+	if err := p.dls.Add(ctx, d); err != nil {
+		return fmt.Errorf("ingest: dead-letter to %s: %w", p.s.Name, err)
+	}
+	return nil
+}
+
+// store returns once the accepted events are appended, after every dead
+// letter handed over is stored when closeDLS (else their writer stores
+// them later: see Load). It returns how many events were appended.
+func (p *pass) store(ctx context.Context, closeDLS bool) (int, error) {
+	if closeDLS {
+		if err := p.dls.Close(ctx); err != nil {
+			return 0, fmt.Errorf("ingest: dead-letter to %s: %w", p.s.Name, err)
+		}
+	}
+	if len(p.recs) > 0 {
+		if err := p.log.Publish(ctx, p.s.Name, p.recs); err != nil {
+			return 0, fmt.Errorf("ingest: publish to %s: %w", p.s.Name, err)
+		}
+	}
+	return len(p.recs), nil
+}
