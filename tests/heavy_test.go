@@ -256,16 +256,14 @@ func TestHeavyLiveQuery(t *testing.T) {
 		t.Skip("heavy: not in -short")
 	}
 	groups := heavyGroups(t)
-	rs := testenv.StartRedis(t)
-	rc := rs.Client(t)
 	// The budget: the live clients' query (one cell and one row per group)
 	// fits; the hopping view over two windows reads twice as many cells.
 	t.Setenv("BRAID_HTTP_QUERY_MAX_CELLS", strconv.Itoa(groups*3/2))
 	t.Setenv("BRAID_HTTP_QUERY_MAX_ROWS", strconv.Itoa(groups*3/2))
-	cfgPath, base, _ := testenv.WriteConfig(t, "", rs.URL, heavyConfig)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, heavyConfig)
+	rc := st.Redis.Client(t)
+	base, p, ns := st.Base, st.Braid, st.Namespace
 	pid := p.Cmd.Process.Pid
-	ns := strings.Split(strings.Split(mustRead(t, cfgPath), "namespace: ")[1], "\n")[0]
 
 	// One event per key, all at one time: one window, `groups` groups.
 	ts := time.Now().UTC().Add(-10 * time.Second)
@@ -628,13 +626,4 @@ func redisCalls(t *testing.T, rc *redis.Client, cmd string) int64 {
 		}
 	}
 	return 0
-}
-
-func mustRead(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

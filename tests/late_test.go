@@ -61,9 +61,7 @@ func viewRows(t *testing.T, base, view string, from, to time.Time, extra string)
 // and counted by the next batch run whose cutoff passes its arrival; an
 // event beyond max_future is dead-lettered with its reason.
 func TestLateData(t *testing.T) {
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, lateConfig)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	base := testenv.Up(t, lateConfig).Base
 	const view = "events_per_min"
 	status := func() lateStatus {
 		var s lateStatus

@@ -93,9 +93,7 @@ type numbersAnswer struct {
 // refused with 422 naming the limit, a narrower one answers.
 func TestNumbersAndRanges(t *testing.T) {
 	t.Setenv("BRAID_HTTP_QUERY_MAX_CELLS", "2000")
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, numbersConfig)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	base := testenv.Up(t, numbersConfig).Base
 	postOrders := func(orders []numbersOrder) {
 		t.Helper()
 		var lines []string

@@ -2,9 +2,7 @@ package tests
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -33,22 +31,12 @@ views:
 // the events: braid up, a second braid serve and braid ingest, with
 // repeated ids and a retried request (stored once, dead-lettered once).
 func TestStatusCountsAcrossProcesses(t *testing.T) {
-	nats := testenv.StartNATS(t)
-	redis := testenv.StartRedis(t)
-	cfgA, baseA, _ := testenv.WriteConfig(t, nats.URL, redis.URL, statusConfig)
+	a := testenv.NewStack(t, statusConfig, testenv.WithNATS())
 	// The second process: the same configuration on another port and data dir.
-	raw, err := os.ReadFile(cfgA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	baseB := fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfgB := filepath.Join(t.TempDir(), "braid.yaml")
-	b := regexp.MustCompile(`addr: "127\.0\.0\.1:\d+"`).ReplaceAllString(string(raw), fmt.Sprintf(`addr: "127.0.0.1:%d"`, port))
-	b = regexp.MustCompile(`(?m)^data_dir: .*$`).ReplaceAllString(b, "data_dir: "+filepath.Join(t.TempDir(), "data"))
-	writeFile(t, cfgB, b)
-	testenv.StartBraid(t, baseA, "up", "--config", cfgA)
-	testenv.StartBraid(t, baseB, "serve", "--config", cfgB)
+	b := a.Twin()
+	a.Start("up")
+	b.Start("serve")
+	cfgA, baseA, baseB := a.Config, a.Base, b.Base
 
 	ev := func(id string) string { return fmt.Sprintf(`{"id":%q,"ts":"2026-11-28T12:00:00Z","amount":1}`, id) }
 	bad := func(id string) string {

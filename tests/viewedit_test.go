@@ -1093,7 +1093,7 @@ func TestViewEdits(t *testing.T) {
 			history[name] = h
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				runViewEdits(t, nats.URL, own, h)
+				runViewEdits(t, nats, own, h)
 			})
 		}
 	})
@@ -1109,27 +1109,20 @@ func TestViewEdits(t *testing.T) {
 	}
 }
 
-func runViewEdits(t *testing.T, natsURL string, own bool, history map[string][]string) {
+func runViewEdits(t *testing.T, nats *testenv.NATS, own bool, history map[string][]string) {
 	s := &veSeq{t: t, own: own, history: history, client: &http.Client{Timeout: 30 * time.Second}}
-	redisURL := ""
-	if !own {
-		s.ext = testenv.StartRedis(t)
-		redisURL = s.ext.URL
+	opts := []testenv.Option{testenv.SharedNATS(nats)}
+	if own {
+		opts = append(opts, testenv.WithoutRedis())
 	}
 	phases := vePhases()
-	var base string
-	s.cfgPath, base, s.dataDir = testenv.WriteConfig(t, natsURL, redisURL, veStream)
-	s.base = base
+	st := testenv.NewStack(t, veStream, opts...)
+	s.ext, s.cfgPath, s.base, s.dataDir, s.ns = st.Redis, st.Config, st.Base, st.DataDir, st.Namespace
 	cfg, err := os.ReadFile(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.head = string(cfg)
-	m := regexp.MustCompile(`(?m)^namespace: (\S+)$`).FindStringSubmatch(s.head)
-	if m == nil {
-		t.Fatalf("no namespace in %s", s.head)
-	}
-	s.ns = m[1]
 	seed := uint64(time.Now().UnixNano())
 	if env := os.Getenv("BRAID_VIEWEDIT_SEED"); env != "" {
 		var err error
