@@ -17,19 +17,14 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const childrenConfig = `epoch: 1s
-batch: { every: 0 }
-streams:
-  events:
-    time: ts
-    fields: { ts: time, kind: string }
-views:
-  per_min:
-    stream: events
-    window: 1m
-    measures:
-      n: count()
-`
+func childrenCatalog() testenv.Catalog {
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0",
+		Streams: []testenv.Stream{{Name: "events", Time: "ts", Fields: []string{"ts: time", "kind: string"}}},
+		Views:   []testenv.View{{Name: "per_min", Stream: "events", Window: "1m", Measures: []string{"n: count()"}}},
+	}
+}
 
 // procState reads a process's state letter and parent from /proc ("" when
 // there is no such process).
@@ -71,7 +66,7 @@ func TestRedisDiesWithBraid(t *testing.T) {
 		t.Skip("only Linux kills a child with its parent; elsewhere the next start kills it (TestRestartKillsAStrayRedis)")
 	}
 	testenv.RedisServerPath(t)
-	st := testenv.Up(t, childrenConfig, testenv.WithoutRedis())
+	st := testenv.Up(t, childrenCatalog().YAML(), testenv.WithoutRedis())
 	p := st.Braid
 	braid := p.Cmd.Process.Pid
 	redisPid, owner, _ := pidFile(t, st.DataDir)
@@ -102,7 +97,7 @@ func TestRedisDiesWithBraid(t *testing.T) {
 // redis-server is in the pid file, which a clean stop removes.
 func TestRestartKillsAStrayRedis(t *testing.T) {
 	redisServer := testenv.RedisServerPath(t)
-	st := testenv.NewStack(t, childrenConfig, testenv.WithoutRedis())
+	st := testenv.NewStack(t, childrenCatalog().YAML(), testenv.WithoutRedis())
 	dir := filepath.Join(st.DataDir, "redis")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

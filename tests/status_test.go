@@ -10,28 +10,23 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const statusConfig = `epoch: 1s
-batch: { every: 0 }
-streams:
-  orders:
-    time: ts
-    id: id
-    fields: { ts: time, id: string, amount: float }
-    required: [amount]
-views:
-  n_per_min:
-    stream: orders
-    window: 1m
-    measures:
-      n: count()
-`
+func statusCatalog() testenv.Catalog {
+	return testenv.Catalog{
+		Epoch: "1s",
+		Batch: "every: 0",
+		Streams: []testenv.Stream{{
+			Name: "orders", Time: "ts", ID: "id", Fields: []string{"ts: time", "id: string", "amount: float"}, Required: []string{"amount"},
+		}},
+		Views: []testenv.View{{Name: "n_per_min", Stream: "orders", Window: "1m", Measures: []string{"n: count()"}}},
+	}
+}
 
 // TestStatusCountsAcrossProcesses: /v1/status accepted and rejected count
 // what the log holds, so every process answers the same, whoever stored
 // the events: braid up, a second braid serve and braid ingest, with
 // repeated ids and a retried request (stored once, dead-lettered once).
 func TestStatusCountsAcrossProcesses(t *testing.T) {
-	a := testenv.NewStack(t, statusConfig, testenv.WithNATS())
+	a := testenv.NewStack(t, statusCatalog().YAML(), testenv.WithNATS())
 	// The second process: the same configuration on another port and data dir.
 	b := a.Twin()
 	a.Start("up")

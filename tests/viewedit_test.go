@@ -35,19 +35,17 @@ import (
 // a view that cannot answer says 503 "view rebuilding" with its progress;
 // and in the end every view answers exactly.
 
-const veStream = `epoch: 1s
-batch: { every: 0, settle_timeout: 5m }
-archive: { max_rows: 1000, max_delay: 200ms }
-speed: { batch_size: 200, max_wait: 25ms }
-streams:
-  orders:
-    time: ts
-    id: id
-    allowed_lateness: 3h
-    fields: { ts: time, id: string, country: string, device: string, amount: float, qty: int, email: string }
-    required: [ts, country, amount]
-    pii: { email: hash }
-`
+func veCatalog() testenv.Catalog {
+	orders := testenv.Orders().Without("order_id", "items").With("id: string", "device: string", "qty: int")
+	orders.ID = "id"
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0, settle_timeout: 5m",
+		Archive: "max_rows: 1000, max_delay: 200ms",
+		Speed:   "batch_size: 200, max_wait: 25ms",
+		Streams: []testenv.Stream{orders},
+	}
+}
 
 // veMeasure is a measure as the test declares it.
 type veMeasure struct {
@@ -1116,7 +1114,7 @@ func runViewEdits(t *testing.T, nats *testenv.NATS, own bool, history map[string
 		opts = append(opts, testenv.WithoutRedis())
 	}
 	phases := vePhases()
-	st := testenv.NewStack(t, veStream, opts...)
+	st := testenv.NewStack(t, veCatalog().YAML(), opts...)
 	s.ext, s.cfgPath, s.base, s.dataDir, s.ns = st.Redis, st.Config, st.Base, st.DataDir, st.Namespace
 	cfg, err := os.ReadFile(s.cfgPath)
 	if err != nil {
