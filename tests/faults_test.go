@@ -162,9 +162,9 @@ func splitmix(x uint64) uint64 {
 type trial struct {
 	t       *testing.T
 	rng     *rand.Rand
+	st      *testenv.Stack
 	nats    *testenv.NATSProc
 	redis   *testenv.Redis
-	cfgPath string
 	base    string
 	dataDir string
 	ns      string
@@ -180,15 +180,15 @@ type trial struct {
 }
 
 func (tr *trial) startSpeed() *testenv.Proc {
-	return testenv.StartBraid(tr.t, "", "speed", "--config", tr.cfgPath)
+	return tr.st.Spawn("speed")
 }
 
 func (tr *trial) startArchive() *testenv.Proc {
-	return testenv.StartBraid(tr.t, "", "archive", "--config", tr.cfgPath)
+	return tr.st.Spawn("archive")
 }
 
 func (tr *trial) startServe() *testenv.Proc {
-	return testenv.StartBraid(tr.t, tr.base, "serve", "--config", tr.cfgPath)
+	return tr.st.Start("serve")
 }
 
 // pause sleeps a random 0..maxMs milliseconds and returns how long.
@@ -204,7 +204,7 @@ func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 	// A short publish timeout, so a nats-server outage turns into non-200
 	// answers that the producer retries with the same ids.
 	st := testenv.NewStack(t, faultCatalog().YAML(), testenv.WithNATSProc(), testenv.NATSKeys("publish_timeout: 1s"))
-	tr.nats, tr.redis, tr.cfgPath, tr.base, tr.dataDir, tr.ns = st.NATSProc, st.Redis, st.Config, st.Base, st.DataDir, st.Namespace
+	tr.st, tr.nats, tr.redis, tr.base, tr.dataDir, tr.ns = st, st.NATSProc, st.Redis, st.Base, st.DataDir, st.Namespace
 	tr.serve = tr.startServe()
 	for range f.speeds {
 		tr.speeds = append(tr.speeds, tr.startSpeed())
@@ -292,7 +292,7 @@ func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 func injectBatchKill(tr *trial) string {
 	t := tr.t
 	prev := tr.current()
-	p := testenv.StartBraid(t, "", "batch", "run", "--config", tr.cfgPath)
+	p := tr.st.Spawn("batch", "run")
 	// The run first waits until the lake covers what the log held when it
 	// started; the kill is meant for the computation and publishing after
 	// (or for the process, should it end before).

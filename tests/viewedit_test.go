@@ -154,7 +154,8 @@ type vePhase struct {
 // veSeq is one run of phases over one data_dir.
 type veSeq struct {
 	t        *testing.T
-	own      bool           // Redis started by braid up itself
+	own      bool // Redis started by braid up itself
+	st       *testenv.Stack
 	ext      *testenv.Redis // the Redis that outlives braid (nil when own)
 	cfgPath  string
 	head     string // the configuration up to the views
@@ -849,7 +850,7 @@ func (s *veSeq) runPhase(ph vePhase, prevViews []veView, before func()) {
 		unlock = s.runLock()
 	}
 	started := time.Now()
-	s.proc = testenv.StartBraid(t, "", "up", "--config", s.cfgPath)
+	s.proc = s.st.Spawn("up")
 	var (
 		up                 bool
 		seenRebuilding     = map[string]bool{} // a 503 view rebuilding
@@ -1115,7 +1116,7 @@ func runViewEdits(t *testing.T, nats *testenv.NATS, own bool, history map[string
 	}
 	phases := vePhases()
 	st := testenv.NewStack(t, veCatalog().YAML(), opts...)
-	s.ext, s.cfgPath, s.base, s.dataDir, s.ns = st.Redis, st.Config, st.Base, st.DataDir, st.Namespace
+	s.st, s.ext, s.cfgPath, s.base, s.dataDir, s.ns = st, st.Redis, st.Config, st.Base, st.DataDir, st.Namespace
 	cfg, err := os.ReadFile(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,8 @@ import (
 // of its own (namespace, data dir and HTTP port unique to the test), a
 // redis-server started for it unless braid up is to start its own, and NATS
 // embedded inside braid unless the test runs a server beside it. Everything
-// it starts is stopped when the test ends.
+// it starts is stopped when the test ends. Its methods only read it: a test
+// may start processes from several goroutines.
 type Stack struct {
 	t                           testing.TB
 	natsURL, natsKeys, redisURL string
@@ -25,10 +26,11 @@ type Stack struct {
 	NATS     *NATS     // with WithNATS or SharedNATS; nil when braid embeds NATS
 	NATSProc *NATSProc // with WithNATSProc
 	Redis    *Redis    // nil with WithoutRedis
-	Braid    *Proc     // the process Start or Spawn started last
+	Braid    *Proc     // the braid up Up started; nil after NewStack
 }
 
-// Option chooses the servers of a stack.
+// Option chooses the servers of a stack. Of SharedNATS, WithNATSProc and
+// WithNATS the first in that order that is given is the stack's NATS.
 type Option func(*stackOptions)
 
 type stackOptions struct {
@@ -94,25 +96,23 @@ func NewStack(t testing.TB, body string, opts ...Option) *Stack {
 func Up(t testing.TB, body string, opts ...Option) *Stack {
 	t.Helper()
 	s := NewStack(t, body, opts...)
-	s.Start("up")
+	s.Braid = s.Start("up")
 	return s
 }
 
 // Start runs `braid args... --config s.Config` and waits until it answers
-// /readyz on s.Base (StartBraid); the process is s.Braid.
+// /readyz on s.Base (StartBraid). The process is killed when the test ends.
 func (s *Stack) Start(args ...string) *Proc {
 	s.t.Helper()
-	s.Braid = StartBraid(s.t, s.Base, append(args, "--config", s.Config)...)
-	return s.Braid
+	return StartBraid(s.t, s.Base, append(args, "--config", s.Config)...)
 }
 
 // Spawn runs `braid args... --config s.Config` without waiting for
 // anything (for the processes that serve no HTTP, or a test that watches
-// the start itself); the process is s.Braid.
+// the start itself). The process is killed when the test ends.
 func (s *Stack) Spawn(args ...string) *Proc {
 	s.t.Helper()
-	s.Braid = StartBraid(s.t, "", append(args, "--config", s.Config)...)
-	return s.Braid
+	return StartBraid(s.t, "", append(args, "--config", s.Config)...)
 }
 
 // Twin writes a second config for the same deployment: the same servers,
