@@ -70,9 +70,10 @@ func TestAuthEndToEnd(t *testing.T) {
     - { name: analysts, token_env: BRAID_TEST_ANALYST_TOKEN, scopes: ["read:orders_*"] }
     - { name: dashboards, sha256: %s, scopes: ["read:nothing_*"] }
 `, hex.EncodeToString(sum[:]))
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, e2eStreams+authBlock)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	cat := testenv.E2E()
+	cat.Extra = authBlock
+	st := testenv.Up(t, cat.YAML())
+	base, p := st.Base, st.Braid
 
 	rng := rand.New(rand.NewPCG(7, 7))
 	start := time.Now().UTC().Truncate(time.Minute).Add(-90 * time.Minute)

@@ -15,28 +15,22 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-// batchRunStreams has sketch measures, whose values are exact only in
+// batchRunCatalog has sketch measures, whose values are exact only in
 // rows the batch layer answers alone.
-const batchRunStreams = `epoch: 2s
-archive: { max_delay: 1s }
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 3h
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int, email: string }
-    required: [ts, country, amount]
-views:
-  buyers_by_country:
-    stream: orders
-    window: 10m
-    group_by: [country]
-    measures:
-      orders: count()
-      buyers: count_distinct(email)
-      median: quantile(amount, 0.5)
-      p95: quantile(amount, 0.95)
-`
+func batchRunCatalog(batch string) testenv.Catalog {
+	orders := testenv.Orders()
+	orders.PII = nil
+	return testenv.Catalog{
+		Epoch:   "2s",
+		Batch:   batch,
+		Archive: "max_delay: 1s",
+		Streams: []testenv.Stream{orders},
+		Views: []testenv.View{{
+			Name: "buyers_by_country", Stream: "orders", Window: "10m", GroupBy: []string{"country"},
+			Measures: []string{"orders: count()", "buyers: count_distinct(email)", "median: quantile(amount, 0.5)", "p95: quantile(amount, 0.95)"},
+		}},
+	}
+}
 
 // batchRun is the part of a run record these tests read.
 type batchRun struct {
@@ -158,11 +152,9 @@ func runRecord(t *testing.T, out string) batchRun {
 // acknowledged before it, so the batch layer alone answers every window,
 // exactly, distinct counts and quantiles included.
 func TestBatchRunCoversRequest(t *testing.T) {
-	nats := testenv.StartNATS(t)
-	redis := testenv.StartRedis(t)
 	// A settle timeout no busy machine reaches: the runs must cover their requests.
-	cfgPath, base, _ := testenv.WriteConfig(t, nats.URL, redis.URL, "batch: { every: 0, settle_timeout: 5m }\n"+batchRunStreams)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, batchRunCatalog("every: 0, settle_timeout: 5m").YAML(), testenv.WithNATS())
+	base := st.Base
 
 	rng := rand.New(rand.NewPCG(13, 2026))
 	now := time.Now().UTC()
@@ -199,7 +191,7 @@ func TestBatchRunCoversRequest(t *testing.T) {
 	if r := post(t, base, ndjson(more)); r.Accepted != len(more) {
 		t.Fatalf("ingest: %+v", r)
 	}
-	out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath)
+	out, code := testenv.RunBraid(t, "batch", "run", "--config", st.Config)
 	if code != 0 {
 		t.Fatalf("braid batch run: exit %d\n%s", code, out)
 	}
@@ -215,10 +207,9 @@ func TestBatchRunCoversRequest(t *testing.T) {
 // request; after the (tiny) settle timeout the run still succeeds with the
 // cutoff it has and says it does not cover the request.
 func TestBatchRunSettleTimeout(t *testing.T) {
-	nats := testenv.StartNATS(t)
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, nats.URL, redis.URL, "batch: { every: 0, settle_timeout: 1ms }\n"+batchRunStreams)
-	testenv.StartBraid(t, base, "serve", "--config", cfgPath) // no archiver
+	st := testenv.NewStack(t, batchRunCatalog("every: 0, settle_timeout: 1ms").YAML(), testenv.WithNATS())
+	st.Start("serve") // no archiver
+	base := st.Base
 
 	orders := buyerOrders(rand.New(rand.NewPCG(7, 13)), time.Now().Add(-time.Hour), 300, 0)
 	if r := post(t, base, ndjson(orders)); r.Accepted != len(orders) {
@@ -235,7 +226,7 @@ func TestBatchRunSettleTimeout(t *testing.T) {
 	if code := httpJSON(t, "GET", base+"/v1/batch/runs/"+run.ID, "", nil, &saved); code != 200 || saved.covers() != "false" || saved.Status != "succeeded" {
 		t.Fatalf("run record: status %d, %+v", code, saved)
 	}
-	out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath)
+	out, code := testenv.RunBraid(t, "batch", "run", "--config", st.Config)
 	if cli := runRecord(t, out); code != 0 || cli.Status != "succeeded" || cli.covers() != "false" || !strings.Contains(out, "covers_request=no") {
 		t.Fatalf("braid batch run: exit %d, %+v\n%s", code, cli, out)
 	}
@@ -245,20 +236,11 @@ func TestBatchRunSettleTimeout(t *testing.T) {
 // `braid batch run` publishes the others, says which view failed and exits
 // non-zero.
 func TestBatchRunPartialExitCode(t *testing.T) {
-	redis := testenv.StartRedis(t)
-	body := batchRunStreams + `  clicks:
-    stream: clicks
-    window: 1m
-    group_by: [page]
-    measures: { n: count() }
-`
-	body = strings.Replace(body, "views:\n", `  clicks:
-    time: at
-    fields: { at: time, page: string }
-views:
-`, 1)
-	cfgPath, base, dataDir := testenv.WriteConfig(t, "", redis.URL, "batch: { every: 0 }\n"+body)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	cat := batchRunCatalog("every: 0")
+	cat.Streams = append(cat.Streams, testenv.Stream{Name: "clicks", Time: "at", Fields: []string{"at: time", "page: string"}})
+	cat.Views = append(cat.Views, testenv.View{Name: "clicks", Stream: "clicks", Window: "1m", GroupBy: []string{"page"}, Measures: []string{"n: count()"}})
+	st := testenv.Up(t, cat.YAML())
+	base, p := st.Base, st.Braid
 	orders := buyerOrders(rand.New(rand.NewPCG(3, 5)), time.Now().Add(-time.Hour), 200, 0)
 	if r := post(t, base, ndjson(orders)); r.Accepted != len(orders) {
 		t.Fatalf("ingest: %+v", r)
@@ -277,20 +259,20 @@ views:
 		t.Fatalf("SIGTERM: %v", err)
 	}
 	// The lake of clicks becomes unreadable.
-	files, err := filepath.Glob(filepath.Join(dataDir, "lake", "clicks", "*", "*.parquet"))
+	files, err := filepath.Glob(filepath.Join(st.DataDir, "lake", "clicks", "*", "*.parquet"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("clicks lake files %v %v", files, err)
 	}
 	for _, f := range files {
 		writeFile(t, f, "not parquet at all")
 	}
-	out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath)
+	out, code := testenv.RunBraid(t, "batch", "run", "--config", st.Config)
 	cli := runRecord(t, out)
 	if code == 0 || cli.Status != "partial" || cli.FailedViews["clicks"] == "" || len(cli.FailedViews) != 1 || !strings.Contains(out, "view clicks failed") {
 		t.Fatalf("braid batch run over an unreadable lake of clicks: exit %d, %+v\n%s", code, cli, out)
 	}
 	// The view of orders was published: CURRENT is this run's version.
-	cur, err := os.ReadFile(filepath.Join(dataDir, "batch", "CURRENT"))
+	cur, err := os.ReadFile(filepath.Join(st.DataDir, "batch", "CURRENT"))
 	if err != nil || strings.TrimSpace(string(cur)) != cli.ID {
 		t.Fatalf("CURRENT %q %v, want the partial run %s", cur, err, cli.ID)
 	}

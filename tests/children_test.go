@@ -17,19 +17,14 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const childrenConfig = `epoch: 1s
-batch: { every: 0 }
-streams:
-  events:
-    time: ts
-    fields: { ts: time, kind: string }
-views:
-  per_min:
-    stream: events
-    window: 1m
-    measures:
-      n: count()
-`
+func childrenCatalog() testenv.Catalog {
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0",
+		Streams: []testenv.Stream{{Name: "events", Time: "ts", Fields: []string{"ts: time", "kind: string"}}},
+		Views:   []testenv.View{{Name: "per_min", Stream: "events", Window: "1m", Measures: []string{"n: count()"}}},
+	}
+}
 
 // procState reads a process's state letter and parent from /proc ("" when
 // there is no such process).
@@ -71,10 +66,10 @@ func TestRedisDiesWithBraid(t *testing.T) {
 		t.Skip("only Linux kills a child with its parent; elsewhere the next start kills it (TestRestartKillsAStrayRedis)")
 	}
 	testenv.RedisServerPath(t)
-	cfgPath, base, dataDir := testenv.WriteConfig(t, "", "", childrenConfig)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, childrenCatalog().YAML(), testenv.WithoutRedis())
+	p := st.Braid
 	braid := p.Cmd.Process.Pid
-	redisPid, owner, _ := pidFile(t, dataDir)
+	redisPid, owner, _ := pidFile(t, st.DataDir)
 	state, ppid, cmdline := procState(redisPid)
 	if owner != braid || ppid != braid || !strings.Contains(cmdline, "redis-server") || !running(redisPid) {
 		t.Fatalf("pid file names %d (owner %d): state %q, parent %d, %q; braid is %d", redisPid, owner, state, ppid, cmdline, braid)
@@ -102,8 +97,8 @@ func TestRedisDiesWithBraid(t *testing.T) {
 // redis-server is in the pid file, which a clean stop removes.
 func TestRestartKillsAStrayRedis(t *testing.T) {
 	redisServer := testenv.RedisServerPath(t)
-	cfgPath, base, dataDir := testenv.WriteConfig(t, "", "", childrenConfig)
-	dir := filepath.Join(dataDir, "redis")
+	st := testenv.NewStack(t, childrenCatalog().YAML(), testenv.WithoutRedis())
+	dir := filepath.Join(st.DataDir, "redis")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +115,7 @@ func TestRestartKillsAStrayRedis(t *testing.T) {
 	t.Cleanup(func() { _ = stray.Process.Kill() })
 	writeFile(t, filepath.Join(dir, embedded.PidFile), fmt.Sprintf("%d %d %d\n", stray.Process.Pid, gone.ProcessState.Pid(), port))
 
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	p := st.Start("up")
 	select {
 	case <-exited:
 	case <-time.After(30 * time.Second):
@@ -129,7 +124,7 @@ func TestRestartKillsAStrayRedis(t *testing.T) {
 	if !strings.Contains(p.Output(), "killing the redis-server a previous braid left running") {
 		t.Errorf("braid up did not say it killed the stray redis-server:\n%s", p.Output())
 	}
-	redisPid, owner, _ := pidFile(t, dataDir)
+	redisPid, owner, _ := pidFile(t, st.DataDir)
 	if redisPid == stray.Process.Pid || owner != p.Cmd.Process.Pid {
 		t.Fatalf("pid file names %d of %d; the stray was %d, braid is %d", redisPid, owner, stray.Process.Pid, p.Cmd.Process.Pid)
 	}

@@ -27,38 +27,17 @@ import (
 // must first ask for it).
 const dashToken = "dashboard-test-token-5d1c"
 
-func dashConfig() string {
+func dashCatalog() testenv.Catalog {
 	sum := sha256.Sum256([]byte(dashToken))
-	return `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 1000, max_delay: 300ms }
-speed: { batch_size: 500, max_wait: 50ms }
-auth:
-  keys:
-    - { name: wall, sha256: "` + hex.EncodeToString(sum[:]) + `", scopes: ["admin"] }
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 2m
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int }
-    required: [ts, country, amount]
-views:
-  orders_by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures:
-      orders: count()
-      revenue: sum(amount)
-      biggest: max(amount)
-  orders_total:
-    stream: orders
-    window: 1m
-    measures:
-      orders: count()
-      revenue: sum(amount)
-`
+	c := testenv.Fast()
+	c.Extra = "auth:\n  keys:\n    - { name: wall, sha256: \"" + hex.EncodeToString(sum[:]) + "\", scopes: [\"admin\"] }\n"
+	orders := testenv.Orders().Without("email")
+	orders.Lateness = "2m"
+	byCountry := testenv.OrdersByCountry().Without("basket_avg", "smallest", "items")
+	total := testenv.View{Name: "orders_total", Stream: "orders", Window: "1m", Measures: []string{"orders: count()", "revenue: sum(amount)"}}
+	c.Streams = []testenv.Stream{orders}
+	c.Views = []testenv.View{byCountry, total}
+	return c
 }
 
 // chromiumPath finds the browser: $BRAID_CHROMIUM, /usr/bin/chromium, or
@@ -99,9 +78,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("the dashboard test needs a headless Chromium: %v. Install it (Debian/Ubuntu: apt-get install -y chromium) or set BRAID_CHROMIUM; scripts/provision (make test) installs it.", err)
 	}
 
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, dashConfig())
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	base := testenv.Up(t, dashCatalog().YAML()).Base
 
 	// The dashboard is served at / without a token (the page asks for one).
 	resp, err := http.Get(base + "/")

@@ -23,28 +23,18 @@ import (
 )
 
 // A stream whose events need a page: `{}` is rejected.
-const rejectsConfig = `epoch: 1s
-batch: { every: 0 }
-streams:
-  junk:
-    time: ts
-    id: id
-    allowed_lateness: 1h
-    fields: { ts: time, id: string, page: string, ms: int }
-    required: [page]
-  clicks:
-    time: ts
-    id: id
-    allowed_lateness: 1h
-    fields: { ts: time, id: string, page: string, ms: int }
-    required: [page]
-views:
-  clicks_by_page:
-    stream: clicks
-    window: 1m
-    group_by: [page]
-    measures: { clicks: count() }
-`
+func rejectsCatalog() testenv.Catalog {
+	clicks := testenv.Clicks()
+	clicks.Lateness = "1h"
+	junk := clicks
+	junk.Name = "junk"
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0",
+		Streams: []testenv.Stream{junk, clicks},
+		Views:   []testenv.View{testenv.ClicksByPage()},
+	}
+}
 
 // procStatus reads a kB figure (VmRSS, VmHWM) of a process from /proc.
 func procStatus(pid int, key string) (int64, error) {
@@ -156,15 +146,8 @@ func TestRejectsInBulk(t *testing.T) {
 		t.Skip("bulk rejects: not in -short")
 	}
 	t.Setenv("BRAID_NATS_PUBLISH_TIMEOUT", "60s") // a loaded machine must not fail the test
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, rejectsConfig)
-	cfgText, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ns, _ := strings.Cut(string(cfgText), "namespace: ")
-	ns, _, _ = strings.Cut(ns, "\n")
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, rejectsCatalog().YAML())
+	base, p, ns := st.Base, st.Braid, st.Namespace
 	pid := p.Cmd.Process.Pid
 	m := regexp.MustCompile(`started embedded nats-server with JetStream" url=(\S+)`).FindStringSubmatch(p.Output())
 	if m == nil {

@@ -19,38 +19,6 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const e2eStreams = `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 1000, max_delay: 300ms }
-speed: { batch_size: 500, max_wait: 50ms }
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 3h
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int, email: string }
-    required: [ts, country, amount]
-    pii: { email: hash }
-views:
-  orders_by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures:
-      orders: count()
-      revenue: sum(amount)
-      basket_avg: avg(amount)
-      biggest: max(amount)
-      smallest: min(amount)
-      items: sum(items)
-  buyers_hourly:
-    stream: orders
-    window: 1h
-    measures:
-      buyers: count_distinct(email)
-      median: quantile(amount, 0.5)
-`
-
 type order struct {
 	TS      string  `json:"ts"`
 	ID      string  `json:"order_id"`
@@ -184,9 +152,8 @@ func query(t *testing.T, base string, from, to time.Time) queryResp {
 }
 
 func TestEndToEnd(t *testing.T) {
-	redis := testenv.StartRedis(t)
-	cfgPath, base, dataDir := testenv.WriteConfig(t, "", redis.URL, e2eStreams)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, testenv.E2E().YAML())
+	base, p := st.Base, st.Braid
 
 	rng := rand.New(rand.NewPCG(2026, 11))
 	start := time.Now().UTC().Truncate(time.Minute).Add(-90 * time.Minute)
@@ -285,7 +252,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer db.Close()
 	var n, seqs, ids, raw int64
-	glob := filepath.Join(dataDir, "lake", "orders", "*", "*.parquet")
+	glob := filepath.Join(st.DataDir, "lake", "orders", "*", "*.parquet")
 	err = db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT order_id), count(*) FILTER (WHERE email LIKE '%%@%%') FROM read_parquet('%s')`, glob)).Scan(&n, &seqs, &ids, &raw)
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +263,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// `braid batch run` against the same data dir: a run over every event
 	// that arrived before its cutoff (checked against the lake with DuckDB).
-	out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath)
+	out, code := testenv.RunBraid(t, "batch", "run", "--config", st.Config)
 	if code != 0 {
 		t.Fatalf("braid batch run: exit %d\n%s", code, out)
 	}
@@ -317,10 +284,10 @@ func TestEndToEnd(t *testing.T) {
 	if run.Status != "succeeded" || run.RowsRead != before || before < 3000 || !strings.Contains(out, fmt.Sprintf("rows_read=%d", before)) {
 		t.Fatalf("braid batch run read %d rows (status %s), the lake has %d before the cutoff\n%s", run.RowsRead, run.Status, before, out)
 	}
-	if out, code := testenv.RunBraid(t, "audit", "--config", cfgPath, "--view", "orders_by_country"); code != 0 || !strings.Contains(out, "0 beyond their bounds") {
+	if out, code := testenv.RunBraid(t, "audit", "--config", st.Config, "--view", "orders_by_country"); code != 0 || !strings.Contains(out, "0 beyond their bounds") {
 		t.Fatalf("braid audit: exit %d\n%s", code, out)
 	}
-	if out, code := testenv.RunBraid(t, "batch", "run", "--config", cfgPath, "--view", "nope"); code != 1 {
+	if out, code := testenv.RunBraid(t, "batch", "run", "--config", st.Config, "--view", "nope"); code != 1 {
 		t.Fatalf("batch run of an unknown view: exit %d, want 1\n%s", code, out)
 	}
 }

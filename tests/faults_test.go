@@ -43,38 +43,20 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
-	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-// faultStreams is the e2e stream and view, with small micro-batches and
+// faultCatalog is the e2e stream and view, with small micro-batches and
 // archive writes so a fault lands between many commits.
-const faultStreams = `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 400, max_delay: 200ms }
-speed: { batch_size: 100, max_wait: 50ms }
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 3h
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int, email: string }
-    required: [ts, country, amount]
-    pii: { email: hash }
-views:
-  orders_by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures:
-      orders: count()
-      revenue: sum(amount)
-      basket_avg: avg(amount)
-      biggest: max(amount)
-      smallest: min(amount)
-      items: sum(items)
-`
+func faultCatalog() testenv.Catalog {
+	c := testenv.Fast()
+	c.Archive = "max_rows: 400, max_delay: 200ms"
+	c.Speed = "batch_size: 100, max_wait: 50ms"
+	c.Streams = []testenv.Stream{testenv.Orders()}
+	c.Views = []testenv.View{testenv.OrdersByCountry()}
+	return c
+}
 
 const (
 	faultEvents   = 1600 // per trial
@@ -180,9 +162,9 @@ func splitmix(x uint64) uint64 {
 type trial struct {
 	t       *testing.T
 	rng     *rand.Rand
+	st      *testenv.Stack
 	nats    *testenv.NATSProc
 	redis   *testenv.Redis
-	cfgPath string
 	base    string
 	dataDir string
 	ns      string
@@ -198,15 +180,15 @@ type trial struct {
 }
 
 func (tr *trial) startSpeed() *testenv.Proc {
-	return testenv.StartBraid(tr.t, "", "speed", "--config", tr.cfgPath)
+	return tr.st.Spawn("speed")
 }
 
 func (tr *trial) startArchive() *testenv.Proc {
-	return testenv.StartBraid(tr.t, "", "archive", "--config", tr.cfgPath)
+	return tr.st.Spawn("archive")
 }
 
 func (tr *trial) startServe() *testenv.Proc {
-	return testenv.StartBraid(tr.t, tr.base, "serve", "--config", tr.cfgPath)
+	return tr.st.Start("serve")
 }
 
 // pause sleeps a random 0..maxMs milliseconds and returns how long.
@@ -219,26 +201,10 @@ func (tr *trial) pause(maxMs int) time.Duration {
 func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 	t0 := time.Now()
 	tr := &trial{t: t, rng: rng}
-	tr.nats = testenv.StartNATSProc(t)
-	tr.redis = testenv.StartRedis(t)
-	tr.cfgPath, tr.base, tr.dataDir = testenv.WriteConfig(t, tr.nats.URL, tr.redis.URL, faultStreams)
 	// A short publish timeout, so a nats-server outage turns into non-200
 	// answers that the producer retries with the same ids.
-	raw, err := os.ReadFile(tr.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsLine := fmt.Sprintf("nats: { url: %q }", tr.nats.URL)
-	if !bytes.Contains(raw, []byte(natsLine)) {
-		t.Fatalf("config lacks %q:\n%s", natsLine, raw)
-	}
-	raw = bytes.Replace(raw, []byte(natsLine), []byte(fmt.Sprintf("nats: { url: %q, publish_timeout: 1s }", tr.nats.URL)), 1)
-	writeFile(t, tr.cfgPath, string(raw))
-	cfg, err := config.Load(tr.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr.ns = cfg.Namespace
+	st := testenv.NewStack(t, faultCatalog().YAML(), testenv.WithNATSProc(), testenv.NATSKeys("publish_timeout: 1s"))
+	tr.st, tr.nats, tr.redis, tr.base, tr.dataDir, tr.ns = st, st.NATSProc, st.Redis, st.Base, st.DataDir, st.Namespace
 	tr.serve = tr.startServe()
 	for range f.speeds {
 		tr.speeds = append(tr.speeds, tr.startSpeed())
@@ -326,7 +292,7 @@ func runTrial(t *testing.T, f fault, rng *rand.Rand) {
 func injectBatchKill(tr *trial) string {
 	t := tr.t
 	prev := tr.current()
-	p := testenv.StartBraid(t, "", "batch", "run", "--config", tr.cfgPath)
+	p := tr.st.Spawn("batch", "run")
 	// The run first waits until the lake covers what the log held when it
 	// started; the kill is meant for the computation and publishing after
 	// (or for the process, should it end before).

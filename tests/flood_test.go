@@ -24,26 +24,20 @@ import (
 // one request's events) so that it falls behind
 // the producers; http.max_in_flight is lowered (environment override) so
 // that ingest pushes back with 429.
-const floodConfig = `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 20000, max_delay: 500ms }
-speed: { batch_size: 1, max_wait: 50ms }
-streams:
-  clicks:
-    time: ts
-    id: id
-    allowed_lateness: 3h
-    fields: { ts: time, id: string, page: string, ms: int }
-    required: [page]
-views:
-  clicks_by_page:
-    stream: clicks
-    window: 1m
-    group_by: [page]
-    measures:
-      clicks: count()
-      ms: sum(ms)
-`
+func floodCatalog() testenv.Catalog {
+	clicks := testenv.Clicks()
+	clicks.Lateness = "3h"
+	byPage := testenv.ClicksByPage()
+	byPage.Measures = append(byPage.Measures, "ms: sum(ms)")
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0",
+		Archive: "max_rows: 20000, max_delay: 500ms",
+		Speed:   "batch_size: 1, max_wait: 50ms",
+		Streams: []testenv.Stream{clicks},
+		Views:   []testenv.View{byPage},
+	}
+}
 
 // vmRSS reads a process's resident set size in bytes from /proc.
 func vmRSS(pid int) (int64, error) {
@@ -83,22 +77,15 @@ func TestFlood(t *testing.T) {
 		t.Skip("flood test: not in -short")
 	}
 	t.Setenv("BRAID_HTTP_MAX_IN_FLIGHT", "4")
-	redis := testenv.StartRedis(t)
-	nats := testenv.StartNATS(t) // the test reads the log afterwards
-	_, js := nats.JetStream(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, nats.URL, redis.URL, floodConfig)
-	cfgText, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ns, _ := strings.Cut(string(cfgText), "namespace: ")
-	ns, _, _ = strings.Cut(ns, "\n")
+	st := testenv.NewStack(t, floodCatalog().YAML(), testenv.WithNATS()) // the test reads the log afterwards
+	_, js := st.NATS.JetStream(t)
+	base, ns := st.Base, st.Namespace
 	// The speed layer starts behind, as when a standby takes over: another
 	// owner's writer lease holds it back for the first 2.5 s of the flood.
-	if err := redis.Client(t).Set(context.Background(), ns+":lease:clicks", "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
+	if err := st.Redis.Client(t).Set(context.Background(), ns+":lease:clicks", "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	p := st.Start("up")
 	pid := p.Cmd.Process.Pid
 	const view = "clicks_by_page"
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, MaxConnsPerHost: 16}}
@@ -313,9 +300,7 @@ func TestFlood(t *testing.T) {
 // events acknowledged with 200 are exactly the stored ones.
 func TestFloodFullLog(t *testing.T) {
 	t.Setenv("BRAID_NATS_MAX_MSGS", "5") // log records: one per request here
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, floodConfig)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	base := testenv.Up(t, floodCatalog().YAML()).Base
 	ts := time.Now().UTC().Format(time.RFC3339)
 	var accepted, full int
 	for i := range 8 {

@@ -22,38 +22,27 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-// heavyConfig: a stream whose view has one group per key (the heavy one,
+// heavyCatalog: a stream whose view has one group per key (the heavy one,
 // and a hopping view of it that holds every event twice), beside a stream
 // of ticks whose speed layer must keep committing while the heavy view is
 // queried.
-const heavyConfig = `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 200000, max_delay: 1s }
-speed: { batch_size: 500, max_wait: 25ms }
-streams:
-  wide:
-    time: ts
-    fields: { ts: time, key: string, amount: float }
-  ticks:
-    time: ts
-    fields: { ts: time, n: int }
-views:
-  wide_by_key:
-    stream: wide
-    window: 1h
-    group_by: [key]
-    measures: { n: count(), amount: sum(amount) }
-  wide_hop:
-    stream: wide
-    window: 2h
-    hop: 1h
-    group_by: [key]
-    measures: { n: count() }
-  ticks_count:
-    stream: ticks
-    window: 1m
-    measures: { n: count() }
-`
+func heavyCatalog() testenv.Catalog {
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0",
+		Archive: "max_rows: 200000, max_delay: 1s",
+		Speed:   "batch_size: 500, max_wait: 25ms",
+		Streams: []testenv.Stream{
+			{Name: "wide", Time: "ts", Fields: []string{"ts: time", "key: string", "amount: float"}},
+			{Name: "ticks", Time: "ts", Fields: []string{"ts: time", "n: int"}},
+		},
+		Views: []testenv.View{
+			{Name: "wide_by_key", Stream: "wide", Window: "1h", GroupBy: []string{"key"}, Measures: []string{"n: count()", "amount: sum(amount)"}},
+			{Name: "wide_hop", Stream: "wide", Window: "2h", Hop: "1h", GroupBy: []string{"key"}, Measures: []string{"n: count()"}},
+			{Name: "ticks_count", Stream: "ticks", Window: "1m", Measures: []string{"n: count()"}},
+		},
+	}
+}
 
 // heavyGroups is the number of groups of the heavy view
 // (BRAID_HEAVY_GROUPS, default 200000).
@@ -256,16 +245,14 @@ func TestHeavyLiveQuery(t *testing.T) {
 		t.Skip("heavy: not in -short")
 	}
 	groups := heavyGroups(t)
-	rs := testenv.StartRedis(t)
-	rc := rs.Client(t)
 	// The budget: the live clients' query (one cell and one row per group)
 	// fits; the hopping view over two windows reads twice as many cells.
 	t.Setenv("BRAID_HTTP_QUERY_MAX_CELLS", strconv.Itoa(groups*3/2))
 	t.Setenv("BRAID_HTTP_QUERY_MAX_ROWS", strconv.Itoa(groups*3/2))
-	cfgPath, base, _ := testenv.WriteConfig(t, "", rs.URL, heavyConfig)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, heavyCatalog().YAML())
+	rc := st.Redis.Client(t)
+	base, p, ns := st.Base, st.Braid, st.Namespace
 	pid := p.Cmd.Process.Pid
-	ns := strings.Split(strings.Split(mustRead(t, cfgPath), "namespace: ")[1], "\n")[0]
 
 	// One event per key, all at one time: one window, `groups` groups.
 	ts := time.Now().UTC().Add(-10 * time.Second)
@@ -628,13 +615,4 @@ func redisCalls(t *testing.T, rc *redis.Client, cmd string) int64 {
 		}
 	}
 	return 0
-}
-
-func mustRead(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

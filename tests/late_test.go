@@ -9,26 +9,17 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const lateConfig = `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 1000, max_delay: 200ms }
-speed: { batch_size: 100, max_wait: 50ms }
-streams:
-  events:
-    time: ts
-    id: id
-    allowed_lateness: 1m
-    max_future: 5m
-    fields: { ts: time, id: string, kind: string }
-    required: [kind]
-views:
-  events_per_min:
-    stream: events
-    window: 1m
-    group_by: [kind]
-    measures:
-      n: count()
-`
+func lateCatalog() testenv.Catalog {
+	c := testenv.Fast()
+	c.Archive = "max_rows: 1000, max_delay: 200ms"
+	c.Speed = "batch_size: 100, max_wait: 50ms"
+	c.Streams = []testenv.Stream{{
+		Name: "events", Time: "ts", ID: "id", Lateness: "1m", MaxFuture: "5m",
+		Fields: []string{"ts: time", "id: string", "kind: string"}, Required: []string{"kind"},
+	}}
+	c.Views = []testenv.View{{Name: "events_per_min", Stream: "events", Window: "1m", GroupBy: []string{"kind"}, Measures: []string{"n: count()"}}}
+	return c
+}
 
 // lateStatus is the part of /v1/status this test reads.
 type lateStatus struct {
@@ -61,9 +52,7 @@ func viewRows(t *testing.T, base, view string, from, to time.Time, extra string)
 // and counted by the next batch run whose cutoff passes its arrival; an
 // event beyond max_future is dead-lettered with its reason.
 func TestLateData(t *testing.T) {
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, lateConfig)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	base := testenv.Up(t, lateCatalog().YAML()).Base
 	const view = "events_per_min"
 	status := func() lateStatus {
 		var s lateStatus

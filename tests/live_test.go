@@ -148,10 +148,9 @@ func drainUntil(t *testing.T, ch <-chan sseEvent, st *liveState, what string, ch
 // aggregates (computed independently), that past windows arrive as `final`,
 // and that a reconnect with Last-Event-ID starts with a full snapshot.
 func TestLivePush(t *testing.T) {
-	redis := testenv.StartRedis(t)
-	body := strings.Replace(e2eStreams, "allowed_lateness: 3h", "allowed_lateness: 1m", 1)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, body)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	cat := testenv.E2E()
+	cat.Stream("orders").Lateness = "1m"
+	base := testenv.Up(t, cat.YAML()).Base
 
 	now := time.Now().UTC()
 	start := now.Truncate(time.Minute).Add(-90 * time.Minute)

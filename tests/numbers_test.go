@@ -22,35 +22,23 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const numbersConfig = `epoch: 1s
-batch: { every: 0 }
-archive: { max_rows: 1000, max_delay: 200ms }
-speed: { batch_size: 100, max_wait: 50ms }
-streams:
-  orders:
-    time: ts
-    id: id
-    allowed_lateness: 1m
-    fields: { ts: time, id: string, country: string, amount: float, items: int }
-    required: [country]
-views:
-  by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures:
-      n: count()
-      revenue: sum(amount)
-      basket: avg(amount)
-      items: sum(items)
-  hourly:
-    stream: orders
-    window: 1h
-    hop: 1m
-    group_by: [country]
-    measures:
-      n: count()
-`
+func numbersCatalog() testenv.Catalog {
+	c := testenv.Fast()
+	c.Archive = "max_rows: 1000, max_delay: 200ms"
+	c.Speed = "batch_size: 100, max_wait: 50ms"
+	orders := testenv.Stream{
+		Name: "orders", Time: "ts", ID: "id", Lateness: "1m",
+		Fields:   []string{"ts: time", "id: string", "country: string", "amount: float", "items: int"},
+		Required: []string{"country"},
+	}
+	byCountry := testenv.OrdersByCountry()
+	byCountry.Name = "by_country"
+	byCountry.Measures = []string{"n: count()", "revenue: sum(amount)", "basket: avg(amount)", "items: sum(items)"}
+	hourly := testenv.View{Name: "hourly", Stream: "orders", Window: "1h", Hop: "1m", GroupBy: []string{"country"}, Measures: []string{"n: count()"}}
+	c.Streams = []testenv.Stream{orders}
+	c.Views = []testenv.View{byCountry, hourly}
+	return c
+}
 
 // numbersOrder is one order of the test: its time, country, amount and items.
 type numbersOrder struct {
@@ -93,9 +81,7 @@ type numbersAnswer struct {
 // refused with 422 naming the limit, a narrower one answers.
 func TestNumbersAndRanges(t *testing.T) {
 	t.Setenv("BRAID_HTTP_QUERY_MAX_CELLS", "2000")
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, numbersConfig)
-	testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	base := testenv.Up(t, numbersCatalog().YAML()).Base
 	postOrders := func(orders []numbersOrder) {
 		t.Helper()
 		var lines []string

@@ -13,11 +13,10 @@ import (
 // of the log and exits once it has caught up — also when a stream has no
 // views (the speed layer does not run those); answers are exact afterwards.
 func TestReplayCommand(t *testing.T) {
-	nats := testenv.StartNATSProc(t)
-	redis := testenv.StartRedis(t)
-	body := strings.Replace(e2eStreams, "views:\n", "  clicks:\n    time: ts\n    fields: { ts: time, page: string }\nviews:\n", 1)
-	cfgPath, base, _ := testenv.WriteConfig(t, nats.URL, redis.URL, body)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	cat := testenv.E2E()
+	cat.Streams = append(cat.Streams, testenv.Stream{Name: "clicks", Time: "ts", Fields: []string{"ts: time", "page: string"}})
+	st := testenv.Up(t, cat.YAML(), testenv.WithNATSProc())
+	base, p := st.Base, st.Braid
 	rng := rand.New(rand.NewPCG(7, 7))
 	start := time.Now().UTC().Truncate(time.Minute).Add(-90 * time.Minute)
 	orders := genOrders(rng, start, 800, 0)
@@ -33,11 +32,11 @@ func TestReplayCommand(t *testing.T) {
 	if err := p.Stop(t); err != nil {
 		t.Fatal(err)
 	}
-	out, code := testenv.RunBraid(t, "replay", "--config", cfgPath)
+	out, code := testenv.RunBraid(t, "replay", "--config", st.Config)
 	if code != 0 || !strings.Contains(out, "rebuilding from the start of the log") {
 		t.Fatalf("braid replay: exit %d\n%s", code, out)
 	}
-	p = testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	p = st.Start("up")
 	eventually(t, "answer after the replay", 60*time.Second, func() string {
 		return compare(query(t, base, start, start.Add(time.Hour)), want, "speed")
 	})

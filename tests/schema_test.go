@@ -100,8 +100,8 @@ func lakeRows(t *testing.T, dataDir string) int64 {
 // accepted, and a batch run over the old and the new files answers what a
 // computation from the events gives.
 func TestSchemaChange(t *testing.T) {
-	redis := testenv.StartRedis(t)
-	cfgPath, base, dataDir := testenv.WriteConfig(t, "", redis.URL, schemaConfig)
+	st := testenv.NewStack(t, schemaConfig)
+	cfgPath, base, dataDir := st.Config, st.Base, st.DataDir
 	orig, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestSchemaChange(t *testing.T) {
 	}
 
 	// 1. The lake gets the readings with device: string, temp: int.
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	p := st.Start("up")
 	postReadings(t, base, old[:400], true)
 	postReadings(t, base, old[400:], true)
 	eventually(t, "the lake holds every reading", 90*time.Second, func() string {

@@ -17,20 +17,13 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const slowClientsConfig = `batch: { every: 0 }
-streams:
-  clicks:
-    time: ts
-    id: id
-    fields: { ts: time, id: string, page: string }
-    required: [page]
-views:
-  clicks_by_page:
-    stream: clicks
-    window: 1m
-    group_by: [page]
-    measures: { clicks: count() }
-`
+func slowClientsCatalog() testenv.Catalog {
+	return testenv.Catalog{
+		Batch:   "every: 0",
+		Streams: []testenv.Stream{testenv.Clicks().Without("ms")},
+		Views:   []testenv.View{testenv.ClicksByPage()},
+	}
+}
 
 // rawClient is a connection that sent the headers of an ingest request
 // announcing a body of size bytes, with Expect: 100-continue so that it
@@ -77,9 +70,8 @@ func TestSlowClients(t *testing.T) {
 		t.Skip("runs braid up with 70 slow clients: not in -short")
 	}
 	t.Setenv("BRAID_HTTP_IDLE_TIMEOUT", "1s")
-	redis := testenv.StartRedis(t)
-	cfgPath, base, _ := testenv.WriteConfig(t, "", redis.URL, slowClientsConfig)
-	p := testenv.StartBraid(t, base, "up", "--config", cfgPath)
+	st := testenv.Up(t, slowClientsCatalog().YAML())
+	base, p := st.Base, st.Braid
 	addr := strings.TrimPrefix(base, "http://")
 
 	const slowN = 70

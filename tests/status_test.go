@@ -2,9 +2,7 @@ package tests
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -12,43 +10,28 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const statusConfig = `epoch: 1s
-batch: { every: 0 }
-streams:
-  orders:
-    time: ts
-    id: id
-    fields: { ts: time, id: string, amount: float }
-    required: [amount]
-views:
-  n_per_min:
-    stream: orders
-    window: 1m
-    measures:
-      n: count()
-`
+func statusCatalog() testenv.Catalog {
+	return testenv.Catalog{
+		Epoch: "1s",
+		Batch: "every: 0",
+		Streams: []testenv.Stream{{
+			Name: "orders", Time: "ts", ID: "id", Fields: []string{"ts: time", "id: string", "amount: float"}, Required: []string{"amount"},
+		}},
+		Views: []testenv.View{{Name: "n_per_min", Stream: "orders", Window: "1m", Measures: []string{"n: count()"}}},
+	}
+}
 
 // TestStatusCountsAcrossProcesses: /v1/status accepted and rejected count
 // what the log holds, so every process answers the same, whoever stored
 // the events: braid up, a second braid serve and braid ingest, with
 // repeated ids and a retried request (stored once, dead-lettered once).
 func TestStatusCountsAcrossProcesses(t *testing.T) {
-	nats := testenv.StartNATS(t)
-	redis := testenv.StartRedis(t)
-	cfgA, baseA, _ := testenv.WriteConfig(t, nats.URL, redis.URL, statusConfig)
+	a := testenv.NewStack(t, statusCatalog().YAML(), testenv.WithNATS())
 	// The second process: the same configuration on another port and data dir.
-	raw, err := os.ReadFile(cfgA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := testenv.FreePort(t)
-	baseB := fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfgB := filepath.Join(t.TempDir(), "braid.yaml")
-	b := regexp.MustCompile(`addr: "127\.0\.0\.1:\d+"`).ReplaceAllString(string(raw), fmt.Sprintf(`addr: "127.0.0.1:%d"`, port))
-	b = regexp.MustCompile(`(?m)^data_dir: .*$`).ReplaceAllString(b, "data_dir: "+filepath.Join(t.TempDir(), "data"))
-	writeFile(t, cfgB, b)
-	testenv.StartBraid(t, baseA, "up", "--config", cfgA)
-	testenv.StartBraid(t, baseB, "serve", "--config", cfgB)
+	b := a.Twin()
+	a.Start("up")
+	b.Start("serve")
+	cfgA, baseA, baseB := a.Config, a.Base, b.Base
 
 	ev := func(id string) string { return fmt.Sprintf(`{"id":%q,"ts":"2026-11-28T12:00:00Z","amount":1}`, id) }
 	bad := func(id string) string {

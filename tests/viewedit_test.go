@@ -35,19 +35,17 @@ import (
 // a view that cannot answer says 503 "view rebuilding" with its progress;
 // and in the end every view answers exactly.
 
-const veStream = `epoch: 1s
-batch: { every: 0, settle_timeout: 5m }
-archive: { max_rows: 1000, max_delay: 200ms }
-speed: { batch_size: 200, max_wait: 25ms }
-streams:
-  orders:
-    time: ts
-    id: id
-    allowed_lateness: 3h
-    fields: { ts: time, id: string, country: string, device: string, amount: float, qty: int, email: string }
-    required: [ts, country, amount]
-    pii: { email: hash }
-`
+func veCatalog() testenv.Catalog {
+	orders := testenv.Orders().Without("order_id", "items").With("id: string", "device: string", "qty: int")
+	orders.ID = "id"
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0, settle_timeout: 5m",
+		Archive: "max_rows: 1000, max_delay: 200ms",
+		Speed:   "batch_size: 200, max_wait: 25ms",
+		Streams: []testenv.Stream{orders},
+	}
+}
 
 // veMeasure is a measure as the test declares it.
 type veMeasure struct {
@@ -156,7 +154,8 @@ type vePhase struct {
 // veSeq is one run of phases over one data_dir.
 type veSeq struct {
 	t        *testing.T
-	own      bool           // Redis started by braid up itself
+	own      bool // Redis started by braid up itself
+	st       *testenv.Stack
 	ext      *testenv.Redis // the Redis that outlives braid (nil when own)
 	cfgPath  string
 	head     string // the configuration up to the views
@@ -851,7 +850,7 @@ func (s *veSeq) runPhase(ph vePhase, prevViews []veView, before func()) {
 		unlock = s.runLock()
 	}
 	started := time.Now()
-	s.proc = testenv.StartBraid(t, "", "up", "--config", s.cfgPath)
+	s.proc = s.st.Spawn("up")
 	var (
 		up                 bool
 		seenRebuilding     = map[string]bool{} // a 503 view rebuilding
@@ -1093,7 +1092,7 @@ func TestViewEdits(t *testing.T) {
 			history[name] = h
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				runViewEdits(t, nats.URL, own, h)
+				runViewEdits(t, nats, own, h)
 			})
 		}
 	})
@@ -1109,27 +1108,20 @@ func TestViewEdits(t *testing.T) {
 	}
 }
 
-func runViewEdits(t *testing.T, natsURL string, own bool, history map[string][]string) {
+func runViewEdits(t *testing.T, nats *testenv.NATS, own bool, history map[string][]string) {
 	s := &veSeq{t: t, own: own, history: history, client: &http.Client{Timeout: 30 * time.Second}}
-	redisURL := ""
-	if !own {
-		s.ext = testenv.StartRedis(t)
-		redisURL = s.ext.URL
+	opts := []testenv.Option{testenv.SharedNATS(nats)}
+	if own {
+		opts = append(opts, testenv.WithoutRedis())
 	}
 	phases := vePhases()
-	var base string
-	s.cfgPath, base, s.dataDir = testenv.WriteConfig(t, natsURL, redisURL, veStream)
-	s.base = base
+	st := testenv.NewStack(t, veCatalog().YAML(), opts...)
+	s.st, s.ext, s.cfgPath, s.base, s.dataDir, s.ns = st, st.Redis, st.Config, st.Base, st.DataDir, st.Namespace
 	cfg, err := os.ReadFile(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.head = string(cfg)
-	m := regexp.MustCompile(`(?m)^namespace: (\S+)$`).FindStringSubmatch(s.head)
-	if m == nil {
-		t.Fatalf("no namespace in %s", s.head)
-	}
-	s.ns = m[1]
 	seed := uint64(time.Now().UnixNano())
 	if env := os.Getenv("BRAID_VIEWEDIT_SEED"); env != "" {
 		var err error

@@ -18,21 +18,13 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const ingestStreams = `streams:
-  orders:
-    time: ts
-    id: order_id
-    fields: { ts: time, order_id: string, country: string, note: string, amount: float, email: string }
-    required: [ts, country, amount]
-    pii: { email: hash }
-views:
-  orders_by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures:
-      orders: count()
-`
+func ingestCatalog() testenv.Catalog {
+	orders := testenv.Orders().Without("items").With("note: string")
+	orders.Lateness = ""
+	byCountry := testenv.OrdersByCountry()
+	byCountry.Measures = []string{"orders: count()"}
+	return testenv.Catalog{Streams: []testenv.Stream{orders}, Views: []testenv.View{byCountry}}
+}
 
 // runCmd runs a braid command in this process and returns its exit code
 // and what it printed on stdout.
@@ -58,8 +50,8 @@ func runCmd(t *testing.T, args ...string) (int, string) {
 // reason (the payload cut to a head) and counted as rejected, and every
 // other event is stored. `braid dlq replay` then goes through the queue.
 func TestIngestCommand(t *testing.T) {
-	n := testenv.StartNATS(t)
-	cfgPath, _, _ := testenv.WriteConfig(t, n.URL, "", ingestStreams)
+	st := testenv.NewStack(t, ingestCatalog().YAML(), testenv.WithNATS(), testenv.WithoutRedis())
+	n, cfgPath := st.NATS, st.Config
 	ev := func(id, extra string) string {
 		return fmt.Sprintf(`{"ts":"2026-01-01T00:00:00Z","order_id":%q,"country":"DE","amount":2.5,"email":"secret-%s@x.org"%s}`, id, id, extra)
 	}

@@ -19,22 +19,16 @@ import (
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
-const batchLakeConfig = `epoch: 10s
-streams:
-  orders:
-    time: ts
-    id: order_id
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int }
-    required: [ts, country, amount]
-views:
-  by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures: { orders: count(), revenue: sum(amount), basket_avg: avg(amount), biggest: max(amount), smallest: min(amount) }
-`
+func batchLakeCatalog() testenv.Catalog {
+	orders := testenv.Orders().Without("email")
+	orders.Lateness = ""
+	byCountry := testenv.OrdersByCountry().Without("items")
+	byCountry.Name = "by_country"
+	return testenv.Catalog{Epoch: "10s", Streams: []testenv.Stream{orders}, Views: []testenv.View{byCountry}}
+}
 
 // TestBenchBatchLake: a batch run of a count/sum/avg/min/max view over a
 // large lake (1-minute windows × 50 countries over BRAID_BENCH_BATCH_SPAN),
@@ -56,7 +50,7 @@ func TestBenchBatchLake(t *testing.T) {
 		t.Fatalf("BRAID_BENCH_BATCH_SPAN must be at least 1m")
 	}
 
-	cfg, err := config.Parse([]byte(batchLakeConfig), nil)
+	cfg, err := config.Parse([]byte(batchLakeCatalog().YAML()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,29 +68,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const benchConfig = `epoch: 1s
-batch: { every: 0 }
-archive: { max_delay: 500ms }
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 1h
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int, email: string }
-    required: [ts, country, amount]
-    pii: { email: hash }
-views:
-  orders_by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures:
-      orders: count()
-      revenue: sum(amount)
-      basket_avg: avg(amount)
-      biggest: max(amount)
-      smallest: min(amount)
-`
+func benchCatalog() testenv.Catalog {
+	orders := testenv.Orders()
+	orders.Lateness = "1h"
+	return testenv.Catalog{
+		Epoch:   "1s",
+		Batch:   "every: 0",
+		Archive: "max_delay: 500ms",
+		Streams: []testenv.Stream{orders},
+		Views:   []testenv.View{testenv.OrdersByCountry().Without("items")},
+	}
+}
 
 func orderLine(rng *rand.Rand, id string, ts time.Time) []byte {
 	countries := []string{"DE", "FR", "US", "GB", "JP"}
@@ -154,9 +142,7 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 	}
 	limit := rawPublish(t, lines)
 
-	redis := testenv.StartRedis(t)
-	cfg, base, _ := testenv.WriteConfig(t, "", redis.URL, benchConfig)
-	testenv.StartBraid(t, base, "up", "--config", cfg)
+	base := testenv.Up(t, benchCatalog().YAML()).Base
 
 	// 1. HTTP ingest: NDJSON, 1000 events a request, 4 connections.
 	var next atomic.Int64

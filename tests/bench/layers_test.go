@@ -29,29 +29,21 @@ import (
 // The layer benchmarks: the speed layer, the archiver and a batch run, each
 // next to the raw limit of what it stands on, measured in the same run on
 // the same records.
-const layersConfig = `
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 48h
-    fields: { ts: time, order_id: string, country: string, channel: string, amount: float, items: int }
-views:
-  by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(amount) }
-  by_channel:
-    stream: orders
-    window: 5m
-    group_by: [channel]
-    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(items) }
-  hourly:
-    stream: orders
-    window: 1h
-    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(amount) }
-`
+func layersCatalog() testenv.Catalog {
+	const measures = "n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(amount)"
+	return testenv.Catalog{
+		Streams: []testenv.Stream{{
+			Name: "orders", Time: "ts", ID: "order_id", Lateness: "48h",
+			Fields: []string{"ts: time", "order_id: string", "country: string", "channel: string", "amount: float", "items: int"},
+		}},
+		Views: []testenv.View{
+			{Name: "by_country", Stream: "orders", Window: "1m", GroupBy: []string{"country"}, Measures: strings.Split(measures, ", ")},
+			{Name: "by_channel", Stream: "orders", Window: "5m", GroupBy: []string{"channel"},
+				Measures: strings.Split(strings.Replace(measures, "max(amount)", "max(items)", 1), ", ")},
+			{Name: "hourly", Stream: "orders", Window: "1h", Measures: strings.Split(measures, ", ")},
+		},
+	}
+}
 
 type layerEnv struct {
 	cat  *config.Catalog
@@ -61,11 +53,11 @@ type layerEnv struct {
 	last uint64 // the log's last record
 }
 
-// setupLayers publishes n orders (layersConfig's stream) with event times
+// setupLayers publishes n orders (layersCatalog's stream) with event times
 // spread over the last `span`, in random order, to a NATS of its own, in
 // log records of 1000 events (what an ingest request of 1000 events makes).
 func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
-	cfg, err := config.Parse([]byte(layersConfig), nil)
+	cfg, err := config.Parse([]byte(layersCatalog().YAML()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

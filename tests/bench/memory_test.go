@@ -54,13 +54,12 @@ func TestBenchMemory(t *testing.T) {
 	const perReq, conns = 1000, 4
 	dur := time.Duration(envInt(t, "BRAID_BENCH_MEM_SECONDS", 30)) * time.Second
 	every := envDuration(t, "BRAID_BENCH_MEM_BATCH_EVERY", 10*time.Second)
-	cfgBody := strings.Replace(benchConfig, "batch: { every: 0 }", fmt.Sprintf("batch: { every: %q }", every.String()), 1)
-	if every == 0 {
-		cfgBody = benchConfig
+	cat := benchCatalog()
+	if every != 0 {
+		cat.Batch = fmt.Sprintf("every: %q", every.String())
 	}
-	redis := testenv.StartRedis(t)
-	cfg, base, _ := testenv.WriteConfig(t, "", redis.URL, cfgBody)
-	p := testenv.StartBraid(t, base, "up", "--config", cfg)
+	st := testenv.Up(t, cat.YAML())
+	base, p := st.Base, st.Braid
 	pid := p.Cmd.Process.Pid
 	startRSS, _ := procStatus(pid, "VmRSS")
 	startCPU := metricValue(t, base, "process_cpu_seconds_total")

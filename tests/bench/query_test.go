@@ -35,22 +35,13 @@ import (
 // / 7 d ranges, each next to the bare handler answering a body of the same
 // size.
 
-const queryViewBody = `epoch: 10s
-batch: { every: 0 }
-streams:
-  orders:
-    time: ts
-    id: order_id
-    allowed_lateness: 2h
-    fields: { ts: time, order_id: string, country: string, amount: float, items: int }
-    required: [ts, country, amount]
-views:
-  q1m:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures: { orders: count(), revenue: sum(amount), basket_avg: avg(amount), biggest: max(amount), smallest: min(amount) }
-`
+func queryCatalog() testenv.Catalog {
+	orders := testenv.Orders().Without("email")
+	orders.Lateness = "2h"
+	q1m := testenv.OrdersByCountry().Without("items")
+	q1m.Name = "q1m"
+	return testenv.Catalog{Epoch: "10s", Batch: "every: 0", Streams: []testenv.Stream{orders}, Views: []testenv.View{q1m}}
+}
 
 // bareChiEnv makes the test binary a bare chi server (see TestMain): it
 // answers GET /v1/views/{view}?body=NAME with the bytes of file NAME in the
@@ -122,24 +113,6 @@ func startBareChi(t *testing.T, dir string) string {
 	return "http://" + addr
 }
 
-// writeBraidConfig writes a complete braid config (own data dir, namespace,
-// loopback port, the given NATS and Redis) and returns its path, the HTTP
-// base URL and the namespace.
-func writeBraidConfig(t *testing.T, natsURL, redisURL, body string) (path, base, ns string) {
-	t.Helper()
-	dir := t.TempDir()
-	ns = testenv.Namespace(t)
-	port := testenv.FreePort(t)
-	base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfg := fmt.Sprintf("data_dir: %s\nnamespace: %s\nhttp: { addr: \"127.0.0.1:%d\" }\nnats: { url: %q }\nredis: { url: %q }\n%s",
-		filepath.Join(dir, "data"), ns, port, natsURL, redisURL, body)
-	path = filepath.Join(dir, "braid.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, base, ns
-}
-
 func TestBenchQuery(t *testing.T) {
 	benchOnly(t)
 	days := envInt(t, "BRAID_BENCH_QUERY_DAYS", 7)
@@ -150,10 +123,9 @@ func TestBenchQuery(t *testing.T) {
 	secs := time.Duration(envInt(t, "BRAID_BENCH_QUERY_SECONDS", 5)) * time.Second
 	ctx := context.Background()
 
-	nats := testenv.StartNATS(t)
-	redis := testenv.StartRedis(t)
-	cfgPath, base, ns := writeBraidConfig(t, nats.URL, redis.URL, queryViewBody)
-	cfg, err := config.Load(cfgPath)
+	st := testenv.NewStack(t, queryCatalog().YAML(), testenv.WithNATS())
+	base := st.Base
+	cfg, err := config.Load(st.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +178,7 @@ func TestBenchQuery(t *testing.T) {
 
 	// 2. The speed layer: nSpeed events in the last hour, arriving now
 	// (after the batch cutoff), folded into Redis by the real speed layer.
-	_, js := nats.JetStream(t)
+	_, js := st.NATS.JetStream(t)
 	log, err := eventlog.Open(ctx, js, cat.StreamOrder, eventlog.Options{Namespace: cfg.Namespace, Replicas: cfg.NATS.Replicas,
 		DedupWindow: cfg.NATS.DedupWindow.D(), MaxAge: cfg.NATS.MaxAge.D(), MaxMsgs: cfg.NATS.MaxMsgs, MaxBytes: cfg.NATS.MaxBytes,
 		DLQMaxAge: cfg.DLQ.MaxAge.D(), DLQMaxRecords: cfg.DLQ.MaxRecords, LateMaxMsgs: cfg.DLQ.MaxLate, PublishTimeout: cfg.NATS.PublishTimeout.D()})
@@ -242,13 +214,13 @@ func TestBenchQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := speedstore.New(redis.Client(t), ns)
+	store := speedstore.New(st.Redis.Client(t), st.Namespace)
 	sp := speed.New(speed.Config{BatchSize: cfg.Speed.BatchSize, MaxWait: cfg.Speed.MaxWait.D(), Epoch: epoch, MaxCells: cfg.Speed.MaxCells},
 		log, store, batchviews.CutoffSource{Store: views, Catalog: cat}, cat, nil, nil)
 	runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, s.Name); return p.Seq >= logInfo.LastSeq })
 
 	// 3. braid serve, its own process, over that state.
-	serve := testenv.StartBraid(t, base, "serve", "--config", cfgPath)
+	serve := st.Start("serve")
 	viewURL := base + "/v1/views/" + v.Name
 	rangeURL := func(from int64, i int) string {
 		// A different `to` (minutes past the data: the same rows) for each

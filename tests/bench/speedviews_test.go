@@ -15,16 +15,15 @@ import (
 
 // speedViewVariants are the views of the speed curve, in the order they are
 // added: windows 1m..1d crossed with four groupings, 5 measures each, over
-// layersConfig's orders stream (50 countries, 3 channels, 24 h of event time).
-func speedViewVariants() []string {
+// layersCatalog's orders stream (50 countries, 3 channels, 24 h of event time).
+func speedViewVariants() []testenv.View {
 	windows := []string{"1m", "5m", "15m", "1h", "1d"}
-	groupings := []string{"[country]", "[channel]", "[]", "[country, channel]"}
-	var out []string
+	groupings := [][]string{{"country"}, {"channel"}, {}, {"country", "channel"}}
+	var out []testenv.View
 	for g, grouping := range groupings {
 		for w := range windows {
-			out = append(out, fmt.Sprintf("  v%02d:\n    stream: orders\n    window: %s\n    group_by: %s\n"+
-				"    measures: { n: count(), rev: sum(amount), avg: avg(amount), lo: min(amount), hi: max(items) }\n",
-				len(out), windows[(w+g)%len(windows)], grouping))
+			out = append(out, testenv.View{Name: fmt.Sprintf("v%02d", len(out)), Stream: "orders", Window: windows[(w+g)%len(windows)], GroupBy: grouping,
+				Measures: []string{"n: count()", "rev: sum(amount)", "avg: avg(amount)", "lo: min(amount)", "hi: max(items)"}})
 		}
 	}
 	return out
@@ -49,7 +48,7 @@ func TestBenchSpeedViews(t *testing.T) {
 			t.Fatalf("BRAID_BENCH_SPEED_VIEWS: at most %d views", len(variants))
 		}
 	}
-	stream := layersConfig[:strings.Index(layersConfig, "views:")]
+	catalog := layersCatalog()
 	ctx := context.Background()
 	redis := testenv.StartRedis(t)
 	rdb := redis.Client(t)
@@ -70,7 +69,8 @@ func TestBenchSpeedViews(t *testing.T) {
 		}
 		var curve []string
 		for _, k := range counts {
-			cfg, err := config.Parse([]byte(stream+"views:\n"+strings.Join(variants[:k], "")), nil)
+			catalog.Views = variants[:k]
+			cfg, err := config.Parse([]byte(catalog.YAML()), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

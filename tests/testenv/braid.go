@@ -167,21 +167,3 @@ func RunBraid(t testing.TB, args ...string) (string, int) {
 	}
 	return string(out), code
 }
-
-// WriteConfig writes a braid config for a test: its own namespace, data
-// dir, HTTP port and the given Redis URL; NATS embedded inside braid unless
-// natsURL is set. body holds the streams, views and other sections.
-func WriteConfig(t testing.TB, natsURL, redisURL, body string) (path, base, dataDir string) {
-	t.Helper()
-	dir := t.TempDir()
-	dataDir = filepath.Join(dir, "data")
-	port := FreePort(t)
-	base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfg := fmt.Sprintf("data_dir: %s\nnamespace: %s\nhttp: { addr: \"127.0.0.1:%d\" }\nnats: { url: %q }\nredis: { url: %q }\n%s",
-		dataDir, Namespace(t), port, natsURL, redisURL, body)
-	path = filepath.Join(dir, "braid.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path, base, dataDir
-}

@@ -1,6 +1,10 @@
-// Package testenv starts the real servers Braid's tests run against: an
-// embedded nats-server with JetStream and a redis-server process, each on a
-// free port with its own directory, stopped when the test ends.
+// Package testenv holds the fixtures of Braid's tests. It starts the real
+// servers they run against: an embedded nats-server with JetStream (or one
+// as a process of its own) and a redis-server process, each on a free port
+// with its own directory, stopped when the test ends; and braid itself. A
+// Stack is one braid deployment under test (servers, config, process), a
+// Catalog the streams and views a test declares, built from the standard
+// ones (E2E, Orders, Clicks and their views) with what the test changes.
 package testenv
 
 import (

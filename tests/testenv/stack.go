@@ -1,0 +1,161 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Stack is braid under test with the servers it runs against: a config file
+// of its own (namespace, data dir and HTTP port unique to the test), a
+// redis-server started for it unless braid up is to start its own, and NATS
+// embedded inside braid unless the test runs a server beside it. Everything
+// it starts is stopped when the test ends. Its methods only read it: a test
+// may start processes from several goroutines.
+type Stack struct {
+	t                           testing.TB
+	natsURL, natsKeys, redisURL string
+
+	Config    string // path of the config file
+	Base      string // http://127.0.0.1:PORT, where braid serves HTTP
+	DataDir   string // data_dir of the config
+	Namespace string // namespace of the config (NATS streams, Redis keys)
+	Body      string // what the config holds below the sections the stack writes
+
+	NATS     *NATS     // with WithNATS or SharedNATS; nil when braid embeds NATS
+	NATSProc *NATSProc // with WithNATSProc
+	Redis    *Redis    // nil with WithoutRedis
+	Braid    *Proc     // the braid up Up started; nil after NewStack
+}
+
+// Option chooses the servers of a stack. Of SharedNATS, WithNATSProc and
+// WithNATS the first in that order that is given is the stack's NATS.
+type Option func(*stackOptions)
+
+type stackOptions struct {
+	nats     bool
+	natsProc bool
+	shared   *NATS
+	noRedis  bool
+	natsKeys string
+}
+
+// WithNATS runs a JetStream server (StartNATS) beside braid, so the test
+// can read the log or restart braid over the same streams; without it
+// braid embeds its own.
+func WithNATS() Option { return func(o *stackOptions) { o.nats = true } }
+
+// WithNATSProc runs nats-server as a process of its own (StartNATSProc),
+// which the test can kill -9 and start again.
+func WithNATSProc() Option { return func(o *stackOptions) { o.natsProc = true } }
+
+// SharedNATS points the stack at a server the test already runs (shared by
+// several stacks, each in its own namespace).
+func SharedNATS(n *NATS) Option { return func(o *stackOptions) { o.shared = n } }
+
+// WithoutRedis leaves redis.url empty: braid up starts a redis-server of
+// its own under data_dir.
+func WithoutRedis() Option { return func(o *stackOptions) { o.noRedis = true } }
+
+// NATSKeys adds keys to the nats: section of the config, after its url
+// (e.g. "publish_timeout: 1s").
+func NATSKeys(keys string) Option { return func(o *stackOptions) { o.natsKeys = keys } }
+
+// NewStack starts the stack's servers and writes its config (the header of
+// WriteConfig, then body) without starting braid: Start, Spawn or
+// RunBraid with --config s.Config do.
+func NewStack(t testing.TB, body string, opts ...Option) *Stack {
+	t.Helper()
+	var o stackOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Stack{t: t, Body: body, natsKeys: o.natsKeys}
+	switch {
+	case o.shared != nil:
+		s.NATS = o.shared
+		s.natsURL = s.NATS.URL
+	case o.natsProc:
+		s.NATSProc = StartNATSProc(t)
+		s.natsURL = s.NATSProc.URL
+	case o.nats:
+		s.NATS = StartNATS(t)
+		s.natsURL = s.NATS.URL
+	}
+	if !o.noRedis {
+		s.Redis = StartRedis(t)
+		s.redisURL = s.Redis.URL
+	}
+	s.Namespace = Namespace(t)
+	s.write()
+	return s
+}
+
+// Up is NewStack followed by Start("up"): braid up ready to answer.
+func Up(t testing.TB, body string, opts ...Option) *Stack {
+	t.Helper()
+	s := NewStack(t, body, opts...)
+	s.Braid = s.Start("up")
+	return s
+}
+
+// Start runs `braid args... --config s.Config` and waits until it answers
+// /readyz on s.Base (StartBraid). The process is killed when the test ends.
+func (s *Stack) Start(args ...string) *Proc {
+	s.t.Helper()
+	return StartBraid(s.t, s.Base, append(args, "--config", s.Config)...)
+}
+
+// Spawn runs `braid args... --config s.Config` without waiting for
+// anything (for the processes that serve no HTTP, or a test that watches
+// the start itself). The process is killed when the test ends.
+func (s *Stack) Spawn(args ...string) *Proc {
+	s.t.Helper()
+	return StartBraid(s.t, "", append(args, "--config", s.Config)...)
+}
+
+// Twin writes a second config for the same deployment: the same servers,
+// namespace and body, with an HTTP port and data dir of its own (another
+// braid process beside the first). It starts nothing.
+func (s *Stack) Twin() *Stack {
+	s.t.Helper()
+	tw := *s
+	tw.Braid = nil
+	tw.write()
+	return &tw
+}
+
+// write writes the config in a directory of its own, on a free port.
+func (s *Stack) write() {
+	s.t.Helper()
+	nats := fmt.Sprintf("url: %q", s.natsURL)
+	if s.natsKeys != "" {
+		nats += ", " + s.natsKeys
+	}
+	s.Config, s.Base, s.DataDir = writeConfig(s.t, s.Namespace, nats, s.redisURL, s.Body)
+}
+
+// WriteConfig writes a braid config for a test: its own namespace, data
+// dir, HTTP port and the given Redis URL; NATS embedded inside braid unless
+// natsURL is set. body holds the streams, views and other sections.
+func WriteConfig(t testing.TB, natsURL, redisURL, body string) (path, base, dataDir string) {
+	t.Helper()
+	return writeConfig(t, Namespace(t), fmt.Sprintf("url: %q", natsURL), redisURL, body)
+}
+
+// writeConfig writes the config: nats holds the keys of its nats: section.
+func writeConfig(t testing.TB, ns, nats, redisURL, body string) (path, base, dataDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	dataDir = filepath.Join(dir, "data")
+	port := FreePort(t)
+	base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg := fmt.Sprintf("data_dir: %s\nnamespace: %s\nhttp: { addr: \"127.0.0.1:%d\" }\nnats: { %s }\nredis: { url: %q }\n%s",
+		dataDir, ns, port, nats, redisURL, body)
+	path = filepath.Join(dir, "braid.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, base, dataDir
+}
