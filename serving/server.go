@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"net/http"
 	"os"
@@ -125,20 +126,20 @@ func New(opts Options) (*Server, error) {
 		s.bodyMem.max = 4 * 16 << 20
 	}
 	var err error
-	if s.requests, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_http_requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})); err != nil {
+	if s.requests, err = metrics.Register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_http_requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})); err != nil {
 		return nil, err
 	}
-	if s.queryDur, err = register(s.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "braid_query_duration_seconds", Help: "Duration of view queries.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"view"})); err != nil {
+	if s.queryDur, err = metrics.Register(s.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "braid_query_duration_seconds", Help: "Duration of view queries.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"view"})); err != nil {
 		return nil, err
 	}
-	if s.authFailures, err = register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_auth_failures_total", Help: "Requests refused by access control, by status (401, 403)."}, []string{"code"})); err != nil {
+	if s.authFailures, err = metrics.Register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_auth_failures_total", Help: "Requests refused by access control, by status (401, 403)."}, []string{"code"})); err != nil {
 		return nil, err
 	}
-	if _, err = register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_ingest_memory_bytes", Help: "Memory held by ingest bodies being read and stored (at most http.ingest_memory_bytes)."},
+	if _, err = metrics.Register(s.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_ingest_memory_bytes", Help: "Memory held by ingest bodies being read and stored (at most http.ingest_memory_bytes)."},
 		func() float64 { return float64(s.bodyMem.used.Load()) })); err != nil {
 		return nil, err
 	}
-	if s.sseClients, err = register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
+	if s.sseClients, err = metrics.Register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
 		return nil, err
 	}
 	getenv := opts.Getenv

@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	sharedmetrics "github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"os"
 	"sync"
@@ -221,14 +222,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // register registers c, or returns the collector already registered under
 // its name (a second Layer on the same registry shares the metrics).
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(fmt.Sprintf("speed: register metric: %v", err))
+	c, err := sharedmetrics.Register(reg, c)
+	if err != nil {
+		panic(fmt.Sprintf("speed: %v", err))
 	}
 	return c
 }

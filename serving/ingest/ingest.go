@@ -9,8 +9,8 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"github.com/braid-data/braid/storage/metrics"
 	"iter"
 	"slices"
 	"strconv"
@@ -73,7 +73,7 @@ func NewIngester(log Log, cat *config.Catalog, reg prometheus.Registerer) *Inges
 		}
 	}
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_ingest_events_total", Help: "Events received, by stream and result (accepted, rejected)."}, []string{"stream", "result"})
-	if c, err := register(reg, events); err == nil {
+	if c, err := metrics.Register(reg, events); err == nil {
 		events = c
 	}
 	in.events = events
@@ -218,24 +218,6 @@ func (ld *Load) Close(ctx context.Context) error {
 		return fmt.Errorf("ingest: dead-letter to %s: %w", ld.s.Name, err)
 	}
 	return nil
-}
-
-// register registers c on reg (nil: not at all), reusing a collector that
-// is already registered under the same name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old, nil
-			}
-		}
-		return c, fmt.Errorf("ingest: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 // DeadLetterID names a rejected event by where it came from (source), its

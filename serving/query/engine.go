@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"time"
 
@@ -87,32 +88,32 @@ func New(opts Options) (*Engine, error) {
 	}
 	reg := opts.Registry
 	var err error
-	if e.cacheLookups, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_cache_total", Help: "Query cache lookups by result (hit, miss)."}, []string{"result"})); err != nil {
+	if e.cacheLookups, err = metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_cache_total", Help: "Query cache lookups by result (hit, miss)."}, []string{"result"})); err != nil {
 		return nil, err
 	}
-	if e.bucketUse, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_buckets_total", Help: "Windows (or rollup buckets) of JSON answers: their encoded rows reused from the query cache, or computed and kept."}, []string{"result"})); err != nil {
+	if e.bucketUse, err = metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_buckets_total", Help: "Windows (or rollup buckets) of JSON answers: their encoded rows reused from the query cache, or computed and kept."}, []string{"result"})); err != nil {
 		return nil, err
 	}
-	if e.computing, err = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_query_computations_running", Help: "Answers being computed and reads of speed cells in progress."})); err != nil {
+	if e.computing, err = metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_query_computations_running", Help: "Answers being computed and reads of speed cells in progress."})); err != nil {
 		return nil, err
 	}
-	if e.computations, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_computations_total", Help: "Computations of answers (or of parts of JSON answers) by result: done, cancelled (every client waiting for it left), too_large (beyond http.query_max_cells or http.query_max_rows), failed."}, []string{"result"})); err != nil {
+	if e.computations, err = metrics.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_query_computations_total", Help: "Computations of answers (or of parts of JSON answers) by result: done, cancelled (every client waiting for it left), too_large (beyond http.query_max_cells or http.query_max_rows), failed."}, []string{"result"})); err != nil {
 		return nil, err
 	}
 	for _, r := range []string{"done", "cancelled", "too_large", "failed"} {
 		e.computations.WithLabelValues(r)
 	}
-	if e.shared, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "braid_query_shared_total", Help: "Queries (and live queries) that waited for a computation or a read of speed cells already running for another one instead of starting their own."})); err != nil {
+	if e.shared, err = metrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "braid_query_shared_total", Help: "Queries (and live queries) that waited for a computation or a read of speed cells already running for another one instead of starting their own."})); err != nil {
 		return nil, err
 	}
-	if e.liveQueries, err = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_live_queries", Help: "Distinct live queries (view and parameters) with connected clients: each is recomputed once per change, for all its clients."})); err != nil {
+	if e.liveQueries, err = metrics.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_live_queries", Help: "Distinct live queries (view and parameters) with connected clients: each is recomputed once per change, for all its clients."})); err != nil {
 		return nil, err
 	}
 	if opts.CacheBytes > 0 {
 		e.cache = newByteLRU(opts.CacheBytes)
 	}
 	if e.views != nil {
-		if _, err := register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_batch_view_rows_loaded", Help: "Batch view rows held in memory for queries."},
+		if _, err := metrics.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "braid_batch_view_rows_loaded", Help: "Batch view rows held in memory for queries."},
 			func() float64 { return float64(e.views.LoadedRows()) })); err != nil {
 			return nil, err
 		}
