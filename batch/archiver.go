@@ -71,7 +71,7 @@ func (c *ArchiverConfig) defaults() {
 type Archiver struct {
 	cfg    ArchiverConfig
 	log    *eventlog.Log
-	lk     *lake.Lake
+	lk     LakeWriter
 	cat    *config.Catalog
 	logger *slog.Logger
 
@@ -86,7 +86,7 @@ type Archiver struct {
 }
 
 // NewArchiver returns an archiver for every stream of cat. reg may be nil.
-func NewArchiver(cfg ArchiverConfig, log *eventlog.Log, lk *lake.Lake, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Archiver {
+func NewArchiver(cfg ArchiverConfig, log *eventlog.Log, lk LakeWriter, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Archiver {
 	cfg.defaults()
 	if logger == nil {
 		logger = slog.Default()

@@ -13,19 +13,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
-	"github.com/braid-data/braid/storage/lake"
-	"github.com/braid-data/braid/storage/speedstore"
 )
-
-// SpeedSnapshot is what an audit reads from the speed layer. The
-// speedstore.Store implements it.
-type SpeedSnapshot interface {
-	// Position is the stream's committed position (found false: none).
-	Position(ctx context.Context, stream string) (speedstore.Position, bool, error)
-	// Read returns the view's cells with window start in [fromMs, toMs)
-	// and arrival epoch >= minEpoch.
-	Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]speedstore.Cell, error)
-}
 
 // AuditRequest says what to audit: the speed layer's windows of View that
 // start in [From, To), over arrival epochs >= Cutoff (the batch cutoff: the
@@ -133,24 +121,24 @@ var ErrLakeBehind = errors.New("the lake has not archived up to the speed positi
 // the lake to hold every event up to that position, and recomputes over
 // exactly those events with DuckDB. Events the speed layer skipped as too
 // late show as drift until the next batch run absorbs them.
-func Audit(ctx context.Context, lk *lake.Lake, sp SpeedSnapshot, req AuditRequest) (*AuditReport, error) {
+func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditRequest) (*AuditReport, error) {
 	v := req.View
-	var pos speedstore.Position
-	var cells []speedstore.Cell
+	var seq uint64
+	var cells []SpeedCell
 	for attempt := 0; ; attempt++ {
 		p1, _, err := sp.Position(ctx, v.Stream.Name)
 		if err != nil {
 			return nil, err
 		}
-		if cells, err = sp.Read(ctx, v, req.From, req.To, req.Cutoff); err != nil {
+		if cells, err = sp.Cells(ctx, v, req.From, req.To, req.Cutoff); err != nil {
 			return nil, err
 		}
 		p2, _, err := sp.Position(ctx, v.Stream.Name)
 		if err != nil {
 			return nil, err
 		}
-		if p1.Seq == p2.Seq {
-			pos = p2
+		if p1 == p2 {
+			seq = p2
 			break
 		}
 		if attempt == 50 {
@@ -164,14 +152,14 @@ func Audit(ctx context.Context, lk *lake.Lake, sp SpeedSnapshot, req AuditReques
 		if err != nil {
 			return nil, err
 		}
-		if cp.Seq >= pos.Seq {
+		if cp.Seq >= seq {
 			if files, err = lk.Files(v.Stream.Name); err != nil {
 				return nil, err
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: lake at seq %d, speed at %d", ErrLakeBehind, cp.Seq, pos.Seq)
+			return nil, fmt.Errorf("%w: lake at seq %d, speed at %d", ErrLakeBehind, cp.Seq, seq)
 		}
 		select {
 		case <-ctx.Done():
@@ -202,8 +190,8 @@ func Audit(ctx context.Context, lk *lake.Lake, sp SpeedSnapshot, req AuditReques
 			skip.WriteString(") AS late(s, i) WHERE late.s = l._seq AND late.i = l._idx)")
 		}
 	}
-	src := fmt.Sprintf("(SELECT * FROM (%s) AS l WHERE _seq <= %d AND _arrival >= %d%s)", sourceSQL(v.Stream, files), pos.Seq, req.Cutoff, skip.String())
-	rep := &AuditReport{View: v.Name, Cutoff: req.Cutoff, Seq: pos.Seq, Late: len(req.Late), OK: true}
+	src := fmt.Sprintf("(SELECT * FROM (%s) AS l WHERE _seq <= %d AND _arrival >= %d%s)", sourceSQL(v.Stream, files), seq, req.Cutoff, skip.String())
+	rep := &AuditReport{View: v.Name, Cutoff: req.Cutoff, Seq: seq, Late: len(req.Late), OK: true}
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src+" AS s").Scan(&rep.Events); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}

@@ -98,7 +98,7 @@ func TestAuditFindsDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := batch.AuditRequest{View: v, From: math.MinInt64, To: math.MaxInt64}
-	if _, err := batch.Audit(ctx, lk, st, req); !errors.Is(err, batch.ErrLakeBehind) {
+	if _, err := batch.Audit(ctx, lk, speedSnapshot{st}, req); !errors.Is(err, batch.ErrLakeBehind) {
 		t.Fatalf("lake behind the speed layer: want ErrLakeBehind, got %v", err)
 	}
 	if _, err := lk.Write(s, rows[5000:]); err != nil {
@@ -107,7 +107,7 @@ func TestAuditFindsDrift(t *testing.T) {
 	if err := lk.Commit("pay", lake.Checkpoint{Seq: at(5999), Arrival: rows[5999].Arrival, CoveredUntil: rows[5999].Arrival + 1}); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := batch.Audit(ctx, lk, st, req)
+	rep, err := batch.Audit(ctx, lk, speedSnapshot{st}, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,12 +133,12 @@ func TestAuditFindsDrift(t *testing.T) {
 	}
 	lateReq := req
 	lateReq.Late = []eventlog.EventRef{lateRef}
-	if rep, err := batch.Audit(ctx, lk, stLate, lateReq); err != nil || !rep.OK || rep.Events != 5999 || rep.Late != 1 {
+	if rep, err := batch.Audit(ctx, lk, speedSnapshot{stLate}, lateReq); err != nil || !rep.OK || rep.Events != 5999 || rep.Late != 1 {
 		t.Fatalf("late event %+v left out: %+v %v", lateRef, rep, err)
 	}
 	for _, late := range [][]eventlog.EventRef{nil, {{Seq: lateRef.Seq, Index: (lateRef.Index + 1) % perRecord}}} {
 		lateReq.Late = late
-		if rep, err := batch.Audit(ctx, lk, stLate, lateReq); err != nil || rep.OK || rep.Events != 6000-int64(len(late)) {
+		if rep, err := batch.Audit(ctx, lk, speedSnapshot{stLate}, lateReq); err != nil || rep.OK || rep.Events != 6000-int64(len(late)) {
 			t.Fatalf("late %+v instead of %+v: %+v %v; want drift", late, lateRef, rep, err)
 		}
 	}
@@ -166,7 +166,7 @@ func TestAuditFindsDrift(t *testing.T) {
 	if err := rdb.HSet(ctx, cell, "sDE\x1es", packed).Err(); err != nil {
 		t.Fatal(err)
 	}
-	rep, err = batch.Audit(ctx, lk, st, req)
+	rep, err = batch.Audit(ctx, lk, speedSnapshot{st}, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := batch.AuditRequest{View: v, From: math.MinInt64, To: math.MaxInt64}
-	rep, err := batch.Audit(ctx, lk, st, req)
+	rep, err := batch.Audit(ctx, lk, speedSnapshot{st}, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 	if !moved {
 		t.Fatalf("no cell holds DE's bucket of 20 (keys %v)", keys)
 	}
-	rep, err = batch.Audit(ctx, lk, st, req)
+	rep, err = batch.Audit(ctx, lk, speedSnapshot{st}, req)
 	if err != nil {
 		t.Fatal(err)
 	}

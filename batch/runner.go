@@ -22,14 +22,6 @@ import (
 	"github.com/braid-data/braid/storage/lake"
 )
 
-// SpeedExpirer drops a view's speed-layer cells of arrival epochs before
-// beforeEpoch (unix ms); key is the view's state key (logic.View.StateKey).
-// *speedstore.Store satisfies it. Expire must be idempotent; a failure is
-// retried implicitly by the next run (which expires below a later cutoff).
-type SpeedExpirer interface {
-	Expire(ctx context.Context, key string, beforeEpoch int64) error
-}
-
 // RunnerConfig configures batch runs.
 type RunnerConfig struct {
 	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default 10s)
@@ -47,8 +39,8 @@ type RunnerConfig struct {
 // Runner computes batch view versions from the lake. One run at a time.
 type Runner struct {
 	cfg    RunnerConfig
-	lk     *lake.Lake
-	views  *batchviews.Store
+	lk     LakeReader
+	views  ViewVersions
 	speed  SpeedExpirer
 	cat    *config.Catalog
 	logger *slog.Logger
@@ -64,7 +56,7 @@ type Runner struct {
 
 // NewRunner returns a runner. speed may be nil (no speed layer to expire);
 // reg may be nil.
-func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
+func NewRunner(cfg RunnerConfig, lk LakeReader, views ViewVersions, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
 	if cfg.Epoch < time.Millisecond {
 		cfg.Epoch = 10 * time.Second
 	}

@@ -2,6 +2,7 @@ package serving
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -17,12 +18,20 @@ import (
 // with the lake, the speed store, the view's batch cutoff and the stream's
 // too-late records).
 //
-// Audit covers the windows starting in [fromMs, toMs). It returns a
-// JSON-encodable report; an error matching ErrAuditNotReady means the lake
-// has not yet archived up to the speed layer's position (answered 503 with
-// Retry-After). Safe for concurrent use.
+// Audit covers the windows starting in [fromMs, toMs). It returns the
+// report (non-nil when err is nil), answered as its JSON; an error
+// matching ErrAuditNotReady means the lake has not yet archived up to the
+// speed layer's position (answered 503 with Retry-After); any other error
+// fails the audit (500). Safe for concurrent use.
 type Auditor interface {
-	Audit(ctx context.Context, v *logic.View, fromMs, toMs int64) (report any, err error)
+	Audit(ctx context.Context, v *logic.View, fromMs, toMs int64) (AuditReport, error)
+}
+
+// AuditReport is an audit's report: the body of the answer is its JSON
+// (*batch.AuditReport, with its windows and each measure's drift and
+// bound).
+type AuditReport interface {
+	json.Marshaler
 }
 
 // ErrAuditNotReady: an audit must wait for the archiver to catch up.

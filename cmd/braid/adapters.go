@@ -191,13 +191,16 @@ func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) 
 			return nil, err
 		}
 	}
-	return batch.Audit(ctx, a.lake, a.store, batch.AuditRequest{View: v, From: fromMs, To: toMs, Cutoff: cut, Wait: a.wait, Late: late})
+	return batch.Audit(ctx, a.lake, speedSnapshot{a.store}, batch.AuditRequest{View: v, From: fromMs, To: toMs, Cutoff: cut, Wait: a.wait, Late: late})
 }
 
-func (a auditor) Audit(ctx context.Context, v *logic.View, fromMs, toMs int64) (any, error) {
+func (a auditor) Audit(ctx context.Context, v *logic.View, fromMs, toMs int64) (serving.AuditReport, error) {
 	rep, err := a.report(ctx, v, fromMs, toMs)
 	if errors.Is(err, batch.ErrLakeBehind) || errors.Is(err, errViewRebuilding) {
 		return nil, fmt.Errorf("%w: %w", serving.ErrAuditNotReady, err)
 	}
-	return rep, err
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
 }

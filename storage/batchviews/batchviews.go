@@ -34,7 +34,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
-	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/fsatomic"
 )
 
 // Row is one cell of a batch view: a window start (unix ms), an encoded
@@ -229,7 +229,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	for _, d := range []string{abs, filepath.Join(abs, "views"), filepath.Join(abs, "versions"), filepath.Join(abs, "runs")} {
-		if err := lake.MkdirAllSync(d); err != nil {
+		if err := fsatomic.MkdirAllSync(d); err != nil {
 			return nil, fmt.Errorf("batchviews: create %s: %w", d, err)
 		}
 	}
@@ -599,11 +599,11 @@ func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
 
 		sortRows(rs)
 		dir := filepath.Join(s.dir, "views", name)
-		if err := lake.MkdirAllSync(dir); err != nil {
+		if err := fsatomic.MkdirAllSync(dir); err != nil {
 			return fmt.Errorf("batchviews: create %s: %w", dir, err)
 		}
 		fname := ver.ID + ".parquet"
-		if _, err := lake.WriteFileAtomic(dir, fname, func(w io.Writer) error {
+		if _, err := fsatomic.WriteFileAtomic(dir, fname, func(w io.Writer) error {
 			frs := make([]fileRow, len(rs))
 			for i, r := range rs {
 				frs[i] = newFileRow(r)
@@ -642,7 +642,7 @@ func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
 }
 
 func writeSmall(dir, name string, b []byte) error {
-	_, err := lake.WriteFileAtomic(dir, name, func(w io.Writer) error {
+	_, err := fsatomic.WriteFileAtomic(dir, name, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,82 +97,8 @@ func TestWriterSplitsAtTheMessageLimit(t *testing.T) {
 	}
 }
 
-// TestWritersShareOneLog: two processes' writers (two connections) and
-// concurrent callers in each write overlapping ids at once. The log's
-// compare-and-set makes each learn the other's records, so every id is
-// stored once and every event without an id exactly once.
-func TestWritersShareOneLog(t *testing.T) {
-	ctx := context.Background()
-	n := testenv.StartNATS(t)
-	ns := testenv.Namespace(t)
-	var logs []*eventlog.Log
-	for range 2 {
-		_, js := n.JetStream(t)
-		l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs = append(logs, l)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ids := map[string]bool{}
-	noID := map[string]int{}
-	for g := range 8 {
-		rng := rand.New(rand.NewPCG(uint64(g), 9))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range 20 {
-				w := randomWrite(rng, 50, 400)
-				for i := range w {
-					if w[i].ID == "" {
-						w[i].Data = fmt.Appendf(nil, `{"g":%d,"k":%d,"i":%d}`, g, k, i) // unique
-					}
-				}
-				if err := logs[g%2].Publish(ctx, "orders", w); err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				for _, r := range w {
-					if r.ID != "" {
-						ids[r.ID] = true
-					} else {
-						noID[string(r.Data)]++
-					}
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	got, records := stored(t, logs[0])
-	gotIDs := map[string]int{}
-	gotNoID := map[string]int{}
-	for _, e := range got {
-		id, data, _ := strings.Cut(e, "|")
-		if id != "" {
-			gotIDs[id]++
-		} else {
-			gotNoID[data]++
-		}
-	}
-	for id, c := range gotIDs {
-		if c != 1 || !ids[id] {
-			t.Fatalf("id %s stored %d times (written: %v)", id, c, ids[id])
-		}
-	}
-	if len(gotIDs) != len(ids) || len(gotNoID) != len(noID) {
-		t.Fatalf("stored %d ids and %d events without one; written %d and %d", len(gotIDs), len(gotNoID), len(ids), len(noID))
-	}
-	for d, c := range gotNoID {
-		if c != 1 {
-			t.Fatalf("event %s stored %d times", d, c)
-		}
-	}
-	t.Logf("%d events (%d ids, %d without) in %d records from 160 writes", len(got), len(gotIDs), len(gotNoID), records)
-}
+// Deduplication across writers and after unknown outcomes is checked by
+// storagetest's suite (conformance_test.go).
 
 // TestWindowRebuiltAndExpired: a new writer (a restarted process) learns
 // the ids of the window from the log; an id stored longer ago than the

@@ -30,6 +30,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/fsatomic"
 )
 
 // System columns every lake file carries besides the declared fields.
@@ -42,6 +43,10 @@ const (
 )
 
 const checkpointName = "checkpoint.json"
+
+// TempPrefix starts the name of every file being written; such files are
+// never part of the lake and Recover deletes them.
+const TempPrefix = fsatomic.TempPrefix
 
 // writeBatch is the rows handed to the Parquet writer at once.
 const writeBatch = 1024
@@ -84,7 +89,7 @@ func Open(dir string) (*Lake, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lake: %w", err)
 	}
-	if err := MkdirAllSync(abs); err != nil {
+	if err := fsatomic.MkdirAllSync(abs); err != nil {
 		return nil, fmt.Errorf("lake: create %s: %w", abs, err)
 	}
 	return &Lake{dir: abs, layouts: map[*logic.Stream]*layout{}, records: map[string]*schemaRecord{}}, nil
@@ -317,7 +322,7 @@ func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string,
 // returns its path and size.
 func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, dayMs int64, release bool) (string, int64, error) {
 	dir := filepath.Join(l.streamDir(s.Name), "date="+time.UnixMilli(dayMs).UTC().Format("2006-01-02"))
-	if err := MkdirAllSync(dir); err != nil {
+	if err := fsatomic.MkdirAllSync(dir); err != nil {
 		return "", 0, fmt.Errorf("lake: create %s: %w", dir, err)
 	}
 	first, last := rows[idx[0]].Seq, rows[idx[0]].Seq
@@ -325,7 +330,7 @@ func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, da
 		first, last = min(first, rows[i].Seq), max(last, rows[i].Seq)
 	}
 	name := FileName(first, last)
-	n, err := WriteFileAtomic(dir, name, func(w io.Writer) error {
+	n, err := fsatomic.WriteFileAtomic(dir, name, func(w io.Writer) error {
 		pw := parquet.NewWriter(w, lay.schema, parquet.Compression(lakeCodec), parquet.CreatedBy("braid", "", ""))
 		// One batch of rows, reused: WriteRows copies the values.
 		batch := make([]parquet.Row, min(len(idx), writeBatch))
@@ -355,14 +360,14 @@ func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, da
 // rename): files up to cp.Seq become visible at once.
 func (l *Lake) Commit(stream string, cp Checkpoint) error {
 	dir := l.streamDir(stream)
-	if err := MkdirAllSync(dir); err != nil {
+	if err := fsatomic.MkdirAllSync(dir); err != nil {
 		return fmt.Errorf("lake: create %s: %w", dir, err)
 	}
 	b, err := json.Marshal(cp)
 	if err != nil {
 		return fmt.Errorf("lake: encode checkpoint: %w", err)
 	}
-	if _, err := WriteFileAtomic(dir, checkpointName, func(w io.Writer) error {
+	if _, err := fsatomic.WriteFileAtomic(dir, checkpointName, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	}); err != nil {
@@ -498,7 +503,7 @@ func (l *Lake) Recover(stream string) error {
 		}
 	}
 	for d := range dirs {
-		if err := SyncDir(d); err != nil {
+		if err := fsatomic.SyncDir(d); err != nil {
 			return fmt.Errorf("lake: recover %s: %w", stream, err)
 		}
 	}

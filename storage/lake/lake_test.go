@@ -3,7 +3,6 @@ package lake_test
 import (
 	"database/sql"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,105 +103,9 @@ func source(files []string) string {
 	return "read_parquet([" + strings.Join(q, ",") + "])"
 }
 
-func TestWriteCommitReadWithDuckDB(t *testing.T) {
-	s := testStream(t)
-	lk, err := lake.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := time.Date(2024, 3, 1, 20, 0, 0, 0, time.UTC).UnixMilli()
-	rows, exp := mkRows(s, 1, 120, base)
-	files, err := lk.Write(s, rows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) < 2 {
-		t.Fatalf("want one file per event date (>=2), got %v", files)
-	}
-	// Not committed yet: invisible.
-	if got, _ := lk.Files("orders"); len(got) != 0 {
-		t.Fatalf("uncommitted files visible: %v", got)
-	}
-	if err := lk.Commit("orders", lake.Checkpoint{Seq: 120, Arrival: rows[119].Arrival, CoveredUntil: rows[119].Arrival}); err != nil {
-		t.Fatal(err)
-	}
-	cp, err := lk.Checkpoint("orders")
-	if err != nil || cp.Seq != 120 || cp.CoveredUntil != rows[119].Arrival {
-		t.Fatalf("checkpoint %+v %v", cp, err)
-	}
-	got, err := lk.Files("orders")
-	if err != nil || len(got) != len(files) {
-		t.Fatalf("files %v %v (wrote %v)", got, err, files)
-	}
-	for _, f := range got {
-		if !strings.Contains(f, string(filepath.Separator)+"date=2024-03-0") {
-			t.Fatalf("file %s not partitioned by event date", f)
-		}
-	}
-
-	db := duck(t)
-	src := source(got)
-	var n, distinct int
-	if err := db.QueryRow("SELECT count(*), count(DISTINCT _seq) FROM "+src).Scan(&n, &distinct); err != nil {
-		t.Fatal(err)
-	}
-	if n != 120 || distinct != 120 {
-		t.Fatalf("count %d distinct %d, want 120", n, distinct)
-	}
-	var typ string
-	if err := db.QueryRow("SELECT typeof(ts) FROM " + src + " LIMIT 1").Scan(&typ); err != nil {
-		t.Fatal(err)
-	}
-	if typ != "TIMESTAMP" {
-		t.Fatalf("time field type %s, want TIMESTAMP", typ)
-	}
-	r, err := db.Query(`SELECT _seq, _arrival, _time, _id, epoch_ms(ts), id, country, amount, qty, paid, epoch_ms(shipped) FROM ` + src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	seen := 0
-	for r.Next() {
-		var seq, arrival, tms, tsms int64
-		var id, id2 string
-		var country sql.NullString
-		var amount sql.NullFloat64
-		var qty, shipped sql.NullInt64
-		var paid sql.NullBool
-		if err := r.Scan(&seq, &arrival, &tms, &id, &tsms, &id2, &country, &amount, &qty, &paid, &shipped); err != nil {
-			t.Fatal(err)
-		}
-		w, ok := exp[uint64(seq)]
-		if !ok {
-			t.Fatalf("unexpected seq %d", seq)
-		}
-		seen++
-		if arrival != 1_700_000_000_000+seq || tms != w.ts || tsms != w.ts || id != w.id || id2 != w.id {
-			t.Fatalf("seq %d: arrival %d time %d ts %d id %q/%q, want %+v", seq, arrival, tms, tsms, id, id2, w)
-		}
-		if country.Valid != (w.country != nil) || (country.Valid && country.String != *w.country) {
-			t.Fatalf("seq %d country %+v want %v", seq, country, w.country)
-		}
-		if amount.Valid != (w.amount != nil) || (amount.Valid && math.Abs(amount.Float64-*w.amount) > 0) {
-			t.Fatalf("seq %d amount %+v want %v", seq, amount, w.amount)
-		}
-		if qty.Valid != (w.qty != nil) || (qty.Valid && qty.Int64 != *w.qty) {
-			t.Fatalf("seq %d qty %+v want %v", seq, qty, w.qty)
-		}
-		if paid.Valid != (w.paid != nil) || (paid.Valid && paid.Bool != *w.paid) {
-			t.Fatalf("seq %d paid %+v want %v", seq, paid, w.paid)
-		}
-		if shipped.Valid != (w.shipped != nil) || (shipped.Valid && shipped.Int64 != *w.shipped) {
-			t.Fatalf("seq %d shipped %+v want %v", seq, shipped, w.shipped)
-		}
-	}
-	if err := r.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if seen != 120 {
-		t.Fatalf("saw %d rows", seen)
-	}
-}
+// The lake's contract (write, commit, read with DuckDB, recovery, schema
+// epochs) is checked by storagetest's suite (conformance_test.go); the
+// tests here look at the files on disk.
 
 func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
 	s := testStream(t)

@@ -17,6 +17,7 @@ import (
 	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/fsatomic"
 )
 
 // The schema record: <dir>/<stream>/schema.json lists the field types a
@@ -90,14 +91,14 @@ func (l *Lake) readRecord(stream string) (rec schemaRecord, found bool, err erro
 // saveRecord replaces a stream's schema record atomically.
 func (l *Lake) saveRecord(stream string, rec schemaRecord) error {
 	dir := l.streamDir(stream)
-	if err := MkdirAllSync(dir); err != nil {
+	if err := fsatomic.MkdirAllSync(dir); err != nil {
 		return fmt.Errorf("lake: create %s: %w", dir, err)
 	}
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("lake: encode schema record %s: %w", stream, err)
 	}
-	if _, err := WriteFileAtomic(dir, schemaName, func(w io.Writer) error {
+	if _, err := fsatomic.WriteFileAtomic(dir, schemaName, func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	}); err != nil {

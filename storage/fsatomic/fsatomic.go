@@ -1,4 +1,8 @@
-package lake
+// Package fsatomic holds the file-system steps that make local stores
+// crash-safe: a file appears under its name whole or not at all (written to a
+// temp name, fsynced, renamed, directory fsynced), and directories created
+// are durable. The lake and the batch view store share them.
+package fsatomic
 
 import (
 	"fmt"
@@ -11,7 +15,7 @@ import (
 )
 
 // TempPrefix starts the name of every file being written; such files are
-// never part of the lake and Recover deletes them.
+// never part of a store, and a store's recovery deletes them.
 const TempPrefix = ".tmp-"
 
 var tempCounter atomic.Uint64

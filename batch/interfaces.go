@@ -1,0 +1,112 @@
+package batch
+
+import (
+	"context"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+// The stores the batch layer reads and writes, as it uses them. The
+// storage packages return concrete types that satisfy these (held to the
+// whole of each store's contract by storage/storagetest's suites).
+
+// LakeReader is what batch runs and audits read from the lake.
+//
+// Checkpoint returns a stream's committed checkpoint (the zero value when
+// none): every record up to its Seq is in the files Files lists, and
+// every record that arrived before its CoveredUntil has a sequence at or
+// below Seq. Files returns the paths of the stream's committed files,
+// ordered by first sequence, each record in exactly one, readable by
+// DuckDB's read_parquet; files written but not committed are never
+// listed. A checkpoint read before Files covers at most what Files lists
+// (the lake only grows). Both are safe for concurrent use with the
+// archiver writing; an error means the lake could not be read (the run or
+// audit fails, nothing is published). *lake.Lake satisfies it.
+type LakeReader interface {
+	Checkpoint(stream string) (lake.Checkpoint, error)
+	Files(stream string) ([]string, error)
+}
+
+// LakeWriter is what the archiver writes to the lake; it is the only
+// writer of each stream.
+//
+// Recover, before a stream's writer starts, removes what a writer that
+// crashed before committing left, so those files never become visible.
+// Checkpoint returns the stream's committed checkpoint (zero: none): the
+// archiver resumes after its Seq. WriteReleasing writes rows (a
+// contiguous, ascending sequence range) as immutable files, invisible
+// until a checkpoint covers them, and zeroes each row as it is written
+// (rows must not be used afterwards); it returns the files and bytes
+// written, or a *lake.SchemaError when the rows' types cannot be read
+// alongside the lake's files. Commit records the checkpoint (state and
+// position together) and makes the files up to its Seq visible at once;
+// the archiver acknowledges the log only after it returns nil. An error
+// from any of them leaves the lake as it was (uncommitted files aside):
+// the archiver retries from the last checkpoint. *lake.Lake satisfies it.
+type LakeWriter interface {
+	Recover(stream string) error
+	Checkpoint(stream string) (lake.Checkpoint, error)
+	WriteReleasing(s *logic.Stream, rows []lake.Row) (files []string, bytes int64, err error)
+	Commit(stream string, cp lake.Checkpoint) error
+}
+
+// ViewVersions is what batch runs do with the batch view store.
+//
+// Current returns the current version (nil before the first publish).
+// Publish makes a version current at once, all its views or none: for
+// every view in rows it stores the rows (the version's entry for the view
+// holds its Cutoff); other entries keep the rows of the versions they
+// come from; readers see the previous version or the whole new one.
+// SaveRun writes or replaces a run's record. LockRuns takes the exclusive
+// run lock without waiting (batchviews.ErrLocked while a run holds it,
+// in this process or another); RecoverInterrupted, called under the lock,
+// settles the runs a dead process left recorded as running. One process
+// publishes; the methods are safe for concurrent use. An error from
+// Publish means the previous version stayed current. *batchviews.Store
+// satisfies it.
+type ViewVersions interface {
+	Current() (*batchviews.Version, error)
+	Publish(ver *batchviews.Version, rows map[string][]batchviews.Row) error
+	SaveRun(r batchviews.Run) error
+	LockRuns() (unlock func(), err error)
+	RecoverInterrupted() (int, error)
+}
+
+// SpeedExpirer drops a view's speed-layer cells of arrival epochs before
+// beforeEpoch (unix ms); key is the view's state key (logic.View.StateKey).
+// Epochs at or after beforeEpoch are left untouched. Expire must be
+// idempotent and safe while the speed layer commits; a failure is retried
+// implicitly by the next run (which expires below a later cutoff).
+// (*speedstore.Store).Expire satisfies it.
+type SpeedExpirer interface {
+	Expire(ctx context.Context, key string, beforeEpoch int64) error
+}
+
+// SpeedCell is one cell of the speed layer's state, as an audit reads it:
+// the deltas of the records that arrived in arrival epoch Epoch (its
+// start, unix ms) for the window starting at Window (unix ms) and the
+// encoded group Group (logic.View.GroupKey), in the view's slots.
+type SpeedCell struct {
+	Epoch  int64
+	Window int64
+	Group  string
+	State  logic.State
+}
+
+// SpeedSnapshot is what an audit reads from the speed layer.
+//
+// Position returns the last log sequence the speed layer committed on a
+// stream (found false: it has none); a position is never partial: the
+// cells hold exactly the records up to it. Cells returns the view's cells
+// with window start in [fromMs, toMs) and arrival epoch >= minEpoch, each
+// (epoch, window, group) once, in any order; the states are the caller's.
+// A Cells racing a commit may see part of it: the audit reads the
+// position before and after, and reads again until they agree. Safe for
+// concurrent use; an error fails the audit. The speed store, its cells
+// converted field by field, satisfies it.
+type SpeedSnapshot interface {
+	Position(ctx context.Context, stream string) (seq uint64, found bool, err error)
+	Cells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]SpeedCell, error)
+}

@@ -1,0 +1,42 @@
+package batch_test
+
+import (
+	"context"
+
+	"github.com/braid-data/braid/batch"
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
+)
+
+// The stores batch runs against in these tests satisfy the interfaces
+// batch owns.
+var (
+	_ batch.LakeReader    = (*lake.Lake)(nil)
+	_ batch.LakeWriter    = (*lake.Lake)(nil)
+	_ batch.ViewVersions  = (*batchviews.Store)(nil)
+	_ batch.SpeedExpirer  = (*speedstore.Store)(nil)
+	_ batch.SpeedSnapshot = speedSnapshot{}
+)
+
+// speedSnapshot is an audit's SpeedSnapshot over the speed store, its
+// cells converted field by field (as cmd/braid wires it).
+type speedSnapshot struct{ s *speedstore.Store }
+
+func (sn speedSnapshot) Position(ctx context.Context, stream string) (uint64, bool, error) {
+	p, found, err := sn.s.Position(ctx, stream)
+	return p.Seq, found, err
+}
+
+func (sn speedSnapshot) Cells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]batch.SpeedCell, error) {
+	cells, err := sn.s.Read(ctx, v, fromMs, toMs, minEpoch)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]batch.SpeedCell, len(cells))
+	for i, c := range cells {
+		out[i] = batch.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State}
+	}
+	return out, nil
+}

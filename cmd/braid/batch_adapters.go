@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+
+	"github.com/braid-data/braid/batch"
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
+)
+
+// The stores satisfy the interfaces batch owns as they are, but for the
+// speed snapshot an audit reads, converted field by field.
+var (
+	_ batch.LakeReader    = (*lake.Lake)(nil)
+	_ batch.LakeWriter    = (*lake.Lake)(nil)
+	_ batch.ViewVersions  = (*batchviews.Store)(nil)
+	_ batch.SpeedExpirer  = (*speedstore.Store)(nil)
+	_ batch.SpeedSnapshot = speedSnapshot{}
+)
+
+// speedSnapshot is batch's SpeedSnapshot over the speed store.
+type speedSnapshot struct{ s *speedstore.Store }
+
+func (sn speedSnapshot) Position(ctx context.Context, stream string) (uint64, bool, error) {
+	p, found, err := sn.s.Position(ctx, stream)
+	return p.Seq, found, err
+}
+
+func (sn speedSnapshot) Cells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]batch.SpeedCell, error) {
+	var out []batch.SpeedCell
+	err := sn.s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c speedstore.Cell) error {
+		out = append(out, batch.SpeedCell{Epoch: c.Epoch, Window: c.Window, Group: c.Group, State: c.State})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
