@@ -3,7 +3,10 @@ package serving
 import (
 	"context"
 
+	"github.com/braid-data/braid/serving/ingest"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/eventlog"
 )
 
 // The interfaces serving's own handlers consume. Those of the query
@@ -36,4 +39,36 @@ type ArchiveStatus interface {
 type BatchRunner interface {
 	Run(ctx context.Context, views []string) (batchviews.Run, error)
 	Start(views []string) (string, error)
+}
+
+// BatchViews is the batch views' store as serving reads it: what the query
+// engine reads (query.BatchViews), and the batch runs' records for
+// GET /v1/batch/runs and /v1/status. (*batchviews.Store) satisfies it.
+//
+// Runs returns every kept run record, newest first; Run returns one
+// (found=false when there is none). Both are safe for concurrent use; an
+// error means the records could not be read (the route answers 500).
+type BatchViews interface {
+	query.BatchViews
+	Runs() ([]batchviews.Run, error)
+	Run(id string) (run batchviews.Run, found bool, err error)
+}
+
+// EventLog is the event log as serving uses it: the ingest use case's log
+// (ingest.Log), the figures of /v1/status and the dead-letter listing.
+// (*eventlog.Log) satisfies it.
+//
+// EventCount, DeadLetterCount and LateCount are a stream's events, dead
+// letters and too-late events stored so far; Info is its log's state.
+// DeadLetters lists up to limit dead letters of the stream after cursor
+// after, in log order. All are safe for concurrent use; an error means the
+// figure or the list could not be read (the status shows the error, the
+// listing answers 500/503).
+type EventLog interface {
+	ingest.Log
+	EventCount(ctx context.Context, stream string) (uint64, error)
+	DeadLetterCount(ctx context.Context, stream string) (uint64, error)
+	LateCount(ctx context.Context, stream string) (uint64, error)
+	Info(ctx context.Context, stream string) (eventlog.StreamInfo, error)
+	DeadLetters(ctx context.Context, stream string, after eventlog.Cursor, limit int) ([]eventlog.DeadLetter, error)
 }

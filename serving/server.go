@@ -27,8 +27,6 @@ import (
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
-	"github.com/braid-data/braid/storage/batchviews"
-	"github.com/braid-data/braid/storage/eventlog"
 )
 
 // Options are the server's dependencies. Catalog is required; every other
@@ -37,11 +35,11 @@ import (
 type Options struct {
 	Config      *config.Config  // the http section (nil: defaults)
 	Catalog     *config.Catalog // streams and views
-	Log         *eventlog.Log
+	Log         EventLog
 	Speed       query.SpeedReader
 	SpeedStatus query.SpeedStatus
 	Archive     ArchiveStatus
-	Views       *batchviews.Store
+	Views       BatchViews
 	Runner      BatchRunner
 	RunnerBusy  error                           // the error Runner.Start matches when busy (e.g. batch.ErrBusy); ErrBatchBusy always counts
 	Ready       func(ctx context.Context) error // /readyz: nil error = ready (nil func: always ready)
@@ -110,7 +108,7 @@ func New(opts Options) (*Server, error) {
 		s.reg = prometheus.NewRegistry()
 	}
 	if s.ingester = opts.Ingester; s.ingester == nil {
-		var log ingest.Log // nil, not a nil *eventlog.Log: the ingester then knows it has none
+		var log ingest.Log // nil, not a nil EventLog: the ingester then knows it has none
 		if opts.Log != nil {
 			log = opts.Log
 		}

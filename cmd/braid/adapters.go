@@ -116,11 +116,23 @@ func (n commitNotifier) Subscribe(ctx context.Context) <-chan query.CommitNotice
 	return out
 }
 
+// The stores satisfy the interfaces serving owns as they are.
+var (
+	_ serving.EventLog   = (*eventlog.Log)(nil)
+	_ serving.BatchViews = (*batchviews.Store)(nil)
+)
+
 func (a *app) servingOptions(l *layers) serving.Options {
 	o := serving.Options{
-		Config: a.cfg, Catalog: a.cat, Log: a.log, Views: l.views, Archive: archiveStatus{l.lake},
+		Config: a.cfg, Catalog: a.cat, Archive: archiveStatus{l.lake},
 		RunnerBusy: batch.ErrBusy, Root: dashboard.Handler(), Logger: a.logger.With("layer", "serve"), Registry: a.reg,
 		Ready: a.ready, QueryCacheBytes: a.cfg.HTTP.QueryCacheBytes,
+	}
+	if a.log != nil { // a nil *eventlog.Log would make a non-nil interface
+		o.Log = a.log
+	}
+	if l.views != nil {
+		o.Views = l.views
 	}
 	if a.qrdb != nil {
 		o.Notifier = commitNotifier{rdb: a.qrdb, ns: a.cfg.Namespace}

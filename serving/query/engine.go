@@ -19,10 +19,10 @@ import (
 // SpeedStatus and Views may be nil: an answer is then computed from the
 // other layer alone, with a warning.
 type Options struct {
-	Catalog     *config.Catalog   // the views the engine keeps loaded (warm.go)
-	Speed       SpeedReader       // the speed layer's cells
-	SpeedStatus SpeedStatus       // the speed layer's positions
-	Views       *batchviews.Store // the batch views' versions and rows
+	Catalog     *config.Catalog // the views the engine keeps loaded (warm.go)
+	Speed       SpeedReader     // the speed layer's cells
+	SpeedStatus SpeedStatus     // the speed layer's positions
+	Views       BatchViews      // the batch views' versions and rows
 	// MaxCells and MaxRows bound what one answer reads and computes
 	// (http.query_max_cells, http.query_max_rows; 0: no bound).
 	MaxCells, MaxRows int64
@@ -49,7 +49,7 @@ type Engine struct {
 	cat      *config.Catalog
 	speed    SpeedReader
 	status   SpeedStatus
-	views    *batchviews.Store
+	views    BatchViews
 	maxCells int64
 	maxRows  int64
 	notifier CommitNotifier

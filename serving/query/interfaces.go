@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
 )
 
 // SpeedCell is one cell of the speed layer's state for a view: the deltas
@@ -85,4 +86,23 @@ type CommitNotice struct {
 // PSUBSCRIBEs to the Redis channels {ns}:commits:*.
 type CommitNotifier interface {
 	Subscribe(ctx context.Context) <-chan CommitNotice
+}
+
+// BatchViews is the batch layer's published versions and their rows, as
+// the engine reads them. (*batchviews.Store) satisfies it.
+//
+// Current returns the version being served (nil when no run has published
+// one yet); once a version is published, Current never returns an older
+// one. Rows returns the rows of view v in ver whose window starts in
+// [fromMs, toMs) (0, 0: all), refusing (with an error) a view whose rows
+// in ver were computed for another definition than v's; the rows returned
+// are shared and must not be changed. KeepOnly lets the store drop what it
+// holds in memory for versions other than ver; LoadedRows is how many rows
+// it holds. All are safe for concurrent use; an error from Current or Rows
+// fails the answer being computed (the rows may be unreadable for now).
+type BatchViews interface {
+	Current() (*batchviews.Version, error)
+	Rows(ctx context.Context, ver *batchviews.Version, v *logic.View, fromMs, toMs int64) ([]batchviews.Row, error)
+	KeepOnly(ver *batchviews.Version)
+	LoadedRows() int64
 }
