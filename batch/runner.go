@@ -18,6 +18,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
 )
@@ -32,7 +33,7 @@ type SpeedExpirer interface {
 
 // RunnerConfig configures batch runs.
 type RunnerConfig struct {
-	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default 10s)
+	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default defaults.Epoch)
 	Threads int           // DuckDB threads (0: DuckDB's default)
 	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
 	// Log tells where each stream's log ends. With it, an on-demand run
@@ -66,7 +67,7 @@ type Runner struct {
 // reg may be nil.
 func NewRunner(cfg RunnerConfig, lk *lake.Lake, views *batchviews.Store, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
 	if cfg.Epoch < time.Millisecond {
-		cfg.Epoch = 10 * time.Second
+		cfg.Epoch = defaults.Epoch
 	}
 	if logger == nil {
 		logger = slog.Default()

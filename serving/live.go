@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // CommitNotice announces a commit of the speed layer: the stream and its
@@ -184,7 +185,7 @@ func (s *Server) livePoll() time.Duration {
 	if s.opts.LivePoll > 0 {
 		return s.opts.LivePoll
 	}
-	return time.Second
+	return defaults.LivePoll
 }
 
 // handleLive: GET /v1/views/{view}/live — Server-Sent Events. Events:

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // Config is the whole configuration file.
@@ -80,7 +81,7 @@ func (h HTTP) IngestMemory() int64 {
 	if h.IngestMemoryBytes > 0 {
 		return h.IngestMemoryBytes
 	}
-	return 4 * h.MaxBodyBytes
+	return defaults.HTTPIngestMemoryFactor * h.MaxBodyBytes
 }
 
 // NATS configures the event log.
@@ -278,41 +279,64 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// DefaultMemoryLimit is memory_limit's default: 384 MiB of Go memory keeps
-// `braid up` under 512 MiB resident (with its code and DuckDB) at full
-// ingest on a laptop. A process whose live data outgrows it is slowed down
-// by the collector, never stopped: the limit is soft.
-const DefaultMemoryLimit = 384 << 20
+// DefaultMemoryLimit is memory_limit's default (defaults.MemoryLimit).
+const DefaultMemoryLimit = defaults.MemoryLimit
 
 // DefaultQueryMaxCells and DefaultQueryMaxRows are the defaults of
-// http.query_max_cells and http.query_max_rows: a week of minutes for a
-// hundred groups (about 300 and 500 bytes of memory each while an answer
-// is computed).
+// http.query_max_cells and http.query_max_rows (defaults.HTTPQueryMaxCells,
+// defaults.HTTPQueryMaxRows).
 const (
-	DefaultQueryMaxCells = 1_000_000
-	DefaultQueryMaxRows  = 1_000_000
+	DefaultQueryMaxCells = defaults.HTTPQueryMaxCells
+	DefaultQueryMaxRows  = defaults.HTTPQueryMaxRows
 )
 
 // MinMemoryLimit is the smallest memory_limit other than 0.
 const MinMemoryLimit = 64 << 20
 
-// Default returns the configuration every field falls back to.
+// Default returns the configuration every field falls back to, built from
+// the package defaults (the values the components fall back to as well).
 func Default() Config {
 	return Config{
-		DataDir:   "./data",
-		Namespace: "braid",
-		HTTP: HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64,
-			ReadTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute), QueryCacheBytes: 128 << 20,
-			QueryMaxCells: DefaultQueryMaxCells, QueryMaxRows: DefaultQueryMaxRows},
-		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
-		Epoch:     Duration(10 * time.Second),
-		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
-		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
-		Archive:   Archive{MaxRows: 200000, MaxBytes: 32 << 20, MaxDelay: Duration(5 * time.Second)},
-		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxRecords: 10_000, MaxLate: 1_000_000},
-		PIIKeyEnv: "BRAID_PII_KEY",
-
-		MemoryLimit: DefaultMemoryLimit,
+		DataDir:   defaults.DataDir,
+		Namespace: defaults.Namespace,
+		HTTP: HTTP{
+			Addr:            defaults.HTTPAddr,
+			MaxBodyBytes:    defaults.HTTPMaxBodyBytes,
+			MaxInFlight:     defaults.HTTPMaxInFlight,
+			ReadTimeout:     Duration(defaults.HTTPReadTimeout),
+			IdleTimeout:     Duration(defaults.HTTPIdleTimeout),
+			QueryCacheBytes: defaults.HTTPQueryCacheBytes,
+			QueryMaxCells:   defaults.HTTPQueryMaxCells,
+			QueryMaxRows:    defaults.HTTPQueryMaxRows,
+		},
+		NATS: NATS{
+			Replicas:       defaults.NATSReplicas,
+			DedupWindow:    Duration(defaults.NATSDedupWindow),
+			PublishTimeout: Duration(defaults.NATSPublishTimeout),
+		},
+		Epoch: Duration(defaults.Epoch),
+		Batch: Batch{
+			Every:         Duration(defaults.BatchEvery),
+			KeepVersions:  defaults.BatchKeepVersions,
+			SettleTimeout: Duration(defaults.BatchSettleTimeout),
+		},
+		Speed: Speed{
+			BatchSize: defaults.SpeedBatchSize,
+			MaxWait:   Duration(defaults.SpeedMaxWait),
+			MaxCells:  defaults.SpeedMaxCells,
+		},
+		Archive: Archive{
+			MaxRows:  defaults.ArchiveMaxRows,
+			MaxBytes: defaults.ArchiveMaxBytes,
+			MaxDelay: Duration(defaults.ArchiveMaxDelay),
+		},
+		DLQ: DLQ{
+			MaxAge:     Duration(defaults.DLQMaxAge),
+			MaxRecords: defaults.DLQMaxRecords,
+			MaxLate:    defaults.DLQMaxLate,
+		},
+		PIIKeyEnv:   defaults.PIIKeyEnv,
+		MemoryLimit: defaults.MemoryLimit,
 	}
 }
 
@@ -685,7 +709,7 @@ func (c *Config) Validate() error {
 		add("namespace", "lowercase letters, digits, - and _", "bad namespace %q", c.Namespace)
 	}
 	if c.Epoch.D() < time.Second || c.Epoch.D() > time.Hour || c.Epoch.D()%time.Second != 0 {
-		add("epoch", "e.g. 10s", "must be whole seconds between 1s and 1h")
+		add("epoch", eg(defaults.Epoch), "must be whole seconds between 1s and 1h")
 	}
 	if c.Batch.Every.D() != 0 && c.Batch.Every.D() < c.Epoch.D() {
 		add("batch.every", "a batch run covers whole epochs", "must be 0 (on demand) or at least the epoch")
@@ -694,31 +718,31 @@ func (c *Config) Validate() error {
 		add("batch.keep_versions", "keep at least the current version", "must be at least 1")
 	}
 	if c.Batch.SettleTimeout.D() < 0 || c.Batch.SettleTimeout.D() > time.Hour {
-		add("batch.settle_timeout", "e.g. 60s; 0 takes what the lake covers without waiting", "must be between 0 and 1h")
+		add("batch.settle_timeout", eg(defaults.BatchSettleTimeout)+"; 0 takes what the lake covers without waiting", "must be between 0 and 1h")
 	}
 	if c.Speed.BatchSize < 1 || c.Speed.BatchSize > 100000 {
-		add("speed.batch_size", "e.g. 2000", "must be in 1..100000")
+		add("speed.batch_size", eg(defaults.SpeedBatchSize), "must be in 1..100000")
 	}
 	if c.Speed.MaxWait.D() <= 0 {
-		add("speed.max_wait", "e.g. 100ms", "must be positive")
+		add("speed.max_wait", eg(defaults.SpeedMaxWait), "must be positive")
 	}
 	if c.Speed.MaxCells < 1 {
-		add("speed.max_cells", "e.g. 50000", "must be positive")
+		add("speed.max_cells", eg(defaults.SpeedMaxCells), "must be positive")
 	}
 	if c.Archive.MaxRows < 1 {
-		add("archive.max_rows", "e.g. 200000", "must be positive")
+		add("archive.max_rows", eg(defaults.ArchiveMaxRows), "must be positive")
 	}
 	if c.Archive.MaxBytes < 1<<20 {
-		add("archive.max_bytes", "e.g. 33554432 (32 MiB)", "must be at least 1048576 (1 MiB)")
+		add("archive.max_bytes", egMiB(defaults.ArchiveMaxBytes), "must be at least 1048576 (1 MiB)")
 	}
 	if c.Archive.MaxDelay.D() <= 0 {
-		add("archive.max_delay", "e.g. 5s", "must be positive")
+		add("archive.max_delay", eg(defaults.ArchiveMaxDelay), "must be positive")
 	}
 	if c.NATS.DedupWindow.D() <= 0 {
-		add("nats.dedup_window", "e.g. 2m", "must be positive")
+		add("nats.dedup_window", eg(defaults.NATSDedupWindow), "must be positive")
 	}
 	if c.NATS.PublishTimeout.D() <= 0 {
-		add("nats.publish_timeout", "e.g. 5s", "must be positive")
+		add("nats.publish_timeout", eg(defaults.NATSPublishTimeout), "must be positive")
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		add("nats.replicas", "1 for one server, 3 for a cluster", "must be in 1..5")
@@ -727,10 +751,10 @@ func (c *Config) Validate() error {
 		add("nats.max_msgs", "0 for no limit, e.g. 50000000", "must not be negative")
 	}
 	if c.DLQ.MaxRecords < 0 {
-		add("dlq.max_records", "0 for no limit, e.g. 10000", "must not be negative")
+		add("dlq.max_records", "0 for no limit, "+eg(defaults.DLQMaxRecords), "must not be negative")
 	}
 	if c.DLQ.MaxLate < 0 {
-		add("dlq.max_late", "0 for no limit, e.g. 1000000", "must not be negative")
+		add("dlq.max_late", "0 for no limit, "+eg(defaults.DLQMaxLate), "must not be negative")
 	}
 	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
 		add("nats.tls_cert", "set nats.tls_cert and nats.tls_key together", "a client certificate needs its key, and a key its certificate")
@@ -739,32 +763,32 @@ func (c *Config) Validate() error {
 		add("nats.max_bytes", "0 for no limit, e.g. 10737418240 (10 GiB)", "must be 0 or at least 1048576 (one NATS message)")
 	}
 	if c.HTTP.MaxBodyBytes < 1024 {
-		add("http.max_body_bytes", "e.g. 16777216", "must be at least 1024")
+		add("http.max_body_bytes", eg(defaults.HTTPMaxBodyBytes), "must be at least 1024")
 	}
 	if c.HTTP.MaxInFlight < 1 {
-		add("http.max_in_flight", "e.g. 64", "must be positive")
+		add("http.max_in_flight", eg(defaults.HTTPMaxInFlight), "must be positive")
 	}
 	if m := c.HTTP.IngestMemoryBytes; m < 0 || (m > 0 && m < c.HTTP.MaxBodyBytes) {
-		add("http.ingest_memory_bytes", "e.g. 67108864 (64 MiB), or 0 for four times http.max_body_bytes", "must be 0 or at least http.max_body_bytes (%d)", c.HTTP.MaxBodyBytes)
+		add("http.ingest_memory_bytes", egMiB(defaults.HTTPIngestMemoryFactor*defaults.HTTPMaxBodyBytes)+", or 0 for four times http.max_body_bytes", "must be 0 or at least http.max_body_bytes (%d)", c.HTTP.MaxBodyBytes)
 	}
 	if c.HTTP.ReadTimeout.D() <= 0 {
-		add("http.read_timeout", "e.g. 60s", "must be positive")
+		add("http.read_timeout", eg(defaults.HTTPReadTimeout), "must be positive")
 	}
 	if c.HTTP.IdleTimeout.D() <= 0 {
-		add("http.idle_timeout", "e.g. 2m", "must be positive")
+		add("http.idle_timeout", eg(defaults.HTTPIdleTimeout), "must be positive")
 	}
 	if c.HTTP.QueryCacheBytes < 0 {
-		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")
+		add("http.query_cache_bytes", eg(defaults.HTTPQueryCacheBytes)+", or 0 for no cache", "must not be negative")
 	}
 	if c.HTTP.QueryMaxCells < 0 {
-		add("http.query_max_cells", "e.g. 1000000, or 0 for no bound", "must not be negative")
+		add("http.query_max_cells", eg(defaults.HTTPQueryMaxCells)+", or 0 for no bound", "must not be negative")
 	}
 	if c.HTTP.QueryMaxRows < 0 {
-		add("http.query_max_rows", "e.g. 1000000, or 0 for no bound", "must not be negative")
+		add("http.query_max_rows", eg(defaults.HTTPQueryMaxRows)+", or 0 for no bound", "must not be negative")
 	}
 	switch buffers := c.Archive.MaxBytes + c.HTTP.QueryCacheBytes; {
 	case c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < MinMemoryLimit):
-		add("memory_limit", "e.g. 402653184 (384 MiB), or 0 for no limit", "must be 0 or at least %d (64 MiB)", MinMemoryLimit)
+		add("memory_limit", egMiB(defaults.MemoryLimit)+", or 0 for no limit", "must be 0 or at least %d (64 MiB)", MinMemoryLimit)
 	case c.MemoryLimit > 0 && c.MemoryLimit < 2*buffers:
 		add("memory_limit", "raise it, or lower archive.max_bytes and http.query_cache_bytes",
 			"must be at least twice archive.max_bytes + http.query_cache_bytes (%d)", 2*buffers)
@@ -1058,4 +1082,37 @@ func inEvery(sets [][]logic.DefError) []logic.DefError {
 		}
 	}
 	return out
+}
+
+// eg is a validation hint quoting a default value: "e.g. 2000", "e.g. 2m".
+func eg[T int | int64 | time.Duration](v T) string {
+	if d, ok := any(v).(time.Duration); ok {
+		return "e.g. " + formatDuration(d)
+	}
+	return fmt.Sprintf("e.g. %d", v)
+}
+
+// egMiB is eg for a byte size of whole MiB: "e.g. 33554432 (32 MiB)".
+func egMiB(n int64) string { return fmt.Sprintf("e.g. %d (%d MiB)", n, n>>20) }
+
+// formatDuration writes a duration as the configuration reads it, in the
+// largest unit (d, h, m, s) that counts it whole at least twice, else in
+// seconds or milliseconds: 7d, 2m, 60s, 10s, 1s, 25ms. ParseDuration reads
+// it back.
+func formatDuration(d time.Duration) string {
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if d%u.d == 0 && d/u.d >= 2 {
+			return fmt.Sprintf("%d%s", d/u.d, u.name)
+		}
+	}
+	switch {
+	case d%time.Second == 0:
+		return fmt.Sprintf("%ds", d/time.Second)
+	case d%time.Millisecond == 0:
+		return fmt.Sprintf("%dms", d/time.Millisecond)
+	}
+	return d.String()
 }
