@@ -19,48 +19,49 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 )
 
 // ArchiverConfig configures the archiver.
 type ArchiverConfig struct {
-	MaxRows   int           // rows per write at most (default 200000)
-	MaxBytes  int64         // memory of the buffered rows (rowBytes) that triggers a write (default 32 MiB)
-	MaxDelay  time.Duration // longest a record waits in the buffer (default 5s)
-	FetchSize int           // events per fetch at most (default 1000; a fetch takes whole log records)
-	FetchWait time.Duration // longest wait of one fetch (default 500ms, at most MaxDelay)
-	IdleLag   time.Duration // idle streams are covered until server time minus this (default 1s)
-	Consumer  string        // durable consumer name (default "archive")
-	Retry     time.Duration // pause before a failed stream restarts (default 1s)
+	MaxRows   int           // rows per write at most (default defaults.ArchiveMaxRows)
+	MaxBytes  int64         // memory of the buffered rows (rowBytes) that triggers a write (default defaults.ArchiveMaxBytes)
+	MaxDelay  time.Duration // longest a record waits in the buffer (default defaults.ArchiveMaxDelay)
+	FetchSize int           // events per fetch at most (default defaults.ArchiveFetchSize, at most MaxRows; a fetch takes whole log records)
+	FetchWait time.Duration // longest wait of one fetch (default defaults.ArchiveFetchWait, at most MaxDelay)
+	IdleLag   time.Duration // idle streams are covered until server time minus this (default defaults.ArchiveIdleLag)
+	Consumer  string        // durable consumer name (default defaults.ArchiveConsumer)
+	Retry     time.Duration // pause before a failed stream restarts (default defaults.ArchiveRetry)
 }
 
 func (c *ArchiverConfig) defaults() {
 	if c.MaxRows <= 0 {
-		c.MaxRows = 200000
+		c.MaxRows = defaults.ArchiveMaxRows
 	}
 	if c.MaxDelay <= 0 {
-		c.MaxDelay = 5 * time.Second
+		c.MaxDelay = defaults.ArchiveMaxDelay
 	}
 	if c.FetchSize <= 0 {
-		c.FetchSize = 1000
+		c.FetchSize = defaults.ArchiveFetchSize
 	}
 	c.FetchSize = min(c.FetchSize, c.MaxRows)
 	if c.MaxBytes <= 0 {
-		c.MaxBytes = 32 << 20
+		c.MaxBytes = defaults.ArchiveMaxBytes
 	}
 	if c.FetchWait <= 0 {
-		c.FetchWait = 500 * time.Millisecond
+		c.FetchWait = defaults.ArchiveFetchWait
 	}
 	c.FetchWait = min(c.FetchWait, c.MaxDelay)
 	if c.IdleLag <= 0 {
-		c.IdleLag = time.Second
+		c.IdleLag = defaults.ArchiveIdleLag
 	}
 	if c.Consumer == "" {
-		c.Consumer = "archive"
+		c.Consumer = defaults.ArchiveConsumer
 	}
 	if c.Retry <= 0 {
-		c.Retry = time.Second
+		c.Retry = defaults.ArchiveRetry
 	}
 }
 

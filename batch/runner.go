@@ -18,13 +18,14 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
 )
 
 // RunnerConfig configures batch runs.
 type RunnerConfig struct {
-	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default 10s)
+	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default defaults.Epoch)
 	Threads int           // DuckDB threads (0: DuckDB's default)
 	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
 	// Log tells where each stream's log ends. With it, an on-demand run
@@ -58,7 +59,7 @@ type Runner struct {
 // reg may be nil.
 func NewRunner(cfg RunnerConfig, lk LakeReader, views ViewVersions, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
 	if cfg.Epoch < time.Millisecond {
-		cfg.Epoch = 10 * time.Second
+		cfg.Epoch = defaults.Epoch
 	}
 	if logger == nil {
 		logger = slog.Default()

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // PIIMode says how a personal field is masked before it reaches the log.
@@ -85,8 +87,9 @@ type Stream struct {
 	digests *sync.Pool  // of *piiHasher, for Digest
 }
 
-// DefaultMaxValueBytes bounds a string value when the stream sets no limit.
-const DefaultMaxValueBytes = 64 << 10
+// DefaultMaxValueBytes bounds a string value when the stream sets no limit
+// (defaults.StreamMaxValueBytes).
+const DefaultMaxValueBytes = defaults.StreamMaxValueBytes
 
 // NewStream compiles a stream definition. piiKey keys the HMAC of hashed
 // fields; it must stay the same for the life of the data.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
@@ -38,7 +39,7 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 	max := s.cfg.HTTP.MaxBodyBytes
 	if max <= 0 {
-		max = 16 << 20
+		max = defaults.HTTPMaxBodyBytes
 	}
 	body, ref := s.readBody(w, r, coding, max)
 	if ref != nil {

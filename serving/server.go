@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
 )
@@ -55,7 +56,8 @@ type Options struct {
 	// positions (SpeedStatus) every LivePoll while live clients exist.
 	Notifier query.CommitNotifier
 	// LivePoll is the fallback poll period without a Notifier, and the
-	// period of the batch-version check for live clients (0: 1s).
+	// period of the batch-version check for live clients (0:
+	// defaults.LivePoll).
 	LivePoll time.Duration
 	// QueryCacheBytes bounds the memory kept for answering queries again
 	// (0: no cache): answers, keyed by the batch version and the speed
@@ -116,12 +118,12 @@ func New(opts Options) (*Server, error) {
 	}
 	n := cfg.HTTP.MaxInFlight
 	if n < 1 {
-		n = 64
+		n = defaults.HTTPMaxInFlight
 	}
 	s.inflight = make(chan struct{}, n)
 	s.bodyMem = &memBudget{max: cfg.HTTP.IngestMemory()}
 	if s.bodyMem.max <= 0 {
-		s.bodyMem.max = 4 * 16 << 20
+		s.bodyMem.max = defaults.HTTPIngestMemoryFactor * defaults.HTTPMaxBodyBytes
 	}
 	var err error
 	if s.requests, err = metrics.Register(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_http_requests_total", Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"})); err != nil {

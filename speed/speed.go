@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
@@ -77,12 +78,12 @@ type Layer struct {
 	status map[string]*StreamStatus
 }
 
-// Defaults for Config fields left zero.
+// Defaults for Config fields left zero: the configuration's defaults.
 const (
-	DefaultBatchSize = 2000
-	DefaultMaxWait   = 100 * time.Millisecond
-	DefaultEpoch     = 10 * time.Second
-	DefaultMaxCells  = 50000
+	DefaultBatchSize = defaults.SpeedBatchSize
+	DefaultMaxWait   = defaults.SpeedMaxWait
+	DefaultEpoch     = defaults.Epoch
+	DefaultMaxCells  = defaults.SpeedMaxCells
 )
 
 // New builds the speed layer over an event log (C, its consumer type, is

@@ -7,7 +7,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"reflect"
 	"regexp"
@@ -20,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // Config is the whole configuration file.
@@ -80,7 +80,7 @@ func (h HTTP) IngestMemory() int64 {
 	if h.IngestMemoryBytes > 0 {
 		return h.IngestMemoryBytes
 	}
-	return 4 * h.MaxBodyBytes
+	return defaults.HTTPIngestMemoryFactor * h.MaxBodyBytes
 }
 
 // NATS configures the event log.
@@ -278,41 +278,64 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// DefaultMemoryLimit is memory_limit's default: 384 MiB of Go memory keeps
-// `braid up` under 512 MiB resident (with its code and DuckDB) at full
-// ingest on a laptop. A process whose live data outgrows it is slowed down
-// by the collector, never stopped: the limit is soft.
-const DefaultMemoryLimit = 384 << 20
+// DefaultMemoryLimit is memory_limit's default (defaults.MemoryLimit).
+const DefaultMemoryLimit = defaults.MemoryLimit
 
 // DefaultQueryMaxCells and DefaultQueryMaxRows are the defaults of
-// http.query_max_cells and http.query_max_rows: a week of minutes for a
-// hundred groups (about 300 and 500 bytes of memory each while an answer
-// is computed).
+// http.query_max_cells and http.query_max_rows (defaults.HTTPQueryMaxCells,
+// defaults.HTTPQueryMaxRows).
 const (
-	DefaultQueryMaxCells = 1_000_000
-	DefaultQueryMaxRows  = 1_000_000
+	DefaultQueryMaxCells = defaults.HTTPQueryMaxCells
+	DefaultQueryMaxRows  = defaults.HTTPQueryMaxRows
 )
 
 // MinMemoryLimit is the smallest memory_limit other than 0.
 const MinMemoryLimit = 64 << 20
 
-// Default returns the configuration every field falls back to.
+// Default returns the configuration every field falls back to, built from
+// the package defaults (the values the components fall back to as well).
 func Default() Config {
 	return Config{
-		DataDir:   "./data",
-		Namespace: "braid",
-		HTTP: HTTP{Addr: ":8080", MaxBodyBytes: 16 << 20, MaxInFlight: 64,
-			ReadTimeout: Duration(time.Minute), IdleTimeout: Duration(2 * time.Minute), QueryCacheBytes: 128 << 20,
-			QueryMaxCells: DefaultQueryMaxCells, QueryMaxRows: DefaultQueryMaxRows},
-		NATS:      NATS{Replicas: 1, DedupWindow: Duration(2 * time.Minute), PublishTimeout: Duration(5 * time.Second), MaxMsgs: 0, MaxBytes: 0},
-		Epoch:     Duration(10 * time.Second),
-		Batch:     Batch{Every: Duration(15 * time.Minute), KeepVersions: 3, SettleTimeout: Duration(time.Minute)},
-		Speed:     Speed{BatchSize: 2000, MaxWait: Duration(25 * time.Millisecond), MaxCells: 50000},
-		Archive:   Archive{MaxRows: 200000, MaxBytes: 32 << 20, MaxDelay: Duration(5 * time.Second)},
-		DLQ:       DLQ{MaxAge: Duration(7 * 24 * time.Hour), MaxRecords: 10_000, MaxLate: 1_000_000},
-		PIIKeyEnv: "BRAID_PII_KEY",
-
-		MemoryLimit: DefaultMemoryLimit,
+		DataDir:   defaults.DataDir,
+		Namespace: defaults.Namespace,
+		HTTP: HTTP{
+			Addr:            defaults.HTTPAddr,
+			MaxBodyBytes:    defaults.HTTPMaxBodyBytes,
+			MaxInFlight:     defaults.HTTPMaxInFlight,
+			ReadTimeout:     Duration(defaults.HTTPReadTimeout),
+			IdleTimeout:     Duration(defaults.HTTPIdleTimeout),
+			QueryCacheBytes: defaults.HTTPQueryCacheBytes,
+			QueryMaxCells:   defaults.HTTPQueryMaxCells,
+			QueryMaxRows:    defaults.HTTPQueryMaxRows,
+		},
+		NATS: NATS{
+			Replicas:       defaults.NATSReplicas,
+			DedupWindow:    Duration(defaults.NATSDedupWindow),
+			PublishTimeout: Duration(defaults.NATSPublishTimeout),
+		},
+		Epoch: Duration(defaults.Epoch),
+		Batch: Batch{
+			Every:         Duration(defaults.BatchEvery),
+			KeepVersions:  defaults.BatchKeepVersions,
+			SettleTimeout: Duration(defaults.BatchSettleTimeout),
+		},
+		Speed: Speed{
+			BatchSize: defaults.SpeedBatchSize,
+			MaxWait:   Duration(defaults.SpeedMaxWait),
+			MaxCells:  defaults.SpeedMaxCells,
+		},
+		Archive: Archive{
+			MaxRows:  defaults.ArchiveMaxRows,
+			MaxBytes: defaults.ArchiveMaxBytes,
+			MaxDelay: Duration(defaults.ArchiveMaxDelay),
+		},
+		DLQ: DLQ{
+			MaxAge:     Duration(defaults.DLQMaxAge),
+			MaxRecords: defaults.DLQMaxRecords,
+			MaxLate:    defaults.DLQMaxLate,
+		},
+		PIIKeyEnv:   defaults.PIIKeyEnv,
+		MemoryLimit: defaults.MemoryLimit,
 	}
 }
 
@@ -669,211 +692,6 @@ func (c *Config) Warnings() []string {
 		out = append(out, fmt.Sprintf("batch.settle_timeout %v is shorter than epoch + archive.max_delay (%v): on-demand batch runs will often stop waiting before they cover what was acknowledged", st, c.Epoch.D()+c.Archive.MaxDelay.D()))
 	}
 	return out
-}
-
-// Validate checks every field and compiles every stream and view, collecting
-// all errors.
-func (c *Config) Validate() error {
-	var errs []Error
-	add := func(key, hint, format string, args ...any) {
-		errs = append(errs, Error{Key: key, Line: c.lineOf(key), Msg: fmt.Sprintf(format, args...), Hint: hint})
-	}
-	if c.DataDir == "" {
-		add("data_dir", "a directory for the lake and batch views", "must not be empty")
-	}
-	if !regexp.MustCompile(`^[a-z][a-z0-9_-]{0,30}$`).MatchString(c.Namespace) {
-		add("namespace", "lowercase letters, digits, - and _", "bad namespace %q", c.Namespace)
-	}
-	if c.Epoch.D() < time.Second || c.Epoch.D() > time.Hour || c.Epoch.D()%time.Second != 0 {
-		add("epoch", "e.g. 10s", "must be whole seconds between 1s and 1h")
-	}
-	if c.Batch.Every.D() != 0 && c.Batch.Every.D() < c.Epoch.D() {
-		add("batch.every", "a batch run covers whole epochs", "must be 0 (on demand) or at least the epoch")
-	}
-	if c.Batch.KeepVersions < 1 {
-		add("batch.keep_versions", "keep at least the current version", "must be at least 1")
-	}
-	if c.Batch.SettleTimeout.D() < 0 || c.Batch.SettleTimeout.D() > time.Hour {
-		add("batch.settle_timeout", "e.g. 60s; 0 takes what the lake covers without waiting", "must be between 0 and 1h")
-	}
-	if c.Speed.BatchSize < 1 || c.Speed.BatchSize > 100000 {
-		add("speed.batch_size", "e.g. 2000", "must be in 1..100000")
-	}
-	if c.Speed.MaxWait.D() <= 0 {
-		add("speed.max_wait", "e.g. 100ms", "must be positive")
-	}
-	if c.Speed.MaxCells < 1 {
-		add("speed.max_cells", "e.g. 50000", "must be positive")
-	}
-	if c.Archive.MaxRows < 1 {
-		add("archive.max_rows", "e.g. 200000", "must be positive")
-	}
-	if c.Archive.MaxBytes < 1<<20 {
-		add("archive.max_bytes", "e.g. 33554432 (32 MiB)", "must be at least 1048576 (1 MiB)")
-	}
-	if c.Archive.MaxDelay.D() <= 0 {
-		add("archive.max_delay", "e.g. 5s", "must be positive")
-	}
-	if c.NATS.DedupWindow.D() <= 0 {
-		add("nats.dedup_window", "e.g. 2m", "must be positive")
-	}
-	if c.NATS.PublishTimeout.D() <= 0 {
-		add("nats.publish_timeout", "e.g. 5s", "must be positive")
-	}
-	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
-		add("nats.replicas", "1 for one server, 3 for a cluster", "must be in 1..5")
-	}
-	if c.NATS.MaxMsgs < 0 {
-		add("nats.max_msgs", "0 for no limit, e.g. 50000000", "must not be negative")
-	}
-	if c.DLQ.MaxRecords < 0 {
-		add("dlq.max_records", "0 for no limit, e.g. 10000", "must not be negative")
-	}
-	if c.DLQ.MaxLate < 0 {
-		add("dlq.max_late", "0 for no limit, e.g. 1000000", "must not be negative")
-	}
-	if (c.NATS.TLSCert == "") != (c.NATS.TLSKey == "") {
-		add("nats.tls_cert", "set nats.tls_cert and nats.tls_key together", "a client certificate needs its key, and a key its certificate")
-	}
-	if c.NATS.MaxBytes < 0 || (c.NATS.MaxBytes > 0 && c.NATS.MaxBytes < 1<<20) {
-		add("nats.max_bytes", "0 for no limit, e.g. 10737418240 (10 GiB)", "must be 0 or at least 1048576 (one NATS message)")
-	}
-	if c.HTTP.MaxBodyBytes < 1024 {
-		add("http.max_body_bytes", "e.g. 16777216", "must be at least 1024")
-	}
-	if c.HTTP.MaxInFlight < 1 {
-		add("http.max_in_flight", "e.g. 64", "must be positive")
-	}
-	if m := c.HTTP.IngestMemoryBytes; m < 0 || (m > 0 && m < c.HTTP.MaxBodyBytes) {
-		add("http.ingest_memory_bytes", "e.g. 67108864 (64 MiB), or 0 for four times http.max_body_bytes", "must be 0 or at least http.max_body_bytes (%d)", c.HTTP.MaxBodyBytes)
-	}
-	if c.HTTP.ReadTimeout.D() <= 0 {
-		add("http.read_timeout", "e.g. 60s", "must be positive")
-	}
-	if c.HTTP.IdleTimeout.D() <= 0 {
-		add("http.idle_timeout", "e.g. 2m", "must be positive")
-	}
-	if c.HTTP.QueryCacheBytes < 0 {
-		add("http.query_cache_bytes", "e.g. 134217728, or 0 for no cache", "must not be negative")
-	}
-	if c.HTTP.QueryMaxCells < 0 {
-		add("http.query_max_cells", "e.g. 1000000, or 0 for no bound", "must not be negative")
-	}
-	if c.HTTP.QueryMaxRows < 0 {
-		add("http.query_max_rows", "e.g. 1000000, or 0 for no bound", "must not be negative")
-	}
-	switch buffers := c.Archive.MaxBytes + c.HTTP.QueryCacheBytes; {
-	case c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < MinMemoryLimit):
-		add("memory_limit", "e.g. 402653184 (384 MiB), or 0 for no limit", "must be 0 or at least %d (64 MiB)", MinMemoryLimit)
-	case c.MemoryLimit > 0 && c.MemoryLimit < 2*buffers:
-		add("memory_limit", "raise it, or lower archive.max_bytes and http.query_cache_bytes",
-			"must be at least twice archive.max_bytes + http.query_cache_bytes (%d)", 2*buffers)
-	}
-	for i, k := range c.Auth.Keys {
-		key := fmt.Sprintf("auth.keys[%d]", i)
-		if k.Name == "" {
-			add(key+".name", "", "a key needs a name")
-		}
-		if (k.TokenEnv == "") == (k.SHA256 == "") {
-			add(key, "set token_env or sha256", "a key needs exactly one of token_env and sha256")
-		}
-		if k.SHA256 != "" && !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(k.SHA256) {
-			add(key+".sha256", "sha256sum of the token, 64 hex digits", "bad hash")
-		}
-		for _, s := range k.Scopes {
-			if !validScope(s) {
-				add(key+".scopes", "admin, ingest:<stream>, read:<view pattern>", "unknown scope %q", s)
-			}
-		}
-	}
-	if len(c.Streams) == 0 {
-		add("streams", "declare at least one stream", "no streams")
-	}
-	// Each stream is checked whole, and each view against its stream, even
-	// when the stream has errors: a mistake never hides another one. A
-	// field whose type cannot be read may have been meant as any type, so
-	// the stream and its views are checked once per type it could have,
-	// and only what is wrong whatever that type is gets reported.
-	checked := map[string][]*logic.Stream{}
-	for _, name := range sortedKeys(c.Streams) {
-		key := "streams." + name
-		if !nameRe.MatchString(name) {
-			add(key, "lowercase letters, digits and _", "bad stream name")
-			continue
-		}
-		def, fieldErrs := c.streamDef(name)
-		for _, fe := range fieldErrs {
-			add(key+"."+fe.Key, fe.Hint, "%s", fe.Msg)
-		}
-		var untyped []string
-		for _, f := range sortedKeys(c.Streams[name].Fields) {
-			if _, ok := def.Fields[f]; !ok {
-				untyped = append(untyped, f)
-			}
-		}
-		defs := []logic.StreamDef{def}
-		if len(untyped) > 0 {
-			defs = nil
-			for _, t := range []logic.FieldType{logic.TypeString, logic.TypeInt, logic.TypeFloat, logic.TypeBool, logic.TypeTime} {
-				d := def
-				d.Fields = maps.Clone(def.Fields)
-				for _, f := range untyped {
-					d.Fields[f] = t
-				}
-				defs = append(defs, d)
-			}
-		}
-		var sets [][]logic.DefError
-		for _, d := range defs {
-			s, errs := logic.CheckStream(name, d)
-			checked[name] = append(checked[name], s)
-			sets = append(sets, errs)
-		}
-		for _, e := range inEvery(sets) {
-			add(key+"."+e.Key, "", "%v", e.Err)
-		}
-	}
-	if len(c.Views.Names) == 0 {
-		add("views", "declare at least one view", "no views")
-	}
-	for _, name := range c.Views.Names {
-		key := "views." + name
-		vc := c.Views.ByName[name]
-		if !nameRe.MatchString(name) {
-			add(key, "lowercase letters, digits and _", "bad view name")
-			continue
-		}
-		streams, ok := checked[vc.Stream]
-		if !ok {
-			if _, declared := c.Streams[vc.Stream]; !declared {
-				add(key+".stream", "one of the streams above", "unknown stream %q", vc.Stream)
-			}
-			continue
-		}
-		var sets [][]logic.DefError
-		for _, s := range streams {
-			sets = append(sets, logic.CheckView(name, viewDef(vc), s))
-		}
-		for _, e := range inEvery(sets) {
-			add(key+"."+e.Key, "", "%v", e.Err)
-		}
-	}
-	if len(errs) > 0 {
-		return &Errors{List: errs}
-	}
-	return nil
-}
-
-func validScope(s string) bool {
-	if s == "admin" {
-		return true
-	}
-	for _, p := range []string{"ingest:", "read:"} {
-		if strings.HasPrefix(s, p) && len(s) > len(p) {
-			return true
-		}
-	}
-	return false
 }
 
 type fieldErr struct{ Key, Msg, Hint string }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"time"
@@ -81,7 +82,7 @@ func New(opts Options) (*Engine, error) {
 	e := &Engine{cat: opts.Catalog, speed: opts.Speed, status: opts.SpeedStatus, views: opts.Views, maxCells: opts.MaxCells, maxRows: opts.MaxRows,
 		notifier: opts.Notifier, poll: opts.LivePoll, logger: opts.Logger}
 	if e.poll <= 0 {
-		e.poll = time.Second
+		e.poll = defaults.LivePoll
 	}
 	if e.logger == nil {
 		e.logger = slog.Default()

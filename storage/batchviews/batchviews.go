@@ -35,6 +35,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/fsatomic"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // Row is one cell of a batch view: a window start (unix ms), an encoded
@@ -175,7 +176,8 @@ const (
 type Option func(*Store)
 
 // WithKeepVersions sets how many versions (the current one included) keep
-// their files; older ones are removed at Publish. Default 3.
+// their files; older ones are removed at Publish. Default
+// defaults.BatchKeepVersions.
 func WithKeepVersions(n int) Option {
 	return func(s *Store) {
 		if n >= 1 {
@@ -184,7 +186,8 @@ func WithKeepVersions(n int) Option {
 	}
 }
 
-// WithKeepRuns sets how many run records are kept. Default 500.
+// WithKeepRuns sets how many run records are kept. Default
+// defaults.BatchKeepRuns.
 func WithKeepRuns(n int) Option {
 	return func(s *Store) {
 		if n >= 1 {
@@ -224,7 +227,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("batchviews: %w", err)
 	}
-	s := &Store{dir: abs, keep: 3, keepRuns: 500, versions: map[string]*Version{}, cache: map[string]*entry{}}
+	s := &Store{dir: abs, keep: defaults.BatchKeepVersions, keepRuns: defaults.BatchKeepRuns, versions: map[string]*Version{}, cache: map[string]*entry{}}
 	for _, o := range opts {
 		o(s)
 	}

@@ -21,13 +21,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // Options configures the log.
 type Options struct {
 	Namespace   string        // prefix of stream names and subjects
 	Replicas    int           // JetStream replicas (1 for a single server)
-	DedupWindow time.Duration // message-id dedup window of the clean streams
+	DedupWindow time.Duration // message-id dedup window of the clean streams (0: defaults.NATSDedupWindow)
 	MaxAge      time.Duration // retention of clean events (0: forever)
 	MaxMsgs     int64         // limit of clean log records per stream (0: none); publishes beyond get ErrFull
 	MaxBytes    int64         // byte limit per stream (0: none)
@@ -66,13 +68,13 @@ type Log struct {
 // the configured settings.
 func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Options) (*Log, error) {
 	if opts.Replicas < 1 {
-		opts.Replicas = 1
+		opts.Replicas = defaults.NATSReplicas
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 5 * time.Second
+		opts.PublishTimeout = defaults.NATSPublishTimeout
 	}
 	if opts.DedupWindow <= 0 {
-		opts.DedupWindow = 2 * time.Minute
+		opts.DedupWindow = defaults.NATSDedupWindow
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -1,0 +1,108 @@
+// Package defaults is the one home of Braid's default values. The
+// configuration's Default is built from them, its validation hints quote
+// them, and every component given a zero value falls back to the same
+// constant, so a component built without a configuration behaves as one
+// built from the default configuration.
+//
+// The package imports nothing of Braid: every layer may read it, storage
+// included, without importing the configuration.
+//
+// The names follow the configuration's keys: HTTPMaxInFlight is
+// http.max_in_flight, SpeedMaxWait is speed.max_wait. Values with no key
+// (a component's own bounds, such as the archiver's fetch size) say so.
+package defaults
+
+import "time"
+
+// Top-level keys.
+const (
+	DataDir   = "./data"        // data_dir
+	Namespace = "braid"         // namespace
+	PIIKeyEnv = "BRAID_PII_KEY" // pii_key_env
+	Epoch     = 10 * time.Second
+
+	// MemoryLimit is memory_limit: 384 MiB of Go memory keeps `braid up`
+	// under 512 MiB resident (with its code and DuckDB) at full ingest on
+	// a laptop. A process whose live data outgrows it is slowed down by
+	// the collector, never stopped: the limit is soft.
+	MemoryLimit = 384 << 20
+)
+
+// http.*
+const (
+	HTTPAddr         = ":8080"
+	HTTPMaxBodyBytes = 16 << 20
+	HTTPMaxInFlight  = 64
+	// HTTPIngestMemoryFactor: http.ingest_memory_bytes 0 means this many
+	// times http.max_body_bytes.
+	HTTPIngestMemoryFactor = 4
+	HTTPReadTimeout        = time.Minute
+	HTTPIdleTimeout        = 2 * time.Minute
+	HTTPQueryCacheBytes    = 128 << 20
+	// HTTPQueryMaxCells and HTTPQueryMaxRows: a week of minutes for a
+	// hundred groups (about 300 and 500 bytes of memory each while an
+	// answer is computed).
+	HTTPQueryMaxCells = 1_000_000
+	HTTPQueryMaxRows  = 1_000_000
+
+	// LivePoll (no key) is the period of the live pushes' fallback poll of
+	// the speed positions and of their batch-version check.
+	LivePoll = time.Second
+)
+
+// nats.*
+const (
+	NATSReplicas       = 1
+	NATSDedupWindow    = 2 * time.Minute
+	NATSPublishTimeout = 5 * time.Second
+)
+
+// batch.*
+const (
+	BatchEvery         = 15 * time.Minute
+	BatchKeepVersions  = 3
+	BatchSettleTimeout = time.Minute
+
+	// BatchKeepRuns (no key) is how many batch run records are kept.
+	BatchKeepRuns = 500
+)
+
+// speed.*
+const (
+	SpeedBatchSize = 2000
+	SpeedMaxWait   = 25 * time.Millisecond
+	SpeedMaxCells  = 50000
+)
+
+// archive.*
+const (
+	ArchiveMaxRows  = 200000
+	ArchiveMaxBytes = 32 << 20
+	ArchiveMaxDelay = 5 * time.Second
+
+	// The archiver's own bounds (no key).
+	ArchiveFetchSize = 1000                   // events per fetch at most (at most ArchiveMaxRows)
+	ArchiveFetchWait = 500 * time.Millisecond // longest wait of one fetch (at most the max delay)
+	ArchiveIdleLag   = time.Second            // idle streams are covered until server time minus this
+	ArchiveConsumer  = "archive"              // durable consumer name
+	ArchiveRetry     = time.Second            // pause before a failed stream restarts
+)
+
+// dlq.*
+const (
+	DLQMaxAge     = 7 * 24 * time.Hour
+	DLQMaxRecords = 10_000
+	DLQMaxLate    = 1_000_000
+)
+
+// streams.S.*
+const (
+	// StreamMaxValueBytes is max_value_bytes: it bounds a string value when
+	// the stream sets no limit.
+	StreamMaxValueBytes = 64 << 10
+
+	// WatermarkLead is how far past an event's arrival (the time the log
+	// stored it) the watermark may move when the stream sets no
+	// max_future.
+	WatermarkLead = time.Minute
+)

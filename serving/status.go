@@ -1,0 +1,292 @@
+package serving
+
+import (
+	"context"
+	"encoding/json"
+	"github.com/braid-data/braid/serving/query"
+	"time"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/storage/batchviews"
+)
+
+// Status is the answer of GET /v1/status (the Status schema of
+// openapi.json). A part this process cannot read is reported in place
+// (StatusPart); the answer is 200 as long as the server runs.
+//
+// The fields of every type here are in the order of their JSON names, so
+// that the answer lists its keys in alphabetical order.
+type Status struct {
+	Batch   StatusPart[StatusBatch] `json:"batch"`
+	Streams map[string]StatusStream `json:"streams"`
+	Time    string                  `json:"time"`     // RFC 3339, UTC
+	UptimeS int64                   `json:"uptime_s"` // seconds since the server started
+	Views   map[string]StatusView   `json:"views"`
+}
+
+// StatusStream is a stream's status. Accepted, rejected, dead letters and
+// too-late records are what the log holds, the same in every process:
+// events stored in the clean log (each once), dead letters, too-late
+// records. A count that could not be read is null, with its error beside
+// it; without a log, the dead letters and too-late records are absent.
+type StatusStream struct {
+	Accepted         *uint64                   `json:"accepted"`
+	AcceptedError    *string                   `json:"accepted_error,omitempty"`
+	Archive          StatusPart[StatusArchive] `json:"archive"`
+	DeadLetters      Optional[uint64]          `json:"dead_letters,omitzero"`
+	DeadLettersError *string                   `json:"dead_letters_error,omitempty"`
+	Late             Optional[uint64]          `json:"late,omitzero"`
+	LateError        *string                   `json:"late_error,omitempty"`
+	Log              StatusPart[StatusLog]     `json:"log"`
+	Rejected         *uint64                   `json:"rejected"` // the dead letters held
+	RejectedError    *string                   `json:"rejected_error,omitempty"`
+	Speed            StatusPart[StatusSpeed]   `json:"speed"`
+}
+
+// StatusLog is a stream's clean log, in log records.
+type StatusLog struct {
+	FirstSeq uint64  `json:"first_seq"`
+	LastSeq  uint64  `json:"last_seq"`
+	LastTime *string `json:"last_time"` // RFC 3339 with nanoseconds, UTC; null when the log is empty
+	Msgs     uint64  `json:"msgs"`
+}
+
+// StatusSpeed is the speed layer's position on a stream.
+type StatusSpeed struct {
+	Lag          *uint64 `json:"lag"`            // log records not yet folded (null without a log)
+	MaxEventTime *string `json:"max_event_time"` // largest event time seen (null: none)
+	Seq          uint64  `json:"seq"`            // last log record folded
+	Watermark    *string `json:"watermark"`      // max event time minus the allowed lateness (null: none)
+}
+
+// StatusArchive is the archiver's checkpoint on a stream.
+type StatusArchive struct {
+	CoveredUntil *string `json:"covered_until"` // every record that arrived before it is in the lake (null: none)
+	Lag          *uint64 `json:"lag"`           // log records not yet in the lake (null without a log)
+	Seq          uint64  `json:"seq"`           // last log record in the lake
+}
+
+// StatusBatch is the current batch view version and the last run.
+type StatusBatch struct {
+	Created      *time.Time         `json:"created"` // null: no version yet
+	Cutoffs      map[string]*string `json:"cutoffs"` // per view of the catalog (null: no cutoff)
+	LastRun      *batchviews.Run    `json:"last_run"`
+	LastRunError *string            `json:"last_run_error,omitempty"`
+	Version      *string            `json:"version"`
+}
+
+// StatusView is a view's status.
+type StatusView struct {
+	BatchCutoff *string `json:"batch_cutoff"` // the cutoff of the current version when it holds this definition
+	Definition  string  `json:"definition"`
+	FreshnessMs *int64  `json:"freshness_ms"` // now minus the newest event time (speed) or the batch cutoff; null: neither
+	Progress    float64 `json:"progress"`     // 0..1, 1 when ready
+	State       string  `json:"state"`        // ready | rebuilding
+	Stream      string  `json:"stream"`
+}
+
+// The status of a part that could not be read.
+const (
+	partError   = "error"       // reading it failed: Error says why
+	unavailable = "unavailable" // this process has no such component
+)
+
+// StatusPart is a part of the status: its values (OK), or, when they
+// could not be read, {"status": "error", "error": "..."}, or, when this
+// process has no such component, {"status": "unavailable"}.
+type StatusPart[T any] struct {
+	OK     *T
+	Status string // partError or unavailable, when OK is nil
+	Error  string // with partError
+}
+
+func partOK[T any](v T) StatusPart[T] { return StatusPart[T]{OK: &v} }
+
+func partFailed[T any](err error) StatusPart[T] {
+	return StatusPart[T]{Status: partError, Error: err.Error()}
+}
+
+func partUnavailable[T any]() StatusPart[T] { return StatusPart[T]{Status: unavailable} }
+
+// MarshalJSON writes the values, or the status of a part that could not
+// be read.
+func (p StatusPart[T]) MarshalJSON() ([]byte, error) {
+	switch {
+	case p.OK != nil:
+		return json.Marshal(p.OK)
+	case p.Status == partError:
+		return json.Marshal(struct {
+			Error  string `json:"error"`
+			Status string `json:"status"`
+		}{p.Error, p.Status})
+	}
+	return json.Marshal(struct {
+		Status string `json:"status"`
+	}{p.Status})
+}
+
+// Optional is a field that is absent (Set false, with omitzero), null
+// (Value nil) or a value.
+type Optional[T any] struct {
+	Set   bool
+	Value *T
+}
+
+func optional[T any](v T) Optional[T] { return Optional[T]{Set: true, Value: &v} }
+
+// IsZero makes an unset Optional absent under omitzero.
+func (o Optional[T]) IsZero() bool { return !o.Set }
+
+// MarshalJSON writes the value, or null.
+func (o Optional[T]) MarshalJSON() ([]byte, error) { return json.Marshal(o.Value) }
+
+func ptr[T any](v T) *T { return &v }
+
+// timePtr is a unix ms time in RFC 3339, nil for none (0 or less).
+func timePtr(ms int64) *string {
+	if ms <= 0 {
+		return nil
+	}
+	return ptr(logic.FormatTime(ms))
+}
+
+// status reads every part of the status at now.
+func (s *Server) status(ctx context.Context, now time.Time) Status {
+	cat := s.opts.Catalog
+	out := Status{Streams: map[string]StatusStream{}, Views: map[string]StatusView{},
+		Time: now.UTC().Format(time.RFC3339Nano), UptimeS: int64(time.Since(s.started).Seconds())}
+	maxEvent := map[string]int64{}              // speed layer's largest event time per stream
+	positions := map[string]query.StreamSpeed{} // the speed layer's positions
+	for _, name := range cat.StreamOrder {
+		st := s.streamStatus(ctx, name, cat.Streams[name], maxEvent, positions)
+		out.Streams[name] = st
+	}
+	var ver *batchviews.Version
+	out.Batch, ver = s.batchStatus()
+	for _, vn := range cat.ViewOrder {
+		v := cat.Views[vn]
+		var cutoff int64
+		if ver != nil && ver.Views[vn].Definition == v.Definition() {
+			cutoff = ver.Views[vn].Cutoff
+		}
+		vo := StatusView{Stream: v.Stream.Name, Definition: v.Definition(), BatchCutoff: timePtr(cutoff)}
+		if vs := s.engine.ViewState(v, ver, positions[v.Stream.Name]); vs.Ready {
+			vo.State, vo.Progress = "ready", 1.0
+		} else {
+			vo.State, vo.Progress = "rebuilding", vs.Progress
+		}
+		if me := maxEvent[v.Stream.Name]; me > 0 {
+			vo.FreshnessMs = ptr(now.UnixMilli() - me)
+		} else if cutoff > 0 {
+			vo.FreshnessMs = ptr(now.UnixMilli() - cutoff)
+		}
+		out.Views[vn] = vo
+	}
+	return out
+}
+
+// streamStatus reads a stream's counts, log, speed position and archive
+// checkpoint; it notes the speed position in maxEvent and positions.
+func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream, maxEvent map[string]int64, positions map[string]query.StreamSpeed) StatusStream {
+	var out StatusStream
+	var lastSeq uint64
+	haveLog := false
+	if l := s.opts.Log; l != nil {
+		if n, err := l.EventCount(ctx, name); err == nil {
+			out.Accepted = &n
+		} else {
+			out.AcceptedError = ptr(err.Error())
+		}
+		if n, err := l.DeadLetterCount(ctx, name); err == nil {
+			out.Rejected, out.DeadLetters = &n, optional(n)
+		} else {
+			out.DeadLetters = Optional[uint64]{Set: true}
+			out.RejectedError, out.DeadLettersError = ptr(err.Error()), ptr(err.Error())
+		}
+		if n, err := l.LateCount(ctx, name); err == nil {
+			out.Late = optional(n)
+		} else {
+			out.Late = Optional[uint64]{Set: true}
+			out.LateError = ptr(err.Error())
+		}
+		if info, err := l.Info(ctx, name); err == nil {
+			lastSeq, haveLog = info.LastSeq, true
+			lg := StatusLog{FirstSeq: info.FirstSeq, LastSeq: info.LastSeq, Msgs: info.Msgs}
+			if !info.LastTime.IsZero() {
+				lg.LastTime = ptr(info.LastTime.UTC().Format(time.RFC3339Nano))
+			}
+			out.Log = partOK(lg)
+		} else {
+			out.Log = partFailed[StatusLog](err)
+		}
+	} else {
+		out.Log = partUnavailable[StatusLog]()
+	}
+	if ss := s.opts.SpeedStatus; ss != nil {
+		if pos, err := ss.StreamStatus(ctx, name); err == nil {
+			maxEvent[name], positions[name] = pos.Watermark, pos
+			sp := StatusSpeed{Seq: pos.Seq, MaxEventTime: timePtr(pos.Watermark),
+				Watermark: timePtr(logic.Watermark{Max: pos.Watermark}.At(st.AllowedLateness))}
+			if haveLog {
+				sp.Lag = ptr(lag(lastSeq, pos.Seq))
+			}
+			out.Speed = partOK(sp)
+		} else {
+			out.Speed = partFailed[StatusSpeed](err)
+		}
+	} else {
+		out.Speed = partUnavailable[StatusSpeed]()
+	}
+	if as := s.opts.Archive; as != nil {
+		if cp, err := as.ArchiveCheckpoint(ctx, name); err == nil {
+			ar := StatusArchive{Seq: cp.Seq, CoveredUntil: timePtr(cp.CoveredUntil)}
+			if haveLog {
+				ar.Lag = ptr(lag(lastSeq, cp.Seq))
+			}
+			out.Archive = partOK(ar)
+		} else {
+			out.Archive = partFailed[StatusArchive](err)
+		}
+	} else {
+		out.Archive = partUnavailable[StatusArchive]()
+	}
+	return out
+}
+
+// batchStatus reads the current batch version (nil when there is none or
+// it cannot be read) and the last run.
+func (s *Server) batchStatus() (StatusPart[StatusBatch], *batchviews.Version) {
+	vs := s.opts.Views
+	if vs == nil {
+		return partUnavailable[StatusBatch](), nil
+	}
+	ver, err := vs.Current()
+	if err != nil {
+		return partFailed[StatusBatch](err), nil
+	}
+	b := StatusBatch{Cutoffs: map[string]*string{}}
+	for _, vn := range s.opts.Catalog.ViewOrder {
+		b.Cutoffs[vn] = nil
+	}
+	if ver != nil {
+		b.Version, b.Created = &ver.ID, &ver.Created
+		for vn, vv := range ver.Views {
+			if _, ok := b.Cutoffs[vn]; ok {
+				b.Cutoffs[vn] = timePtr(vv.Cutoff)
+			}
+		}
+	}
+	if runs, err := vs.Runs(); err != nil {
+		b.LastRunError = ptr(err.Error())
+	} else if len(runs) > 0 {
+		b.LastRun = &runs[0]
+	}
+	return partOK(b), ver
+}
+
+func lag(last, at uint64) uint64 {
+	if last > at {
+		return last - at
+	}
+	return 0
+}
