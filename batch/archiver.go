@@ -71,7 +71,7 @@ func (c *ArchiverConfig) defaults() {
 // lake's checkpoint then skips, so every record lands exactly once.
 type Archiver struct {
 	cfg    ArchiverConfig
-	log    *eventlog.Log
+	log    anyLog
 	lk     LakeWriter
 	cat    *config.Catalog
 	logger *slog.Logger
@@ -86,14 +86,20 @@ type Archiver struct {
 	seq                *prometheus.GaugeVec
 }
 
-// NewArchiver returns an archiver for every stream of cat. reg may be nil.
-func NewArchiver(cfg ArchiverConfig, log *eventlog.Log, lk LakeWriter, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Archiver {
+// NewArchiver returns an archiver for every stream of cat over an event log
+// (C, its consumer type, is inferred: *eventlog.Log gives
+// *eventlog.Consumer). reg may be nil.
+func NewArchiver[C LogConsumer](cfg ArchiverConfig, log EventLog[C], lk LakeWriter, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Archiver {
 	cfg.defaults()
+	al, ok := any(log).(anyLog)
+	if !ok {
+		al = anyConsumers[C]{log}
+	}
 	if logger == nil {
 		logger = slog.Default()
 	}
 	f := promauto.With(reg)
-	return &Archiver{cfg: cfg, log: log, lk: lk, cat: cat, logger: logger.With("component", "archiver"),
+	return &Archiver{cfg: cfg, log: al, lk: lk, cat: cat, logger: logger.With("component", "archiver"),
 		status:     map[string]lake.Checkpoint{},
 		rows:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_rows_total", Help: "Records written to the lake."}, []string{"stream"}),
 		files:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_files_total", Help: "Parquet files written to the lake."}, []string{"stream"}),
@@ -158,7 +164,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 // streamState is one stream's archiving position and buffer.
 type streamState struct {
 	s        *logic.Stream
-	cons     *eventlog.Consumer
+	cons     LogConsumer
 	cp       lake.Checkpoint // committed
 	wcp      lake.Checkpoint // of the last write started (cp when none is in flight)
 	inflight *write          // the write in flight, if any

@@ -2,9 +2,11 @@ package batch
 
 import (
 	"context"
+	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 )
 
@@ -109,4 +111,56 @@ type SpeedCell struct {
 type SpeedSnapshot interface {
 	Position(ctx context.Context, stream string) (seq uint64, found bool, err error)
 	Cells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]SpeedCell, error)
+}
+
+// LogConsumer is a durable pull consumer of one stream of the event log,
+// with ack-all semantics, as the archiver reads it.
+//
+// Fetch returns up to max records in log order, waiting at most wait for
+// the first; an empty result with a nil error means nothing arrived in
+// time, and once ctx ends it returns soon with ctx's error. Delivery is at
+// least once: a record delivered and not acknowledged (here, or to an
+// earlier consumer of the same durable name) comes again after the ack
+// wait, possibly behind later ones; the lake's checkpoint, not the
+// consumer, decides what is written. Ack acknowledges m and every earlier
+// record, waiting for the server; Nak asks for m to come again after
+// delay. Info reports the consumer's backlog. Close stops delivery and
+// hands what is buffered back to the server. All are called from the
+// stream's one goroutine. An error from Fetch or Info means the consumer
+// can no longer be trusted: the stream's archiving starts again from the
+// lake's checkpoint.
+type LogConsumer interface {
+	Fetch(ctx context.Context, max int, wait time.Duration) ([]eventlog.Msg, error)
+	Ack(ctx context.Context, m eventlog.Msg) error
+	Nak(m eventlog.Msg, delay time.Duration) error
+	Info(ctx context.Context) (eventlog.Info, error)
+	Close()
+}
+
+// EventLog is the event log the archiver reads, C its consumers.
+//
+// Consumer opens the durable consumer name on a stream (maxAckPending
+// bounds what it delivers ahead of the acknowledgements), delivering from
+// start.Seq on (an existing consumer that would deliver start.Seq or
+// earlier is reused). Info returns a stream's extent (first and last
+// sequence: records below the first are gone, by retention). Both are
+// safe for concurrent use; an error means nothing was opened or read.
+// *eventlog.Log satisfies EventLog[*eventlog.Consumer].
+type EventLog[C LogConsumer] interface {
+	Consumer(ctx context.Context, stream, name string, start eventlog.Start, maxAckPending int) (C, error)
+	Info(ctx context.Context, stream string) (eventlog.StreamInfo, error)
+}
+
+// anyLog is the log with its consumers seen through LogConsumer.
+type anyLog = EventLog[LogConsumer]
+
+// anyConsumers adapts an EventLog of a concrete consumer type.
+type anyConsumers[C LogConsumer] struct{ EventLog[C] }
+
+func (a anyConsumers[C]) Consumer(ctx context.Context, stream, name string, start eventlog.Start, maxAckPending int) (LogConsumer, error) {
+	c, err := a.EventLog.Consumer(ctx, stream, name, start, maxAckPending)
+	if err != nil {
+		return nil, err // not a non-nil interface holding a nil C
+	}
+	return c, nil
 }

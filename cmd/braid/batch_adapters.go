@@ -6,6 +6,7 @@ import (
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
 )
@@ -13,11 +14,12 @@ import (
 // The stores satisfy the interfaces batch owns as they are, but for the
 // speed snapshot an audit reads, converted field by field.
 var (
-	_ batch.LakeReader    = (*lake.Lake)(nil)
-	_ batch.LakeWriter    = (*lake.Lake)(nil)
-	_ batch.ViewVersions  = (*batchviews.Store)(nil)
-	_ batch.SpeedExpirer  = (*speedstore.Store)(nil)
-	_ batch.SpeedSnapshot = speedSnapshot{}
+	_ batch.EventLog[*eventlog.Consumer] = (*eventlog.Log)(nil)
+	_ batch.LakeReader                   = (*lake.Lake)(nil)
+	_ batch.LakeWriter                   = (*lake.Lake)(nil)
+	_ batch.ViewVersions                 = (*batchviews.Store)(nil)
+	_ batch.SpeedExpirer                 = (*speedstore.Store)(nil)
+	_ batch.SpeedSnapshot                = speedSnapshot{}
 )
 
 // speedSnapshot is batch's SpeedSnapshot over the speed store.
