@@ -150,7 +150,9 @@ func drainUntil(t *testing.T, ch <-chan sseEvent, st *liveState, what string, ch
 func TestLivePush(t *testing.T) {
 	cat := testenv.E2E()
 	cat.Stream("orders").Lateness = "1m"
-	base := testenv.Up(t, cat.YAML()).Base
+	st0 := testenv.Up(t, cat.YAML())
+	st0.WaitViewsReady() // a live query of a rebuilding view is refused (503)
+	base := st0.Base
 
 	now := time.Now().UTC()
 	start := now.Truncate(time.Minute).Add(-90 * time.Minute)

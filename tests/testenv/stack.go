@@ -1,10 +1,13 @@
 package testenv
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // Stack is braid under test with the servers it runs against: a config file
@@ -158,4 +161,41 @@ func writeConfig(t testing.TB, ns, nats, redisURL, body string) (path, base, dat
 		t.Fatal(err)
 	}
 	return path, base, dataDir
+}
+
+// WaitViewsReady waits until /v1/status on s.Base reports every view
+// "ready" (a fresh start answers 503 "view rebuilding" until the batch
+// run of the added views has published), failing the test after 60 s.
+func (s *Stack) WaitViewsReady() {
+	s.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		var st struct {
+			Views map[string]struct {
+				State string `json:"state"`
+			} `json:"views"`
+		}
+		resp, err := http.Get(s.Base + "/v1/status")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+		}
+		if err == nil {
+			ready := len(st.Views) > 0
+			last = ""
+			for name, v := range st.Views {
+				if v.State != "ready" {
+					ready, last = false, name+" "+v.State
+				}
+			}
+			if ready {
+				return
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Fatalf("views not ready after 60s (%s)", last)
 }
