@@ -34,8 +34,8 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
-	"github.com/braid-data/braid/storage/fsatomic"
 	"github.com/braid-data/braid/logic/defaults"
+	"github.com/braid-data/braid/storage/fsatomic"
 )
 
 // Row is one cell of a batch view: a window start (unix ms), an encoded
