@@ -15,6 +15,7 @@ import (
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // TestAssembledAnswersMatchWholeComputation: JSON answers assembled from
@@ -25,7 +26,7 @@ import (
 // tumbling and a hopping view; and the cached rows are used.
 func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 17))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "tum", time.Minute, 0)
 	hop := testView(t, s, "hop", time.Minute, 20*time.Second)
 	views := []*logic.View{tum, hop}
@@ -140,8 +141,8 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 			}
 		}
 	}
-	reused := counterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "reused"})
-	computed := counterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "computed"})
+	reused := testenv.CounterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "reused"})
+	computed := testenv.CounterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "computed"})
 	if reused == 0 || computed == 0 {
 		t.Fatalf("buckets reused %v, computed %v: the assembled path was not taken", reused, computed)
 	}
@@ -163,7 +164,7 @@ func firstDiff(a, b []byte) string {
 // previous version's rows are let go.
 func TestNewVersionLoadedBeforeAnyQuery(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 9))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
 	st, err := batchviews.Open(t.TempDir())

@@ -23,6 +23,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // arrowCell renders an Arrow value like the JSON answer renders it.
@@ -71,7 +72,7 @@ func jsonCell(x any) string {
 // query; the schema has the contract's types.
 func TestQueryArrow(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 1))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "orders_by_country", time.Minute, 0)
 	e := newQueryEnv(t, r, v)
 	base := int64(1_764_000_000_000)
@@ -178,7 +179,7 @@ func TestQueryArrow(t *testing.T) {
 // TestOpenAPI: every route is documented, every documented path exists,
 // and the document is valid OpenAPI 3.
 func TestOpenAPI(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	root := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, testView(t, s, "v", time.Minute, 0)), Root: root,
 		Registry: prometheus.NewRegistry(), Logger: discardLogger()})
@@ -241,7 +242,7 @@ func TestOpenAPI(t *testing.T) {
 // TestQueryCache: a repeated query is answered from the cache while the
 // speed position stays, and the answer changes once a commit moves it.
 func TestQueryCache(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
 	sp := &fakeSpeed{cells: map[string][]query.SpeedCell{}, seq: 1, joined: []*logic.View{v}}

@@ -16,20 +16,6 @@ import (
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
-// testStream: ts, id, country (nullable), device, amount (nullable float),
-// items (nullable int), email (PII hash).
-func testStream(t testing.TB) *logic.Stream {
-	t.Helper()
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id",
-		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "country": logic.TypeString,
-			"device": logic.TypeString, "amount": logic.TypeFloat, "items": logic.TypeInt, "email": logic.TypeString},
-		Required: []string{"device"}, PII: map[string]logic.PIIMode{"email": logic.PIIHash}, AllowedLateness: 30 * time.Second}, []byte("test-key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 var testMeasures = []logic.MeasureDef{
 	{Name: "n", Expr: "count()"}, {Name: "revenue", Expr: "sum(amount)"}, {Name: "avg", Expr: "avg(amount)"},
 	{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(items)"}, {Name: "items", Expr: "sum(items)"},

@@ -14,6 +14,7 @@ import (
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 const minute = int64(60_000)
@@ -35,7 +36,7 @@ func mustQuery(t *testing.T, v *logic.View, raw string) query.Query {
 }
 
 func TestMergeTable(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	evs := []tev{
 		{epoch: 0, ts: 10_000, country: str("DE"), device: "ios", amount: flt(5), items: i64(2)},
@@ -106,7 +107,7 @@ func TestMergeTable(t *testing.T) {
 }
 
 func TestMergeNoCutoffAndShape(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	evs := []tev{{epoch: 0, ts: 1000, country: str("DE"), device: "ios", amount: flt(1)}, {epoch: 10_000, ts: 2000, country: str("DE"), device: "ios", amount: flt(2)}}
 	lev := prepare(t, s, evs)
@@ -128,7 +129,7 @@ func TestMergeNoCutoffAndShape(t *testing.T) {
 }
 
 func TestOrderLimit(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	var evs []tev
 	for i, c := range []string{"DE", "FR", "US", "IT"} {
@@ -169,7 +170,7 @@ func TestOrderLimit(t *testing.T) {
 }
 
 func TestParseQueryErrors(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "tum", time.Minute, 0)
 	hop := testView(t, s, "hop", time.Minute, 20*time.Second)
 	base := "from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z"
@@ -230,7 +231,7 @@ func TestParseQueryErrors(t *testing.T) {
 // filters (fixed seed).
 func TestMergeRollupProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 11))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	views := []struct {
 		v         *logic.View
 		size, hop int64

@@ -24,6 +24,7 @@ import (
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // fakeSpeed serves cells per view, honouring ReadCells' contract.
@@ -214,7 +215,7 @@ func checkJSONRows(t *testing.T, label string, v *logic.View, keep []string, row
 
 func TestQueryHTTP(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 5))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "orders_by_country", time.Minute, 0)
 	hop := testView(t, s, "orders_sliding", time.Minute, 20*time.Second)
 	e := newQueryEnv(t, r, tum, hop)
@@ -334,7 +335,7 @@ func TestQueryHTTP(t *testing.T) {
 
 // TestQueryNoBatchNoSpeed: nil stores do not crash; the answer says what it lacks.
 func TestQueryNoBatchNoSpeed(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Logger: discardLogger()})
 	if err != nil {
