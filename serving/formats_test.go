@@ -246,7 +246,7 @@ func TestQueryCache(t *testing.T) {
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
 	sp := &fakeSpeed{cells: map[string][]query.SpeedCell{}, seq: 1, joined: []*logic.View{v}}
-	add := func(epoch int64, evs []tev) {
+	add := func(epoch int64, evs []testenv.OrderEvent) {
 		lev := prepare(t, s, evs)
 		_, cells := split(v, evs, lev, 0)
 		sp.mu.Lock()
@@ -255,7 +255,7 @@ func TestQueryCache(t *testing.T) {
 	}
 	de := "DE"
 	amt := func(x float64) *float64 { return &x }
-	add(base, []tev{{epoch: base, ts: base + 1000, country: &de, device: "web", amount: amt(10)}})
+	add(base, []testenv.OrderEvent{{Epoch: base, TS: base + 1000, Country: &de, Device: "web", Amount: amt(10)}})
 	reg := prometheus.NewRegistry()
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Speed: sp, SpeedStatus: sp, QueryCacheBytes: 1 << 20, Registry: reg, Logger: discardLogger()})
 	if err != nil {
@@ -281,7 +281,7 @@ func TestQueryCache(t *testing.T) {
 	}
 	// New cells without a commit notice (same seq): the cached answer stays,
 	// which proves the second query was served from the cache ...
-	add(base+10_000, []tev{{epoch: base + 10_000, ts: base + 2000, country: &de, device: "web", amount: amt(5)}})
+	add(base+10_000, []testenv.OrderEvent{{Epoch: base + 10_000, TS: base + 2000, Country: &de, Device: "web", Amount: amt(5)}})
 	if got := revenue(q); got != "1/10" {
 		t.Fatalf("answer at the same position %s, want the cached 1/10", got)
 	}

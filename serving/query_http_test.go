@@ -67,7 +67,7 @@ type queryEnv struct {
 	srv    *httptest.Server
 	speed  *fakeSpeed
 	views  *batchviews.Store
-	evs    []tev
+	evs    []testenv.OrderEvent
 	cutoff int64
 	wmAt   int64 // watermark after lateness
 }
@@ -77,7 +77,7 @@ func newQueryEnv(t *testing.T, r *rand.Rand, vs ...*logic.View) *queryEnv {
 	s := vs[0].Stream
 	base := int64(1_764_000_000_000)
 	epochs := []int64{base, base + 10_000, base + 20_000, base + 30_000}
-	e := &queryEnv{evs: genEvents(r, 400, base, 20*minute, epochs), cutoff: base + 20_000}
+	e := &queryEnv{evs: testenv.RandomOrderEvents(r, 400, base, 20*minute, epochs), cutoff: base + 20_000}
 	lev := prepare(t, s, e.evs)
 	st, err := batchviews.Open(t.TempDir())
 	if err != nil {
