@@ -13,6 +13,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -106,7 +107,7 @@ func checkLake(t *testing.T, e *env, orders []order) {
 	if records >= len(orders) {
 		t.Fatalf("log holds %d records for %d events: want events packed", records, len(orders))
 	}
-	db := duck(t)
+	db := storagetest.DuckDB(t)
 	src := lakeSource(t, e, "orders")
 	var n, dpos, dseq, did, minIdx, maxIdx int
 	var minSeq, maxSeq int64
@@ -250,7 +251,7 @@ func archiveUntil(t *testing.T, e *env, cfg batch.ArchiverConfig, seq uint64) (s
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := duck(t)
+	db := storagetest.DuckDB(t)
 	for _, f := range fs {
 		var n, lo, hi int
 		q := "SELECT count(*), min(_seq), max(_seq) FROM read_parquet('" + strings.ReplaceAll(f.Path, "'", "''") + "')"

@@ -16,6 +16,7 @@ import (
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/storagetest"
 )
 
 // lakeEnv is a lake and a batch view store without a log: the tests below
@@ -92,7 +93,7 @@ func retypePaid(t *testing.T, e *lakeEnv) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("orders files %v %v", files, err)
 	}
-	db := duck(t)
+	db := storagetest.DuckDB(t)
 	for _, f := range files {
 		tmp := f + ".retype"
 		q := fmt.Sprintf("COPY (SELECT * REPLACE ('maybe-' || CAST(paid AS VARCHAR) AS paid) FROM read_parquet('%s')) TO '%s' (FORMAT parquet)", f, tmp)

@@ -17,6 +17,7 @@ import (
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/storagetest"
 )
 
 // recorder is a SpeedExpirer that records its calls.
@@ -307,7 +308,7 @@ func TestRunnerMatchesIndependentComputation(t *testing.T) {
 	}
 	cutoff := run2.Cutoffs["by_country"]
 	arrivals := map[string]int64{}
-	rows, err := duck(t).Query("SELECT _id, _arrival FROM " + lakeSource(t, e, "orders"))
+	rows, err := storagetest.DuckDB(t).Query("SELECT _id, _arrival FROM " + lakeSource(t, e, "orders"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/storagetest"
 )
 
 // logEnds is batch.LogEnds over the event log, as cmd/braid wires it.
@@ -34,7 +35,7 @@ func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error
 func lakeArrivals(t *testing.T, e *env) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	rows, err := duck(t).Query("SELECT _id, _arrival FROM " + lakeSource(t, e, "orders"))
+	rows, err := storagetest.DuckDB(t).Query("SELECT _id, _arrival FROM " + lakeSource(t, e, "orders"))
 	if err != nil {
 		t.Fatal(err)
 	}

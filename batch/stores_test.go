@@ -5,20 +5,12 @@ import (
 
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
-	"github.com/braid-data/braid/storage/batchviews"
-	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
-// The stores batch runs against in these tests satisfy the interfaces
-// batch owns.
-var (
-	_ batch.LakeReader    = (*lake.Lake)(nil)
-	_ batch.LakeWriter    = (*lake.Lake)(nil)
-	_ batch.ViewVersions  = (*batchviews.Store)(nil)
-	_ batch.SpeedExpirer  = (*speedstore.Store)(nil)
-	_ batch.SpeedSnapshot = speedSnapshot{}
-)
+// The stores satisfy the interfaces batch owns: cmd/braid, which wires
+// them, asserts it at compile time. The tests' own speed snapshot does too.
+var _ batch.SpeedSnapshot = speedSnapshot{}
 
 // speedSnapshot is an audit's SpeedSnapshot over the speed store, its
 // cells converted field by field (as cmd/braid wires it).

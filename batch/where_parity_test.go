@@ -14,6 +14,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/storagetest"
 )
 
 // The where parity tests hold the two executions of a `where` predicate
@@ -204,7 +205,7 @@ func TestWherePredicateParity(t *testing.T) {
 	s := wpStream(t)
 	r := rand.New(rand.NewPCG(20240501, 7))
 	evs, _, src := wpEvents(t, s, r, 3000)
-	db := duck(t)
+	db := storagetest.DuckDB(t)
 	g := wpGen{r}
 	var exprs []string
 	for i := 0; i < 400; i++ {
@@ -312,7 +313,7 @@ func TestViewSQLMatchesFold(t *testing.T) {
 	s := wpStream(t)
 	r := rand.New(rand.NewPCG(99, 1))
 	evs, arrivals, src := wpEvents(t, s, r, 2500)
-	db := duck(t)
+	db := storagetest.DuckDB(t)
 	def := logic.ViewDef{
 		Stream: "trips", Window: 20 * time.Second, Hop: 5 * time.Second, GroupBy: []string{"city", "card"},
 		Where: "(fare > 2.5 or pax is null) and city not in ('paris') and ts < '2024-05-02T00:01:30Z'",

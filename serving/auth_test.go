@@ -16,6 +16,7 @@ import (
 
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 const (
@@ -46,7 +47,7 @@ func authEnv(name string) string {
 
 func newAuthServer(t *testing.T, logger *slog.Logger) *httptest.Server {
 	t.Helper()
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	cat := testCatalog(s, testView(t, s, "orders_by_country", time.Minute, 0), testView(t, s, "orders_by_device", time.Minute, 0),
 		testView(t, s, "fraud_scores", time.Minute, 0))
 	root := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "dashboard") })
@@ -189,7 +190,7 @@ func TestAuthScopes(t *testing.T) {
 // logs a loud development-only warning.
 func TestAuthOpenModeWarns(t *testing.T) {
 	var buf syncBuffer
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, testView(t, s, "v", time.Minute, 0)),
 		Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
 	if err != nil {

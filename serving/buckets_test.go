@@ -15,6 +15,7 @@ import (
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // TestAssembledAnswersMatchWholeComputation: JSON answers assembled from
@@ -25,7 +26,7 @@ import (
 // tumbling and a hopping view; and the cached rows are used.
 func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 17))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "tum", time.Minute, 0)
 	hop := testView(t, s, "hop", time.Minute, 20*time.Second)
 	views := []*logic.View{tum, hop}
@@ -33,7 +34,7 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 
 	base := int64(1_764_000_000_000)
 	cutoff := base + 20_000
-	evs := genEvents(r, 600, base, 30*minute, []int64{base, base + 10_000, base + 20_000, base + 30_000})
+	evs := testenv.RandomOrderEvents(r, 600, base, 30*minute, []int64{base, base + 10_000, base + 20_000, base + 30_000})
 	st, err := batchviews.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +52,7 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 	if err := st.Publish(ver, rows); err != nil {
 		t.Fatal(err)
 	}
-	all := append([]tev{}, evs...)
+	all := append([]testenv.OrderEvent{}, evs...)
 	serve := func(cache int64, reg *prometheus.Registry) *httptest.Server {
 		srv, err := serving.New(serving.Options{Catalog: testCatalog(s, views...), Speed: sp, SpeedStatus: sp, Views: st,
 			QueryCacheBytes: cache, Registry: reg, Logger: discardLogger()})
@@ -79,9 +80,9 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 			// moves on by up to two minutes.
 			wmAt := sp.wm - lateness
 			epoch := base + int64(30_000+10_000*round)
-			var fresh []tev
-			for _, e := range genEvents(r, 40, wmAt-20_000, 3*minute, []int64{epoch}) {
-				if e.ts >= wmAt {
+			var fresh []testenv.OrderEvent
+			for _, e := range testenv.RandomOrderEvents(r, 40, wmAt-20_000, 3*minute, []int64{epoch}) {
+				if e.TS >= wmAt {
 					fresh = append(fresh, e)
 				}
 			}
@@ -140,8 +141,8 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 			}
 		}
 	}
-	reused := counterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "reused"})
-	computed := counterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "computed"})
+	reused := testenv.CounterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "reused"})
+	computed := testenv.CounterValue(t, reg, "braid_query_buckets_total", map[string]string{"result": "computed"})
 	if reused == 0 || computed == 0 {
 		t.Fatalf("buckets reused %v, computed %v: the assembled path was not taken", reused, computed)
 	}
@@ -163,7 +164,7 @@ func firstDiff(a, b []byte) string {
 // previous version's rows are let go.
 func TestNewVersionLoadedBeforeAnyQuery(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 9))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
 	st, err := batchviews.Open(t.TempDir())
@@ -171,7 +172,7 @@ func TestNewVersionLoadedBeforeAnyQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish := func(n int) int64 {
-		evs := genEvents(r, n, base, 30*minute, []int64{base})
+		evs := testenv.RandomOrderEvents(r, n, base, 30*minute, []int64{base})
 		rows, _ := split(v, evs, prepare(t, s, evs), base+10_000)
 		if err := st.Publish(&batchviews.Version{Views: map[string]batchviews.ViewVersion{v.Name: {Cutoff: base + 10_000, Definition: v.Definition()}}}, map[string][]batchviews.Row{v.Name: rows}); err != nil {
 			t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // arrowCell renders an Arrow value like the JSON answer renders it.
@@ -71,7 +72,7 @@ func jsonCell(x any) string {
 // query; the schema has the contract's types.
 func TestQueryArrow(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 1))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "orders_by_country", time.Minute, 0)
 	e := newQueryEnv(t, r, v)
 	base := int64(1_764_000_000_000)
@@ -178,7 +179,7 @@ func TestQueryArrow(t *testing.T) {
 // TestOpenAPI: every route is documented, every documented path exists,
 // and the document is valid OpenAPI 3.
 func TestOpenAPI(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	root := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, testView(t, s, "v", time.Minute, 0)), Root: root,
 		Registry: prometheus.NewRegistry(), Logger: discardLogger()})
@@ -241,11 +242,11 @@ func TestOpenAPI(t *testing.T) {
 // TestQueryCache: a repeated query is answered from the cache while the
 // speed position stays, and the answer changes once a commit moves it.
 func TestQueryCache(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
 	sp := &fakeSpeed{cells: map[string][]query.SpeedCell{}, seq: 1, joined: []*logic.View{v}}
-	add := func(epoch int64, evs []tev) {
+	add := func(epoch int64, evs []testenv.OrderEvent) {
 		lev := prepare(t, s, evs)
 		_, cells := split(v, evs, lev, 0)
 		sp.mu.Lock()
@@ -254,7 +255,7 @@ func TestQueryCache(t *testing.T) {
 	}
 	de := "DE"
 	amt := func(x float64) *float64 { return &x }
-	add(base, []tev{{epoch: base, ts: base + 1000, country: &de, device: "web", amount: amt(10)}})
+	add(base, []testenv.OrderEvent{{Epoch: base, TS: base + 1000, Country: &de, Device: "web", Amount: amt(10)}})
 	reg := prometheus.NewRegistry()
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Speed: sp, SpeedStatus: sp, QueryCacheBytes: 1 << 20, Registry: reg, Logger: discardLogger()})
 	if err != nil {
@@ -280,7 +281,7 @@ func TestQueryCache(t *testing.T) {
 	}
 	// New cells without a commit notice (same seq): the cached answer stays,
 	// which proves the second query was served from the cache ...
-	add(base+10_000, []tev{{epoch: base + 10_000, ts: base + 2000, country: &de, device: "web", amount: amt(5)}})
+	add(base+10_000, []testenv.OrderEvent{{Epoch: base + 10_000, TS: base + 2000, Country: &de, Device: "web", Amount: amt(5)}})
 	if got := revenue(q); got != "1/10" {
 		t.Fatalf("answer at the same position %s, want the cached 1/10", got)
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"sort"
 	"strings"
 	"testing"
@@ -14,21 +13,8 @@ import (
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
-
-// testStream: ts, id, country (nullable), device, amount (nullable float),
-// items (nullable int), email (PII hash).
-func testStream(t testing.TB) *logic.Stream {
-	t.Helper()
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id",
-		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "country": logic.TypeString,
-			"device": logic.TypeString, "amount": logic.TypeFloat, "items": logic.TypeInt, "email": logic.TypeString},
-		Required: []string{"device"}, PII: map[string]logic.PIIMode{"email": logic.PIIHash}, AllowedLateness: 30 * time.Second}, []byte("test-key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 var testMeasures = []logic.MeasureDef{
 	{Name: "n", Expr: "count()"}, {Name: "revenue", Expr: "sum(amount)"}, {Name: "avg", Expr: "avg(amount)"},
@@ -53,63 +39,14 @@ func testCatalog(s *logic.Stream, views ...*logic.View) *config.Catalog {
 	return cat
 }
 
-// tev is a raw test event with its arrival epoch.
-type tev struct {
-	epoch   int64
-	ts      int64
-	country *string
-	device  string
-	amount  *float64
-	items   *int64
-}
-
-func (e tev) json(id string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"id":%q,"ts":%d,"device":%q`, id, e.ts, e.device)
-	if e.country != nil {
-		fmt.Fprintf(&b, `,"country":%q`, *e.country)
-	}
-	if e.amount != nil {
-		fmt.Fprintf(&b, `,"amount":%v`, *e.amount)
-	}
-	if e.items != nil {
-		fmt.Fprintf(&b, `,"items":%d`, *e.items)
-	}
-	b.WriteString("}")
-	return b.String()
-}
-
-func genEvents(r *rand.Rand, n int, base int64, span int64, epochs []int64) []tev {
-	countries := []string{"DE", "FR", "US"}
-	devices := []string{"ios", "web"}
-	out := make([]tev, n)
-	for i := range out {
-		e := tev{epoch: epochs[r.IntN(len(epochs))], ts: base + r.Int64N(span), device: devices[r.IntN(len(devices))]}
-		if r.IntN(6) > 0 {
-			c := countries[r.IntN(len(countries))]
-			e.country = &c
-		}
-		if r.IntN(5) > 0 {
-			a := math.Round(r.Float64()*20000-2000) / 100
-			e.amount = &a
-		}
-		if r.IntN(4) > 0 {
-			it := r.Int64N(10) - 2
-			e.items = &it
-		}
-		out[i] = e
-	}
-	return out
-}
-
 // prepare turns test events into logic events through the stream's Prepare.
-func prepare(t testing.TB, s *logic.Stream, evs []tev) []logic.Event {
+func prepare(t testing.TB, s *logic.Stream, evs []testenv.OrderEvent) []logic.Event {
 	t.Helper()
 	out := make([]logic.Event, len(evs))
 	for i, e := range evs {
-		ev, _, err := s.Prepare([]byte(e.json(fmt.Sprint(i))), 0)
+		ev, _, err := s.Prepare([]byte(e.JSON(fmt.Sprint(i))), 0)
 		if err != nil {
-			t.Fatalf("prepare %s: %v", e.json("x"), err)
+			t.Fatalf("prepare %s: %v", e.JSON("x"), err)
 		}
 		out[i] = ev
 	}
@@ -118,13 +55,13 @@ func prepare(t testing.TB, s *logic.Stream, evs []tev) []logic.Event {
 
 // split folds events with logic.Delta: batch rows (epoch < cutoff, epochs
 // collapsed) and speed cells (every epoch, so Merge must skip the old ones).
-func split(v *logic.View, evs []tev, lev []logic.Event, cutoff int64) ([]batchviews.Row, []query.SpeedCell) {
+func split(v *logic.View, evs []testenv.OrderEvent, lev []logic.Event, cutoff int64) ([]batchviews.Row, []query.SpeedCell) {
 	bd, sd := v.NewDelta(), v.NewDelta()
 	for i := range evs {
-		if cutoff > 0 && evs[i].epoch < cutoff {
+		if cutoff > 0 && evs[i].Epoch < cutoff {
 			bd.Fold(0, &lev[i])
 		}
-		sd.Fold(evs[i].epoch, &lev[i])
+		sd.Fold(evs[i].Epoch, &lev[i])
 	}
 	var rows []batchviews.Row
 	for k, st := range bd.Cells {
@@ -199,7 +136,7 @@ func fdiv(a, b int64) int64 {
 }
 
 // expected computes the answer from raw events with plain arithmetic.
-func expected(size, hop int64, evs []tev, q expQuery) []*expRow {
+func expected(size, hop int64, evs []testenv.OrderEvent, q expQuery) []*expRow {
 	if hop == 0 {
 		hop = size
 	}
@@ -211,9 +148,9 @@ func expected(size, hop int64, evs []tev, q expQuery) []*expRow {
 	rows := map[string]*expRow{}
 	anchor := fdiv(q.from+hop-1, hop) * hop
 	for _, e := range evs {
-		dv := map[string]string{"country": "null", "device": e.device}
-		if e.country != nil {
-			dv["country"] = *e.country
+		dv := map[string]string{"country": "null", "device": e.Device}
+		if e.Country != nil {
+			dv["country"] = *e.Country
 		}
 		ok := true
 		for d, vals := range q.where {
@@ -232,19 +169,19 @@ func expected(size, hop int64, evs []tev, q expQuery) []*expRow {
 		var cs []contrib
 		switch {
 		case q.all:
-			s := anchor + fdiv(e.ts-anchor, size)*size
+			s := anchor + fdiv(e.TS-anchor, size)*size
 			if s >= q.from && s < q.to {
 				last := anchor + fdiv(q.to-1-anchor, size)*size
 				cs = append(cs, contrib{q.from, last + size})
 			}
 		case q.step != 0 && q.step != hop:
-			s := fdiv(e.ts, size) * size
+			s := fdiv(e.TS, size) * size
 			if s >= q.from && s < q.to {
 				b := fdiv(s, q.step) * q.step
 				cs = append(cs, contrib{b, b + q.step})
 			}
 		default:
-			for s := fdiv(e.ts, hop) * hop; s > e.ts-size; s -= hop {
+			for s := fdiv(e.TS, hop) * hop; s > e.TS-size; s -= hop {
 				if s >= q.from && s < q.to {
 					cs = append(cs, contrib{s, s + size})
 				}
@@ -262,21 +199,21 @@ func expected(size, hop int64, evs []tev, q expQuery) []*expRow {
 				rows[k] = r
 			}
 			r.n++
-			if e.amount != nil {
-				if r.cntA == 0 || *e.amount < r.minA {
-					r.minA = *e.amount
+			if e.Amount != nil {
+				if r.cntA == 0 || *e.Amount < r.minA {
+					r.minA = *e.Amount
 				}
-				r.sumA += *e.amount
+				r.sumA += *e.Amount
 				r.cntA++
 			}
-			if e.items != nil {
-				if !r.hasI || *e.items > r.maxI {
-					r.maxI = *e.items
+			if e.Items != nil {
+				if !r.hasI || *e.Items > r.maxI {
+					r.maxI = *e.Items
 				}
-				r.sumI += *e.items
+				r.sumI += *e.Items
 				r.hasI = true
 			}
-			if q.cutoff > 0 && e.epoch < q.cutoff {
+			if q.cutoff > 0 && e.Epoch < q.cutoff {
 				r.batch = true
 			} else {
 				r.speed = true

@@ -49,7 +49,7 @@ func newServedEnv(t *testing.T, cfg config.Config) *servedEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := testStream(t)
+	st := testenv.OrdersStream(t)
 	reg := prometheus.NewRegistry()
 	s, err := serving.New(serving.Options{Config: &cfg, Catalog: testCatalog(st, testView(t, st, "v", time.Minute, 0)), Log: l, Registry: reg, Logger: discardLogger()})
 	if err != nil {

@@ -38,7 +38,7 @@ func newIngestEnv(t *testing.T, maxBody int64, maxInFlight int) *ingestEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := testStream(t)
+	st := testenv.OrdersStream(t)
 	cfg := config.Default()
 	cfg.HTTP.MaxBodyBytes = maxBody
 	cfg.HTTP.MaxInFlight = maxInFlight
@@ -210,40 +210,13 @@ func TestIngestHTTP(t *testing.T) {
 	if sp := orders["speed"].(map[string]any); sp["status"] != "unavailable" {
 		t.Fatalf("status speed without a speed layer: %v", sp)
 	}
-	if got := counterValue(t, e.reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "accepted"}); got != 7 {
+	if got := testenv.CounterValue(t, e.reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "accepted"}); got != 7 {
 		t.Fatalf("braid_ingest_events_total accepted = %v", got)
 	}
 	code, _, body = get(t, e.srv.URL+"/metrics")
 	if code != 200 || !bytes.Contains(body, []byte(`braid_http_requests_total{code="413",route="/v1/streams/{stream}/events"} 1`)) {
 		t.Fatalf("metrics: %d %s", code, body)
 	}
-}
-
-// counterValue finds one series of a counter in a registry.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			ok := true
-			for _, lp := range m.GetLabel() {
-				if want, has := labels[lp.GetName()]; has && want != lp.GetValue() {
-					ok = false
-				}
-			}
-			if ok {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s%v", name, labels)
-	return 0
 }
 
 // TestIngestUnavailable: a stopped NATS server answers 503 with Retry-After,
@@ -255,7 +228,7 @@ func TestIngestUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := testStream(t)
+	st := testenv.OrdersStream(t)
 	s, err := serving.New(serving.Options{Catalog: testCatalog(st, testView(t, st, "v", time.Minute, 0)), Log: l, Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)

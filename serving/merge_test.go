@@ -14,6 +14,7 @@ import (
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 const minute = int64(60_000)
@@ -35,16 +36,16 @@ func mustQuery(t *testing.T, v *logic.View, raw string) query.Query {
 }
 
 func TestMergeTable(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
-	evs := []tev{
-		{epoch: 0, ts: 10_000, country: str("DE"), device: "ios", amount: flt(5), items: i64(2)},
-		{epoch: 10_000, ts: 20_000, country: str("DE"), device: "ios", amount: flt(-1)},
-		{epoch: 20_000, ts: 30_000, country: str("DE"), device: "ios", amount: flt(7), items: i64(9)}, // speed
-		{epoch: 0, ts: 70_000, country: str("FR"), device: "web", amount: flt(3)},                     // batch only
-		{epoch: 30_000, ts: 130_000, device: "web", items: i64(1)},                                    // speed only, null country
-		{epoch: 30_000, ts: 125_000, device: "web", amount: flt(2.5)},                                 // same cell
-		{epoch: 10_000, ts: 200_000, country: str("US"), device: "ios"},                               // batch, beyond to
+	evs := []testenv.OrderEvent{
+		{Epoch: 0, TS: 10_000, Country: str("DE"), Device: "ios", Amount: flt(5), Items: i64(2)},
+		{Epoch: 10_000, TS: 20_000, Country: str("DE"), Device: "ios", Amount: flt(-1)},
+		{Epoch: 20_000, TS: 30_000, Country: str("DE"), Device: "ios", Amount: flt(7), Items: i64(9)}, // speed
+		{Epoch: 0, TS: 70_000, Country: str("FR"), Device: "web", Amount: flt(3)},                     // batch only
+		{Epoch: 30_000, TS: 130_000, Device: "web", Items: i64(1)},                                    // speed only, null country
+		{Epoch: 30_000, TS: 125_000, Device: "web", Amount: flt(2.5)},                                 // same cell
+		{Epoch: 10_000, TS: 200_000, Country: str("US"), Device: "ios"},                               // batch, beyond to
 	}
 	lev := prepare(t, s, evs)
 	cutoff := int64(20_000)
@@ -106,9 +107,9 @@ func TestMergeTable(t *testing.T) {
 }
 
 func TestMergeNoCutoffAndShape(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
-	evs := []tev{{epoch: 0, ts: 1000, country: str("DE"), device: "ios", amount: flt(1)}, {epoch: 10_000, ts: 2000, country: str("DE"), device: "ios", amount: flt(2)}}
+	evs := []testenv.OrderEvent{{Epoch: 0, TS: 1000, Country: str("DE"), Device: "ios", Amount: flt(1)}, {Epoch: 10_000, TS: 2000, Country: str("DE"), Device: "ios", Amount: flt(2)}}
 	lev := prepare(t, s, evs)
 	_, cells := split(v, evs, lev, 0)
 	merged, err := query.Merge(v, 0, nil, cells, 0)
@@ -128,14 +129,14 @@ func TestMergeNoCutoffAndShape(t *testing.T) {
 }
 
 func TestOrderLimit(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
-	var evs []tev
+	var evs []testenv.OrderEvent
 	for i, c := range []string{"DE", "FR", "US", "IT"} {
 		for j := 0; j <= i; j++ {
-			e := tev{ts: 1000, country: str(c), device: "web"}
+			e := testenv.OrderEvent{TS: 1000, Country: str(c), Device: "web"}
 			if c != "IT" {
-				e.amount = flt(float64(10 * (i + 1)))
+				e.Amount = flt(float64(10 * (i + 1)))
 			}
 			evs = append(evs, e)
 		}
@@ -169,7 +170,7 @@ func TestOrderLimit(t *testing.T) {
 }
 
 func TestParseQueryErrors(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "tum", time.Minute, 0)
 	hop := testView(t, s, "hop", time.Minute, 20*time.Second)
 	base := "from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z"
@@ -230,7 +231,7 @@ func TestParseQueryErrors(t *testing.T) {
 // filters (fixed seed).
 func TestMergeRollupProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 11))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	views := []struct {
 		v         *logic.View
 		size, hop int64
@@ -244,7 +245,7 @@ func TestMergeRollupProperty(t *testing.T) {
 	for iter := range 300 {
 		vw := views[r.IntN(len(views))]
 		v := vw.v
-		evs := genEvents(r, r.IntN(120), base-5*minute, 30*minute, epochs)
+		evs := testenv.RandomOrderEvents(r, r.IntN(120), base-5*minute, 30*minute, epochs)
 		lev := prepare(t, s, evs)
 		cutoff := []int64{0, epochs[1], epochs[3], epochs[4] + 10_000}[r.IntN(4)]
 		from := base - 5*minute + r.Int64N(10*minute)

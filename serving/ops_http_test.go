@@ -17,6 +17,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 var errBusyTest = errors.New("runner busy")
@@ -71,7 +72,7 @@ func do(t *testing.T, method, url, body string) (int, http.Header, []byte) {
 }
 
 func TestBatchRunsStatusHealth(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	st, err := batchviews.Open(t.TempDir())
 	if err != nil {
@@ -184,7 +185,7 @@ func TestBatchRunsStatusHealth(t *testing.T) {
 // query string; a panicking handler answers 500 and the server lives on.
 func TestLogNoSecretsAndRecover(t *testing.T) {
 	var buf syncBuffer
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	root := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Root: root, Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})

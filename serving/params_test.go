@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // TestWhereValues: where=dim:a,b keeps either value; an item that names
@@ -16,7 +17,7 @@ import (
 // write a comma and a colon in a value; dimensions may follow each other
 // in one parameter or in repeated ones.
 func TestWhereValues(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0) // dimensions country, device
 	const base = "from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z"
 	for _, tc := range []struct {
@@ -87,7 +88,7 @@ func mustValues(t *testing.T, raw string) url.Values {
 // (100,000), not by the windows it covers: a year of a one-minute view
 // answers at step=1d, 1h and all, not at 1m; a hopping view likewise.
 func TestRangeBoundsBuckets(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "tum", time.Minute, 0)
 	hop := testView(t, s, "hop", time.Minute, 20*time.Second)
 	year := "from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z"

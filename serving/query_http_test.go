@@ -24,6 +24,7 @@ import (
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // fakeSpeed serves cells per view, honouring ReadCells' contract.
@@ -66,7 +67,7 @@ type queryEnv struct {
 	srv    *httptest.Server
 	speed  *fakeSpeed
 	views  *batchviews.Store
-	evs    []tev
+	evs    []testenv.OrderEvent
 	cutoff int64
 	wmAt   int64 // watermark after lateness
 }
@@ -76,7 +77,7 @@ func newQueryEnv(t *testing.T, r *rand.Rand, vs ...*logic.View) *queryEnv {
 	s := vs[0].Stream
 	base := int64(1_764_000_000_000)
 	epochs := []int64{base, base + 10_000, base + 20_000, base + 30_000}
-	e := &queryEnv{evs: genEvents(r, 400, base, 20*minute, epochs), cutoff: base + 20_000}
+	e := &queryEnv{evs: testenv.RandomOrderEvents(r, 400, base, 20*minute, epochs), cutoff: base + 20_000}
 	lev := prepare(t, s, e.evs)
 	st, err := batchviews.Open(t.TempDir())
 	if err != nil {
@@ -214,7 +215,7 @@ func checkJSONRows(t *testing.T, label string, v *logic.View, keep []string, row
 
 func TestQueryHTTP(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 5))
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	tum := testView(t, s, "orders_by_country", time.Minute, 0)
 	hop := testView(t, s, "orders_sliding", time.Minute, 20*time.Second)
 	e := newQueryEnv(t, r, tum, hop)
@@ -334,7 +335,7 @@ func TestQueryHTTP(t *testing.T) {
 
 // TestQueryNoBatchNoSpeed: nil stores do not crash; the answer says what it lacks.
 func TestQueryNoBatchNoSpeed(t *testing.T) {
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	srv, err := serving.New(serving.Options{Catalog: testCatalog(s, v), Logger: discardLogger()})
 	if err != nil {

@@ -57,7 +57,7 @@ func TestStatusMatchesTheDocument(t *testing.T) {
 		t.Fatal("the document has no Status schema")
 	}
 
-	s := testStream(t)
+	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	n := testenv.StartNATS(t)
 	_, js := n.JetStream(t)

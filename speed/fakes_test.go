@@ -285,8 +285,10 @@ func (s *fakeStore) CommitRebuild(context.Context, string, uint64, uint64, uint6
 	return false, errors.New("fake store: no rebuild expected")
 }
 
-// unitYAML: two views whose first measure is a count.
-const unitYAML = `
+// OrdersYAML declares the stream every test catalog of the package has
+// (the unit tests' here, the integration tests' in speed_test): a
+// configuration's streams section, its views to follow.
+const OrdersYAML = `
 streams:
   orders:
     time: ts
@@ -294,7 +296,10 @@ streams:
     allowed_lateness: 1h
     fields: { ts: time, id: string, country: string, amount: float }
     required: [ts, country]
-views:
+`
+
+// unitYAML: two views whose first measure is a count.
+const unitYAML = OrdersYAML + `views:
   by_country:
     stream: orders
     window: 1m

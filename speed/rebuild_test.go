@@ -18,21 +18,7 @@ import (
 
 // The configuration after an edit: by_country unchanged, total's window
 // changed (a new definition), peak new.
-const editedYAML = `
-streams:
-  orders:
-    time: ts
-    id: id
-    allowed_lateness: 1h
-    fields: { ts: time, id: string, country: string, amount: float }
-    required: [ts, country]
-views:
-  by_country:
-    stream: orders
-    window: 1m
-    group_by: [country]
-    measures: { n: count(), rev: sum(amount), lo: min(amount), hi: max(amount), mean: avg(amount) }
-  total:
+const editedYAML = speed.OrdersYAML + "views:" + byCountryYAML + `  total:
     stream: orders
     window: 5m
     measures: { n: count() }

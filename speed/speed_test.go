@@ -20,21 +20,17 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-const cfgYAML = `
-streams:
-  orders:
-    time: ts
-    id: id
-    allowed_lateness: 1h
-    fields: { ts: time, id: string, country: string, amount: float }
-    required: [ts, country]
-views:
+// byCountryYAML is the by_country view of cfgYAML, as the edited
+// configuration of rebuild_test.go keeps it.
+const byCountryYAML = `
   by_country:
     stream: orders
     window: 1m
     group_by: [country]
     measures: { n: count(), rev: sum(amount), lo: min(amount), hi: max(amount), mean: avg(amount) }
-  total:
+`
+
+const cfgYAML = speed.OrdersYAML + "views:" + byCountryYAML + `  total:
     stream: orders
     window: 10m
     measures: { n: count() }

@@ -110,7 +110,7 @@ func TestIngestOversized(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := testStream(t)
+			st := testenv.OrdersStream(t)
 			reg := prometheus.NewRegistry()
 			in := ingest.NewIngester(l, testCatalog(st), reg)
 			raws := make([][]byte, len(events))
@@ -186,7 +186,7 @@ func TestIngestOversized(t *testing.T) {
 			if acc, rej := in.Counts("orders"); acc != uint64(len(wantIDs)) || rej != uint64(len(wantErrs)) {
 				t.Fatalf("counts %d/%d, want %d/%d", acc, rej, len(wantIDs), len(wantErrs))
 			}
-			if got := counterValue(t, reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "rejected"}); got != float64(len(wantErrs)) {
+			if got := testenv.CounterValue(t, reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "rejected"}); got != float64(len(wantErrs)) {
 				t.Fatalf("braid_ingest_events_total rejected = %v", got)
 			}
 
@@ -213,7 +213,7 @@ func TestIngestRetryStoresDeadLettersOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := testStream(t)
+	st := testenv.OrdersStream(t)
 	in := ingest.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
 	bad := []byte(`{"id":"b","ts":"2026-01-01T00:00:00Z","device":"web","amount":"x"}`)
 	raws := [][]byte{[]byte(`{"id":"g","ts":"2026-01-01T00:00:00Z","device":"web","amount":1}`), bad, bad,
@@ -257,7 +257,7 @@ func TestPIIDeadLetterNotAnObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := testStream(t) // device is required; email is hashed
+	st := testenv.OrdersStream(t) // device is required; email is hashed
 	in := ingest.NewIngester(l, testCatalog(st), prometheus.NewRegistry())
 	raws := [][]byte{
 		[]byte(`["ann.smith@example.com"]`),

@@ -13,6 +13,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -54,8 +55,8 @@ func TestReplayTakesTheIngestPath(t *testing.T) {
 	}
 
 	// Under the first configuration every event is rejected (no device).
-	strict := openLog(t, eventlog.Options{}, "orders")
-	res, err := ingest.NewIngester(strict, testCatalog(testStream(t)), nil).Ingest(ctx, "orders", raws, "http")
+	strict := testenv.OpenLog(t, eventlog.Options{}, "orders")
+	res, err := ingest.NewIngester(strict, testCatalog(testenv.OrdersStream(t)), nil).Ingest(ctx, "orders", raws, "http")
 	if err != nil || res.Rejected != len(raws) || res.Accepted != 0 {
 		t.Fatalf("ingest under the first configuration: %+v %v", res, err)
 	}
@@ -63,13 +64,13 @@ func TestReplayTakesTheIngestPath(t *testing.T) {
 	// What an ingest under the fix makes of the same events, on a log of
 	// its own.
 	fixed := fixedStream(t)
-	fresh := openLog(t, eventlog.Options{}, "orders")
+	fresh := testenv.OpenLog(t, eventlog.Options{}, "orders")
 	want, err := ingest.NewIngester(fresh, testCatalog(fixed), nil).Ingest(ctx, "orders", raws, "http")
 	if err != nil || want.Accepted == 0 || want.Rejected == 0 {
 		t.Fatalf("ingest under the fix: %+v %v", want, err)
 	}
 	wantEvents := testenv.StoredEvents(t, fresh.JetStream(), fresh.StreamName("orders"))
-	wantLetters := listAll(t, fresh, "orders")
+	wantLetters := storagetest.AllDeadLetters(t, fresh, "orders", 100)
 
 	rr, err := replay(ctx, strict, fixed)
 	if err != nil {
@@ -95,7 +96,7 @@ func TestReplayTakesTheIngestPath(t *testing.T) {
 	}
 	// The letters left: for each event still rejected, the reason and
 	// field an ingest under the fix gives it; the others unchanged.
-	left := listAll(t, strict, "orders")
+	left := storagetest.AllDeadLetters(t, strict, "orders", 100)
 	reasons := func(dls []eventlog.DeadLetter, keep func(eventlog.DeadLetter) bool) []string {
 		var out []string
 		for _, d := range dls {
@@ -122,9 +123,9 @@ func TestReplayTakesTheIngestPath(t *testing.T) {
 // after the load stores nothing new; its counts and metrics add up.
 func TestLoadIsOneIngest(t *testing.T) {
 	ctx := context.Background()
-	l := openLog(t, eventlog.Options{}, "orders")
+	l := testenv.OpenLog(t, eventlog.Options{}, "orders")
 	reg := prometheus.NewRegistry()
-	in := ingest.NewIngester(l, testCatalog(testStream(t)), reg)
+	in := ingest.NewIngester(l, testCatalog(testenv.OrdersStream(t)), reg)
 	var raws [][]byte
 	for i := range 30 {
 		device := `,"device":"web"`
@@ -149,7 +150,7 @@ func TestLoadIsOneIngest(t *testing.T) {
 	if err := ld.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	letters := listAll(t, l, "orders")
+	letters := storagetest.AllDeadLetters(t, l, "orders", 100)
 	events := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))
 
 	res, err := in.Ingest(ctx, "orders", raws, "file:x.ndjson")
@@ -159,7 +160,7 @@ func TestLoadIsOneIngest(t *testing.T) {
 	if res.Accepted != accepted || res.Rejected != rejected || !slices.Equal(res.Errors, errs) {
 		t.Fatalf("load accepted %d rejected %d %v; one ingest %+v", accepted, rejected, errs, res)
 	}
-	if again := listAll(t, l, "orders"); len(again) != len(letters) || len(letters) != rejected {
+	if again := storagetest.AllDeadLetters(t, l, "orders", 100); len(again) != len(letters) || len(letters) != rejected {
 		t.Fatalf("%d dead letters after the load (%d rejected), %d after the same ingest", len(letters), rejected, len(again))
 	}
 	if again := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders")); len(again) != len(events) {
@@ -173,7 +174,7 @@ func TestLoadIsOneIngest(t *testing.T) {
 	if acc, rej := in.Counts("orders"); acc != uint64(2*accepted) || rej != uint64(2*rejected) {
 		t.Fatalf("counts %d/%d after two runs of %d/%d", acc, rej, accepted, rejected)
 	}
-	if got := counterValue(t, reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "accepted"}); got != float64(2*accepted) {
+	if got := testenv.CounterValue(t, reg, "braid_ingest_events_total", map[string]string{"stream": "orders", "result": "accepted"}); got != float64(2*accepted) {
 		t.Fatalf("braid_ingest_events_total accepted = %v, want %d", got, 2*accepted)
 	}
 }
@@ -182,15 +183,15 @@ func TestLoadIsOneIngest(t *testing.T) {
 // not declare, and without a log fails as the log being unavailable.
 func TestUnknownStreamAndNoLog(t *testing.T) {
 	ctx := context.Background()
-	l := openLog(t, eventlog.Options{}, "orders")
-	in := ingest.NewIngester(l, testCatalog(testStream(t)), nil)
+	l := testenv.OpenLog(t, eventlog.Options{}, "orders")
+	in := ingest.NewIngester(l, testCatalog(testenv.OrdersStream(t)), nil)
 	if _, err := in.Ingest(ctx, "nope", [][]byte{[]byte(`{}`)}, "http"); !errors.Is(err, ingest.ErrUnknownStream) {
 		t.Fatalf("unknown stream: %v", err)
 	}
 	if _, err := in.ReplayDeadLetters(ctx, "nope", "replay"); !errors.Is(err, ingest.ErrUnknownStream) {
 		t.Fatalf("replay of an unknown stream: %v", err)
 	}
-	none := ingest.NewIngester(nil, testCatalog(testStream(t)), nil)
+	none := ingest.NewIngester(nil, testCatalog(testenv.OrdersStream(t)), nil)
 	if _, err := none.Ingest(ctx, "orders", [][]byte{[]byte(`{}`)}, "http"); !errors.Is(err, eventlog.ErrUnavailable) {
 		t.Fatalf("no log: %v", err)
 	}

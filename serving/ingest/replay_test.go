@@ -6,12 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -21,20 +19,9 @@ func replay(ctx context.Context, l *eventlog.Log, s *logic.Stream) (ingest.Repla
 	return ingest.NewIngester(l, testCatalog(s), nil).ReplayDeadLetters(ctx, s.Name, "replay")
 }
 
-// letters makes n dead letters of a stream, each with its own id (prefix
-// and number) and reason.
-func letters(stream, prefix string, n int) []eventlog.DeadLetter {
-	out := make([]eventlog.DeadLetter, n)
-	for i := range out {
-		out[i] = eventlog.DeadLetter{ID: fmt.Sprintf("%s-%d", prefix, i), Stream: stream, Reason: fmt.Sprintf("reason %s %d", prefix, i),
-			Source: "http", Time: time.Now(), Payload: fmt.Appendf(nil, `{"n":%d}`, i)}
-	}
-	return out
-}
-
 func TestReplayDeadLetters(t *testing.T) {
 	ctx := context.Background()
-	l := openLog(t, eventlog.Options{}, "orders")
+	l := testenv.OpenLog(t, eventlog.Options{}, "orders")
 	def := logic.StreamDef{Time: "ts", ID: "id", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}, Required: []string{"n"}}
 	payloads := []string{`{"ts":1000,"id":"a"}`, `{"ts":1000,"id":"b","n":"x"}`, `{"ts":1000,"id":"c","n":3}`}
 	var dls []eventlog.DeadLetter
@@ -72,7 +59,7 @@ func TestReplayDeadLetters(t *testing.T) {
 // replay, one dead letter for that event.
 func TestReplayAfterCrashDoesNotDoubleDeadLetters(t *testing.T) {
 	ctx := context.Background()
-	l := openLog(t, eventlog.Options{}, "orders")
+	l := testenv.OpenLog(t, eventlog.Options{}, "orders")
 	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}}, []byte("k"))
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +112,7 @@ func TestReplayAfterCrashDoesNotDoubleDeadLetters(t *testing.T) {
 // follows, and a second replay replays nothing twice.
 func TestReplayPackedRecords(t *testing.T) {
 	ctx := context.Background()
-	l := openLog(t, eventlog.Options{}, "orders")
+	l := testenv.OpenLog(t, eventlog.Options{}, "orders")
 	def := logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "n": logic.TypeInt}, Required: []string{"n"}}
 	now := time.Now()
 	dl := func(id, payload string) eventlog.DeadLetter {
@@ -139,7 +126,7 @@ func TestReplayPackedRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := listAll(t, l, "orders")
+	before := storagetest.AllDeadLetters(t, l, "orders", 100)
 	// The fix: n is optional; "x" is still not an int.
 	def.Required = nil
 	fixed, err := logic.NewStream("orders", def, []byte("k"))
@@ -150,7 +137,7 @@ func TestReplayPackedRecords(t *testing.T) {
 	if err != nil || res != (ingest.ReplayResult{Replayed: 3, Kept: 1, Unreplayable: 3}) {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
-	after := listAll(t, l, "orders")
+	after := storagetest.AllDeadLetters(t, l, "orders", 100)
 	// The record of letters that can never be replayed is where it was;
 	// the mixed one is gone, its [1,2] moved unchanged, its "x" re-queued.
 	if len(after) != 4 || after[0].Cursor() != before[0].Cursor() || after[1].Cursor() != before[1].Cursor() || after[0].Reason != "old" ||
@@ -188,48 +175,8 @@ func TestReplayPackedRecords(t *testing.T) {
 func TestReplayLettersWrittenBeforePacking(t *testing.T) {
 	ctx := context.Background()
 	_, js := testenv.StartNATS(t).JetStream(t)
-	ns := testenv.Namespace(t)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ns + "_dlq", Subjects: []string{ns + ".dlq.*"}, MaxAge: 7 * 24 * time.Hour,
-		MaxMsgs: 1_000_000, Duplicates: time.Minute, Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld}); err != nil {
-		t.Fatal(err)
-	}
-	old := []string{
-		`{"stream":"orders","reason":"want an integer","field":"n","source":"http","time":"2026-11-01T10:00:00Z","payload":{"ts":1000,"n":"x"}}`,
-		`{"stream":"orders","reason":"invalid JSON","source":"http","time":"2026-11-01T10:00:01Z","payload":"[payload withheld: not a JSON object and the stream has PII fields]"}`,
-		`{"stream":"orders","reason":"required field is missing","field":"n","source":"http","time":"2026-11-01T10:00:02Z","payload":{"ts":1000}}`,
-	}
-	for i, o := range old {
-		m := &nats.Msg{Subject: ns + ".dlq.orders", Data: []byte(o), Header: nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprintf("dl:%d", i)}}}
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: time.Minute, DLQMaxRecords: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, ns+"_dlq")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := st.CachedInfo().Config; c.MaxMsgs != -1 || c.MaxMsgsPerSubject != 100 {
-		t.Fatalf("dead-letter stream limits: max_msgs %d, per subject %d", c.MaxMsgs, c.MaxMsgsPerSubject)
-	}
-	// The same letters again (a retry across the upgrade) are known by
-	// their ids: stored once.
-	again := letters("orders", "again", 1)
-	again[0].ID = "dl:1"
-	if err := l.PublishDeadLetters(ctx, "orders", again); err != nil {
-		t.Fatal(err)
-	}
-	fresh := letters("orders", "new", 2)
-	for i := range fresh {
-		fresh[i].Payload = fmt.Appendf(nil, `{"ts":1000,"n":%d}`, i)
-	}
-	if err := l.PublishDeadLetters(ctx, "orders", fresh); err != nil {
-		t.Fatal(err)
-	}
-	got := listAll(t, l, "orders")
+	l := storagetest.OpenPrePackingLog(t, js, testenv.Namespace(t))
+	got := storagetest.AllDeadLetters(t, l, "orders", 100)
 	if len(got) != 5 || got[0].ID != "dl:0" || got[0].Field != "n" || got[0].Index != 0 || got[2].Seq != 3 || got[3].ID != "new-0" {
 		t.Fatalf("listed %+v", got)
 	}
@@ -245,7 +192,7 @@ func TestReplayLettersWrittenBeforePacking(t *testing.T) {
 	if err != nil || res.Unreplayable != 1 || res.Kept != 1 || res.Replayed != 3 {
 		t.Fatalf("replay %+v %v", res, err)
 	}
-	left := listAll(t, l, "orders")
+	left := storagetest.AllDeadLetters(t, l, "orders", 100)
 	if len(left) != 2 || left[0].Seq != 2 || left[1].ID != "requeue:1" || left[1].Field != "n" {
 		t.Fatalf("left %+v", left)
 	}

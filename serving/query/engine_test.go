@@ -23,6 +23,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -68,67 +69,21 @@ func (m *memSpeed) StreamStatus(context.Context, string) (StreamSpeed, error) {
 	return StreamSpeed{Found: true, Seq: m.seq, Watermark: m.wm, Views: views}, nil
 }
 
-// ev is a raw test event: its arrival epoch and its fields (nil: absent).
-type ev struct {
-	epoch, ts int64
-	country   *string
-	device    string
-	amount    *float64
-	items     *int64
-}
-
-func (e ev) json(id int) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"id":"e%d","ts":%d,"device":%q`, id, e.ts, e.device)
-	if e.country != nil {
-		fmt.Fprintf(&b, `,"country":%q`, *e.country)
-	}
-	if e.amount != nil {
-		fmt.Fprintf(&b, `,"amount":%v`, *e.amount)
-	}
-	if e.items != nil {
-		fmt.Fprintf(&b, `,"items":%d`, *e.items)
-	}
-	b.WriteString("}")
-	return []byte(b.String())
-}
-
-func randomEvents(r *rand.Rand, n int, base, span int64, epochs []int64) []ev {
-	out := make([]ev, n)
-	for i := range out {
-		e := ev{epoch: epochs[r.IntN(len(epochs))], ts: base + r.Int64N(span), device: []string{"ios", "web"}[r.IntN(2)]}
-		if r.IntN(6) > 0 {
-			c := []string{"DE", "FR", "US"}[r.IntN(3)]
-			e.country = &c
-		}
-		if r.IntN(5) > 0 {
-			a := math.Round(r.Float64()*20000-2000) / 100
-			e.amount = &a
-		}
-		if r.IntN(4) > 0 {
-			it := r.Int64N(10) - 2
-			e.items = &it
-		}
-		out[i] = e
-	}
-	return out
-}
-
 // stores folds events into what the layers would hold: batch rows of the
 // events that arrived before cutoff, speed cells of every epoch (the merge
 // must skip those before the cutoff).
-func stores(t *testing.T, v *logic.View, evs []ev, cutoff int64) ([]batchviews.Row, []SpeedCell) {
+func stores(t *testing.T, v *logic.View, evs []testenv.OrderEvent, cutoff int64) ([]batchviews.Row, []SpeedCell) {
 	t.Helper()
 	bd, sd := v.NewDelta(), v.NewDelta()
 	for i, e := range evs {
-		le, _, err := v.Stream.Prepare(e.json(i), 0)
+		le, _, err := v.Stream.Prepare([]byte(e.JSON(fmt.Sprint("e", i))), 0)
 		if err != nil {
-			t.Fatalf("prepare %s: %v", e.json(i), err)
+			t.Fatalf("prepare %s: %v", []byte(e.JSON(fmt.Sprint("e", i))), err)
 		}
-		if e.epoch < cutoff {
+		if e.Epoch < cutoff {
 			bd.Fold(0, &le)
 		}
-		sd.Fold(e.epoch, &le)
+		sd.Fold(e.Epoch, &le)
 	}
 	var rows []batchviews.Row
 	for k, st := range bd.Cells {
@@ -169,39 +124,39 @@ type want struct {
 
 // expect computes the per-window answer of [from, to) for a view of
 // windows size long starting every hop.
-func expect(evs []ev, size, hop, from, to, cutoff, watermark int64) []*want {
+func expect(evs []testenv.OrderEvent, size, hop, from, to, cutoff, watermark int64) []*want {
 	rows := map[string]*want{}
 	for _, e := range evs {
-		first := e.ts - e.ts%hop // ts >= 0 here
-		for s := first; s > e.ts-size; s -= hop {
+		first := e.TS - e.TS%hop // ts >= 0 here
+		for s := first; s > e.TS-size; s -= hop {
 			if s < from || s >= to {
 				continue
 			}
 			var country any
-			if e.country != nil {
-				country = *e.country
+			if e.Country != nil {
+				country = *e.Country
 			}
-			k := fmt.Sprint(s, country, e.device)
+			k := fmt.Sprint(s, country, e.Device)
 			w := rows[k]
 			if w == nil {
-				w = &want{window: s, country: country, device: e.device, final: watermark > 0 && s+size <= watermark}
+				w = &want{window: s, country: country, device: e.Device, final: watermark > 0 && s+size <= watermark}
 				rows[k] = w
 			}
 			w.n++
-			if e.amount != nil {
-				if w.cntA == 0 || *e.amount < w.min {
-					w.min = *e.amount
+			if e.Amount != nil {
+				if w.cntA == 0 || *e.Amount < w.min {
+					w.min = *e.Amount
 				}
-				w.sum += *e.amount
+				w.sum += *e.Amount
 				w.cntA++
 			}
-			if e.items != nil {
-				if !w.hasI || *e.items > w.maxI {
-					w.maxI = *e.items
+			if e.Items != nil {
+				if !w.hasI || *e.Items > w.maxI {
+					w.maxI = *e.Items
 				}
 				w.hasI = true
 			}
-			if e.epoch < cutoff {
+			if e.Epoch < cutoff {
 				w.batch = true
 			} else {
 				w.speed = true
@@ -276,7 +231,7 @@ func checkJSON(t *testing.T, label string, body []byte, wants []*want) {
 type engineEnv struct {
 	speed  *memSpeed
 	views  *batchviews.Store
-	evs    []ev
+	evs    []testenv.OrderEvent
 	base   int64
 	cutoff int64
 	wm     int64 // the watermark (the largest event time less the lateness)
@@ -289,7 +244,7 @@ func newEngineEnv(t *testing.T, seed uint64, vs ...*logic.View) *engineEnv {
 	r := rand.New(rand.NewPCG(seed, 3))
 	base := int64(1_764_000_000_000)
 	env := &engineEnv{base: base, cutoff: base + 20_000,
-		evs: randomEvents(r, 500, base, 20*60_000, []int64{base, base + 10_000, base + 20_000, base + 30_000})}
+		evs: testenv.RandomOrderEvents(r, 500, base, 20*60_000, []int64{base, base + 10_000, base + 20_000, base + 30_000})}
 	st, err := batchviews.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -421,7 +376,7 @@ func TestCommitsAndBatchRunsMakeAnswersUnreachable(t *testing.T) {
 
 	// A new event folded into the speed cells, at the same position: the
 	// answer of that position is answered again.
-	late := ev{epoch: env.base + 40_000, ts: env.base + 19*60_000 + 5, device: "ios"}
+	late := testenv.OrderEvent{Epoch: env.base + 40_000, TS: env.base + 19*60_000 + 5, Device: "ios"}
 	env.evs = append(env.evs, late)
 	_, cells := stores(t, v, env.evs, env.cutoff)
 	env.speed.mu.Lock()
@@ -554,7 +509,7 @@ func TestLiveFeedFollowsCommits(t *testing.T) {
 
 	// Two events in one open window, committed.
 	at := env.base + 15*60_000
-	extra := []ev{{epoch: env.base + 40_000, ts: at + 1, device: "web"}, {epoch: env.base + 40_000, ts: at + 2, device: "web"}}
+	extra := []testenv.OrderEvent{{Epoch: env.base + 40_000, TS: at + 1, Device: "web"}, {Epoch: env.base + 40_000, TS: at + 2, Device: "web"}}
 	env.evs = append(env.evs, extra...)
 	_, cells := stores(t, v, extra, env.cutoff) // an epoch of their own: cells of their own
 	env.speed.mu.Lock()

@@ -10,38 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
-
-// openStreams opens a log of the given streams on a server of its own.
-func openStreams(t *testing.T, opts eventlog.Options, streams ...string) *eventlog.Log {
-	t.Helper()
-	_, js := testenv.StartNATS(t).JetStream(t)
-	opts.Namespace = testenv.Namespace(t)
-	if opts.DedupWindow == 0 {
-		opts.DedupWindow = time.Minute
-	}
-	l, err := eventlog.Open(context.Background(), js, streams, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// letters makes n dead letters of a stream, each with its own id (prefix
-// and number) and reason.
-func letters(stream, prefix string, n int) []eventlog.DeadLetter {
-	out := make([]eventlog.DeadLetter, n)
-	for i := range out {
-		out[i] = eventlog.DeadLetter{ID: fmt.Sprintf("%s-%d", prefix, i), Stream: stream, Reason: fmt.Sprintf("reason %s %d", prefix, i),
-			Source: "http", Time: time.Now(), Payload: fmt.Appendf(nil, `{"n":%d}`, i)}
-	}
-	return out
-}
 
 // dlqRecords is the number of messages on a stream's dead-letter subject.
 func dlqRecords(t *testing.T, l *eventlog.Log, stream string) uint64 {
@@ -58,40 +32,14 @@ func dlqRecords(t *testing.T, l *eventlog.Log, stream string) uint64 {
 	return info.State.Subjects[l.DLQSubject(stream)]
 }
 
-// listAll pages through a stream's dead letters, limit at a time, with
-// the cursor of the last letter of each page.
-func listAll(t *testing.T, l *eventlog.Log, stream string, limit int) []eventlog.DeadLetter {
-	t.Helper()
-	var all []eventlog.DeadLetter
-	var after eventlog.Cursor
-	for {
-		page, err := l.DeadLetters(context.Background(), stream, after, limit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			return all
-		}
-		if len(page) > limit {
-			t.Fatalf("page of %d letters, limit %d", len(page), limit)
-		}
-		all = append(all, page...)
-		after = page[len(page)-1].Cursor()
-		c, err := eventlog.ParseCursor(after.String())
-		if err != nil || c != after {
-			t.Fatalf("cursor %v reads back as %v (%v)", after, c, err)
-		}
-	}
-}
-
 // TestDeadLettersArePackedDeduplicatedAndCounted: dead letters are written
 // like clean events: many to a log record, a repeated id stored once;
 // they are listed oldest first through a cursor that addresses one
 // letter, and counted as letters, not records.
 func TestDeadLettersArePackedDeduplicatedAndCounted(t *testing.T) {
 	ctx := context.Background()
-	l := openStreams(t, eventlog.Options{}, "orders")
-	first := letters("orders", "a", 20_000)
+	l := testenv.OpenLog(t, eventlog.Options{}, "orders")
+	first := storagetest.DeadLetters("orders", "a", 20_000)
 	if err := l.PublishDeadLetters(ctx, "orders", first); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +47,7 @@ func TestDeadLettersArePackedDeduplicatedAndCounted(t *testing.T) {
 	if err := l.PublishDeadLetters(ctx, "orders", first); err != nil {
 		t.Fatal(err)
 	}
-	second := append(letters("orders", "b", 500), first[:300]...)
+	second := append(storagetest.DeadLetters("orders", "b", 500), first[:300]...)
 	if err := l.PublishDeadLetters(ctx, "orders", second); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +60,7 @@ func TestDeadLettersArePackedDeduplicatedAndCounted(t *testing.T) {
 		t.Fatalf("count %d (%v), want %d", n, err, len(want))
 	}
 	for _, limit := range []int{1000, 333, 97} {
-		got := listAll(t, l, "orders", limit)
+		got := storagetest.AllDeadLetters(t, l, "orders", limit)
 		if len(got) != len(want) {
 			t.Fatalf("limit %d: listed %d letters, want %d", limit, len(got), len(want))
 		}
@@ -129,7 +77,7 @@ func TestDeadLettersArePackedDeduplicatedAndCounted(t *testing.T) {
 	// Counting reads the headers of new records through a consumer of its
 	// own, deleted when done: counting often leaves none behind.
 	for i := range 50 {
-		if err := l.PublishDeadLetters(ctx, "orders", letters("orders", fmt.Sprintf("c%d", i), 1)); err != nil {
+		if err := l.PublishDeadLetters(ctx, "orders", storagetest.DeadLetters("orders", fmt.Sprintf("c%d", i), 1)); err != nil {
 			t.Fatal(err)
 		}
 		if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != uint64(len(want)+i+1) {
@@ -155,7 +103,7 @@ func TestDeadLettersArePackedDeduplicatedAndCounted(t *testing.T) {
 		}
 	}
 	// After a whole record (SEQ alone): the next record's letters.
-	all := listAll(t, l, "orders", 10_000)
+	all := storagetest.AllDeadLetters(t, l, "orders", 10_000)
 	firstSeq := all[0].Seq
 	rest, err := l.DeadLetters(ctx, "orders", eventlog.Cursor{Seq: firstSeq, Index: eventlog.AllOfRecord}, 1)
 	if err != nil || len(rest) != 1 || rest[0].Seq <= firstSeq || rest[0].Index != 0 {
@@ -180,7 +128,7 @@ func TestDeadLetterWritersShareOneLog(t *testing.T) {
 		}
 		logs = append(logs, l)
 	}
-	all := letters("orders", "x", 3000)
+	all := storagetest.DeadLetters("orders", "x", 3000)
 	var wg sync.WaitGroup
 	for g := range 6 {
 		rng := rand.New(rand.NewPCG(uint64(g), 1))
@@ -195,7 +143,7 @@ func TestDeadLetterWritersShareOneLog(t *testing.T) {
 				}
 				// Another stream's letters in the same JetStream stream
 				// move its last sequence: the subject's is what counts.
-				if err := logs[g%2].PublishDeadLetters(ctx, "clicks", letters("clicks", fmt.Sprintf("c%d", g), 3)); err != nil {
+				if err := logs[g%2].PublishDeadLetters(ctx, "clicks", storagetest.DeadLetters("clicks", fmt.Sprintf("c%d", g), 3)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -203,7 +151,7 @@ func TestDeadLetterWritersShareOneLog(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	got := listAll(t, logs[0], "orders", 10_000)
+	got := storagetest.AllDeadLetters(t, logs[0], "orders", 10_000)
 	seen := map[string]bool{}
 	for _, d := range got {
 		if seen[d.ID] {
@@ -226,22 +174,22 @@ func TestDeadLetterWritersShareOneLog(t *testing.T) {
 // queue removes only its own oldest records, never another stream's.
 func TestNoisyStreamKeepsToItsBudget(t *testing.T) {
 	ctx := context.Background()
-	l := openStreams(t, eventlog.Options{DLQMaxRecords: 5, LateMaxMsgs: 5}, "payments", "junk")
-	if err := l.PublishDeadLetters(ctx, "payments", letters("payments", "p", 1)); err != nil {
+	l := testenv.OpenLog(t, eventlog.Options{DLQMaxRecords: 5, LateMaxMsgs: 5}, "payments", "junk")
+	if err := l.PublishDeadLetters(ctx, "payments", storagetest.DeadLetters("payments", "p", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.PublishLate(ctx, "payments", []eventlog.EventRef{{Seq: 7, Index: 3}}, [][]byte{[]byte(`{"late":1}`)}); err != nil {
 		t.Fatal(err)
 	}
 	for w := range 40 { // 40 writes of 50 rejects: 2,000 letters in 40 records
-		if err := l.PublishDeadLetters(ctx, "junk", letters("junk", fmt.Sprint(w), 50)); err != nil {
+		if err := l.PublishDeadLetters(ctx, "junk", storagetest.DeadLetters("junk", fmt.Sprint(w), 50)); err != nil {
 			t.Fatal(err)
 		}
 		if err := l.PublishLate(ctx, "junk", []eventlog.EventRef{{Seq: uint64(w + 1)}}, [][]byte{[]byte(`{"late":2}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pay := listAll(t, l, "payments", 100)
+	pay := storagetest.AllDeadLetters(t, l, "payments", 100)
 	if len(pay) != 1 || pay[0].ID != "p-0" {
 		t.Fatalf("payments' dead letters: %+v", pay)
 	}
@@ -249,7 +197,7 @@ func TestNoisyStreamKeepsToItsBudget(t *testing.T) {
 		t.Fatalf("payments count %d %v", n, err)
 	}
 	// junk keeps its last 5 records: the letters of its last 5 writes.
-	junk := listAll(t, l, "junk", 10_000)
+	junk := storagetest.AllDeadLetters(t, l, "junk", 10_000)
 	if len(junk) != 5*50 || junk[0].ID != "35-0" || junk[len(junk)-1].ID != "39-49" || dlqRecords(t, l, "junk") != 5 {
 		t.Fatalf("junk keeps %d letters (%s..%s) in %d records, want its last 250 in 5", len(junk), junk[0].ID, junk[len(junk)-1].ID, dlqRecords(t, l, "junk"))
 	}
@@ -271,48 +219,8 @@ func TestNoisyStreamKeepsToItsBudget(t *testing.T) {
 func TestLettersWrittenBeforePacking(t *testing.T) {
 	ctx := context.Background()
 	_, js := testenv.StartNATS(t).JetStream(t)
-	ns := testenv.Namespace(t)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: ns + "_dlq", Subjects: []string{ns + ".dlq.*"}, MaxAge: 7 * 24 * time.Hour,
-		MaxMsgs: 1_000_000, Duplicates: time.Minute, Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld}); err != nil {
-		t.Fatal(err)
-	}
-	old := []string{
-		`{"stream":"orders","reason":"want an integer","field":"n","source":"http","time":"2026-11-01T10:00:00Z","payload":{"ts":1000,"n":"x"}}`,
-		`{"stream":"orders","reason":"invalid JSON","source":"http","time":"2026-11-01T10:00:01Z","payload":"[payload withheld: not a JSON object and the stream has PII fields]"}`,
-		`{"stream":"orders","reason":"required field is missing","field":"n","source":"http","time":"2026-11-01T10:00:02Z","payload":{"ts":1000}}`,
-	}
-	for i, o := range old {
-		m := &nats.Msg{Subject: ns + ".dlq.orders", Data: []byte(o), Header: nats.Header{jetstream.MsgIDHeader: []string{fmt.Sprintf("dl:%d", i)}}}
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := eventlog.Open(ctx, js, []string{"orders"}, eventlog.Options{Namespace: ns, DedupWindow: time.Minute, DLQMaxRecords: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, ns+"_dlq")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := st.CachedInfo().Config; c.MaxMsgs != -1 || c.MaxMsgsPerSubject != 100 {
-		t.Fatalf("dead-letter stream limits: max_msgs %d, per subject %d", c.MaxMsgs, c.MaxMsgsPerSubject)
-	}
-	// The same letters again (a retry across the upgrade) are known by
-	// their ids: stored once.
-	again := letters("orders", "again", 1)
-	again[0].ID = "dl:1"
-	if err := l.PublishDeadLetters(ctx, "orders", again); err != nil {
-		t.Fatal(err)
-	}
-	fresh := letters("orders", "new", 2)
-	for i := range fresh {
-		fresh[i].Payload = fmt.Appendf(nil, `{"ts":1000,"n":%d}`, i)
-	}
-	if err := l.PublishDeadLetters(ctx, "orders", fresh); err != nil {
-		t.Fatal(err)
-	}
-	got := listAll(t, l, "orders", 2)
+	l := storagetest.OpenPrePackingLog(t, js, testenv.Namespace(t))
+	got := storagetest.AllDeadLetters(t, l, "orders", 2)
 	if len(got) != 5 || got[0].ID != "dl:0" || got[0].Field != "n" || got[0].Index != 0 || got[2].Seq != 3 || got[3].ID != "new-0" {
 		t.Fatalf("listed %+v", got)
 	}
@@ -369,7 +277,7 @@ func TestLettersWrittenBeforePacking(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	left := listAll(t, l, "orders", 10)
+	left := storagetest.AllDeadLetters(t, l, "orders", 10)
 	if len(left) != 2 || left[0].Cursor() != got[1].Cursor() || left[1].Cursor() != got[2].Cursor() {
 		t.Fatalf("left %+v", left)
 	}

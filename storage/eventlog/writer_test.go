@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -27,50 +28,20 @@ func stored(t *testing.T, l *eventlog.Log) (events []string, records int) {
 	return events, records
 }
 
-// keepFirst is the oracle: the events a log with dedup by id holds after
-// writes, in order (no-id events all kept, an id only its first time).
-func keepFirst(writes ...[]eventlog.Record) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, w := range writes {
-		for _, r := range w {
-			if r.ID != "" {
-				if seen[r.ID] {
-					continue
-				}
-				seen[r.ID] = true
-			}
-			out = append(out, r.ID+"|"+string(r.Data))
-		}
-	}
-	return out
-}
-
-func randomWrite(rng *rand.Rand, n, ids int) []eventlog.Record {
-	recs := make([]eventlog.Record, n)
-	for i := range recs {
-		recs[i].Data = fmt.Appendf(nil, `{"n":%d}`, rng.IntN(1_000_000))
-		if rng.IntN(4) > 0 {
-			recs[i].ID = fmt.Sprintf("id-%d", rng.IntN(ids))
-		}
-	}
-	return recs
-}
-
 // TestWriterPacksAndDeduplicates: a write is one log record; ids repeated
 // within it or stored before are dropped, events without one never are.
 func TestWriterPacksAndDeduplicates(t *testing.T) {
 	ctx := context.Background()
 	l := open(t)
 	rng := rand.New(rand.NewPCG(3, 4))
-	w1, w2 := randomWrite(rng, 1000, 600), randomWrite(rng, 1000, 1200)
+	w1, w2 := storagetest.RandomWrite(rng, 1000, 600), storagetest.RandomWrite(rng, 1000, 1200)
 	for _, w := range [][]eventlog.Record{w1, w2, w1} {
 		if err := l.Publish(ctx, "orders", w); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got, records := stored(t, l)
-	want := keepFirst(w1, w2, w1)
+	want := storagetest.KeepFirst(w1, w2, w1)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("log holds %d events, want %d (first occurrence of each id, every event without one)", len(got), len(want))
 	}
@@ -92,7 +63,7 @@ func TestWriterSplitsAtTheMessageLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, records := stored(t, l)
-	if strings.Join(got, "\n") != strings.Join(keepFirst(recs), "\n") || records < 3 || records > 4 {
+	if strings.Join(got, "\n") != strings.Join(storagetest.KeepFirst(recs), "\n") || records < 3 || records > 4 {
 		t.Fatalf("%d events in %d records; want 300 in order, in 3 or 4 records", len(got), records)
 	}
 }

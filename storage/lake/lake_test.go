@@ -1,7 +1,6 @@
 package lake_test
 
 import (
-	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,111 +10,23 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
-	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/storagetest"
 )
-
-func testStream(t *testing.T) *logic.Stream {
-	t.Helper()
-	s, err := logic.NewStream("orders", logic.StreamDef{
-		Time: "ts", ID: "id",
-		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "country": logic.TypeString,
-			"amount": logic.TypeFloat, "qty": logic.TypeInt, "paid": logic.TypeBool, "shipped": logic.TypeTime},
-	}, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-type want struct {
-	id      string
-	ts      int64
-	country *string
-	amount  *float64
-	qty     *int64
-	paid    *bool
-	shipped *int64
-}
-
-func mkRows(s *logic.Stream, first, n uint64, base int64) ([]lake.Row, map[uint64]want) {
-	rows := make([]lake.Row, 0, n)
-	exp := map[uint64]want{}
-	for i := uint64(0); i < n; i++ {
-		seq := first + i
-		// Spread over two UTC days so Write makes one file per date.
-		ts := base + int64(seq)*37*60*1000
-		w := want{id: fmt.Sprintf("e%d", seq), ts: ts}
-		vals := make([]logic.Value, len(s.Fields))
-		set := func(name string, v logic.Value) { vals[s.FieldIndex(name)] = v }
-		set("ts", logic.Value{Kind: logic.TypeTime, I: ts})
-		set("id", logic.Value{Kind: logic.TypeString, S: w.id})
-		if seq%5 != 0 {
-			c := []string{"US", "FR", "Zoë \"q\""}[seq%3]
-			w.country = &c
-			set("country", logic.Value{Kind: logic.TypeString, S: c})
-		}
-		if seq%7 != 0 {
-			a := float64(seq)*1.25 - 3
-			w.amount = &a
-			set("amount", logic.Value{Kind: logic.TypeFloat, F: a})
-		}
-		if seq%4 != 0 {
-			q := int64(seq%11) - 5
-			w.qty = &q
-			set("qty", logic.Value{Kind: logic.TypeInt, I: q})
-		}
-		if seq%3 != 0 {
-			p := seq%2 == 0
-			w.paid = &p
-			v := logic.Value{Kind: logic.TypeBool}
-			if p {
-				v.I = 1
-			}
-			set("paid", v)
-		}
-		if seq%2 == 0 {
-			sh := ts + 3600_000
-			w.shipped = &sh
-			set("shipped", logic.Value{Kind: logic.TypeTime, I: sh})
-		}
-		rows = append(rows, lake.Row{Seq: seq, Arrival: 1_700_000_000_000 + int64(seq), Event: logic.Event{ID: w.id, Time: ts, Values: vals}})
-		exp[seq] = w
-	}
-	return rows, exp
-}
-
-func duck(t *testing.T) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("duckdb", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func source(files []string) string {
-	q := make([]string, len(files))
-	for i, f := range files {
-		q[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'"
-	}
-	return "read_parquet([" + strings.Join(q, ",") + "])"
-}
 
 // The lake's contract (write, commit, read with DuckDB, recovery, schema
 // epochs) is checked by storagetest's suite (conformance_test.go); the
 // tests here look at the files on disk.
 
 func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
-	s := testStream(t)
+	s := storagetest.LakeStream(t)
 	dir := t.TempDir()
 	lk, err := lake.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	rows, _ := mkRows(s, 1, 10, base)
+	rows, _ := storagetest.LakeRows(s, 1, 10, base, 0)
 	if _, err := lk.Write(s, rows); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +35,7 @@ func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
 	}
 	committed, _ := lk.Files("orders")
 	// A writer crashed: a file beyond the checkpoint and temp files remain.
-	more, _ := mkRows(s, 11, 5, base)
+	more, _ := storagetest.LakeRows(s, 11, 5, base, 0)
 	beyond, err := lk.Write(s, more)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +70,7 @@ func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
 		}
 	}
 	var n int
-	if err := duck(t).QueryRow("SELECT count(*) FROM " + source(committed)).Scan(&n); err != nil || n != 10 {
+	if err := storagetest.DuckDB(t).QueryRow("SELECT count(*) FROM " + storagetest.ParquetSource(committed)).Scan(&n); err != nil || n != 10 {
 		t.Fatalf("count %d %v", n, err)
 	}
 	// An empty stream has no checkpoint and no files.
@@ -177,14 +88,14 @@ func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
 // WriteReleasing writes the same files as WriteSized (one per UTC date,
 // before 1970 too) and leaves every row zeroed.
 func TestWriteReleasingMatchesWriteSized(t *testing.T) {
-	s := testStream(t)
+	s := storagetest.LakeStream(t)
 	base := time.Date(1969, 12, 31, 20, 0, 0, 0, time.UTC).UnixMilli()
 	write := func(release bool) (files []string, rows []lake.Row) {
 		lk, err := lake.Open(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows, _ = mkRows(s, 1, 3000, base)
+		rows, _ = storagetest.LakeRows(s, 1, 3000, base, 0)
 		if release {
 			files, _, err = lk.WriteReleasing(s, rows)
 		} else {

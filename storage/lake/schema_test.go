@@ -8,54 +8,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/storagetest"
 )
-
-// iotStream is a stream with the given field types besides ts (time).
-func iotStream(t *testing.T, fields map[string]logic.FieldType) *logic.Stream {
-	t.Helper()
-	def := map[string]logic.FieldType{"ts": logic.TypeTime}
-	for n, ft := range fields {
-		def[n] = ft
-	}
-	s, err := logic.NewStream("iot", logic.StreamDef{Time: "ts", Fields: def}, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// sample is a non-null value of a type.
-func sample(ft logic.FieldType, i int) logic.Value {
-	switch ft {
-	case logic.TypeString:
-		return logic.Value{Kind: ft, S: "v" + string(rune('a'+i%26))}
-	case logic.TypeFloat:
-		return logic.Value{Kind: ft, F: float64(i) + 0.5}
-	case logic.TypeBool:
-		return logic.Value{Kind: ft, I: int64(i % 2)}
-	}
-	return logic.Value{Kind: ft, I: int64(i)}
-}
 
 // writeRows writes and commits records first..first+n-1 of s, one event
 // each, every field set, event times two hours apart (several dates).
 func writeRows(t *testing.T, lk *lake.Lake, s *logic.Stream, first, n uint64) []string {
 	t.Helper()
-	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	rows := make([]lake.Row, 0, n)
-	for seq := first; seq < first+n; seq++ {
-		ts := base + int64(seq)*2*3600*1000
-		vals := make([]logic.Value, len(s.Fields))
-		for i, f := range s.Fields {
-			vals[i] = sample(f.Type, int(seq))
-		}
-		vals[s.TimeField] = logic.Value{Kind: logic.TypeTime, I: ts}
-		rows = append(rows, lake.Row{Seq: seq, Arrival: 1_700_000_000_000 + int64(seq), Event: logic.Event{Time: ts, Values: vals}})
-	}
+	rows := storagetest.SchemaRows(s, first, n)
 	files, err := lk.Write(s, rows)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +41,7 @@ func TestSchemaCompatibilityRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		files := writeRows(t, lk, iotStream(t, map[string]logic.FieldType{"x": held}), 1, 20)
+		files := writeRows(t, lk, storagetest.SchemaStream(t, map[string]logic.FieldType{"x": held}), 1, 20)
 		for _, declared := range types {
 			change := held.String() + "→" + declared.String()
 			cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime, "x": declared, "new": logic.TypeBool})
@@ -167,9 +130,9 @@ func TestSchemaRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1 := iotStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
-	v2 := iotStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString})
-	bad := iotStream(t, map[string]logic.FieldType{"device": logic.TypeInt, "temp": logic.TypeFloat, "site": logic.TypeString})
+	v1 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
+	v2 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString})
+	bad := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeInt, "temp": logic.TypeFloat, "site": logic.TypeString})
 
 	old := writeRows(t, lk, v1, 1, 10)
 	writeRows(t, lk, v1, 11, 10) // same types: no new epoch
@@ -200,7 +163,7 @@ func TestSchemaRecord(t *testing.T) {
 
 	// Written and not committed: not part of the lake. A reader ignores its
 	// epoch; Recover drops it with the files.
-	v3 := iotStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString, "on": logic.TypeBool})
+	v3 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString, "on": logic.TypeBool})
 	rows = nil
 	for seq := uint64(31); seq <= 35; seq++ {
 		vals := make([]logic.Value, len(v3.Fields))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -53,7 +54,7 @@ func sameSlot(sl logic.Slot, got, want float64) bool {
 func TestPackedSlotsMergeLikeLogic(t *testing.T) {
 	ctx := context.Background()
 	st := speedstore.New(testenv.StartRedis(t).Client(t), testenv.Namespace(t))
-	v := testView(t)
+	v := storagetest.SpeedView(t)
 	slots := v.Slots()
 	rng := rand.New(rand.NewPCG(21, 22))
 	want := map[logic.CellKey]*logic.State{}
@@ -128,7 +129,7 @@ func TestPackedValueOfAnotherDefinition(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
-	v := testView(t)
+	v := storagetest.SpeedView(t)
 	key := ns + ":v:" + v.StateKey() + ":0:0"
 	if err := rdb.HSet(ctx, key, "sDE\x1es", string(make([]byte, 16))).Err(); err != nil {
 		t.Fatal(err)
@@ -140,7 +141,7 @@ func TestPackedValueOfAnotherDefinition(t *testing.T) {
 	if err != nil || len(cells) != 1 || v.Finalize(&cells[0].State)[0] != int64(0) {
 		t.Fatalf("read %+v %v", cells, err)
 	}
-	d := fold(v, []ev{{country: "DE", amount: 2, items: 1}})
+	d := storagetest.FoldSpeed(v, []storagetest.SpeedEvent{{Country: "DE", Amount: 2, Items: 1}})
 	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
@@ -162,15 +163,15 @@ func TestCommitChunks(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
-	v := testView(t)
-	var evs []ev
+	v := storagetest.SpeedView(t)
+	var evs []storagetest.SpeedEvent
 	for i := 0; i < 2500; i++ { // 2500 groups in one hash
-		evs = append(evs, ev{epoch: 10000, t: 0, country: fmt.Sprint("g", i), amount: float64(i), items: int64(i)})
+		evs = append(evs, storagetest.SpeedEvent{Epoch: 10000, Time: 0, Country: fmt.Sprint("g", i), Amount: float64(i), Items: int64(i)})
 	}
 	for i := 0; i < 4500; i++ { // 4500 hashes
-		evs = append(evs, ev{epoch: 20000, t: int64(i) * 60000, country: "DE", amount: 1, items: 1})
+		evs = append(evs, storagetest.SpeedEvent{Epoch: 20000, Time: int64(i) * 60000, Country: "DE", Amount: 1, Items: 1})
 	}
-	d := fold(v, evs)
+	d := storagetest.FoldSpeed(v, evs)
 	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestCommitChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, v, cells, expected(evs, 0))
+	storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(evs, 0, 0, 1<<40))
 
 	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
 		"ts": logic.TypeTime, "user": logic.TypeString}}, []byte("k"))

@@ -14,15 +14,16 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
 // manyGroups folds one event per group into one window (one cell hash of
 // n groups), plus rng's events over a few windows and epochs.
-func manyGroups(n int, rng *rand.Rand) []ev {
-	evs := randomEvents(rng, 3000)
+func manyGroups(n int, rng *rand.Rand) []storagetest.SpeedEvent {
+	evs := storagetest.RandomSpeedEvents(rng, 3000)
 	for i := 0; i < n; i++ {
-		evs = append(evs, ev{epoch: 20000, t: 120000, country: fmt.Sprintf("g%06d", i), amount: float64(i) + 0.5, items: int64(i % 9)})
+		evs = append(evs, storagetest.SpeedEvent{Epoch: 20000, Time: 120000, Country: fmt.Sprintf("g%06d", i), Amount: float64(i) + 0.5, Items: int64(i % 9)})
 	}
 	return evs
 }
@@ -35,9 +36,9 @@ func TestReadInBoundedRoundTrips(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
-	v := testView(t)
+	v := storagetest.SpeedView(t)
 	evs := manyGroups(5000, rand.New(rand.NewPCG(5, 6)))
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{fold(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range [][4]int{{1000, 16384, 4096, 1000}, {3, 40, 7, 5}, {1, 1, 1, 1}, {7, 600, 333, 2}} {
@@ -46,18 +47,18 @@ func TestReadInBoundedRoundTrips(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		check(t, v, cells, expected(evs, 0))
+		storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(evs, 0, 0, 1<<40))
 		cells, err = st.Read(ctx, v, 60000, 180000, 10000)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := expected(evs, 10000)
+		want := storagetest.ExpectedSpeedCells(evs, 10000, 0, 1<<40)
 		for k := range want {
 			if k[1] < 60000 || k[1] >= 180000 {
 				delete(want, k)
 			}
 		}
-		check(t, v, cells, want)
+		storagetest.CheckSpeedCells(t, v, cells, want)
 	}
 }
 
@@ -67,18 +68,18 @@ func TestReadSketchesInParts(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
-	s := testView(t).Stream
+	s := storagetest.SpeedView(t).Stream
 	v, err := logic.NewView("sk", logic.ViewDef{Stream: "orders", Window: 60e9, GroupBy: []string{"country"}, Measures: []logic.MeasureDef{
 		{Name: "kinds", Expr: "count_distinct(items)"}, {Name: "p50", Expr: "quantile(amount, 0.5)"}, {Name: "n", Expr: "count()"}}}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(7, 8))
-	var evs []ev
+	var evs []storagetest.SpeedEvent
 	for i := 0; i < 6000; i++ {
-		evs = append(evs, ev{epoch: 0, t: int64(rng.IntN(2)) * 60000, country: fmt.Sprintf("g%03d", rng.IntN(400)), amount: rng.ExpFloat64() * 100, items: int64(rng.IntN(50))})
+		evs = append(evs, storagetest.SpeedEvent{Epoch: 0, Time: int64(rng.IntN(2)) * 60000, Country: fmt.Sprintf("g%03d", rng.IntN(400)), Amount: rng.ExpFloat64() * 100, Items: int64(rng.IntN(50))})
 	}
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{fold(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	whole, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -136,9 +137,9 @@ func TestReadEachStopsEarly(t *testing.T) {
 	r := testenv.StartRedis(t)
 	rdb := r.Client(t)
 	st := speedstore.New(rdb, testenv.Namespace(t))
-	v := testView(t)
+	v := storagetest.SpeedView(t)
 	evs := manyGroups(60000, rand.New(rand.NewPCG(9, 10)))
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{fold(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	before := netOut(t, rdb)
@@ -198,7 +199,7 @@ func TestScanDuringCommits(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
-	v := testView(t)
+	v := storagetest.SpeedView(t)
 	speedstore.SetReadBounds(t, 10, 64, 50, 10)
 	const commits = 40
 	var done sync.WaitGroup
@@ -209,12 +210,12 @@ func TestScanDuringCommits(t *testing.T) {
 	go func() {
 		defer done.Done()
 		for c := 1; c <= commits; c++ {
-			var evs []ev
+			var evs []storagetest.SpeedEvent
 			// Every earlier group once more, and 200 new ones.
 			for g := 0; g < 200*c; g++ {
-				evs = append(evs, ev{epoch: 0, t: 0, country: fmt.Sprintf("g%05d", g), amount: 1})
+				evs = append(evs, storagetest.SpeedEvent{Epoch: 0, Time: 0, Country: fmt.Sprintf("g%05d", g), Amount: 1})
 			}
-			if err := st.Commit(ctx, "orders", uint64(c-1), speedstore.Position{Seq: uint64(c)}, 0, []*logic.Delta{fold(v, evs)}); err != nil {
+			if err := st.Commit(ctx, "orders", uint64(c-1), speedstore.Position{Seq: uint64(c)}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 				errs <- err
 				return
 			}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -18,7 +19,7 @@ func TestBeginRebuildClearsLeftovers(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
-	a := testView(t)
+	a := storagetest.SpeedView(t)
 	b, err := logic.NewView("by_country_2", logic.ViewDef{Stream: "orders", Window: 60e9, GroupBy: []string{"country"},
 		Measures: []logic.MeasureDef{ // a's, in another order (check reads them by name)
 			{Name: "ihi", Expr: "max(items)"}, {Name: "ilo", Expr: "min(items)"}, {Name: "avg", Expr: "avg(amount)"},
@@ -27,11 +28,11 @@ func TestBeginRebuildClearsLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs := randomEvents(rand.New(rand.NewPCG(3, 4)), 500)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{fold(a, evs)}); err != nil {
+	evs := storagetest.RandomSpeedEvents(rand.New(rand.NewPCG(3, 4)), 500)
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{storagetest.FoldSpeed(a, evs)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.CommitRebuildUnfenced(ctx, fold(b, evs[:100])); err != nil {
+	if err := st.CommitRebuildUnfenced(ctx, storagetest.FoldSpeed(b, evs[:100])); err != nil {
 		t.Fatal(err)
 	}
 	if cells, _ := st.Read(ctx, b, 0, 1<<40, 0); len(cells) == 0 {
@@ -43,12 +44,12 @@ func TestBeginRebuildClearsLeftovers(t *testing.T) {
 	if cells, _ := st.Read(ctx, b, 0, 1<<40, 0); len(cells) != 0 {
 		t.Fatalf("%d cells left from before the rebuild began", len(cells))
 	}
-	if joined, err := st.CommitRebuild(ctx, "orders", 0, 1, 10, fold(b, evs)); err != nil || !joined {
+	if joined, err := st.CommitRebuild(ctx, "orders", 0, 1, 10, storagetest.FoldSpeed(b, evs)); err != nil || !joined {
 		t.Fatalf("rebuild 1..10: joined %v, %v", joined, err)
 	}
 	cells, err := st.Read(ctx, b, 0, 1<<40, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, a, cells, expected(evs, 0))
+	storagetest.CheckSpeedCells(t, a, cells, storagetest.ExpectedSpeedCells(evs, 0, 0, 1<<40))
 }

@@ -3,7 +3,6 @@ package speedstore_test
 import (
 	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -11,124 +10,9 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
-
-func testView(t *testing.T) *logic.View {
-	t.Helper()
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
-		"ts": logic.TypeTime, "country": logic.TypeString, "amount": logic.TypeFloat, "items": logic.TypeInt}}, []byte("k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := logic.NewView("by_country", logic.ViewDef{Stream: "orders", Window: 60e9, GroupBy: []string{"country"}, Measures: []logic.MeasureDef{
-		{Name: "n", Expr: "count()"}, {Name: "rev", Expr: "sum(amount)"}, {Name: "items", Expr: "sum(items)"},
-		{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(amount)"}, {Name: "avg", Expr: "avg(amount)"},
-		{Name: "ilo", Expr: "min(items)"}, {Name: "ihi", Expr: "max(items)"}}}, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-type ev struct {
-	epoch   int64
-	t       int64
-	country string
-	amount  float64
-	items   int64
-	nulls   bool
-}
-
-func randomEvents(rng *rand.Rand, n int) []ev {
-	out := make([]ev, n)
-	for i := range out {
-		out[i] = ev{epoch: int64(rng.IntN(5)) * 10000, t: int64(rng.IntN(10 * 60000)), country: []string{"DE", "FR", "US"}[rng.IntN(3)],
-			amount: (rng.Float64() - 0.3) * math.Pow(10, float64(rng.IntN(12)-4)), items: int64(rng.IntN(2000)) - 1000, nulls: rng.IntN(10) == 0}
-	}
-	return out
-}
-
-func fold(v *logic.View, evs []ev) *logic.Delta {
-	d := v.NewDelta()
-	for _, e := range evs {
-		vals := make([]logic.Value, len(v.Stream.Fields))
-		vals[v.Stream.FieldIndex("ts")] = logic.Value{Kind: logic.TypeTime, I: e.t}
-		vals[v.Stream.FieldIndex("country")] = logic.Value{Kind: logic.TypeString, S: e.country}
-		if !e.nulls {
-			vals[v.Stream.FieldIndex("amount")] = logic.Value{Kind: logic.TypeFloat, F: e.amount}
-			vals[v.Stream.FieldIndex("items")] = logic.Value{Kind: logic.TypeInt, I: e.items}
-		}
-		x := logic.Event{Time: e.t, Values: vals}
-		d.Fold(e.epoch, &x)
-	}
-	return d
-}
-
-// expected computes count/sum/min/max per epoch, window and group directly.
-type exp struct {
-	n, items, cnt, ilo, ihi int64
-	sum, lo, hi             float64
-}
-
-func expected(evs []ev, minEpoch int64) map[[2]int64]map[string]*exp {
-	out := map[[2]int64]map[string]*exp{}
-	for _, e := range evs {
-		if e.epoch < minEpoch {
-			continue
-		}
-		k := [2]int64{e.epoch, e.t / 60000 * 60000}
-		if out[k] == nil {
-			out[k] = map[string]*exp{}
-		}
-		x := out[k]["s"+e.country]
-		if x == nil {
-			x = &exp{lo: math.Inf(1), hi: math.Inf(-1), ilo: math.MaxInt64, ihi: math.MinInt64}
-			out[k]["s"+e.country] = x
-		}
-		x.n++
-		if !e.nulls {
-			x.cnt++
-			x.sum += e.amount
-			x.items += e.items
-			x.lo = math.Min(x.lo, e.amount)
-			x.hi = math.Max(x.hi, e.amount)
-			x.ilo, x.ihi = min(x.ilo, e.items), max(x.ihi, e.items)
-		}
-	}
-	return out
-}
-
-func check(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int64]map[string]*exp) {
-	t.Helper()
-	n := 0
-	for _, w := range want {
-		n += len(w)
-	}
-	if len(cells) != n {
-		t.Fatalf("%d cells, want %d", len(cells), n)
-	}
-	for _, c := range cells {
-		x := want[[2]int64{c.Epoch, c.Window}][c.Group]
-		if x == nil {
-			t.Fatalf("unexpected cell %+v", c)
-		}
-		got := v.Finalize(&c.State)
-		if x.cnt == 0 {
-			if got[0] != x.n || got[1] != nil || got[2] != nil || got[3] != nil || got[4] != nil || got[5] != nil || got[6] != nil || got[7] != nil {
-				t.Fatalf("cell %d/%d/%q = %v, want %+v", c.Epoch, c.Window, c.Group, got, x)
-			}
-			continue
-		}
-		// Sums are added in another order (per commit, then merged by the
-		// script): allow rounding; min/max and integers must be exact.
-		sumOK := math.Abs(got[1].(float64)-x.sum) <= 1e-9*math.Max(1, math.Abs(x.sum))
-		avgOK := math.Abs(got[5].(float64)-x.sum/float64(x.cnt)) <= 1e-9*math.Max(1, math.Abs(x.sum))
-		if got[0] != x.n || !sumOK || !avgOK || got[2] != x.items || got[3] != x.lo || got[4] != x.hi || got[6] != x.ilo || got[7] != x.ihi {
-			t.Fatalf("cell %d/%d/%q = %v, want %+v", c.Epoch, c.Window, c.Group, got, x)
-		}
-	}
-}
 
 // TestExpireDeletesKeysAndIndex: Expire removes exactly the cell hashes
 // of epochs before the cutoff from Redis itself, and their index members
@@ -138,16 +22,16 @@ func TestExpireDeletesKeysAndIndex(t *testing.T) {
 	r := testenv.StartRedis(t)
 	ns := testenv.Namespace(t)
 	st := speedstore.New(r.Client(t), ns)
-	v := testView(t)
-	all := randomEvents(rand.New(rand.NewPCG(1, 2)), 5000)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 5000}, 0, []*logic.Delta{fold(v, all)}); err != nil {
+	v := storagetest.SpeedView(t)
+	all := storagetest.RandomSpeedEvents(rand.New(rand.NewPCG(1, 2)), 5000)
+	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 5000}, 0, []*logic.Delta{storagetest.FoldSpeed(v, all)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Expire(ctx, v.StateKey(), 30000); err != nil {
 		t.Fatal(err)
 	}
 	cells, _ := st.Read(ctx, v, 0, 1<<40, 0)
-	check(t, v, cells, expected(all, 30000))
+	storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(all, 30000, 0, 1<<40))
 	keys, err := r.Client(t).Keys(ctx, ns+":v:"+v.StateKey()+":*").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +47,7 @@ func TestExpireDeletesKeysAndIndex(t *testing.T) {
 			t.Fatalf("key %s survived Expire(30000) (%v)", k, err)
 		}
 	}
-	if want := len(expected(all, 30000)); hashes != want {
+	if want := len(storagetest.ExpectedSpeedCells(all, 30000, 0, 1<<40)); hashes != want {
 		t.Fatalf("%d cell hashes after expire, want %d", hashes, want)
 	}
 	if n, _ := r.Client(t).ZCard(ctx, ns+":v:"+v.StateKey()+":idx").Result(); n != int64(hashes) {
@@ -175,15 +59,15 @@ func TestLargeCommit(t *testing.T) {
 	ctx := context.Background()
 	r := testenv.StartRedis(t)
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
-	v := testView(t)
-	var evs []ev
+	v := storagetest.SpeedView(t)
+	var evs []storagetest.SpeedEvent
 	for i := 0; i < 20000; i++ {
 		// 20000 distinct cells (676 groups x 30 windows), each with 9 ops:
 		// about 180k cell ops and 540k script arguments in one call.
-		evs = append(evs, ev{epoch: 10000, t: int64(i/676) * 60000, country: string(rune('a'+i%26)) + string(rune('a'+i/26%26)),
-			amount: float64(i) + 0.25, items: int64(i % 7)})
+		evs = append(evs, storagetest.SpeedEvent{Epoch: 10000, Time: int64(i/676) * 60000, Country: string(rune('a'+i%26)) + string(rune('a'+i/26%26)),
+			Amount: float64(i) + 0.25, Items: int64(i % 7)})
 	}
-	d := fold(v, evs)
+	d := storagetest.FoldSpeed(v, evs)
 	if d.Len() != 20000 {
 		t.Fatalf("fixture has %d cells, want 20000", d.Len())
 	}
@@ -194,7 +78,7 @@ func TestLargeCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(t, v, cells, expected(evs, 0))
+	storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(evs, 0, 0, 1<<40))
 	if pos, _, _ := st.Position(ctx, "orders"); pos.Seq != 20000 {
 		t.Fatalf("position %d after the large commit", pos.Seq)
 	}
@@ -339,24 +223,24 @@ func BenchmarkCommit(b *testing.B) {
 			v := benchView(b, time.Minute)
 			rng := rand.New(rand.NewPCG(5, 6))
 			const k = 8
-			var evs [k][]ev
+			var evs [k][]storagetest.SpeedEvent
 			cells := 0
 			for i := range evs {
-				evs[i] = make([]ev, 2000)
+				evs[i] = make([]storagetest.SpeedEvent, 2000)
 				for j := range evs[i] {
-					evs[i][j] = ev{t: rng.Int64N(c.span), country: fmt.Sprint("c", rng.IntN(50)),
-						amount: float64(rng.IntN(100000)) / 100, items: int64(rng.IntN(9))}
+					evs[i][j] = storagetest.SpeedEvent{Time: rng.Int64N(c.span), Country: fmt.Sprint("c", rng.IntN(50)),
+						Amount: float64(rng.IntN(100000)) / 100, Items: int64(rng.IntN(9))}
 				}
-				cells += fold(v, evs[i]).Len()
+				cells += storagetest.FoldSpeed(v, evs[i]).Len()
 			}
 			deltas := make([]*logic.Delta, b.N)
 			for i := range deltas {
 				if c.newCells {
 					for j := range evs[i%k] {
-						evs[i%k][j].epoch = int64(i) * 10000
+						evs[i%k][j].Epoch = int64(i) * 10000
 					}
 				}
-				deltas[i] = fold(v, evs[i%k])
+				deltas[i] = storagetest.FoldSpeed(v, evs[i%k])
 			}
 			_ = rdb.ConfigResetStat(ctx)
 			b.ResetTimer()

@@ -14,7 +14,13 @@
 // process) or after a simulated crash. The suites assert only what the role
 // promises: no file layout, no key names.
 //
+// Besides the suites, the package exports the fixtures that tests of more
+// than one package share: the suites' data and oracles (SpeedView,
+// RandomSpeedEvents, ExpectedSpeedCells, LakeStream, LakeRows, KeepFirst,
+// ...), dead letters and a dead-letter stream as an earlier version wrote
+// it (OpenPrePackingLog).
+//
 // The package is a normal package so that implementation tests anywhere
-// can import it; it imports the storage packages for their types only, and
-// nothing above storage.
+// can import it; it imports the storage packages (the fixtures open and
+// fill stores with them) and nothing above storage.
 package storagetest

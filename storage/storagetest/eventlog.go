@@ -65,9 +65,10 @@ func RunLogWriter(t *testing.T, newLog NewLog) {
 	}
 }
 
-// keepFirst is the oracle: the events a log with dedup by id holds after
-// writes, in order (no-id events all kept, an id only its first time).
-func keepFirst(writes ...[]eventlog.Record) []string {
+// KeepFirst is the oracle: the events a log with dedup by id holds after
+// writes, in order, as "id|data" (no-id events all kept, an id only its
+// first time).
+func KeepFirst(writes ...[]eventlog.Record) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, w := range writes {
@@ -84,7 +85,9 @@ func keepFirst(writes ...[]eventlog.Record) []string {
 	return out
 }
 
-func randomWrite(rng *rand.Rand, n, ids int) []eventlog.Record {
+// RandomWrite makes a write of n events with random data, three in four
+// with one of ids ids (id-0 to id-<ids-1>), the others without one.
+func RandomWrite(rng *rand.Rand, n, ids int) []eventlog.Record {
 	recs := make([]eventlog.Record, n)
 	for i := range recs {
 		recs[i].Data = fmt.Appendf(nil, `{"n":%d}`, rng.IntN(1_000_000))
@@ -115,7 +118,7 @@ func logDedupInOrder(t *testing.T, env LogEnv) {
 	ctx := context.Background()
 	w := env.Open()
 	rng := rand.New(rand.NewPCG(3, 4))
-	w1, w2 := randomWrite(rng, 1000, 600), randomWrite(rng, 1000, 1200)
+	w1, w2 := RandomWrite(rng, 1000, 600), RandomWrite(rng, 1000, 1200)
 	for _, recs := range [][]eventlog.Record{w1, w2, w1} {
 		if err := w.Publish(ctx, "orders", cloneRecords(recs)); err != nil {
 			t.Fatal(err)
@@ -125,7 +128,7 @@ func logDedupInOrder(t *testing.T, env LogEnv) {
 	if err := env.Open().Publish(ctx, "orders", cloneRecords(w2)); err != nil {
 		t.Fatal(err)
 	}
-	got, want := storedStrings(env), keepFirst(w1, w2, w1, w2)
+	got, want := storedStrings(env), KeepFirst(w1, w2, w1, w2)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("log holds %d events, want %d (first occurrence of each id, every event without one, in order)", len(got), len(want))
 	}
@@ -147,7 +150,7 @@ func logDedupAcrossWriters(t *testing.T, env LogEnv) {
 		go func() {
 			defer wg.Done()
 			for k := range 20 {
-				w := randomWrite(rng, 50, 400)
+				w := RandomWrite(rng, 50, 400)
 				for i := range w {
 					if w[i].ID == "" {
 						w[i].Data = fmt.Appendf(nil, `{"g":%d,"k":%d,"i":%d}`, g, k, i) // unique

@@ -76,7 +76,9 @@ func RunLake(t *testing.T, newLake NewLake) {
 	}
 }
 
-func lakeStream(t *testing.T) *logic.Stream {
+// LakeStream is the lake suite's stream "orders": ts, id and a nullable
+// field of every type (country, amount, qty, paid, shipped).
+func LakeStream(t testing.TB) *logic.Stream {
 	t.Helper()
 	s, err := logic.NewStream("orders", logic.StreamDef{
 		Time: "ts", ID: "id",
@@ -89,8 +91,8 @@ func lakeStream(t *testing.T) *logic.Stream {
 	return s
 }
 
-// lakeWant is what a row should read back as (nil: null).
-type lakeWant struct {
+// LakeWant is what a row of LakeRows should read back as (nil: null).
+type LakeWant struct {
 	id      string
 	ts      int64
 	country *string
@@ -100,16 +102,16 @@ type lakeWant struct {
 	shipped *int64
 }
 
-// lakeRows makes rows first..first+n-1 of lakeStream, 37 minutes of event
+// LakeRows makes rows first..first+n-1 of LakeStream, 37 minutes of event
 // time apart from base (so over several UTC dates), salt varying the
 // values, with what each should read back as.
-func lakeRows(s *logic.Stream, first, n uint64, base int64, salt int) ([]lake.Row, map[uint64]lakeWant) {
+func LakeRows(s *logic.Stream, first, n uint64, base int64, salt int) ([]lake.Row, map[uint64]LakeWant) {
 	rows := make([]lake.Row, 0, n)
-	exp := map[uint64]lakeWant{}
+	exp := map[uint64]LakeWant{}
 	for i := uint64(0); i < n; i++ {
 		seq := first + i
 		ts := base + int64(seq)*37*60*1000
-		w := lakeWant{id: fmt.Sprintf("e%d-%d", seq, salt), ts: ts}
+		w := LakeWant{id: fmt.Sprintf("e%d-%d", seq, salt), ts: ts}
 		vals := make([]logic.Value, len(s.Fields))
 		set := func(name string, v logic.Value) { vals[s.FieldIndex(name)] = v }
 		set("ts", logic.Value{Kind: logic.TypeTime, I: ts})
@@ -149,7 +151,8 @@ func lakeRows(s *logic.Stream, first, n uint64, base int64, salt int) ([]lake.Ro
 	return rows, exp
 }
 
-func duckDB(t *testing.T) *sql.DB {
+// DuckDB opens an in-memory DuckDB, closed when the test ends.
+func DuckDB(t testing.TB) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("duckdb", "")
 	if err != nil {
@@ -159,7 +162,8 @@ func duckDB(t *testing.T) *sql.DB {
 	return db
 }
 
-func parquetSource(files []string) string {
+// ParquetSource is a DuckDB table expression reading the Parquet files.
+func ParquetSource(files []string) string {
 	q := make([]string, len(files))
 	for i, f := range files {
 		q[i] = "'" + strings.ReplaceAll(f, "'", "''") + "'"
@@ -169,7 +173,7 @@ func parquetSource(files []string) string {
 
 // checkLakeRows reads the stream's committed files with DuckDB and checks
 // they hold exactly the expected rows, each once.
-func checkLakeRows(t *testing.T, lk Lake, stream string, exp map[uint64]lakeWant) {
+func checkLakeRows(t *testing.T, lk Lake, stream string, exp map[uint64]LakeWant) {
 	t.Helper()
 	files, err := lk.Files(stream)
 	if err != nil {
@@ -181,8 +185,8 @@ func checkLakeRows(t *testing.T, lk Lake, stream string, exp map[uint64]lakeWant
 		}
 		return
 	}
-	db := duckDB(t)
-	r, err := db.Query(`SELECT _seq, _arrival, _time, _id, epoch_ms(ts), id, country, amount, qty, paid, epoch_ms(shipped) FROM ` + parquetSource(files))
+	db := DuckDB(t)
+	r, err := db.Query(`SELECT _seq, _arrival, _time, _id, epoch_ms(ts), id, country, amount, qty, paid, epoch_ms(shipped) FROM ` + ParquetSource(files))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,9 +249,9 @@ func commitRows(t *testing.T, lk Lake, stream string, rows []lake.Row) lake.Chec
 
 func lakeWriteCommitRead(t *testing.T, open func() Lake) {
 	lk := open()
-	s := lakeStream(t)
+	s := LakeStream(t)
 	base := time.Date(2024, 3, 1, 20, 0, 0, 0, time.UTC).UnixMilli()
-	rows, exp := lakeRows(s, 1, 300, base, 0)
+	rows, exp := LakeRows(s, 1, 300, base, 0)
 	// Three writes, one per write method, over several dates each.
 	var written []string
 	for i, part := range [][]lake.Row{rows[:100], rows[100:200], rows[200:]} {
@@ -300,7 +304,7 @@ func lakeWriteCommitRead(t *testing.T, open func() Lake) {
 	if len(cfs) != len(written) {
 		t.Fatalf("%d committed files, %d written", len(cfs), len(written))
 	}
-	db := duckDB(t)
+	db := DuckDB(t)
 	covered := 0
 	for i, f := range cfs {
 		if i > 0 && f.First <= cfs[i-1].First {
@@ -308,7 +312,7 @@ func lakeWriteCommitRead(t *testing.T, open func() Lake) {
 		}
 		var lo, hi, n int64
 		var dlo, dhi string
-		q := "SELECT min(_seq), max(_seq), count(*), strftime(min(ts), '%Y-%m-%d'), strftime(max(ts), '%Y-%m-%d') FROM " + parquetSource([]string{f.Path})
+		q := "SELECT min(_seq), max(_seq), count(*), strftime(min(ts), '%Y-%m-%d'), strftime(max(ts), '%Y-%m-%d') FROM " + ParquetSource([]string{f.Path})
 		if err := db.QueryRow(q).Scan(&lo, &hi, &n, &dlo, &dhi); err != nil {
 			t.Fatal(err)
 		}
@@ -331,9 +335,9 @@ func lakeWriteCommitRead(t *testing.T, open func() Lake) {
 
 func lakeVisibleAfterCommit(t *testing.T, open func() Lake) {
 	lk := open()
-	s := lakeStream(t)
+	s := LakeStream(t)
 	base := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	rows, exp := lakeRows(s, 1, 60, base, 0)
+	rows, exp := LakeRows(s, 1, 60, base, 0)
 	if _, err := lk.Write(s, rows[:20]); err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +345,7 @@ func lakeVisibleAfterCommit(t *testing.T, open func() Lake) {
 	if _, err := lk.Write(s, rows[20:40]); err != nil {
 		t.Fatal(err)
 	}
-	firstPart := map[uint64]lakeWant{}
+	firstPart := map[uint64]LakeWant{}
 	for seq := uint64(1); seq <= 20; seq++ {
 		firstPart[seq] = exp[seq]
 	}
@@ -369,14 +373,14 @@ func lakeVisibleAfterCommit(t *testing.T, open func() Lake) {
 // values) and commits further. The crashed files never become visible.
 func lakeRecover(t *testing.T, open func() Lake) {
 	lk := open()
-	s := lakeStream(t)
+	s := LakeStream(t)
 	base := time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	rows, exp := lakeRows(s, 1, 10, base, 0)
+	rows, exp := LakeRows(s, 1, 10, base, 0)
 	if _, err := lk.Write(s, rows); err != nil {
 		t.Fatal(err)
 	}
 	cp := commitRows(t, lk, "orders", rows)
-	lost, _ := lakeRows(s, 11, 20, base, 1) // records 11..30
+	lost, _ := LakeRows(s, 11, 20, base, 1) // records 11..30
 	if _, err := lk.Write(s, lost); err != nil {
 		t.Fatal(err)
 	}
@@ -389,12 +393,12 @@ func lakeRecover(t *testing.T, open func() Lake) {
 		t.Fatalf("checkpoint after recovery %+v %v, want %+v", got, err, cp)
 	}
 	checkLakeRows(t, lk, "orders", exp)
-	again, exp2 := lakeRows(s, 11, 10, base, 2) // records 11..20, other values
+	again, exp2 := LakeRows(s, 11, 10, base, 2) // records 11..20, other values
 	if _, err := lk.Write(s, again); err != nil {
 		t.Fatal(err)
 	}
 	commitRows(t, lk, "orders", again)
-	more, exp3 := lakeRows(s, 21, 20, base, 3) // records 21..40
+	more, exp3 := LakeRows(s, 21, 20, base, 3) // records 21..40
 	if _, err := lk.Write(s, more); err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +426,9 @@ func epochFields(s *logic.Stream) map[string]string {
 	return out
 }
 
-func schemaStream(t *testing.T, fields map[string]logic.FieldType) *logic.Stream {
+// SchemaStream is a stream "iot" with the given field types besides ts
+// (time).
+func SchemaStream(t testing.TB, fields map[string]logic.FieldType) *logic.Stream {
 	t.Helper()
 	def := map[string]logic.FieldType{"ts": logic.TypeTime}
 	for n, ft := range fields {
@@ -435,7 +441,9 @@ func schemaStream(t *testing.T, fields map[string]logic.FieldType) *logic.Stream
 	return s
 }
 
-func schemaRows(s *logic.Stream, first, n uint64) []lake.Row {
+// SchemaRows makes rows first..first+n-1 of s, one event each, every
+// field set, event times two hours apart from 2026-11-01 (several dates).
+func SchemaRows(s *logic.Stream, first, n uint64) []lake.Row {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	rows := make([]lake.Row, 0, n)
 	for seq := first; seq < first+n; seq++ {
@@ -487,14 +495,14 @@ func checkEpochs(t *testing.T, lk Lake, want []lake.Epoch) {
 // Recover drops it), an incompatible write is refused.
 func lakeSchema(t *testing.T, open func() Lake) {
 	lk := open()
-	v1 := schemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
-	v2 := schemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString})
-	v3 := schemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString, "on": logic.TypeBool})
-	bad := schemaStream(t, map[string]logic.FieldType{"device": logic.TypeInt, "temp": logic.TypeFloat, "site": logic.TypeString})
+	v1 := SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
+	v2 := SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString})
+	v3 := SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString, "on": logic.TypeBool})
+	bad := SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeInt, "temp": logic.TypeFloat, "site": logic.TypeString})
 	checkEpochs(t, lk, nil)
 	write := func(s *logic.Stream, first, n uint64, commit bool) {
 		t.Helper()
-		rows := schemaRows(s, first, n)
+		rows := SchemaRows(s, first, n)
 		if _, err := lk.Write(s, rows); err != nil {
 			t.Fatal(err)
 		}
@@ -507,7 +515,7 @@ func lakeSchema(t *testing.T, open func() Lake) {
 	checkEpochs(t, lk, []lake.Epoch{{From: 1, Fields: epochFields(v1)}})
 	write(v2, 21, 10, false) // a new field, int -> float: an epoch, not yet committed
 	checkEpochs(t, lk, []lake.Epoch{{From: 1, Fields: epochFields(v1)}})
-	commitRows(t, lk, "iot", schemaRows(v2, 21, 10))
+	commitRows(t, lk, "iot", SchemaRows(v2, 21, 10))
 	want := []lake.Epoch{{From: 1, Fields: epochFields(v1)}, {From: 21, Fields: epochFields(v2)}}
 	checkEpochs(t, lk, want)
 	checkEpochs(t, open(), want)
@@ -520,7 +528,7 @@ func lakeSchema(t *testing.T, open func() Lake) {
 	}
 	cp, _ := lk.Checkpoint("iot")
 	var se *lake.SchemaError
-	if _, err := lk.Write(bad, schemaRows(bad, 31, 1)); !errors.As(err, &se) || len(se.Conflicts) != 1 || se.Conflicts[0].Field != "device" {
+	if _, err := lk.Write(bad, SchemaRows(bad, 31, 1)); !errors.As(err, &se) || len(se.Conflicts) != 1 || se.Conflicts[0].Field != "device" {
 		t.Fatalf("write with device: int: %v", err)
 	}
 	checkEpochs(t, lk, want)

@@ -166,17 +166,17 @@ func FoldSpeed(v *logic.View, evs []SpeedEvent) *logic.Delta {
 	return d
 }
 
-// speedExp is one expected cell of SpeedView, computed from the events
+// SpeedCellWant is one expected cell of SpeedView, computed from the events
 // directly (not through logic's merge).
-type speedExp struct {
+type SpeedCellWant struct {
 	n, items, cnt, ilo, ihi int64
 	sum, lo, hi             float64
 }
 
-// expectedCells computes SpeedView's cells of the events with epoch >=
+// ExpectedSpeedCells computes SpeedView's cells of the events with epoch >=
 // minEpoch and window start in [from, to), by (epoch, window) and group.
-func expectedCells(evs []SpeedEvent, minEpoch, from, to int64) map[[2]int64]map[string]*speedExp {
-	out := map[[2]int64]map[string]*speedExp{}
+func ExpectedSpeedCells(evs []SpeedEvent, minEpoch, from, to int64) map[[2]int64]map[string]*SpeedCellWant {
+	out := map[[2]int64]map[string]*SpeedCellWant{}
 	for _, e := range evs {
 		w := e.Time / 60000 * 60000
 		if e.Epoch < minEpoch || w < from || w >= to {
@@ -184,12 +184,12 @@ func expectedCells(evs []SpeedEvent, minEpoch, from, to int64) map[[2]int64]map[
 		}
 		k := [2]int64{e.Epoch, w}
 		if out[k] == nil {
-			out[k] = map[string]*speedExp{}
+			out[k] = map[string]*SpeedCellWant{}
 		}
 		g := "s" + e.Country // logic's group key of one string value
 		x := out[k][g]
 		if x == nil {
-			x = &speedExp{lo: math.Inf(1), hi: math.Inf(-1), ilo: math.MaxInt64, ihi: math.MinInt64}
+			x = &SpeedCellWant{lo: math.Inf(1), hi: math.Inf(-1), ilo: math.MaxInt64, ihi: math.MinInt64}
 			out[k][g] = x
 		}
 		x.n++
@@ -207,9 +207,9 @@ func expectedCells(evs []SpeedEvent, minEpoch, from, to int64) map[[2]int64]map[
 
 const allTime = 1 << 40
 
-// checkCells compares cells of a view with SpeedView's measures (by
+// CheckSpeedCells compares cells of a view with SpeedView's measures (by
 // name, in any order) with the expected ones.
-func checkCells(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int64]map[string]*speedExp) {
+func CheckSpeedCells(t *testing.T, v *logic.View, cells []speedstore.Cell, want map[[2]int64]map[string]*SpeedCellWant) {
 	t.Helper()
 	n := 0
 	for _, w := range want {
@@ -289,7 +289,7 @@ func speedCommitFenced(t *testing.T, open func() SpeedStore) {
 	if pos, found, err := st.Position(ctx, "orders"); err != nil || !found || pos.Seq != 3000 || pos.Watermark != 42 || pos.Owner != "x" {
 		t.Fatalf("position after refused commits: %+v %v %v", pos, found, err)
 	}
-	checkCells(t, v, readAll(t, st, v, 0, allTime, 0), expectedCells(a, 0, 0, allTime))
+	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(a, 0, 0, allTime))
 	if err := st.Commit(ctx, "orders", 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "y"}, 0, []*logic.Delta{FoldSpeed(v, b)}); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func speedCommitFenced(t *testing.T, open func() SpeedStore) {
 	if err != nil || !found || pos.Seq != 5000 || pos.Watermark != 43 || pos.Owner != "y" {
 		t.Fatalf("position %+v %v %v", pos, found, err)
 	}
-	checkCells(t, v, readAll(t, st2, v, 0, allTime, 0), expectedCells(slices.Concat(a, b), 0, 0, allTime))
+	CheckSpeedCells(t, v, readAll(t, st2, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(a, b), 0, 0, allTime))
 	// Empty deltas just move the position.
 	if err := st.Commit(ctx, "orders", 5000, speedstore.Position{Seq: 5001, Watermark: 44}, 0, []*logic.Delta{v.NewDelta()}); err != nil {
 		t.Fatal(err)
@@ -308,7 +308,7 @@ func speedCommitFenced(t *testing.T, open func() SpeedStore) {
 	if pos, _, _ := st.Position(ctx, "orders"); pos.Seq != 5001 || pos.Watermark != 44 {
 		t.Fatalf("position after an empty commit: %+v", pos)
 	}
-	checkCells(t, v, readAll(t, st, v, 0, allTime, 0), expectedCells(slices.Concat(a, b), 0, 0, allTime))
+	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(a, b), 0, 0, allTime))
 	// Streams are fenced apart: another stream has no position, and a
 	// writer that believes it has one (its store lost it) is refused.
 	if _, found, err := st.Position(ctx, "other"); err != nil || found {
@@ -363,7 +363,7 @@ func speedConcurrentWriters(t *testing.T, open func() SpeedStore) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	checkCells(t, v, readAll(t, open(), v, 0, allTime, 0), expectedCells(evs, 0, 0, allTime))
+	CheckSpeedCells(t, v, readAll(t, open(), v, 0, allTime, 0), ExpectedSpeedCells(evs, 0, 0, allTime))
 	t.Logf("conflicts per writer: %v", conflicts)
 }
 
@@ -379,7 +379,7 @@ func speedReadRanges(t *testing.T, open func() SpeedStore) {
 		{0, allTime, 0}, {0, allTime, 20000}, {0, allTime, 40000}, {0, allTime, 40001},
 		{120000, 180000, 0}, {119999, 180001, 10000}, {60000, 60000, 0}, {300000, 600000, 30000}, {-allTime, 0, 0},
 	} {
-		checkCells(t, v, readAll(t, st, v, r[0], r[1], r[2]), expectedCells(evs, r[2], r[0], r[1]))
+		CheckSpeedCells(t, v, readAll(t, st, v, r[0], r[1], r[2]), ExpectedSpeedCells(evs, r[2], r[0], r[1]))
 	}
 	// Another view of the stream has its own cells.
 	other := speedViewNamed(t, "other", []logic.MeasureDef{{Name: "n", Expr: "count()"}})
@@ -413,7 +413,7 @@ func speedReadEachStops(t *testing.T, open func() SpeedStore) {
 	if err := st.ReadEach(ctx, v, 0, allTime, 0, func(c speedstore.Cell) error { kept = append(kept, c); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	checkCells(t, v, kept, expectedCells(evs, 0, 0, allTime))
+	CheckSpeedCells(t, v, kept, ExpectedSpeedCells(evs, 0, 0, allTime))
 }
 
 // A group whose every slot stays empty (min over null values only) is still
@@ -451,10 +451,10 @@ func speedExpire(t *testing.T, open func() SpeedStore) {
 		if err := st.Expire(ctx, v.StateKey(), 30000); err != nil {
 			t.Fatal(err)
 		}
-		checkCells(t, v, readAll(t, st, v, 0, allTime, 0), expectedCells(evs, 30000, 0, allTime))
+		CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(evs, 30000, 0, allTime))
 	}
 	// Only that key's cells went.
-	checkCells(t, other, readAll(t, st, other, 0, allTime, 0), expectedCells(evs, 0, 0, allTime))
+	CheckSpeedCells(t, other, readAll(t, st, other, 0, allTime, 0), ExpectedSpeedCells(evs, 0, 0, allTime))
 	// Commits go on into the epochs left, merging with what is there.
 	more := RandomSpeedEvents(rand.New(rand.NewPCG(11, 12)), 500)
 	for i := range more {
@@ -463,7 +463,7 @@ func speedExpire(t *testing.T, open func() SpeedStore) {
 	if err := st.Commit(ctx, "orders", 1, speedstore.Position{Seq: 2}, 0, []*logic.Delta{FoldSpeed(v, more), FoldSpeed(other, more)}); err != nil {
 		t.Fatal(err)
 	}
-	checkCells(t, v, readAll(t, st, v, 0, allTime, 0), expectedCells(slices.Concat(evs, more), 30000, 0, allTime))
+	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(evs, more), 30000, 0, allTime))
 	if err := st.Expire(ctx, v.StateKey(), math.MaxInt64); err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +496,7 @@ func speedReset(t *testing.T, open func() SpeedStore) {
 	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(v, evs[:100])}); err != nil {
 		t.Fatal(err)
 	}
-	checkCells(t, v, readAll(t, st, v, 0, allTime, 0), expectedCells(evs[:100], 0, 0, allTime))
+	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(evs[:100], 0, 0, allTime))
 }
 
 func speedFreshPosition(t *testing.T, open func() SpeedStore) {
@@ -540,7 +540,7 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 	ctx := context.Background()
 	st := open()
 	a := SpeedView(t)
-	b := speedViewNamed(t, "by_country_2", []logic.MeasureDef{ // a's, in another order (checkCells reads them by name)
+	b := speedViewNamed(t, "by_country_2", []logic.MeasureDef{ // a's, in another order (CheckSpeedCells reads them by name)
 		{Name: "ihi", Expr: "max(items)"}, {Name: "ilo", Expr: "min(items)"}, {Name: "avg", Expr: "avg(amount)"},
 		{Name: "hi", Expr: "max(amount)"}, {Name: "lo", Expr: "min(amount)"}, {Name: "items", Expr: "sum(items)"},
 		{Name: "rev", Expr: "sum(amount)"}, {Name: "n", Expr: "count()"}})
@@ -618,7 +618,7 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 		t.Fatalf("b after joining: %+v", vp)
 	}
 	for _, v := range []*logic.View{a, b} {
-		checkCells(t, v, readAll(t, st, v, 0, allTime, 0), expectedCells(events(1, 60), 0, 0, allTime))
+		CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(events(1, 60), 0, 0, allTime))
 	}
 	// Clean-up: the keys are listed, and a dropped one is gone, cells and position.
 	keys, err := st.StateKeys(ctx)
@@ -641,7 +641,7 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 	if _, ok := pos.Views[b.StateKey()]; ok || pos.Seq != 60 {
 		t.Fatalf("position after drop: %+v", pos)
 	}
-	checkCells(t, a, readAll(t, st, a, 0, allTime, 0), expectedCells(events(1, 60), 0, 0, allTime))
+	CheckSpeedCells(t, a, readAll(t, st, a, 0, allTime, 0), ExpectedSpeedCells(events(1, 60), 0, 0, allTime))
 }
 
 func speedLease(t *testing.T, open func() SpeedStore) {
