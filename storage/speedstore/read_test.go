@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -203,8 +204,9 @@ func TestScanDuringCommits(t *testing.T) {
 	speedstore.SetReadBounds(t, 10, 64, 50, 10)
 	const commits = 40
 	var done sync.WaitGroup
-	var committed [commits + 1]bool
-	var mu sync.Mutex
+	// started counts the commits begun: one may be applied in Redis before
+	// Commit returns, so a read's bound is what was started, not finished.
+	var started, finished atomic.Int64
 	errs := make(chan error, 1)
 	done.Add(1)
 	go func() {
@@ -215,27 +217,23 @@ func TestScanDuringCommits(t *testing.T) {
 			for g := 0; g < 200*c; g++ {
 				evs = append(evs, storagetest.SpeedEvent{Epoch: 0, Time: 0, Country: fmt.Sprintf("g%05d", g), Amount: 1})
 			}
+			started.Add(1)
 			if err := st.Commit(ctx, "orders", uint64(c-1), speedstore.Position{Seq: uint64(c)}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 				errs <- err
+				finished.Store(commits)
 				return
 			}
-			mu.Lock()
-			committed[c] = true
-			mu.Unlock()
+			finished.Add(1)
 		}
 	}()
 	reads := 0
 	for {
+		last := finished.Load() == commits // every commit done before this read
 		cells, err := st.Read(ctx, v, 0, 1<<40, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		n := 0
-		for n < commits && committed[n+1] {
-			n++
-		}
-		mu.Unlock()
+		n := int(started.Load())
 		for _, c := range cells {
 			var g int
 			fmt.Sscanf(c.Group[1:], "g%d", &g)
@@ -246,7 +244,7 @@ func TestScanDuringCommits(t *testing.T) {
 			}
 		}
 		reads++
-		if n == commits {
+		if last {
 			break
 		}
 	}
