@@ -57,7 +57,7 @@ func (f *Files) Put(ctx context.Context, key string, r io.Reader, size int64) er
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("objstore: put %s: %w", key, err)
 	}
 	dir := filepath.Dir(p)
 	if err := fsatomic.MkdirAllSync(dir); err != nil {
@@ -87,7 +87,7 @@ func (f *Files) PutIfAbsent(ctx context.Context, key string, data []byte) (err e
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("objstore: put %s: %w", key, err)
 	}
 	dir := filepath.Dir(p)
 	if err := fsatomic.MkdirAllSync(dir); err != nil {
