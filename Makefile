@@ -6,7 +6,7 @@ BIN     := bin/braid
 PKGS    := ./...
 
 # The test tiers run the servers scripts/provision puts in bin/.
-TESTENV := BRAID_BIN=$(CURDIR)/$(BIN) BRAID_NATS_SERVER=$(CURDIR)/bin/nats-server
+TESTENV := BRAID_BIN=$(CURDIR)/$(BIN) BRAID_NATS_SERVER=$(CURDIR)/bin/nats-server BRAID_VERSITYGW=$(CURDIR)/bin/versitygw
 
 .PHONY: build provision run test test-short test-faults fuzz bench lint clean
 

@@ -1,6 +1,8 @@
 // Package storagetest holds one conformance suite per store role: the speed
 // store (RunSpeedStore), the lake (RunLake), the batch view store
-// (RunViewStore) and the event log's writer (RunLogWriter). Each role is an
+// (RunViewStore), the event log's writer (RunLogWriter) and the object
+// store the lake and batch views will stand on (RunObjectStore, whose
+// interface is objstore.Store). Each role is an
 // interface declared here, in the storage packages' types, with its
 // contract in the comment: the union of what the layers that consume the
 // role use. Every implementation runs the suite of its role from a test of
