@@ -74,7 +74,7 @@ type Stream struct {
 	TimeField       int
 	IDField         int // -1 when the stream has no id field
 	AllowedLateness time.Duration
-	MaxFuture       time.Duration // 0: no check at ingest, and the watermark's lead is DefaultWatermarkLead
+	MaxFuture       time.Duration // 0: no check at ingest, and the watermark's lead is defaults.WatermarkLead
 	Strict          bool
 	DedupContent    bool
 	MaxValueBytes   int
@@ -86,10 +86,6 @@ type Stream struct {
 	hashers *sync.Pool  // of *piiHasher
 	digests *sync.Pool  // of *piiHasher, for Digest
 }
-
-// DefaultMaxValueBytes bounds a string value when the stream sets no limit
-// (defaults.StreamMaxValueBytes).
-const DefaultMaxValueBytes = defaults.StreamMaxValueBytes
 
 // NewStream compiles a stream definition. piiKey keys the HMAC of hashed
 // fields; it must stay the same for the life of the data.
@@ -138,7 +134,7 @@ func buildStream(name string, def StreamDef, piiKey []byte, report func(key stri
 		Strict: def.Strict, DedupContent: def.DedupContent, MaxValueBytes: def.MaxValueBytes,
 		index: map[string]int{}, piiKey: piiKey}
 	if s.MaxValueBytes <= 0 {
-		s.MaxValueBytes = DefaultMaxValueBytes
+		s.MaxValueBytes = defaults.StreamMaxValueBytes
 	}
 	names := make([]string, 0, len(def.Fields))
 	for n := range def.Fields {

@@ -6,20 +6,17 @@ import (
 	"github.com/braid-data/braid/logic/defaults"
 )
 
-// DefaultWatermarkLead (defaults.WatermarkLead) is how far past an event's
-// arrival (the time the log stored it) the watermark may move when the
-// stream sets no max_future. An event stamped in the far future (a bad clock, 9999-12-31)
-// is still accepted and folded, but it moves the watermark at most this
-// far past its arrival, so it cannot make every later event too late.
-const DefaultWatermarkLead = defaults.WatermarkLead
-
-// WatermarkLead is how far past an event's arrival the stream's watermark
-// may move: max_future when the stream sets it, else DefaultWatermarkLead.
+// WatermarkLead is how far past an event's arrival (the time the log stored
+// it) the stream's watermark may move: max_future when the stream sets it,
+// else defaults.WatermarkLead. An event stamped in the far future (a bad
+// clock, 9999-12-31) is still accepted and folded, but it moves the
+// watermark at most this far past its arrival, so it cannot make every
+// later event too late.
 func (s *Stream) WatermarkLead() time.Duration {
 	if s.MaxFuture > 0 {
 		return s.MaxFuture
 	}
-	return DefaultWatermarkLead
+	return defaults.WatermarkLead
 }
 
 // Watermark tracks the largest event time a stream has seen. Windows that

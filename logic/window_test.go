@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 func TestTumblingAlignment(t *testing.T) {
@@ -135,7 +136,7 @@ func TestWatermark(t *testing.T) {
 // events stamped around their arrival keep moving it as before.
 func TestWatermarkLead(t *testing.T) {
 	s := whereStream(t)
-	if s.MaxFuture != 0 || s.WatermarkLead() != logic.DefaultWatermarkLead || logic.DefaultWatermarkLead != time.Minute {
+	if s.MaxFuture != 0 || s.WatermarkLead() != defaults.WatermarkLead || defaults.WatermarkLead != time.Minute {
 		t.Fatalf("without max_future: lead %v, want one minute", s.WatermarkLead())
 	}
 	s5, err := logic.NewStream("f", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{"ts": logic.TypeTime}, MaxFuture: 5 * time.Minute}, []byte("k"))

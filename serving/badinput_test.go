@@ -19,6 +19,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
@@ -127,7 +128,7 @@ func TestBadInput(t *testing.T) {
 	const path = "/v1/streams/orders/events"
 	nd := func(lines ...string) string { return strings.Join(lines, "\n") + "\n" }
 	deep := func(n int) string { return strings.Repeat("[", n) + "1" + strings.Repeat("]", n) }
-	huge := strings.Repeat("x", logic.DefaultMaxValueBytes+10)
+	huge := strings.Repeat("x", defaults.StreamMaxValueBytes+10)
 	rej := func(field, reason string) wantReject { return wantReject{field, reason} }
 	ctx := context.Background()
 

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"net/http"
 	"os"
@@ -28,6 +27,7 @@ import (
 	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
+	"github.com/braid-data/braid/storage/metrics"
 )
 
 // Options are the server's dependencies. Catalog is required; every other

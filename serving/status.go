@@ -3,10 +3,10 @@ package serving
 import (
 	"context"
 	"encoding/json"
-	"github.com/braid-data/braid/serving/query"
 	"time"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 

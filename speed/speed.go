@@ -30,7 +30,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	sharedmetrics "github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"os"
 	"sync"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/logic/defaults"
+	sharedmetrics "github.com/braid-data/braid/storage/metrics"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
@@ -78,31 +78,23 @@ type Layer struct {
 	status map[string]*StreamStatus
 }
 
-// Defaults for Config fields left zero: the configuration's defaults.
-const (
-	DefaultBatchSize = defaults.SpeedBatchSize
-	DefaultMaxWait   = defaults.SpeedMaxWait
-	DefaultEpoch     = defaults.Epoch
-	DefaultMaxCells  = defaults.SpeedMaxCells
-)
-
 // New builds the speed layer over an event log (C, its consumer type, is
 // inferred: *eventlog.Log gives *eventlog.Consumer) and a speed store.
-// Zero Config fields take the defaults above. logger may be nil
+// Zero Config fields take the configuration's defaults (logic/defaults). logger may be nil
 // (discarded) and reg may be nil (metrics unregistered); registering twice
 // on one Registerer reuses the existing collectors.
 func New[C Consumer](cfg Config, log EventLog[C], store Store, cutoffs CutoffSource, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Layer {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = DefaultBatchSize
+		cfg.BatchSize = defaults.SpeedBatchSize
 	}
 	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = DefaultMaxWait
+		cfg.MaxWait = defaults.SpeedMaxWait
 	}
 	if cfg.Epoch <= 0 {
-		cfg.Epoch = DefaultEpoch
+		cfg.Epoch = defaults.Epoch
 	}
 	if cfg.MaxCells <= 0 {
-		cfg.MaxCells = DefaultMaxCells
+		cfg.MaxCells = defaults.SpeedMaxCells
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 func TestMemoryLimit(t *testing.T) {
@@ -17,8 +18,8 @@ func TestMemoryLimit(t *testing.T) {
 	noEnv := func(string) string { return "" }
 
 	cfg := config.Default()
-	if got := applyMemoryLimit(&cfg, noEnv, quiet); got != config.DefaultMemoryLimit || debug.SetMemoryLimit(-1) != config.DefaultMemoryLimit {
-		t.Errorf("default: applied %d, runtime %d; want %d", got, debug.SetMemoryLimit(-1), config.DefaultMemoryLimit)
+	if got := applyMemoryLimit(&cfg, noEnv, quiet); got != defaults.MemoryLimit || debug.SetMemoryLimit(-1) != defaults.MemoryLimit {
+		t.Errorf("default: applied %d, runtime %d; want %d", got, debug.SetMemoryLimit(-1), defaults.MemoryLimit)
 	}
 	cfg.MemoryLimit = 0
 	if got := applyMemoryLimit(&cfg, noEnv, quiet); got != math.MaxInt64 || debug.SetMemoryLimit(-1) != math.MaxInt64 {

@@ -278,17 +278,6 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// DefaultMemoryLimit is memory_limit's default (defaults.MemoryLimit).
-const DefaultMemoryLimit = defaults.MemoryLimit
-
-// DefaultQueryMaxCells and DefaultQueryMaxRows are the defaults of
-// http.query_max_cells and http.query_max_rows (defaults.HTTPQueryMaxCells,
-// defaults.HTTPQueryMaxRows).
-const (
-	DefaultQueryMaxCells = defaults.HTTPQueryMaxCells
-	DefaultQueryMaxRows  = defaults.HTTPQueryMaxRows
-)
-
 // MinMemoryLimit is the smallest memory_limit other than 0.
 const MinMemoryLimit = 64 << 20
 

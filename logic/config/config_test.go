@@ -12,6 +12,7 @@ import (
 	"github.com/braid-data/braid/configs"
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // repoFile reads a file relative to the repository root.
@@ -451,7 +452,7 @@ func TestQueryBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTP.QueryMaxCells != config.DefaultQueryMaxCells || cfg.HTTP.QueryMaxRows != config.DefaultQueryMaxRows {
+	if cfg.HTTP.QueryMaxCells != defaults.HTTPQueryMaxCells || cfg.HTTP.QueryMaxRows != defaults.HTTPQueryMaxRows {
 		t.Errorf("defaults: %+v", cfg.HTTP)
 	}
 	cfg, err = config.Parse([]byte("http: { query_max_cells: 0, query_max_rows: 5000 }\n"+minimal), env(map[string]string{"BRAID_HTTP_QUERY_MAX_ROWS": "7000"}))

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/braid-data/braid/storage/metrics"
 	"iter"
 	"slices"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/metrics"
 )
 
 // Result is what an ingest did with a batch of raw events.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/braid-data/braid/logic/defaults"
-	"github.com/braid-data/braid/storage/metrics"
 	"log/slog"
 	"time"
 
@@ -13,7 +11,9 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/metrics"
 )
 
 // Options are the engine's dependencies. Catalog is required; Speed,

@@ -44,9 +44,9 @@ const (
 
 const checkpointName = "checkpoint.json"
 
-// TempPrefix starts the name of every file being written; such files are
+// tempPrefix starts the name of every file being written; such files are
 // never part of the lake and Recover deletes them.
-const TempPrefix = fsatomic.TempPrefix
+const tempPrefix = fsatomic.TempPrefix
 
 // writeBatch is the rows handed to the Parquet writer at once.
 const writeBatch = 1024
@@ -242,7 +242,7 @@ func FileName(first, last uint64) string {
 
 func parseFileName(name string) (first, last uint64, ok bool) {
 	base, found := strings.CutSuffix(name, ".parquet")
-	if !found || strings.HasPrefix(name, TempPrefix) {
+	if !found || strings.HasPrefix(name, tempPrefix) {
 		return 0, 0, false
 	}
 	a, b, found := strings.Cut(base, "-")
@@ -448,7 +448,7 @@ func (l *Lake) scan(stream string) ([]File, error) {
 		}
 		for _, e := range ents {
 			p := filepath.Join(root, d.Name(), e.Name())
-			if strings.HasPrefix(e.Name(), TempPrefix) {
+			if strings.HasPrefix(e.Name(), tempPrefix) {
 				out = append(out, File{Path: p, Date: date})
 				continue
 			}
@@ -494,7 +494,7 @@ func (l *Lake) Recover(stream string) error {
 	// Temp checkpoints.
 	if ents, err := os.ReadDir(l.streamDir(stream)); err == nil {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), TempPrefix) {
+			if strings.HasPrefix(e.Name(), tempPrefix) {
 				if err := os.Remove(filepath.Join(l.streamDir(stream), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return fmt.Errorf("lake: recover %s: %w", stream, err)
 				}

@@ -10,6 +10,7 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/braid-data/braid/storage/fsatomic"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/storagetest"
 )
@@ -41,11 +42,11 @@ func TestFilesAndRecoverIgnoreUncommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	dateDir := filepath.Dir(committed[0])
-	tmp := filepath.Join(dateDir, lake.TempPrefix+"half-written")
+	tmp := filepath.Join(dateDir, fsatomic.TempPrefix+"half-written")
 	if err := os.WriteFile(tmp, []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tmpCp := filepath.Join(dir, "orders", lake.TempPrefix+"checkpoint.json-x")
+	tmpCp := filepath.Join(dir, "orders", fsatomic.TempPrefix+"checkpoint.json-x")
 	if err := os.WriteFile(tmpCp, []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
 	}

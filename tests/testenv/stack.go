@@ -66,7 +66,7 @@ func WithoutRedis() Option { return func(o *stackOptions) { o.noRedis = true } }
 func NATSKeys(keys string) Option { return func(o *stackOptions) { o.natsKeys = keys } }
 
 // NewStack starts the stack's servers and writes its config (the header of
-// WriteConfig, then body) without starting braid: Start, Spawn or
+// writeConfig, then body) without starting braid: Start, Spawn or
 // RunBraid with --config s.Config do.
 func NewStack(t testing.TB, body string, opts ...Option) *Stack {
 	t.Helper()
@@ -139,15 +139,10 @@ func (s *Stack) write() {
 	s.Config, s.Base, s.DataDir = writeConfig(s.t, s.Namespace, nats, s.redisURL, s.Body)
 }
 
-// WriteConfig writes a braid config for a test: its own namespace, data
-// dir, HTTP port and the given Redis URL; NATS embedded inside braid unless
-// natsURL is set. body holds the streams, views and other sections.
-func WriteConfig(t testing.TB, natsURL, redisURL, body string) (path, base, dataDir string) {
-	t.Helper()
-	return writeConfig(t, Namespace(t), fmt.Sprintf("url: %q", natsURL), redisURL, body)
-}
-
-// writeConfig writes the config: nats holds the keys of its nats: section.
+// writeConfig writes a braid config for a test: its own data dir and HTTP
+// port, namespace ns, the given Redis URL (empty: braid up starts its own)
+// and nats as the keys of its nats: section (none: NATS embedded in braid);
+// body holds the streams, views and other sections.
 func writeConfig(t testing.TB, ns, nats, redisURL, body string) (path, base, dataDir string) {
 	t.Helper()
 	dir := t.TempDir()
