@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,7 +59,9 @@ func loadConfig(path string, allowDemo bool) (*config.Config, error) {
 	return config.Load(path)
 }
 
-func newApp(cfg *config.Config) (*app, error) {
+// newApp loads what every command shares; use says where its PII key may
+// come from (config.PIIKey): braid up alone may keep one in data_dir.
+func newApp(cfg *config.Config, use config.PIIKeyUse) (*app, error) {
 	a := &app{cfg: cfg, logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))}
 	applyMemoryLimit(cfg, os.Getenv, a.logger)
 	for _, w := range cfg.Warnings() {
@@ -72,7 +72,7 @@ func newApp(cfg *config.Config) (*app, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	key, err := piiKey(cfg)
+	key, err := cfg.PIIKey(use, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -93,30 +93,6 @@ func logLevel() slog.Level {
 		return slog.LevelError
 	}
 	return slog.LevelInfo
-}
-
-// piiKey returns the HMAC key for hashed PII: the configured environment
-// variable, else a random key kept in <data_dir>/pii.key. Processes of one
-// deployment must share it.
-func piiKey(cfg *config.Config) ([]byte, error) {
-	if cfg.PIIKeyEnv != "" {
-		if v := os.Getenv(cfg.PIIKeyEnv); v != "" {
-			return []byte(v), nil
-		}
-	}
-	path := filepath.Join(cfg.DataDir, "pii.key")
-	if b, err := os.ReadFile(path); err == nil {
-		return []byte(strings.TrimSpace(string(b))), nil
-	}
-	buf := make([]byte, 32)
-	if _, err := rand.Read(buf); err != nil {
-		return nil, fmt.Errorf("pii key: %w", err)
-	}
-	k := hex.EncodeToString(buf)
-	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("pii key: %w", err)
-	}
-	return []byte(k), nil
 }
 
 // lakeDir is where the lake of a configuration lives.

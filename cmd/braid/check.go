@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/lake"
@@ -45,7 +46,26 @@ func cmdCheck(_ context.Context, args []string) error {
 		return fmt.Errorf("%d error(s) in %s", len(list), *path)
 	}
 	fmt.Printf("%s: ok (%d streams, %d views)\n", *path, len(cfg.Streams), len(cfg.Views.Names))
+	if w := piiKeyWarning(cfg, os.Getenv); w != "" {
+		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *path, w)
+	}
 	return nil
+}
+
+// piiKeyWarning says, when the catalog hashes PII and the variable named
+// by pii_key_env is unset, that the separate layers will not start without
+// it (only braid up keeps a key of its own); else "".
+func piiKeyWarning(cfg *config.Config, getenv func(string) string) string {
+	if _, err := cfg.PIIKey(config.PIIKeyShared, getenv); err == nil {
+		return ""
+	}
+	v := "the variable named by pii_key_env"
+	if cfg.PIIKeyEnv != "" {
+		v = cfg.PIIKeyEnv + " (pii_key_env)"
+	}
+	return fmt.Sprintf("streams %s hash PII fields and %s is unset: braid up keeps a key of its own in data_dir, "+
+		"but the separate commands (serve, speed, archive, batch, ingest, replay, dlq, audit) will not start without it; "+
+		"set it to the deployment's key, shared by every process", strings.Join(cfg.HashedStreams(), ", "), v)
 }
 
 // lakeErrors checks the declared field types of every stream against the

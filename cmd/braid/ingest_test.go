@@ -50,6 +50,9 @@ func runCmd(t *testing.T, args ...string) (int, string) {
 // reason (the payload cut to a head) and counted as rejected, and every
 // other event is stored. `braid dlq replay` then goes through the queue.
 func TestIngestCommand(t *testing.T) {
+	// The catalog hashes e-mails: ingest and dlq replay, like every
+	// process beside others, need the deployment's key.
+	t.Setenv(testenv.PIIKeyEnv, testenv.PIIKey)
 	st := testenv.NewStack(t, ingestCatalog().YAML(), testenv.WithNATS(), testenv.WithoutRedis())
 	n, cfgPath := st.NATS, st.Config
 	ev := func(id, extra string) string {

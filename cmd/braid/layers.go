@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/batchviews"
 )
 
@@ -28,7 +29,7 @@ func layerFlags(name string, args []string, extra func(*flag.FlagSet)) (*app, *f
 	if err != nil {
 		return nil, nil, err
 	}
-	a, err := newApp(cfg)
+	a, err := newApp(cfg, config.PIIKeyShared)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/batch"
+	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/speed"
 	"github.com/braid-data/braid/storage/batchviews"
@@ -163,7 +164,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := newApp(cfg)
+	a, err := newApp(cfg, config.PIIKeyOwn)
 	if err != nil {
 		return err
 	}

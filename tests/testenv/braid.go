@@ -49,6 +49,34 @@ func BraidBin(t testing.TB) string {
 	return binPath
 }
 
+// PIIKey is the PII key the braid processes of the tests share:
+// StartBraid and RunBraid set PIIKeyEnv to it in the child's environment
+// (separate layers refuse to start without it when a stream hashes PII),
+// unless the test passes an environment of its own (StartBraidEnv,
+// RunBraidEnv; see WithoutPIIKey).
+const (
+	PIIKey    = "braid-test-pii-key"
+	PIIKeyEnv = "BRAID_PII_KEY" // the default pii_key_env
+)
+
+// BraidEnv is the environment StartBraid and RunBraid give braid: this
+// process's, with PIIKeyEnv set to PIIKey.
+func BraidEnv() []string {
+	return append(WithoutPIIKey(), PIIKeyEnv+"="+PIIKey)
+}
+
+// WithoutPIIKey is this process's environment without PIIKeyEnv (a
+// deployment that did not set the key).
+func WithoutPIIKey() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, PIIKeyEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // Proc is a running braid process.
 type Proc struct {
 	Cmd   *exec.Cmd
@@ -70,13 +98,20 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// StartBraid runs `braid args...`; when base is set it waits for /readyz.
-// The process is killed at the end of the test, and its output logged if
-// the test failed.
+// StartBraid runs `braid args...` in BraidEnv (the shared test PII key
+// set); when base is set it waits for /readyz. The process is killed at
+// the end of the test, and its output logged if the test failed.
 func StartBraid(t testing.TB, base string, args ...string) *Proc {
+	t.Helper()
+	return StartBraidEnv(t, base, BraidEnv(), args...)
+}
+
+// StartBraidEnv is StartBraid in the environment env.
+func StartBraidEnv(t testing.TB, base string, env []string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{out: &bytes.Buffer{}, done: make(chan error, 1), Base: base}
 	p.Cmd = exec.Command(BraidBin(t), args...)
+	p.Cmd.Env = env
 	p.Cmd.Stdout = lockedWriter{&p.mu, p.out}
 	p.Cmd.Stderr = lockedWriter{&p.mu, p.out}
 	if err := p.Cmd.Start(); err != nil {
@@ -152,13 +187,21 @@ func (p *Proc) signal(t testing.TB, sig syscall.Signal) error {
 	}
 }
 
-// RunBraid runs a braid command to completion and returns its combined
-// output and exit code.
+// RunBraid runs a braid command to completion in BraidEnv (the shared
+// test PII key set) and returns its combined output and exit code.
 func RunBraid(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	return RunBraidEnv(t, BraidEnv(), args...)
+}
+
+// RunBraidEnv is RunBraid in the environment env.
+func RunBraidEnv(t testing.TB, env []string, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, BraidBin(t), args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, BraidBin(t), args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
