@@ -69,12 +69,12 @@ func newApp(cfg *config.Config, use config.PIIKeyUse) (*app, error) {
 	}
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
 	key, err := cfg.PIIKey(use, os.Getenv)
 	if err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	a.cat, err = cfg.Compile(key)
 	if err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/braid-data/braid/logic/config"
 )
 
 func TestRedactURL(t *testing.T) {
@@ -16,5 +18,45 @@ func TestRedactURL(t *testing.T) {
 		if got != want || strings.Contains(got, "s3cret") {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestPIIKeyWarning: braid check warns, naming the variable and the
+// streams, when a stream hashes PII and the variable is unset, and says
+// nothing when it is set or when nothing is hashed.
+func TestPIIKeyWarning(t *testing.T) {
+	parse := func(mode string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse([]byte(`
+data_dir: `+t.TempDir()+`
+pii_key_env: SHOP_PII
+streams:
+  users:
+    time: ts
+    fields: { ts: time, email: string }
+    pii: { email: `+mode+` }
+views:
+  v:
+    stream: users
+    window: 10s
+    measures: { c: count() }
+`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	unset := func(string) string { return "" }
+	w := piiKeyWarning(parse("hash"), unset)
+	for _, want := range []string{"users", "SHOP_PII", "serve"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warning %q does not say %q", w, want)
+		}
+	}
+	if w := piiKeyWarning(parse("hash"), func(k string) string { return map[string]string{"SHOP_PII": "k"}[k] }); w != "" {
+		t.Errorf("with the variable: %q", w)
+	}
+	if w := piiKeyWarning(parse("mask"), unset); w != "" {
+		t.Errorf("nothing hashed: %q", w)
 	}
 }

@@ -35,7 +35,7 @@ type Config struct {
 	Archive   Archive  `yaml:"archive"`
 	DLQ       DLQ      `yaml:"dlq"`
 	Auth      Auth     `yaml:"auth"`
-	PIIKeyEnv string   `yaml:"pii_key_env"` // env var holding the PII HMAC key; else a key kept in data_dir
+	PIIKeyEnv string   `yaml:"pii_key_env"` // env var holding the PII HMAC key; else (braid up only) a key kept in data_dir, see PIIKey
 	// MemoryLimit is the soft limit of each braid process's Go memory
 	// (heap and stacks, the embedded nats-server's included), in bytes:
 	// the collector works harder near it instead of letting the heap grow
