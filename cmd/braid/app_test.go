@@ -22,8 +22,8 @@ func TestRedactURL(t *testing.T) {
 }
 
 // TestPIIKeyWarning: braid check warns, naming the variable and the
-// streams, when a stream hashes PII and the variable is unset, and says
-// nothing when it is set or when nothing is hashed.
+// streams, when a stream has PII fields and the variable is unset, and
+// says nothing when it is set or when no stream has PII fields.
 func TestPIIKeyWarning(t *testing.T) {
 	parse := func(mode string) *config.Config {
 		t.Helper()
@@ -56,7 +56,12 @@ views:
 	if w := piiKeyWarning(parse("hash"), func(k string) string { return map[string]string{"SHOP_PII": "k"}[k] }); w != "" {
 		t.Errorf("with the variable: %q", w)
 	}
-	if w := piiKeyWarning(parse("mask"), unset); w != "" {
-		t.Errorf("nothing hashed: %q", w)
+	if w := piiKeyWarning(parse("mask"), unset); !strings.Contains(w, "users") {
+		t.Errorf("masked PII (dead letters are named by a keyed digest of the raw event): %q", w)
+	}
+	noPII := parse("hash")
+	noPII.Streams["users"] = func(sc config.StreamConfig) config.StreamConfig { sc.PII = nil; return sc }(noPII.Streams["users"])
+	if w := piiKeyWarning(noPII, unset); w != "" {
+		t.Errorf("no PII fields: %q", w)
 	}
 }

@@ -52,7 +52,7 @@ func cmdCheck(_ context.Context, args []string) error {
 	return nil
 }
 
-// piiKeyWarning says, when the catalog hashes PII and the variable named
+// piiKeyWarning says, when the catalog has PII fields and the variable named
 // by pii_key_env is unset, that the separate layers will not start without
 // it (only braid up keeps a key of its own); else "".
 func piiKeyWarning(cfg *config.Config, getenv func(string) string) string {
@@ -63,9 +63,9 @@ func piiKeyWarning(cfg *config.Config, getenv func(string) string) string {
 	if cfg.PIIKeyEnv != "" {
 		v = cfg.PIIKeyEnv + " (pii_key_env)"
 	}
-	return fmt.Sprintf("streams %s hash PII fields and %s is unset: braid up keeps a key of its own in data_dir, "+
+	return fmt.Sprintf("streams %s have PII fields and %s is unset: braid up keeps a key of its own in data_dir, "+
 		"but the separate commands (serve, speed, archive, batch, ingest, replay, dlq, audit) will not start without it; "+
-		"set it to the deployment's key, shared by every process", strings.Join(cfg.HashedStreams(), ", "), v)
+		"set it to the deployment's key, shared by every process", strings.Join(cfg.PIIStreams(), ", "), v)
 }
 
 // lakeErrors checks the declared field types of every stream against the

@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/braid-data/braid/logic"
 )
 
 // PIIKeyFile is the file under data_dir where `braid up` keeps its PII key
@@ -32,22 +30,26 @@ const (
 	PIIKeyOwn
 )
 
-// HashedStreams returns, sorted, the streams that have a field with
-// `pii: hash`: the only masking that needs the key (redact and mask do
-// not).
-func (c *Config) HashedStreams() []string {
+// PIIStreams returns, sorted, the streams that have PII fields: the key
+// hashes the values of `pii: hash` fields, and it keys the digests that
+// name dead letters, taken over the raw event, which holds the values of
+// every PII field (hashed, masked or redacted).
+func (c *Config) PIIStreams() []string {
 	var out []string
 	for name, sc := range c.Streams {
-		for _, mode := range sc.PII {
-			if m, err := logic.ParsePIIMode(mode); err == nil && m == logic.PIIHash {
-				out = append(out, name)
-				break
-			}
+		if len(sc.PII) > 0 {
+			out = append(out, name)
 		}
 	}
 	sort.Strings(out)
 	return out
 }
+
+// noPIIKey keys the dead-letter digests of a catalog without PII fields:
+// there is nothing in an event to keep from guessing, and every process
+// uses the same key, so a request retried on another process stores its
+// dead letters once.
+const noPIIKey = "braid: no PII fields"
 
 // PIIKey returns the HMAC key of hashed PII for a command of the given use,
 // reading the variable named by pii_key_env through getenv:
@@ -56,13 +58,13 @@ func (c *Config) HashedStreams() []string {
 //   - else, for PIIKeyOwn, the key kept in data_dir/pii.key, created (0600)
 //     on first use and the same on every later call;
 //   - else, for PIIKeyShared, an error naming the variable to set when some
-//     stream hashes PII: two processes with keys of their own would hash one
-//     value differently. A pii.key that `braid up` left in data_dir is not
-//     read: no process depends on a file another process wrote;
-//   - else (PIIKeyShared, nothing hashed) a random key of the process,
-//     never written: the catalog then keys only the digests that name dead
-//     letters, which stay unguessable (a request retried on another process
-//     may then store its dead letters twice; set the variable to avoid it).
+//     stream has PII fields: two processes with keys of their own would
+//     hash one value differently, and name one dead letter differently. A
+//     pii.key that `braid up` left in data_dir is not read: no process
+//     depends on a file another process wrote;
+//   - else (PIIKeyShared, no PII fields) a fixed key, the same in every
+//     process: it keys only the digests that name dead letters, over
+//     events that hold nothing declared private.
 //
 // The error is one line, meant to be shown as is.
 func (c *Config) PIIKey(use PIIKeyUse, getenv func(string) string) ([]byte, error) {
@@ -74,17 +76,17 @@ func (c *Config) PIIKey(use PIIKeyUse, getenv func(string) string) ([]byte, erro
 	if use == PIIKeyOwn {
 		return c.ownPIIKey()
 	}
-	if hashed := c.HashedStreams(); len(hashed) > 0 {
-		return nil, c.missingPIIKey(hashed)
+	if streams := c.PIIStreams(); len(streams) > 0 {
+		return nil, c.missingPIIKey(streams)
 	}
-	return randomPIIKey()
+	return []byte(noPIIKey), nil
 }
 
 // missingPIIKey is the error of a shared command without the variable.
-func (c *Config) missingPIIKey(hashed []string) error {
-	what := "streams " + strings.Join(hashed, ", ") + " hash PII fields"
-	if len(hashed) == 1 {
-		what = "stream " + hashed[0] + " hashes PII fields"
+func (c *Config) missingPIIKey(streams []string) error {
+	what := "streams " + strings.Join(streams, ", ") + " have PII fields"
+	if len(streams) == 1 {
+		what = "stream " + streams[0] + " has PII fields"
 	}
 	set := "set " + c.PIIKeyEnv + " (pii_key_env)"
 	if c.PIIKeyEnv == "" {

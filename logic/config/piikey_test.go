@@ -22,16 +22,23 @@ func piiConfig(t *testing.T, dataDir string, hash bool, extra string) *config.Co
 	if hash {
 		mode, other = "hash", "hash"
 	}
+	return parsePII(t, dataDir, extra, "{ email: "+mode+" }", "{ customer: "+other+", country: mask }")
+}
+
+// parsePII parses the configuration of piiConfig with the pii sections of
+// users and orders given ("{}": none).
+func parsePII(t *testing.T, dataDir, extra, usersPII, ordersPII string) *config.Config {
+	t.Helper()
 	body := "data_dir: " + dataDir + "\n" + extra + `
 streams:
   users:
     time: ts
     fields: { ts: time, email: string }
-    pii: { email: ` + mode + ` }
+    pii: ` + usersPII + `
   orders:
     time: ts
     fields: { ts: time, customer: string, country: string }
-    pii: { customer: ` + other + `, country: mask }
+    pii: ` + ordersPII + `
   s:
     time: ts
     fields: { ts: time, n: int }
@@ -87,7 +94,7 @@ func TestPIIKeyOwnKeepsAFile(t *testing.T) {
 }
 
 // TestPIIKeySharedNeedsTheVariable: any other command refuses to start
-// without the variable when a stream hashes PII, naming the streams, the
+// without the variable when a stream has PII fields, naming the streams, the
 // variable and the key; a pii.key that braid up left is not read, and the
 // error says so. With the variable it gets the variable's value.
 func TestPIIKeySharedNeedsTheVariable(t *testing.T) {
@@ -139,24 +146,32 @@ func TestPIIKeySharedNeedsTheVariable(t *testing.T) {
 	}
 }
 
-// TestPIIKeyNotNeededWithoutHash: redact and mask need no key, so a
-// catalog that hashes nothing starts without the variable, and writes no
-// file.
-func TestPIIKeyNotNeededWithoutHash(t *testing.T) {
+// TestPIIKeyNotNeededWithoutPII: masked and redacted fields need the key
+// too (dead letters are named by a keyed digest of the raw event, which
+// holds them); a catalog without PII fields starts without the variable,
+// on a key every process shares, and writes no file.
+func TestPIIKeyNotNeededWithoutPII(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	cfg := piiConfig(t, dir, false, "")
-	if hs := cfg.HashedStreams(); len(hs) != 0 {
-		t.Fatalf("hashed streams %q", hs)
+	if _, err := piiConfig(t, dir, false, "").PIIKey(config.PIIKeyShared, env(nil)); err == nil || !strings.Contains(err.Error(), "orders, users") {
+		t.Fatalf("masked and redacted fields without the variable: %v", err)
 	}
-	k, err := cfg.PIIKey(config.PIIKeyShared, env(nil))
-	if err != nil || len(k) == 0 {
-		t.Fatalf("key %q, %v", k, err)
+	cfg := parsePII(t, dir, "", "{}", "{}")
+	if ps := cfg.PIIStreams(); len(ps) != 0 {
+		t.Fatalf("PII streams %q", ps)
+	}
+	k1, err := cfg.PIIKey(config.PIIKeyShared, env(nil))
+	if err != nil || len(k1) == 0 {
+		t.Fatalf("key %q, %v", k1, err)
+	}
+	k2, err := parsePII(t, filepath.Join(t.TempDir(), "other"), "", "{}", "{}").PIIKey(config.PIIKeyShared, env(nil))
+	if err != nil || string(k2) != string(k1) {
+		t.Fatalf("another process's key %q, %v; want %q (the same)", k2, err, k1)
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("a shared command wrote %s", dir)
 	}
-	if hs := piiConfig(t, dir, true, "").HashedStreams(); strings.Join(hs, ",") != "orders,users" {
-		t.Fatalf("hashed streams %q", hs)
+	if ps := parsePII(t, dir, "", "{ email: redact }", "{}").PIIStreams(); strings.Join(ps, ",") != "users" {
+		t.Fatalf("PII streams %q", ps)
 	}
 }
 

@@ -51,7 +51,7 @@ func BraidBin(t testing.TB) string {
 
 // PIIKey is the PII key the braid processes of the tests share:
 // StartBraid and RunBraid set PIIKeyEnv to it in the child's environment
-// (separate layers refuse to start without it when a stream hashes PII),
+// (separate layers refuse to start without it when a stream has PII fields),
 // unless the test passes an environment of its own (StartBraidEnv,
 // RunBraidEnv; see WithoutPIIKey).
 const (
