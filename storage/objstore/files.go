@@ -50,19 +50,28 @@ func (f *Files) path(key string) (string, error) {
 	return filepath.Join(f.root, filepath.FromSlash(key)), nil
 }
 
+// forPut returns the path of key, its directory made, for a write.
+func (f *Files) forPut(ctx context.Context, key string) (string, error) {
+	p, err := f.path(key)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("objstore: put %s: %w", key, err)
+	}
+	if err := fsatomic.MkdirAllSync(filepath.Dir(p)); err != nil {
+		return "", fmt.Errorf("objstore: put %s: %w", key, err)
+	}
+	return p, nil
+}
+
 // Put writes the object atomically (size is only checked: -1 for unknown).
 func (f *Files) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	p, err := f.path(key)
+	p, err := f.forPut(ctx, key)
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
-	}
 	dir := filepath.Dir(p)
-	if err := fsatomic.MkdirAllSync(dir); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
-	}
 	_, err = fsatomic.WriteFileAtomic(dir, filepath.Base(p), func(w io.Writer) error {
 		n, err := io.Copy(w, r)
 		if err == nil && size >= 0 && n != size {
@@ -82,17 +91,11 @@ var tempCounter atomic.Uint64
 // name: link(2) fails with EEXIST when the name is taken, so exactly one of
 // racing writers wins, and the name holds the whole object from the start.
 func (f *Files) PutIfAbsent(ctx context.Context, key string, data []byte) (err error) {
-	p, err := f.path(key)
+	p, err := f.forPut(ctx, key)
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
-	}
 	dir := filepath.Dir(p)
-	if err := fsatomic.MkdirAllSync(dir); err != nil {
-		return fmt.Errorf("objstore: put %s: %w", key, err)
-	}
 	if _, err := os.Lstat(p); err == nil {
 		return fmt.Errorf("%w: %s", ErrExists, key)
 	}
