@@ -57,6 +57,9 @@ type ViewVersion struct {
 	// were computed under; they are read only under the same one ("":
 	// written before definitions existed).
 	Definition string `json:"definition,omitempty"`
+	// Parts are the rows by window-start date, sorted by date (a
+	// version written before parts existed has File instead).
+	Parts []Part `json:"parts,omitempty"`
 }
 
 // Version is a published set of batch views.
@@ -64,6 +67,7 @@ type Version struct {
 	ID      string                 `json:"id"`
 	Created time.Time              `json:"created"`
 	Views   map[string]ViewVersion `json:"views"`
+	Gen     uint64                 `json:"gen,omitempty"` // the generation of its current pointer
 }
 
 // Run is the record of one batch run.
@@ -86,6 +90,8 @@ type Run struct {
 	FailedViews   map[string]string `json:"failed_views,omitempty"`
 	RowsRead      int64             `json:"rows_read"`
 	RowsOut       int64             `json:"rows_out"`
+	UnitsComputed int               `json:"units_computed"` // work units (view × date) computed
+	UnitsReused   int               `json:"units_reused"`   // units taken from the version the run built on
 	RequestedAt   time.Time         `json:"requested_at,omitzero"`
 	CoversRequest *bool             `json:"covers_request,omitempty"`
 	Started       time.Time         `json:"started"`
