@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -29,6 +30,7 @@ type Config struct {
 	HTTP      HTTP     `yaml:"http"`
 	NATS      NATS     `yaml:"nats"`
 	Redis     Redis    `yaml:"redis"`
+	Storage   Storage  `yaml:"storage"` // where the lake and batch view versions live
 	Epoch     Duration `yaml:"epoch"` // arrival-epoch length for the batch/speed split
 	Batch     Batch    `yaml:"batch"`
 	Speed     Speed    `yaml:"speed"`
@@ -96,7 +98,10 @@ type NATS struct {
 	Replicas       int      `yaml:"replicas"`
 	DedupWindow    Duration `yaml:"dedup_window"` // duplicate event ids within it are stored once
 	PublishTimeout Duration `yaml:"publish_timeout"`
-	MaxAge         Duration `yaml:"max_age"` // retention of clean events in the log (0: forever)
+	// MaxAge is how long the log keeps clean events (0: forever). Braid
+	// trims the log itself (the archiver): a record leaves it once it is
+	// older than MaxAge and in the lake, never before it is archived.
+	MaxAge Duration `yaml:"max_age"`
 	// Per-stream limits of the clean log (0: none). The log refuses new
 	// events beyond them (JetStream DiscardNew): ingest answers 429 with
 	// Retry-After instead of dropping old events.
@@ -107,6 +112,38 @@ type NATS struct {
 // Redis configures the speed store.
 type Redis struct {
 	URL string `yaml:"url"` // "" = a redis-server started by braid, else an embedded dev server
+}
+
+// Storage locates the object store holding the lake and the batch view
+// versions: URL "" keeps them in files under data_dir; s3://bucket/prefix
+// puts them on an S3-compatible server (Endpoint; "" is AWS S3, see
+// S3Endpoint). The keys are read from the environment variables named by
+// AccessKeyEnv and SecretKeyEnv, never from the file.
+type Storage struct {
+	URL          string `yaml:"url"`
+	Endpoint     string `yaml:"endpoint"`
+	Region       string `yaml:"region"`
+	AccessKeyEnv string `yaml:"access_key_env"`
+	SecretKeyEnv string `yaml:"secret_key_env"`
+	// PathStyle addresses the bucket in the path (endpoint/bucket/key), as
+	// most self-hosted servers need; false lets the client choose (host
+	// style on AWS).
+	PathStyle bool `yaml:"path_style"`
+}
+
+// IsS3 reports whether the lake lives on an S3-compatible server.
+func (s Storage) IsS3() bool { return s.URL != "" }
+
+// S3Endpoint is the endpoint to use: Endpoint, or AWS S3's for Region
+// when it is empty (https://s3.amazonaws.com without a region).
+func (s Storage) S3Endpoint() string {
+	switch {
+	case s.Endpoint != "":
+		return s.Endpoint
+	case s.Region != "":
+		return "https://s3." + s.Region + ".amazonaws.com"
+	}
+	return "https://s3.amazonaws.com"
 }
 
 // Batch configures batch runs.
@@ -130,6 +167,10 @@ type Archive struct {
 	MaxRows  int      `yaml:"max_rows"`  // rows per file at most
 	MaxBytes int64    `yaml:"max_bytes"` // memory of the rows held for one write at most
 	MaxDelay Duration `yaml:"max_delay"` // longest an event waits before its file is written
+	// Compact merges, in the background, the small files of each lake
+	// partition into files of about TargetFileBytes.
+	Compact         bool `yaml:"compact"`
+	TargetFileBytes Size `yaml:"target_file_bytes"`
 }
 
 // DLQ configures the retention of dead letters and too-late records:
@@ -173,6 +214,10 @@ type StreamConfig struct {
 	Fields          map[string]string `yaml:"fields"`
 	Required        []string          `yaml:"required"`
 	PII             map[string]string `yaml:"pii"`
+	// Retention is how long the lake and the batch views keep the
+	// stream's events, by event date (0: forever): whole days dated
+	// before RetainedFrom are dropped.
+	Retention Duration `yaml:"retention"`
 }
 
 // ViewConfig is one view as written in the file.
@@ -278,6 +323,52 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// Size is a number of bytes written as a number (134217728) or with a
+// unit: 64MiB, 1GiB, 500MB, 2GB (KiB, MiB, GiB, TiB count in 1024s; KB,
+// MB, GB, TB in 1000s; B is bytes).
+type Size int64
+
+// UnmarshalYAML reads a size.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeError(n.Line, "want a size, e.g. 134217728, 128MiB, 1GB")
+	}
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return typeError(n.Line, "%v", err)
+	}
+	*z = Size(v)
+	return nil
+}
+
+var sizeRe = regexp.MustCompile(`^([0-9]+)\s*([KMGT]i?B|B)?$`)
+
+// ParseSize reads "134217728", "128MiB", "64 MiB", "1GB" or "512B".
+func ParseSize(s string) (int64, error) {
+	m := sizeRe.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		return 0, fmt.Errorf("bad size %q (want a number of bytes or e.g. 64MiB, 1GB)", s)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad size %q: %w", s, err)
+	}
+	mult := int64(1)
+	if u := m[2]; len(u) > 1 {
+		base := int64(1000)
+		if strings.Contains(u, "i") {
+			base = 1024
+		}
+		for range strings.Index("KMGT", u[:1]) + 1 {
+			mult *= base
+		}
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("bad size %q: too large", s)
+	}
+	return n * mult, nil
+}
+
 // MinMemoryLimit is the smallest memory_limit other than 0.
 const MinMemoryLimit = 64 << 20
 
@@ -317,6 +408,13 @@ func Default() Config {
 			MaxRows:  defaults.ArchiveMaxRows,
 			MaxBytes: defaults.ArchiveMaxBytes,
 			MaxDelay: Duration(defaults.ArchiveMaxDelay),
+
+			Compact:         defaults.ArchiveCompact,
+			TargetFileBytes: defaults.ArchiveTargetFileBytes,
+		},
+		Storage: Storage{
+			AccessKeyEnv: defaults.StorageAccessKeyEnv,
+			SecretKeyEnv: defaults.StorageSecretKeyEnv,
 		},
 		DLQ: DLQ{
 			MaxAge:     Duration(defaults.DLQMaxAge),
@@ -533,8 +631,11 @@ func checkNodes(n *yaml.Node, t reflect.Type, path string) []Error {
 			break
 		}
 		hint := "check the value's type"
-		if t == reflect.TypeOf(Duration(0)) {
+		switch t {
+		case reflect.TypeOf(Duration(0)):
 			hint = ""
+		case reflect.TypeOf(Size(0)):
+			hint = "a number of bytes, or a size such as 64MiB or 1GB"
 		}
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
@@ -601,6 +702,12 @@ func applyEnv(cfg *Config, getenv func(string) string) *Errors {
 
 func setScalar(fv reflect.Value, val string) error {
 	switch {
+	case fv.Type() == reflect.TypeOf(Size(0)):
+		n, err := ParseSize(val)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(n)
 	case fv.Type() == reflect.TypeOf(Duration(0)):
 		d, err := ParseDuration(val)
 		if err != nil {
@@ -674,6 +781,9 @@ func (c *Config) Warnings() []string {
 	if (c.NATS.MaxMsgs > 0 || c.NATS.MaxBytes > 0) && c.NATS.MaxAge.D() == 0 {
 		out = append(out, "nats.max_msgs or nats.max_bytes is set without nats.max_age: nothing ever leaves a full log, so once it is full ingest answers 429 until it is purged; set nats.max_age too")
 	}
+	if !c.Storage.IsS3() && (c.Storage.Endpoint != "" || c.Storage.Region != "" || c.Storage.PathStyle) {
+		out = append(out, "storage.endpoint, storage.region or storage.path_style is set but storage.url is empty: the lake and batch views stay in files under data_dir; set storage.url (s3://bucket/prefix) to use the object store")
+	}
 	if c.DLQ.MaxMsgs != 0 {
 		out = append(out, "dlq.max_msgs no longer applies: each stream has a budget of its own, dlq.max_records (dead-letter records, each holding the dead letters of one write) and dlq.max_late (too-late records); remove dlq.max_msgs")
 	}
@@ -722,6 +832,15 @@ func (c *Config) streamDef(name string) (logic.StreamDef, []fieldErr) {
 	}
 	if sc.AllowedLateness.D() < 0 {
 		errs = append(errs, fieldErr{"allowed_lateness", "must not be negative", ""})
+	}
+	switch r := sc.Retention.D(); {
+	case r == 0:
+	case r < defaults.StreamMinRetention:
+		errs = append(errs, fieldErr{"retention", "must be 0 (for ever) or at least 1d: the lake drops whole days", "0 keeps every day, e.g. 400d"})
+	case r < sc.AllowedLateness.D():
+		errs = append(errs, fieldErr{"retention",
+			fmt.Sprintf("must be at least allowed_lateness (%s): events the speed layer still takes would be dropped from the lake", formatDuration(sc.AllowedLateness.D())),
+			"raise retention or lower allowed_lateness"})
 	}
 	return def, errs
 }

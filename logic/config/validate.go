@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -37,6 +38,8 @@ func (c *Config) Validate() error {
 	place(c.Speed.validate())
 	place(c.Archive.validate())
 	place(c.NATS.validate())
+	place(c.Storage.validate())
+	place(c.validateLogAge())
 	place(c.DLQ.validate())
 	place(c.HTTP.validate())
 	place(c.validateMemory())
@@ -108,6 +111,94 @@ func (a Archive) validate() issues {
 	}
 	if a.MaxDelay.D() <= 0 {
 		is.add("archive.max_delay", eg(defaults.ArchiveMaxDelay), "must be positive")
+	}
+	if a.TargetFileBytes < 1<<20 {
+		is.add("archive.target_file_bytes", egMiB(defaults.ArchiveTargetFileBytes)+", or 128MiB", "must be at least 1048576 (1 MiB)")
+	}
+	return is
+}
+
+var (
+	bucketRe = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	envRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// validate checks the storage section: "" (files under data_dir) or
+// s3://bucket/prefix, an http(s) endpoint (or none: AWS S3) and the names
+// of the variables holding the keys.
+func (s Storage) validate() issues {
+	var is issues
+	if s.URL == "" {
+		return is
+	}
+	const urlHint = `s3://bucket/prefix (the prefix is optional), or "" for files under data_dir`
+	u, err := url.Parse(s.URL)
+	switch {
+	case err != nil:
+		is.add("storage.url", urlHint, "cannot read %q: %v", s.URL, err)
+	case u.Scheme != "s3":
+		is.add("storage.url", urlHint, "unknown scheme in %q: only s3:// is known", s.URL)
+	case !bucketRe.MatchString(u.Host) || strings.Contains(u.Host, ".."):
+		is.add("storage.url", "a bucket name: 3 to 63 lowercase letters, digits, . and -", "bad bucket %q in %q", u.Host, s.URL)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		is.add("storage.url", urlHint+"; the endpoint and keys have keys of their own", "%q: only a bucket and a prefix (no user, port, query or fragment)", s.URL)
+	default:
+		if p := strings.Trim(u.Path, "/"); p != "" {
+			for _, seg := range strings.Split(p, "/") {
+				if seg == "" || seg == "." || seg == ".." || strings.ContainsFunc(seg, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }) {
+					is.add("storage.url", "a prefix of /-separated names, none empty, . or ..", "bad prefix %q in %q", p, s.URL)
+					break
+				}
+			}
+		}
+	}
+	if s.Endpoint != "" {
+		e, err := url.Parse(s.Endpoint)
+		if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" || strings.Trim(e.Path, "/") != "" || e.RawQuery != "" || e.User != nil {
+			is.add("storage.endpoint", `the server's URL, e.g. "http://127.0.0.1:9000" or "https://s3.example.com"; "" for AWS S3`, "must be an http:// or https:// URL of a host (no path), got %q", s.Endpoint)
+		}
+	}
+	for _, k := range []struct{ key, name, def string }{
+		{"storage.access_key_env", s.AccessKeyEnv, defaults.StorageAccessKeyEnv},
+		{"storage.secret_key_env", s.SecretKeyEnv, defaults.StorageSecretKeyEnv},
+	} {
+		if !envRe.MatchString(k.name) {
+			is.add(k.key, "the name of an environment variable holding the key, e.g. "+k.def, "bad variable name %q", k.name)
+		}
+	}
+	return is
+}
+
+// validateLogAge is the log's half of the retention interlock. The
+// archiver trims the log (nats.max_age) only of records in the lake, so
+// nothing unarchived ever leaves it; but the speed layer, when it
+// rebuilds, refolds the log from the last batch run's cutoff, which may
+// be two batch intervals behind (one between runs, one while a run
+// computes), plus an epoch and archive.max_delay (the cutoff waits for
+// the lake to cover its epoch). A log that keeps less would rebuild the
+// speed layer without events the batch views do not hold yet. On-demand
+// runs (batch.every 0) have no interval: the log must then keep its
+// records for ever, or at least a day (and runs must come more often
+// than the hint says).
+func (c *Config) validateLogAge() issues {
+	var is issues
+	age := c.NATS.MaxAge.D()
+	switch {
+	case age < 0:
+		is.add("nats.max_age", "0 keeps the log for ever", "must not be negative")
+	case age == 0:
+	case c.Batch.Every.D() == 0:
+		if age < 24*time.Hour {
+			is.add("nats.max_age", "with on-demand batch runs only (batch.every 0) the log must hold what the speed layer may refold since the last run: keep it for ever (0) or at least 1d, and run a batch at least every (max_age - epoch - archive.max_delay) / 2",
+				"must be 0 or at least 1d when batch.every is 0")
+		}
+	default:
+		need := 2*c.Batch.Every.D() + c.Epoch.D() + c.Archive.MaxDelay.D()
+		if age < need {
+			is.add("nats.max_age", fmt.Sprintf("the log must hold what the speed layer may have to refold since the last batch run: two batch.every (%s), an epoch (%s) and archive.max_delay (%s); raise nats.max_age or run batches more often",
+				formatDuration(c.Batch.Every.D()), formatDuration(c.Epoch.D()), formatDuration(c.Archive.MaxDelay.D())),
+				"must be 0 (for ever) or at least 2 × batch.every + epoch + archive.max_delay (%s)", shortDuration(need))
+		}
 	}
 	return is
 }
@@ -322,6 +413,19 @@ func eg[T int | int64 | time.Duration](v T) string {
 		return "e.g. " + formatDuration(d)
 	}
 	return fmt.Sprintf("e.g. %d", v)
+}
+
+// shortDuration writes a duration as time.Duration does, without zero
+// minutes or seconds at its end: 30m15s, 2h, 31m.
+func shortDuration(d time.Duration) string {
+	out := d.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
 }
 
 // egMiB is eg for a byte size of whole MiB: "e.g. 33554432 (32 MiB)".

@@ -86,6 +86,28 @@ const (
 	ArchiveIdleLag   = time.Second            // idle streams are covered until server time minus this
 	ArchiveConsumer  = "archive"              // durable consumer name
 	ArchiveRetry     = time.Second            // pause before a failed stream restarts
+
+	// archive.compact and archive.target_file_bytes: small files of a
+	// lake partition are merged into files of about this size.
+	ArchiveCompact         = true
+	ArchiveTargetFileBytes = 128 << 20
+
+	// The archiver's upkeep (no key). Every ArchiveUpkeepEvery it trims
+	// the log (nats.max_age) and, when the lake took commits since the
+	// last time, compacts each stream and sweeps what compaction and
+	// retention removed; every ArchiveRetentionEvery (and at start) it
+	// drops the lake partitions past streams.S.retention.
+	ArchiveUpkeepEvery    = time.Minute
+	ArchiveRetentionEvery = time.Hour
+)
+
+// storage.*
+const (
+	// StorageAccessKeyEnv and StorageSecretKeyEnv are
+	// storage.access_key_env and storage.secret_key_env: the variables
+	// holding the object store's keys.
+	StorageAccessKeyEnv = "BRAID_S3_ACCESS_KEY"
+	StorageSecretKeyEnv = "BRAID_S3_SECRET_KEY"
 )
 
 // dlq.*
@@ -97,6 +119,10 @@ const (
 
 // streams.S.*
 const (
+	// StreamMinRetention is the shortest retention other than 0 (forever):
+	// the lake drops whole days.
+	StreamMinRetention = 24 * time.Hour
+
 	// StreamMaxValueBytes is max_value_bytes: it bounds a string value when
 	// the stream sets no limit.
 	StreamMaxValueBytes = 64 << 10
