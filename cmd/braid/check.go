@@ -45,9 +45,14 @@ func cmdCheck(_ context.Context, args []string) error {
 		}
 		return fmt.Errorf("%d error(s) in %s", len(list), *path)
 	}
-	fmt.Printf("%s: ok (%d streams, %d views)\n", *path, len(cfg.Streams), len(cfg.Views.Names))
+	fmt.Printf("%s: ok (%d streams, %d views; storage: %s)\n", *path, len(cfg.Streams), len(cfg.Views.Names), storageKind(cfg))
 	if w := piiKeyWarning(cfg, os.Getenv); w != "" {
 		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *path, w)
+	}
+	if cfg.Storage.IsS3() {
+		if _, err := s3Config(cfg, os.Getenv); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: warning: %v; no process can reach the lake without the keys\n", *path, err)
+		}
 	}
 	return nil
 }

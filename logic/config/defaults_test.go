@@ -150,6 +150,7 @@ func TestHintsQuoteTheDefaults(t *testing.T) {
 		{"archive.max_rows", "0"},
 		{"archive.max_bytes", "5"},
 		{"archive.max_delay", "0s"},
+		{"archive.target_file_bytes", "5"},
 		{"dlq.max_records", "-1"},
 		{"dlq.max_late", "-1"},
 	}
