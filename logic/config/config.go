@@ -31,7 +31,7 @@ type Config struct {
 	NATS      NATS     `yaml:"nats"`
 	Redis     Redis    `yaml:"redis"`
 	Storage   Storage  `yaml:"storage"` // where the lake and batch view versions live
-	Epoch     Duration `yaml:"epoch"` // arrival-epoch length for the batch/speed split
+	Epoch     Duration `yaml:"epoch"`   // arrival-epoch length for the batch/speed split
 	Batch     Batch    `yaml:"batch"`
 	Speed     Speed    `yaml:"speed"`
 	Archive   Archive  `yaml:"archive"`

@@ -76,9 +76,9 @@ func TestStorageSection(t *testing.T) {
 	}{
 		{"", nil, "", "", ""},
 		{`storage: { url: "s3://braid-lake/prod", endpoint: "http://127.0.0.1:9000", region: us-east-1, path_style: true }`, nil, "", "", ""},
-		{`storage: { url: "s3://braid-lake" }`, nil, "", "", ""},                        // AWS S3, whole bucket
-		{`storage: { url: "s3://braid-lake/a/b/" }`, nil, "", "", ""},                   // a deeper prefix
-		{`storage: { endpoint: "http://127.0.0.1:9000" }`, nil, "", "", ""},             // files under data_dir (warned)
+		{`storage: { url: "s3://braid-lake" }`, nil, "", "", ""},            // AWS S3, whole bucket
+		{`storage: { url: "s3://braid-lake/a/b/" }`, nil, "", "", ""},       // a deeper prefix
+		{`storage: { endpoint: "http://127.0.0.1:9000" }`, nil, "", "", ""}, // files under data_dir (warned)
 		{`storage: { url: "s3://braid-lake", access_key_env: MY_KEY, secret_key_env: MY_SECRET }`, nil, "", "", ""},
 		{`storage: { url: "gs://braid-lake/prod" }`, nil, "storage.url", "only s3:// is known", `s3://bucket/prefix`},
 		{`storage: { url: "/srv/lake" }`, nil, "storage.url", "only s3:// is known", `"" for files under data_dir`},
