@@ -30,9 +30,14 @@ type Options struct {
 	Namespace   string        // prefix of stream names and subjects
 	Replicas    int           // JetStream replicas (1 for a single server)
 	DedupWindow time.Duration // message-id dedup window of the clean streams (0: defaults.NATSDedupWindow)
-	MaxAge      time.Duration // retention of clean events (0: forever)
-	MaxMsgs     int64         // limit of clean log records per stream (0: none); publishes beyond get ErrFull
-	MaxBytes    int64         // byte limit per stream (0: none)
+	// MaxAge is how long the clean log keeps records (nats.max_age, 0:
+	// forever). It is no JetStream limit, which would delete records
+	// whether archived or not: the archiver trims the log (Trim) of the
+	// records both this old and in the lake. Open removes the MaxAge of
+	// clean streams created with one (by an earlier version), saying so.
+	MaxAge   time.Duration
+	MaxMsgs  int64 // limit of clean log records per stream (0: none); publishes beyond get ErrFull
+	MaxBytes int64 // byte limit per stream (0: none)
 	// Retention of dead letters and too-late records: by age, and per
 	// stream (each stream's subject has its own budget, so one stream's
 	// rejects never evict another's), in dead-letter records (each holds
@@ -91,11 +96,15 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 			Storage:    storage,
 			Replicas:   opts.Replicas,
 			Duplicates: opts.DedupWindow,
-			MaxAge:     opts.MaxAge,
+			MaxAge:     0, // the archiver trims the log (Trim)
 			MaxMsgs:    orNeg(opts.MaxMsgs),
 			MaxBytes:   orNeg(opts.MaxBytes),
 			Discard:    jetstream.DiscardNew,
 			Retention:  jetstream.LimitsPolicy,
+		}
+		if old, err := js.Stream(ctx, cfg.Name); err == nil && old.CachedInfo().Config.MaxAge > 0 {
+			opts.Logger.Info("removing the log's JetStream max age: Braid now trims the log itself, only of records in the lake (nats.max_age)",
+				"stream", cfg.Name, "jetstream_max_age", old.CachedInfo().Config.MaxAge, "max_age", opts.MaxAge)
 		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
