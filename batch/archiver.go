@@ -34,6 +34,16 @@ type ArchiverConfig struct {
 	IdleLag   time.Duration // idle streams are covered until server time minus this (default defaults.ArchiveIdleLag)
 	Consumer  string        // durable consumer name (default defaults.ArchiveConsumer)
 	Retry     time.Duration // pause before a failed stream restarts (default defaults.ArchiveRetry)
+
+	// The upkeep of the lake and the log (upkeep.go), run when the lake
+	// given to NewArchiver is a LakeUpkeep and the log a LogTrimmer.
+	NoCompact       bool                     // do not compact (archive.compact: false)
+	TargetFileBytes int64                    // compacted files' size (default defaults.ArchiveTargetFileBytes)
+	LogMaxAge       time.Duration            // nats.max_age: trim the log of archived records this old (0: never)
+	Retention       map[string]time.Duration // streams.S.retention by stream (absent or 0: forever)
+	UpkeepEvery     time.Duration            // period of the upkeep (default defaults.ArchiveUpkeepEvery)
+	RetentionEvery  time.Duration            // period of the retention drops (default defaults.ArchiveRetentionEvery)
+	Now             func() time.Time         // the upkeep's clock (default time.Now)
 }
 
 func (c *ArchiverConfig) defaults() {
@@ -63,6 +73,18 @@ func (c *ArchiverConfig) defaults() {
 	if c.Retry <= 0 {
 		c.Retry = defaults.ArchiveRetry
 	}
+	if c.TargetFileBytes <= 0 {
+		c.TargetFileBytes = defaults.ArchiveTargetFileBytes
+	}
+	if c.UpkeepEvery <= 0 {
+		c.UpkeepEvery = defaults.ArchiveUpkeepEvery
+	}
+	if c.RetentionEvery <= 0 {
+		c.RetentionEvery = defaults.ArchiveRetentionEvery
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Archiver copies every stream's clean log into the lake. Per stream it
@@ -75,6 +97,7 @@ type Archiver struct {
 	lk     LakeWriter
 	cat    *config.Catalog
 	logger *slog.Logger
+	up     *upkeeper // nil: no upkeep
 
 	mu     sync.Mutex
 	status map[string]lake.Checkpoint
@@ -88,7 +111,9 @@ type Archiver struct {
 
 // NewArchiver returns an archiver for every stream of cat over an event log
 // (C, its consumer type, is inferred: *eventlog.Log gives
-// *eventlog.Consumer). reg may be nil.
+// *eventlog.Consumer). reg may be nil. When lk is also a LakeUpkeep and
+// log a LogTrimmer (as *lake.Lake and *eventlog.Log are), Run keeps the
+// lake and the log up too (see upkeep.go).
 func NewArchiver[C LogConsumer](cfg ArchiverConfig, log EventLog[C], lk LakeWriter, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Archiver {
 	cfg.defaults()
 	al, ok := any(log).(anyLog)
@@ -99,7 +124,10 @@ func NewArchiver[C LogConsumer](cfg ArchiverConfig, log EventLog[C], lk LakeWrit
 		logger = slog.Default()
 	}
 	f := promauto.With(reg)
-	return &Archiver{cfg: cfg, log: al, lk: lk, cat: cat, logger: logger.With("component", "archiver"),
+	logger = logger.With("component", "archiver")
+	lu, _ := lk.(LakeUpkeep)
+	lt, _ := any(log).(LogTrimmer)
+	return &Archiver{cfg: cfg, log: al, lk: lk, cat: cat, logger: logger, up: newUpkeeper(cfg, lk, lu, lt, cat, logger, f),
 		status:     map[string]lake.Checkpoint{},
 		rows:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_rows_total", Help: "Records written to the lake."}, []string{"stream"}),
 		files:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_files_total", Help: "Parquet files written to the lake."}, []string{"stream"}),
@@ -138,6 +166,13 @@ func (a *Archiver) setStatus(stream string, cp lake.Checkpoint) {
 // error) is logged and restarted from its lake checkpoint.
 func (a *Archiver) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	if a.up != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.up.run(ctx)
+		}()
+	}
 	for _, name := range a.cat.StreamOrder {
 		s := a.cat.Streams[name]
 		wg.Add(1)

@@ -54,6 +54,37 @@ type LakeWriter interface {
 	Commit(stream string, cp lake.Checkpoint) error
 }
 
+// LakeUpkeep is the lake's upkeep, which the archiver runs in the
+// background beside its writes.
+//
+// Compact merges a stream's small files, per date partition, into files
+// of about targetBytes and replaces them in one commit: a reader sees the
+// old files or the new, never both, never neither; it may run while the
+// stream's writer commits (the lake serializes a stream's commits, so
+// neither loses the other's). DropBefore removes in one commit the
+// stream's partitions dated before date (YYYY-MM-DD, UTC) and returns how
+// many files went. Files either removes stay readable for readers of an
+// older manifest until Sweep, past the lake's grace period, deletes them
+// (it returns how many). An error leaves the lake as it was (the archiver
+// logs it and tries again at its next round). Safe for concurrent use.
+// *lake.Lake satisfies it.
+type LakeUpkeep interface {
+	Compact(ctx context.Context, s *logic.Stream, targetBytes int64) (lake.CompactStats, error)
+	DropBefore(ctx context.Context, stream, date string) (int, error)
+	Sweep(ctx context.Context, stream string) (int, error)
+}
+
+// LogTrimmer trims the event log, in place of a JetStream max age (which
+// would delete records whether archived or not). Trim removes a stream's
+// records that are both stored before before (the server's clock) and at
+// or below sequence upTo, and returns how many went; the archiver passes
+// now minus nats.max_age and the lake's committed checkpoint, so no record
+// leaves the log before it is in the lake. Safe for concurrent use.
+// *eventlog.Log satisfies it.
+type LogTrimmer interface {
+	Trim(ctx context.Context, stream string, before time.Time, upTo uint64) (uint64, error)
+}
+
 // ViewVersions is what batch runs do with the batch view store.
 //
 // Current returns the current version (nil before the first publish).

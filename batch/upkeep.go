@@ -1,0 +1,185 @@
+package batch
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/lake"
+)
+
+// The real stores do the upkeep.
+var (
+	_ LakeUpkeep = (*lake.Lake)(nil)
+	_ LogTrimmer = (*eventlog.Log)(nil)
+)
+
+// upkeeper keeps the lake and the log of the archiver's streams up, in the
+// background, one round every UpkeepEvery (the first at start), one
+// stream after the other. In a round, per stream:
+//
+//   - the log is trimmed (LogMaxAge > 0) of the records both older than
+//     LogMaxAge and at or below the lake's committed checkpoint: nothing
+//     leaves the log before it is in the lake, however far behind the
+//     archiver is;
+//   - the lake is compacted (unless NoCompact) when the checkpoint moved
+//     since the last compaction and at least UpkeepEvery has passed since
+//     the last one (or since start: a start does not compact at once);
+//   - the partitions past the stream's retention are dropped, at start and
+//     then every RetentionEvery: those dated before logic.RetainedFrom;
+//   - what compaction and retention removed is swept once its grace period
+//     is over.
+//
+// A failed task is logged and counted, and tried again at a later round
+// (compaction and retention at the next one); it never stops archiving,
+// nor the other tasks. The lake serializes a stream's commits, so
+// compaction and the writer's commits interleave safely.
+type upkeeper struct {
+	cfg ArchiverConfig
+	cp  interface {
+		Checkpoint(string) (lake.Checkpoint, error)
+	}
+	lake    LakeUpkeep // nil: no lake upkeep
+	log     LogTrimmer // nil: no trimming
+	streams []*logic.Stream
+	logger  *slog.Logger
+
+	state map[string]*upkeepState // by stream; used by one goroutine
+
+	compactions, compactedFiles, compactedBytes *prometheus.CounterVec
+	dropped, swept, trimmed                     *prometheus.CounterVec
+	errs                                        *prometheus.CounterVec
+}
+
+// upkeepState is one stream's upkeep schedule.
+type upkeepState struct {
+	compactedTo uint64    // the checkpoint Seq the last compaction covered
+	compactAt   time.Time // when compaction last ran (or the stream's first round)
+	retainedAt  time.Time // when retention last succeeded (zero: not yet)
+}
+
+// newUpkeeper returns the upkeep of cat's streams, nil when there is none
+// to do (neither lake upkeep nor a log to trim).
+func newUpkeeper(cfg ArchiverConfig, lk LakeWriter, lu LakeUpkeep, lt LogTrimmer, cat *config.Catalog, logger *slog.Logger, f promauto.Factory) *upkeeper {
+	if lt == nil || cfg.LogMaxAge <= 0 {
+		lt = nil
+	}
+	if lu == nil && lt == nil {
+		return nil
+	}
+	u := &upkeeper{cfg: cfg, cp: lk, lake: lu, log: lt, logger: logger, state: map[string]*upkeepState{},
+		compactions:    f.NewCounterVec(prometheus.CounterOpts{Name: "braid_lake_compactions_total", Help: "Compactions of a stream's lake that merged files."}, []string{"stream"}),
+		compactedFiles: f.NewCounterVec(prometheus.CounterOpts{Name: "braid_lake_compacted_files_total", Help: "Lake files merged into larger ones by compaction."}, []string{"stream"}),
+		compactedBytes: f.NewCounterVec(prometheus.CounterOpts{Name: "braid_lake_compacted_bytes_total", Help: "Bytes of the lake files compaction wrote."}, []string{"stream"}),
+		dropped:        f.NewCounterVec(prometheus.CounterOpts{Name: "braid_lake_retention_dropped_files_total", Help: "Lake files removed by the stream's retention."}, []string{"stream"}),
+		swept:          f.NewCounterVec(prometheus.CounterOpts{Name: "braid_lake_swept_files_total", Help: "Removed lake files deleted once their grace period was over."}, []string{"stream"}),
+		trimmed:        f.NewCounterVec(prometheus.CounterOpts{Name: "braid_log_trimmed_records_total", Help: "Log records removed by nats.max_age once archived."}, []string{"stream"}),
+		errs:           f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_upkeep_errors_total", Help: "Failed upkeep tasks (tried again later): trim, compact, retention, sweep, checkpoint."}, []string{"stream", "task"}),
+	}
+	for _, name := range cat.StreamOrder {
+		u.streams = append(u.streams, cat.Streams[name])
+	}
+	return u
+}
+
+// run does a round at start, then every UpkeepEvery, until ctx ends.
+func (u *upkeeper) run(ctx context.Context) {
+	t := time.NewTicker(u.cfg.UpkeepEvery)
+	defer t.Stop()
+	for {
+		u.round(ctx, u.cfg.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// round does what is due at now for every stream.
+func (u *upkeeper) round(ctx context.Context, now time.Time) {
+	for _, s := range u.streams {
+		if ctx.Err() != nil {
+			return
+		}
+		u.stream(ctx, s, now)
+	}
+}
+
+func (u *upkeeper) fail(stream, task string, err error, args ...any) {
+	u.errs.WithLabelValues(stream, task).Inc()
+	u.logger.Warn("lake upkeep failed; trying again later", append([]any{"stream", stream, "task", task, "err", err}, args...)...)
+}
+
+// stream does what is due at now for one stream.
+func (u *upkeeper) stream(ctx context.Context, s *logic.Stream, now time.Time) {
+	st := u.state[s.Name]
+	if st == nil {
+		st = &upkeepState{compactAt: now}
+		u.state[s.Name] = st
+	}
+	cp, err := u.cp.Checkpoint(s.Name)
+	if err != nil {
+		u.fail(s.Name, "checkpoint", err)
+		return
+	}
+	if u.log != nil && cp.Seq > 0 {
+		before := now.Add(-u.cfg.LogMaxAge)
+		n, err := u.log.Trim(ctx, s.Name, before, cp.Seq)
+		switch {
+		case err != nil:
+			u.fail(s.Name, "trim", err, "up_to", cp.Seq)
+		case n > 0:
+			u.trimmed.WithLabelValues(s.Name).Add(float64(n))
+			u.logger.Debug("trimmed the log", "stream", s.Name, "records", n, "before", before, "up_to", cp.Seq)
+		}
+	}
+	if u.lake == nil {
+		return
+	}
+	if !u.cfg.NoCompact && cp.Seq > st.compactedTo && now.Sub(st.compactAt) >= u.cfg.UpkeepEvery {
+		st.compactAt = now
+		stats, err := u.lake.Compact(ctx, s, u.cfg.TargetFileBytes)
+		switch {
+		case err != nil:
+			u.fail(s.Name, "compact", err)
+		default:
+			st.compactedTo = cp.Seq
+			if stats.FilesIn > 0 {
+				u.compactions.WithLabelValues(s.Name).Inc()
+				u.compactedFiles.WithLabelValues(s.Name).Add(float64(stats.FilesIn))
+				u.compactedBytes.WithLabelValues(s.Name).Add(float64(stats.Bytes))
+				u.logger.Info("compacted the lake", "stream", s.Name, "partitions", stats.Partitions, "files_in", stats.FilesIn, "files_out", stats.FilesOut, "bytes", stats.Bytes)
+			}
+		}
+	}
+	if r := u.cfg.Retention[s.Name]; r > 0 && (st.retainedAt.IsZero() || now.Sub(st.retainedAt) >= u.cfg.RetentionEvery) {
+		from := logic.RetainedFrom(r, now)
+		n, err := u.lake.DropBefore(ctx, s.Name, from)
+		switch {
+		case err != nil:
+			u.fail(s.Name, "retention", err, "before", from)
+		default:
+			st.retainedAt = now
+			if n > 0 {
+				u.dropped.WithLabelValues(s.Name).Add(float64(n))
+				u.logger.Info("dropped lake partitions past retention", "stream", s.Name, "before", from, "files", n)
+			}
+		}
+	}
+	// Removed files wait out their grace period: the sweep looks every
+	// round (a restart sweeps what an earlier process left).
+	n, err := u.lake.Sweep(ctx, s.Name)
+	switch {
+	case err != nil:
+		u.fail(s.Name, "sweep", err)
+	case n > 0:
+		u.swept.WithLabelValues(s.Name).Add(float64(n))
+	}
+}
