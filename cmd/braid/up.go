@@ -46,7 +46,13 @@ func (a *app) newSpeedFrom(l *layers, cutoffs speed.CutoffSource) {
 }
 
 func (a *app) newArchiver(l *layers) {
-	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: a.cfg.Archive.MaxRows, MaxBytes: a.cfg.Archive.MaxBytes, MaxDelay: a.cfg.Archive.MaxDelay.D()},
+	c := a.cfg
+	retention := map[string]time.Duration{}
+	for name, s := range c.Streams {
+		retention[name] = s.Retention.D()
+	}
+	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: c.Archive.MaxRows, MaxBytes: c.Archive.MaxBytes, MaxDelay: c.Archive.MaxDelay.D(),
+		NoCompact: !c.Archive.Compact, TargetFileBytes: int64(c.Archive.TargetFileBytes), LogMaxAge: c.NATS.MaxAge.D(), Retention: retention},
 		a.log, l.lake, a.cat, a.logger.With("layer", "archive"), a.reg)
 }
 
