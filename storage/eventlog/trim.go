@@ -23,11 +23,14 @@ func (l *Log) Trim(ctx context.Context, stream string, before time.Time, upTo ui
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: trim %s: %w", stream, err)
 	}
-	first := s.CachedInfo().State.FirstSeq
-	if upTo < first || s.CachedInfo().State.Msgs == 0 {
+	state := s.CachedInfo().State
+	first := state.FirstSeq
+	if upTo < first || state.Msgs == 0 {
 		return 0, nil
 	}
-	keep := upTo + 1
+	// Never past the last record: a purge beyond it would move the
+	// sequence of the next record on.
+	keep := min(upTo, state.LastSeq) + 1
 	young, found, err := l.firstStoredFrom(ctx, name, before)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: trim %s: %w", stream, err)

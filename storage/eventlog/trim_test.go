@@ -97,6 +97,13 @@ func TestTrim(t *testing.T) {
 	check("empty", time.Now().Add(time.Hour), 10, 0, 0)
 	publishN(t, l, 1)
 	check("a new record not archived", time.Now().Add(time.Hour), 10, 11, 1)
+	// A sequence past the log's end trims it to its end, no further: the
+	// next record takes the next sequence.
+	check("past the end", time.Now().Add(time.Hour), 1<<40, 0, 0)
+	publishN(t, l, 1)
+	if info, err := l.Info(ctx, "orders"); err != nil || info.FirstSeq != 12 || info.LastSeq != 12 {
+		t.Fatalf("after trimming past the end: %+v, %v", info, err)
+	}
 	if _, err := l.Trim(ctx, "nope", time.Now(), 5); err == nil {
 		t.Error("trim of an unknown stream: no error")
 	}
