@@ -62,7 +62,9 @@ func (l *upkeepLake) Checkpoint(stream string) (lake.Checkpoint, error) {
 func (l *upkeepLake) WriteReleasing(*logic.Stream, []lake.Row) ([]string, int64, error) {
 	return nil, 0, errors.New("no writes in this test")
 }
-func (l *upkeepLake) Commit(string, lake.Checkpoint) error { return errors.New("no commits in this test") }
+func (l *upkeepLake) Commit(string, lake.Checkpoint) error {
+	return errors.New("no commits in this test")
+}
 func (l *upkeepLake) Compact(_ context.Context, s *logic.Stream, target int64) (lake.CompactStats, error) {
 	if err := l.record("compact", s.Name, fmt.Sprint(target)); err != nil {
 		return lake.CompactStats{}, err
@@ -239,7 +241,7 @@ func TestUpkeepSchedule(t *testing.T) {
 	lk.mu.Lock()
 	lk.fail["checkpoint"] = true
 	lk.mu.Unlock()
-	round(27*time.Hour)
+	round(27 * time.Hour)
 	if got := counter(t, reg, "braid_archive_upkeep_errors_total", "stream", "orders", "task", "checkpoint"); got != 1 {
 		t.Errorf("checkpoint errors %v", got)
 	}
