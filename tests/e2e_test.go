@@ -341,6 +341,9 @@ func TestCheckCommand(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("check %s: exit %d\n%s", f, code, out)
 		}
+		if !strings.Contains(out, f+": storage: files under ") {
+			t.Errorf("check %s does not report the storage:\n%s", f, out)
+		}
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	writeFile(t, bad, "epoch: 0s\nbogus: 1\nstreams:\n  o:\n    time: t\n    fields: {t: time, a: floot}\nviews:\n  v:\n    stream: nope\n    window: 1m\n    measures: {n: count()}\n")

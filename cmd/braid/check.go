@@ -45,7 +45,8 @@ func cmdCheck(_ context.Context, args []string) error {
 		}
 		return fmt.Errorf("%d error(s) in %s", len(list), *path)
 	}
-	fmt.Printf("%s: ok (%d streams, %d views; storage: %s)\n", *path, len(cfg.Streams), len(cfg.Views.Names), storageKind(cfg))
+	fmt.Printf("%s: ok (%d streams, %d views)\n", *path, len(cfg.Streams), len(cfg.Views.Names))
+	fmt.Printf("%s: storage: %s\n", *path, storageKind(cfg))
 	if w := piiKeyWarning(cfg, os.Getenv); w != "" {
 		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *path, w)
 	}
