@@ -182,9 +182,14 @@ func TestLogAgeInterlock(t *testing.T) {
 		{"nats: { max_age: 2h }\nbatch: { every: 1h }", map[string]string{"BRAID_NATS_MAX_AGE": "2h1m"}, "", ""},
 		{"nats: { max_age: 3h }", map[string]string{"BRAID_BATCH_EVERY": "2h"}, "(4h0m15s)", ""},
 		{"nats: { max_age: -1h }", nil, "must not be negative", "0 keeps the log for ever"},
+		// The dedup window's ids are read from the log.
+		{"nats: { max_age: 1m }\nbatch: { every: 10s }\nepoch: 1s\narchive: { max_delay: 1s }", nil, "at least nats.dedup_window (2m)", "repeated id"},
+		{"nats: { max_age: 2m }\nbatch: { every: 10s }\nepoch: 1s\narchive: { max_delay: 1s }", nil, "", ""},
+		{"nats: { max_age: 22s, dedup_window: 20s }\nbatch: { every: 10s }\nepoch: 1s\narchive: { max_delay: 1s }", nil, "", ""},
 		// On demand only.
 		{"batch: { every: 0 }\nnats: { max_age: 0 }", nil, "", ""},
 		{"batch: { every: 0 }\nnats: { max_age: 1d }", nil, "", ""},
+		{"batch: { every: 0 }\nnats: { max_age: 1d, dedup_window: 2d }", nil, "at least nats.dedup_window (48h)", ""},
 		{"batch: { every: 0 }\nnats: { max_age: 12h }", nil, "must be 0 or at least 1d when batch.every is 0", "run a batch at least every (max_age - epoch - archive.max_delay) / 2"},
 	}
 	for _, c := range cases {

@@ -179,7 +179,8 @@ func (s Storage) validate() issues {
 // speed layer without events the batch views do not hold yet. On-demand
 // runs (batch.every 0) have no interval: the log must then keep its
 // records for ever, or at least a day (and runs must come more often
-// than the hint says).
+// than the hint says). In every case it keeps at least nats.dedup_window,
+// whose ids the writer reads from the log.
 func (c *Config) validateLogAge() issues {
 	var is issues
 	age := c.NATS.MaxAge.D()
@@ -187,6 +188,8 @@ func (c *Config) validateLogAge() issues {
 	case age < 0:
 		is.add("nats.max_age", "0 keeps the log for ever", "must not be negative")
 	case age == 0:
+	case age < c.NATS.DedupWindow.D():
+		is.add("nats.max_age", "the writer reads the ids of the last nats.dedup_window from the log, to store a repeated id once", "must be 0 (for ever) or at least nats.dedup_window (%s)", shortDuration(c.NATS.DedupWindow.D()))
 	case c.Batch.Every.D() == 0:
 		if age < 24*time.Hour {
 			is.add("nats.max_age", "with on-demand batch runs only (batch.every 0) the log must hold what the speed layer may refold since the last run: keep it for ever (0) or at least 1d, and run a batch at least every (max_age - epoch - archive.max_delay) / 2",
