@@ -693,7 +693,7 @@ func (tr *trial) waitCovered() {
 		return ""
 	})
 	need := (lastMs/1000 + 1) * 1000 // epoch: 1s
-	lk, err := lake.Open(filepath.Join(tr.dataDir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(tr.dataDir, "lake"))
 	if err != nil {
 		tr.t.Fatal(err)
 	}
@@ -712,7 +712,7 @@ func (tr *trial) waitCovered() {
 // waitArchived waits until the lake's checkpoint reaches the log's end.
 func (tr *trial) waitArchived() {
 	_, last := tr.jsState()
-	lk, err := lake.Open(filepath.Join(tr.dataDir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(tr.dataDir, "lake"))
 	if err != nil {
 		tr.t.Fatal(err)
 	}
