@@ -693,7 +693,8 @@ func (l *Lake) Local(ctx context.Context, keys []string) (paths []string, releas
 // state again (turning an earlier version's layout into a manifest), drops
 // what this Lake wrote and did not commit, and lists as garbage (deleted
 // after the grace period by Sweep) the data objects no manifest lists:
-// those a writer that crashed before committing left.
+// those a writer that crashed before committing left. On local files, the
+// files removed by hand leave the manifest (see present).
 func (l *Lake) Recover(stream string) error {
 	if l.readOnly {
 		return errors.New("lake: read-only")
@@ -730,11 +731,40 @@ func (l *Lake) Recover(stream string) error {
 			orphans = append(orphans, Removed{Key: o.Key, Removed: now})
 		}
 	}
-	if len(orphans) == 0 {
+	kept := l.present(w.cur.Files)
+	if len(orphans) == 0 && len(kept) == len(w.cur.Files) {
 		return nil
 	}
 	next := w.cur.next()
 	next.Garbage = append(next.Garbage, orphans...)
-	l.log.Info("lake: uncommitted files listed for deletion", "stream", stream, "files", len(orphans))
+	if len(orphans) > 0 {
+		l.log.Info("lake: uncommitted files listed for deletion", "stream", stream, "files", len(orphans))
+	}
+	if len(kept) < len(w.cur.Files) {
+		l.log.Warn("lake: files removed from the lake's directory by hand leave the manifest", "stream", stream, "files", len(w.cur.Files)-len(kept))
+		next.Files = kept
+	}
 	return l.commitLocked(ctx, stream, w, next)
+}
+
+// present drops the files whose objects are gone from a store of local
+// files: removed by hand, the documented way of giving up the history of a
+// field whose type changed (see Conflict.WaysOut). The writer's Recover
+// commits their removal; until then the schema checks ignore them. On
+// other stores it returns files as they are.
+func (l *Lake) present(files []FileInfo) []FileInfo {
+	loc, ok := l.st.(objstore.Local)
+	if !ok {
+		return files
+	}
+	out := files[:0:0]
+	for _, f := range files {
+		if p, err := loc.LocalPath(f.Key); err == nil {
+			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+		}
+		out = append(out, f)
+	}
+	return out
 }

@@ -194,7 +194,7 @@ func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, first
 	}
 	if len(epochs) > 0 {
 		var files []FileInfo
-		for _, f := range append(slices.Clone(w.cur.Files), w.pending...) {
+		for _, f := range slices.Concat(l.present(w.cur.Files), w.pending) {
 			if f.First < first {
 				files = append(files, f)
 			}
@@ -284,7 +284,7 @@ func (l *Lake) CheckFields(stream string, declared map[string]logic.FieldType) (
 	if !anyConflict(m.Epochs, declared) {
 		return nil, nil
 	}
-	return conflicts(l.where(stream), stream, m.Epochs, m.Files, declared)
+	return conflicts(l.where(stream), stream, m.Epochs, l.present(m.Files), declared)
 }
 
 func anyConflict(epochs []Epoch, declared map[string]logic.FieldType) bool {

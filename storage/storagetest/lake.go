@@ -589,3 +589,10 @@ func lakeSchema(t *testing.T, open func() Lake) {
 	write(v2, 31, 5, true)
 	checkEpochs(t, lk, want)
 }
+
+// CheckLakeRows reads the stream's committed files with DuckDB and checks
+// they hold exactly the rows of exp (LakeRows' expectations), each once.
+func CheckLakeRows(t *testing.T, lk Lake, stream string, exp map[uint64]LakeWant) {
+	t.Helper()
+	checkLakeRows(t, lk, stream, exp)
+}
