@@ -87,6 +87,7 @@ type Lake struct {
 	seen     map[string]*Manifest // the last manifest read per stream
 	legacy   map[string]*Manifest // the manifest an old-layout stream reads as, by checkpoint
 	inflight map[string]bool      // keys of objects being written and not yet committed (compaction)
+	filePins map[string]func()    // per stream, releases the copies the last Files call returned
 }
 
 // Options configure a Lake.
@@ -137,7 +138,7 @@ func Open(st objstore.Store, opts Options) (*Lake, error) {
 	l := &Lake{
 		st: st, work: opts.WorkDir, cache: opts.Cache, grace: opts.Grace, log: opts.Logger, readOnly: opts.ReadOnly,
 		layouts: map[*logic.Stream]*layout{}, writers: map[string]*writer{}, seen: map[string]*Manifest{},
-		legacy: map[string]*Manifest{}, inflight: map[string]bool{},
+		legacy: map[string]*Manifest{}, inflight: map[string]bool{}, filePins: map[string]func(){},
 	}
 	if l.grace <= 0 {
 		l.grace = defaults.LakeGrace
@@ -170,11 +171,19 @@ func Open(st objstore.Store, opts Options) (*Lake, error) {
 	return l, nil
 }
 
-// clearWork deletes the files an earlier process left being written.
+// staleWork is the age of a file in the work directory after which it is
+// taken as left by a process that died while writing it (another process
+// sharing the directory may be writing younger ones).
+const staleWork = time.Hour
+
+// clearWork deletes the files processes that died left being written.
 func clearWork(dir string) {
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), tempPrefix) && !e.IsDir() {
+		if !strings.HasPrefix(e.Name(), tempPrefix) || e.IsDir() {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleWork {
 			_ = os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
@@ -630,9 +639,10 @@ func (l *Lake) Checkpoint(stream string) (Checkpoint, error) {
 // current manifest), ordered by first sequence, for DuckDB. On local files
 // they are the objects themselves, which stay at least the lake's grace
 // period after a compaction or retention removes them; on a remote store
-// they are copies in the cache, not pinned: they stay until the cache
-// needs room for later downloads. A reader that must hold files for a
-// long time uses Manifest and Local.
+// they are copies in the cache, pinned until the next Files or
+// CommittedFiles call for the same stream on this Lake (so one reader per
+// stream at a time; a reader that must hold files longer, or that reads
+// with others, uses Manifest and Local).
 func (l *Lake) Files(stream string) ([]string, error) {
 	fs, err := l.CommittedFiles(stream)
 	if err != nil {
@@ -664,7 +674,13 @@ func (l *Lake) CommittedFiles(stream string) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	release()
+	l.mu.Lock()
+	old := l.filePins[stream]
+	l.filePins[stream] = release
+	l.mu.Unlock()
+	if old != nil {
+		old()
+	}
 	out := make([]File, len(m.Files))
 	for i, f := range m.Files {
 		out[i] = File{Path: paths[i], Key: f.Key, First: f.First, Last: f.Last, Date: f.Date}
