@@ -14,8 +14,10 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/fsatomic"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/objcache"
 	"github.com/braid-data/braid/storage/objstore"
 	"github.com/braid-data/braid/storage/storagetest"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // The lake's contract (write, commit, read with DuckDB, recovery, schema
@@ -322,5 +324,97 @@ func TestMigrateOldLayout(t *testing.T) {
 		if es, err := lk2.Epochs("orders"); err != nil || len(es) != 1 {
 			t.Fatalf("record %v: epochs after writing on %+v %v", record, es, err)
 		}
+	}
+}
+
+// A stream keeps its newest manifests only, and the current one is the
+// newest.
+func TestOldManifestsDeleted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	lk, err := lake.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storagetest.LakeStream(t)
+	base := time.Date(2024, 8, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for i := uint64(0); i < 25; i++ {
+		rows, _ := storagetest.LakeRows(s, 1+i*2, 2, base, 0)
+		if _, err := lk.Write(s, rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := lk.Commit("orders", lake.Checkpoint{Seq: 2 + i*2, Arrival: 1, CoveredUntil: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := lk.Manifest(ctx, "orders")
+	if err != nil || m.Gen != 25 || m.Checkpoint.Seq != 50 {
+		t.Fatalf("manifest %d at %+v, %v; want generation 25 at 50", m.Gen, m.Checkpoint, err)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "orders", "_manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 10 || ents[0].Name() != "00000000000000000016.json" || ents[9].Name() != "00000000000000000025.json" {
+		names := []string{}
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("manifests kept: %v; want 16..25", names)
+	}
+}
+
+// On a remote store, the copies Files returns stay while the stream's
+// reader uses them, even beyond the cache's bound; the next call releases
+// them.
+func TestFilesPinnedOnRemoteStore(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	st, err := objstore.NewS3(objstore.S3Config{URL: s3.URL("pins"), Endpoint: s3.Endpoint, Region: s3.Region, PathStyle: true,
+		AccessKey: s3.AccessKey, SecretKey: s3.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	cache, err := objcache.New(st, filepath.Join(work, "cache"), 1, nil) // a bound of one byte
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk, err := lake.Open(st, lake.Options{WorkDir: work, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storagetest.LakeStream(t)
+	base := time.Date(2024, 9, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	exp := map[uint64]storagetest.LakeWant{}
+	for i := uint64(0); i < 3; i++ {
+		rows, e := storagetest.LakeRows(s, 1+i*100, 100, base, 0)
+		if _, err := lk.Write(s, rows); err != nil {
+			t.Fatal(err)
+		}
+		last := rows[len(rows)-1]
+		if err := lk.Commit("orders", lake.Checkpoint{Seq: last.Seq, Arrival: last.Arrival, CoveredUntil: last.Arrival + 1}); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range e {
+			exp[k] = v
+		}
+	}
+	files, err := lk.Files("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("a copy Files returned is gone: %v", err)
+		}
+	}
+	storagetest.CheckLakeRows(t, lk, "orders", exp) // calls Files again: the same copies
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("a copy Files returned again is gone: %v", err)
+		}
+	}
+	if cache.Bytes() == 0 {
+		t.Fatal("nothing in the cache")
 	}
 }

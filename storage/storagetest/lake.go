@@ -34,10 +34,10 @@ import (
 //   - Files / CommittedFiles list the committed files, ordered by first
 //     sequence, as paths DuckDB's read_parquet reads, with each file's
 //     range and date; each record appears in exactly one of them.
-//   - Recover, called before a stream's writer starts, removes what a
-//     writer that crashed before committing left (files beyond the
-//     checkpoint, temp files, their schema epochs), so that a later
-//     commit never makes them visible.
+//   - Recover, called before a stream's writer starts, reads the stream's
+//     committed state again and sets aside what a writer that crashed
+//     before committing left (files beyond the checkpoint, their schema
+//     epochs), so that a later commit never makes them visible.
 //   - Epochs lists the field types of the committed files, oldest first;
 //     CheckFields returns the declared types the committed files cannot
 //     be read as. A Write whose types the lake cannot be read as is
