@@ -198,11 +198,15 @@ const workDirName = tempPrefix + "work"
 // with its work directory inside it (dir/.tmp-work, which the store never
 // lists) and no copies (DuckDB reads the files in place).
 func OpenDir(dir string) (*Lake, error) {
-	st, err := objstore.NewFiles(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("lake: %w", err)
 	}
-	return Open(st, Options{WorkDir: filepath.Join(dir, workDirName)})
+	st, err := objstore.NewFiles(abs)
+	if err != nil {
+		return nil, fmt.Errorf("lake: %w", err)
+	}
+	return Open(st, Options{WorkDir: filepath.Join(abs, workDirName)})
 }
 
 // OpenReadOnly returns the lake on local files under dir for reading only
