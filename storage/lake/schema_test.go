@@ -230,3 +230,73 @@ func TestCheckReadsNothingMissing(t *testing.T) {
 		t.Fatalf("the check created %s: %v", dir, err)
 	}
 }
+
+// Compaction merges only files of the stream's current types: files of an
+// older epoch stay as they are, and the epochs and conflicts are the same
+// after it.
+func TestCompactKeepsEpochs(t *testing.T) {
+	ctx := context.Background()
+	lk, err := lake.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
+	v2 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat})
+	for seq := uint64(1); seq <= 40; seq += 4 { // one or two files a write, of 2026-11-01..04
+		writeRows(t, lk, v1, seq, 4)
+	}
+	for seq := uint64(41); seq <= 80; seq += 4 {
+		writeRows(t, lk, v2, seq, 4)
+	}
+	before, _ := lk.Manifest(ctx, "iot")
+	conflictsBefore, _ := lk.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt})
+	st, err := lk.Compact(ctx, v2, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := lk.Manifest(ctx, "iot")
+	var v1Before, v1After, v2After int
+	for _, f := range before.Files {
+		if f.First <= 40 {
+			v1Before++
+		}
+	}
+	for _, f := range after.Files {
+		switch {
+		case f.Last <= 40:
+			v1After++
+		case f.First > 40:
+			v2After++
+		default:
+			t.Fatalf("a file spans both epochs: %+v", f)
+		}
+	}
+	if st.FilesOut == 0 || v1After != v1Before || v2After != st.FilesOut+(len(before.Files)-v1Before-st.FilesIn) {
+		t.Fatalf("compaction %+v: %d files of the old types (were %d), %d of the new", st, v1After, v1Before, v2After)
+	}
+	if epochSummary(after.Epochs) != epochSummary(before.Epochs) {
+		t.Fatalf("epochs changed: %s, were %s", epochSummary(after.Epochs), epochSummary(before.Epochs))
+	}
+	conflictsAfter, _ := lk.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt})
+	if len(conflictsAfter) != 1 || len(conflictsBefore) != 1 || conflictsAfter[0].Ranges[0] != conflictsBefore[0].Ranges[0] {
+		t.Fatalf("conflicts %+v, were %+v", conflictsAfter, conflictsBefore)
+	}
+	// Every value reads back as written: temp as float.
+	files, _ := lk.Files("iot")
+	var n int64
+	var sum float64
+	if err := storagetest.DuckDB(t).QueryRow("SELECT count(*), sum(CAST(temp AS DOUBLE)) FROM "+strings.TrimSuffix(storagetest.ParquetSource(files), ")")+", union_by_name=true)").Scan(&n, &sum); err != nil {
+		t.Fatal(err)
+	}
+	want := 0.0
+	for seq := 1; seq <= 80; seq++ {
+		if seq <= 40 {
+			want += float64(seq)
+		} else {
+			want += float64(seq) + 0.5
+		}
+	}
+	if n != 80 || sum != want {
+		t.Fatalf("%d rows, sum of temp %v; want 80, %v", n, sum, want)
+	}
+}
