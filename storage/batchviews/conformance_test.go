@@ -15,7 +15,7 @@ func TestConformance(t *testing.T) {
 	storagetest.RunViewStore(t, func(t *testing.T) func() storagetest.ViewStore {
 		dir := t.TempDir()
 		return func() storagetest.ViewStore {
-			st, err := batchviews.Open(dir)
+			st, err := batchviews.OpenDir(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
