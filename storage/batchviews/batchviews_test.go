@@ -80,7 +80,9 @@ func TestGCAndFiles(t *testing.T) {
 	if err := st.Publish(v1, map[string][]batchviews.Row{"a": rowsA, "b": {{Window: 0, Group: us, State: logic.State{Num: []float64{7, 7}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	partA := func(date, run string) string { return "parts/a/" + a.Definition() + "/" + date + "/" + run + ".parquet" }
+	partA := func(date, run string) string {
+		return "parts/a/" + a.Definition() + "/" + date + "/" + run + ".parquet"
+	}
 	partB1 := "parts/b/" + b.Definition() + "/1970-01-01/" + v1.ID + ".parquet"
 	want := []string{partA("1970-01-01", v1.ID), partA("1970-01-04", v1.ID), partB1}
 	if got := objects(t, dir, "parts/"); !slices.Equal(got, want) {

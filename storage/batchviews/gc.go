@@ -52,7 +52,7 @@ func (s *Store) gc(ctx context.Context) error {
 		}
 	}
 	sort.Slice(gens, func(i, j int) bool { return gens[i] > gens[j] }) // newest first
-	named := map[string]bool{}                                          // version ids some pointer names
+	named := map[string]bool{}                                         // version ids some pointer names
 	keep := map[string]bool{}
 	var errs []error
 	for i, g := range gens {
