@@ -68,9 +68,20 @@ func (l *localRunLock) Lock() (func(), error) {
 // RUNLOCK in the directory of a store on local files), held until the
 // returned function is called or the process ends. It never waits:
 // ErrLocked when another holder has it. One lock per run: a second
-// LockRuns in the same process fails too while the first is held.
+// LockRuns in the same process fails too while the first is held. Once it
+// holds the lock it reads the current pointer afresh, so that Current
+// shows the holder every version published before (whatever the pointer
+// TTL).
 func (s *Store) LockRuns() (unlock func(), err error) {
-	return s.lock.Lock()
+	unlock, err = s.lock.Lock()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.current(context.Background(), true); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
 }
 
 // RecoverInterrupted settles every run still recorded as running, and

@@ -424,7 +424,7 @@ func viewsInProgress(t *testing.T, open func() ViewStore) {
 }
 
 // viewsTTL: a handle's Current shows another handle's publish within the
-// pointer TTL, and its own at once.
+// pointer TTL, its own at once, and every one once it holds the run lock.
 func viewsTTL(t *testing.T, open func() ViewStore) {
 	st, rd := open(), open()
 	a := batchView(t, "a")
@@ -447,5 +447,18 @@ func viewsTTL(t *testing.T, open func() ViewStore) {
 			t.Fatalf("another handle's current after the TTL: %+v %v, want %s", cur, err, ver.ID)
 		}
 		prev = cur
+	}
+	// Taking the run lock shows every publish made before, at once.
+	ver := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 9, Definition: a.Definition()}}}
+	if err := st.Publish(ver, map[string][]batchviews.Row{"a": randomBatchRows(a, rng, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := rd.LockRuns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if cur, err := rd.Current(); err != nil || cur.ID != ver.ID {
+		t.Fatalf("current under the run lock: %+v %v, want %s", cur, err, ver.ID)
 	}
 }

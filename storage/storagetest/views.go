@@ -60,7 +60,8 @@ import (
 //     do unpublished parts of a run recorded as running; unpublished parts
 //     of a finished run are removed by a later publish.
 //   - Current on another handle shows a publish at the latest PointerTTL
-//     after it; on the publishing handle at once.
+//     after it; on the publishing handle at once, and on a handle that
+//     took the run lock after the publish at once too.
 //   - Safe for concurrent use by any number of handles.
 type ViewStore interface {
 	WritePart(ctx context.Context, v *logic.View, date, run string, rows []batchviews.Row) (batchviews.Part, error)
