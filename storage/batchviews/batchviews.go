@@ -25,6 +25,7 @@
 package batchviews
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -271,11 +272,14 @@ type Store struct {
 	curMu sync.Mutex // one read of the current pointer at a time
 	cur   pointer
 
-	mu       sync.Mutex
-	versions map[string]*Version // parsed version records
-	gens     map[uint64]string   // pointers read: generation -> version id
-	runs     map[string]Run      // finished run records (final)
-	cache    objectCache         // row objects loaded
+	mu        sync.Mutex
+	versions  map[string]*Version   // parsed version records
+	gens      map[uint64]string     // pointers read: generation -> version id
+	runs      map[string]Run        // finished run records (final)
+	cache     objectCache           // row objects loaded
+	spans     map[string]*spanEntry // concatenated rows of consecutive parts
+	spanLRU   *list.List            // of *spanEntry, most recently used in front
+	spanTotal int                   // rows in spans
 }
 
 // pointer is the current pointer as last read.
@@ -295,6 +299,7 @@ func Open(st objstore.Store, opts ...Option) (*Store, error) {
 	s := &Store{obj: st, keep: defaults.BatchKeepVersions, keepRuns: defaults.BatchKeepRuns, ttl: -1, logger: slog.Default(),
 		versions: map[string]*Version{}, gens: map[uint64]string{}, runs: map[string]Run{}}
 	s.cache.init()
+	s.spans, s.spanLRU = map[string]*spanEntry{}, list.New()
 	for _, o := range opts {
 		o(s)
 	}

@@ -374,12 +374,13 @@ func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, t
 	}
 	warm := toMs <= fromMs
 	var keys []string
+	first, last := -1, -1 // the parts read, by index in vv.Parts
 	if len(vv.Parts) == 0 {
 		if vv.File != "" {
 			keys = append(keys, vv.File)
 		}
 	} else {
-		for _, p := range vv.Parts {
+		for i, p := range vv.Parts {
 			if p.Key == "" {
 				continue
 			}
@@ -389,7 +390,17 @@ func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, t
 			}
 			if warm || lo < toMs && lo+dayMs > fromMs {
 				keys = append(keys, p.Key)
+				if first < 0 {
+					first = i
+				}
+				last = i
 			}
+		}
+	}
+	span := fmt.Sprintf("%s\x00%s\x00%d-%d", ver.ID, v.Name, first, last)
+	if len(keys) > 1 && !warm {
+		if rows, ok := s.spanRows(span); ok {
+			return within(rows, fromMs, toMs), nil
 		}
 	}
 	loaded := make([][]Row, len(keys))
@@ -403,30 +414,88 @@ func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, t
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if warm {
+	switch {
+	case warm:
 		return nil, nil
+	case len(keys) == 0:
+		return nil, nil
+	case len(keys) == 1:
+		return within(loaded[0], fromMs, toMs), nil
 	}
-	var chunks [][]Row
-	total := 0
+	// Rows of several parts: their concatenation is kept (parts are in
+	// date order, so are their rows), so that the next range over the same
+	// parts is a slice of it too.
+	n := 0
 	for _, rows := range loaded {
-		lo := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= fromMs })
-		hi := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= toMs })
-		if hi > lo {
-			chunks = append(chunks, rows[lo:hi:hi])
-			total += hi - lo
-		}
+		n += len(rows)
 	}
-	switch len(chunks) {
-	case 0:
-		return nil, nil
-	case 1:
-		return chunks[0], nil
+	all := make([]Row, 0, n)
+	for _, rows := range loaded {
+		all = append(all, rows...)
 	}
-	out := make([]Row, 0, total)
-	for _, c := range chunks {
-		out = append(out, c...) // parts are in date order: so are their rows
+	s.keepSpan(span, ver.ID, all)
+	return within(all, fromMs, toMs), nil
+}
+
+// within returns the rows (ordered by window) with window start in
+// [fromMs, toMs), shared.
+func within(rows []Row, fromMs, toMs int64) []Row {
+	lo := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= fromMs })
+	hi := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= toMs })
+	if hi <= lo {
+		return nil
 	}
-	return out, nil
+	return rows[lo:hi:hi]
+}
+
+// A span is the rows of consecutive parts of a view in a version, one
+// slice: a range over several parts is a slice of it, not a copy. Spans
+// hold Row values (not their states, which the parts' rows share): their
+// rows in all are bounded by maxSpanRows or the rows of the parts loaded,
+// whichever is more, the least recently used going first.
+type spanEntry struct {
+	key     string
+	version string
+	elem    *list.Element
+	rows    []Row
+}
+
+const maxSpanRows = 1 << 20
+
+func (s *Store) spanRows(key string) ([]Row, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.spans[key]
+	if !ok {
+		return nil, false
+	}
+	s.spanLRU.MoveToFront(e.elem)
+	return e.rows, true
+}
+
+func (s *Store) keepSpan(key, version string, rows []Row) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.spans[key]; ok {
+		return
+	}
+	e := &spanEntry{key: key, version: version, rows: rows}
+	e.elem = s.spanLRU.PushFront(e)
+	s.spans[key] = e
+	s.spanTotal += len(rows)
+	var parts int64
+	for _, pe := range s.cache.byKey {
+		parts += pe.loaded.Load()
+	}
+	for limit := max(maxSpanRows, int(parts)); s.spanTotal > limit && s.spanLRU.Len() > 1; {
+		s.dropSpanLocked(s.spanLRU.Back().Value.(*spanEntry))
+	}
+}
+
+func (s *Store) dropSpanLocked(e *spanEntry) {
+	delete(s.spans, e.key)
+	s.spanLRU.Remove(e.elem)
+	s.spanTotal -= len(e.rows)
 }
 
 // maxCachedObjects bounds the row objects (parts, or whole views of
@@ -518,6 +587,11 @@ func (s *Store) KeepOnly(ver *Version) {
 	for key, e := range s.cache.byKey {
 		if !used[key] {
 			s.cache.remove(e)
+		}
+	}
+	for _, e := range s.spans {
+		if e.version != ver.ID {
+			s.dropSpanLocked(e)
 		}
 	}
 }

@@ -51,7 +51,13 @@ func collectRows(days ...[]batchviews.Row) []batchviews.Row {
 func checkRanges(t *testing.T, st ViewStore, ver *batchviews.Version, v *logic.View, all []batchviews.Row, day, days int, rng *rand.Rand) {
 	t.Helper()
 	start := func(d int) int64 { return int64(d) * dayMs }
-	ranges := [][2]int64{{math.MinInt64, math.MaxInt64}, {start(day + days), math.MaxInt64}, {math.MinInt64, start(day)}}
+	// First ranges growing to the left, more dates each time (each needs
+	// rows a narrower one before it did not), then the rest.
+	var ranges [][2]int64
+	for d := day + days - 1; d >= day; d-- {
+		ranges = append(ranges, [2]int64{start(d) + 1, start(day + days)})
+	}
+	ranges = append(ranges, [2]int64{math.MinInt64, math.MaxInt64}, [2]int64{start(day + days), math.MaxInt64}, [2]int64{math.MinInt64, start(day)})
 	for d := day; d < day+days; d++ {
 		ranges = append(ranges,
 			[2]int64{start(d), start(d + 1)},                   // one date
