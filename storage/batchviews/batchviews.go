@@ -409,7 +409,14 @@ func (s *Store) current(ctx context.Context, fresh bool) (*Version, error) {
 	}
 	gen, id, found, err := s.readPointer(ctx)
 	if err != nil {
-		return nil, err
+		if fresh || s.cur.ver == nil {
+			return nil, err
+		}
+		// Serve the version read last until the store answers again
+		// (asked again after the TTL).
+		s.logger.Warn("read the current batch version; answering from the one read before", "version", s.cur.ver.ID, "err", err)
+		s.cur.at = now
+		return s.cur.ver, nil
 	}
 	if !found || (s.cur.ver != nil && (gen < s.cur.gen || gen == s.cur.gen && id == s.cur.ver.ID)) {
 		// Nothing yet, or what was read last (pointers only move forward).
@@ -488,6 +495,9 @@ func (s *Store) withGen(v *Version, gen uint64) *Version {
 	return &cp
 }
 
+// maxCachedVersions bounds the parsed version records kept.
+const maxCachedVersions = 64
+
 // Version returns a published version by id.
 func (s *Store) Version(id string) (*Version, error) {
 	s.mu.Lock()
@@ -517,6 +527,10 @@ func (s *Store) Version(id string) (*Version, error) {
 	if prev, ok := s.versions[id]; ok {
 		v = prev // read meanwhile, perhaps with its Gen
 	} else {
+		if len(s.versions) >= maxCachedVersions {
+			// Versions other handles removed stay here otherwise.
+			clear(s.versions)
+		}
 		s.versions[id] = v
 	}
 	s.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,6 +91,21 @@ func TestGCAndFiles(t *testing.T) {
 	}
 	if got := objects(t, dir, "current/"); !slices.Equal(got, []string{"current/00000000000000000001"}) {
 		t.Fatalf("pointers %v", got)
+	}
+	// The id of a published version is not published again, and its parts
+	// are not written over.
+	again := &batchviews.Version{ID: v1.ID, Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 10_000, Definition: a.Definition()}}}
+	if err := st.Publish(again, map[string][]batchviews.Row{"a": rowsA[:1]}); err == nil {
+		t.Fatal("a version id published twice")
+	}
+	fresh, err := batchviews.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := fresh.Current(); err != nil || cur.ID != v1.ID {
+		t.Fatalf("current %+v %v", cur, err)
+	} else if got, err := fresh.Rows(ctx, cur, a, math.MinInt64, math.MaxInt64); err != nil || len(got) != 2 {
+		t.Fatalf("v1's rows of a after a second publish of its id: %d %v", len(got), err)
 	}
 	cur, _ := st.Current()
 	if cur.Gen != 1 || len(cur.Views["a"].Parts) != 2 || cur.Views["a"].Parts[1].Date != "1970-01-04" || cur.Views["a"].Parts[1].Cutoff != 10_000 || cur.Views["a"].Rows != 2 {
@@ -235,5 +251,71 @@ func TestRunRecordTimes(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"id":"x","cutoffs":{"a":"yesterday"}}`), &back); err == nil {
 		t.Fatal("a cutoff that is no time read without an error")
+	}
+}
+
+// failingStore fails every List while fail is set.
+type failingStore struct {
+	objstore.Store
+	fail atomic.Bool
+}
+
+func (f *failingStore) List(ctx context.Context, prefix string) ([]objstore.Object, error) {
+	if f.fail.Load() {
+		return nil, errors.New("store unreachable")
+	}
+	return f.Store.List(ctx, prefix)
+}
+
+// TestCurrentWhileTheStoreFails: a handle that has read a version keeps
+// answering it while the store cannot be read (and sees the next one when
+// it can); one that has not fails, and so does a publish.
+func TestCurrentWhileTheStoreFails(t *testing.T) {
+	files, err := objstore.NewFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := &failingStore{Store: files}
+	st, err := batchviews.Open(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := view(t, "a")
+	publish := func(st *batchviews.Store) (*batchviews.Version, error) {
+		ver := &batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{"a": {Cutoff: 1, Definition: a.Definition()}}}
+		return ver, st.Publish(ver, map[string][]batchviews.Row{"a": nil})
+	}
+	v1, err := publish(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := batchviews.Open(obj, batchviews.WithPointerTTL(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := rd.Current(); err != nil || cur.ID != v1.ID {
+		t.Fatalf("current %+v %v", cur, err)
+	}
+	obj.fail.Store(true)
+	if cur, err := rd.Current(); err != nil || cur.ID != v1.ID {
+		t.Fatalf("current while the store fails: %+v %v, want %s", cur, err, v1.ID)
+	}
+	other, err := batchviews.Open(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := other.Current(); err == nil {
+		t.Fatalf("a handle that never read the store answered %+v", cur)
+	}
+	if _, err := publish(st); err == nil {
+		t.Fatal("published while the store fails")
+	}
+	obj.fail.Store(false)
+	v2, err := publish(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := rd.Current(); err != nil || cur.ID != v2.ID {
+		t.Fatalf("current after the store is back: %+v %v, want %s", cur, err, v2.ID)
 	}
 }

@@ -108,6 +108,13 @@ func (s *Store) gc(ctx context.Context) error {
 				break
 			}
 		}
+		s.mu.Lock()
+		for g := range s.gens {
+			if g <= gens[len(gens)-extra] {
+				delete(s.gens, g)
+			}
+		}
+		s.mu.Unlock()
 	}
 
 	used := map[string]bool{}

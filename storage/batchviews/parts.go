@@ -268,6 +268,13 @@ func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
 			return fmt.Errorf("batchviews: publish %s: view %s has no entry (cutoff) in the version", ver.ID, name)
 		}
 	}
+	// Parts are written under the version's id as their run: never over
+	// the parts of a published version.
+	if _, err := s.obj.Stat(ctx, versionKey(ver.ID)); err == nil {
+		return fmt.Errorf("batchviews: publish %s: the version id is taken", ver.ID)
+	} else if !errors.Is(err, objstore.ErrNotFound) {
+		return fmt.Errorf("batchviews: publish %s: %w", ver.ID, err)
+	}
 	base, err := s.current(ctx, true)
 	if err != nil {
 		return err
