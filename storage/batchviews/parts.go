@@ -124,7 +124,9 @@ func (s *Store) writePart(ctx context.Context, view, def, date, run string, rows
 // every part no remaining version refers to whose run has finished (or,
 // without a run record, whose run id is more than an hour old). An empty
 // ver.ID gets a new id (an id already used is refused); a zero Created gets
-// the current time.
+// the current time. Any other error leaves the base current, except when
+// the store failed while creating the pointer and could not be read after
+// (then Current tells which is).
 func (s *Store) PublishParts(ctx context.Context, base, ver *Version) error {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
