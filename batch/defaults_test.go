@@ -20,7 +20,7 @@ func TestZeroConfigTakesTheConfigurationDefaults(t *testing.T) {
 	if a.FetchSize > a.MaxRows || a.FetchWait > a.MaxDelay || a.FetchSize <= 0 || a.FetchWait <= 0 {
 		t.Errorf("archiver: fetch size %d, fetch wait %v: want positive and within max rows %d, max delay %v", a.FetchSize, a.FetchWait, a.MaxRows, a.MaxDelay)
 	}
-	views, err := batchviews.Open(t.TempDir())
+	views, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

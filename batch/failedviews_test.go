@@ -44,7 +44,7 @@ func newLakeEnv(t *testing.T) *lakeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	views, err := batchviews.Open(filepath.Join(dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -484,7 +484,7 @@ func lakeBatch(t *testing.T, dir string, cat *config.Catalog, s *logic.Stream, r
 	if err := lk.Commit(s.Name, lake.Checkpoint{Seq: last.Seq, Arrival: last.Arrival, CoveredUntil: covered}); err != nil {
 		t.Fatal(err)
 	}
-	views, err := batchviews.Open(filepath.Join(dir, "views"))
+	views, err := batchviews.OpenDir(filepath.Join(dir, "views"))
 	if err != nil {
 		t.Fatal(err)
 	}

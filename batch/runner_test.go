@@ -18,6 +18,7 @@ import (
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/objstore"
 	"github.com/braid-data/braid/storage/storagetest"
 )
 
@@ -227,7 +228,7 @@ func compareView(t *testing.T, st *batchviews.Store, ver *batchviews.Version, v 
 func TestRunnerMatchesIndependentComputation(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	views, err := batchviews.Open(filepath.Join(e.dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(e.dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,18 +267,36 @@ func TestRunnerMatchesIndependentComputation(t *testing.T) {
 	if ver1.Views["clicks_by_page"].Rows != 0 {
 		t.Fatalf("clicks rows %+v", ver1.Views["clicks_by_page"])
 	}
-	// CURRENT points to a complete version: its record and every file exist.
-	cur, _ := os.ReadFile(filepath.Join(e.dir, "batch", "CURRENT"))
-	if strings.TrimSpace(string(cur)) != run1.ID {
-		t.Fatalf("CURRENT = %q", cur)
-	}
-	if _, err := os.Stat(filepath.Join(e.dir, "batch", "versions", run1.ID+".json")); err != nil {
+	// The highest pointer names a complete version: its record and every
+	// part exist.
+	obj, err := objstore.NewFiles(filepath.Join(e.dir, "batch"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	ptrs, err := obj.List(ctx, "current/")
+	if err != nil || len(ptrs) == 0 {
+		t.Fatalf("pointers %v %v", ptrs, err)
+	}
+	if cur, err := obj.Get(ctx, ptrs[len(ptrs)-1].Key); err != nil || strings.TrimSpace(string(cur)) != run1.ID {
+		t.Fatalf("current pointer %s = %q %v", ptrs[len(ptrs)-1].Key, cur, err)
+	}
+	if _, err := obj.Stat(ctx, "versions/"+run1.ID+".json"); err != nil {
+		t.Fatal(err)
+	}
+	objects := 0
 	for n, vv := range ver1.Views {
-		if _, err := os.Stat(filepath.Join(e.dir, "batch", vv.File)); err != nil {
-			t.Fatalf("view %s file: %v", n, err)
+		for _, p := range vv.Parts {
+			if p.Key == "" {
+				continue
+			}
+			objects++
+			if _, err := obj.Stat(ctx, p.Key); err != nil {
+				t.Fatalf("view %s part %s: %v", n, p.Date, err)
+			}
 		}
+	}
+	if objects == 0 {
+		t.Fatal("no part of the version is an object")
 	}
 	// The first run had no previous cutoff (0): nothing to expire then;
 	// run1 expires below r0's cutoffs only where they were > 0.
@@ -386,7 +405,7 @@ func TestRunnerMatchesIndependentComputation(t *testing.T) {
 
 func TestRunnerStartAsync(t *testing.T) {
 	e := newEnv(t)
-	views, err := batchviews.Open(filepath.Join(e.dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(e.dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,7 @@ func TestRunOverSchemaChanges(t *testing.T) {
 		t.Fatalf("epochs %+v %v", es, err)
 	}
 
-	views2, err := batchviews.Open(filepath.Join(dir, "batch"))
+	views2, err := batchviews.OpenDir(filepath.Join(dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}

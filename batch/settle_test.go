@@ -57,7 +57,7 @@ func lakeArrivals(t *testing.T, e *env) map[string]int64 {
 func TestOnDemandRunCoversTheRequest(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	views, err := batchviews.Open(filepath.Join(e.dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(e.dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestOnDemandRunCoversTheRequest(t *testing.T) {
 func TestOnDemandRunSettleTimeout(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	views, err := batchviews.Open(filepath.Join(e.dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(e.dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func TestAssembledAnswersMatchWholeComputation(t *testing.T) {
 	base := int64(1_764_000_000_000)
 	cutoff := base + 20_000
 	evs := testenv.RandomOrderEvents(r, 600, base, 30*minute, []int64{base, base + 10_000, base + 20_000, base + 30_000})
-	st, err := batchviews.Open(t.TempDir())
+	st, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestNewVersionLoadedBeforeAnyQuery(t *testing.T) {
 	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
 	base := int64(1_764_000_000_000)
-	st, err := batchviews.Open(t.TempDir())
+	st, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func newWideEnv(t *testing.T, cfg config.Config, cache int64) *wideEnv {
 	}
 	e := &wideEnv{t: t, st: speedstore.New(r.Client(t), testenv.Namespace(t)), s: s, v: v, reg: prometheus.NewRegistry()}
 	e.speed = &storeSpeed{st: e.st}
-	views, err := batchviews.Open(t.TempDir())
+	views, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func do(t *testing.T, method, url, body string) (int, http.Header, []byte) {
 func TestBatchRunsStatusHealth(t *testing.T) {
 	s := testenv.OrdersStream(t)
 	v := testView(t, s, "v", time.Minute, 0)
-	st, err := batchviews.Open(t.TempDir())
+	st, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

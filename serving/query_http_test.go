@@ -79,7 +79,7 @@ func newQueryEnv(t *testing.T, r *rand.Rand, vs ...*logic.View) *queryEnv {
 	epochs := []int64{base, base + 10_000, base + 20_000, base + 30_000}
 	e := &queryEnv{evs: testenv.RandomOrderEvents(r, 400, base, 20*minute, epochs), cutoff: base + 20_000}
 	lev := prepare(t, s, e.evs)
-	st, err := batchviews.Open(t.TempDir())
+	st, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

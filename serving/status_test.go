@@ -66,7 +66,7 @@ func TestStatusMatchesTheDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UnixMilli()
-	views, err := batchviews.Open(t.TempDir())
+	views, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -271,10 +271,13 @@ func TestBatchRunPartialExitCode(t *testing.T) {
 	if code == 0 || cli.Status != "partial" || cli.FailedViews["clicks"] == "" || len(cli.FailedViews) != 1 || !strings.Contains(out, "view clicks failed") {
 		t.Fatalf("braid batch run over an unreadable lake of clicks: exit %d, %+v\n%s", code, cli, out)
 	}
-	// The view of orders was published: CURRENT is this run's version.
-	cur, err := os.ReadFile(filepath.Join(st.DataDir, "batch", "CURRENT"))
-	if err != nil || strings.TrimSpace(string(cur)) != cli.ID {
-		t.Fatalf("CURRENT %q %v, want the partial run %s", cur, err, cli.ID)
+	// The view of orders was published: the current version is this run's.
+	views, err := batchviews.OpenDir(filepath.Join(st.DataDir, "batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := views.Current(); err != nil || cur == nil || cur.ID != cli.ID {
+		t.Fatalf("current version %+v %v, want the partial run %s", cur, err, cli.ID)
 	}
 	if cli.Cutoffs.ms("buyers_by_country") <= 0 {
 		t.Fatalf("partial run cutoffs %v", cli.Cutoffs)

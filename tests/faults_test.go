@@ -43,6 +43,7 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -320,7 +321,7 @@ func injectBatchKill(tr *trial) string {
 	case err == nil:
 		// It finished first (exit 0): its version must be the current one.
 		if cur == prev || tr.runStatus(cur) != "succeeded" {
-			t.Errorf("batch run exited 0 before the kill, but CURRENT is %q (previous %q, run status %q)", cur, prev, tr.runStatus(cur))
+			t.Errorf("batch run exited 0 before the kill, but the current version is %q (previous %q, run status %q)", cur, prev, tr.runStatus(cur))
 		}
 		return fmt.Sprintf("`braid batch run` finished before kill -9 at +%v (version %s)", delay, cur)
 	case cur == prev:
@@ -331,13 +332,13 @@ func injectBatchKill(tr *trial) string {
 	default:
 		// Killed after publishing: the version it left must be complete,
 		// and its record succeeded — at once, or (killed between the
-		// CURRENT rename and the record's save) after the next run.
+		// current pointer's write and the record's save) after the next run.
 		switch st := tr.runStatus(cur); st {
 		case "succeeded":
 		case "running":
 			tr.publishedRun = cur
 		default:
-			t.Errorf("killed batch run left CURRENT %q (previous %q) whose run is %q", cur, prev, st)
+			t.Errorf("killed batch run left current version %q (previous %q) whose run is %q", cur, prev, st)
 		}
 		return fmt.Sprintf("kill -9 `braid batch run` at +%v, %s (%v), after it published version %s", delay, stage, err, cur)
 	}
@@ -607,13 +608,20 @@ func (tr *trial) batchRun() map[string]any {
 	return run
 }
 
-// current is the batch version CURRENT points to ("" before the first).
+// current is the id of the current batch version ("" before the first).
 func (tr *trial) current() string {
-	b, err := os.ReadFile(filepath.Join(tr.dataDir, "batch", "CURRENT"))
-	if err != nil && !os.IsNotExist(err) {
+	views, err := batchviews.OpenDir(filepath.Join(tr.dataDir, "batch"))
+	if err != nil {
 		tr.t.Fatal(err)
 	}
-	return strings.TrimSpace(string(b))
+	cur, err := views.Current()
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	if cur == nil {
+		return ""
+	}
+	return cur.ID
 }
 
 // runStatus is a batch run's recorded status, read through the serve process.

@@ -181,7 +181,7 @@ func (a *app) stores(withLake, withViews bool) (*layers, error) {
 		a.lk = lk
 	}
 	if withViews && a.views == nil {
-		v, err := batchviews.Open(filepath.Join(a.cfg.DataDir, "batch"), batchviews.WithKeepVersions(a.cfg.Batch.KeepVersions))
+		v, err := batchviews.OpenDir(filepath.Join(a.cfg.DataDir, "batch"), batchviews.WithKeepVersions(a.cfg.Batch.KeepVersions))
 		if err != nil {
 			return nil, fmt.Errorf("open batch views: %w", err)
 		}

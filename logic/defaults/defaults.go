@@ -65,6 +65,11 @@ const (
 
 	// BatchKeepRuns (no key) is how many batch run records are kept.
 	BatchKeepRuns = 500
+	// BatchPointerTTL (no key) is how long a process answers from the
+	// batch view version it read last when the views live on an object
+	// store other than local files (serving asks for it on every query):
+	// another process's publish shows within it.
+	BatchPointerTTL = time.Second
 )
 
 // speed.*

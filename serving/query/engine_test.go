@@ -245,7 +245,7 @@ func newEngineEnv(t *testing.T, seed uint64, vs ...*logic.View) *engineEnv {
 	base := int64(1_764_000_000_000)
 	env := &engineEnv{base: base, cutoff: base + 20_000,
 		evs: testenv.RandomOrderEvents(r, 500, base, 20*60_000, []int64{base, base + 10_000, base + 20_000, base + 30_000})}
-	st, err := batchviews.Open(t.TempDir())
+	st, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,41 +1,50 @@
 // Package batchviews stores the batch layer's results: immutable versions of
 // the batch views, each view with the cutoff its rows cover, and the history
-// of batch runs.
+// of batch runs, on an object store (objstore: local files, or an
+// S3-compatible server shared by every host).
 //
-// Layout (files are immutable; the version record is written after its view
-// files, and CURRENT, replaced by rename, is written last):
+// Layout (keys of the object store):
 //
-//	<dir>/views/<view>/<version>.parquet   rows: window int64, group string, state list<double>
-//	<dir>/versions/<version>.json          Version
-//	<dir>/CURRENT                          id of the current version
-//	<dir>/runs/<run>.json                  Run
+//	parts/<view>/<definition>/<date>/<run>.parquet  a view's rows whose window starts on that UTC date (YYYY-MM-DD), computed by run
+//	versions/<version>.json                         Version, written once, before its pointer
+//	current/<generation, 20 digits>                 the id of the version made current at that generation
+//	runs/<run>.json                                 Run, replaced as the run progresses
+//
+// Row objects are written before the version record that refers to them,
+// and the record before its pointer. The current version is the one the
+// highest generation names. A publish builds on a version of generation g
+// and creates current/<g+1> with a conditional write (objstore PutIfAbsent):
+// of publishes racing on one base exactly one succeeds, the others get
+// ErrConflict, and a reader sees the old version or the whole new one.
+//
+// A store written before parts existed (local files) holds
+// views/<view>/<version>.parquet (a whole view, named by File in its
+// ViewVersion), versions/<version>.json and a CURRENT object naming the
+// current version: it opens and reads as it did (generation 0), and its
+// first publish makes generation 1.
 package batchviews
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
+	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/parquet-go/parquet-go"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/logic/defaults"
-	"github.com/braid-data/braid/storage/fsatomic"
+	"github.com/braid-data/braid/storage/objstore"
 )
 
 // Row is one cell of a batch view: a window start (unix ms), an encoded
@@ -50,9 +59,12 @@ type Row struct {
 // ViewVersion is one view in a version: the rows of every record that
 // arrived before Cutoff (an epoch start, unix ms).
 type ViewVersion struct {
-	Cutoff int64  `json:"cutoff"`
-	File   string `json:"file"` // relative to the store's directory
-	Rows   int    `json:"rows"`
+	Cutoff int64 `json:"cutoff"`
+	// File is the key of the view's rows in one object, in a version
+	// written before parts existed ("" otherwise).
+	File string `json:"file"`
+	// Rows is the number of rows (window and group cells).
+	Rows int `json:"rows"`
 	// Definition is the view's definition (logic.View.Definition) the rows
 	// were computed under; they are read only under the same one ("":
 	// written before definitions existed).
@@ -67,7 +79,10 @@ type Version struct {
 	ID      string                 `json:"id"`
 	Created time.Time              `json:"created"`
 	Views   map[string]ViewVersion `json:"views"`
-	Gen     uint64                 `json:"gen,omitempty"` // the generation of its current pointer
+	// Gen is the generation of the pointer that made it current, set on
+	// the versions Current and Publish return (0 for a store written
+	// before pointers existed, and in a record read by Version alone).
+	Gen uint64 `json:"gen,omitempty"`
 }
 
 // Run is the record of one batch run.
@@ -182,7 +197,7 @@ const (
 type Option func(*Store)
 
 // WithKeepVersions sets how many versions (the current one included) keep
-// their files; older ones are removed at Publish. Default
+// their records and rows; older ones are removed after a publish. Default
 // defaults.BatchKeepVersions.
 func WithKeepVersions(n int) Option {
 	return func(s *Store) {
@@ -202,76 +217,286 @@ func WithKeepRuns(n int) Option {
 	}
 }
 
-// Store holds versions and runs under a directory. It is safe for
-// concurrent use; one process publishes.
+// WithRunLock sets the run lock LockRuns takes, shared by every process
+// that may run batch runs on the store. Default: on local files an flock
+// on RUNLOCK in the store's directory (every process on the host shares
+// it); on any other store a lock of this handle only, which serves when a
+// single process runs batch runs.
+func WithRunLock(l RunLock) Option {
+	return func(s *Store) {
+		if l != nil {
+			s.lock = l
+		}
+	}
+}
+
+// WithPointerTTL sets how long Current may answer with the current
+// pointer it read last instead of reading it again: a publish by another
+// handle shows at the latest d later (one by this handle at once). Default:
+// 0 on local files (a pointer is read per call, a directory listing),
+// defaults.BatchPointerTTL on any other store (where a read is a LIST
+// request, too slow for each query).
+func WithPointerTTL(d time.Duration) Option {
+	return func(s *Store) {
+		if d >= 0 {
+			s.ttl = d
+		}
+	}
+}
+
+// WithLogger sets the logger of the store's background work (the clean-up
+// after a publish). Default slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) {
+		if l != nil {
+			s.logger = l
+		}
+	}
+}
+
+// Store holds versions and runs on an object store. It is safe for
+// concurrent use, by any number of handles in any number of processes:
+// publishes exclude each other through the current pointer (ErrConflict),
+// batch runs through the run lock.
 type Store struct {
-	dir      string
+	obj      objstore.Store
+	dir      string // the directory of a store on local files, else ""
 	keep     int
 	keepRuns int
+	ttl      time.Duration
+	lock     RunLock
+	logger   *slog.Logger
 
-	pubMu sync.Mutex // one Publish / SaveRun at a time
+	pubMu sync.Mutex // one Publish / SaveRun at a time in this handle
 
-	mu       sync.Mutex
-	versions map[string]*Version // parsed version records
-	cache    map[string]*entry   // view file -> rows
-	tick     uint64
+	curMu sync.Mutex // one read of the current pointer at a time
+	cur   pointer
+
+	mu        sync.Mutex
+	versions  map[string]*Version   // parsed version records
+	gens      map[uint64]string     // pointers read: generation -> version id
+	runs      map[string]Run        // finished run records (final)
+	cache     objectCache           // row objects loaded
+	spans     map[string]*spanEntry // concatenated rows of consecutive parts
+	spanLRU   *list.List            // of *spanEntry, most recently used in front
+	spanTotal int                   // rows in spans
 }
 
-type entry struct {
-	once   sync.Once
-	rows   []Row
-	err    error
-	used   uint64
-	loaded atomic.Int64 // len(rows), once loaded
+// pointer is the current pointer as last read.
+type pointer struct {
+	read bool      // read at least once
+	at   time.Time // when
+	gen  uint64
+	ver  *Version // nil: no version yet
 }
 
-const maxCachedFiles = 64
+// Open opens a store on st. Nothing is read or written until the first
+// call.
+func Open(st objstore.Store, opts ...Option) (*Store, error) {
+	if st == nil {
+		return nil, errors.New("batchviews: no object store")
+	}
+	s := &Store{obj: st, keep: defaults.BatchKeepVersions, keepRuns: defaults.BatchKeepRuns, ttl: -1, logger: slog.Default(),
+		versions: map[string]*Version{}, gens: map[uint64]string{}, runs: map[string]Run{}}
+	s.cache.init()
+	s.spans, s.spanLRU = map[string]*spanEntry{}, list.New()
+	for _, o := range opts {
+		o(s)
+	}
+	if f, ok := st.(*objstore.Files); ok {
+		s.dir = f.Root()
+	}
+	if s.ttl < 0 {
+		s.ttl = defaults.BatchPointerTTL
+		if s.dir != "" {
+			s.ttl = 0
+		}
+	}
+	if s.lock == nil {
+		if s.dir != "" {
+			s.lock = flockRunLock{path: filepath.Join(s.dir, "RUNLOCK")}
+		} else {
+			s.lock = &localRunLock{}
+		}
+	}
+	s.logger = s.logger.With("component", "batchviews")
+	return s, nil
+}
 
-// Open opens (creating it if needed) a store under dir.
-func Open(dir string, opts ...Option) (*Store, error) {
+// OpenDir opens (creating it if needed) a store on local files under dir;
+// its run lock is an flock in dir unless an option sets another.
+func OpenDir(dir string, opts ...Option) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("batchviews: %w", err)
 	}
-	s := &Store{dir: abs, keep: defaults.BatchKeepVersions, keepRuns: defaults.BatchKeepRuns, versions: map[string]*Version{}, cache: map[string]*entry{}}
-	for _, o := range opts {
-		o(s)
+	st, err := objstore.NewFiles(abs)
+	if err != nil {
+		return nil, fmt.Errorf("batchviews: %w", err)
 	}
-	for _, d := range []string{abs, filepath.Join(abs, "views"), filepath.Join(abs, "versions"), filepath.Join(abs, "runs")} {
-		if err := fsatomic.MkdirAllSync(d); err != nil {
-			return nil, fmt.Errorf("batchviews: create %s: %w", d, err)
-		}
-	}
-	return s, nil
+	return Open(st, opts...)
 }
 
-// Dir is the store's directory.
+// Dir is the store's directory on local files ("" on another store).
 func (s *Store) Dir() string { return s.dir }
+
+// PointerTTL is how long Current may answer with a pointer read earlier
+// (WithPointerTTL).
+func (s *Store) PointerTTL() time.Duration { return s.ttl }
 
 // NewID returns a new, time-ordered id for a run or version.
 func NewID() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
-	return time.Now().UTC().Format("20060102T150405.000000Z") + "-" + hex.EncodeToString(b[:])
+	return time.Now().UTC().Format(idTime) + "-" + hex.EncodeToString(b[:])
 }
 
-// Current returns the current version, or nil before the first publish.
-// It re-reads the CURRENT pointer (a tiny file) each call; version records
-// are parsed once.
+// idTime is the layout of the time NewID starts with.
+const idTime = "20060102T150405.000000Z"
+
+// idAge is how long ago an id of NewID was made; ok false for an id of
+// another form.
+func idAge(id string, now time.Time) (age time.Duration, ok bool) {
+	if len(id) < len(idTime) {
+		return 0, false
+	}
+	t, err := time.Parse(idTime, id[:len(idTime)])
+	if err != nil {
+		return 0, false
+	}
+	return now.Sub(t), true
+}
+
+// Keys of the layout.
+const (
+	pointerPrefix = "current/"
+	versionPrefix = "versions/"
+	runPrefix     = "runs/"
+	partPrefix    = "parts/"
+	legacyPrefix  = "views/"
+	legacyCurrent = "CURRENT"
+)
+
+func pointerKey(gen uint64) string { return fmt.Sprintf("%s%020d", pointerPrefix, gen) }
+
+func parsePointerKey(key string) (uint64, bool) {
+	d, ok := strings.CutPrefix(key, pointerPrefix)
+	if !ok || len(d) != 20 {
+		return 0, false
+	}
+	g, err := strconv.ParseUint(d, 10, 64)
+	return g, err == nil
+}
+
+func versionKey(id string) string { return versionPrefix + id + ".json" }
+
+// Current returns the current version, or nil before the first publish;
+// the version returned has Gen set. It reads the current pointer (a LIST
+// of the pointers) unless it read it less than the pointer TTL ago;
+// version records are parsed once. Once it has returned a version, it
+// never returns an older one.
 func (s *Store) Current() (*Version, error) {
-	b, err := os.ReadFile(filepath.Join(s.dir, "CURRENT"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+	return s.current(context.Background(), false)
+}
+
+// current reads the pointer (fresh: whatever the TTL).
+func (s *Store) current(ctx context.Context, fresh bool) (*Version, error) {
+	s.curMu.Lock()
+	defer s.curMu.Unlock()
+	now := time.Now()
+	if !fresh && s.cur.read && now.Sub(s.cur.at) < s.ttl {
+		return s.cur.ver, nil
+	}
+	gen, id, found, err := s.readPointer(ctx)
+	if err != nil {
+		if fresh || s.cur.ver == nil {
+			return nil, err
+		}
+		// Serve the version read last until the store answers again
+		// (asked again after the TTL).
+		s.logger.Warn("read the current batch version; answering from the one read before", "version", s.cur.ver.ID, "err", err)
+		s.cur.at = now
+		return s.cur.ver, nil
+	}
+	if !found || (s.cur.ver != nil && (gen < s.cur.gen || gen == s.cur.gen && id == s.cur.ver.ID)) {
+		// Nothing yet, or what was read last (pointers only move forward).
+		s.cur.read, s.cur.at = true, now
+		return s.cur.ver, nil
+	}
+	v, err := s.Version(id)
+	if err != nil {
+		return nil, err
+	}
+	v = s.withGen(v, gen)
+	s.cur = pointer{read: true, at: now, gen: gen, ver: v}
+	return v, nil
+}
+
+// readPointer finds the highest generation and its version id, else the
+// CURRENT object of a store written before pointers existed (generation 0).
+func (s *Store) readPointer(ctx context.Context) (gen uint64, id string, found bool, err error) {
+	objs, err := s.obj.List(ctx, pointerPrefix)
+	if err != nil {
+		return 0, "", false, fmt.Errorf("batchviews: read the current pointer: %w", err)
+	}
+	for _, o := range objs {
+		if g, ok := parsePointerKey(o.Key); ok && (!found || g > gen) {
+			gen, found = g, true
+		}
+	}
+	if found {
+		id, err := s.pointerID(ctx, gen)
+		if err != nil {
+			return 0, "", false, err
+		}
+		return gen, id, true, nil
+	}
+	b, err := s.obj.Get(ctx, legacyCurrent)
+	if errors.Is(err, objstore.ErrNotFound) {
+		return 0, "", false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("batchviews: read CURRENT: %w", err)
+		return 0, "", false, fmt.Errorf("batchviews: read CURRENT: %w", err)
 	}
-	id := strings.TrimSpace(string(b))
-	if id == "" {
-		return nil, nil
-	}
-	return s.Version(id)
+	id = strings.TrimSpace(string(b))
+	return 0, id, id != "", nil
 }
+
+// pointerID returns the version id of generation gen's pointer.
+func (s *Store) pointerID(ctx context.Context, gen uint64) (string, error) {
+	s.mu.Lock()
+	id, ok := s.gens[gen]
+	s.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	b, err := s.obj.Get(ctx, pointerKey(gen))
+	if err != nil {
+		return "", fmt.Errorf("batchviews: read pointer %d: %w", gen, err)
+	}
+	id = strings.TrimSpace(string(b))
+	s.mu.Lock()
+	s.gens[gen] = id
+	s.mu.Unlock()
+	return id, nil
+}
+
+// withGen returns v with Gen set to gen (records are shared: a copy when
+// it differs).
+func (s *Store) withGen(v *Version, gen uint64) *Version {
+	if v.Gen == gen {
+		return v
+	}
+	cp := *v
+	cp.Gen = gen
+	s.mu.Lock()
+	s.versions[v.ID] = &cp
+	s.mu.Unlock()
+	return &cp
+}
+
+// maxCachedVersions bounds the parsed version records kept.
+const maxCachedVersions = 64
 
 // Version returns a published version by id.
 func (s *Store) Version(id string) (*Version, error) {
@@ -284,8 +509,8 @@ func (s *Store) Version(id string) (*Version, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("batchviews: bad version id %q", id)
 	}
-	b, err := os.ReadFile(filepath.Join(s.dir, "versions", id+".json"))
-	if errors.Is(err, fs.ErrNotExist) {
+	b, err := s.obj.Get(context.Background(), versionKey(id))
+	if errors.Is(err, objstore.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrMissingMeta, id)
 	}
 	if err != nil {
@@ -299,7 +524,15 @@ func (s *Store) Version(id string) (*Version, error) {
 		v.Views = map[string]ViewVersion{}
 	}
 	s.mu.Lock()
-	s.versions[id] = v
+	if prev, ok := s.versions[id]; ok {
+		v = prev // read meanwhile, perhaps with its Gen
+	} else {
+		if len(s.versions) >= maxCachedVersions {
+			// Versions other handles removed stay here otherwise.
+			clear(s.versions)
+		}
+		s.versions[id] = v
+	}
 	s.mu.Unlock()
 	return v, nil
 }
@@ -308,510 +541,24 @@ func validID(id string) bool {
 	return id != "" && !strings.ContainsAny(id, "/\\") && !strings.HasPrefix(id, ".")
 }
 
-// fileRow is a view row as stored in Parquet: flat columns only, so that
-// loading a large view file does not reconstruct nested lists. Num and
-// Exact are float64s, little-endian; Sketches is each encoded sketch
-// (logic.State.EncodeSketches) after its uvarint length.
-type fileRow struct {
-	Window   int64  `parquet:"window"`
-	Group    string `parquet:"group"`
-	Num      []byte `parquet:"num"`
-	Sketches []byte `parquet:"sketch_bytes"`
-	Exact    []byte `parquet:"exact_f64"`
-}
-
-// listFileRow is the earlier layout (nested lists), still read.
-type listFileRow struct {
-	Window   int64     `parquet:"window"`
-	Group    string    `parquet:"group"`
-	State    []float64 `parquet:"state,list"`
-	Sketches [][]byte  `parquet:"sketches,list"`
-	Exact    []float64 `parquet:"exact,list"`
-}
-
-func newFileRow(r Row) fileRow {
-	fr := fileRow{Window: r.Window, Group: r.Group, Num: appendFloats(nil, r.State.Num)}
-	if sk := r.State.EncodeSketches(); len(sk) > 0 {
-		for _, b := range sk {
-			fr.Sketches = binary.AppendUvarint(fr.Sketches, uint64(len(b)))
-			fr.Sketches = append(fr.Sketches, b...)
-		}
-	}
-	if r.State.Exact != nil {
-		fr.Exact = appendFloats(nil, r.State.Exact)
-	}
-	return fr
-}
-
-func appendFloats(dst []byte, fs []float64) []byte {
-	for _, f := range fs {
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
-	}
-	return dst
-}
-
-func readFloats(b []byte) ([]float64, error) {
-	if len(b)%8 != 0 {
-		return nil, fmt.Errorf("%d bytes of float64s", len(b))
-	}
-	out := make([]float64, len(b)/8)
-	for i := range out {
-		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
-	}
-	return out, nil
-}
-
-func splitSketches(b []byte) ([][]byte, error) {
-	var out [][]byte
-	for len(b) > 0 {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || uint64(len(b)-k) < n {
-			return nil, errors.New("truncated sketch")
-		}
-		out = append(out, b[k:k+int(n)])
-		b = b[k+int(n):]
-	}
-	return out, nil
-}
-
-// Rows returns a view's rows in ver with window start in [fromMs, toMs),
-// ordered by window then group. A view file is loaded once and kept in
-// memory; the returned rows (and their State) are shared: do not modify
-// them. A view absent from ver yields ErrNoView.
-func (s *Store) Rows(ctx context.Context, ver *Version, v *logic.View, fromMs, toMs int64) ([]Row, error) {
-	if ver == nil {
-		return nil, nil
-	}
-	vv, ok := ver.Views[v.Name]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s in %s", ErrNoView, v.Name, ver.ID)
-	}
-	if vv.Definition != v.Definition() {
-		return nil, fmt.Errorf("%w: %s in %s has definition %q, the view %q", ErrNoView, v.Name, ver.ID, vv.Definition, v.Definition())
-	}
-	rows, err := s.load(vv.File, v)
-	if err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	lo := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= fromMs })
-	hi := sort.Search(len(rows), func(i int) bool { return rows[i].Window >= toMs })
-	if hi <= lo {
-		return nil, nil
-	}
-	return rows[lo:hi:hi], nil
-}
-
-func (s *Store) load(file string, v *logic.View) ([]Row, error) {
-	if file == "" {
-		return nil, nil
-	}
-	s.mu.Lock()
-	e, ok := s.cache[file]
-	if !ok {
-		if len(s.cache) >= maxCachedFiles {
-			s.evictLocked()
-		}
-		e = &entry{}
-		s.cache[file] = e
-	}
-	s.tick++
-	e.used = s.tick
-	s.mu.Unlock()
-	e.once.Do(func() {
-		e.rows, e.err = readViewFile(filepath.Join(s.dir, filepath.FromSlash(file)), v)
-		e.loaded.Store(int64(len(e.rows)))
-	})
-	if e.err != nil {
-		s.mu.Lock()
-		if s.cache[file] == e {
-			delete(s.cache, file)
-		}
-		s.mu.Unlock()
-		return nil, e.err
-	}
-	return e.rows, nil
-}
-
-// LoadedRows is the number of view rows held in memory.
-func (s *Store) LoadedRows() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var n int64
-	for _, e := range s.cache {
-		n += e.loaded.Load()
-	}
-	return n
-}
-
-// KeepOnly lets go of the loaded view files that ver does not use (a
-// later Rows of an older version loads its file again).
-func (s *Store) KeepOnly(ver *Version) {
-	used := map[string]bool{}
-	for _, vv := range ver.Views {
-		used[vv.File] = true
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for file := range s.cache {
-		if !used[file] {
-			delete(s.cache, file)
-		}
-	}
-}
-
-func (s *Store) evictLocked() {
-	var oldest string
-	var at uint64
-	for k, e := range s.cache {
-		if oldest == "" || e.used < at {
-			oldest, at = k, e.used
-		}
-	}
-	delete(s.cache, oldest)
-}
-
-func readViewFile(path string, v *logic.View) ([]Row, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
-	}
-	pf, err := parquet.OpenFile(f, info.Size())
-	if err != nil {
-		return nil, fmt.Errorf("batchviews: read %s: %w", path, err)
-	}
-	var rows []Row
-	if _, flat := pf.Schema().Lookup("num"); flat {
-		rows, err = readFlatRows(pf, v)
-	} else {
-		rows, err = readListRows(pf, v)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("batchviews: read %s: view %s: %w", path, v.Name, err)
-	}
-	sortRows(rows)
-	return rows, nil
-}
-
-func readFlatRows(pf *parquet.File, v *logic.View) ([]Row, error) {
-	r := parquet.NewGenericReader[fileRow](pf)
-	defer r.Close()
-	rows := make([]Row, 0, pf.NumRows())
-	buf := make([]fileRow, 4096)
-	for {
-		n, readErr := r.Read(buf)
-		for _, fr := range buf[:n] {
-			st := v.NewState()
-			var err error
-			if st.Num, err = readFloats(fr.Num); err != nil {
-				return nil, err
-			}
-			if len(fr.Exact) > 0 {
-				if st.Exact, err = readFloats(fr.Exact); err != nil {
-					return nil, err
-				}
-			}
-			if len(fr.Sketches) > 0 {
-				sk, err := splitSketches(fr.Sketches)
-				if err != nil {
-					return nil, err
-				}
-				if err := v.DecodeSketches(&st, sk); err != nil {
-					return nil, err
-				}
-			}
-			rows = append(rows, Row{Window: fr.Window, Group: fr.Group, State: st})
-		}
-		if errors.Is(readErr, io.EOF) {
-			return rows, nil
-		}
-		if readErr != nil {
-			return nil, readErr
-		}
-	}
-}
-
-func readListRows(pf *parquet.File, v *logic.View) ([]Row, error) {
-	r := parquet.NewGenericReader[listFileRow](pf)
-	defer r.Close()
-	frs := make([]listFileRow, pf.NumRows())
-	n, err := r.Read(frs)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	frs = frs[:n]
-	rows := make([]Row, len(frs))
-	for i, fr := range frs {
-		st := v.NewState()
-		st.Num = fr.State
-		if len(fr.Exact) > 0 {
-			st.Exact = fr.Exact
-		}
-		if err := v.DecodeSketches(&st, fr.Sketches); err != nil {
-			return nil, err
-		}
-		rows[i] = Row{Window: fr.Window, Group: fr.Group, State: st}
-	}
-	return rows, nil
-}
-
-func sortRows(rows []Row) {
-	sort.SliceStable(rows, func(i, j int) bool {
-		if rows[i].Window != rows[j].Window {
-			return rows[i].Window < rows[j].Window
-		}
-		return rows[i].Group < rows[j].Group
-	})
-}
-
-// Publish makes ver the current version. For every view in rows it writes
-// the view's file and sets File and Rows of ver.Views[view] (which must hold
-// the view's Cutoff); other entries of ver.Views keep the files of earlier
-// versions. Files are written first, then the version record, then the
-// CURRENT pointer (each temp, fsync, rename). Versions beyond the newest
-// keep-versions, and files no kept version references, are removed.
-// An empty ver.ID gets a new id; a zero Created gets the current time.
-func (s *Store) Publish(ver *Version, rows map[string][]Row) error {
-	s.pubMu.Lock()
-	defer s.pubMu.Unlock()
-	if ver.ID == "" {
-		ver.ID = NewID()
-	}
-	if !validID(ver.ID) {
-		return fmt.Errorf("batchviews: bad version id %q", ver.ID)
-	}
-	if ver.Created.IsZero() {
-		ver.Created = time.Now().UTC()
-	}
-	if ver.Views == nil {
-		ver.Views = map[string]ViewVersion{}
-	}
-	for name := range rows {
-		if _, ok := ver.Views[name]; !ok {
-			return fmt.Errorf("batchviews: publish %s: view %s has no entry (cutoff) in the version", ver.ID, name)
-		}
-	}
-	names := make([]string, 0, len(rows))
-	for name := range rows {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		rs := rows[name]
-
-		sortRows(rs)
-		dir := filepath.Join(s.dir, "views", name)
-		if err := fsatomic.MkdirAllSync(dir); err != nil {
-			return fmt.Errorf("batchviews: create %s: %w", dir, err)
-		}
-		fname := ver.ID + ".parquet"
-		if _, err := fsatomic.WriteFileAtomic(dir, fname, func(w io.Writer) error {
-			frs := make([]fileRow, len(rs))
-			for i, r := range rs {
-				frs[i] = newFileRow(r)
-			}
-			return parquet.Write(w, frs, parquet.Compression(&parquet.Zstd))
-		}); err != nil {
-			return fmt.Errorf("batchviews: write view %s: %w", name, err)
-		}
-		vv := ver.Views[name]
-		vv.File = "views/" + name + "/" + fname
-		vv.Rows = len(rs)
-		ver.Views[name] = vv
-	}
-	b, err := json.MarshalIndent(ver, "", "  ")
-	if err != nil {
-		return fmt.Errorf("batchviews: encode version: %w", err)
-	}
-	if err := writeSmall(filepath.Join(s.dir, "versions"), ver.ID+".json", b); err != nil {
-		return fmt.Errorf("batchviews: write version %s: %w", ver.ID, err)
-	}
-	if err := writeSmall(s.dir, "CURRENT", []byte(ver.ID+"\n")); err != nil {
-		return fmt.Errorf("batchviews: write CURRENT: %w", err)
-	}
-	cp := *ver
-	cp.Views = make(map[string]ViewVersion, len(ver.Views))
-	for k, v := range ver.Views {
-		cp.Views[k] = v
-	}
-	s.mu.Lock()
-	s.versions[ver.ID] = &cp
-	s.mu.Unlock()
-	if err := s.gc(ver.ID); err != nil {
-		return fmt.Errorf("batchviews: gc: %w", err)
-	}
-	return nil
-}
-
-func writeSmall(dir, name string, b []byte) error {
-	_, err := fsatomic.WriteFileAtomic(dir, name, func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
-	return err
-}
-
 // Versions returns the ids of the stored versions, oldest first.
-func (s *Store) Versions() ([]string, error) { return s.ids("versions") }
+func (s *Store) Versions() ([]string, error) { return s.ids(context.Background(), versionPrefix) }
 
-// ids lists the records of a folder ("versions", "runs") by id, oldest
+// ids lists the records under prefix ("versions/", "runs/") by id, oldest
 // first (ids are time-ordered).
-func (s *Store) ids(folder string) ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, folder))
+func (s *Store) ids(ctx context.Context, prefix string) ([]string, error) {
+	objs, err := s.obj.List(ctx, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("batchviews: list %s: %w", folder, err)
+		return nil, fmt.Errorf("batchviews: list %s: %w", prefix, err)
 	}
 	var ids []string
-	for _, e := range ents {
-		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok && validID(id) {
+	for _, o := range objs {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(o.Key, prefix), ".json"); ok && validID(id) {
 			ids = append(ids, id)
 		}
 	}
 	sort.Strings(ids)
 	return ids, nil
-}
-
-// gc keeps the newest s.keep versions (always current) and the files they
-// reference; everything else under versions/ and views/ goes.
-func (s *Store) gc(current string) error {
-	ids, err := s.Versions()
-	if err != nil {
-		return err
-	}
-	keep := map[string]bool{current: true}
-	for i := len(ids) - 1; i >= 0 && len(keep) < s.keep; i-- {
-		keep[ids[i]] = true
-	}
-	files := map[string]bool{}
-	var errs []error
-	for id := range keep {
-		v, err := s.Version(id)
-		if err != nil {
-			// An unreadable version keeps nothing alive but is not removed.
-			errs = append(errs, err)
-			continue
-		}
-		for _, vv := range v.Views {
-			files[vv.File] = true
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	for _, id := range ids {
-		if keep[id] {
-			continue
-		}
-		if err := os.Remove(filepath.Join(s.dir, "versions", id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-		s.mu.Lock()
-		delete(s.versions, id)
-		s.mu.Unlock()
-	}
-	viewsDir := filepath.Join(s.dir, "views")
-	views, err := os.ReadDir(viewsDir)
-	if err != nil {
-		return err
-	}
-	for _, vd := range views {
-		if !vd.IsDir() {
-			continue
-		}
-		ents, err := os.ReadDir(filepath.Join(viewsDir, vd.Name()))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, e := range ents {
-			rel := "views/" + vd.Name() + "/" + e.Name()
-			if files[rel] {
-				continue
-			}
-			if err := os.Remove(filepath.Join(viewsDir, vd.Name(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
-			s.mu.Lock()
-			delete(s.cache, rel)
-			s.mu.Unlock()
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// SaveRun writes (or replaces) a run record.
-func (s *Store) SaveRun(r Run) error {
-	if !validID(r.ID) {
-		return fmt.Errorf("batchviews: bad run id %q", r.ID)
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("batchviews: encode run: %w", err)
-	}
-	s.pubMu.Lock()
-	defer s.pubMu.Unlock()
-	if err := writeSmall(filepath.Join(s.dir, "runs"), r.ID+".json", b); err != nil {
-		return fmt.Errorf("batchviews: save run %s: %w", r.ID, err)
-	}
-	ids, err := s.runIDs()
-	if err != nil {
-		return err
-	}
-	for i := 0; i+s.keepRuns < len(ids); i++ {
-		if ids[i] == r.ID {
-			continue
-		}
-		_ = os.Remove(filepath.Join(s.dir, "runs", ids[i]+".json"))
-	}
-	return nil
-}
-
-func (s *Store) runIDs() ([]string, error) { return s.ids("runs") }
-
-// Runs returns every stored run, newest first.
-func (s *Store) Runs() ([]Run, error) {
-	ids, err := s.runIDs()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Run, 0, len(ids))
-	for i := len(ids) - 1; i >= 0; i-- {
-		r, ok, err := s.Run(ids[i])
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, r)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Started.After(out[j].Started) })
-	return out, nil
-}
-
-// Run returns one run record.
-func (s *Store) Run(id string) (Run, bool, error) {
-	var r Run
-	if !validID(id) {
-		return r, false, nil
-	}
-	b, err := os.ReadFile(filepath.Join(s.dir, "runs", id+".json"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return r, false, nil
-	}
-	if err != nil {
-		return r, false, fmt.Errorf("batchviews: read run %s: %w", id, err)
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, false, fmt.Errorf("batchviews: decode run %s: %w", id, err)
-	}
-	return r, true, nil
 }
 
 // Cutoff returns the cutoff of a view's rows in the current version (0:

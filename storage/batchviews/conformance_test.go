@@ -1,10 +1,14 @@
 package batchviews_test
 
 import (
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/braid-data/braid/storage/batchviews"
+	"github.com/braid-data/braid/storage/objstore"
 	"github.com/braid-data/braid/storage/storagetest"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 var _ storagetest.ViewStore = (*batchviews.Store)(nil)
@@ -15,7 +19,48 @@ func TestConformance(t *testing.T) {
 	storagetest.RunViewStore(t, func(t *testing.T) func() storagetest.ViewStore {
 		dir := t.TempDir()
 		return func() storagetest.ViewStore {
-			st, err := batchviews.Open(dir)
+			st, err := batchviews.OpenDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+	})
+}
+
+// sharedLock is a run lock every handle of one store shares, as the
+// lock of a shared service (NATS) would be.
+type sharedLock struct{ mu sync.Mutex }
+
+func (l *sharedLock) Lock() (func(), error) {
+	if !l.mu.TryLock() {
+		return nil, batchviews.ErrLocked
+	}
+	var once sync.Once
+	return func() { once.Do(l.mu.Unlock) }, nil
+}
+
+// TestS3Conformance holds the store on a real S3 server (versitygw) to the
+// contract, each subtest in a prefix of its own of one bucket, with a
+// pointer TTL of its own and a run lock shared by the handles.
+func TestS3Conformance(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	storagetest.RunViewStore(t, func(t *testing.T) func() storagetest.ViewStore {
+		cfg := objstore.S3Config{
+			URL:       s3.URL("views/" + testenv.Namespace(t)),
+			Endpoint:  s3.Endpoint,
+			Region:    s3.Region,
+			PathStyle: true,
+			AccessKey: s3.AccessKey,
+			SecretKey: s3.SecretKey,
+		}
+		lock := &sharedLock{}
+		return func() storagetest.ViewStore {
+			obj, err := objstore.NewS3(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := batchviews.Open(obj, batchviews.WithRunLock(lock), batchviews.WithPointerTTL(150*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}

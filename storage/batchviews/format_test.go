@@ -72,7 +72,7 @@ func TestViewFileRoundTrip(t *testing.T) {
 		}
 	}
 
-	st, err := Open(t.TempDir())
+	st, err := OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,8 +46,27 @@ import (
 //     recorded as running: succeeded when its version is the current one
 //     (it died after publishing), else failed with
 //     batchviews.InterruptedError.
-//   - Safe for concurrent use; one process publishes.
+//   - WritePart stores the rows of a view whose window start falls on one
+//     UTC date, computed by a run, from any handle; it refuses a row of
+//     another date; no rows gives a Part without an object. A part is
+//     visible once a published version refers to it.
+//   - PublishParts makes a version whose entries hold parts (written by
+//     any handles, or taken from earlier versions) current on top of the
+//     version it was built on (nil: none), setting its Gen; when another
+//     publish on the same base got there first it fails with an error
+//     matching batchviews.ErrConflict and nothing of it is seen. Publish
+//     builds on the current version. Parts the kept versions refer to stay
+//     readable (a part reused from a version that is gone included), and so
+//     do unpublished parts of a run recorded as running; unpublished parts
+//     of a finished run are removed by a later publish.
+//   - Current on another handle shows a publish at the latest PointerTTL
+//     after it; on the publishing handle at once, and on a handle that
+//     took the run lock after the publish at once too.
+//   - Safe for concurrent use by any number of handles.
 type ViewStore interface {
+	WritePart(ctx context.Context, v *logic.View, date, run string, rows []batchviews.Row) (batchviews.Part, error)
+	PublishParts(ctx context.Context, base, ver *batchviews.Version) error
+	PointerTTL() time.Duration
 	Publish(ver *batchviews.Version, rows map[string][]batchviews.Row) error
 	Current() (*batchviews.Version, error)
 	Version(id string) (*batchviews.Version, error)
@@ -78,6 +97,11 @@ func RunViewStore(t *testing.T, newStore NewViewStore) {
 		{"Definitions", viewsDefinitions},
 		{"Runs", viewsRuns},
 		{"InterruptedRuns", viewsInterrupted},
+		{"PartsFromWorkers", viewsParts},
+		{"PublishRace", viewsRace},
+		{"ReusedPartsSurviveGC", viewsReuse},
+		{"RunInProgressKeepsParts", viewsInProgress},
+		{"PointerTTL", viewsTTL},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
 	}
@@ -121,6 +145,9 @@ func randomBatchRows(v *logic.View, rng *rand.Rand, n int) []batchviews.Row {
 	}
 	return out
 }
+
+// afterTTL waits until a publish by another handle shows in st's Current.
+func afterTTL(st ViewStore) { time.Sleep(st.PointerTTL()) }
 
 // cloneRows copies rows deeply (the store may sort or keep what it is given).
 func cloneRows(rows []batchviews.Row) []batchviews.Row {
@@ -199,6 +226,7 @@ func viewsPublish(t *testing.T, open func() ViewStore) {
 	if err := st.Publish(v2, map[string][]batchviews.Row{"a": cloneRows(rowsA2)}); err != nil {
 		t.Fatal(err)
 	}
+	afterTTL(rd)
 	cur2, err := rd.Current()
 	if err != nil || cur2.ID != v2.ID || cur2.Views["a"].Rows != 30 || cur2.Views["a"].Cutoff != 30_000 || cur2.Views["b"].Cutoff != 20_000 || cur2.Views["b"].Rows != 40 {
 		t.Fatalf("v2 %+v %v", cur2, err)
@@ -213,6 +241,7 @@ func viewsPublish(t *testing.T, open func() ViewStore) {
 	if err := st.Publish(v3, map[string][]batchviews.Row{"a": nil}); err != nil {
 		t.Fatal(err)
 	}
+	afterTTL(rd)
 	cur3, _ := rd.Current()
 	checkBatchRows(t, rd, cur3, a, nil, math.MinInt64, math.MaxInt64)
 	if _, err := rd.Rows(ctx, cur3, b, 0, math.MaxInt64); !errors.Is(err, batchviews.ErrNoView) {
@@ -222,6 +251,7 @@ func viewsPublish(t *testing.T, open func() ViewStore) {
 	if err := st.Publish(&batchviews.Version{ID: batchviews.NewID(), Views: map[string]batchviews.ViewVersion{}}, map[string][]batchviews.Row{"a": cloneRows(rowsA)}); err == nil {
 		t.Fatal("publish without a cutoff entry succeeded")
 	}
+	afterTTL(rd)
 	if cur, _ := rd.Current(); cur.ID != v3.ID {
 		t.Fatalf("current after a refused publish: %s, want %s", cur.ID, v3.ID)
 	}

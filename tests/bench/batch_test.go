@@ -66,7 +66,7 @@ func TestBenchBatchLake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	views, err := batchviews.Open(filepath.Join(dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}

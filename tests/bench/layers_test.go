@@ -194,7 +194,7 @@ func TestBenchLayers(t *testing.T) {
 	report(t, "archiver_vs_parquet_write", float64(n)/archived.Seconds(), "events/s", parquetLimit)
 
 	// 5. Batch run over the lake vs DuckDB's bare query of the same SQL.
-	views, err := batchviews.Open(filepath.Join(dir, "batch"))
+	views, err := batchviews.OpenDir(filepath.Join(dir, "batch"))
 	if err != nil {
 		t.Fatal(err)
 	}

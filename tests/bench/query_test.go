@@ -162,7 +162,7 @@ func TestBenchQuery(t *testing.T) {
 	})
 	commitLake(t, lk, s.Name, uint64(nLake), maxArr, epoch)
 	genLake := time.Since(t0)
-	views, err := batchviews.Open(filepath.Join(cfg.DataDir, "batch"), batchviews.WithKeepVersions(cfg.Batch.KeepVersions))
+	views, err := batchviews.OpenDir(filepath.Join(cfg.DataDir, "batch"), batchviews.WithKeepVersions(cfg.Batch.KeepVersions))
 	if err != nil {
 		t.Fatal(err)
 	}
