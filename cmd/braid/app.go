@@ -43,6 +43,9 @@ type app struct {
 	qstore *speedstore.Store // over qrdb
 	lk     *lake.Lake
 	views  *batchviews.Store
+	// runLock is the batch run lock every process shares, in NATS (set
+	// once NATS is connected); nil: the file store's own lock.
+	runLock batchviews.RunLock
 
 	closers []func() error
 }
@@ -171,7 +174,7 @@ func (a *app) openStores() (*layers, error) { return a.stores(true, true) }
 // read the files it holds.
 func (a *app) stores(withLake, withViews bool) (*layers, error) {
 	if withLake && a.lk == nil {
-		lk, err := lake.OpenDir(lakeDir(a.cfg))
+		lk, err := openLake(a.cfg, os.Getenv, false, a.logger, a.reg)
 		if err != nil {
 			return nil, fmt.Errorf("open lake: %w", err)
 		}
@@ -181,7 +184,7 @@ func (a *app) stores(withLake, withViews bool) (*layers, error) {
 		a.lk = lk
 	}
 	if withViews && a.views == nil {
-		v, err := batchviews.OpenDir(filepath.Join(a.cfg.DataDir, "batch"), batchviews.WithKeepVersions(a.cfg.Batch.KeepVersions))
+		v, err := openViews(a.cfg, os.Getenv, a.runLock, a.logger)
 		if err != nil {
 			return nil, fmt.Errorf("open batch views: %w", err)
 		}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/braid-data/braid/logic/config"
-	"github.com/braid-data/braid/storage/lake"
 )
 
 func cmdCheck(_ context.Context, args []string) error {
@@ -81,7 +80,10 @@ func lakeErrors(cfg *config.Config) []config.Error {
 	if cfg.DataDir == "" {
 		return nil // reported by the validation
 	}
-	lk, err := lake.OpenReadOnly(lakeDir(cfg))
+	if _, err := s3Config(cfg, os.Getenv); cfg.Storage.IsS3() && err != nil {
+		return nil // no keys to read the lake with: braid check warns of them
+	}
+	lk, err := openLake(cfg, os.Getenv, true, nil, nil)
 	if err != nil {
 		return []config.Error{cfg.ErrorAt("data_dir", err.Error(), "")}
 	}
@@ -94,7 +96,7 @@ func lakeErrors(cfg *config.Config) []config.Error {
 	for _, name := range names {
 		cs, err := lk.CheckFields(name, cfg.FieldTypes(name))
 		if err != nil {
-			out = append(out, cfg.ErrorAt("streams."+name, fmt.Sprintf("cannot read the lake: %v", err), "the lake is "+lakeDir(cfg)))
+			out = append(out, cfg.ErrorAt("streams."+name, fmt.Sprintf("cannot read the lake: %v", err), "the lake is "+storageKind(cfg)))
 			continue
 		}
 		for _, c := range cs {

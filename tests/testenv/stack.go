@@ -29,7 +29,10 @@ type Stack struct {
 	NATS     *NATS     // with WithNATS or SharedNATS; nil when braid embeds NATS
 	NATSProc *NATSProc // with WithNATSProc
 	Redis    *Redis    // nil with WithoutRedis
+	S3       *S3       // with WithS3: the lake and batch views live in its bucket
 	Braid    *Proc     // the braid up Up started; nil after NewStack
+
+	env []string // the environment of the braid processes it starts
 }
 
 // Option chooses the servers of a stack. Of SharedNATS, WithNATSProc and
@@ -42,6 +45,7 @@ type stackOptions struct {
 	shared   *NATS
 	noRedis  bool
 	natsKeys string
+	s3       *S3
 }
 
 // WithNATS runs a JetStream server (StartNATS) beside braid, so the test
@@ -61,6 +65,11 @@ func SharedNATS(n *NATS) Option { return func(o *stackOptions) { o.shared = n } 
 // its own under data_dir.
 func WithoutRedis() Option { return func(o *stackOptions) { o.noRedis = true } }
 
+// WithS3 keeps the lake and the batch views in a prefix of their own of
+// s3's bucket (storage.url), with the keys in the environment of the braid
+// processes the stack starts (Start, Spawn, Run).
+func WithS3(s3 *S3) Option { return func(o *stackOptions) { o.s3 = s3 } }
+
 // NATSKeys adds keys to the nats: section of the config, after its url
 // (e.g. "publish_timeout: 1s").
 func NATSKeys(keys string) Option { return func(o *stackOptions) { o.natsKeys = keys } }
@@ -74,7 +83,7 @@ func NewStack(t testing.TB, body string, opts ...Option) *Stack {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Stack{t: t, Body: body, natsKeys: o.natsKeys}
+	s := &Stack{t: t, Body: body, natsKeys: o.natsKeys, env: BraidEnv()}
 	switch {
 	case o.shared != nil:
 		s.NATS = o.shared
@@ -91,8 +100,30 @@ func NewStack(t testing.TB, body string, opts ...Option) *Stack {
 		s.redisURL = s.Redis.URL
 	}
 	s.Namespace = Namespace(t)
+	if o.s3 != nil {
+		s.S3 = o.s3
+		s.Body = fmt.Sprintf("storage: { url: %q, endpoint: %q, region: %q, path_style: true, access_key_env: %s, secret_key_env: %s }\n%s",
+			o.s3.URL("braid/"+s.Namespace), o.s3.Endpoint, o.s3.Region, s3AccessEnv, s3SecretEnv, s.Body)
+		s.env = append(s.env, s3AccessEnv+"="+o.s3.AccessKey, s3SecretEnv+"="+o.s3.SecretKey)
+	}
 	s.write()
 	return s
+}
+
+// The variables a WithS3 stack's processes find the S3 keys in.
+const (
+	s3AccessEnv = "BRAID_TEST_S3_ACCESS_KEY"
+	s3SecretEnv = "BRAID_TEST_S3_SECRET_KEY"
+)
+
+// Env is the environment of the braid processes the stack starts.
+func (s *Stack) Env() []string { return append([]string(nil), s.env...) }
+
+// Run runs `braid args... --config s.Config` to completion in the stack's
+// environment and returns its output and exit code (RunBraidEnv).
+func (s *Stack) Run(args ...string) (string, int) {
+	s.t.Helper()
+	return RunBraidEnv(s.t, s.env, append(args, "--config", s.Config)...)
 }
 
 // Up is NewStack followed by Start("up"): braid up ready to answer.
@@ -107,7 +138,7 @@ func Up(t testing.TB, body string, opts ...Option) *Stack {
 // /readyz on s.Base (StartBraid). The process is killed when the test ends.
 func (s *Stack) Start(args ...string) *Proc {
 	s.t.Helper()
-	return StartBraid(s.t, s.Base, append(args, "--config", s.Config)...)
+	return StartBraidEnv(s.t, s.Base, s.env, append(args, "--config", s.Config)...)
 }
 
 // Spawn runs `braid args... --config s.Config` without waiting for
@@ -115,7 +146,7 @@ func (s *Stack) Start(args ...string) *Proc {
 // the start itself). The process is killed when the test ends.
 func (s *Stack) Spawn(args ...string) *Proc {
 	s.t.Helper()
-	return StartBraid(s.t, "", append(args, "--config", s.Config)...)
+	return StartBraidEnv(s.t, "", s.env, append(args, "--config", s.Config)...)
 }
 
 // Twin writes a second config for the same deployment: the same servers,
