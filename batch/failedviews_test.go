@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -172,7 +173,7 @@ func TestRunPublishesTheViewsThatDidNotFail(t *testing.T) {
 	}
 	// The failed views keep their entries of the previous version.
 	for _, n := range []string{"by_country", "clicks_by_page"} {
-		if ver2.Views[n] != ver1.Views[n] {
+		if !reflect.DeepEqual(ver2.Views[n], ver1.Views[n]) {
 			t.Fatalf("view %s: %+v, want the previous %+v", n, ver2.Views[n], ver1.Views[n])
 		}
 	}
