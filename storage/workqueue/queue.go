@@ -325,6 +325,9 @@ func (q *Queue) purge(run string) {
 func (q *Queue) Serve(ctx context.Context, n int, h Handler) error {
 	cons, err := q.units.Consumer(ctx, consumerName)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("workqueue: consumer: %w", err)
 	}
 	var wg sync.WaitGroup
