@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/storagetest"
+	"github.com/braid-data/braid/storage/workqueue"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // manifestLake gives the runner manifests of a local lake: each committed
@@ -389,4 +392,97 @@ func (m manifestLakeSkipping) Manifest(ctx context.Context, stream string) (lake
 		out.Files = append(out.Files, fi)
 	}
 	return out, nil
+}
+
+// A run whose units go through the JetStream work queue to two workers
+// (each with its own connection and DuckDB), under the run lock shared
+// across hosts, publishes the same views as the independent computation.
+func TestRunnerOnWorkQueue(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	ml := manifestLake{lk: e.lk, t: t}
+	mem := newMemViews()
+	orders := makeOrders(0, 2000)
+	publishOrders(t, e, orders)
+	stop := startArchiver(t, e)
+	cp := waitArchived(t, e, "orders")
+	waitFor(t, "coverage past the last arrival's epoch", func() bool {
+		c, _ := e.lk.Checkpoint("orders")
+		return logic.EpochOf(c.CoveredUntil, time.Second) > cp.Arrival
+	})
+	stop()
+
+	n := testenv.StartNATS(t)
+	ns := testenv.Namespace(t)
+	open := func() *workqueue.Queue {
+		_, js := n.JetStream(t)
+		q, err := workqueue.Open(ctx, js, workqueue.Options{Namespace: ns, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	computers := make([]*countingComputer, 2)
+	for i := range computers {
+		c := batch.NewComputer(batch.ComputeConfig{Threads: 1}, ml, mem, e.cat)
+		t.Cleanup(func() { c.Close() })
+		computers[i] = &countingComputer{c: c}
+		w := batch.NewWorker(open(), computers[i], 1, quietLogger())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(wctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	_, ljs := n.JetStream(t)
+	lock, err := workqueue.OpenRunLock(ctx, ljs, workqueue.LockOptions{Namespace: ns, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := batch.NewRunner(batch.RunnerConfig{Epoch: time.Second, Executor: batch.NewQueueExecutor(open()), Lock: lock}, ml, mem, nil, e.cat, quietLogger(), nil)
+	run, err := r.Run(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Status != batchviews.StatusSucceeded || run.RowsRead != int64(len(orders)) || run.UnitsComputed != 7 {
+		t.Fatalf("run %+v", run)
+	}
+	for _, name := range []string{"by_country", "by_qty_hop", "all_orders"} {
+		compareRows(t, e.cat.Views[name], mem.rows(t, name), orders)
+	}
+	total := 0
+	for _, c := range computers {
+		total += int(c.n.Load())
+	}
+	if total != 7 {
+		t.Fatalf("workers computed %d units, want 7", total)
+	}
+	// The lock is free again, and taken while a run holds it.
+	unlock, err := lock.Lock()
+	if err != nil {
+		t.Fatalf("lock after the run: %v", err)
+	}
+	if run2, err := r.Run(ctx, nil); !errors.Is(err, batchviews.ErrLocked) || run2.Status != batchviews.StatusFailed {
+		t.Fatalf("run while another holds the lock: %+v %v", run2, err)
+	}
+	unlock()
+}
+
+// countingComputer counts the units it computed.
+type countingComputer struct {
+	c batch.UnitComputer
+	n atomic.Int64
+}
+
+func (c *countingComputer) Compute(ctx context.Context, u batch.Unit) (batch.UnitResult, error) {
+	res, err := c.c.Compute(ctx, u)
+	if err == nil && res.Err == "" {
+		c.n.Add(1)
+	}
+	return res, err
 }
