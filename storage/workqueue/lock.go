@@ -20,15 +20,12 @@ import (
 type LockOptions struct {
 	Namespace string
 	Replicas  int           // 0: defaults.NATSReplicas
-	TTL       time.Duration // the lease: a holder that stops renewing loses the lock after it (0: 15s)
+	TTL       time.Duration // the lease: a holder that stops renewing loses the lock after it (0: defaults.BatchLockTTL)
 	Renew     time.Duration // how often the holder renews (0: TTL/3)
 	Holder    string        // names the holder in the lock's value ("": host and pid)
 	Memory    bool          // memory storage (tests only)
 	Logger    *slog.Logger  // nil: slog.Default()
 }
-
-// DefaultLockTTL is the run lock's default lease.
-const DefaultLockTTL = 15 * time.Second
 
 const lockKey = "run"
 
@@ -55,7 +52,7 @@ func OpenRunLock(ctx context.Context, js jetstream.JetStream, opts LockOptions) 
 		opts.Replicas = defaults.NATSReplicas
 	}
 	if opts.TTL <= 0 {
-		opts.TTL = DefaultLockTTL
+		opts.TTL = defaults.BatchLockTTL
 	}
 	if opts.Renew <= 0 {
 		opts.Renew = opts.TTL / 3

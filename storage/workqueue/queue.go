@@ -42,23 +42,14 @@ import (
 type Options struct {
 	Namespace     string        // prefix of stream names and subjects
 	Replicas      int           // JetStream replicas (0: defaults.NATSReplicas)
-	AckWait       time.Duration // how long a task stays with a worker that stops answering (0: 30s)
-	MaxDeliver    int           // times a task is handed out (0: 5)
-	Dedup         time.Duration // message-id dedup window of the units stream (0: 10m)
-	ResultsMaxAge time.Duration // results are kept this long (0: 24h)
-	Progress      time.Duration // how often a submitter without results logs what it waits for (0: 5s)
+	AckWait       time.Duration // how long a task stays with a worker that stops answering (0: defaults.BatchUnitAckWait)
+	MaxDeliver    int           // times a task is handed out (0: defaults.BatchUnitMaxDeliver)
+	Dedup         time.Duration // message-id dedup window of the units stream (0: defaults.BatchUnitDedup)
+	ResultsMaxAge time.Duration // results are kept this long (0: defaults.BatchResultsMaxAge)
+	Progress      time.Duration // how often a submitter without results logs what it waits for (0: defaults.BatchUnitProgress)
 	Memory        bool          // memory storage (tests only)
 	Logger        *slog.Logger  // nil: slog.Default()
 }
-
-// Defaults of Options.
-const (
-	DefaultAckWait       = 30 * time.Second
-	DefaultMaxDeliver    = 5
-	DefaultDedup         = 10 * time.Minute
-	DefaultResultsMaxAge = 24 * time.Hour
-	DefaultProgress      = 5 * time.Second
-)
 
 // Message headers.
 const (
@@ -111,19 +102,19 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Queue, er
 		opts.Replicas = defaults.NATSReplicas
 	}
 	if opts.AckWait <= 0 {
-		opts.AckWait = DefaultAckWait
+		opts.AckWait = defaults.BatchUnitAckWait
 	}
 	if opts.MaxDeliver <= 0 {
-		opts.MaxDeliver = DefaultMaxDeliver
+		opts.MaxDeliver = defaults.BatchUnitMaxDeliver
 	}
 	if opts.Dedup <= 0 {
-		opts.Dedup = DefaultDedup
+		opts.Dedup = defaults.BatchUnitDedup
 	}
 	if opts.ResultsMaxAge <= 0 {
-		opts.ResultsMaxAge = DefaultResultsMaxAge
+		opts.ResultsMaxAge = defaults.BatchResultsMaxAge
 	}
 	if opts.Progress <= 0 {
-		opts.Progress = DefaultProgress
+		opts.Progress = defaults.BatchUnitProgress
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -232,7 +223,7 @@ func (q *Queue) Submit(ctx context.Context, run string, tasks []Task, done func(
 	bySeq := map[uint64]string{}
 	exceeded := make(chan uint64, 64)
 	nc := q.js.Conn()
-	sub, err := nc.Subscribe(jetstream.DefaultAPIPrefix+"EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+q.unitsName()+"."+consumerName, func(m *nats.Msg) {
+	sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+q.unitsName()+"."+consumerName, func(m *nats.Msg) {
 		var adv struct {
 			StreamSeq uint64 `json:"stream_seq"`
 		}
@@ -392,8 +383,8 @@ func (q *Queue) handle(ctx context.Context, m jetstream.Msg, h Handler) {
 	data, err := h(hctx, t)
 	cancel()
 	<-beat
-	if ctx.Err() != nil {
-		// Shutting down: another worker takes the task.
+	if err != nil && ctx.Err() != nil {
+		// Stopped mid-task: another worker takes it.
 		_ = m.Nak()
 		return
 	}
@@ -412,12 +403,15 @@ func (q *Queue) handle(ctx context.Context, m jetstream.Msg, h Handler) {
 	} else {
 		res.Data = data
 	}
-	if _, err := q.js.PublishMsg(ctx, res); err != nil {
+	// Answer even when the worker is stopping now: the work is done.
+	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer acancel()
+	if _, err := q.js.PublishMsg(actx, res); err != nil {
 		log.Warn("publish batch unit result; it is handed out again", "err", err)
 		_ = m.Nak()
 		return
 	}
-	if err := m.DoubleAck(ctx); err != nil {
+	if err := m.DoubleAck(actx); err != nil {
 		log.Warn("acknowledge batch unit (its result is published; a second answer is ignored)", "err", err)
 	}
 }

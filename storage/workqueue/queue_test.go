@@ -213,16 +213,17 @@ func TestSubmitCancelledWithdrawsTasks(t *testing.T) {
 	}
 }
 
-// TestHelperWorker is a worker process for TestWorkerKilledMidTask: it
-// takes one task, says so, and hangs until it is killed.
+// TestHelperWorker is a worker process for the kill tests: it takes one
+// task, says so, and hangs until it is killed.
 func TestHelperWorker(t *testing.T) {
 	url := os.Getenv("WORKQUEUE_HELPER_URL")
 	if url == "" {
 		t.Skip("helper process only")
 	}
 	ackWait, _ := time.ParseDuration(os.Getenv("WORKQUEUE_HELPER_ACKWAIT"))
+	maxDeliver, _ := strconv.Atoi(os.Getenv("WORKQUEUE_HELPER_MAXDELIVER"))
 	js := connect(t, url)
-	q := open(t, js, os.Getenv("WORKQUEUE_HELPER_NS"), workqueue.Options{AckWait: ackWait})
+	q := open(t, js, os.Getenv("WORKQUEUE_HELPER_NS"), workqueue.Options{AckWait: ackWait, MaxDeliver: maxDeliver})
 	_ = q.Serve(context.Background(), 1, func(ctx context.Context, tk workqueue.Task) ([]byte, error) {
 		if err := js.Conn().Publish("helper.took", []byte(tk.ID)); err != nil {
 			return nil, err
@@ -233,15 +234,22 @@ func TestHelperWorker(t *testing.T) {
 	})
 }
 
-// A worker process killed with SIGKILL in the middle of a task loses
-// nothing: the task goes to another worker after the ack wait and the run
-// completes with every correct answer.
-func TestWorkerKilledMidTask(t *testing.T) {
+type killRun struct {
+	victim  string                      // the task the killed worker held
+	got     map[string]workqueue.Result // the run's results
+	handled map[string]int              // task -> attempt, by the healthy worker
+	left    uint64                      // tasks left in the queue
+}
+
+// killMidTask runs six tasks: a worker process takes one and is killed
+// with SIGKILL while it handles it; then a healthy worker serves.
+func killMidTask(t *testing.T, maxDeliver int) killRun {
 	n := testenv.StartNATS(t)
 	ns := testenv.Namespace(t)
 	js := connect(t, n.URL)
 	const ackWait = 2 * time.Second
-	q := open(t, js, ns, workqueue.Options{AckWait: ackWait})
+	opts := workqueue.Options{AckWait: ackWait, MaxDeliver: maxDeliver}
+	q := open(t, js, ns, opts)
 	took := make(chan string, 1)
 	sub, err := js.Conn().Subscribe("helper.took", func(m *nats.Msg) {
 		select {
@@ -255,7 +263,7 @@ func TestWorkerKilledMidTask(t *testing.T) {
 	defer sub.Unsubscribe()
 	_ = js.Conn().Flush()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorker$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "WORKQUEUE_HELPER_URL="+n.URL, "WORKQUEUE_HELPER_NS="+ns, "WORKQUEUE_HELPER_ACKWAIT="+ackWait.String())
+	cmd.Env = append(os.Environ(), "WORKQUEUE_HELPER_URL="+n.URL, "WORKQUEUE_HELPER_NS="+ns, "WORKQUEUE_HELPER_ACKWAIT="+ackWait.String(), "WORKQUEUE_HELPER_MAXDELIVER="+strconv.Itoa(maxDeliver))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -264,52 +272,98 @@ func TestWorkerKilledMidTask(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ts := tasks(6)
 	type out struct {
 		got map[string]workqueue.Result
 		err error
 	}
 	res := make(chan out, 1)
 	go func() {
-		got, err := collect(t, ctx, q, "run-kill", ts)
+		got, err := collect(t, ctx, q, "run-kill", tasks(6))
 		res <- out{got, err}
 	}()
-	var victim string
+	var k killRun
 	select {
-	case victim = <-took:
+	case k.victim = <-took:
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the helper worker took no task")
 	}
-	// Kill it mid-task, then start a healthy worker.
 	if err := cmd.Process.Signal(os.Kill); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
 	var mu sync.Mutex
-	handled := map[string]int{}
+	k.handled = map[string]int{}
 	wctx, wcancel := context.WithCancel(context.Background())
 	wdone := make(chan struct{})
 	go func() {
 		defer close(wdone)
-		w := open(t, connect(t, n.URL), ns, workqueue.Options{AckWait: ackWait})
+		w := open(t, connect(t, n.URL), ns, opts)
 		_ = w.Serve(wctx, 1, func(_ context.Context, tk workqueue.Task) ([]byte, error) {
 			mu.Lock()
-			handled[tk.ID] = tk.Attempt
+			k.handled[tk.ID] = tk.Attempt
 			mu.Unlock()
 			return answer(tk.Data), nil
 		})
 	}()
 	o := <-res
-	wcancel()
-	<-wdone
 	if o.err != nil {
 		t.Fatal(o.err)
 	}
-	checkAnswers(t, ts, o.got)
-	mu.Lock()
-	defer mu.Unlock()
-	if handled[victim] < 2 {
-		t.Fatalf("the killed worker's task %s was handled on attempt %d, want a redelivery (>= 2): %v", victim, handled[victim], handled)
+	k.got = o.got
+	// The last answer may come before its acknowledgement: wait (a
+	// generous deadline) for the queue to be empty.
+	st, err := js.Stream(context.Background(), ns+"_batch_units")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("task %s redelivered after the kill (attempt %s)", victim, strconv.Itoa(handled[victim]))
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.left = info.State.Msgs; k.left == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	wcancel()
+	<-wdone
+	return k
+}
+
+// A worker process killed with SIGKILL in the middle of a task loses
+// nothing: the task goes to another worker after the ack wait and the run
+// completes with every correct answer.
+func TestWorkerKilledMidTask(t *testing.T) {
+	k := killMidTask(t, 5)
+	checkAnswers(t, tasks(6), k.got)
+	if k.handled[k.victim] < 2 {
+		t.Fatalf("the killed worker's task %s was handled on attempt %d, want a redelivery (>= 2): %v", k.victim, k.handled[k.victim], k.handled)
+	}
+	if k.left != 0 {
+		t.Fatalf("%d tasks left in the queue", k.left)
+	}
+	t.Logf("task %s redelivered after the kill (attempt %d)", k.victim, k.handled[k.victim])
+}
+
+// When the killed worker held a task's last delivery, the run still ends:
+// that task gets an error result (from the server's max-deliveries
+// advisory) and leaves the queue; the others are answered.
+func TestLastHolderKilled(t *testing.T) {
+	k := killMidTask(t, 1)
+	ts := tasks(6)
+	var rest []workqueue.Task
+	for _, tk := range ts {
+		if tk.ID != k.victim {
+			rest = append(rest, tk)
+		}
+	}
+	r := k.got[k.victim]
+	delete(k.got, k.victim)
+	checkAnswers(t, rest, k.got)
+	if r.Err == "" || !strings.Contains(r.Err, "no worker answered") {
+		t.Fatalf("the victim's result %+v, want an error", r)
+	}
+	if _, ok := k.handled[k.victim]; ok || k.left != 0 {
+		t.Fatalf("the victim was handed out again (%v) or tasks are left (%d)", k.handled, k.left)
+	}
 }
