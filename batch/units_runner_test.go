@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"os/exec"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/braid-data/braid/batch"
@@ -485,4 +489,131 @@ func (c *countingComputer) Compute(ctx context.Context, u batch.Unit) (batch.Uni
 		c.n.Add(1)
 	}
 	return res, err
+}
+
+// TestHelperBatchWorker is a batch worker process for
+// TestRunSurvivesAKilledWorker: it takes one unit, says so, and hangs
+// until it is killed.
+func TestHelperBatchWorker(t *testing.T) {
+	url := os.Getenv("BATCH_HELPER_URL")
+	if url == "" {
+		t.Skip("helper process only")
+	}
+	ackWait, _ := time.ParseDuration(os.Getenv("BATCH_HELPER_ACKWAIT"))
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := workqueue.Open(context.Background(), js, workqueue.Options{Namespace: os.Getenv("BATCH_HELPER_NS"), AckWait: ackWait, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = batch.NewWorker(q, hangingComputer{nc}, 1, quietLogger()).Run(context.Background())
+}
+
+type hangingComputer struct{ nc *nats.Conn }
+
+func (h hangingComputer) Compute(ctx context.Context, u batch.Unit) (batch.UnitResult, error) {
+	_ = h.nc.Publish("helper.took", []byte(u.ID()))
+	_ = h.nc.Flush()
+	<-ctx.Done()
+	return batch.UnitResult{}, ctx.Err()
+}
+
+// A batch worker process killed with SIGKILL in the middle of a unit
+// loses nothing: the unit goes to another worker, and the run publishes
+// the views of the independent computation.
+func TestRunSurvivesAKilledWorker(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	ml := manifestLake{lk: e.lk, t: t}
+	mem := newMemViews()
+	orders := makeOrders(0, 2000)
+	publishOrders(t, e, orders)
+	stop := startArchiver(t, e)
+	cp := waitArchived(t, e, "orders")
+	waitFor(t, "coverage past the last arrival's epoch", func() bool {
+		c, _ := e.lk.Checkpoint("orders")
+		return logic.EpochOf(c.CoveredUntil, time.Second) > cp.Arrival
+	})
+	stop()
+
+	n := testenv.StartNATS(t)
+	ns := testenv.Namespace(t)
+	const ackWait = 2 * time.Second
+	nc, js := n.JetStream(t)
+	q, err := workqueue.Open(ctx, js, workqueue.Options{Namespace: ns, AckWait: ackWait, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := make(chan string, 1)
+	sub, err := nc.Subscribe("helper.took", func(m *nats.Msg) {
+		select {
+		case took <- string(m.Data):
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	_ = nc.Flush()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBatchWorker$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "BATCH_HELPER_URL="+n.URL, "BATCH_HELPER_NS="+ns, "BATCH_HELPER_ACKWAIT="+ackWait.String())
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	r := batch.NewRunner(batch.RunnerConfig{Epoch: time.Second, Executor: batch.NewQueueExecutor(q)}, ml, mem, nil, e.cat, quietLogger(), nil)
+	type out struct {
+		run batchviews.Run
+		err error
+	}
+	res := make(chan out, 1)
+	go func() {
+		run, err := r.Run(ctx, nil)
+		res <- out{run, err}
+	}()
+	var victim string
+	select {
+	case victim = <-took:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the helper worker took no unit")
+	}
+	if err := cmd.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	c := batch.NewComputer(batch.ComputeConfig{Threads: 1}, ml, mem, e.cat)
+	defer c.Close()
+	_, wjs := n.JetStream(t)
+	wq, err := workqueue.Open(ctx, wjs, workqueue.Options{Namespace: ns, AckWait: ackWait, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		_ = batch.NewWorker(wq, c, 1, quietLogger()).Run(wctx)
+	}()
+	o := <-res
+	cancel()
+	<-wdone
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if o.run.Status != batchviews.StatusSucceeded || o.run.UnitsComputed != 7 || o.run.RowsRead != int64(len(orders)) {
+		t.Fatalf("run %+v", o.run)
+	}
+	for _, name := range []string{"by_country", "by_qty_hop", "all_orders"} {
+		compareRows(t, e.cat.Views[name], mem.rows(t, name), orders)
+	}
+	t.Logf("unit %s survived its worker's kill", victim)
 }
