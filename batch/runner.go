@@ -230,7 +230,11 @@ func (r *Runner) Rebuild(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.logger.Error("batch run for added or changed views failed; trying again", "err", err, "pause", pause)
+		if errors.Is(err, batchviews.ErrLocked) {
+			r.logger.Info("another process is running a batch run; the run for added or changed views waits", "pause", pause)
+		} else {
+			r.logger.Error("batch run for added or changed views failed; trying again", "err", err, "pause", pause)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(pause):

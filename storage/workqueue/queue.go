@@ -204,9 +204,11 @@ func (q *Queue) Submit(ctx context.Context, run string, tasks []Task, done func(
 		for {
 			m, err := it.Next()
 			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 					return
 				}
+				log.Warn("read batch unit results", "err", err)
+				sleep(ctx, 100*time.Millisecond)
 				continue
 			}
 			h := m.Headers()
