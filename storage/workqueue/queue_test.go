@@ -367,3 +367,93 @@ func TestLastHolderKilled(t *testing.T) {
 		t.Fatalf("the victim was handed out again (%v) or tasks are left (%d)", k.handled, k.left)
 	}
 }
+
+// A task that takes longer than the ack wait stays with its worker (it
+// says it is in progress) and is handled once, though another worker
+// waits for work.
+func TestLongTaskKeptByHeartbeats(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ns := testenv.Namespace(t)
+	const ackWait = 2 * time.Second
+	q := open(t, connect(t, n.URL), ns, workqueue.Options{AckWait: ackWait})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var attempts []int
+	var wg sync.WaitGroup
+	for range 2 {
+		w := open(t, connect(t, n.URL), ns, workqueue.Options{AckWait: ackWait})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = w.Serve(ctx, 1, func(_ context.Context, tk workqueue.Task) ([]byte, error) {
+				mu.Lock()
+				attempts = append(attempts, tk.Attempt)
+				mu.Unlock()
+				time.Sleep(3 * ackWait)
+				return answer(tk.Data), nil
+			})
+		}()
+	}
+	ts := tasks(1)
+	got, err := collect(t, ctx, q, "run-long", ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAnswers(t, ts, got)
+	cancel()
+	wg.Wait()
+	if fmt.Sprint(attempts) != "[1]" {
+		t.Fatalf("attempts %v, want the one first delivery", attempts)
+	}
+}
+
+// capture is a slog handler keeping the messages it is given.
+type capture struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (c *capture) Enabled(context.Context, slog.Level) bool { return true }
+func (c *capture) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs = append(c.msgs, r.Message)
+	return nil
+}
+func (c *capture) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *capture) WithGroup(string) slog.Handler      { return c }
+
+func (c *capture) has(prefix string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.msgs {
+		if strings.HasPrefix(m, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// Without workers, a submitter says what it waits for.
+func TestSubmitLogsWhileNoWorkerAnswers(t *testing.T) {
+	n := testenv.StartNATS(t)
+	logs := &capture{}
+	q, err := workqueue.Open(context.Background(), connect(t, n.URL), workqueue.Options{Namespace: testenv.Namespace(t), Progress: 50 * time.Millisecond, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for deadline := time.Now().Add(time.Minute); !logs.has("waiting for batch workers: 3 of 3 units pending") && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if err := q.Submit(ctx, "run-idle", tasks(3), func(workqueue.Result) { t.Error("a result without workers") }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("submit: %v", err)
+	}
+	if !logs.has("waiting for batch workers: 3 of 3 units pending") {
+		t.Fatalf("logs %v", logs.msgs)
+	}
+}
