@@ -14,7 +14,7 @@ import (
 // storage packages return concrete types that satisfy these (held to the
 // whole of each store's contract by storage/storagetest's suites).
 
-// LakeReader is what batch runs and audits read from the lake.
+// LakeReader is what audits read from the lake.
 //
 // Checkpoint returns a stream's committed checkpoint (the zero value when
 // none): every record up to its Seq is in the files Files lists, and

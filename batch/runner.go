@@ -27,8 +27,8 @@ import (
 // RunnerConfig configures batch runs.
 type RunnerConfig struct {
 	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default defaults.Epoch)
-	Threads int           // DuckDB threads (0: DuckDB's default)
-	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
+	Threads int           // DuckDB threads of the in-process workers (0: DuckDB's default)
+	Memory  string        // DuckDB memory_limit of the in-process workers, e.g. "1GB" ("": default)
 	// Log tells where each stream's log ends. With it, an on-demand run
 	// (Run, Start) waits, at most SettleTimeout, until the lake covers
 	// every record the log held when the run was asked for; without it
@@ -46,7 +46,11 @@ type RunnerConfig struct {
 	Lock batchviews.RunLock
 }
 
-// Runner computes batch view versions from the lake. One run at a time.
+// Runner computes batch view versions from the lake. One run at a time
+// (across processes: the run lock). A run plans each view's work units
+// (PlanView) on the lake's manifests and the version it builds on, has
+// the executor compute the changed ones, and publishes the parts, new and
+// carried over, as one version.
 type Runner struct {
 	cfg    RunnerConfig
 	lk     RunLake
