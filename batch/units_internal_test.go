@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"context"
 	"reflect"
 	"testing"
 	"time"
@@ -199,5 +200,27 @@ func TestPlanView(t *testing.T) {
 	// A bad date is an error, not a silent skip.
 	if _, err := PlanView(PlanInput{Run: "r", View: tum, Files: []lake.FileInfo{{Key: "x", Date: "May 1"}}, Cutoff: c1}); err == nil {
 		t.Fatal("bad date planned")
+	}
+}
+
+// A worker whose catalog lacks the unit's view, or defines it otherwise,
+// refuses the unit: a final error result, not an attempt to retry, and
+// nothing read or written.
+func TestComputerRefusesOtherDefinitions(t *testing.T) {
+	cat := planCatalog(t, planConfig)
+	c := NewComputer(ComputeConfig{}, nil, nil, cat) // a refusal reads no lake and writes no part
+	defer c.Close()
+	v := cat.Views["tumbling"]
+	ok := Unit{Run: "r", View: v.Name, Definition: v.Definition(), Date: "2024-05-01", Stream: "orders"}
+	for name, u := range map[string]Unit{
+		"unknown view":     {Run: "r", View: "nope", Definition: "x", Date: "2024-05-01", Stream: "orders"},
+		"other definition": func() Unit { u := ok; u.Definition = "other"; return u }(),
+		"other stream":     func() Unit { u := ok; u.Stream = "clicks"; return u }(),
+		"undecodable date": func() Unit { u := ok; u.Date = "May 1"; return u }(),
+	} {
+		res, err := c.Compute(context.Background(), u)
+		if err != nil || res.Err == "" {
+			t.Errorf("%s: result %+v, error %v; want a refusal", name, res, err)
+		}
 	}
 }
