@@ -44,6 +44,11 @@ type RunnerConfig struct {
 	// started on more than one host it must be one they share
 	// (workqueue.RunLock).
 	Lock batchviews.RunLock
+	// Retention, by stream, drops old dates from the views: window-start
+	// dates before the UTC date of (run start - retention) get no unit
+	// and their parts are left out of the version. A stream missing, or
+	// 0: kept forever.
+	Retention map[string]time.Duration
 }
 
 // Runner computes batch view versions from the lake. One run at a time
@@ -441,6 +446,9 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 			continue
 		}
 		in := PlanInput{Run: rec.ID, View: v, Files: st.m.Files, Cutoff: st.cutoff}
+		if keep := r.cfg.Retention[v.Stream.Name]; keep > 0 {
+			in.Horizon = dateOf(rec.Started.Add(-keep).UnixMilli())
+		}
 		if prev != nil {
 			if vv, ok := prev.Views[n]; ok && vv.Definition == v.Definition() {
 				in.Prev = &vv
