@@ -81,7 +81,7 @@ func TestAuditFindsDrift(t *testing.T) {
 			dLate.Fold(logic.EpochOf(arr, time.Second), &ev)
 		}
 	}
-	lk, err := lake.Open(filepath.Join(t.TempDir(), "lake"))
+	lk, err := lake.OpenDir(filepath.Join(t.TempDir(), "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 			d.Fold(logic.EpochOf(arr, time.Second), &ev)
 		}
 	}
-	lk, err := lake.Open(filepath.Join(t.TempDir(), "lake"))
+	lk, err := lake.OpenDir(filepath.Join(t.TempDir(), "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	lk, err := lake.Open(dir + "/lake")
+	lk, err := lake.OpenDir(dir + "/lake")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func newLakeEnv(t *testing.T) *lakeEnv {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

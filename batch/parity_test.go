@@ -473,7 +473,7 @@ func TestParityOfSpeedAndBatch(t *testing.T) {
 // arrivals before covered, and runs one batch run of every view over it.
 func lakeBatch(t *testing.T, dir string, cat *config.Catalog, s *logic.Stream, rows []lake.Row, covered int64) *batchviews.Store {
 	t.Helper()
-	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

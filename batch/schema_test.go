@@ -81,7 +81,7 @@ func archive(t *testing.T, lk *lake.Lake, s *logic.Stream, seq uint64, rs []read
 // readings; device: int is refused.
 func TestRunOverSchemaChanges(t *testing.T) {
 	dir := t.TempDir()
-	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

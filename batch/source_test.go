@@ -27,7 +27,7 @@ func stream(t *testing.T, fields map[string]logic.FieldType) *logic.Stream {
 // the declared fields with their declared types, and every value as
 // written.
 func TestSourceSQLReadsDeclaredTypes(t *testing.T) {
-	lk, err := lake.Open(t.TempDir())
+	lk, err := lake.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

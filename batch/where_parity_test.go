@@ -74,7 +74,7 @@ func wpEvents(t testing.TB, s *logic.Stream, r *rand.Rand, n int) ([]logic.Event
 		arrivals = append(arrivals, arr)
 		rows = append(rows, lake.Row{Seq: uint64(i + 1), Arrival: arr, Event: ev})
 	}
-	lk, err := lake.Open(t.TempDir())
+	lk, err := lake.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

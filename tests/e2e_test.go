@@ -252,8 +252,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer db.Close()
 	var n, seqs, ids, raw int64
-	glob := filepath.Join(st.DataDir, "lake", "orders", "*", "*.parquet")
-	err = db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT order_id), count(*) FILTER (WHERE email LIKE '%%@%%') FROM read_parquet('%s')`, glob)).Scan(&n, &seqs, &ids, &raw)
+	err = db.QueryRow(`SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT order_id), count(*) FILTER (WHERE email LIKE '%@%') FROM `+lakeSource(t, st.DataDir, "orders")).Scan(&n, &seqs, &ids, &raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +277,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 	var before int64
-	if err := db.QueryRow(fmt.Sprintf(`SELECT count(*) FROM read_parquet('%s') WHERE _arrival < %d`, glob, run.Cutoffs.ms("orders_by_country"))).Scan(&before); err != nil {
+	if err := db.QueryRow(fmt.Sprintf(`SELECT count(*) FROM %s WHERE _arrival < %d`, lakeSource(t, st.DataDir, "orders"), run.Cutoffs.ms("orders_by_country"))).Scan(&before); err != nil {
 		t.Fatal(err)
 	}
 	if run.Status != "succeeded" || run.RowsRead != before || before < 3000 || !strings.Contains(out, fmt.Sprintf("rows_read=%d", before)) {

@@ -693,7 +693,7 @@ func (tr *trial) waitCovered() {
 		return ""
 	})
 	need := (lastMs/1000 + 1) * 1000 // epoch: 1s
-	lk, err := lake.Open(filepath.Join(tr.dataDir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(tr.dataDir, "lake"))
 	if err != nil {
 		tr.t.Fatal(err)
 	}
@@ -712,7 +712,7 @@ func (tr *trial) waitCovered() {
 // waitArchived waits until the lake's checkpoint reaches the log's end.
 func (tr *trial) waitArchived() {
 	_, last := tr.jsState()
-	lk, err := lake.Open(filepath.Join(tr.dataDir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(tr.dataDir, "lake"))
 	if err != nil {
 		tr.t.Fatal(err)
 	}
@@ -743,9 +743,9 @@ func (tr *trial) checkLake(accepted []order) (rows int64, jsMsgs uint64) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	glob := filepath.Join(tr.dataDir, "lake", "orders", "*", "*.parquet")
+	src := lakeSource(t, tr.dataDir, "orders")
 	var seqs, distinctIDs, maxSeq int64
-	err = db.QueryRow(fmt.Sprintf(`SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT order_id), coalesce(max(_seq), 0) FROM read_parquet('%s')`, glob)).Scan(&rows, &seqs, &distinctIDs, &maxSeq)
+	err = db.QueryRow(`SELECT count(*), count(DISTINCT (_seq, _idx)), count(DISTINCT order_id), coalesce(max(_seq), 0) FROM `+src).Scan(&rows, &seqs, &distinctIDs, &maxSeq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -768,7 +768,7 @@ func (tr *trial) checkLake(accepted []order) (rows int64, jsMsgs uint64) {
 		t.Fatalf("lake: %d rows, %d distinct (_seq, _idx), %d distinct ids, max _seq %d; JetStream: %d events (%d distinct ids) in %d records, last seq %d; want %d accepted ids everywhere",
 			rows, seqs, distinctIDs, maxSeq, logEvents, len(logIDs), jsMsgs, last, n)
 	}
-	rs, err := db.Query(fmt.Sprintf(`SELECT DISTINCT order_id FROM read_parquet('%s')`, glob))
+	rs, err := db.Query(`SELECT DISTINCT order_id FROM ` + src)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -77,7 +80,7 @@ func postReadings(t *testing.T, base string, rs []sensorReading, intTemp bool) {
 // lakeRows counts the rows of the stream's Parquet files with DuckDB.
 func lakeRows(t *testing.T, dataDir string) int64 {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dataDir, "lake", "iot", "date=*", "*.parquet"))
+	files := lakeFiles(t, dataDir, "iot")
 	if len(files) == 0 {
 		return 0
 	}
@@ -87,7 +90,7 @@ func lakeRows(t *testing.T, dataDir string) int64 {
 	}
 	defer db.Close()
 	var n int64
-	if err := db.QueryRow(fmt.Sprintf("SELECT count(*) FROM read_parquet('%s')", filepath.Join(dataDir, "lake", "iot", "date=*", "*.parquet"))).Scan(&n); err != nil {
+	if err := db.QueryRow("SELECT count(*) FROM " + storagetest.ParquetSource(files)).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -268,23 +271,19 @@ func TestSchemaChange(t *testing.T) {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 
-	// The lake's schema record: temp as int from the first log record,
-	// then as float with site.
-	b, err := os.ReadFile(filepath.Join(dataDir, "lake", "iot", "schema.json"))
+	// The lake's schema record (the stream's manifest): temp as int from
+	// the first log record, then as float with site.
+	lk, err := lake.OpenReadOnly(filepath.Join(dataDir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec struct {
-		Epochs []struct {
-			From   uint64            `json:"from"`
-			Fields map[string]string `json:"fields"`
-		} `json:"epochs"`
-	}
-	if err := json.Unmarshal(b, &rec); err != nil {
+	m, err := lk.Manifest(context.Background(), "iot")
+	if err != nil {
 		t.Fatal(err)
 	}
+	rec := m
 	if len(rec.Epochs) != 2 || rec.Epochs[0].From != 1 || rec.Epochs[0].Fields["temp"] != "int" || rec.Epochs[0].Fields["site"] != "" ||
 		rec.Epochs[1].Fields["temp"] != "float" || rec.Epochs[1].Fields["site"] != "string" || rec.Epochs[1].Fields["device"] != "string" {
-		t.Fatalf("schema record:\n%s", b)
+		t.Fatalf("schema record: %+v", rec.Epochs)
 	}
 }

@@ -171,7 +171,7 @@ func (a *app) openStores() (*layers, error) { return a.stores(true, true) }
 // read the files it holds.
 func (a *app) stores(withLake, withViews bool) (*layers, error) {
 	if withLake && a.lk == nil {
-		lk, err := lake.Open(lakeDir(a.cfg))
+		lk, err := lake.OpenDir(lakeDir(a.cfg))
 		if err != nil {
 			return nil, fmt.Errorf("open lake: %w", err)
 		}

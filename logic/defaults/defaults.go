@@ -118,3 +118,13 @@ const (
 	// max_future.
 	WatermarkLead = time.Minute
 )
+
+// The lake on object storage (no keys yet).
+const (
+	// LakeGrace is how long a file compaction or retention removed from
+	// the lake stays in the store, for readers holding an older manifest.
+	LakeGrace = time.Hour
+	// CacheBytes bounds the local copies of objects a process keeps (lake
+	// files for DuckDB), besides those in use.
+	CacheBytes = 4 << 30
+)

@@ -116,7 +116,7 @@ func TestEveryFormatGivesTheSameEvents(t *testing.T) {
 		enc.Close()
 	}
 	// Parquet: the lake's own files are a valid input.
-	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

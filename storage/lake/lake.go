@@ -1,26 +1,36 @@
-// Package lake is Braid's immutable event archive: Parquet files per stream
-// and event date, each holding a contiguous run of log sequences, plus a
-// checkpoint per stream written last. A file is part of the lake only when
-// its sequence range ends at or before the checkpoint, so a crash between
-// writing files and committing the checkpoint leaves nothing visible (and
-// Recover removes the leftovers).
+// Package lake is Braid's immutable event archive on an object store
+// (objstore.Store: local files or S3): Parquet objects per stream and event
+// date, each holding rows of log records of one stream, and per stream a
+// chain of manifests. A manifest holds everything about the stream's state:
+// the checkpoint, the schema epochs, the committed files with their
+// metadata, and the files removed but not yet deleted. A commit writes the
+// data objects first and the next manifest last, with PutIfAbsent: of two
+// writers committing on the same generation one fails (ErrConflict) and
+// nothing of its commit is visible; readers read the highest manifest, so
+// they never see a half-done commit. Objects not listed in the current
+// manifest are not part of the lake.
 //
-// Layout:
+// Keys (in the lake's store):
 //
-//	<dir>/<stream>/checkpoint.json
-//	<dir>/<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>.parquet
+//	<stream>/_manifest/<gen:020d>.json
+//	<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>-<token>.parquet      written by the archiver
+//	<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>-c<gen>-<token>.parquet written by compaction
+//
+// A lake written by an earlier version (checkpoint.json and schema.json per
+// stream, files <first>-<last>.parquet, no manifest) is read as it is, and
+// its writer turns it into manifest generation 1 at first use (legacy.go).
 package lake
 
 import (
-	"encoding/json"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +40,10 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/fsatomic"
+	"github.com/braid-data/braid/storage/objcache"
+	"github.com/braid-data/braid/storage/objstore"
 )
 
 // System columns every lake file carries besides the declared fields.
@@ -42,23 +55,58 @@ const (
 	ColID      = "_id"      // STRING: event id ("" when none)
 )
 
-const checkpointName = "checkpoint.json"
-
-// tempPrefix starts the name of every file being written; such files are
-// never part of the lake and Recover deletes them.
+// tempPrefix starts the names of local files being written.
 const tempPrefix = fsatomic.TempPrefix
 
 // writeBatch is the rows handed to the Parquet writer at once.
 const writeBatch = 1024
 
-// Lake is the archive on local disk. It is safe for concurrent use; each
-// stream must have a single writer (the archiver).
-type Lake struct {
-	dir string
+// opTimeout bounds the store operations of the methods without a context
+// (the archiver's and the runner's); fileTimeout those that may download
+// a stream's files.
+const (
+	opTimeout   = 2 * time.Minute
+	fileTimeout = 30 * time.Minute
+)
 
-	mu      sync.Mutex
-	layouts map[*logic.Stream]*layout
-	records map[string]*schemaRecord // the writer's schema record per stream (schema.go)
+// Lake is the archive on an object store. It is safe for concurrent use;
+// each stream must have a single writer (the archiver), which commits in
+// the same process as the stream's compaction and retention: those updates
+// of a stream's manifest are serialized per stream within a Lake.
+type Lake struct {
+	st       objstore.Store
+	work     string // local scratch directory for files being written
+	cache    *objcache.Cache
+	grace    time.Duration
+	log      *slog.Logger
+	readOnly bool
+
+	mu       sync.Mutex
+	layouts  map[*logic.Stream]*layout
+	writers  map[string]*writer   // per stream (manifest.go)
+	seen     map[string]*Manifest // the last manifest read per stream
+	legacy   map[string]*Manifest // the manifest an old-layout stream reads as, by checkpoint
+	inflight map[string]bool      // keys of objects being written and not yet committed (compaction)
+	filePins map[string]func()    // per stream, releases the copies the last Files call returned
+}
+
+// Options configure a Lake.
+type Options struct {
+	// WorkDir is a local scratch directory for files being written (and
+	// the cache, when Cache is nil). Required, except read-only.
+	WorkDir string
+	// Cache holds local copies of the lake's objects for DuckDB (nil: one
+	// under WorkDir/cache bounded by defaults.CacheBytes; on a store with
+	// local files nothing is copied).
+	Cache *objcache.Cache
+	// Grace is how long files removed by compaction or retention stay in
+	// the store (readers holding an older manifest still read them) before
+	// Sweep deletes them (0: defaults.LakeGrace).
+	Grace time.Duration
+	// Logger (nil: slog.Default()).
+	Logger *slog.Logger
+	// ReadOnly: the Lake creates and writes nothing; writes are refused.
+	ReadOnly bool
 }
 
 // Row is one archived record.
@@ -76,40 +124,123 @@ type Checkpoint struct {
 	CoveredUntil int64  `json:"covered_until"` // every record with arrival < CoveredUntil is in the lake
 }
 
-// File is a committed lake file.
+// File is a committed lake file: Path is a local copy DuckDB reads (see
+// Files for how long it stays), Key its object.
 type File struct {
 	Path        string
+	Key         string
 	First, Last uint64
 	Date        string
 }
 
-// Open opens (creating it if needed) the lake under dir.
-func Open(dir string) (*Lake, error) {
+// Open opens the lake on st (rooted at the lake's prefix).
+func Open(st objstore.Store, opts Options) (*Lake, error) {
+	l := &Lake{
+		st: st, work: opts.WorkDir, cache: opts.Cache, grace: opts.Grace, log: opts.Logger, readOnly: opts.ReadOnly,
+		layouts: map[*logic.Stream]*layout{}, writers: map[string]*writer{}, seen: map[string]*Manifest{},
+		legacy: map[string]*Manifest{}, inflight: map[string]bool{}, filePins: map[string]func(){},
+	}
+	if l.grace <= 0 {
+		l.grace = defaults.LakeGrace
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	_, local := st.(objstore.Local)
+	if l.work == "" && !opts.ReadOnly {
+		return nil, errors.New("lake: no work directory")
+	}
+	if l.work != "" && !opts.ReadOnly {
+		abs, err := filepath.Abs(l.work)
+		if err != nil {
+			return nil, fmt.Errorf("lake: %w", err)
+		}
+		l.work = abs
+		if err := fsatomic.MkdirAllSync(l.work); err != nil {
+			return nil, fmt.Errorf("lake: create %s: %w", l.work, err)
+		}
+		clearWork(l.work)
+	}
+	if l.cache == nil && (local || !opts.ReadOnly) { // read-only on a remote store: no copies unless given a cache
+		c, err := objcache.New(st, filepath.Join(l.work, "cache"), defaults.CacheBytes, nil)
+		if err != nil {
+			return nil, fmt.Errorf("lake: %w", err)
+		}
+		l.cache = c
+	}
+	return l, nil
+}
+
+// staleWork is the age of a file in the work directory after which it is
+// taken as left by a process that died while writing it (another process
+// sharing the directory may be writing younger ones).
+const staleWork = time.Hour
+
+// clearWork deletes the files processes that died left being written.
+func clearWork(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), tempPrefix) || e.IsDir() {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleWork {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// workDirName is where OpenDir writes files before moving them into the
+// lake: inside the lake's directory, under a name no key can have, so the
+// store never lists it.
+const workDirName = tempPrefix + "work"
+
+// OpenDir opens (creating it if needed) the lake on local files under dir,
+// with its work directory inside it (dir/.tmp-work, which the store never
+// lists) and no copies (DuckDB reads the files in place).
+func OpenDir(dir string) (*Lake, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("lake: %w", err)
 	}
-	if err := fsatomic.MkdirAllSync(abs); err != nil {
-		return nil, fmt.Errorf("lake: create %s: %w", abs, err)
+	st, err := objstore.NewFiles(abs)
+	if err != nil {
+		return nil, fmt.Errorf("lake: %w", err)
 	}
-	return &Lake{dir: abs, layouts: map[*logic.Stream]*layout{}, records: map[string]*schemaRecord{}}, nil
+	return Open(st, Options{WorkDir: filepath.Join(abs, workDirName)})
 }
 
-// OpenReadOnly returns the lake under dir for reading only (`braid
-// check`): it creates nothing, and a missing directory reads as an empty
-// lake.
+// OpenReadOnly returns the lake on local files under dir for reading only
+// (`braid check`): it creates nothing, and a missing directory reads as an
+// empty lake.
 func OpenReadOnly(dir string) (*Lake, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("lake: %w", err)
 	}
-	return &Lake{dir: abs, layouts: map[*logic.Stream]*layout{}, records: map[string]*schemaRecord{}}, nil
+	if _, err := os.Stat(abs); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return Open(emptyStore{}, Options{ReadOnly: true})
+		}
+		return nil, fmt.Errorf("lake: %w", err)
+	}
+	st, err := objstore.NewFiles(abs)
+	if err != nil {
+		return nil, fmt.Errorf("lake: %w", err)
+	}
+	return Open(st, Options{ReadOnly: true})
 }
 
-// Dir is the lake's root directory.
-func (l *Lake) Dir() string { return l.dir }
+// Store is the lake's object store.
+func (l *Lake) Store() objstore.Store { return l.st }
 
-func (l *Lake) streamDir(stream string) string { return filepath.Join(l.dir, stream) }
+// where names a stream's place for messages: its directory on local
+// files, else its prefix in the store.
+func (l *Lake) where(stream string) string {
+	if f, ok := l.st.(*objstore.Files); ok {
+		return filepath.Join(f.Root(), stream)
+	}
+	return stream + "/ in the lake's object store"
+}
 
 // layout is a stream's Parquet schema and the column of every value.
 type layout struct {
@@ -235,34 +366,66 @@ func (lay *layout) row(s *logic.Stream, r *Row, out parquet.Row) parquet.Row {
 // stringBytes is s's bytes without a copy; they must not be modified.
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
-// FileName is the name of a file holding sequences first..last.
+// FileName is the name an earlier version gave a file holding sequences
+// first..last (a lake written by it keeps its files).
 func FileName(first, last uint64) string {
 	return fmt.Sprintf("%020d-%020d.parquet", first, last)
 }
 
-func parseFileName(name string) (first, last uint64, ok bool) {
+// parseFileName reads the sequences of a file name: an earlier version's
+// <first>-<last>.parquet (legacy true) or this version's
+// <first>-<last>-<suffix>.parquet.
+func parseFileName(name string) (first, last uint64, legacy, ok bool) {
 	base, found := strings.CutSuffix(name, ".parquet")
 	if !found || strings.HasPrefix(name, tempPrefix) {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
-	a, b, found := strings.Cut(base, "-")
-	if !found {
-		return 0, 0, false
+	parts := strings.SplitN(base, "-", 3)
+	if len(parts) < 2 {
+		return 0, 0, false, false
 	}
-	first, err1 := strconv.ParseUint(a, 10, 64)
-	last, err2 := strconv.ParseUint(b, 10, 64)
+	first, err1 := strconv.ParseUint(parts[0], 10, 64)
+	last, err2 := strconv.ParseUint(parts[1], 10, 64)
 	if err1 != nil || err2 != nil || first > last {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
-	return first, last, true
+	return first, last, len(parts) == 2, true
+}
+
+// dataKey is the key of a new file of a stream's date partition; tag is ""
+// for the archiver's files, "c<gen>" for compaction's. A random token
+// keeps the keys of two writers apart (a fenced-out writer never replaces
+// an object another committed).
+func dataKey(stream, date string, first, last uint64, tag string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	tok := hex.EncodeToString(b[:])
+	if tag != "" {
+		tok = tag + "-" + tok
+	}
+	return fmt.Sprintf("%s/date=%s/%020d-%020d-%s.parquet", stream, date, first, last, tok)
+}
+
+// dateOfKey is the date partition of a data key ("" if it is none).
+func dateOfKey(key string) string {
+	parts := strings.Split(key, "/")
+	if len(parts) != 3 {
+		return ""
+	}
+	d, _ := strings.CutPrefix(parts[1], "date=")
+	return d
 }
 
 // Write writes rows (a contiguous, ascending sequence range) as immutable
-// files, one per event date (UTC). The files are invisible until a
-// checkpoint at or beyond their last sequence is committed. It returns the
-// paths written. When s's field types differ from those the stream was
-// last written with, the schema record gets a new epoch first; types that
-// files in the lake cannot be read as are refused (a *SchemaError).
+// objects, one per event date (UTC). They are invisible until a checkpoint
+// at or beyond their last sequence is committed (by this Lake: the writer
+// keeps them pending in memory). It returns the local paths of the
+// objects when the store has them (local files), else their keys. When
+// s's field types differ from those the stream was last written with, the
+// commit that covers the rows records a new schema epoch; types that files
+// in the lake cannot be read as are refused (a *SchemaError). Pending
+// files the range overlaps (an earlier write of the same records, never
+// committed) are dropped.
 func (l *Lake) Write(s *logic.Stream, rows []Row) ([]string, error) {
 	files, _, err := l.WriteSized(s, rows)
 	return files, err
@@ -280,19 +443,35 @@ func (l *Lake) WriteReleasing(s *logic.Stream, rows []Row) (files []string, byte
 	return l.write(s, rows, true)
 }
 
+const msPerDay = 24 * 60 * 60 * 1000
+
+// dateOf is the UTC date of unix ms t.
+func dateOf(t int64) string {
+	day := t / msPerDay
+	if t%msPerDay < 0 {
+		day--
+	}
+	return time.UnixMilli(day * msPerDay).UTC().Format("2006-01-02")
+}
+
 func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string, bytes int64, err error) {
 	if len(rows) == 0 {
 		return nil, 0, nil
 	}
+	if l.readOnly {
+		return nil, 0, errors.New("lake: read-only")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fileTimeout)
+	defer cancel()
 	lay, err := l.layoutOf(s)
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := l.noteFields(s, rows[0].Seq); err != nil {
+	w := l.writerOf(s.Name)
+	if err := l.noteFields(ctx, w, s, rows[0].Seq); err != nil {
 		return nil, 0, err
 	}
 	// Rows by UTC day (unix days; formatted once per file).
-	const msPerDay = 24 * 60 * 60 * 1000
 	byDay := map[int64][]int{}
 	var days []int64
 	for i := range rows {
@@ -307,31 +486,41 @@ func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string,
 		byDay[day] = append(byDay[day], i)
 	}
 	slices.Sort(days)
+	local, _ := l.st.(objstore.Local)
 	for _, day := range days {
-		path, n, err := l.writeFile(s, lay, rows, byDay[day], day*msPerDay, release)
+		fi, err := l.writeFile(ctx, s, lay, rows, byDay[day], day*msPerDay, release)
 		if err != nil {
 			return files, bytes, err
 		}
-		files = append(files, path)
-		bytes += n
+		w.mu.Lock()
+		w.pending = append(w.pending, fi)
+		w.mu.Unlock()
+		name := fi.Key
+		if local != nil {
+			if name, err = local.LocalPath(fi.Key); err != nil {
+				return files, bytes, fmt.Errorf("lake: %w", err)
+			}
+		}
+		files = append(files, name)
+		bytes += fi.Bytes
 	}
 	return files, bytes, nil
 }
 
-// writeFile writes rows[idx] (one date, starting at dayMs) as one file and
-// returns its path and size.
-func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, dayMs int64, release bool) (string, int64, error) {
-	dir := filepath.Join(l.streamDir(s.Name), "date="+time.UnixMilli(dayMs).UTC().Format("2006-01-02"))
-	if err := fsatomic.MkdirAllSync(dir); err != nil {
-		return "", 0, fmt.Errorf("lake: create %s: %w", dir, err)
-	}
-	first, last := rows[idx[0]].Seq, rows[idx[0]].Seq
+// writeFile writes rows[idx] (one date, starting at dayMs) as one object
+// and returns what the manifest will say of it.
+func (l *Lake) writeFile(ctx context.Context, s *logic.Stream, lay *layout, rows []Row, idx []int, dayMs int64, release bool) (FileInfo, error) {
+	r0 := &rows[idx[0]]
+	fi := FileInfo{Date: dateOf(dayMs), First: r0.Seq, Last: r0.Seq, Rows: int64(len(idx)),
+		MinArrival: r0.Arrival, MaxArrival: r0.Arrival, MinTime: r0.Event.Time, MaxTime: r0.Event.Time}
 	for _, i := range idx {
-		first, last = min(first, rows[i].Seq), max(last, rows[i].Seq)
+		r := &rows[i]
+		fi.First, fi.Last = min(fi.First, r.Seq), max(fi.Last, r.Seq)
+		fi.MinArrival, fi.MaxArrival = min(fi.MinArrival, r.Arrival), max(fi.MaxArrival, r.Arrival)
+		fi.MinTime, fi.MaxTime = min(fi.MinTime, r.Event.Time), max(fi.MaxTime, r.Event.Time)
 	}
-	name := FileName(first, last)
-	n, err := fsatomic.WriteFileAtomic(dir, name, func(w io.Writer) error {
-		pw := parquet.NewWriter(w, lay.schema, parquet.Compression(lakeCodec), parquet.CreatedBy("braid", "", ""))
+	fi.Key = dataKey(s.Name, fi.Date, fi.First, fi.Last, "")
+	n, err := l.putParquet(ctx, fi.Key, lay, func(pw *parquet.Writer) error {
 		// One batch of rows, reused: WriteRows copies the values.
 		batch := make([]parquet.Row, min(len(idx), writeBatch))
 		for start := 0; start < len(idx); start += len(batch) {
@@ -348,52 +537,116 @@ func (l *Lake) writeFile(s *logic.Stream, lay *layout, rows []Row, idx []int, da
 				}
 			}
 		}
-		return pw.Close()
+		return nil
 	})
 	if err != nil {
-		return "", 0, fmt.Errorf("lake: write %s/%s: %w", dir, name, err)
+		return FileInfo{}, err
 	}
-	return filepath.Join(dir, name), n, nil
+	fi.Bytes = n
+	return fi, nil
 }
 
-// Commit records a stream's checkpoint. It is written last (temp, fsync,
-// rename): files up to cp.Seq become visible at once.
-func (l *Lake) Commit(stream string, cp Checkpoint) error {
-	dir := l.streamDir(stream)
-	if err := fsatomic.MkdirAllSync(dir); err != nil {
-		return fmt.Errorf("lake: create %s: %w", dir, err)
-	}
-	b, err := json.Marshal(cp)
+// putParquet writes a Parquet file of lay's schema to a local temp file
+// (fill writes the rows), then stores it under key; it returns its size.
+func (l *Lake) putParquet(ctx context.Context, key string, lay *layout, fill func(pw *parquet.Writer) error) (int64, error) {
+	f, err := os.CreateTemp(l.work, tempPrefix+"lake-*.parquet")
 	if err != nil {
-		return fmt.Errorf("lake: encode checkpoint: %w", err)
+		return 0, fmt.Errorf("lake: write %s: %w", key, err)
 	}
-	if _, err := fsatomic.WriteFileAtomic(dir, checkpointName, func(w io.Writer) error {
-		_, err := w.Write(b)
+	tmp := f.Name()
+	defer os.Remove(tmp) // moved into place, or left by an error
+	pw := parquet.NewWriter(f, lay.schema, parquet.Compression(lakeCodec), parquet.CreatedBy("braid", "", ""))
+	err = fill(pw)
+	if err == nil {
+		err = pw.Close()
+	}
+	var size int64
+	if err == nil {
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil {
+			size = st.Size()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("lake: write %s: %w", key, err)
+	}
+	if err := objstore.PutFile(ctx, l.st, key, tmp); err != nil {
+		return 0, fmt.Errorf("lake: store %s: %w", key, err)
+	}
+	return size, nil
+}
+
+// Commit records a stream's checkpoint: it writes the stream's next
+// manifest, with the files this Lake wrote that end at or before cp.Seq
+// (and their schema epochs). Nothing changes when there is nothing new.
+// ErrConflict (wrapped) when another writer committed since this one
+// last read the stream: nothing of this commit is visible, the files
+// written since are dropped, and the next use reads the stream again.
+func (l *Lake) Commit(stream string, cp Checkpoint) error {
+	if l.readOnly {
+		return errors.New("lake: read-only")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	w := l.writerOf(stream)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := l.load(ctx, stream, w); err != nil {
 		return err
-	}); err != nil {
-		return fmt.Errorf("lake: commit %s: %w", stream, err)
 	}
+	next := w.cur.next()
+	next.Checkpoint = cp
+	var keep []FileInfo
+	added := 0
+	for _, f := range w.pending {
+		if f.Last <= cp.Seq {
+			next.Files = append(next.Files, f)
+			added++
+		} else {
+			keep = append(keep, f)
+		}
+	}
+	var keepEpochs []Epoch
+	for _, e := range w.epochs {
+		if e.From <= cp.Seq {
+			next.Epochs = append(next.Epochs, e)
+		} else {
+			keepEpochs = append(keepEpochs, e)
+		}
+	}
+	if added == 0 && len(keepEpochs) == len(w.epochs) && cp == w.cur.Checkpoint {
+		return nil
+	}
+	sortFiles(next.Files)
+	if err := l.commitLocked(ctx, stream, w, next); err != nil {
+		return err
+	}
+	w.pending, w.epochs = keep, keepEpochs
 	return nil
 }
 
 // Checkpoint returns a stream's checkpoint; the zero value when none.
 func (l *Lake) Checkpoint(stream string) (Checkpoint, error) {
-	var cp Checkpoint
-	b, err := os.ReadFile(filepath.Join(l.streamDir(stream), checkpointName))
-	if errors.Is(err, fs.ErrNotExist) {
-		return cp, nil
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	m, err := l.current(ctx, stream)
 	if err != nil {
-		return cp, fmt.Errorf("lake: read checkpoint %s: %w", stream, err)
+		return Checkpoint{}, err
 	}
-	if err := json.Unmarshal(b, &cp); err != nil {
-		return cp, fmt.Errorf("lake: decode checkpoint %s: %w", stream, err)
-	}
-	return cp, nil
+	return m.Checkpoint, nil
 }
 
-// Files returns the paths of a stream's committed files (range end <=
-// checkpoint), ordered by first sequence.
+// Files returns local paths of a stream's committed files (those of its
+// current manifest), ordered by first sequence, for DuckDB. On local files
+// they are the objects themselves, which stay at least the lake's grace
+// period after a compaction or retention removes them; on a remote store
+// they are copies in the cache, pinned until the next Files or
+// CommittedFiles call for the same stream on this Lake (so one reader per
+// stream at a time; a reader that must hold files longer, or that reads
+// with others, uses Manifest and Local).
 func (l *Lake) Files(stream string) ([]string, error) {
 	fs, err := l.CommittedFiles(stream)
 	if err != nil {
@@ -406,106 +659,132 @@ func (l *Lake) Files(stream string) ([]string, error) {
 	return out, nil
 }
 
-// CommittedFiles is Files with each file's range and date.
+// CommittedFiles is Files with each file's key, range and date.
 func (l *Lake) CommittedFiles(stream string) ([]File, error) {
-	cp, err := l.Checkpoint(stream)
+	ctx, cancel := context.WithTimeout(context.Background(), fileTimeout)
+	defer cancel()
+	m, err := l.current(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
-	all, err := l.scan(stream)
-	if err != nil {
-		return nil, err
-	}
-	out := all[:0]
-	for _, f := range all {
-		if f.Path != "" && f.Last <= cp.Seq && f.First > 0 {
-			out = append(out, f)
-		}
-	}
-	return out, nil
-}
-
-// scan lists every lake file of a stream (committed or not); temp files
-// come back with First == 0.
-func (l *Lake) scan(stream string) ([]File, error) {
-	root := l.streamDir(stream)
-	dirs, err := os.ReadDir(root)
-	if errors.Is(err, fs.ErrNotExist) {
+	if len(m.Files) == 0 {
 		return nil, nil
 	}
+	keys := make([]string, len(m.Files))
+	for i, f := range m.Files {
+		keys[i] = f.Key
+	}
+	paths, release, err := l.Local(ctx, keys)
 	if err != nil {
-		return nil, fmt.Errorf("lake: list %s: %w", stream, err)
+		return nil, err
 	}
-	var out []File
-	for _, d := range dirs {
-		date, ok := strings.CutPrefix(d.Name(), "date=")
-		if !d.IsDir() || !ok {
-			continue
-		}
-		ents, err := os.ReadDir(filepath.Join(root, d.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("lake: list %s: %w", d.Name(), err)
-		}
-		for _, e := range ents {
-			p := filepath.Join(root, d.Name(), e.Name())
-			if strings.HasPrefix(e.Name(), tempPrefix) {
-				out = append(out, File{Path: p, Date: date})
-				continue
-			}
-			first, last, ok := parseFileName(e.Name())
-			if !ok {
-				continue
-			}
-			out = append(out, File{Path: p, First: first, Last: last, Date: date})
-		}
+	l.mu.Lock()
+	old := l.filePins[stream]
+	l.filePins[stream] = release
+	l.mu.Unlock()
+	if old != nil {
+		old()
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].First != out[j].First {
-			return out[i].First < out[j].First
-		}
-		return out[i].Path < out[j].Path
-	})
+	out := make([]File, len(m.Files))
+	for i, f := range m.Files {
+		out[i] = File{Path: paths[i], Key: f.Key, First: f.First, Last: f.Last, Date: f.Date}
+	}
 	return out, nil
 }
 
-// Recover deletes a stream's temp files and files beyond its checkpoint
-// (written by a writer that crashed before committing), and brings the
-// stream's schema record in line with the checkpoint (see schema.go). Call
-// it before a stream's writer starts.
+// Local returns local paths of the objects under keys, which DuckDB
+// reads, kept (pinned in the cache) until release is called. On local
+// files they are the objects themselves and release does nothing.
+func (l *Lake) Local(ctx context.Context, keys []string) (paths []string, release func(), err error) {
+	if l.cache == nil {
+		if len(keys) == 0 {
+			return nil, func() {}, nil
+		}
+		return nil, func() {}, errors.New("lake: no cache for local copies (read-only)")
+	}
+	paths, release, err = l.cache.Acquire(ctx, keys...)
+	if err != nil {
+		return nil, release, fmt.Errorf("lake: local copies: %w", err)
+	}
+	return paths, release, nil
+}
+
+// Recover, called before a stream's writer starts, reads the stream's
+// state again (turning an earlier version's layout into a manifest), drops
+// what this Lake wrote and did not commit, and lists as garbage (deleted
+// after the grace period by Sweep) the data objects no manifest lists:
+// those a writer that crashed before committing left. On local files, the
+// files removed by hand leave the manifest (see present).
 func (l *Lake) Recover(stream string) error {
-	cp, err := l.Checkpoint(stream)
-	if err != nil {
+	if l.readOnly {
+		return errors.New("lake: read-only")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fileTimeout)
+	defer cancel()
+	w := l.writerOf(stream)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.cur, w.pending, w.epochs = nil, nil, nil
+	if err := l.load(ctx, stream, w); err != nil {
 		return err
 	}
-	all, err := l.scan(stream)
+	objs, err := l.st.List(ctx, stream+"/date=")
 	if err != nil {
-		return err
+		return fmt.Errorf("lake: recover %s: %w", stream, err)
 	}
-	dirs := map[string]bool{}
-	for _, f := range all {
-		if f.First > 0 && f.Last <= cp.Seq {
-			continue
-		}
-		if err := os.Remove(f.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("lake: recover %s: %w", stream, err)
-		}
-		dirs[filepath.Dir(f.Path)] = true
+	known := map[string]bool{}
+	for _, f := range w.cur.Files {
+		known[f.Key] = true
 	}
-	// Temp checkpoints.
-	if ents, err := os.ReadDir(l.streamDir(stream)); err == nil {
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), tempPrefix) {
-				if err := os.Remove(filepath.Join(l.streamDir(stream), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return fmt.Errorf("lake: recover %s: %w", stream, err)
-				}
-				dirs[l.streamDir(stream)] = true
+	for _, g := range w.cur.Garbage {
+		known[g.Key] = true
+	}
+	l.mu.Lock()
+	for k := range l.inflight {
+		known[k] = true
+	}
+	l.mu.Unlock()
+	now := time.Now().UTC()
+	var orphans []Removed
+	for _, o := range objs {
+		if !known[o.Key] && strings.HasSuffix(o.Key, ".parquet") && dateOfKey(o.Key) != "" {
+			orphans = append(orphans, Removed{Key: o.Key, Removed: now})
+		}
+	}
+	kept := l.present(w.cur.Files)
+	if len(orphans) == 0 && len(kept) == len(w.cur.Files) {
+		return nil
+	}
+	next := w.cur.next()
+	next.Garbage = append(next.Garbage, orphans...)
+	if len(orphans) > 0 {
+		l.log.Info("lake: uncommitted files listed for deletion", "stream", stream, "files", len(orphans))
+	}
+	if len(kept) < len(w.cur.Files) {
+		l.log.Warn("lake: files removed from the lake's directory by hand leave the manifest", "stream", stream, "files", len(w.cur.Files)-len(kept))
+		next.Files = kept
+	}
+	return l.commitLocked(ctx, stream, w, next)
+}
+
+// present drops the files whose objects are gone from a store of local
+// files: removed by hand, the documented way of giving up the history of a
+// field whose type changed (see Conflict.WaysOut). The writer's Recover
+// commits their removal; until then the schema checks ignore them. On
+// other stores it returns files as they are.
+func (l *Lake) present(files []FileInfo) []FileInfo {
+	loc, ok := l.st.(objstore.Local)
+	if !ok {
+		return files
+	}
+	out := files[:0:0]
+	for _, f := range files {
+		if p, err := loc.LocalPath(f.Key); err == nil {
+			if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+				continue
 			}
 		}
+		out = append(out, f)
 	}
-	for d := range dirs {
-		if err := fsatomic.SyncDir(d); err != nil {
-			return fmt.Errorf("lake: recover %s: %w", stream, err)
-		}
-	}
-	return l.recoverRecord(stream, cp.Seq)
+	return out
 }

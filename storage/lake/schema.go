@@ -1,14 +1,11 @@
 package lake
 
 import (
-	"encoding/json"
-	"errors"
+	"context"
 	"fmt"
-	"io"
-	"io/fs"
 	"maps"
 	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,25 +14,17 @@ import (
 	"github.com/parquet-go/parquet-go/format"
 
 	"github.com/braid-data/braid/logic"
-	"github.com/braid-data/braid/storage/fsatomic"
 )
 
-// The schema record: <dir>/<stream>/schema.json lists the field types a
-// stream's files were written with, as epochs: from log record From on,
-// the writer wrote the fields Fields. A new epoch is added by the writer
-// (the archiver) when the types of the rows it writes differ from the last
-// epoch's, written atomically before the first file of the epoch and so
-// before the checkpoint that makes that file visible: like a file, an
-// epoch whose From is beyond the checkpoint is not part of the lake yet
-// (readers ignore it, Recover and the next write drop it).
-//
-// So knowing what the lake holds costs two small files per stream, however
-// many Parquet files it has. A lake written before the record existed has
-// files and no record: readers then read every committed file's footer
-// (and only that), and the writer does the same once, at Recover or its
-// first write, and keeps the result as the record.
-
-const schemaName = "schema.json"
+// Schema epochs: a stream's manifest lists the field types its files were
+// written with, as epochs: from log record From on, the writer wrote the
+// fields Fields. A write whose types differ from the last epoch's records
+// a new epoch, committed with the checkpoint that covers its first record
+// (like a file, an epoch whose From is beyond the checkpoint is not part
+// of the lake). So knowing what the lake holds costs one manifest per
+// stream, however many Parquet files it has. A lake written by an earlier
+// version kept the epochs in <stream>/schema.json, or nowhere: then they
+// are read from the files' footers once (legacy.go).
 
 // Epoch is a run of a stream's files written with one set of field types.
 type Epoch struct {
@@ -66,69 +55,28 @@ func DeclaredTypes(s *logic.Stream) map[string]logic.FieldType {
 	return out
 }
 
-// readRecord reads a stream's schema record; found is false when it has none.
-func (l *Lake) readRecord(stream string) (rec schemaRecord, found bool, err error) {
-	b, err := os.ReadFile(filepath.Join(l.streamDir(stream), schemaName))
-	if errors.Is(err, fs.ErrNotExist) {
-		return rec, false, nil
-	}
-	if err != nil {
-		return rec, false, fmt.Errorf("lake: read schema record %s: %w", stream, err)
-	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return rec, false, fmt.Errorf("lake: decode schema record %s: %w", stream, err)
-	}
+// check refuses an earlier version's schema record with unknown types.
+func (rec schemaRecord) check(stream string) error {
 	for _, e := range rec.Epochs {
 		for name, t := range e.Fields {
 			if _, err := logic.ParseFieldType(t); err != nil {
-				return rec, false, fmt.Errorf("lake: schema record %s: field %s: %w", stream, name, err)
+				return fmt.Errorf("lake: schema record %s: field %s: %w", stream, name, err)
 			}
 		}
-	}
-	return rec, true, nil
-}
-
-// saveRecord replaces a stream's schema record atomically.
-func (l *Lake) saveRecord(stream string, rec schemaRecord) error {
-	dir := l.streamDir(stream)
-	if err := fsatomic.MkdirAllSync(dir); err != nil {
-		return fmt.Errorf("lake: create %s: %w", dir, err)
-	}
-	b, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
-		return fmt.Errorf("lake: encode schema record %s: %w", stream, err)
-	}
-	if _, err := fsatomic.WriteFileAtomic(dir, schemaName, func(w io.Writer) error {
-		_, err := w.Write(append(b, '\n'))
-		return err
-	}); err != nil {
-		return fmt.Errorf("lake: write schema record %s: %w", stream, err)
 	}
 	return nil
 }
 
 // Epochs returns the field types of a stream's committed files, oldest
-// first: the schema record's epochs up to the checkpoint, or, for a lake
-// written before the record existed, the epochs read from the committed
-// files' footers. It writes nothing.
+// first (its manifest's epochs). It writes nothing.
 func (l *Lake) Epochs(stream string) ([]Epoch, error) {
-	// The checkpoint first: an epoch it covers was recorded before it.
-	cp, err := l.Checkpoint(stream)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	m, err := l.current(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
-	rec, found, err := l.readRecord(stream)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		files, err := l.CommittedFiles(stream)
-		if err != nil {
-			return nil, err
-		}
-		return epochsFromFooters(files)
-	}
-	return committedEpochs(rec.Epochs, cp.Seq), nil
+	return slices.Clone(m.Epochs), nil
 }
 
 func committedEpochs(es []Epoch, seq uint64) []Epoch {
@@ -142,20 +90,20 @@ func committedEpochs(es []Epoch, seq uint64) []Epoch {
 }
 
 // epochsFromFooters reads the field types of each file (ordered by first
-// sequence) from its Parquet footer and makes an epoch of every run of
-// files with the same types; an epoch's Since is its first file's
-// modification time.
-func epochsFromFooters(files []File) ([]Epoch, error) {
+// sequence; paths are their local copies) from its Parquet footer and
+// makes an epoch of every run of files with the same types; an epoch's
+// Since is its first file's modification time.
+func epochsFromFooters(files []FileInfo, paths []string) ([]Epoch, error) {
 	var out []Epoch
-	for _, f := range files {
-		fields, err := footerFields(f.Path)
+	for i, f := range files {
+		fields, err := footerFields(paths[i])
 		if err != nil {
 			return nil, err
 		}
 		if n := len(out); n > 0 && maps.Equal(out[n-1].Fields, fields) {
 			continue
 		}
-		st, err := os.Stat(f.Path)
+		st, err := os.Stat(paths[i])
 		if err != nil {
 			return nil, fmt.Errorf("lake: %w", err)
 		}
@@ -226,101 +174,42 @@ func columnType(fld parquet.Field) (logic.FieldType, bool) {
 	return logic.TypeNull, false
 }
 
-// writerRecord is the schema record the stream's writer keeps up to date,
-// loaded once per Lake: from disk, or for a lake written before the record
-// existed, from the committed files' footers (then saved).
-func (l *Lake) writerRecord(stream string) (*schemaRecord, error) {
-	l.mu.Lock()
-	rec, ok := l.records[stream]
-	l.mu.Unlock()
-	if ok {
-		return rec, nil
-	}
-	r, found, err := l.readRecord(stream)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		files, err := l.CommittedFiles(stream)
-		if err != nil {
-			return nil, err
-		}
-		if len(files) > 0 {
-			if r.Epochs, err = epochsFromFooters(files); err != nil {
-				return nil, err
-			}
-			if err := l.saveRecord(stream, r); err != nil {
-				return nil, err
-			}
-		}
-	}
-	rec = &r
-	l.mu.Lock()
-	l.records[stream] = rec
-	l.mu.Unlock()
-	return rec, nil
-}
-
-// recoverRecord makes the stream's schema record match its checkpoint:
-// epochs beyond it are dropped (their files were removed), and a lake
-// without a record gets one from its files' footers. Part of Recover.
-func (l *Lake) recoverRecord(stream string, seq uint64) error {
-	l.mu.Lock()
-	delete(l.records, stream)
-	l.mu.Unlock()
-	rec, err := l.writerRecord(stream)
-	if err != nil {
-		return err
-	}
-	if kept := committedEpochs(rec.Epochs, seq); len(kept) < len(rec.Epochs) {
-		rec.Epochs = kept
-		return l.saveRecord(stream, *rec)
-	}
-	return nil
-}
-
 // noteFields is called before rows from log record first on are written
-// with s's field types: it drops epochs at or beyond first (left by a
-// write that was never committed) and, when the types differ from the
-// last epoch's, adds an epoch, refusing types the files already in the
-// lake cannot be read as. The record is saved before it returns.
-func (l *Lake) noteFields(s *logic.Stream, first uint64) error {
-	rec, err := l.writerRecord(s.Name)
-	if err != nil {
+// with s's field types: it drops the pending epochs and files at or beyond
+// first (left by a write that was never committed) and, when the types
+// differ from the last epoch's, records a pending epoch, refusing types
+// the files already in the lake (committed or pending) cannot be read as.
+func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, first uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := l.load(ctx, s.Name, w); err != nil {
 		return err
 	}
-	changed := false
-	for n := len(rec.Epochs); n > 0 && rec.Epochs[n-1].From >= first; n-- {
-		rec.Epochs, changed = rec.Epochs[:n-1], true
-	}
+	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.From >= first })
+	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Last >= first })
+	epochs := append(slices.Clone(w.cur.Epochs), w.epochs...)
 	fields := fieldNames(s)
-	if n := len(rec.Epochs); n == 0 || !maps.Equal(rec.Epochs[n-1].Fields, fields) {
-		if len(rec.Epochs) > 0 {
-			all, err := l.scan(s.Name)
-			if err != nil {
-				return err
-			}
-			var files []File
-			for _, f := range all {
-				if f.First > 0 && f.First < first {
-					files = append(files, f)
-				}
-			}
-			cs, err := conflicts(l.streamDir(s.Name), s.Name, rec.Epochs, files, DeclaredTypes(s))
-			if err != nil {
-				return err
-			}
-			if len(cs) > 0 {
-				return &SchemaError{Conflicts: cs}
-			}
-		}
-		rec.Epochs = append(rec.Epochs, Epoch{From: first, Since: time.Now().UTC(), Fields: fields})
-		changed = true
-	}
-	if !changed {
+	if n := len(epochs); n > 0 && maps.Equal(epochs[n-1].Fields, fields) {
 		return nil
 	}
-	return l.saveRecord(s.Name, *rec)
+	if len(epochs) > 0 {
+		var files []FileInfo
+		for _, f := range slices.Concat(l.present(w.cur.Files), w.pending) {
+			if f.First < first {
+				files = append(files, f)
+			}
+		}
+		sortFiles(files)
+		cs, err := conflicts(l.where(s.Name), s.Name, epochs, files, DeclaredTypes(s))
+		if err != nil {
+			return err
+		}
+		if len(cs) > 0 {
+			return &SchemaError{Conflicts: cs}
+		}
+	}
+	w.epochs = append(w.epochs, Epoch{From: first, Since: time.Now().UTC(), Fields: fields})
+	return nil
 }
 
 // Conflict is a declared field type that files in the lake cannot be read
@@ -332,11 +221,11 @@ type Conflict struct {
 	Declared logic.FieldType
 	Since    time.Time // when the lake began holding it
 	Files    int       // files holding it
-	// Ranges are the log records of those files (file names are
-	// <first>-<last>.parquet, 20 digits each); dates their event dates.
+	// Ranges are the log records of those files (file names start with
+	// <first>-<last>, 20 digits each); dates their event dates.
 	Ranges              [][2]uint64
 	FirstDate, LastDate string
-	Dir                 string // the stream's lake directory
+	Dir                 string // the stream's lake directory (or its prefix in the lake's store)
 }
 
 // Problem says what the lake holds and why it cannot be read as declared.
@@ -384,21 +273,18 @@ func (e *SchemaError) Error() string {
 // its committed files hold, and returns a conflict for every field and
 // held type that cannot be read as declared (logic.ReadableAs): a field
 // the lake does not hold, or one no longer declared, is no conflict. It
-// reads the checkpoint and the schema record (and, only when there are
-// conflicts, the names of the files); it writes nothing.
+// reads the stream's manifest; it writes nothing.
 func (l *Lake) CheckFields(stream string, declared map[string]logic.FieldType) ([]Conflict, error) {
-	epochs, err := l.Epochs(stream)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	m, err := l.current(ctx, stream)
 	if err != nil {
 		return nil, err
 	}
-	if !anyConflict(epochs, declared) {
+	if !anyConflict(m.Epochs, declared) {
 		return nil, nil
 	}
-	files, err := l.CommittedFiles(stream)
-	if err != nil {
-		return nil, err
-	}
-	return conflicts(l.streamDir(stream), stream, epochs, files, declared)
+	return conflicts(l.where(stream), stream, m.Epochs, l.present(m.Files), declared)
 }
 
 func anyConflict(epochs []Epoch, declared map[string]logic.FieldType) bool {
@@ -416,9 +302,9 @@ func anyConflict(epochs []Epoch, declared map[string]logic.FieldType) bool {
 
 // conflicts finds the fields whose types in files (ordered by first
 // record, of epochs) cannot be read as declared.
-func conflicts(dir, stream string, epochs []Epoch, files []File, declared map[string]logic.FieldType) ([]Conflict, error) {
+func conflicts(dir, stream string, epochs []Epoch, files []FileInfo, declared map[string]logic.FieldType) ([]Conflict, error) {
 	// Files per epoch: the one with the greatest From at or before its first record.
-	perEpoch := make([][]File, len(epochs))
+	perEpoch := make([][]FileInfo, len(epochs))
 	for _, f := range files {
 		i := sort.Search(len(epochs), func(i int) bool { return epochs[i].From > f.First }) - 1
 		if i >= 0 {

@@ -1,7 +1,7 @@
 package lake_test
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -37,7 +37,7 @@ func TestSchemaCompatibilityRules(t *testing.T) {
 	types := []logic.FieldType{logic.TypeString, logic.TypeInt, logic.TypeFloat, logic.TypeBool, logic.TypeTime}
 	accepted := map[string]bool{"string→string": true, "int→int": true, "int→float": true, "float→float": true, "bool→bool": true, "time→time": true}
 	for _, held := range types {
-		lk, err := lake.Open(t.TempDir())
+		lk, err := lake.OpenDir(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,37 +74,22 @@ func TestSchemaCompatibilityRules(t *testing.T) {
 		if cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime}); err != nil || len(cs) != 0 {
 			t.Errorf("field removed: %v %v", cs, err)
 		}
-		// The files' footers say the same as the record.
+		// The manifest records the types written.
 		rec, err := lk.Epochs("iot")
 		if err != nil || len(rec) != 1 || rec[0].Fields["x"] != held.String() || rec[0].Fields["ts"] != "time" || len(rec[0].Fields) != 2 {
-			t.Fatalf("record of %s: %+v %v", held, rec, err)
-		}
-		if err := os.Remove(filepath.Join(lk.Dir(), "iot", "schema.json")); err != nil {
-			t.Fatal(err)
-		}
-		foot, err := lk.Epochs("iot")
-		if err != nil || len(foot) != 1 || foot[0].From != 1 || fmt.Sprint(foot[0].Fields) != fmt.Sprint(rec[0].Fields) {
-			t.Fatalf("footers of %s: %+v %v, record %+v", held, foot, err, rec)
+			t.Fatalf("epochs of %s: %+v %v", held, rec, err)
 		}
 	}
 }
 
-func readRecord(t *testing.T, dir string) (epochs []lake.Epoch, found bool) {
+// manifestEpochs is the epochs of the stream's current manifest.
+func manifestEpochs(t *testing.T, lk *lake.Lake) (epochs []lake.Epoch, gen uint64) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "iot", "schema.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, false
-	}
+	m, err := lk.Manifest(context.Background(), "iot")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec struct {
-		Epochs []lake.Epoch `json:"epochs"`
-	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		t.Fatal(err)
-	}
-	return rec.Epochs, true
+	return m.Epochs, m.Gen
 }
 
 func epochSummary(es []lake.Epoch) string {
@@ -122,11 +107,11 @@ func epochSummary(es []lake.Epoch) string {
 }
 
 // TestSchemaRecord follows a stream through compatible changes, a refused
-// one, a write never committed, a lake written before the record existed,
-// and the removal of the files holding an old type.
+// one, a write never committed, and the removal by hand of the files
+// holding an old type.
 func TestSchemaRecord(t *testing.T) {
 	dir := t.TempDir()
-	lk, err := lake.Open(dir)
+	lk, err := lake.OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,9 +122,9 @@ func TestSchemaRecord(t *testing.T) {
 	old := writeRows(t, lk, v1, 1, 10)
 	writeRows(t, lk, v1, 11, 10) // same types: no new epoch
 	writeRows(t, lk, v2, 21, 10) // a new field, int → float: a new epoch
-	es, found := readRecord(t, dir)
-	if want := "1@device:string,temp:int,ts:time | 21@device:string,site:string,temp:float,ts:time"; !found || epochSummary(es) != want {
-		t.Fatalf("record %v: %s, want %s", found, epochSummary(es), want)
+	es, gen := manifestEpochs(t, lk)
+	if want := "1@device:string,temp:int,ts:time | 21@device:string,site:string,temp:float,ts:time"; epochSummary(es) != want {
+		t.Fatalf("epochs %s, want %s", epochSummary(es), want)
 	}
 
 	// The writer refuses device: int, and leaves the lake as it was.
@@ -149,11 +134,8 @@ func TestSchemaRecord(t *testing.T) {
 	if _, err := lk.Write(bad, rows); !errors.As(err, &se) || len(se.Conflicts) != 1 || se.Conflicts[0].Field != "device" || se.Conflicts[0].Files < 2 {
 		t.Fatalf("write with device: int: %v", err)
 	}
-	if es2, _ := readRecord(t, dir); epochSummary(es2) != epochSummary(es) {
-		t.Fatalf("record changed by a refused write: %s", epochSummary(es2))
-	}
-	if files, _ := lk.Files("iot"); len(files) == 0 || files[len(files)-1] == "" {
-		t.Fatal("no files")
+	if es2, gen2 := manifestEpochs(t, lk); epochSummary(es2) != epochSummary(es) || gen2 != gen {
+		t.Fatalf("manifest changed by a refused write: %s (generation %d, was %d)", epochSummary(es2), gen2, gen)
 	}
 	// temp: int is refused too now: the newer files hold floats.
 	cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"ts": logic.TypeTime, "device": logic.TypeString, "temp": logic.TypeInt})
@@ -161,8 +143,8 @@ func TestSchemaRecord(t *testing.T) {
 		t.Fatalf("temp: int after floats: %+v %v", cs, err)
 	}
 
-	// Written and not committed: not part of the lake. A reader ignores its
-	// epoch; Recover drops it with the files.
+	// Written and not committed: not part of the lake, for this handle
+	// and another; Recover drops it.
 	v3 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat, "site": logic.TypeString, "on": logic.TypeBool})
 	rows = nil
 	for seq := uint64(31); seq <= 35; seq++ {
@@ -173,60 +155,38 @@ func TestSchemaRecord(t *testing.T) {
 	if _, err := lk.Write(v3, rows); err != nil {
 		t.Fatal(err)
 	}
-	if es, _ := readRecord(t, dir); len(es) != 3 || es[2].From != 31 {
-		t.Fatalf("uncommitted write: record %s", epochSummary(es))
-	}
-	if got, err := lk.Epochs("iot"); err != nil || len(got) != 2 {
-		t.Fatalf("epochs with an uncommitted one: %d %v", len(got), err)
-	}
-	if cs, err := lk.CheckFields("iot", map[string]logic.FieldType{"on": logic.TypeInt}); err != nil || len(cs) != 0 {
-		t.Fatalf("an uncommitted epoch conflicts: %v %v", cs, err)
-	}
-	if err := lk.Recover("iot"); err != nil {
-		t.Fatal(err)
-	}
-	if es, _ := readRecord(t, dir); len(es) != 2 {
-		t.Fatalf("after Recover: record %s", epochSummary(es))
-	}
-	if c, _ := lk.Checkpoint("iot"); c != cp {
-		t.Fatalf("checkpoint moved: %+v", c)
-	}
-
-	// A lake written before the record existed: a reader reads the footers
-	// (and writes nothing); the writer's Recover keeps them as the record.
-	want := epochSummary(es)
-	if err := os.Remove(filepath.Join(dir, "iot", "schema.json")); err != nil {
-		t.Fatal(err)
-	}
 	ro, err := lake.OpenReadOnly(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ro.Epochs("iot")
-	if err != nil || epochSummary(got) != want || got[0].From != 1 || got[1].From != 21 {
-		t.Fatalf("epochs from footers: %s %v, want %s", epochSummary(got), err, want)
+	for _, h := range []*lake.Lake{lk, ro} {
+		if got, err := h.Epochs("iot"); err != nil || len(got) != 2 {
+			t.Fatalf("epochs with an uncommitted one: %d %v", len(got), err)
+		}
+		if cs, err := h.CheckFields("iot", map[string]logic.FieldType{"on": logic.TypeInt}); err != nil || len(cs) != 0 {
+			t.Fatalf("an uncommitted epoch conflicts: %v %v", cs, err)
+		}
 	}
-	cs, err = ro.CheckFields("iot", map[string]logic.FieldType{"device": logic.TypeInt})
-	if err != nil || len(cs) != 1 || cs[0].Files != len(old)+4 || cs[0].Ranges[0] != [2]uint64{1, 30} {
-		t.Fatalf("device: int from footers: %+v %v", cs, err)
-	}
-	if _, found := readRecord(t, dir); found {
-		t.Fatal("a reader wrote the record")
-	}
-	lk2, err := lake.Open(dir)
-	if err != nil {
+	if err := lk.Recover("iot"); err != nil {
 		t.Fatal(err)
 	}
-	if err := lk2.Recover("iot"); err != nil {
+	if err := lk.Commit("iot", lake.Checkpoint{Seq: 35, Arrival: 1, CoveredUntil: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if es, found := readRecord(t, dir); !found || epochSummary(es) != want {
-		t.Fatalf("record after Recover of an old lake: %v %s", found, epochSummary(es))
+	if es, _ := manifestEpochs(t, lk); len(es) != 2 {
+		t.Fatalf("after Recover, a commit took the dropped epoch: %s", epochSummary(es))
+	}
+	if files, _ := lk.CommittedFiles("iot"); files[len(files)-1].Last != 30 {
+		t.Fatalf("after Recover, a commit took the dropped files: %+v", files[len(files)-1])
+	}
+	if err := lk.Commit("iot", cp); err != nil { // back to where it was
+		t.Fatal(err)
 	}
 
-	// Removing the files that hold temp as float makes temp: int readable
-	// again; their epoch stays in the record, holding nothing.
-	all, _ := lk2.CommittedFiles("iot")
+	// Removing the files that hold temp as float by hand (the way out the
+	// refusal names) makes temp: int readable again; the writer's Recover
+	// drops them from the manifest; their epoch stays, holding nothing.
+	all, _ := lk.CommittedFiles("iot")
 	for _, f := range all {
 		if f.First >= 21 {
 			if err := os.Remove(f.Path); err != nil {
@@ -234,12 +194,24 @@ func TestSchemaRecord(t *testing.T) {
 			}
 		}
 	}
-	if cs, err := lk2.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt, "site": logic.TypeInt}); err != nil || len(cs) != 0 {
-		t.Fatalf("after removing the float files: %+v %v", cs, err)
+	for _, h := range []*lake.Lake{lk, ro} {
+		if cs, err := h.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt, "site": logic.TypeInt}); err != nil || len(cs) != 0 {
+			t.Fatalf("after removing the float files: %+v %v", cs, err)
+		}
+	}
+	lk2, err := lake.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lk2.Recover("iot"); err != nil {
+		t.Fatal(err)
+	}
+	if files, err := lk2.Files("iot"); err != nil || len(files) != len(old)+2 {
+		t.Fatalf("files after removing by hand: %v %v, want %d", files, err, len(old)+2)
 	}
 	writeRows(t, lk2, v1, 31, 5)
-	if es, _ := readRecord(t, dir); len(es) != 3 || es[2].From != 31 || es[2].Fields["temp"] != "int" {
-		t.Fatalf("record after writing ints again: %s", epochSummary(es))
+	if es, _ := manifestEpochs(t, lk2); len(es) != 3 || es[2].From != 31 || es[2].Fields["temp"] != "int" {
+		t.Fatalf("epochs after writing ints again: %s", epochSummary(es))
 	}
 }
 
@@ -256,5 +228,75 @@ func TestCheckReadsNothingMissing(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the check created %s: %v", dir, err)
+	}
+}
+
+// Compaction merges only files of the stream's current types: files of an
+// older epoch stay as they are, and the epochs and conflicts are the same
+// after it.
+func TestCompactKeepsEpochs(t *testing.T) {
+	ctx := context.Background()
+	lk, err := lake.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeInt})
+	v2 := storagetest.SchemaStream(t, map[string]logic.FieldType{"device": logic.TypeString, "temp": logic.TypeFloat})
+	for seq := uint64(1); seq <= 40; seq += 4 { // one or two files a write, of 2026-11-01..04
+		writeRows(t, lk, v1, seq, 4)
+	}
+	for seq := uint64(41); seq <= 80; seq += 4 {
+		writeRows(t, lk, v2, seq, 4)
+	}
+	before, _ := lk.Manifest(ctx, "iot")
+	conflictsBefore, _ := lk.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt})
+	st, err := lk.Compact(ctx, v2, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := lk.Manifest(ctx, "iot")
+	var v1Before, v1After, v2After int
+	for _, f := range before.Files {
+		if f.First <= 40 {
+			v1Before++
+		}
+	}
+	for _, f := range after.Files {
+		switch {
+		case f.Last <= 40:
+			v1After++
+		case f.First > 40:
+			v2After++
+		default:
+			t.Fatalf("a file spans both epochs: %+v", f)
+		}
+	}
+	if st.FilesOut == 0 || v1After != v1Before || v2After != st.FilesOut+(len(before.Files)-v1Before-st.FilesIn) {
+		t.Fatalf("compaction %+v: %d files of the old types (were %d), %d of the new", st, v1After, v1Before, v2After)
+	}
+	if epochSummary(after.Epochs) != epochSummary(before.Epochs) {
+		t.Fatalf("epochs changed: %s, were %s", epochSummary(after.Epochs), epochSummary(before.Epochs))
+	}
+	conflictsAfter, _ := lk.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt})
+	if len(conflictsAfter) != 1 || len(conflictsBefore) != 1 || conflictsAfter[0].Ranges[0] != conflictsBefore[0].Ranges[0] {
+		t.Fatalf("conflicts %+v, were %+v", conflictsAfter, conflictsBefore)
+	}
+	// Every value reads back as written: temp as float.
+	files, _ := lk.Files("iot")
+	var n int64
+	var sum float64
+	if err := storagetest.DuckDB(t).QueryRow("SELECT count(*), sum(CAST(temp AS DOUBLE)) FROM "+strings.TrimSuffix(storagetest.ParquetSource(files), ")")+", union_by_name=true)").Scan(&n, &sum); err != nil {
+		t.Fatal(err)
+	}
+	want := 0.0
+	for seq := 1; seq <= 80; seq++ {
+		if seq <= 40 {
+			want += float64(seq)
+		} else {
+			want += float64(seq) + 0.5
+		}
+	}
+	if n != 80 || sum != want {
+		t.Fatalf("%d rows, sum of temp %v; want 80, %v", n, sum, want)
 	}
 }

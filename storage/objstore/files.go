@@ -25,7 +25,9 @@ import (
 // to the key's name, which fails when the name is taken, so it is exclusive
 // among processes sharing the directory on one file system. Empty
 // directories left by Delete stay (a concurrent Put may be about to write
-// in them); List ignores them.
+// in them); List ignores them, and everything under a directory whose name
+// starts with ".tmp-" (no key has such a segment: a place for local work
+// files inside the store's directory).
 type Files struct {
 	root string
 }
@@ -238,7 +240,13 @@ func (f *Files) List(ctx context.Context, prefix string) ([]Object, error) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if strings.HasPrefix(d.Name(), tempPrefix) || !d.Type().IsRegular() {
+		if strings.HasPrefix(d.Name(), tempPrefix) && p != base {
+			if d.IsDir() {
+				return fs.SkipDir // a work directory (no key has such a segment)
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
 			return nil
 		}
 		rel, err := filepath.Rel(f.root, p)

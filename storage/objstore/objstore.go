@@ -7,8 +7,9 @@
 //
 // There is no caching layer: every Get and Download reads the store. The
 // bounded local cache of downloaded objects (under data_dir, for DuckDB,
-// which reads local files only) will sit in front of Download, in a Store
-// that wraps another.
+// which reads local files only) is storage/objcache; the file store's
+// objects are local files already (Local), and PutFile moves a local file
+// into it without a copy.
 package objstore
 
 import (

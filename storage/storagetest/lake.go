@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -16,9 +17,9 @@ import (
 	"github.com/braid-data/braid/storage/lake"
 )
 
-// Lake is the immutable event archive: per stream, files each holding a
-// contiguous run of log records, and a checkpoint written last. The
-// archiver writes it; batch runs and audits read it.
+// Lake is the immutable event archive: per stream, files each holding
+// rows of log records, and a manifest written last that lists them with
+// the checkpoint. The archiver writes it; batch runs and audits read it.
 //
 // Contract:
 //   - Write (and WriteSized, WriteReleasing: the same files, with their
@@ -33,17 +34,28 @@ import (
 //   - Files / CommittedFiles list the committed files, ordered by first
 //     sequence, as paths DuckDB's read_parquet reads, with each file's
 //     range and date; each record appears in exactly one of them.
-//   - Recover, called before a stream's writer starts, removes what a
-//     writer that crashed before committing left (files beyond the
-//     checkpoint, temp files, their schema epochs), so that a later
-//     commit never makes them visible.
+//   - Recover, called before a stream's writer starts, reads the stream's
+//     committed state again and sets aside what a writer that crashed
+//     before committing left (files beyond the checkpoint, their schema
+//     epochs), so that a later commit never makes them visible.
 //   - Epochs lists the field types of the committed files, oldest first;
 //     CheckFields returns the declared types the committed files cannot
 //     be read as. A Write whose types the lake cannot be read as is
 //     refused with a *lake.SchemaError, leaving the lake as it was.
+//   - Manifest returns the stream's committed state at once: generation,
+//     checkpoint, files with their metadata (key, date, range, rows, bytes,
+//     arrival and event-time bounds), epochs. A commit built on a
+//     generation another writer (handle) committed first fails with
+//     lake.ErrConflict, and nothing of it is visible.
+//   - Local returns local copies of objects, readable until released.
+//   - Compact merges small files of a date into bigger ones in one commit:
+//     the rows (with their _seq, _idx) are unchanged, the files fewer; the
+//     replaced files stay readable (to a reader holding the older
+//     manifest) for the lake's grace period, after which Sweep deletes
+//     them. It may run while the same handle writes and commits the stream.
+//   - DropBefore removes the partitions dated before a date in one commit.
 //   - Safe for concurrent use; one writer per stream. An error means the
-//     operation did not happen (a Write's files may exist, invisible, until
-//     Recover).
+//     operation did not happen (a Write's files may exist, invisible).
 type Lake interface {
 	Write(s *logic.Stream, rows []lake.Row) ([]string, error)
 	WriteSized(s *logic.Stream, rows []lake.Row) (files []string, bytes int64, err error)
@@ -55,11 +67,22 @@ type Lake interface {
 	Recover(stream string) error
 	Epochs(stream string) ([]lake.Epoch, error)
 	CheckFields(stream string, declared map[string]logic.FieldType) ([]lake.Conflict, error)
+	Manifest(ctx context.Context, stream string) (lake.Manifest, error)
+	Local(ctx context.Context, keys []string) (paths []string, release func(), err error)
+	Compact(ctx context.Context, s *logic.Stream, targetBytes int64) (lake.CompactStats, error)
+	DropBefore(ctx context.Context, stream, date string) (int, error)
+	Sweep(ctx context.Context, stream string) (int, error)
 }
 
-// NewLake makes a fresh, empty lake and returns a function that opens it
-// (again: a call after a simulated crash is a restarted process).
-type NewLake func(t *testing.T) (open func() Lake)
+// LakeOptions are what a handle of the suite's lake is opened with.
+type LakeOptions struct {
+	Grace time.Duration // the lake's grace period (0: the default)
+}
+
+// NewLake makes a fresh, empty lake and returns a function that opens a
+// handle on it (again: a call after a simulated crash is a restarted
+// process; every handle has its own local work directory and cache).
+type NewLake func(t *testing.T) (open func(LakeOptions) Lake)
 
 // RunLake runs the lake suite.
 func RunLake(t *testing.T, newLake NewLake) {
@@ -71,9 +94,17 @@ func RunLake(t *testing.T, newLake NewLake) {
 		{"FilesVisibleOnlyAfterCommit", lakeVisibleAfterCommit},
 		{"RecoverAfterCrash", lakeRecover},
 		{"SchemaRecord", lakeSchema},
+		{"ManifestMetadata", lakeManifestMetadata},
+		{"CommitFencing", lakeFencing},
+		{"CompactDuringWrites", lakeCompactDuringWrites},
+		{"DropBefore", lakeDropBefore},
 	} {
-		t.Run(c.name, func(t *testing.T) { c.fn(t, newLake(t)) })
+		t.Run(c.name, func(t *testing.T) {
+			open := newLake(t)
+			c.fn(t, func() Lake { return open(LakeOptions{}) })
+		})
 	}
+	t.Run("Compact", func(t *testing.T) { lakeCompact(t, newLake(t)) })
 }
 
 // LakeStream is the lake suite's stream "orders": ts, id and a nullable
@@ -557,4 +588,11 @@ func lakeSchema(t *testing.T, open func() Lake) {
 	}
 	write(v2, 31, 5, true)
 	checkEpochs(t, lk, want)
+}
+
+// CheckLakeRows reads the stream's committed files with DuckDB and checks
+// they hold exactly the rows of exp (LakeRows' expectations), each once.
+func CheckLakeRows(t *testing.T, lk Lake, stream string, exp map[uint64]LakeWant) {
+	t.Helper()
+	checkLakeRows(t, lk, stream, exp)
 }

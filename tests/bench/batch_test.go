@@ -62,7 +62,7 @@ func TestBenchBatchLake(t *testing.T) {
 	v := cat.Views["by_country"]
 	f := fieldsOf(t, s)
 	dir := t.TempDir()
-	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

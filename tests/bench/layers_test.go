@@ -171,7 +171,7 @@ func TestBenchLayers(t *testing.T) {
 
 	// 3. Archiver: into Parquet, vs raw consume.
 	dir := t.TempDir()
-	lk, err := lake.Open(filepath.Join(dir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -172,7 +172,7 @@ func parquetWrite(t *testing.T, s *logic.Stream, evs []layerEvent, maxRows int) 
 	// decoded events are fresh garbage-collector work).
 	var best float64
 	for range 2 {
-		lk, err := lake.Open(filepath.Join(t.TempDir(), "lake"))
+		lk, err := lake.OpenDir(filepath.Join(t.TempDir(), "lake"))
 		if err != nil {
 			t.Fatal(err)
 		}

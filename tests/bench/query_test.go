@@ -150,7 +150,7 @@ func TestBenchQuery(t *testing.T) {
 	nLake := minutes * groups * perCell
 	arrival := end - 20*60*1000
 	t0 := time.Now()
-	lk, err := lake.Open(filepath.Join(cfg.DataDir, "lake"))
+	lk, err := lake.OpenDir(filepath.Join(cfg.DataDir, "lake"))
 	if err != nil {
 		t.Fatal(err)
 	}
