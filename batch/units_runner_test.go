@@ -24,47 +24,9 @@ import (
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
-	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/storage/workqueue"
 	"github.com/braid-data/braid/tests/testenv"
 )
-
-// manifestLake gives the runner manifests of a local lake: each committed
-// file, keyed by its path, with its rows and arrivals read from the file
-// by DuckDB; Local hands the paths back.
-type manifestLake struct {
-	lk *lake.Lake
-	t  *testing.T
-}
-
-func (m manifestLake) Checkpoint(stream string) (lake.Checkpoint, error) {
-	return m.lk.Checkpoint(stream)
-}
-
-func (m manifestLake) Manifest(_ context.Context, stream string) (lake.Manifest, error) {
-	cp, err := m.lk.Checkpoint(stream)
-	if err != nil {
-		return lake.Manifest{}, err
-	}
-	files, err := m.lk.CommittedFiles(stream)
-	if err != nil {
-		return lake.Manifest{}, err
-	}
-	out := lake.Manifest{Gen: cp.Seq, Checkpoint: cp}
-	db := storagetest.DuckDB(m.t)
-	for _, f := range files {
-		fi := lake.FileInfo{Key: f.Path, Date: f.Date, First: f.First, Last: f.Last}
-		if err := db.QueryRow("SELECT count(*), min(_arrival), max(_arrival) FROM read_parquet(?)", f.Path).Scan(&fi.Rows, &fi.MinArrival, &fi.MaxArrival); err != nil {
-			return lake.Manifest{}, fmt.Errorf("read %s: %w", f.Path, err)
-		}
-		out.Files = append(out.Files, fi)
-	}
-	return out, nil
-}
-
-func (m manifestLake) Local(_ context.Context, keys []string) ([]string, func(), error) {
-	return keys, func() {}, nil
-}
 
 // memViews is a view store in memory with the parts API: parts by key,
 // a current version replaced only on top of the version a publish names.
@@ -163,8 +125,10 @@ func (s *memViews) rows(t *testing.T, view string) []batchviews.Row {
 	return out
 }
 
-var _ batch.ViewVersions = (*memViews)(nil)
-var _ batch.RunLake = manifestLake{}
+var (
+	_ batch.ViewVersions = (*memViews)(nil)
+	_ batch.RunLake      = (*lake.Lake)(nil)
+)
 
 // compareRows checks a view's rows against the independent computation.
 func compareRows(t *testing.T, v *logic.View, rows []batchviews.Row, orders []order) {
@@ -213,7 +177,7 @@ func sortedRows(rows []batchviews.Row) []batchviews.Row {
 func TestRunnerUnitsIncremental(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	ml := manifestLake{lk: e.lk, t: t}
+	ml := e.lk
 	mem := newMemViews()
 	cfg := batch.RunnerConfig{Epoch: time.Second, Workers: 2, Threads: 1}
 	r := batch.NewRunner(cfg, ml, mem, nil, e.cat, quietLogger(), prometheus.NewRegistry())
@@ -354,7 +318,7 @@ func TestRunnerUnitsIncremental(t *testing.T) {
 		t.Fatal(err)
 	}
 	broken := newMemViews()
-	rb := batch.NewRunner(batch.RunnerConfig{Epoch: time.Second, Workers: 2}, manifestLakeSkipping{ml, corrupt}, broken, nil, e.cat, quietLogger(), nil)
+	rb := batch.NewRunner(batch.RunnerConfig{Epoch: time.Second, Workers: 2}, ml, broken, nil, e.cat, quietLogger(), nil)
 	run5, err := rb.Run(ctx, nil)
 	if !errors.Is(err, batch.ErrViewsFailed) || run5.Status != batchviews.StatusPartial || len(run5.FailedViews) != 3 || run5.FailedViews["clicks_by_page"] != "" {
 		t.Fatalf("run on a corrupt file: %+v %v", run5, err)
@@ -369,42 +333,13 @@ func TestRunnerUnitsIncremental(t *testing.T) {
 	}
 }
 
-// manifestLakeSkipping is manifestLake for a lake with an unreadable
-// file: its manifest entry is made up (as a manifest keeps it).
-type manifestLakeSkipping struct {
-	manifestLake
-	bad string
-}
-
-func (m manifestLakeSkipping) Manifest(ctx context.Context, stream string) (lake.Manifest, error) {
-	cp, err := m.lk.Checkpoint(stream)
-	if err != nil {
-		return lake.Manifest{}, err
-	}
-	files, err := m.lk.CommittedFiles(stream)
-	if err != nil {
-		return lake.Manifest{}, err
-	}
-	out := lake.Manifest{Gen: cp.Seq, Checkpoint: cp}
-	for _, f := range files {
-		fi := lake.FileInfo{Key: f.Path, Date: f.Date, First: f.First, Last: f.Last}
-		if f.Path == m.bad {
-			fi.Rows, fi.MinArrival, fi.MaxArrival = 10, 0, math.MaxInt64
-		} else if err := storagetest.DuckDB(m.t).QueryRow("SELECT count(*), min(_arrival), max(_arrival) FROM read_parquet(?)", f.Path).Scan(&fi.Rows, &fi.MinArrival, &fi.MaxArrival); err != nil {
-			return lake.Manifest{}, err
-		}
-		out.Files = append(out.Files, fi)
-	}
-	return out, nil
-}
-
 // A run whose units go through the JetStream work queue to two workers
 // (each with its own connection and DuckDB), under the run lock shared
 // across hosts, publishes the same views as the independent computation.
 func TestRunnerOnWorkQueue(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	ml := manifestLake{lk: e.lk, t: t}
+	ml := e.lk
 	mem := newMemViews()
 	orders := makeOrders(0, 2000)
 	publishOrders(t, e, orders)
@@ -530,7 +465,7 @@ func (h hangingComputer) Compute(ctx context.Context, u batch.Unit) (batch.UnitR
 func TestRunSurvivesAKilledWorker(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	ml := manifestLake{lk: e.lk, t: t}
+	ml := e.lk
 	mem := newMemViews()
 	orders := makeOrders(0, 2000)
 	publishOrders(t, e, orders)
