@@ -195,7 +195,7 @@ func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditReques
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src+" AS s").Scan(&rep.Events); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	exact, err := queryView(ctx, conn, v, src, math.MaxInt64)
+	exact, err := queryView(ctx, conn, v, src, math.MaxInt64, math.MinInt64, math.MaxInt64)
 	if err != nil {
 		return nil, fmt.Errorf("audit: view %s: %w", v.Name, err)
 	}

@@ -143,6 +143,10 @@ func TestRunPublishesTheViewsThatDidNotFail(t *testing.T) {
 	if err := os.WriteFile(cfiles[0], []byte("not parquet at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A new click of the same date: its unit is computed again (an
+	// unchanged one would be reused, its file not read), and reads the
+	// broken file.
+	e.archive(t, "clicks", [][]byte{[]byte(`{"at": 1767268802000, "page": "/c"}`)}, uint64(len(clicks))+1, base+60_000)
 
 	// Run 2: by_country and clicks_by_page fail; the two other views of
 	// orders are published with the new cutoff.

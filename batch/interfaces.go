@@ -14,7 +14,7 @@ import (
 // storage packages return concrete types that satisfy these (held to the
 // whole of each store's contract by storage/storagetest's suites).
 
-// LakeReader is what batch runs and audits read from the lake.
+// LakeReader is what audits read from the lake.
 //
 // Checkpoint returns a stream's committed checkpoint (the zero value when
 // none): every record up to its Seq is in the files Files lists, and
@@ -85,23 +85,43 @@ type LogTrimmer interface {
 	Trim(ctx context.Context, stream string, before time.Time, upTo uint64) (uint64, error)
 }
 
+// RunLake is what batch runs read from the lake.
+//
+// Checkpoint returns a stream's committed checkpoint (as LakeReader's);
+// an on-demand run polls it while it waits for the lake to cover its
+// request. Manifest returns a stream's committed state: the checkpoint
+// and the files it covers, with each file's event date and the range of
+// its rows' arrivals (Gen 0: nothing committed yet); every record that
+// arrived before the checkpoint's CoveredUntil is in those files. Local
+// gives local copies of files for the runner's own workers (LakeObjects).
+// Safe for concurrent use with the archiver writing; an error fails the
+// views of the stream. *lake.Lake satisfies it.
+type RunLake interface {
+	Checkpoint(stream string) (lake.Checkpoint, error)
+	Manifest(ctx context.Context, stream string) (lake.Manifest, error)
+	LakeObjects
+}
+
 // ViewVersions is what batch runs do with the batch view store.
 //
 // Current returns the current version (nil before the first publish).
-// Publish makes a version current at once, all its views or none: for
-// every view in rows it stores the rows (the version's entry for the view
-// holds its Cutoff); other entries keep the rows of the versions they
-// come from; readers see the previous version or the whole new one.
-// SaveRun writes or replaces a run's record. LockRuns takes the exclusive
-// run lock without waiting (batchviews.ErrLocked while a run holds it,
-// in this process or another); RecoverInterrupted, called under the lock,
-// settles the runs a dead process left recorded as running. One process
-// publishes; the methods are safe for concurrent use. An error from
-// Publish means the previous version stayed current. *batchviews.Store
-// satisfies it.
+// WritePart stores one unit's rows (PartWriter). PublishParts makes ver
+// current, all its views or none, on top of base (the version the run
+// built on; nil: none): each view of ver lists its parts (written by
+// WritePart in this run or carried over from earlier versions) and holds
+// its Cutoff; readers see the previous version or the whole new one;
+// batchviews.ErrConflict when another publish made a version current
+// since base, and then nothing of ver is current. SaveRun writes or
+// replaces a run's record. LockRuns takes the store's own exclusive run
+// lock without waiting (batchviews.ErrLocked while a run holds it); a run
+// uses it unless the runner is given a lock shared by every host.
+// RecoverInterrupted, called under the run lock, settles the runs a dead
+// process left recorded as running. The methods are safe for concurrent
+// use. *batchviews.Store satisfies it.
 type ViewVersions interface {
 	Current() (*batchviews.Version, error)
-	Publish(ver *batchviews.Version, rows map[string][]batchviews.Row) error
+	PartWriter
+	PublishParts(ctx context.Context, base, ver *batchviews.Version) error
 	SaveRun(r batchviews.Run) error
 	LockRuns() (unlock func(), err error)
 	RecoverInterrupted() (int, error)

@@ -3,6 +3,7 @@ package batch
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -26,8 +27,8 @@ import (
 // RunnerConfig configures batch runs.
 type RunnerConfig struct {
 	Epoch   time.Duration // arrival-epoch length; cutoffs are epoch starts (default defaults.Epoch)
-	Threads int           // DuckDB threads (0: DuckDB's default)
-	Memory  string        // DuckDB memory_limit, e.g. "1GB" ("": default)
+	Threads int           // DuckDB threads of the in-process workers (0: DuckDB's default)
+	Memory  string        // DuckDB memory_limit of the in-process workers, e.g. "1GB" ("": default)
 	// Log tells where each stream's log ends. With it, an on-demand run
 	// (Run, Start) waits, at most SettleTimeout, until the lake covers
 	// every record the log held when the run was asked for; without it
@@ -35,13 +36,31 @@ type RunnerConfig struct {
 	// false. Scheduled runs never wait.
 	Log           LogEnds
 	SettleTimeout time.Duration // 0: no wait (the run still says whether it covers the request)
+	// Executor computes a run's work units (nil: a Pool of Workers
+	// goroutines in this process, with a Computer of its own per run).
+	Executor UnitExecutor
+	Workers  int // goroutines of the in-process pool (0: 1)
+	// Lock is the run lock; nil: the view store's (LockRuns). With runs
+	// started on more than one host it must be one they share
+	// (workqueue.RunLock).
+	Lock batchviews.RunLock
+	// Retention, by stream, drops old dates from the views: window-start
+	// dates before the UTC date of (run start - retention) get no unit
+	// and their parts are left out of the version. A stream missing, or
+	// 0: kept forever.
+	Retention map[string]time.Duration
 }
 
-// Runner computes batch view versions from the lake. One run at a time.
+// Runner computes batch view versions from the lake. One run at a time
+// (across processes: the run lock). A run plans each view's work units
+// (PlanView) on the lake's manifests and the version it builds on, has
+// the executor compute the changed ones, and publishes the parts, new and
+// carried over, as one version.
 type Runner struct {
 	cfg    RunnerConfig
-	lk     LakeReader
+	lk     RunLake
 	views  ViewVersions
+	lock   batchviews.RunLock
 	speed  SpeedExpirer
 	cat    *config.Catalog
 	logger *slog.Logger
@@ -57,7 +76,7 @@ type Runner struct {
 
 // NewRunner returns a runner. speed may be nil (no speed layer to expire);
 // reg may be nil.
-func NewRunner(cfg RunnerConfig, lk LakeReader, views ViewVersions, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
+func NewRunner(cfg RunnerConfig, lk RunLake, views ViewVersions, speed SpeedExpirer, cat *config.Catalog, logger *slog.Logger, reg prometheus.Registerer) *Runner {
 	if cfg.Epoch < time.Millisecond {
 		cfg.Epoch = defaults.Epoch
 	}
@@ -71,8 +90,13 @@ func NewRunner(cfg RunnerConfig, lk LakeReader, views ViewVersions, speed SpeedE
 		cfg.Log = nil
 	}
 	cfg.SettleTimeout = max(cfg.SettleTimeout, 0)
+	cfg.Workers = max(cfg.Workers, 1)
+	var lock batchviews.RunLock = runLockFunc(views.LockRuns)
+	if cfg.Lock != nil {
+		lock = cfg.Lock
+	}
 	f := promauto.With(reg)
-	r := &Runner{cfg: cfg, lk: lk, views: views, speed: speed, cat: cat, logger: logger.With("component", "batch"),
+	r := &Runner{cfg: cfg, lk: lk, views: views, lock: lock, speed: speed, cat: cat, logger: logger.With("component", "batch"),
 		runs:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_batch_runs_total", Help: "Batch runs by final status."}, []string{"status"}),
 		duration: f.NewHistogram(prometheus.HistogramOpts{Name: "braid_batch_run_duration_seconds", Help: "Duration of batch runs.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
 		rowsRead: f.NewCounter(prometheus.CounterOpts{Name: "braid_batch_rows_read_total", Help: "Lake rows (before the cutoff) read by batch runs."}),
@@ -81,12 +105,17 @@ func NewRunner(cfg RunnerConfig, lk LakeReader, views ViewVersions, speed SpeedE
 	}
 	// Runs a dead process left "running" are failed runs; say so now, not
 	// only at the next run (unless a run is in progress elsewhere).
-	if unlock, err := views.LockRuns(); err == nil {
+	if unlock, err := r.lock.Lock(); err == nil {
 		r.recoverInterrupted()
 		unlock()
 	}
 	return r
 }
+
+// runLockFunc adapts a lock function to batchviews.RunLock.
+type runLockFunc func() (func(), error)
+
+func (f runLockFunc) Lock() (func(), error) { return f() }
 
 func (r *Runner) recoverInterrupted() {
 	n, err := r.views.RecoverInterrupted()
@@ -210,7 +239,11 @@ func (r *Runner) Rebuild(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.logger.Error("batch run for added or changed views failed; trying again", "err", err, "pause", pause)
+		if errors.Is(err, batchviews.ErrLocked) {
+			r.logger.Info("another process is running a batch run; the run for added or changed views waits", "pause", pause)
+		} else {
+			r.logger.Error("batch run for added or changed views failed; trying again", "err", err, "pause", pause)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(pause):
@@ -240,7 +273,7 @@ func (r *Runner) Schedule(ctx context.Context, every time.Duration) {
 			r.mu.Lock()
 			_, err := r.run(ctx, batchviews.NewID(), request{names: append([]string(nil), r.cat.ViewOrder...)})
 			r.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil && !errors.Is(err, batchviews.ErrLocked) {
 				r.logger.Error("scheduled batch run failed", "err", err)
 			}
 		}
@@ -272,7 +305,13 @@ func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Ru
 	log := r.logger.With("run", id)
 	// One run per store across processes: the lock dies with its process,
 	// so a run still recorded as running under it was interrupted.
-	unlock, err := r.views.LockRuns()
+	unlock, err := r.lock.Lock()
+	if err != nil && req.at.IsZero() && errors.Is(err, batchviews.ErrLocked) {
+		// A scheduled run: another process (every batch worker schedules)
+		// is running one; nothing to record.
+		log.Info("batch run skipped: another process is running one")
+		return rec, err
+	}
 	if err != nil {
 		rec.Status, rec.Error, rec.Finished = batchviews.StatusFailed, err.Error(), time.Now().UTC()
 		r.runs.WithLabelValues(rec.Status).Inc()
@@ -293,12 +332,12 @@ func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Ru
 		covered := r.settle(ctx, log, r.streamsOf(names), req.ends)
 		rec.CoversRequest = &covered
 	}
-	prev, rows, err := r.compute(ctx, log, &rec)
-	if err == nil && len(rows) == 0 && len(rec.FailedViews) > 0 {
+	prev, computed, err := r.compute(ctx, log, &rec)
+	if err == nil && len(computed) == 0 && len(rec.FailedViews) > 0 {
 		err = fmt.Errorf("%w: every view failed: %s", ErrViewsFailed, failedNames(rec.FailedViews))
 	}
 	if err == nil {
-		err = r.publish(id, prev, rows, &rec)
+		err = r.publish(ctx, id, prev, computed)
 	}
 	rec.Finished = time.Now().UTC()
 	rec.DurationMs = rec.Finished.Sub(started).Milliseconds()
@@ -355,118 +394,153 @@ func failedNames(failed map[string]string) string {
 	return strings.Join(names, ", ")
 }
 
-// compute runs the views' SQL over the lake. A view whose computation
-// fails (or whose stream's lake cannot be read) is recorded in
-// rec.FailedViews and left out of the rows; the others are computed. An
-// error is returned only when nothing can be computed at all (no DuckDB,
-// no current version to build on, the run cancelled).
-func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.Run) (*batchviews.Version, map[string][]batchviews.Row, error) {
+// compute runs the views' work units: for each stream its manifest, whose
+// checkpoint gives the cutoff (the epoch start at or below CoveredUntil:
+// every record that arrived before it is in the manifest's files); for
+// each view its plan on top of the current version (PlanView); then the
+// units to compute, all at once, through the executor. It returns the
+// version built on and the computed views' entries (parts, cutoff,
+// definition). A view whose stream's lake cannot be read, or with a unit
+// that failed, is recorded in rec.FailedViews and left out; an error is
+// returned only when nothing can be computed at all (no current version
+// to build on, the run cancelled).
+func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.Run) (*batchviews.Version, map[string]batchviews.ViewVersion, error) {
 	prev, err := r.views.Current()
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := sql.Open("duckdb", "")
-	if err != nil {
-		return prev, nil, fmt.Errorf("batch: open duckdb: %w", err)
+	type streamState struct {
+		m      lake.Manifest
+		cutoff int64
+		err    error
 	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return prev, nil, fmt.Errorf("batch: duckdb: %w", err)
-	}
-	defer conn.Close()
-	if r.cfg.Threads > 0 {
-		if _, err := conn.ExecContext(ctx, fmt.Sprintf("SET threads = %d", r.cfg.Threads)); err != nil {
-			return prev, nil, fmt.Errorf("batch: duckdb threads: %w", err)
-		}
-	}
-	if r.cfg.Memory != "" {
-		if _, err := conn.ExecContext(ctx, "SET memory_limit = "+quoteString(r.cfg.Memory)); err != nil {
-			return prev, nil, fmt.Errorf("batch: duckdb memory_limit: %w", err)
-		}
-	}
-	// One relation per stream, with the cutoff of its checkpoint; a stream
-	// whose lake cannot be read fails its views only.
-	srcs := map[string]source{}
+	streams := map[string]*streamState{}
 	for _, n := range rec.Views {
-		s := r.cat.Views[n].Stream
-		if _, ok := srcs[s.Name]; ok {
+		s := r.cat.Views[n].Stream.Name
+		if _, ok := streams[s]; ok {
 			continue
 		}
-		sc := r.source(ctx, conn, s)
-		srcs[s.Name] = sc
-		if sc.err != nil {
+		st := &streamState{}
+		streams[s] = st
+		st.m, st.err = r.lk.Manifest(ctx, s)
+		if st.err != nil {
 			if ctx.Err() != nil {
 				return prev, nil, fmt.Errorf("batch: %w", ctx.Err())
 			}
-			log.Error("batch source failed; its views keep their previous version", "stream", s.Name, "err", sc.err)
+			st.err = fmt.Errorf("stream %s: %w", s, st.err)
+			log.Error("batch source failed; its views keep their previous version", "stream", s, "err", st.err)
 			continue
 		}
-		rec.RowsRead += sc.rows
-		r.rowsRead.Add(float64(sc.rows))
-		log.Info("batch source", "stream", s.Name, "files", sc.files, "rows", sc.rows, "cutoff", sc.cutoff, "checkpoint_seq", sc.seq)
+		if cu := st.m.Checkpoint.CoveredUntil; cu > 0 {
+			st.cutoff = logic.EpochOf(cu, r.cfg.Epoch)
+		}
+		log.Info("batch source", "stream", s, "files", len(st.m.Files), "cutoff", st.cutoff, "checkpoint_seq", st.m.Checkpoint.Seq, "gen", st.m.Gen)
 	}
-	out := map[string][]batchviews.Row{}
+	plans := map[string]Plan{}
+	var units []Unit
 	for _, n := range rec.Views {
 		v := r.cat.Views[n]
-		sc := srcs[v.Stream.Name]
-		if sc.err != nil {
-			r.failView(rec, n, sc.err)
+		st := streams[v.Stream.Name]
+		if st.err != nil {
+			r.failView(rec, n, st.err)
 			continue
 		}
-		t0 := time.Now()
-		rows, err := queryView(ctx, conn, v, sc.name, sc.cutoff)
-		if err != nil {
-			if ctx.Err() != nil {
-				return prev, nil, fmt.Errorf("batch: view %s: %w", n, ctx.Err())
+		in := PlanInput{Run: rec.ID, View: v, Files: st.m.Files, Cutoff: st.cutoff}
+		if keep := r.cfg.Retention[v.Stream.Name]; keep > 0 {
+			in.Horizon = dateOf(rec.Started.Add(-keep).UnixMilli())
+		}
+		if prev != nil {
+			if vv, ok := prev.Views[n]; ok && vv.Definition == v.Definition() {
+				in.Prev = &vv
 			}
+		}
+		p, err := PlanView(in)
+		if err != nil {
+			r.failView(rec, n, err)
+			continue
+		}
+		plans[n] = p
+		units = append(units, p.Compute...)
+		log.Info("batch view planned", "view", n, "units", len(p.Compute), "reused", len(p.Reuse), "cutoff", st.cutoff)
+	}
+	results := map[string][]UnitResult{}
+	if len(units) > 0 {
+		var mu sync.Mutex
+		t0 := time.Now()
+		exec := r.cfg.Executor
+		if exec == nil {
+			c := NewComputer(ComputeConfig{Threads: r.cfg.Threads, Memory: r.cfg.Memory}, r.lk, r.views, r.cat)
+			defer c.Close()
+			exec = NewPool(r.cfg.Workers, c)
+		}
+		err := exec.Execute(ctx, units, func(res UnitResult) {
+			mu.Lock()
+			defer mu.Unlock()
+			results[res.Unit.View] = append(results[res.Unit.View], res)
+		})
+		if err != nil {
+			return prev, nil, fmt.Errorf("batch: %w", err)
+		}
+		log.Info("batch units computed", "units", len(units), "ms", time.Since(t0).Milliseconds())
+	}
+	out := map[string]batchviews.ViewVersion{}
+	read := map[string]map[string]int64{} // stream -> file key -> rows before the cutoff
+	for _, n := range rec.Views {
+		p, ok := plans[n]
+		if !ok {
+			continue
+		}
+		v := r.cat.Views[n]
+		rs := results[n]
+		var failed []string
+		for _, res := range rs {
+			if res.Err != "" {
+				failed = append(failed, res.Unit.Date+": "+res.Err)
+			}
+		}
+		if len(rs) < len(p.Compute) {
+			failed = append(failed, fmt.Sprintf("%d of %d units without a result", len(p.Compute)-len(rs), len(p.Compute)))
+		}
+		if len(failed) > 0 {
+			sort.Strings(failed)
+			err := fmt.Errorf("units failed: %s", strings.Join(failed, "; "))
 			log.Error("batch view failed; it keeps its previous version", "view", n, "err", err)
 			r.failView(rec, n, err)
 			continue
 		}
-		out[n] = rows
-		rec.Cutoffs[n] = sc.cutoff
-		rec.RowsOut += int64(len(rows))
-		r.rowsOut.Add(float64(len(rows)))
-		log.Info("batch view computed", "view", n, "rows", len(rows), "cutoff", sc.cutoff, "ms", time.Since(t0).Milliseconds())
+		vv := batchviews.ViewVersion{Cutoff: streams[v.Stream.Name].cutoff, Definition: v.Definition()}
+		vv.Parts = append(vv.Parts, p.Reuse...)
+		for _, res := range rs {
+			vv.Parts = append(vv.Parts, res.Part)
+			fr := read[v.Stream.Name]
+			if fr == nil {
+				fr = map[string]int64{}
+				read[v.Stream.Name] = fr
+			}
+			for k, c := range res.FileRows {
+				fr[k] = c
+			}
+		}
+		sort.Slice(vv.Parts, func(i, j int) bool { return vv.Parts[i].Date < vv.Parts[j].Date })
+		for _, part := range vv.Parts {
+			vv.Rows += part.Rows
+		}
+		out[n] = vv
+		rec.Cutoffs[n] = vv.Cutoff
+		rec.RowsOut += int64(vv.Rows)
+		rec.UnitsComputed += len(rs)
+		rec.UnitsReused += len(p.Reuse)
+		r.rowsOut.Add(float64(vv.Rows))
+		log.Info("batch view computed", "view", n, "rows", vv.Rows, "parts", len(vv.Parts), "units_computed", len(rs), "units_reused", len(p.Reuse), "cutoff", vv.Cutoff)
 	}
+	// Rows read: each lake file a computed unit read, once per stream.
+	for _, fr := range read {
+		for _, c := range fr {
+			rec.RowsRead += c
+		}
+	}
+	r.rowsRead.Add(float64(rec.RowsRead))
 	return prev, out, nil
-}
-
-// source is a stream's lake relation in a run.
-type source struct {
-	name   string // the relation, quoted
-	cutoff int64  // epoch start: the relation's rows that arrived before it count
-	rows   int64  // rows before the cutoff
-	files  int
-	seq    uint64 // the checkpoint's sequence
-	err    error  // the lake could not be read: every view of the stream fails
-}
-
-// source creates the relation of stream s's committed lake files and
-// counts its rows before the cutoff, which is the epoch start at or below
-// the checkpoint's CoveredUntil (every record that arrived before it is in
-// those files).
-func (r *Runner) source(ctx context.Context, conn *sql.Conn, s *logic.Stream) source {
-	cp, err := r.lk.Checkpoint(s.Name)
-	if err != nil {
-		return source{err: fmt.Errorf("stream %s: %w", s.Name, err)}
-	}
-	files, err := r.lk.Files(s.Name)
-	if err != nil {
-		return source{err: fmt.Errorf("stream %s: %w", s.Name, err)}
-	}
-	sc := source{name: quoteIdent("src_" + s.Name), files: len(files), seq: cp.Seq}
-	if cp.CoveredUntil > 0 {
-		sc.cutoff = logic.EpochOf(cp.CoveredUntil, r.cfg.Epoch)
-	}
-	if _, err := conn.ExecContext(ctx, "CREATE VIEW "+sc.name+" AS "+sourceSQL(s, files)); err != nil {
-		return source{err: fmt.Errorf("stream %s source: %w", s.Name, err)}
-	}
-	if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE _arrival < %d", sc.name, sc.cutoff)).Scan(&sc.rows); err != nil {
-		return source{err: fmt.Errorf("stream %s: read lake: %w", s.Name, err)}
-	}
-	return sc
 }
 
 // failView records that view n failed with err.
@@ -477,33 +551,43 @@ func (r *Runner) failView(rec *batchviews.Run, n string, err error) {
 	rec.FailedViews[n] = err.Error()
 }
 
-func (r *Runner) publish(id string, prev *batchviews.Version, rows map[string][]batchviews.Row, rec *batchviews.Run) error {
+// publish makes the version of run id current on top of prev: the
+// computed views' new entries, and the other views' entries of prev
+// computed under today's definitions (a removed view's, and rows of
+// another definition, are left behind).
+func (r *Runner) publish(ctx context.Context, id string, prev *batchviews.Version, computed map[string]batchviews.ViewVersion) error {
 	ver := &batchviews.Version{ID: id, Created: time.Now().UTC(), Views: map[string]batchviews.ViewVersion{}}
 	if prev != nil {
-		// The other views keep their rows, if they were computed under
-		// today's definition; a removed view's, and rows of another
-		// definition, are left behind (and go with their version).
 		for n, vv := range prev.Views {
 			if v, ok := r.cat.Views[n]; ok && vv.Definition == v.Definition() {
 				ver.Views[n] = vv
 			}
 		}
 	}
-	for n := range rows {
-		ver.Views[n] = batchviews.ViewVersion{Cutoff: rec.Cutoffs[n], Definition: r.cat.Views[n].Definition()}
+	for n, vv := range computed {
+		ver.Views[n] = vv
 	}
-	return r.views.Publish(ver, rows)
+	if err := r.views.PublishParts(ctx, prev, ver); err != nil {
+		if errors.Is(err, batchviews.ErrConflict) {
+			return fmt.Errorf("batch: another run published first: %w", err)
+		}
+		return fmt.Errorf("batch: publish: %w", err)
+	}
+	return nil
 }
 
-// queryView computes a view's batch rows: its SQL (numeric slots and the
-// exact values of the sketch measures), then the values of each
-// count_distinct sketch and the buckets of each quantile sketch, folded
-// into the rows' sketches.
-func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string, cutoff int64) ([]batchviews.Row, error) {
+// queryView computes a view's batch rows with window start in [lo, hi):
+// its SQL (numeric slots and the exact values of the sketch measures),
+// then the values of each count_distinct sketch and the buckets of each
+// quantile sketch, folded into the rows' sketches.
+func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string, cutoff, lo, hi int64) ([]batchviews.Row, error) {
 	exact := v.ExactMeasures()
 	var out []batchviews.Row
 	at := map[cellKey]int{}
 	err := scanCells(ctx, conn, v, v.SQL(source, cutoff), v.NumSlots+len(exact), func(k cellKey, vals []any) error {
+		if k.w < lo || k.w >= hi {
+			return nil
+		}
 		st := v.NewState()
 		for i := range st.Num {
 			x, err := float(vals[i])
@@ -536,6 +620,9 @@ func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string
 	var elem []byte
 	for i := 0; i < nDistinct; i++ {
 		err := scanCells(ctx, conn, v, v.DistinctSQL(source, cutoff, i), 1, func(k cellKey, vals []any) error {
+			if k.w < lo || k.w >= hi {
+				return nil
+			}
 			x, err := distinctValue(vals[0])
 			if err != nil {
 				return fmt.Errorf("count_distinct(%s): %w", v.DistinctField(i), err)
@@ -558,6 +645,9 @@ func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string
 	}
 	for i := 0; i < nQuantile; i++ {
 		err := scanCells(ctx, conn, v, v.QuantileSQL(source, cutoff, i), 2, func(k cellKey, vals []any) error {
+			if k.w < lo || k.w >= hi {
+				return nil
+			}
 			b, ok1 := vals[0].(int32)
 			n, ok2 := vals[1].(int64)
 			if !ok1 || !ok2 {

@@ -135,8 +135,8 @@ func cmdBatch(ctx context.Context, args []string) error {
 	if run.CoversRequest != nil && *run.CoversRequest {
 		covers = "yes"
 	}
-	fmt.Printf("run %s %s: views=%s rows_read=%d rows_out=%d duration=%s version=%s covers_request=%s\n", run.ID, run.Status,
-		strings.Join(run.Views, ","), run.RowsRead, run.RowsOut, time.Duration(run.DurationMs)*time.Millisecond, run.Version, covers)
+	fmt.Printf("run %s %s: views=%s rows_read=%d rows_out=%d units_computed=%d units_reused=%d duration=%s version=%s covers_request=%s\n", run.ID, run.Status,
+		strings.Join(run.Views, ","), run.RowsRead, run.RowsOut, run.UnitsComputed, run.UnitsReused, time.Duration(run.DurationMs)*time.Millisecond, run.Version, covers)
 	for _, v := range slices.Sorted(maps.Keys(run.FailedViews)) {
 		fmt.Printf("view %s failed: %s\n", v, run.FailedViews[v])
 	}

@@ -70,6 +70,18 @@ const (
 	// store other than local files (serving asks for it on every query):
 	// another process's publish shows within it.
 	BatchPointerTTL = time.Second
+
+	// The batch work queue and run lock (no keys yet): how long a work
+	// unit stays with a worker that stops answering, how often it is
+	// handed out, the dedup window of queued units, how long results are
+	// kept, how often a run waiting for workers says so, and the lease of
+	// the run lock shared across hosts.
+	BatchUnitAckWait    = 30 * time.Second
+	BatchUnitMaxDeliver = 5
+	BatchUnitDedup      = 10 * time.Minute
+	BatchResultsMaxAge  = 24 * time.Hour
+	BatchUnitProgress   = 5 * time.Second
+	BatchLockTTL        = 15 * time.Second
 )
 
 // speed.*
