@@ -255,6 +255,13 @@ func TestBatchRunPartialExitCode(t *testing.T) {
 	if code := httpJSON(t, "POST", base+"/v1/batch/runs?wait=true", "application/json", []byte(`{}`), &run); code != 200 || run.Status != "succeeded" || run.covers() != "true" {
 		t.Fatalf("batch run: status %d, %+v", code, run)
 	}
+	// One more click after the run, so the next run computes the unit of
+	// clicks again (an unchanged unit is reused, not read); braid up
+	// archives it as it stops.
+	clicks = fmt.Sprintf(`{"at": %q, "page": "/b"}`, time.Now().UTC().Add(-time.Minute).Format(time.RFC3339))
+	if code := httpJSON(t, "POST", base+"/v1/streams/clicks/events", "application/json", []byte(clicks), &ir); code != 200 || ir.Accepted != 1 {
+		t.Fatalf("ingest clicks: %d %+v", code, ir)
+	}
 	if err := p.Stop(t); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}

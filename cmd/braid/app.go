@@ -24,6 +24,7 @@ import (
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/storage/workqueue"
 )
 
 // app holds what the commands share: configuration, catalog, logger,
@@ -36,6 +37,7 @@ type app struct {
 	reg    *prometheus.Registry
 
 	nc     *nats.Conn
+	js     jetstream.JetStream
 	log    *eventlog.Log
 	rdb    *redis.Client     // the speed layer's commits, leases and positions, batch runs
 	store  *speedstore.Store // over rdb
@@ -46,6 +48,7 @@ type app struct {
 	// runLock is the batch run lock every process shares, in NATS (set
 	// once NATS is connected); nil: the file store's own lock.
 	runLock batchviews.RunLock
+	queue   *workqueue.Queue // the batch work queue (with NATS and the batch views)
 
 	closers []func() error
 }
@@ -162,7 +165,34 @@ func (a *app) open(ctx context.Context, d deps) (*layers, error) {
 			return nil, err
 		}
 	}
+	if d.views && a.js != nil {
+		if err := a.openBatchQueue(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return a.stores(d.lake, d.views)
+}
+
+// openBatchQueue opens the batch work queue and, when the batch views are
+// on S3 (shared by hosts), the run lock every process shares; once.
+func (a *app) openBatchQueue(ctx context.Context) error {
+	if a.queue != nil {
+		return nil
+	}
+	n := a.cfg.NATS
+	q, err := workqueue.Open(ctx, a.js, workqueue.Options{Namespace: a.cfg.Namespace, Replicas: n.Replicas, Logger: a.logger.With("component", "workqueue")})
+	if err != nil {
+		return fmt.Errorf("open batch work queue: %w", err)
+	}
+	a.queue = q
+	if a.cfg.Storage.IsS3() {
+		lock, err := workqueue.OpenRunLock(ctx, a.js, workqueue.LockOptions{Namespace: a.cfg.Namespace, Replicas: n.Replicas, Logger: a.logger.With("component", "runlock")})
+		if err != nil {
+			return fmt.Errorf("open batch run lock: %w", err)
+		}
+		a.runLock = lock
+	}
+	return nil
 }
 
 // openStores opens the lake and the batch views (`braid audit`).
@@ -227,6 +257,7 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	a.js = js
 	n := a.cfg.NATS
 	l, err := eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
 		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),

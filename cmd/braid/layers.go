@@ -74,12 +74,14 @@ func cmdArchive(ctx context.Context, args []string) error {
 func cmdServe(ctx context.Context, args []string) error {
 	return runLayer(ctx, "serve", args, deps{nats: true, redis: true, lake: true, views: true}, func(a *app, l *layers) error {
 		a.newRunner(l)
+		a.newWorker(l)
 		return a.newServer(l)
 	})
 }
 
-// cmdBatch is `braid batch` (the scheduled batch layer) or `braid batch run`
-// (one run now, exit code 1 on failure).
+// cmdBatch is `braid batch` (a batch worker, which also schedules runs:
+// the one holding the run lock runs them) or `braid batch run` (one run
+// now, exit code 1 on failure).
 func cmdBatch(ctx context.Context, args []string) error {
 	once := len(args) > 0 && args[0] == "run"
 	if once {
@@ -103,12 +105,26 @@ func cmdBatch(ctx context.Context, args []string) error {
 		}
 	}
 	// Redis lets a run expire the speed epochs it absorbed; without it the
-	// next run of a process that has Redis does that.
-	l, err := a.open(ctx, deps{redis: a.cfg.Redis.URL != "", lake: true, views: true})
+	// next run of a process that has Redis does that. A worker needs NATS
+	// (the work queue); a single run without it computes in process.
+	l, err := a.open(ctx, deps{nats: !once, redis: a.cfg.Redis.URL != "", lake: true, views: true})
 	if err != nil {
 		return err
 	}
 	a.newRunner(l)
+	a.newWorker(l)
+	if once && l.worker != nil {
+		// This run's units are computed here too (and by any other worker).
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := l.worker.Run(wctx); err != nil && wctx.Err() == nil {
+				a.logger.Error("batch worker failed", "err", err)
+			}
+		}()
+		defer func() { stop(); <-done }()
+	}
 	if !once {
 		if a.cfg.Batch.Every.D() == 0 {
 			a.logger.Info("batch.every is 0: runs only for views added or changed, and on demand (braid batch run, POST /v1/batch/runs)")

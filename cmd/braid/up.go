@@ -27,7 +27,8 @@ type layers struct {
 	archiver *batch.Archiver
 	runner   *batch.Runner
 	server   *serving.Server
-	schedule bool // run the batch scheduler: views added or changed at once, then every batch.every
+	worker   *batch.Worker // computes batch work units from the queue
+	schedule bool          // run the batch scheduler: views added or changed at once, then every batch.every
 
 	lake   *lake.Lake
 	views  *batchviews.Store
@@ -59,12 +60,36 @@ func (a *app) newArchiver(l *layers) {
 // newRunner builds the batch runner; with the event log open, on-demand
 // runs wait (batch.settle_timeout) until the lake covers what the log held
 // when they were asked for.
+//
+// With NATS, a run's work units go on the batch work queue, computed by
+// every process's worker (newWorker); without it (braid batch run with no
+// nats.url) by a pool in this process.
 func (a *app) newRunner(l *layers) {
-	cfg := batch.RunnerConfig{Epoch: a.cfg.Epoch.D(), SettleTimeout: a.cfg.Batch.SettleTimeout.D()}
+	c := a.cfg
+	retention := map[string]time.Duration{}
+	for name, s := range c.Streams {
+		retention[name] = s.Retention.D()
+	}
+	cfg := batch.RunnerConfig{Epoch: c.Epoch.D(), SettleTimeout: c.Batch.SettleTimeout.D(),
+		Threads: c.Batch.Threads, Workers: max(c.Batch.Workers, 1), Retention: retention}
 	if a.log != nil {
 		cfg.Log = logEnds{a.log}
 	}
+	if a.queue != nil {
+		cfg.Executor = batch.NewQueueExecutor(a.queue)
+	}
 	l.runner = batch.NewRunner(cfg, l.lake, l.views, l.store, a.cat, a.logger.With("layer", "batch"), a.reg)
+}
+
+// newWorker makes this process a batch worker: batch.workers units at a
+// time from the work queue (none when it is 0, or without NATS).
+func (a *app) newWorker(l *layers) {
+	if a.queue == nil || a.cfg.Batch.Workers == 0 {
+		return
+	}
+	comp := batch.NewComputer(batch.ComputeConfig{Threads: a.cfg.Batch.Threads}, l.lake, l.views, a.cat)
+	a.onClose(comp.Close)
+	l.worker = batch.NewWorker(a.queue, comp, a.cfg.Batch.Workers, a.logger.With("layer", "batch-worker"))
 }
 
 func (a *app) newServer(l *layers) error {
@@ -110,6 +135,9 @@ func (a *app) runAll(parent context.Context, l *layers, extra ...func(context.Co
 	}()
 	wg.Add(1)
 	go func() { defer wg.Done(); a.watchMemory(ctx) }()
+	if l.worker != nil {
+		goRun("batch-worker", l.worker.Run)
+	}
 	if l.runner != nil && l.schedule {
 		goRun("batch", func(ctx context.Context) error { l.runner.Schedule(ctx, a.cfg.Batch.Every.D()); return nil })
 	}
@@ -182,6 +210,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	a.newSpeed(l)
 	a.newArchiver(l)
 	a.newRunner(l)
+	a.newWorker(l)
 	l.schedule = true
 	if err := a.newServer(l); err != nil {
 		return err

@@ -153,6 +153,13 @@ type Batch struct {
 	// SettleTimeout bounds how long an on-demand run waits for the lake to
 	// cover what the log had acknowledged when it was asked for (0: no wait).
 	SettleTimeout Duration `yaml:"settle_timeout"`
+	// Workers is how many work units a process computes at once (braid
+	// batch, braid up, braid serve, braid batch run); 0 keeps a process
+	// from computing units (e.g. serving replicas, with BRAID_BATCH_WORKERS).
+	Workers int `yaml:"workers"`
+	// Threads is DuckDB's threads per unit being computed (0: DuckDB's
+	// default, the machine's cores).
+	Threads int `yaml:"threads"`
 }
 
 // Speed configures the speed layer's micro-batches.
@@ -398,6 +405,7 @@ func Default() Config {
 			Every:         Duration(defaults.BatchEvery),
 			KeepVersions:  defaults.BatchKeepVersions,
 			SettleTimeout: Duration(defaults.BatchSettleTimeout),
+			Workers:       defaults.BatchWorkers,
 		},
 		Speed: Speed{
 			BatchSize: defaults.SpeedBatchSize,

@@ -82,6 +82,12 @@ func (b Batch) validate(epoch time.Duration) issues {
 	if b.SettleTimeout.D() < 0 || b.SettleTimeout.D() > time.Hour {
 		is.add("batch.settle_timeout", eg(defaults.BatchSettleTimeout)+"; 0 takes what the lake covers without waiting", "must be between 0 and 1h")
 	}
+	if b.Workers < 0 || b.Workers > 256 {
+		is.add("batch.workers", eg(defaults.BatchWorkers)+"; 0 computes no work units in this process", "must be in 0..256")
+	}
+	if b.Threads < 0 || b.Threads > 1024 {
+		is.add("batch.threads", "0 (DuckDB's default: every core) or a number of threads", "must be in 0..1024")
+	}
 	return is
 }
 

@@ -62,6 +62,7 @@ const (
 	BatchEvery         = 15 * time.Minute
 	BatchKeepVersions  = 3
 	BatchSettleTimeout = time.Minute
+	BatchWorkers       = 1 // work units a process computes at once
 
 	// BatchKeepRuns (no key) is how many batch run records are kept.
 	BatchKeepRuns = 500
