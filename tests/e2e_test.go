@@ -335,13 +335,13 @@ func checkBuyers(t *testing.T, base string, start time.Time, orders []order) {
 
 func TestCheckCommand(t *testing.T) {
 	root := testenv.RepoRoot(t)
-	for _, f := range []string{"demo.yaml", "shop.yaml"} {
+	for f, storage := range map[string]string{"demo.yaml": "files under ", "shop.yaml": "s3://shop-braid-lake/prod at https://s3.eu-central-1.amazonaws.com"} {
 		out, code := testenv.RunBraid(t, "check", "--config", filepath.Join(root, "configs", f))
 		if code != 0 {
 			t.Fatalf("check %s: exit %d\n%s", f, code, out)
 		}
-		if !strings.Contains(out, f+": storage: files under ") {
-			t.Errorf("check %s does not report the storage:\n%s", f, out)
+		if !strings.Contains(out, f+": storage: "+storage) {
+			t.Errorf("check %s does not report the storage %s:\n%s", f, storage, out)
 		}
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

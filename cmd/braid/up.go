@@ -53,7 +53,7 @@ func (a *app) newArchiver(l *layers) {
 		retention[name] = s.Retention.D()
 	}
 	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: c.Archive.MaxRows, MaxBytes: c.Archive.MaxBytes, MaxDelay: c.Archive.MaxDelay.D(),
-		NoCompact: !c.Archive.Compact, TargetFileBytes: int64(c.Archive.TargetFileBytes), LogMaxAge: c.NATS.MaxAge.D(), Retention: retention},
+		NoCompact: !c.Archive.Compact, TargetFileBytes: int64(c.Archive.TargetFileBytes), LogMaxAge: c.NATS.MaxAge.D(), Retention: retention, UpkeepEvery: c.Archive.UpkeepEvery.D()},
 		a.log, l.lake, a.cat, a.logger.With("layer", "archive"), a.reg)
 }
 

@@ -178,6 +178,9 @@ type Archive struct {
 	// partition into files of about TargetFileBytes.
 	Compact         bool `yaml:"compact"`
 	TargetFileBytes Size `yaml:"target_file_bytes"`
+	// UpkeepEvery is the period of the archiver's upkeep: log trimming,
+	// compaction (when the lake took commits since) and sweeping.
+	UpkeepEvery Duration `yaml:"upkeep_every"`
 }
 
 // DLQ configures the retention of dead letters and too-late records:
@@ -419,6 +422,7 @@ func Default() Config {
 
 			Compact:         defaults.ArchiveCompact,
 			TargetFileBytes: defaults.ArchiveTargetFileBytes,
+			UpkeepEvery:     Duration(defaults.ArchiveUpkeepEvery),
 		},
 		Storage: Storage{
 			AccessKeyEnv: defaults.StorageAccessKeyEnv,

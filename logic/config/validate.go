@@ -121,6 +121,9 @@ func (a Archive) validate() issues {
 	if a.TargetFileBytes < 1<<20 {
 		is.add("archive.target_file_bytes", egMiB(defaults.ArchiveTargetFileBytes)+", or 128MiB", "must be at least 1048576 (1 MiB)")
 	}
+	if d := a.UpkeepEvery.D(); d < 100*time.Millisecond || d > 24*time.Hour {
+		is.add("archive.upkeep_every", eg(defaults.ArchiveUpkeepEvery), "must be between 100ms and 24h")
+	}
 	return is
 }
 

@@ -110,7 +110,8 @@ const (
 	ArchiveCompact         = true
 	ArchiveTargetFileBytes = 128 << 20
 
-	// The archiver's upkeep (no key). Every ArchiveUpkeepEvery it trims
+	// The archiver's upkeep (archive.upkeep_every; the retention period
+	// has no key). Every ArchiveUpkeepEvery it trims
 	// the log (nats.max_age) and, when the lake took commits since the
 	// last time, compacts each stream and sweeps what compaction and
 	// retention removed; every ArchiveRetentionEvery (and at start) it
