@@ -255,13 +255,29 @@ func TestBatchRunPartialExitCode(t *testing.T) {
 	if code := httpJSON(t, "POST", base+"/v1/batch/runs?wait=true", "application/json", []byte(`{}`), &run); code != 200 || run.Status != "succeeded" || run.covers() != "true" {
 		t.Fatalf("batch run: status %d, %+v", code, run)
 	}
-	// One more click after the run, so the next run computes the unit of
-	// clicks again (an unchanged unit is reused, not read); braid up
-	// archives it as it stops.
+	// One more click after the run, in the lake before braid up stops, so
+	// the next run computes the unit of clicks again (an unchanged unit is
+	// reused, not read).
 	clicks = fmt.Sprintf(`{"at": %q, "page": "/b"}`, time.Now().UTC().Add(-time.Minute).Format(time.RFC3339))
 	if code := httpJSON(t, "POST", base+"/v1/streams/clicks/events", "application/json", []byte(clicks), &ir); code != 200 || ir.Accepted != 1 {
 		t.Fatalf("ingest clicks: %d %+v", code, ir)
 	}
+	eventually(t, "the second click in the lake", 30*time.Second, func() string {
+		var status struct {
+			Streams map[string]struct {
+				Archive struct {
+					Seq uint64 `json:"seq"`
+				} `json:"archive"`
+			} `json:"streams"`
+		}
+		if code := httpJSON(t, "GET", base+"/v1/status", "", nil, &status); code != 200 {
+			return fmt.Sprintf("status %d", code)
+		}
+		if seq := status.Streams["clicks"].Archive.Seq; seq < 2 {
+			return fmt.Sprintf("clicks archived up to record %d", seq)
+		}
+		return ""
+	})
 	if err := p.Stop(t); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}

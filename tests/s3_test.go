@@ -109,7 +109,7 @@ func TestS3Deployment(t *testing.T) {
 			accepted = append(accepted, b...)
 		}
 	}
-	from, to := now.AddDate(0, 0, -(s3Days + 1)), now.Add(time.Hour)
+	from, to := now.AddDate(0, 0, -(s3Days+1)), now.Add(time.Hour)
 	// exact waits until both replicas answer every window exactly, from
 	// the sources given.
 	exact := func(when string, sources ...string) {

@@ -9,6 +9,7 @@ import (
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/storage/workqueue"
 )
 
 // The stores satisfy the interfaces batch owns as they are, but for the
@@ -17,7 +18,15 @@ var (
 	_ batch.EventLog[*eventlog.Consumer] = (*eventlog.Log)(nil)
 	_ batch.LakeReader                   = (*lake.Lake)(nil)
 	_ batch.LakeWriter                   = (*lake.Lake)(nil)
+	_ batch.LakeUpkeep                   = (*lake.Lake)(nil)
+	_ batch.RunLake                      = (*lake.Lake)(nil)
+	_ batch.LakeObjects                  = (*lake.Lake)(nil)
+	_ batch.LogTrimmer                   = (*eventlog.Log)(nil)
 	_ batch.ViewVersions                 = (*batchviews.Store)(nil)
+	_ batch.PartWriter                   = (*batchviews.Store)(nil)
+	_ batchviews.RunLock                 = (*workqueue.RunLock)(nil)
+	_ batch.UnitQueue                    = (*workqueue.Queue)(nil)
+	_ batch.UnitSource                   = (*workqueue.Queue)(nil)
 	_ batch.SpeedExpirer                 = (*speedstore.Store)(nil)
 	_ batch.SpeedSnapshot                = speedSnapshot{}
 )
