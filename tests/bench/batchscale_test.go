@@ -204,7 +204,7 @@ func countOf(t *testing.T, v *logic.View, rows []batchviews.Row) int64 {
 // on versitygw (uploaded object by object, manifests included), each into
 // a fresh view store (on S3 for the S3 lake, as a deployment on
 // storage.url has them), the S3 one with a cold cache. Both read every
-// event and publish the same rows.
+// event and publish the same rows, counting every event.
 func TestBenchBatchS3(t *testing.T) {
 	benchOnly(t)
 	n := envInt(t, "BRAID_BENCH_S3_EVENTS", 10_000_000)
@@ -212,16 +212,6 @@ func TestBenchBatchS3(t *testing.T) {
 	dir := t.TempDir()
 	midnight := time.Now().UTC().Truncate(24 * time.Hour).UnixMilli()
 	sl := newScaleLake(t, filepath.Join(dir, "lake"), n, days, midnight, time.Now().Add(-time.Hour).UnixMilli())
-
-	// Local: the lake's own directory, views on local files.
-	var logs bytes.Buffer
-	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	localViews, err := batchviews.OpenDir(filepath.Join(dir, "views"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	localRun, localSec := runOnce(t, batch.NewRunner(batch.RunnerConfig{Epoch: sl.cfg.Epoch.D()}, sl.lk, localViews, nil, sl.cat, logger, nil), &logs, n)
-	t.Logf("local run: %.2fs units=%d rows_out=%d", localSec, localRun.UnitsComputed, localRun.RowsOut)
 
 	// S3: every object of the lake copied to the bucket under lake/.
 	s3 := testenv.StartS3(t)
@@ -235,29 +225,56 @@ func TestBenchBatchS3(t *testing.T) {
 	t0 := time.Now()
 	bytesUp := copyObjects(t, sl.lk.Store(), open("lake"))
 	t.Logf("uploaded %.0f MiB to versitygw in %s", float64(bytesUp)/(1<<20), time.Since(t0).Round(time.Millisecond))
-	s3Lake, err := lake.Open(open("lake"), lake.Options{WorkDir: filepath.Join(dir, "s3work")})
-	if err != nil {
-		t.Fatal(err)
+
+	// Each side runs `reps` times, alternating, each time into a fresh
+	// view store (the S3 lake opened anew: a cold cache); the fastest run
+	// of each counts (a shared machine only ever slows a run down).
+	reps := envInt(t, "BRAID_BENCH_S3_REPS", 2)
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	var local []batchviews.Row
+	localSec, s3Sec := math.Inf(1), math.Inf(1)
+	units := 0
+	for rep := range reps {
+		// Local: the lake's own directory, views on local files.
+		localViews, err := batchviews.OpenDir(filepath.Join(dir, fmt.Sprintf("views%d", rep)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		localRun, sec := runOnce(t, batch.NewRunner(batch.RunnerConfig{Epoch: sl.cfg.Epoch.D()}, sl.lk, localViews, nil, sl.cat, logger, nil), &logs, n)
+		t.Logf("local run: %.2fs units=%d rows_out=%d", sec, localRun.UnitsComputed, localRun.RowsOut)
+		localSec = min(localSec, sec)
+		if local == nil {
+			local = viewRows(t, localViews, sl.v)
+			if c := countOf(t, sl.v, local); c != int64(n) {
+				t.Fatalf("local views count %d events, want %d", c, n)
+			}
+		}
+
+		// S3: the lake and the views on the bucket, as a deployment on
+		// storage.url has them.
+		s3Lake, err := lake.Open(open("lake"), lake.Options{WorkDir: filepath.Join(dir, fmt.Sprintf("s3work%d", rep))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s3Views, err := batchviews.Open(open(fmt.Sprintf("views%d", rep)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s3Run, sec := runOnce(t, batch.NewRunner(batch.RunnerConfig{Epoch: sl.cfg.Epoch.D()}, s3Lake, s3Views, nil, sl.cat, logger, nil), &logs, n)
+		t.Logf("s3 run: %.2fs units=%d rows_out=%d", sec, s3Run.UnitsComputed, s3Run.RowsOut)
+		s3Sec = min(s3Sec, sec)
+		units = s3Run.UnitsComputed
+		if s3Run.Cutoffs[sl.v.Name] != localRun.Cutoffs[sl.v.Name] {
+			t.Fatalf("cutoffs: s3 %d, local %d", s3Run.Cutoffs[sl.v.Name], localRun.Cutoffs[sl.v.Name])
+		}
+		sameRows(t, "s3 vs local", viewRows(t, s3Views, sl.v), local)
 	}
-	s3Views, err := batchviews.Open(open("views"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s3Run, s3Sec := runOnce(t, batch.NewRunner(batch.RunnerConfig{Epoch: sl.cfg.Epoch.D()}, s3Lake, s3Views, nil, sl.cat, logger, nil), &logs, n)
-	t.Logf("s3 run: %.2fs units=%d rows_out=%d", s3Sec, s3Run.UnitsComputed, s3Run.RowsOut)
-	if s3Run.Cutoffs[sl.v.Name] != localRun.Cutoffs[sl.v.Name] {
-		t.Fatalf("cutoffs: s3 %d, local %d", s3Run.Cutoffs[sl.v.Name], localRun.Cutoffs[sl.v.Name])
-	}
-	local := viewRows(t, localViews, sl.v)
-	if c := countOf(t, sl.v, local); c != int64(n) {
-		t.Fatalf("local views count %d events, want %d", c, n)
-	}
-	sameRows(t, "s3 vs local", viewRows(t, s3Views, sl.v), local)
 
 	label := sizeLabel(n)
 	report(t, "batch_s3_"+label+"_events", s3Sec*1000, "ms", localSec*1000)
-	fmt.Printf("bench: batch_s3 %s events over %d days, %d units: local %.2fs, versitygw (cold cache, views on S3) %.2fs, ratio s3/local %.2fx (aim <= 1.3x)\n",
-		label, days, s3Run.UnitsComputed, localSec, s3Sec, s3Sec/localSec)
+	fmt.Printf("bench: batch_s3 %s events over %d days, %d units, best of %d: local %.2fs, versitygw (cold cache, views on S3) %.2fs, ratio s3/local %.2fx (aim <= 1.3x)\n",
+		label, days, units, reps, localSec, s3Sec, s3Sec/localSec)
 }
 
 // copyObjects copies every object of src to dst (4 at a time) and returns

@@ -22,6 +22,7 @@ package bench
 //	BRAID_BENCH_SPEED_VIEWS          view counts of the speed curve [1,5,20]
 //	BRAID_BENCH_S3_EVENTS            events of the lake on versitygw vs local files [10000000]
 //	BRAID_BENCH_S3_DAYS              days that lake spans (a work unit a day) [7]
+//	BRAID_BENCH_S3_REPS              runs of each side, alternating (the fastest counts) [2]
 //	BRAID_BENCH_INCR_EVENTS          events of the incremental bench's history [30000000]
 //	BRAID_BENCH_INCR_DAYS            days of that history [30]
 //	BRAID_BENCH_WORKERS_EVENTS       events of the one vs two workers bench [8000000]
