@@ -1,6 +1,6 @@
 package bench
 
-// Helpers of the query, batch-lake, memory and speed-views benchmarks:
+// Helpers of the query, batch, memory and speed-views benchmarks:
 // sizes from the environment, a fast lake generator (Parquet written with
 // storage/lake's own writer, committed by its checkpoint, exactly what the
 // archiver leaves behind), a loopback HTTP load generator and percentiles.
@@ -20,6 +20,14 @@ package bench
 //	BRAID_BENCH_SPEED_EVENTS         live records (event times in the last 5 min) per speed-layer run [200000]
 //	BRAID_BENCH_SPEED_SPREAD_EVENTS  records with event times over 24 h per speed-layer run [50000]
 //	BRAID_BENCH_SPEED_VIEWS          view counts of the speed curve [1,5,20]
+//	BRAID_BENCH_S3_EVENTS            events of the lake on versitygw vs local files [10000000]
+//	BRAID_BENCH_S3_DAYS              days that lake spans (a work unit a day) [7]
+//	BRAID_BENCH_S3_REPS              runs of each side, alternating (the fastest counts) [2]
+//	BRAID_BENCH_INCR_EVENTS          events of the incremental bench's history [30000000]
+//	BRAID_BENCH_INCR_DAYS            days of that history [30]
+//	BRAID_BENCH_WORKERS_EVENTS       events of the one vs two workers bench [8000000]
+//	BRAID_BENCH_WORKERS_DAYS         days it spans (a work unit a day) [8]
+//	BRAID_BENCH_WORKERS_REPS         runs of each worker count, alternating (the fastest counts) [3]
 
 import (
 	"context"

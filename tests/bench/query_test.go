@@ -40,7 +40,9 @@ func queryCatalog() testenv.Catalog {
 	orders.Lateness = "2h"
 	q1m := testenv.OrdersByCountry().Without("items")
 	q1m.Name = "q1m"
-	return testenv.Catalog{Epoch: "10s", Batch: "every: 0", Streams: []testenv.Stream{orders}, Views: []testenv.View{q1m}}
+	// The test writes the lake itself: the archiver of the stack must not
+	// compact it meanwhile (a stream has one writer).
+	return testenv.Catalog{Epoch: "10s", Batch: "every: 0", Archive: "compact: false", Streams: []testenv.Stream{orders}, Views: []testenv.View{q1m}}
 }
 
 // bareChiEnv makes the test binary a bare chi server (see TestMain): it
