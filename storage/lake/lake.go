@@ -468,7 +468,7 @@ func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string,
 		return nil, 0, err
 	}
 	w := l.writerOf(s.Name)
-	if err := l.noteFields(ctx, w, s, rows[0].Seq); err != nil {
+	if err := l.noteFields(ctx, w, s, rows[0].Seq, rows[len(rows)-1].Seq); err != nil {
 		return nil, 0, err
 	}
 	// Rows by UTC day (unix days; formatted once per file).

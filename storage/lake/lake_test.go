@@ -418,3 +418,34 @@ func TestFilesPinnedOnRemoteStore(t *testing.T) {
 		t.Fatal("nothing in the cache")
 	}
 }
+
+// Writes of disjoint record ranges may come in any order (and at once)
+// before the commit that makes them visible; a range written again
+// replaces what overlaps it (a write that was never committed, repeated).
+func TestWritesInAnyOrder(t *testing.T) {
+	s := storagetest.LakeStream(t)
+	lk, err := lake.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2024, 3, 1, 22, 0, 0, 0, time.UTC).UnixMilli()
+	exp := map[uint64]storagetest.LakeWant{}
+	write := func(first, n uint64) {
+		t.Helper()
+		rows, want := storagetest.LakeRows(s, first, n, base, 0)
+		if _, err := lk.Write(s, rows); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range want {
+			exp[k] = v
+		}
+	}
+	write(21, 10) // after the records below
+	write(1, 20)
+	write(31, 10)
+	write(31, 10) // written again: replaces the first write of 31..40
+	if err := lk.Commit("orders", lake.Checkpoint{Seq: 40, Arrival: 1, CoveredUntil: 1}); err != nil {
+		t.Fatal(err)
+	}
+	storagetest.CheckLakeRows(t, lk, "orders", exp)
+}

@@ -174,19 +174,22 @@ func columnType(fld parquet.Field) (logic.FieldType, bool) {
 	return logic.TypeNull, false
 }
 
-// noteFields is called before rows from log record first on are written
-// with s's field types: it drops the pending epochs and files at or beyond
-// first (left by a write that was never committed) and, when the types
-// differ from the last epoch's, records a pending epoch, refusing types
-// the files already in the lake (committed or pending) cannot be read as.
-func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, first uint64) error {
+// noteFields is called before rows of log records first..last are written
+// with s's field types: it drops the pending files whose records overlap
+// them (left by a write that was never committed, and written again now;
+// a pending file of other records stays, so writes of disjoint ranges may
+// come in any order) and the pending epochs at or beyond first, and, when
+// the types differ from the last epoch's, records a pending epoch,
+// refusing types the files already in the lake (committed or pending)
+// cannot be read as.
+func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, first, last uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := l.load(ctx, s.Name, w); err != nil {
 		return err
 	}
 	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.From >= first })
-	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Last >= first })
+	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.First <= last && f.Last >= first })
 	epochs := append(slices.Clone(w.cur.Epochs), w.epochs...)
 	fields := fieldNames(s)
 	if n := len(epochs); n > 0 && maps.Equal(epochs[n-1].Fields, fields) {
