@@ -19,6 +19,7 @@ import (
 
 	"github.com/braid-data/braid/configs"
 	"github.com/braid-data/braid/logic/config"
+	"github.com/braid-data/braid/logic/defaults"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/embedded"
 	"github.com/braid-data/braid/storage/eventlog"
@@ -36,15 +37,16 @@ type app struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	log    *eventlog.Log
-	rdb    *redis.Client     // the speed layer's commits, leases and positions, batch runs
-	store  *speedstore.Store // over rdb
-	qrdb   *redis.Client     // queries (serving, audits)
-	qstore *speedstore.Store // over qrdb
-	lk     *lake.Lake
-	views  *batchviews.Store
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	natsWait time.Duration // how long a start waits for NATS (0: defaults.NATSStartWait; < 0: not at all)
+	log      *eventlog.Log
+	rdb      *redis.Client     // the speed layer's commits, leases and positions, batch runs
+	store    *speedstore.Store // over rdb
+	qrdb     *redis.Client     // queries (serving, audits)
+	qstore   *speedstore.Store // over qrdb
+	lk       *lake.Lake
+	views    *batchviews.Store
 	// runLock is the batch run lock every process shares, in NATS (set
 	// once NATS is connected); nil: the file store's own lock.
 	runLock batchviews.RunLock
@@ -180,13 +182,21 @@ func (a *app) openBatchQueue(ctx context.Context) error {
 		return nil
 	}
 	n := a.cfg.NATS
-	q, err := workqueue.Open(ctx, a.js, workqueue.Options{Namespace: a.cfg.Namespace, Replicas: n.Replicas, Logger: a.logger.With("component", "workqueue")})
+	var q *workqueue.Queue
+	err := a.untilNATSReady(ctx, "open the batch work queue", func() (err error) {
+		q, err = workqueue.Open(ctx, a.js, workqueue.Options{Namespace: a.cfg.Namespace, Replicas: n.Replicas, Logger: a.logger.With("component", "workqueue")})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("open batch work queue: %w", err)
 	}
 	a.queue = q
 	if a.cfg.Storage.IsS3() {
-		lock, err := workqueue.OpenRunLock(ctx, a.js, workqueue.LockOptions{Namespace: a.cfg.Namespace, Replicas: n.Replicas, Logger: a.logger.With("component", "runlock")})
+		var lock *workqueue.RunLock
+		err := a.untilNATSReady(ctx, "open the batch run lock", func() (err error) {
+			lock, err = workqueue.OpenRunLock(ctx, a.js, workqueue.LockOptions{Namespace: a.cfg.Namespace, Replicas: n.Replicas, Logger: a.logger.With("component", "runlock")})
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("open batch run lock: %w", err)
 		}
@@ -247,9 +257,20 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(url, opts...)
+	// A server still starting is waited for (natsWait), not a reason to
+	// exit: the processes of a deployment start in any order.
+	nc, err := nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true))...)
 	if err != nil {
 		return fmt.Errorf("connect nats %s: %w", redactURL(url), err)
+	}
+	if err := a.untilNATSReady(ctx, "connect to NATS at "+redactURL(url), func() error {
+		if !nc.IsConnected() {
+			return nats.ErrNoServers
+		}
+		return nil
+	}); err != nil {
+		nc.Close()
+		return err
 	}
 	a.nc = nc
 	a.onClose(func() error { return nc.Drain() })
@@ -259,17 +280,61 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	}
 	a.js = js
 	n := a.cfg.NATS
-	l, err := eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
-		Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
-		MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
-		DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxRecords: a.cfg.DLQ.MaxRecords, LateMaxMsgs: a.cfg.DLQ.MaxLate, PublishTimeout: n.PublishTimeout.D(),
-		Logger: a.logger,
+	var l *eventlog.Log
+	err = a.untilNATSReady(ctx, "open the event log", func() (err error) {
+		l, err = eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
+			Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
+			MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
+			DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxRecords: a.cfg.DLQ.MaxRecords, LateMaxMsgs: a.cfg.DLQ.MaxLate, PublishTimeout: n.PublishTimeout.D(),
+			Logger: a.logger,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("open event log: %w", err)
 	}
 	a.log = l
 	return nil
+}
+
+// untilNATSReady calls f (what: for the log) until it succeeds, fails
+// with an error other than those of a NATS server or cluster still
+// starting (no connection yet, timeouts, no responders, JetStream not
+// enabled yet or its cluster unavailable), or natsWait (default
+// defaults.NATSStartWait) has passed; it says what it waits for every 5 s.
+func (a *app) untilNATSReady(ctx context.Context, what string, f func() error) error {
+	wait := a.natsWait
+	if wait == 0 {
+		wait = defaults.NATSStartWait
+	}
+	deadline := time.Now().Add(wait)
+	pause, said := 100*time.Millisecond, time.Now()
+	for {
+		err := f()
+		if err == nil || !natsStarting(err) || wait < 0 || time.Now().After(deadline) {
+			return err
+		}
+		if time.Since(said) >= 5*time.Second {
+			a.logger.Warn("waiting for NATS", "to", what, "err", err, "gives_up_in", time.Until(deadline).Round(time.Second))
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}
+
+// natsStarting tells the errors of a NATS server or cluster still starting.
+func natsStarting(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled || api.Code == 503) {
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrNoServers) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrJetStreamNotEnabled)
 }
 
 // natsOptions are the connection options: reconnect forever, log

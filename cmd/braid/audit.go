@@ -62,6 +62,7 @@ func cmdAudit(ctx context.Context, args []string) error {
 	}
 	au := auditor{lake: l.lake, store: l.store, views: l.views, wait: wait}
 	if a.cfg.NATS.URL != "" {
+		a.natsWait = -1 // a one-off command: NATS answers now, or it fails
 		if err := a.connectNATS(ctx, false); err != nil {
 			return err
 		}

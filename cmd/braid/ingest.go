@@ -49,6 +49,7 @@ func cmdIngest(ctx context.Context, args []string) error {
 	if file == "" {
 		return errors.New("--file is required")
 	}
+	a.natsWait = -1 // a one-off command: NATS answers now, or it fails
 	if _, err := a.open(ctx, deps{nats: true}); err != nil {
 		return err
 	}

@@ -100,6 +100,7 @@ func cmdBatch(ctx context.Context, args []string) error {
 	// (or when NATS cannot be reached) it takes what the lake covers and
 	// says covers_request false.
 	if once && a.cfg.NATS.URL != "" {
+		a.natsWait = -1 // one run now: without NATS it takes what the lake covers
 		if err := a.connectNATS(ctx, false); err != nil {
 			a.logger.Warn("no event log: the run covers what the lake holds, not necessarily every acknowledged event", "err", err)
 		}

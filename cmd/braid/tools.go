@@ -33,6 +33,7 @@ func cmdDLQ(ctx context.Context, args []string) error {
 	if _, ok := a.cat.Streams[stream]; !ok {
 		return fmt.Errorf("unknown stream %q", stream)
 	}
+	a.natsWait = -1 // a one-off command: NATS answers now, or it fails
 	if _, err := a.open(ctx, deps{nats: true}); err != nil {
 		return err
 	}
@@ -89,6 +90,7 @@ func cmdReplay(ctx context.Context, args []string) error {
 		}
 		streams = []string{v.Stream.Name}
 	}
+	a.natsWait = -1 // a one-off command: NATS answers now, or it fails
 	l, err := a.open(ctx, deps{nats: true, redis: true})
 	if err != nil {
 		return err

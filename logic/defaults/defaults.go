@@ -55,6 +55,12 @@ const (
 	NATSReplicas       = 1
 	NATSDedupWindow    = 2 * time.Minute
 	NATSPublishTimeout = 5 * time.Second
+
+	// NATSStartWait (no key) is how long a process waits at start for
+	// NATS to answer and for JetStream to take its streams (a server
+	// still starting, a cluster still electing its leaders) before it
+	// gives up.
+	NATSStartWait = time.Minute
 )
 
 // batch.*
