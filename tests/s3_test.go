@@ -16,7 +16,6 @@ import (
 
 	"github.com/braid-data/braid/storage/lake"
 	"github.com/braid-data/braid/storage/objcache"
-	"github.com/braid-data/braid/storage/objstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -226,11 +225,7 @@ func TestS3Deployment(t *testing.T) {
 // in s3's bucket, with a local cache for DuckDB.
 func s3Lake(t *testing.T, s3 *testenv.S3, ns string) *lake.Lake {
 	t.Helper()
-	st, err := objstore.NewS3(objstore.S3Config{URL: s3.URL("braid/" + ns + "/lake"), Endpoint: s3.Endpoint, Region: s3.Region,
-		PathStyle: true, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s3.Store(t, "braid/"+ns+"/lake")
 	cache, err := objcache.New(st, t.TempDir(), 1<<30, nil)
 	if err != nil {
 		t.Fatal(err)

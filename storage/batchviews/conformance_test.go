@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/braid-data/braid/storage/batchviews"
-	"github.com/braid-data/braid/storage/objstore"
 	"github.com/braid-data/braid/storage/storagetest"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -46,21 +45,10 @@ func (l *sharedLock) Lock() (func(), error) {
 func TestS3Conformance(t *testing.T) {
 	s3 := testenv.StartS3(t)
 	storagetest.RunViewStore(t, func(t *testing.T) func() storagetest.ViewStore {
-		cfg := objstore.S3Config{
-			URL:       s3.URL("views/" + testenv.Namespace(t)),
-			Endpoint:  s3.Endpoint,
-			Region:    s3.Region,
-			PathStyle: true,
-			AccessKey: s3.AccessKey,
-			SecretKey: s3.SecretKey,
-		}
+		prefix := "views/" + testenv.Namespace(t)
 		lock := &sharedLock{}
 		return func() storagetest.ViewStore {
-			obj, err := objstore.NewS3(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := batchviews.Open(obj, batchviews.WithRunLock(lock), batchviews.WithPointerTTL(150*time.Millisecond))
+			st, err := batchviews.Open(s3.Store(t, prefix), batchviews.WithRunLock(lock), batchviews.WithPointerTTL(150*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -37,20 +37,9 @@ func TestConformance(t *testing.T) {
 func TestConformanceS3(t *testing.T) {
 	s3 := testenv.StartS3(t)
 	storagetest.RunLake(t, func(t *testing.T) func(storagetest.LakeOptions) storagetest.Lake {
-		cfg := objstore.S3Config{
-			URL:       s3.URL("lake/" + testenv.Namespace(t)),
-			Endpoint:  s3.Endpoint,
-			Region:    s3.Region,
-			PathStyle: true,
-			AccessKey: s3.AccessKey,
-			SecretKey: s3.SecretKey,
-		}
+		prefix := "lake/" + testenv.Namespace(t)
 		return func(o storagetest.LakeOptions) storagetest.Lake {
-			st, err := objstore.NewS3(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lk, err := lake.Open(st, lake.Options{WorkDir: t.TempDir(), Grace: o.Grace})
+			lk, err := lake.Open(s3.Store(t, prefix), lake.Options{WorkDir: t.TempDir(), Grace: o.Grace})
 			if err != nil {
 				t.Fatal(err)
 			}

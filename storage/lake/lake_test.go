@@ -369,11 +369,7 @@ func TestOldManifestsDeleted(t *testing.T) {
 // them.
 func TestFilesPinnedOnRemoteStore(t *testing.T) {
 	s3 := testenv.StartS3(t)
-	st, err := objstore.NewS3(objstore.S3Config{URL: s3.URL("pins"), Endpoint: s3.Endpoint, Region: s3.Region, PathStyle: true,
-		AccessKey: s3.AccessKey, SecretKey: s3.SecretKey})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := s3.Store(t, "pins")
 	work := t.TempDir()
 	cache, err := objcache.New(st, filepath.Join(work, "cache"), 1, nil) // a bound of one byte
 	if err != nil {

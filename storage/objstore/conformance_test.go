@@ -26,20 +26,7 @@ func TestFilesConformance(t *testing.T) {
 func TestS3Conformance(t *testing.T) {
 	s3 := testenv.StartS3(t)
 	storagetest.RunObjectStore(t, func(t *testing.T) func() objstore.Store {
-		cfg := objstore.S3Config{
-			URL:       s3.URL("suite/" + testenv.Namespace(t)),
-			Endpoint:  s3.Endpoint,
-			Region:    s3.Region,
-			PathStyle: true,
-			AccessKey: s3.AccessKey,
-			SecretKey: s3.SecretKey,
-		}
-		return func() objstore.Store {
-			st, err := objstore.NewS3(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return st
-		}
+		prefix := "suite/" + testenv.Namespace(t)
+		return func() objstore.Store { return s3.Store(t, prefix) }
 	})
 }

@@ -215,13 +215,7 @@ func TestBenchBatchS3(t *testing.T) {
 
 	// S3: every object of the lake copied to the bucket under lake/.
 	s3 := testenv.StartS3(t)
-	open := func(prefix string) *objstore.S3 {
-		st, err := objstore.NewS3(objstore.S3Config{URL: s3.URL(prefix), Endpoint: s3.Endpoint, Region: s3.Region, PathStyle: true, AccessKey: s3.AccessKey, SecretKey: s3.SecretKey})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	open := func(prefix string) *objstore.S3 { return s3.Store(t, prefix) }
 	t0 := time.Now()
 	bytesUp := copyObjects(t, sl.lk.Store(), open("lake"))
 	t.Logf("uploaded %.0f MiB to versitygw in %s", float64(bytesUp)/(1<<20), time.Since(t0).Round(time.Millisecond))

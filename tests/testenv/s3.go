@@ -15,6 +15,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/braid-data/braid/storage/objstore"
 )
 
 // S3 is a versitygw S3 server running as a process of its own over a temp
@@ -105,6 +107,19 @@ func StartS3(t testing.TB) *S3 {
 // URL is the storage URL of the bucket under prefix: s3://bucket/prefix.
 func (s *S3) URL(prefix string) string {
 	return "s3://" + s.Bucket + "/" + strings.TrimPrefix(prefix, "/")
+}
+
+// Store returns the server's bucket under prefix as an object store
+// (path style, the server's keys); every call a handle of its own, as a
+// process would open it.
+func (s *S3) Store(t testing.TB, prefix string) *objstore.S3 {
+	t.Helper()
+	st, err := objstore.NewS3(objstore.S3Config{URL: s.URL(prefix), Endpoint: s.Endpoint, Region: s.Region, PathStyle: true,
+		AccessKey: s.AccessKey, SecretKey: s.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // Client returns a path-style client of the server.
