@@ -254,7 +254,7 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 		return err
 	}
 	a.setStatus(s.Name, cp)
-	cons, err := a.log.Consumer(ctx, s.Name, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, 2*a.cfg.MaxRows+a.cfg.FetchSize)
+	cons, err := a.log.Consumer(ctx, s.Name, 0 /* PARTITION-0 */, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, 2*a.cfg.MaxRows+a.cfg.FetchSize)
 	if err != nil {
 		return err
 	}
@@ -439,7 +439,7 @@ func (a *Archiver) isBacklog(st *streamState, m eventlog.Msg) bool {
 // gap checks whether the log still holds sequence st.next; when retention
 // removed it, the archiver moves on to the log's first sequence.
 func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
-	info, err := a.log.Info(ctx, st.s.Name)
+	info, err := a.log.Info(ctx, st.s.Name, 0 /* PARTITION-0 */)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ func startArchiver(t *testing.T, e *env) (stop func()) {
 
 func waitArchived(t *testing.T, e *env, stream string) lake.Checkpoint {
 	t.Helper()
-	info, err := e.log.Info(context.Background(), stream)
+	info, err := e.log.Info(context.Background(), stream, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,12 +67,12 @@ func waitArchived(t *testing.T, e *env, stream string) lake.Checkpoint {
 func logEvents(t *testing.T, e *env) (refs map[string]eventlog.EventRef, events, records int) {
 	t.Helper()
 	js := e.log.JetStream()
-	info, err := e.log.Info(context.Background(), "orders")
+	info, err := e.log.Info(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	refs = map[string]eventlog.EventRef{}
-	msgs := testenv.StoredMessages(t, js, e.log.StreamName("orders"))
+	msgs := testenv.StoredMessages(t, js, e.log.StreamName("orders", 0))
 	for k, data := range msgs {
 		seq := info.FirstSeq + uint64(k)
 		if err := eventlog.Unpack(data, func(i int, id, _ []byte) error {
@@ -86,7 +86,7 @@ func logEvents(t *testing.T, e *env) (refs map[string]eventlog.EventRef, events,
 			t.Fatal(err)
 		}
 	}
-	if n := len(testenv.StoredEvents(t, js, e.log.StreamName("orders"))); n != events {
+	if n := len(testenv.StoredEvents(t, js, e.log.StreamName("orders", 0))); n != events {
 		t.Fatalf("StoredEvents %d, unpacked %d", n, events)
 	}
 	return refs, events, len(msgs)
@@ -96,7 +96,7 @@ func logEvents(t *testing.T, e *env) (refs map[string]eventlog.EventRef, events,
 // once, with its values, at its place in the log.
 func checkLake(t *testing.T, e *env, orders []order) {
 	t.Helper()
-	info, err := e.log.Info(context.Background(), "orders")
+	info, err := e.log.Info(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,14 +197,14 @@ func TestArchiverExactlyOnceAcrossRestart(t *testing.T) {
 	}
 	more := makeOrders(3000, 1000)
 	publishOrders(t, e, more)
-	info, err := e.log.Info(context.Background(), "orders")
+	info, err := e.log.Info(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Duplicate ids within the dedup window are stored once by the log:
 	// records of nothing but duplicates are not even appended.
 	publishOrders(t, e, more[:100])
-	if info2, err := e.log.Info(context.Background(), "orders"); err != nil || info2.LastSeq != info.LastSeq {
+	if info2, err := e.log.Info(context.Background(), "orders", 0); err != nil || info2.LastSeq != info.LastSeq {
 		t.Fatalf("log after re-publishing duplicates %+v %v, before %+v", info2, err, info)
 	}
 	startArchiver(t, e)
@@ -218,7 +218,7 @@ func TestArchiverExactlyOnceAcrossRestart(t *testing.T) {
 // lastSeq is the sequence of the last record of the log of orders.
 func lastSeq(t *testing.T, e *env) uint64 {
 	t.Helper()
-	info, err := e.log.Info(context.Background(), "orders")
+	info, err := e.log.Info(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,14 +126,14 @@ func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditReques
 	var seq uint64
 	var cells []SpeedCell
 	for attempt := 0; ; attempt++ {
-		p1, _, err := sp.Position(ctx, v.Stream.Name)
+		p1, _, err := sp.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
 		if err != nil {
 			return nil, err
 		}
 		if cells, err = sp.Cells(ctx, v, req.From, req.To, req.Cutoff); err != nil {
 			return nil, err
 		}
-		p2, _, err := sp.Position(ctx, v.Stream.Name)
+		p2, _, err := sp.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
 		if err != nil {
 			return nil, err
 		}

@@ -94,7 +94,7 @@ func TestAuditFindsDrift(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
-	if err := st.Commit(ctx, "pay", 0, speedstore.Position{Seq: at(5999)}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "pay", 0, 0, speedstore.Position{Seq: at(5999)}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	req := batch.AuditRequest{View: v, From: math.MinInt64, To: math.MaxInt64}
@@ -128,7 +128,7 @@ func TestAuditFindsDrift(t *testing.T) {
 	// once that event's place (record, index) is left out, and only then:
 	// not without it, nor with another event of the same record.
 	stLate := speedstore.New(rdb, ns+"-late")
-	if err := stLate.Commit(ctx, "pay", 0, speedstore.Position{Seq: at(5999)}, 0, []*logic.Delta{dLate}); err != nil {
+	if err := stLate.Commit(ctx, "pay", 0, 0, speedstore.Position{Seq: at(5999)}, 0, []*logic.Delta{dLate}); err != nil {
 		t.Fatal(err)
 	}
 	lateReq := req
@@ -144,7 +144,7 @@ func TestAuditFindsDrift(t *testing.T) {
 	}
 
 	// Tamper with one cell's count in Redis.
-	keys, err := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*").Result()
+	keys, err := rdb.Keys(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 	rdb := testenv.StartRedis(t).Client(t)
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
-	if err := st.Commit(ctx, "pay", 0, speedstore.Position{Seq: last.Seq}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "pay", 0, 0, speedstore.Position{Seq: last.Seq}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	req := batch.AuditRequest{View: v, From: math.MinInt64, To: math.MaxInt64}
@@ -252,7 +252,7 @@ func TestAuditQuantileIsQuantileCont(t *testing.T) {
 
 	// DE's sketch says 1.25, 10.5, 10.5: one count moved from 20's bucket
 	// to 10.5's.
-	keys, err := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*").Result()
+	keys, err := rdb.Keys(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

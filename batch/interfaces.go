@@ -82,7 +82,7 @@ type LakeUpkeep interface {
 // leaves the log before it is in the lake. Safe for concurrent use.
 // *eventlog.Log satisfies it.
 type LogTrimmer interface {
-	Trim(ctx context.Context, stream string, before time.Time, upTo uint64) (uint64, error)
+	Trim(ctx context.Context, stream string, p int, before time.Time, upTo uint64) (uint64, error)
 }
 
 // RunLake is what batch runs read from the lake.
@@ -134,7 +134,7 @@ type ViewVersions interface {
 // implicitly by the next run (which expires below a later cutoff).
 // (*speedstore.Store).Expire satisfies it.
 type SpeedExpirer interface {
-	Expire(ctx context.Context, key string, beforeEpoch int64) error
+	Expire(ctx context.Context, s *logic.Stream, key string, beforeEpoch int64) error
 }
 
 // SpeedCell is one cell of the speed layer's state, as an audit reads it:
@@ -160,7 +160,7 @@ type SpeedCell struct {
 // concurrent use; an error fails the audit. The speed store, its cells
 // converted field by field, satisfies it.
 type SpeedSnapshot interface {
-	Position(ctx context.Context, stream string) (seq uint64, found bool, err error)
+	Position(ctx context.Context, stream string, p int) (seq uint64, found bool, err error)
 	Cells(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]SpeedCell, error)
 }
 
@@ -198,8 +198,8 @@ type LogConsumer interface {
 // safe for concurrent use; an error means nothing was opened or read.
 // *eventlog.Log satisfies EventLog[*eventlog.Consumer].
 type EventLog[C LogConsumer] interface {
-	Consumer(ctx context.Context, stream, name string, start eventlog.Start, maxAckPending int) (C, error)
-	Info(ctx context.Context, stream string) (eventlog.StreamInfo, error)
+	Consumer(ctx context.Context, stream string, p int, name string, start eventlog.Start, maxAckPending int) (C, error)
+	Info(ctx context.Context, stream string, p int) (eventlog.StreamInfo, error)
 }
 
 // anyLog is the log with its consumers seen through LogConsumer.
@@ -208,8 +208,8 @@ type anyLog = EventLog[LogConsumer]
 // anyConsumers adapts an EventLog of a concrete consumer type.
 type anyConsumers[C LogConsumer] struct{ EventLog[C] }
 
-func (a anyConsumers[C]) Consumer(ctx context.Context, stream, name string, start eventlog.Start, maxAckPending int) (LogConsumer, error) {
-	c, err := a.EventLog.Consumer(ctx, stream, name, start, maxAckPending)
+func (a anyConsumers[C]) Consumer(ctx context.Context, stream string, p int, name string, start eventlog.Start, maxAckPending int) (LogConsumer, error) {
+	c, err := a.EventLog.Consumer(ctx, stream, p, name, start, maxAckPending)
 	if err != nil {
 		return nil, err // not a non-nil interface holding a nil C
 	}

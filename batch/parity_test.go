@@ -555,7 +555,7 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 			}
 			deltas = append(deltas, d)
 		}
-		if err := st.Commit(ctx, "s", prev, speedstore.Position{Seq: uint64(hi)}, 0, deltas); err != nil {
+		if err := st.Commit(ctx, "s", 0, prev, speedstore.Position{Seq: uint64(hi)}, 0, deltas); err != nil {
 			t.Fatal(err)
 		}
 		prev = uint64(hi)

@@ -205,7 +205,7 @@ func TestQuantileParitySmallGroups(t *testing.T) {
 	for i := range evs {
 		d.Fold(logic.EpochOf(rows[i].Arrival, time.Second), &evs[i])
 	}
-	if err := st.Commit(ctx, "s", 0, speedstore.Position{Seq: uint64(len(rows))}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "s", 0, 0, speedstore.Position{Seq: uint64(len(rows))}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, math.MinInt64, math.MaxInt64, 0)

@@ -375,7 +375,7 @@ func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Ru
 		for _, n := range names {
 			v := r.cat.Views[n]
 			if old, ok := prev.Views[n]; ok && old.Cutoff > 0 && old.Definition == v.Definition() {
-				if err := r.speed.Expire(ctx, v.StateKey(), old.Cutoff); err != nil {
+				if err := r.speed.Expire(ctx, v.Stream, v.StateKey(), old.Cutoff); err != nil {
 					log.Warn("expire speed epochs", "view", n, "before", old.Cutoff, "err", err)
 				}
 			}

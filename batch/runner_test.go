@@ -28,7 +28,7 @@ type recorder struct {
 	calls map[string][]int64
 }
 
-func (r *recorder) Expire(_ context.Context, view string, before int64) error {
+func (r *recorder) Expire(_ context.Context, _ *logic.Stream, view string, before int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.calls == nil {

@@ -20,7 +20,7 @@ import (
 type logEnds struct{ l *eventlog.Log }
 
 func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error) {
-	info, err := e.l.Info(ctx, stream)
+	info, err := e.l.Info(ctx, stream, 0)
 	if err != nil {
 		return batch.LogEnd{}, err
 	}
@@ -71,7 +71,7 @@ func TestOnDemandRunCoversTheRequest(t *testing.T) {
 	// the end of the last one's arrival epoch.
 	orders := makeOrders(0, 1500)
 	publishOrders(t, e, orders)
-	info, err := e.log.Info(ctx, "orders")
+	info, err := e.log.Info(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ var _ batch.SpeedSnapshot = speedSnapshot{}
 // cells converted field by field (as cmd/braid wires it).
 type speedSnapshot struct{ s *speedstore.Store }
 
-func (sn speedSnapshot) Position(ctx context.Context, stream string) (uint64, bool, error) {
-	p, found, err := sn.s.Position(ctx, stream)
+func (sn speedSnapshot) Position(ctx context.Context, stream string, part int) (uint64, bool, error) {
+	p, found, err := sn.s.Position(ctx, stream, part)
 	return p.Seq, found, err
 }
 

@@ -39,7 +39,7 @@ func TestArchiverTrimsOnlyArchivedRecords(t *testing.T) {
 	// only grows: first <= checkpoint+1 at the first read means nothing
 	// unarchived was trimmed by then.
 	sample := func() (first, msgs, cp uint64) {
-		info, err := e.log.Info(ctx, "orders")
+		info, err := e.log.Info(ctx, "orders", 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -131,7 +131,7 @@ func (u *upkeeper) stream(ctx context.Context, s *logic.Stream, now time.Time) {
 	}
 	if u.log != nil && cp.Seq > 0 {
 		before := now.Add(-u.cfg.LogMaxAge)
-		n, err := u.log.Trim(ctx, s.Name, before, cp.Seq)
+		n, err := u.log.Trim(ctx, s.Name, 0 /* PARTITION-0 */, before, cp.Seq)
 		switch {
 		case err != nil:
 			u.fail(s.Name, "trim", err, "up_to", cp.Seq)

@@ -91,13 +91,13 @@ type trimLog struct {
 	fail bool
 }
 
-func (t *trimLog) Consumer(context.Context, string, string, eventlog.Start, int) (LogConsumer, error) {
+func (t *trimLog) Consumer(context.Context, string, int, string, eventlog.Start, int) (LogConsumer, error) {
 	return nil, errors.New("no consumers in this test")
 }
-func (t *trimLog) Info(context.Context, string) (eventlog.StreamInfo, error) {
+func (t *trimLog) Info(context.Context, string, int) (eventlog.StreamInfo, error) {
 	return eventlog.StreamInfo{}, nil
 }
-func (t *trimLog) Trim(_ context.Context, stream string, before time.Time, upTo uint64) (uint64, error) {
+func (t *trimLog) Trim(_ context.Context, stream string, _ int, before time.Time, upTo uint64) (uint64, error) {
 	t.lk.mu.Lock()
 	fail := t.fail
 	t.lk.mu.Unlock()

@@ -64,6 +64,12 @@ type StreamDef struct {
 	Strict          bool          // reject unknown fields instead of dropping them
 	DedupContent    bool          // events without an id get one derived from their content
 	MaxValueBytes   int           // longest accepted string value
+	// Partitions splits the stream's log (and its speed state) into this
+	// many partitions (0 or 1: one); PartitionBy names the field whose
+	// value picks an event's partition ("": the event's id, else round
+	// robin). See PartitionOf.
+	Partitions  int
+	PartitionBy string
 }
 
 // Stream is a compiled stream schema. It is immutable and safe for
@@ -78,6 +84,8 @@ type Stream struct {
 	Strict          bool
 	DedupContent    bool
 	MaxValueBytes   int
+	Partitions      int // at least 1
+	PartitionField  int // the field picking an event's partition; -1: the event's id (round robin without one)
 
 	index   map[string]int
 	piiKey  []byte
@@ -132,6 +140,7 @@ func CheckStream(name string, def StreamDef) (*Stream, []DefError) {
 func buildStream(name string, def StreamDef, piiKey []byte, report func(key string, err error)) *Stream {
 	s := &Stream{Name: name, TimeField: -1, IDField: -1, AllowedLateness: def.AllowedLateness, MaxFuture: def.MaxFuture,
 		Strict: def.Strict, DedupContent: def.DedupContent, MaxValueBytes: def.MaxValueBytes,
+		Partitions: max(1, def.Partitions), PartitionField: -1,
 		index: map[string]int{}, piiKey: piiKey}
 	if s.MaxValueBytes <= 0 {
 		s.MaxValueBytes = defaults.StreamMaxValueBytes
@@ -161,6 +170,16 @@ func buildStream(name string, def StreamDef, piiKey []byte, report func(key stri
 		} else {
 			s.IDField = i
 		}
+	}
+	if def.PartitionBy != "" {
+		if i, ok := s.index[def.PartitionBy]; !ok {
+			report("partition_by", fmt.Errorf("partition_by field %q is not a declared field", def.PartitionBy))
+		} else {
+			s.PartitionField = i
+		}
+	}
+	if def.Partitions < 0 || def.Partitions > MaxPartitions {
+		report("partitions", fmt.Errorf("partitions %d: want 1 to %d", def.Partitions, MaxPartitions))
 	}
 	for n, r := range def.Required {
 		if i, ok := s.index[r]; !ok {

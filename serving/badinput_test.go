@@ -92,7 +92,7 @@ func badDo(t *testing.T, method, url, ctype string, body []byte) (int, http.Head
 func (e *badEnv) storedIDs(t *testing.T) []string {
 	t.Helper()
 	var ids []string
-	for i, data := range testenv.StoredEvents(t, e.js, e.log.StreamName("orders")) {
+	for i, data := range testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0)) {
 		ev, err := e.stream.Decode(data)
 		if err != nil {
 			t.Fatalf("stored event %d does not decode: %v", i, err)
@@ -449,7 +449,7 @@ views:
 	slices.Sort(ok200)
 	// max_msgs counts log records: concurrent requests share records, so at
 	// least 5 events fit, and exactly the answered ones are stored.
-	info, err := e.log.Info(context.Background(), "orders")
+	info, err := e.log.Info(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,7 +120,7 @@ func FuzzIngestBody(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	name := log.StreamName("orders")
+	name := log.StreamName("orders", 0)
 	st := fuzzStream(f)
 	cfg := config.Default()
 	cfg.HTTP.MaxBodyBytes = 1 << 20

@@ -51,7 +51,7 @@ func (r *storeSpeed) ReadCells(ctx context.Context, v *logic.View, from, to, min
 }
 
 func (r *storeSpeed) StreamStatus(ctx context.Context, stream string) (query.StreamSpeed, error) {
-	p, found, err := r.st.Position(ctx, stream)
+	p, found, err := r.st.Position(ctx, stream, 0)
 	if err != nil || !found {
 		return query.StreamSpeed{}, err
 	}
@@ -125,7 +125,7 @@ func (e *wideEnv) commit(w, first, n int) {
 	if e.seq == 0 && n == 0 {
 		next = 0
 	}
-	if err := e.st.Commit(context.Background(), "wide", e.seq, speedstore.Position{Seq: next, Watermark: wideBase}, 0, []*logic.Delta{d}); err != nil {
+	if err := e.st.Commit(context.Background(), "wide", 0, e.seq, speedstore.Position{Seq: next, Watermark: wideBase}, 0, []*logic.Delta{d}); err != nil {
 		e.t.Fatal(err)
 	}
 	e.seq = next

@@ -223,7 +223,7 @@ func TestSlowBodies(t *testing.T) {
 	}
 	t.Logf("%d fast requests with %d slow bodies arriving: all 200, latency p50 %v p90 %v max %v", len(lat), slowN,
 		lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1])
-	if n, _ := e.log.Info(context.Background(), "orders"); n.Msgs == 0 {
+	if n, _ := e.log.Info(context.Background(), "orders", 0); n.Msgs == 0 {
 		t.Fatal("nothing stored")
 	}
 	// The slow bodies hold a little memory, no more than what they sent
@@ -553,7 +553,7 @@ func TestCompressedBodies(t *testing.T) {
 		{"zstd", "zstd", zstded(t, plain)},
 		{"two gzip streams", "gzip", append(gzipped(t, plain[:len(plain)/2]), gzipped(t, plain[len(plain)/2:])...)},
 	} {
-		before := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders")))
+		before := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0)))
 		hdr := map[string]string{"Content-Type": ndType}
 		if tc.coding != "" {
 			hdr["Content-Encoding"] = tc.coding
@@ -562,7 +562,7 @@ func TestCompressedBodies(t *testing.T) {
 		if code != 200 {
 			t.Fatalf("%s: %d %s", tc.name, code, body)
 		}
-		stored := testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))[before:]
+		stored := testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0))[before:]
 		if want == nil {
 			want, records = body, stored
 			var r ingest.Result
@@ -579,7 +579,7 @@ func TestCompressedBodies(t *testing.T) {
 		}
 	}
 
-	storedBefore := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders")))
+	storedBefore := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0)))
 	for _, tc := range []struct {
 		name, coding string
 		body         []byte
@@ -605,7 +605,7 @@ func TestCompressedBodies(t *testing.T) {
 			t.Errorf("%s: Accept-Encoding %q", tc.name, hdr.Get("Accept-Encoding"))
 		}
 	}
-	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))); n != storedBefore {
+	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0))); n != storedBefore {
 		t.Fatalf("refused bodies stored %d events", n-storedBefore)
 	}
 	if used := e.gauge(t, "braid_ingest_memory_bytes"); used != 0 {

@@ -112,7 +112,7 @@ func TestIngestHTTP(t *testing.T) {
 	if r.Accepted != 2 {
 		t.Fatalf("retry: %+v", r)
 	}
-	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))); n != 5 { // o1 a1 a3 n1 n3
+	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0))); n != 5 { // o1 a1 a3 n1 n3
 		t.Fatalf("stored %d events, want 5 (accepted, retry deduplicated)", n)
 	}
 	// Rejects are in the dead-letter queue, reason and field kept, PII masked.
@@ -184,10 +184,10 @@ func TestIngestHTTP(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.code)
 		}
 	}
-	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders"))); n != 5 {
+	if n := len(testenv.StoredEvents(t, e.js, e.log.StreamName("orders", 0))); n != 5 {
 		t.Fatalf("refused requests stored events: %d stored, want 5", n)
 	}
-	info, err := e.log.Info(ctx, "orders")
+	info, err := e.log.Info(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

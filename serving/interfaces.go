@@ -69,6 +69,6 @@ type EventLog interface {
 	EventCount(ctx context.Context, stream string) (uint64, error)
 	DeadLetterCount(ctx context.Context, stream string) (uint64, error)
 	LateCount(ctx context.Context, stream string) (uint64, error)
-	Info(ctx context.Context, stream string) (eventlog.StreamInfo, error)
+	Info(ctx context.Context, stream string, p int) (eventlog.StreamInfo, error)
 	DeadLetters(ctx context.Context, stream string, after eventlog.Cursor, limit int) ([]eventlog.DeadLetter, error)
 }

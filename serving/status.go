@@ -209,7 +209,7 @@ func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream
 			out.Late = Optional[uint64]{Set: true}
 			out.LateError = ptr(err.Error())
 		}
-		if info, err := l.Info(ctx, name); err == nil {
+		if info, err := l.Info(ctx, name, 0 /* PARTITION-0 */); err == nil {
 			lastSeq, haveLog = info.LastSeq, true
 			lg := StatusLog{FirstSeq: info.FirstSeq, LastSeq: info.LastSeq, Msgs: info.Msgs}
 			if !info.LastTime.IsZero() {

@@ -121,7 +121,7 @@ type fakeLog struct {
 	data   [][]byte
 }
 
-func (l *fakeLog) Consumer(_ context.Context, _, name string, start eventlog.Start, _ int) (*fakeConsumer, error) {
+func (l *fakeLog) Consumer(_ context.Context, _ string, _ int, name string, start eventlog.Start, _ int) (*fakeConsumer, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if name != "speed" {
@@ -137,9 +137,9 @@ func (l *fakeLog) opened() []eventlog.Start {
 	return append([]eventlog.Start(nil), l.starts...)
 }
 
-func (l *fakeLog) DeleteConsumer(context.Context, string, string) error { return nil }
+func (l *fakeLog) DeleteConsumer(context.Context, string, int, string) error { return nil }
 
-func (l *fakeLog) Info(context.Context, string) (eventlog.StreamInfo, error) {
+func (l *fakeLog) Info(context.Context, string, int) (eventlog.StreamInfo, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.info, nil
@@ -186,7 +186,7 @@ type fakeStore struct {
 	beforeCommit func(s *fakeStore)
 }
 
-func (s *fakeStore) Position(context.Context, string) (speedstore.Position, bool, error) {
+func (s *fakeStore) Position(context.Context, string, int) (speedstore.Position, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pos == nil {
@@ -195,7 +195,7 @@ func (s *fakeStore) Position(context.Context, string) (speedstore.Position, bool
 	return *s.pos, true, nil
 }
 
-func (s *fakeStore) Commit(ctx context.Context, _ string, prev uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error {
+func (s *fakeStore) Commit(ctx context.Context, _ string, _ int, prev uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error {
 	if s.gate != nil {
 		select {
 		case <-s.gate:
@@ -249,7 +249,7 @@ func (s *fakeStore) setPos(p *speedstore.Position) {
 	s.pos = p
 }
 
-func (s *fakeStore) Lease(_ context.Context, _, owner string, _ time.Duration) (bool, error) {
+func (s *fakeStore) Lease(_ context.Context, _ string, _ int, owner string, _ time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.owner == "" || s.owner == owner {
@@ -259,7 +259,7 @@ func (s *fakeStore) Lease(_ context.Context, _, owner string, _ time.Duration) (
 	return false, nil
 }
 
-func (s *fakeStore) ReleaseLease(_ context.Context, _, owner string) error {
+func (s *fakeStore) ReleaseLease(_ context.Context, _ string, _ int, owner string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.owner == owner {
@@ -268,7 +268,7 @@ func (s *fakeStore) ReleaseLease(_ context.Context, _, owner string) error {
 	return nil
 }
 
-func (s *fakeStore) Reset(_ context.Context, _ string, keys []string) error {
+func (s *fakeStore) Reset(_ context.Context, _ string, _ int, keys []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pos = nil
@@ -276,12 +276,12 @@ func (s *fakeStore) Reset(_ context.Context, _ string, keys []string) error {
 	return nil
 }
 
-func (s *fakeStore) StateKeys(context.Context) ([]string, error)     { return nil, nil }
-func (s *fakeStore) DropState(context.Context, string, string) error { return nil }
-func (s *fakeStore) BeginRebuild(context.Context, string, string, int64) (speedstore.Rebuild, error) {
+func (s *fakeStore) StateKeys(context.Context) ([]string, error)          { return nil, nil }
+func (s *fakeStore) DropState(context.Context, string, int, string) error { return nil }
+func (s *fakeStore) BeginRebuild(context.Context, string, int, string, int64) (speedstore.Rebuild, error) {
 	return speedstore.Rebuild{}, speedstore.ErrJoined
 }
-func (s *fakeStore) CommitRebuild(context.Context, string, uint64, uint64, uint64, *logic.Delta) (bool, error) {
+func (s *fakeStore) CommitRebuild(context.Context, string, int, uint64, uint64, uint64, *logic.Delta) (bool, error) {
 	return false, errors.New("fake store: no rebuild expected")
 }
 
@@ -340,7 +340,7 @@ func newUnit(t *testing.T, cutoffs CutoffSource) *unit {
 }
 
 // loop returns a new stream loop of the stream.
-func (u *unit) loop() *streamLoop { return u.layer.newLoop(u.s, u.views) }
+func (u *unit) loop() *streamLoop { return u.layer.newLoop(u.s, 0, u.views) }
 
 // joinedAt is a stored position at seq every view has joined.
 func (u *unit) joinedAt(seq uint64, wm int64) *speedstore.Position {

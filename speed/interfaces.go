@@ -64,9 +64,9 @@ type Consumer interface {
 // nothing the caller can rely on (it is retried by the stream loop's
 // restart).
 type EventLog[C Consumer] interface {
-	Consumer(ctx context.Context, stream, name string, start eventlog.Start, maxAckPending int) (C, error)
-	DeleteConsumer(ctx context.Context, stream, name string) error
-	Info(ctx context.Context, stream string) (eventlog.StreamInfo, error)
+	Consumer(ctx context.Context, stream string, p int, name string, start eventlog.Start, maxAckPending int) (C, error)
+	DeleteConsumer(ctx context.Context, stream string, p int, name string) error
+	Info(ctx context.Context, stream string, p int) (eventlog.StreamInfo, error)
 	PublishLate(ctx context.Context, stream string, refs []eventlog.EventRef, data [][]byte) error
 	LateEvents(ctx context.Context, stream string, limit int) ([]eventlog.EventRef, error)
 }
@@ -105,15 +105,15 @@ type EventLog[C Consumer] interface {
 // processes. An error other than the sentinels above means the outcome is
 // unknown (Redis unreachable): the stream loop starts again from Position.
 type Store interface {
-	Position(ctx context.Context, stream string) (speedstore.Position, bool, error)
-	Commit(ctx context.Context, stream string, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
-	Lease(ctx context.Context, stream, owner string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, stream, owner string) error
-	Reset(ctx context.Context, stream string, keys []string) error
+	Position(ctx context.Context, stream string, p int) (speedstore.Position, bool, error)
+	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
+	Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, stream string, p int, owner string) error
+	Reset(ctx context.Context, stream string, p int, keys []string) error
 	StateKeys(ctx context.Context) ([]string, error)
-	DropState(ctx context.Context, stream, key string) error
-	BeginRebuild(ctx context.Context, stream, key string, from int64) (speedstore.Rebuild, error)
-	CommitRebuild(ctx context.Context, stream string, prev, first, next uint64, d *logic.Delta) (joined bool, err error)
+	DropState(ctx context.Context, stream string, p int, key string) error
+	BeginRebuild(ctx context.Context, stream string, p int, key string, from int64) (speedstore.Rebuild, error)
+	CommitRebuild(ctx context.Context, stream string, p int, prev, first, next uint64, d *logic.Delta) (joined bool, err error)
 }
 
 // CutoffSource tells where a rebuild of a stream's speed state starts: the
@@ -132,8 +132,8 @@ type eventLog = EventLog[Consumer]
 // anyConsumer adapts an EventLog of a concrete consumer type.
 type anyConsumer[C Consumer] struct{ EventLog[C] }
 
-func (a anyConsumer[C]) Consumer(ctx context.Context, stream, name string, start eventlog.Start, maxAckPending int) (Consumer, error) {
-	c, err := a.EventLog.Consumer(ctx, stream, name, start, maxAckPending)
+func (a anyConsumer[C]) Consumer(ctx context.Context, stream string, p int, name string, start eventlog.Start, maxAckPending int) (Consumer, error) {
+	c, err := a.EventLog.Consumer(ctx, stream, p, name, start, maxAckPending)
 	if err != nil {
 		return nil, err // not a non-nil interface holding a nil C
 	}

@@ -38,6 +38,7 @@ type streamLoop struct {
 	log   eventLog
 	store Store
 	s     *logic.Stream
+	p     int // the partition of s this loop consumes
 	views []*logic.View
 
 	// Set by open, fixed afterwards.
@@ -68,16 +69,17 @@ type streamLoop struct {
 	lastCheck time.Time // last idle check
 }
 
-// newLoop returns the loop of a stream over the layer's log and store.
-func (l *Layer) newLoop(s *logic.Stream, views []*logic.View) *streamLoop {
-	return &streamLoop{l: l, log: l.log, store: l.store, s: s, views: views,
+// newLoop returns the loop of partition p of a stream over the layer's
+// log and store.
+func (l *Layer) newLoop(s *logic.Stream, p int, views []*logic.View) *streamLoop {
+	return &streamLoop{l: l, log: l.log, store: l.store, s: s, p: p, views: views,
 		held: map[uint64]eventlog.Msg{}, result: make(chan error, 1)}
 }
 
 // runStream is one incarnation of a stream's consume loop: lease, position,
 // consumer, then micro-batches until ctx ends (nil) or something fails.
-func (l *Layer) runStream(ctx context.Context, s *logic.Stream, views []*logic.View) error {
-	lp := l.newLoop(s, views)
+func (l *Layer) runStream(ctx context.Context, s *logic.Stream, p int, views []*logic.View) error {
+	lp := l.newLoop(s, p, views)
 	defer lp.close(ctx)
 	if ok, err := lp.open(ctx); err != nil || !ok {
 		return err
@@ -134,7 +136,7 @@ func (lp *streamLoop) open(ctx context.Context) (bool, error) {
 	lp.leaseHeld = true
 	lp.leased = time.Now()
 
-	pos, found, err := lp.store.Position(ctx, s.Name)
+	pos, found, err := lp.store.Position(ctx, s.Name, lp.p)
 	if err != nil {
 		return false, err
 	}
@@ -142,7 +144,7 @@ func (lp *streamLoop) open(ctx context.Context) (bool, error) {
 		// A position past the end of the log belongs to another log (the
 		// NATS store was replaced while Redis kept its data): the state
 		// counts events this log does not hold. Rebuild it.
-		info, err := lp.log.Info(ctx, s.Name)
+		info, err := lp.log.Info(ctx, s.Name, lp.p)
 		if err != nil {
 			return false, err
 		}
@@ -154,17 +156,17 @@ func (lp *streamLoop) open(ctx context.Context) (bool, error) {
 	}
 	start := eventlog.Start{Seq: pos.Seq + 1}
 	if found {
-		rebuild, err := l.prepareViews(ctx, s, views, pos)
+		rebuild, err := l.prepareViews(ctx, s, lp.p, views, pos)
 		if err != nil {
 			return false, err
 		}
-		lp.stopRebuilds = l.startRebuilds(ctx, s, rebuild)
+		lp.stopRebuilds = l.startRebuilds(ctx, s, lp.p, rebuild)
 	} else {
 		if start, err = lp.fresh(ctx); err != nil {
 			return false, err
 		}
 	}
-	c, err := lp.log.Consumer(ctx, s.Name, "speed", start, 4*l.cfg.BatchSize)
+	c, err := lp.log.Consumer(ctx, s.Name, lp.p, "speed", start, 4*l.cfg.BatchSize)
 	if err != nil {
 		return false, err
 	}
@@ -198,7 +200,7 @@ func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	for i, v := range views {
 		keys[i] = v.StateKey()
 	}
-	if err := lp.store.Reset(ctx, s.Name, keys); err != nil {
+	if err := lp.store.Reset(ctx, s.Name, lp.p, keys); err != nil {
 		return eventlog.Start{}, err
 	}
 	if l.cutoffs != nil {
@@ -214,7 +216,7 @@ func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	// The records from freshFrom up to the log's end are refolded: until
 	// the position reaches the last of them, the state misses events
 	// acknowledged before (serving answers 503 meanwhile).
-	info, err := lp.log.Info(ctx, s.Name)
+	info, err := lp.log.Info(ctx, s.Name, lp.p)
 	if err != nil {
 		return eventlog.Start{}, err
 	}
@@ -225,7 +227,7 @@ func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	// An empty first commit: the position exists and every view has
 	// joined it before the first record arrives; the views are whole once
 	// the position reaches the target.
-	if err := lp.store.Commit(ctx, s.Name, 0, speedstore.Position{Owner: l.owner, Target: target}, lp.freshFrom, newBatch(views).deltas); err != nil {
+	if err := lp.store.Commit(ctx, s.Name, lp.p, 0, speedstore.Position{Owner: l.owner, Target: target}, lp.freshFrom, newBatch(views).deltas); err != nil {
 		return eventlog.Start{}, err
 	}
 	l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_arrival", logic.FormatTime(lp.freshFrom))
@@ -239,7 +241,7 @@ func (lp *streamLoop) acquire(ctx context.Context) (bool, error) {
 	l, stream := lp.l, lp.s.Name
 	standby := false
 	for {
-		ok, err := lp.store.Lease(ctx, stream, l.owner, l.leaseTTL)
+		ok, err := lp.store.Lease(ctx, stream, lp.p, l.owner, l.leaseTTL)
 		if err != nil {
 			return false, err
 		}
@@ -278,7 +280,7 @@ func (lp *streamLoop) close(ctx context.Context) {
 		lp.stopRebuilds()
 	}
 	if lp.leaseHeld {
-		_ = lp.store.ReleaseLease(context.WithoutCancel(ctx), lp.s.Name, lp.l.owner)
+		_ = lp.store.ReleaseLease(context.WithoutCancel(ctx), lp.s.Name, lp.p, lp.l.owner)
 	}
 }
 
@@ -336,7 +338,7 @@ func (lp *streamLoop) renewLease(ctx context.Context) error {
 	if time.Since(lp.leased) <= l.leaseTTL/3 || ctx.Err() != nil {
 		return nil
 	}
-	ok, err := lp.store.Lease(ctx, lp.s.Name, l.owner, l.leaseTTL)
+	ok, err := lp.store.Lease(ctx, lp.s.Name, lp.p, l.owner, l.leaseTTL)
 	switch {
 	case ctx.Err() != nil:
 	case err != nil:
@@ -423,7 +425,7 @@ func (lp *streamLoop) fold(m eventlog.Msg) {
 			return nil
 		}
 		if lp.wm.TooLate(ev.Time, s.AllowedLateness) {
-			b.late = append(b.late, eventlog.EventRef{Seq: m.Seq, Index: i})
+			b.late = append(b.late, eventlog.EventRef{Part: lp.p, Seq: m.Seq, Index: i})
 			b.lateData = append(b.lateData, rec)
 			return nil
 		}
@@ -461,7 +463,7 @@ func (lp *streamLoop) commitStep(ctx context.Context, fetched int, skipped event
 			// Only records we already hold. Acknowledge them (ack-all)
 			// once the store confirms they are in: after a Reset by
 			// another process our committed position may be stale.
-			p, ok, err := lp.store.Position(ctx, lp.s.Name)
+			p, ok, err := lp.store.Position(ctx, lp.s.Name, lp.p)
 			if err == nil && ok && p.Seq >= skipped.Seq {
 				_ = lp.c.Ack(context.WithoutCancel(ctx), skipped)
 			}
@@ -517,9 +519,9 @@ func (lp *streamLoop) commit(ctx context.Context, prev uint64, next speedstore.P
 			return err
 		}
 	}
-	if err := lp.store.Commit(ctx, stream, prev, next, lp.freshFrom, b.deltas); err != nil {
+	if err := lp.store.Commit(ctx, stream, lp.p, prev, next, lp.freshFrom, b.deltas); err != nil {
 		if errors.Is(err, speedstore.ErrConflict) && prev > 0 {
-			if _, ok, perr := lp.store.Position(ctx, stream); perr == nil && !ok {
+			if _, ok, perr := lp.store.Position(ctx, stream, lp.p); perr == nil && !ok {
 				return fmt.Errorf("%w: %w", errStateLost, err)
 			}
 		}
@@ -614,7 +616,7 @@ func (lp *streamLoop) checkGap(ctx context.Context) (uint64, error) {
 		return expect, nil
 	}
 	lp.lastPosCheck = time.Now()
-	p, ok, err := lp.store.Position(ctx, stream)
+	p, ok, err := lp.store.Position(ctx, stream, lp.p)
 	if err != nil {
 		return expect, err
 	}
@@ -627,7 +629,7 @@ func (lp *streamLoop) checkGap(ctx context.Context) (uint64, error) {
 	if time.Since(lp.gapSince) < gapTimeout {
 		return expect, nil
 	}
-	if info, err := lp.log.Info(ctx, stream); err == nil && expect < info.FirstSeq {
+	if info, err := lp.log.Info(ctx, stream, lp.p); err == nil && expect < info.FirstSeq {
 		// The log dropped records (retention) before we read them: they are
 		// gone for the speed layer too. Say so loudly and go on.
 		lp.l.logger.Error("records left the log before the speed layer read them", "stream", stream, "from", expect, "to", info.FirstSeq-1)
@@ -653,7 +655,7 @@ func (lp *streamLoop) idle(ctx context.Context, fetched int, wait time.Duration)
 			lp.l.update(lp.s.Name, func(st *StreamStatus) { st.Lag = info.Pending })
 		}
 		if lp.committed > 0 {
-			if _, ok, err := lp.store.Position(ctx, lp.s.Name); err == nil && !ok {
+			if _, ok, err := lp.store.Position(ctx, lp.s.Name, lp.p); err == nil && !ok {
 				return errStateLost
 			}
 		}

@@ -31,7 +31,7 @@ const maxLateRebuild = 1_000_000
 // not joined the stream's commits (or fell out of step with them: a
 // process with another configuration committed without them) are
 // returned, to be rebuilt.
-func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, views []*logic.View, pos speedstore.Position) ([]*logic.View, error) {
+func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, p int, views []*logic.View, pos speedstore.Position) ([]*logic.View, error) {
 	current := map[string]bool{}
 	for _, v := range views {
 		current[v.StateKey()] = true
@@ -54,11 +54,11 @@ func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, views []*logi
 		}
 		dropped[k] = true
 		l.logger.Info("deleting the speed state of a removed or redefined view", "stream", s.Name, "state", k)
-		if err := l.store.DropState(ctx, s.Name, k); err != nil {
+		if err := l.store.DropState(ctx, s.Name, p, k); err != nil {
 			return nil, err
 		}
 		// A rebuild of that state cut short left its consumer behind.
-		if err := l.log.DeleteConsumer(ctx, s.Name, rebuildConsumer(logic.SplitStateKey(k))); err != nil {
+		if err := l.log.DeleteConsumer(ctx, s.Name, p, rebuildConsumer(logic.SplitStateKey(k))); err != nil {
 			l.logger.Warn("delete a rebuild's consumer", "state", k, "err", err)
 		}
 	}
@@ -71,7 +71,7 @@ func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, views []*logi
 		case vp.JoinedOK:
 			l.logger.Warn("a view fell out of step with its stream's commits (another configuration wrote them?); rebuilding it",
 				"view", v.Name, "joined", vp.Joined, "position", pos.Seq)
-			if err := l.store.DropState(ctx, s.Name, v.StateKey()); err != nil {
+			if err := l.store.DropState(ctx, s.Name, p, v.StateKey()); err != nil {
 				return nil, err
 			}
 		}
@@ -85,7 +85,7 @@ func rebuildConsumer(view, definition string) string { return "rebuild_" + view 
 
 // startRebuilds rebuilds views one after the other in the background
 // until each has joined or ctx ends; the returned func cancels and waits.
-func (l *Layer) startRebuilds(ctx context.Context, s *logic.Stream, views []*logic.View) (stop func()) {
+func (l *Layer) startRebuilds(ctx context.Context, s *logic.Stream, p int, views []*logic.View) (stop func()) {
 	if len(views) == 0 {
 		return func() {}
 	}
@@ -97,7 +97,7 @@ func (l *Layer) startRebuilds(ctx context.Context, s *logic.Stream, views []*log
 		for _, v := range views {
 			pause := 200 * time.Millisecond
 			for ctx.Err() == nil {
-				err := l.rebuildView(ctx, s, v)
+				err := l.rebuildView(ctx, s, p, v)
 				if err == nil || ctx.Err() != nil {
 					break
 				}
@@ -116,7 +116,7 @@ func (l *Layer) startRebuilds(ctx context.Context, s *logic.Stream, views []*log
 // rebuildView folds a view's records from the batch cutoff up to the
 // stream's position, chasing it, until the view joins the stream's
 // commits. It resumes a rebuild a previous process began.
-func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View) error {
+func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, p int, v *logic.View) error {
 	key := v.StateKey()
 	var from int64
 	if l.cutoffs != nil {
@@ -125,7 +125,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 			return fmt.Errorf("speed: cutoff of %s: %w", s.Name, err)
 		}
 	}
-	rb, err := l.store.BeginRebuild(ctx, s.Name, key, from)
+	rb, err := l.store.BeginRebuild(ctx, s.Name, p, key, from)
 	switch {
 	case errors.Is(err, speedstore.ErrJoined), errors.Is(err, speedstore.ErrNoPosition):
 		return nil // joined already, or the stream was reset: its next commit joins every view
@@ -140,7 +140,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 			start.Time = time.UnixMilli(rb.From)
 		}
 	}
-	c, err := l.log.Consumer(ctx, s.Name, consumer, start, 4*l.cfg.BatchSize)
+	c, err := l.log.Consumer(ctx, s.Name, p, consumer, start, 4*l.cfg.BatchSize)
 	if err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 			first = m.Seq
 		}
 		err := eventlog.Unpack(m.Data, func(i int, _, rec []byte) error {
-			if late[eventlog.EventRef{Seq: m.Seq, Index: i}] {
+			if late[eventlog.EventRef{Part: p, Seq: m.Seq, Index: i}] {
 				return nil
 			}
 			ev, err := s.Decode(rec)
@@ -192,7 +192,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 		}
 	}
 	for {
-		pos, found, err := l.store.Position(ctx, s.Name)
+		pos, found, err := l.store.Position(ctx, s.Name, p)
 		if err != nil {
 			return err
 		}
@@ -212,7 +212,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 			}
 			clear(late)
 			for _, r := range refs {
-				if r.Seq > seen {
+				if r.Part == p && r.Seq > seen {
 					late[r] = true
 				}
 			}
@@ -258,7 +258,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 		if reached {
 			next = target
 		}
-		joined, err := l.store.CommitRebuild(ctx, s.Name, rebuilt, first, next, d)
+		joined, err := l.store.CommitRebuild(ctx, s.Name, p, rebuilt, first, next, d)
 		if err != nil {
 			return err
 		}
@@ -270,7 +270,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, v *logic.View)
 		n = 0
 		if joined {
 			c.Close()
-			if err := l.log.DeleteConsumer(context.WithoutCancel(ctx), s.Name, consumer); err != nil {
+			if err := l.log.DeleteConsumer(context.WithoutCancel(ctx), s.Name, p, consumer); err != nil {
 				l.logger.Warn("delete the rebuild's consumer", "consumer", consumer, "err", err)
 			}
 			l.logger.Info("view rebuilt from the log; it takes part in the stream's commits", "view", v.Name,

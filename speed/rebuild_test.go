@@ -52,7 +52,7 @@ func TestChangedViewsRebuildBesideTheOthers(t *testing.T) {
 	})
 	stop()
 	oldTotal := e.cat.Views["total"].StateKey()
-	before, _, err := e.store.Position(ctx, "orders")
+	before, _, err := e.store.Position(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestChangedViewsRebuildBesideTheOthers(t *testing.T) {
 	}
 	sawRebuilding := false
 	eventually(t, "every view joined and exact", func() string {
-		pos, _, err := e.store.Position(ctx, "orders")
+		pos, _, err := e.store.Position(ctx, "orders", 0)
 		if err != nil {
 			return err.Error()
 		}
@@ -109,7 +109,7 @@ func TestChangedViewsRebuildBesideTheOthers(t *testing.T) {
 	if slices.Contains(keys, oldTotal) {
 		t.Fatalf("the old definition's state is still there: %v", keys)
 	}
-	pos, _, _ := e.store.Position(ctx, "orders")
+	pos, _, _ := e.store.Position(ctx, "orders", 0)
 	if _, ok := pos.Views[oldTotal]; ok {
 		t.Fatalf("the old definition is still in the position: %+v", pos.Views)
 	}
@@ -117,7 +117,7 @@ func TestChangedViewsRebuildBesideTheOthers(t *testing.T) {
 	for _, n := range []string{"total", "peak"} {
 		v := cat.Views[n]
 		js := e.log.JetStream()
-		s, err := js.Stream(ctx, e.log.StreamName("orders"))
+		s, err := js.Stream(ctx, e.log.StreamName("orders", 0))
 		if err != nil {
 			t.Fatal(err)
 		}

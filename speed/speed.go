@@ -145,37 +145,39 @@ func (l *Layer) Run(ctx context.Context) error {
 		}
 		l.update(name, func(*StreamStatus) {})
 		l.m.leaseLost.WithLabelValues(name)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pause := 200 * time.Millisecond
-			for ctx.Err() == nil {
-				err := l.runStream(ctx, l.cat.Streams[name], views)
-				if err == nil || ctx.Err() != nil {
-					return
+		for p := range l.cat.Streams[name].Partitions { // PARTITION-0: every process runs every partition (lease standby)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pause := 200 * time.Millisecond
+				for ctx.Err() == nil {
+					err := l.runStream(ctx, l.cat.Streams[name], p, views)
+					if err == nil || ctx.Err() != nil {
+						return
+					}
+					switch {
+					case errors.Is(err, errStateLost):
+						l.m.conflicts.WithLabelValues(name).Inc()
+						l.logger.Warn("speed state lost (Redis emptied?); rebuilding from the log", "stream", name, "err", err)
+						pause = 200 * time.Millisecond
+					case errors.Is(err, speedstore.ErrConflict):
+						l.m.conflicts.WithLabelValues(name).Inc()
+						l.logger.Warn("position moved under us; realigning", "stream", name, "err", err)
+						pause = 200 * time.Millisecond
+					case errors.Is(err, errLeaseLost):
+						l.m.leaseLost.WithLabelValues(name).Inc()
+						l.logger.Warn("writer lease lost; standing by", "stream", name)
+					default:
+						l.logger.Error("speed stream failed; restarting", "stream", name, "err", err, "pause", pause)
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(pause):
+					}
+					pause = min(2*pause, 5*time.Second)
 				}
-				switch {
-				case errors.Is(err, errStateLost):
-					l.m.conflicts.WithLabelValues(name).Inc()
-					l.logger.Warn("speed state lost (Redis emptied?); rebuilding from the log", "stream", name, "err", err)
-					pause = 200 * time.Millisecond
-				case errors.Is(err, speedstore.ErrConflict):
-					l.m.conflicts.WithLabelValues(name).Inc()
-					l.logger.Warn("position moved under us; realigning", "stream", name, "err", err)
-					pause = 200 * time.Millisecond
-				case errors.Is(err, errLeaseLost):
-					l.m.leaseLost.WithLabelValues(name).Inc()
-					l.logger.Warn("writer lease lost; standing by", "stream", name)
-				default:
-					l.logger.Error("speed stream failed; restarting", "stream", name, "err", err, "pause", pause)
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(pause):
-				}
-				pause = min(2*pause, 5*time.Second)
-			}
-		}()
+			}()
+		}
 	}
 	wg.Wait()
 	return nil

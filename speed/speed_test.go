@@ -149,11 +149,11 @@ type viewCheck struct {
 // match a direct computation over sent.
 func (e *env) verifyViews(sent []map[string]any, minEpoch int64, checks []viewCheck) string {
 	ctx := context.Background()
-	info, err := e.log.Info(ctx, "orders")
+	info, err := e.log.Info(ctx, "orders", 0)
 	if err != nil {
 		return err.Error()
 	}
-	pos, _, err := e.store.Position(ctx, "orders")
+	pos, _, err := e.store.Position(ctx, "orders", 0)
 	if err != nil {
 		return err.Error()
 	}
@@ -295,11 +295,11 @@ func TestRebuildStartsAtTheCutoff(t *testing.T) {
 	eventually(t, "rebuild from the cutoff", func() string { return e.verifyEvents(e.sent[before:], c) })
 	// The fresh position names the last record it had to refold: until it
 	// gets there its views miss events (serving answers 503 meanwhile).
-	info, err := e.log.Info(ctx, "orders")
+	info, err := e.log.Info(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pos, _, err := e.store.Position(ctx, "orders"); err != nil || pos.Target != info.LastSeq || pos.Seq < pos.Target {
+	if pos, _, err := e.store.Position(ctx, "orders", 0); err != nil || pos.Target != info.LastSeq || pos.Seq < pos.Target {
 		t.Fatalf("position %+v (%v), want target %d, the log's last record at start", pos, err, info.LastSeq)
 	}
 	cancel()
@@ -331,7 +331,7 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	if err := e.log.Publish(context.Background(), "orders", recs); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := e.log.Info(context.Background(), "orders"); err != nil || info.LastSeq != 1 || info.Msgs != 1 {
+	if info, err := e.log.Info(context.Background(), "orders", 0); err != nil || info.LastSeq != 1 || info.Msgs != 1 {
 		t.Fatalf("log %+v %v: want the three events in one record", info, err)
 	}
 	eventually(t, "late recorded", func() string {
@@ -392,7 +392,7 @@ func TestGapFromUnackedDeliveries(t *testing.T) {
 	e.publish(t, 500, 0)
 	// A "crashed" speed process (its own connection) fetched the next
 	// records and never acked.
-	pos, _, err := e.store.Position(context.Background(), "orders")
+	pos, _, err := e.store.Position(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +401,7 @@ func TestGapFromUnackedDeliveries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := crashed.Consumer(context.Background(), "orders", "speed", eventlog.Start{Seq: pos.Seq + 1}, 1200)
+	c, err := crashed.Consumer(context.Background(), "orders", 0, "speed", eventlog.Start{Seq: pos.Seq + 1}, 1200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +432,7 @@ func TestPositionPastTheLogRebuilds(t *testing.T) {
 	stale := e.cat.Views["by_country"].NewDelta()
 	ev := logic.Event{Time: e.base.UnixMilli(), Values: make([]logic.Value, len(e.cat.Streams["orders"].Fields))}
 	stale.Fold(0, &ev)
-	if err := e.store.Commit(context.Background(), "orders", 0, speedstore.Position{Seq: 90000, Owner: "old"}, 0, []*logic.Delta{stale}); err != nil {
+	if err := e.store.Commit(context.Background(), "orders", 0, 0, speedstore.Position{Seq: 90000, Owner: "old"}, 0, []*logic.Delta{stale}); err != nil {
 		t.Fatal(err)
 	}
 	e.publish(t, 400, 0)
@@ -486,7 +486,7 @@ func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
 	e.sent = append(e.sent, far)
 	eventually(t, "the far-future event folded", folded(1, 0))
 	_, js := e.nats.JetStream(t)
-	st, err := js.Stream(ctx, e.log.StreamName("orders"))
+	st, err := js.Stream(ctx, e.log.StreamName("orders", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
 	publish(map[string]any{"ts": now.Add(-3 * time.Hour).UnixMilli(), "id": "old", "country": "FR", "amount": 2.0})
 	eventually(t, "the real events folded", folded(7, 1))
 	eventually(t, "the speed store holds every event but the too-late one", func() string { return e.verifyEvents(e.sent, 0) })
-	pos, _, err := e.store.Position(ctx, "orders")
+	pos, _, err := e.store.Position(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs,
 type speedStatus struct{ s *speedstore.Store }
 
 func (r speedStatus) StreamStatus(ctx context.Context, stream string) (query.StreamSpeed, error) {
-	p, found, err := r.s.Position(ctx, stream)
+	p, found, err := r.s.Position(ctx, stream, 0 /* PARTITION-0 */)
 	if err != nil || !found {
 		return query.StreamSpeed{}, err
 	}
@@ -63,7 +63,7 @@ func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string) (serv
 type logEnds struct{ l *eventlog.Log }
 
 func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error) {
-	info, err := e.l.Info(ctx, stream)
+	info, err := e.l.Info(ctx, stream, 0 /* PARTITION-0 */)
 	if err != nil {
 		return batch.LogEnd{}, err
 	}
@@ -186,7 +186,7 @@ const maxLateAudited = 100_000
 
 func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
 	// A view being rebuilt has partial speed cells: nothing to audit yet.
-	pos, found, err := a.store.Position(ctx, v.Stream.Name)
+	pos, found, err := a.store.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
 	if err != nil {
 		return nil, err
 	}

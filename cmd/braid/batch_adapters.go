@@ -34,8 +34,8 @@ var (
 // speedSnapshot is batch's SpeedSnapshot over the speed store.
 type speedSnapshot struct{ s *speedstore.Store }
 
-func (sn speedSnapshot) Position(ctx context.Context, stream string) (uint64, bool, error) {
-	p, found, err := sn.s.Position(ctx, stream)
+func (sn speedSnapshot) Position(ctx context.Context, stream string, part int) (uint64, bool, error) {
+	p, found, err := sn.s.Position(ctx, stream, part)
 	return p.Seq, found, err
 }
 

@@ -141,7 +141,7 @@ func TestIngestCommand(t *testing.T) {
 func storedIDs(t *testing.T, js jetstream.JetStream, l *eventlog.Log) []string {
 	t.Helper()
 	ids := []string{}
-	for i, data := range testenv.StoredEvents(t, js, l.StreamName("orders")) {
+	for i, data := range testenv.StoredEvents(t, js, l.StreamName("orders", 0)) {
 		var rec struct {
 			ID string `json:"order_id"`
 		}

@@ -100,8 +100,10 @@ func cmdReplay(ctx context.Context, args []string) error {
 		for _, v := range a.cat.ViewsOf(s) {
 			keys = append(keys, v.StateKey())
 		}
-		if err := l.store.Reset(ctx, s, keys); err != nil {
-			return err
+		for p := range a.cat.Streams[s].Partitions {
+			if err := l.store.Reset(ctx, s, p, keys); err != nil {
+				return err
+			}
 		}
 		a.logger.Info("speed state dropped; rebuilding from the start of the log", "stream", s)
 	}
@@ -123,16 +125,18 @@ func cmdReplay(ctx context.Context, args []string) error {
 		}
 		caught := true
 		for _, s := range streams {
-			info, err := a.log.Info(ctx, s)
-			if err != nil {
-				return err
-			}
-			pos, _, err := l.store.Position(ctx, s)
-			if err != nil {
-				return err
-			}
-			if pos.Seq < info.LastSeq {
-				caught = false
+			for p := range a.cat.Streams[s].Partitions {
+				info, err := a.log.Info(ctx, s, p)
+				if err != nil {
+					return err
+				}
+				pos, _, err := l.store.Position(ctx, s, p)
+				if err != nil {
+					return err
+				}
+				if pos.Seq < info.LastSeq {
+					caught = false
+				}
 			}
 		}
 		if caught {

@@ -111,7 +111,12 @@ type NATS struct {
 
 // Redis configures the speed store.
 type Redis struct {
-	URL string `yaml:"url"` // "" = a redis-server started by braid, else an embedded dev server
+	// URL is one server's URL, or with Cluster the comma-separated URLs of
+	// some of the cluster's nodes (seeds). "" = a redis-server started by
+	// braid, else an embedded dev server.
+	URL string `yaml:"url"`
+	// Cluster: the servers form a Redis Cluster (default false: one server).
+	Cluster bool `yaml:"cluster"`
 }
 
 // Storage locates the object store holding the lake and the batch view
@@ -228,6 +233,12 @@ type StreamConfig struct {
 	// stream's events, by event date (0: forever): whole days dated
 	// before RetainedFrom are dropped.
 	Retention Duration `yaml:"retention"`
+	// Partitions splits the stream's log and speed state (default 1);
+	// PartitionBy names the field whose value picks an event's partition
+	// (default: the event's id, else round robin). See the README's
+	// "Running on many machines" for changing Partitions.
+	Partitions  int    `yaml:"partitions"`
+	PartitionBy string `yaml:"partition_by"`
 }
 
 // ViewConfig is one view as written in the file.
@@ -812,7 +823,8 @@ func (c *Config) streamDef(name string) (logic.StreamDef, []fieldErr) {
 	var errs []fieldErr
 	def := logic.StreamDef{Time: sc.Time, ID: sc.ID, Fields: map[string]logic.FieldType{},
 		Required: sc.Required, PII: map[string]logic.PIIMode{}, AllowedLateness: sc.AllowedLateness.D(),
-		MaxFuture: sc.MaxFuture.D(), Strict: sc.Strict, DedupContent: sc.Dedup == "content", MaxValueBytes: sc.MaxValueBytes}
+		MaxFuture: sc.MaxFuture.D(), Strict: sc.Strict, DedupContent: sc.Dedup == "content", MaxValueBytes: sc.MaxValueBytes,
+		Partitions: sc.Partitions, PartitionBy: sc.PartitionBy}
 	if sc.Time == "" {
 		errs = append(errs, fieldErr{"time", "the event-time field is required", "name a field of type time"})
 	}

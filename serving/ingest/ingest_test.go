@@ -56,7 +56,7 @@ func natsWithLimit(t *testing.T, maxPayload int32) jetstream.JetStream {
 func logIDs(t *testing.T, js jetstream.JetStream, l *eventlog.Log, s *logic.Stream) []string {
 	t.Helper()
 	ids := []string{}
-	for i, data := range testenv.StoredEvents(t, js, l.StreamName(s.Name)) {
+	for i, data := range testenv.StoredEvents(t, js, l.StreamName(s.Name, 0)) {
 		ev, err := s.Decode(data)
 		if err != nil {
 			t.Fatalf("stored event %d does not decode: %v", i, err)
@@ -313,7 +313,7 @@ func TestPIIDeadLetterNotAnObject(t *testing.T) {
 		t.Fatalf("stored %v", ids)
 	}
 	// No raw PII anywhere in the log: events, dead letters (decompressed).
-	for _, data := range testenv.StoredEvents(t, js, l.StreamName("orders")) {
+	for _, data := range testenv.StoredEvents(t, js, l.StreamName("orders", 0)) {
 		if bytes.Contains(data, []byte("ann.smith")) {
 			t.Fatalf("raw PII in the log: %s", data)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/braid-data/braid/logic"
@@ -31,10 +32,21 @@ type pass struct {
 	maxEvent int
 	dls      *eventlog.DeadLetterWriter
 	recs     []eventlog.Record // accepted, not yet appended
+	rr       int               // the next partition of an event without a partition key
 }
 
 func newPass(log Appender, s *logic.Stream, now time.Time, dls *eventlog.DeadLetterWriter) *pass {
-	return &pass{log: log, s: s, now: now, maxEvent: log.MaxEvent(), dls: dls}
+	return &pass{log: log, s: s, now: now, maxEvent: log.MaxEvent(), dls: dls, rr: rand.IntN(s.Partitions)}
+}
+
+// partition is the partition of an accepted event: its key's
+// (logic.Stream.PartitionOf), else the next one round robin.
+func (p *pass) partition(ev *logic.Event) int {
+	if n := p.s.PartitionOf(ev); n >= 0 {
+		return n
+	}
+	p.rr = (p.rr + 1) % p.s.Partitions
+	return p.rr
 }
 
 // prepare runs a raw event through the stream's logic: its record, or why
@@ -51,7 +63,7 @@ func (p *pass) prepare(raw []byte, masked bool) (rec eventlog.Record, rej *logic
 		err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(data), p.maxEvent)}
 	}
 	if err == nil {
-		return eventlog.Record{ID: ev.ID, Data: data}, nil, nil
+		return eventlog.Record{ID: ev.ID, Data: data, Part: p.partition(&ev)}, nil, nil
 	}
 	if errors.As(err, &rej) {
 		return eventlog.Record{}, rej, nil

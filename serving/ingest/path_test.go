@@ -69,7 +69,7 @@ func TestReplayTakesTheIngestPath(t *testing.T) {
 	if err != nil || want.Accepted == 0 || want.Rejected == 0 {
 		t.Fatalf("ingest under the fix: %+v %v", want, err)
 	}
-	wantEvents := testenv.StoredEvents(t, fresh.JetStream(), fresh.StreamName("orders"))
+	wantEvents := testenv.StoredEvents(t, fresh.JetStream(), fresh.StreamName("orders", 0))
 	wantLetters := storagetest.AllDeadLetters(t, fresh, "orders", 100)
 
 	rr, err := replay(ctx, strict, fixed)
@@ -85,7 +85,7 @@ func TestReplayTakesTheIngestPath(t *testing.T) {
 	if rr.Replayed != want.Accepted || rr.Kept != want.Rejected-never || rr.Unreplayable != never {
 		t.Fatalf("replay %+v; an ingest under the fix accepts %d, rejects %d (%d never events)", rr, want.Accepted, want.Rejected, never)
 	}
-	got := testenv.StoredEvents(t, strict.JetStream(), strict.StreamName("orders"))
+	got := testenv.StoredEvents(t, strict.JetStream(), strict.StreamName("orders", 0))
 	if len(got) != len(wantEvents) {
 		t.Fatalf("replay stored %d events, an ingest %d", len(got), len(wantEvents))
 	}
@@ -151,7 +151,7 @@ func TestLoadIsOneIngest(t *testing.T) {
 		t.Fatal(err)
 	}
 	letters := storagetest.AllDeadLetters(t, l, "orders", 100)
-	events := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))
+	events := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders", 0))
 
 	res, err := in.Ingest(ctx, "orders", raws, "file:x.ndjson")
 	if err != nil {
@@ -163,7 +163,7 @@ func TestLoadIsOneIngest(t *testing.T) {
 	if again := storagetest.AllDeadLetters(t, l, "orders", 100); len(again) != len(letters) || len(letters) != rejected {
 		t.Fatalf("%d dead letters after the load (%d rejected), %d after the same ingest", len(letters), rejected, len(again))
 	}
-	if again := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders")); len(again) != len(events) {
+	if again := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders", 0)); len(again) != len(events) {
 		t.Fatalf("%d events after the load, %d after the same ingest", len(events), len(again))
 	}
 	for k, e := range errs {

@@ -45,7 +45,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	if err != nil || res.Replayed != 0 || res.Kept != 1 {
 		t.Fatalf("second replay: %+v %v", res, err)
 	}
-	if n := len(testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))); n != 2 {
+	if n := len(testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders", 0))); n != 2 {
 		t.Fatalf("stream holds %d events after two replays, want 2", n)
 	}
 	left, _ := l.DeadLetters(ctx, "orders", eventlog.Cursor{}, 10)
@@ -152,7 +152,7 @@ func TestReplayPackedRecords(t *testing.T) {
 	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 4 {
 		t.Fatalf("count %d %v, want 4", n, err)
 	}
-	events := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))
+	events := testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders", 0))
 	if len(events) != 3 {
 		t.Fatalf("%d events in the log, want 3", len(events))
 	}
@@ -160,7 +160,7 @@ func TestReplayPackedRecords(t *testing.T) {
 	if err != nil || res != (ingest.ReplayResult{Kept: 1, Unreplayable: 3}) {
 		t.Fatalf("second replay: %+v %v", res, err)
 	}
-	if n := len(testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders"))); n != 3 {
+	if n := len(testenv.StoredEvents(t, l.JetStream(), l.StreamName("orders", 0))); n != 3 {
 		t.Fatalf("%d events in the log after a second replay, want 3", n)
 	}
 	if n, err := l.DeadLetterCount(ctx, "orders"); err != nil || n != 4 {

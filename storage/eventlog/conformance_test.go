@@ -32,7 +32,7 @@ func TestConformance(t *testing.T) {
 			Stored: func(stream string) []eventlog.Record {
 				_, js := n.JetStream(t)
 				var out []eventlog.Record
-				for _, data := range testenv.StoredMessages(t, js, open().StreamName(stream)) {
+				for _, data := range testenv.StoredMessages(t, js, open().StreamName(stream, 0)) {
 					if err := eventlog.Unpack(data, func(_ int, id, rec []byte) error {
 						out = append(out, eventlog.Record{ID: string(id), Data: slices.Clone(rec)})
 						return nil

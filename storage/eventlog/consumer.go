@@ -58,13 +58,13 @@ type Msg struct {
 	msg     jetstream.Msg
 }
 
-// Consumer opens the durable consumer name on a stream. It is reused when
+// Consumer opens the durable consumer name on partition p of a stream. It is reused when
 // it would deliver start.Seq or earlier (the owner skips what it already
 // holds; unacknowledged records come again after the ack wait); it is
 // (re)created to deliver from start when it does not exist, when start is by
 // time, or when it has acknowledged past start.Seq-1 (the owner lost state).
-func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, maxAckPending int) (*Consumer, error) {
-	s, err := l.js.Stream(ctx, l.StreamName(stream))
+func (l *Log) Consumer(ctx context.Context, stream string, p int, name string, start Start, maxAckPending int) (*Consumer, error) {
+	s, err := l.js.Stream(ctx, l.StreamName(stream, p))
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: stream %s: %w", stream, err)
 	}
@@ -73,7 +73,10 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 		if err != nil {
 			return nil, fmt.Errorf("eventlog: consumer %s info: %w", name, err)
 		}
-		if start.Seq > 0 && info.AckFloor.Stream+1 <= start.Seq {
+		// A consumer made before partitions filtered on the stream's
+		// subject: it would miss the records published since.
+		unfiltered := info.Config.FilterSubject == "" && len(info.Config.FilterSubjects) == 0
+		if unfiltered && start.Seq > 0 && info.AckFloor.Stream+1 <= start.Seq {
 			return &Consumer{c: c, stream: stream, prefetch: prefetchFor(maxAckPending)}, nil
 		}
 		if err := s.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -88,7 +91,6 @@ func (l *Log) Consumer(ctx context.Context, stream, name string, start Start, ma
 		AckWait:       5 * time.Second,
 		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		FilterSubject: l.Subject(stream),
 	}
 	switch {
 	case start.Seq > 0:
@@ -281,8 +283,8 @@ func (c *Consumer) Info(ctx context.Context) (Info, error) {
 // DeleteConsumer removes a durable consumer of a stream (one that finished
 // its work, e.g. a view's rebuild); a consumer that does not exist is not
 // an error.
-func (l *Log) DeleteConsumer(ctx context.Context, stream, name string) error {
-	s, err := l.js.Stream(ctx, l.StreamName(stream))
+func (l *Log) DeleteConsumer(ctx context.Context, stream string, p int, name string) error {
+	s, err := l.js.Stream(ctx, l.StreamName(stream, p))
 	if err != nil {
 		return fmt.Errorf("eventlog: stream %s: %w", stream, err)
 	}

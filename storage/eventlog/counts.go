@@ -124,12 +124,25 @@ type recordScan struct {
 // holding records written before event counts existed has those read once
 // per process, meanwhile the answer may be ErrCounting.
 func (l *Log) EventCount(ctx context.Context, stream string) (uint64, error) {
-	s, err := l.js.Stream(ctx, l.StreamName(stream))
+	var total uint64
+	for p := range l.Partitions(stream) {
+		n, err := l.partitionCount(ctx, l.StreamName(stream, p))
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// partitionCount is EventCount of one partition's JetStream stream.
+func (l *Log) partitionCount(ctx context.Context, name string) (uint64, error) {
+	s, err := l.js.Stream(ctx, name)
 	if err != nil {
-		return 0, fmt.Errorf("eventlog: %s: %w", stream, err)
+		return 0, fmt.Errorf("eventlog: %s: %w", name, err)
 	}
 	for attempt := 0; ; attempt++ {
-		n, err := l.eventCount(ctx, s, stream)
+		n, err := l.eventCount(ctx, s, name)
 		if errors.Is(err, jetstream.ErrMsgNotFound) && attempt < 5 {
 			continue // a record left the log meanwhile: read its state again
 		}
@@ -247,15 +260,15 @@ func (l *Log) scan(ctx context.Context, stream string, first, end, stopFrom uint
 	}
 }
 
-// readCounts reads the records of a scan in order and sums their events.
+// readCounts reads the records of a scan in order and sums their events
+// (stream: a partition's JetStream stream).
 func (l *Log) readCounts(ctx context.Context, stream string, sc *recordScan) error {
-	s, err := l.js.Stream(ctx, l.StreamName(stream))
+	s, err := l.js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("eventlog: %s: %w", stream, err)
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{l.Subject(stream)},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: sc.first,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: sc.first,
 	})
 	if err != nil {
 		return fmt.Errorf("eventlog: count %s: %w", stream, err)

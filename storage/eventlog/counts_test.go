@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func TestEventCountAcrossWriters(t *testing.T) {
 		return
 	}
 	want := uint64(len(distinct))
-	if stored := len(testenv.StoredEvents(t, js, reader.StreamName("orders"))); uint64(stored) != want {
+	if stored := len(testenv.StoredEvents(t, js, reader.StreamName("orders", 0))); uint64(stored) != want {
 		t.Fatalf("the log holds %d events, %d distinct ids were sent", stored, want)
 	}
 	for i, l := range []*eventlog.Log{a, b, reader} {
@@ -117,7 +118,7 @@ func TestEventCountAcrossWriters(t *testing.T) {
 	}
 
 	// The first record leaves the log (as by nats.max_age).
-	s, err := js.Stream(ctx, reader.StreamName("orders"))
+	s, err := js.Stream(ctx, reader.StreamName("orders", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestEventCountOldRecords(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ns := testenv.Namespace(t)
 	l, js := openOn(t, n, ns)
-	subj := l.Subject("orders")
+	subj := strings.TrimSuffix(l.Subject("orders", 0), ".0") // the subject before partitions
 	publishOld := func(ids ...string) {
 		t.Helper()
 		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: oldRecord(ids...)}); err != nil {
@@ -175,7 +176,7 @@ func TestEventCountOldRecords(t *testing.T) {
 	}
 	// The old records before the count leave the log: the first retained
 	// record is then a counted one, then an old one inside the count.
-	s, err := js.Stream(ctx, l.StreamName("orders"))
+	s, err := js.Stream(ctx, l.StreamName("orders", 0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestZeroOptionsTakeTheConfigurationDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	def := config.Default().NATS
-	for _, name := range []string{l.StreamName("orders"), ns + "_dlq", ns + "_late"} {
+	for _, name := range []string{l.StreamName("orders", 0), ns + "_dlq", ns + "_late"} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -1,7 +1,13 @@
 // Package eventlog is Braid's durable event log on NATS JetStream: one
-// JetStream stream of clean events per Braid stream, one stream of dead
-// letters, one of too-late records (a subject per Braid stream in each).
-// Streams are created or updated idempotently at Open.
+// JetStream stream of clean events per partition of a Braid stream, one
+// stream of dead letters, one of too-late records (a subject per Braid
+// stream in each). Streams are created or updated idempotently at Open.
+//
+// A partition is a log of its own: its own sequences (contiguous, so a
+// reader can tell a gap), its own writer and id window, its own leader in
+// a NATS cluster. Partition 0 of a stream is the JetStream stream that
+// held the whole stream before partitions existed, so an existing
+// deployment keeps its log (StreamName, Subject).
 //
 // A clean stream's message (a log record) packs the events of one write
 // (see packed.go); the writer drops an event whose id was stored within the
@@ -36,8 +42,11 @@ type Options struct {
 	// records both this old and in the lake. Open removes the MaxAge of
 	// clean streams created with one (by an earlier version), saying so.
 	MaxAge   time.Duration
-	MaxMsgs  int64 // limit of clean log records per stream (0: none); publishes beyond get ErrFull
-	MaxBytes int64 // byte limit per stream (0: none)
+	MaxMsgs  int64 // limit of clean log records per partition (0: none); publishes beyond get ErrFull
+	MaxBytes int64 // byte limit per partition (0: none)
+	// Partitions is each Braid stream's number of partitions (absent or
+	// below 1: one).
+	Partitions map[string]int
 	// Retention of dead letters and too-late records: by age, and per
 	// stream (each stream's subject has its own budget, so one stream's
 	// rejects never evict another's), in dead-letter records (each holds
@@ -90,24 +99,26 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 		storage = jetstream.MemoryStorage
 	}
 	for _, s := range streams {
-		cfg := jetstream.StreamConfig{
-			Name:       l.StreamName(s),
-			Subjects:   []string{l.Subject(s)},
-			Storage:    storage,
-			Replicas:   opts.Replicas,
-			Duplicates: opts.DedupWindow,
-			MaxAge:     0, // the archiver trims the log (Trim)
-			MaxMsgs:    orNeg(opts.MaxMsgs),
-			MaxBytes:   orNeg(opts.MaxBytes),
-			Discard:    jetstream.DiscardNew,
-			Retention:  jetstream.LimitsPolicy,
-		}
-		if old, err := js.Stream(ctx, cfg.Name); err == nil && old.CachedInfo().Config.MaxAge > 0 {
-			opts.Logger.Info("removing the log's JetStream max age: Braid now trims the log itself, only of records in the lake (nats.max_age)",
-				"stream", cfg.Name, "jetstream_max_age", old.CachedInfo().Config.MaxAge, "max_age", opts.MaxAge)
-		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
+		for p := range l.Partitions(s) {
+			cfg := jetstream.StreamConfig{
+				Name:       l.StreamName(s, p),
+				Subjects:   l.subjects(s, p),
+				Storage:    storage,
+				Replicas:   opts.Replicas,
+				Duplicates: opts.DedupWindow,
+				MaxAge:     0, // the archiver trims the log (Trim)
+				MaxMsgs:    orNeg(opts.MaxMsgs),
+				MaxBytes:   orNeg(opts.MaxBytes),
+				Discard:    jetstream.DiscardNew,
+				Retention:  jetstream.LimitsPolicy,
+			}
+			if old, err := js.Stream(ctx, cfg.Name); err == nil && old.CachedInfo().Config.MaxAge > 0 {
+				opts.Logger.Info("removing the log's JetStream max age: Braid now trims the log itself, only of records in the lake (nats.max_age)",
+					"stream", cfg.Name, "jetstream_max_age", old.CachedInfo().Config.MaxAge, "max_age", opts.MaxAge)
+			}
+			if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+				return nil, fmt.Errorf("eventlog: create stream %s: %w", cfg.Name, err)
+			}
 		}
 	}
 	// One subject per stream in each, each with its own budget.
@@ -134,11 +145,36 @@ func orNeg(n int64) int64 {
 // JetStream returns the underlying JetStream context.
 func (l *Log) JetStream() jetstream.JetStream { return l.js }
 
-// StreamName is the JetStream stream holding a Braid stream's clean events.
-func (l *Log) StreamName(stream string) string { return l.opts.Namespace + "_events_" + stream }
+// Partitions is the number of partitions of a Braid stream's log (1 for
+// a stream Open was not told of).
+func (l *Log) Partitions(stream string) int { return max(1, l.opts.Partitions[stream]) }
 
-// Subject is the subject of a Braid stream's clean events.
-func (l *Log) Subject(stream string) string { return l.opts.Namespace + ".events." + stream }
+// StreamName is the JetStream stream holding partition p of a Braid
+// stream's clean events: <ns>_events_<stream> for partition 0 (the name
+// the whole stream had before partitions), <ns>_events_<stream>-<p> for
+// the others.
+func (l *Log) StreamName(stream string, p int) string {
+	if p == 0 {
+		return l.opts.Namespace + "_events_" + stream
+	}
+	return l.opts.Namespace + "_events_" + stream + "-" + strconv.Itoa(p)
+}
+
+// Subject is the subject events of partition p of a Braid stream are
+// published on: <ns>.events.<stream>.<p>.
+func (l *Log) Subject(stream string, p int) string {
+	return l.opts.Namespace + ".events." + stream + "." + strconv.Itoa(p)
+}
+
+// subjects are the subjects of partition p's JetStream stream: partition
+// 0 keeps the subject of the whole stream before partitions
+// (<ns>.events.<stream>), whose records it holds.
+func (l *Log) subjects(stream string, p int) []string {
+	if p == 0 {
+		return []string{l.opts.Namespace + ".events." + stream, l.Subject(stream, 0)}
+	}
+	return []string{l.Subject(stream, p)}
+}
 
 // DLQSubject is the subject of a stream's dead letters.
 func (l *Log) DLQSubject(stream string) string { return l.opts.Namespace + ".dlq." + stream }
@@ -146,27 +182,55 @@ func (l *Log) DLQSubject(stream string) string { return l.opts.Namespace + ".dlq
 // LateSubject is the subject of a stream's too-late records.
 func (l *Log) LateSubject(stream string) string { return l.opts.Namespace + ".late." + stream }
 
-// Record is one clean event to append: its canonical bytes and its id (may
-// be empty: then it is never deduplicated).
+// Record is one clean event to append: its canonical bytes, its id (may
+// be empty: then it is never deduplicated) and its partition
+// (logic.Stream.PartitionOf; 0 when the stream has one).
 type Record struct {
 	ID   string
 	Data []byte
+	Part int
 }
 
-// Publish appends events to a stream's log and returns once JetStream has
-// stored all of them (or reports a failure: then some may be stored). An
-// event whose id was stored within the dedup window, or that repeats an
-// id earlier in recs, is dropped and counts as stored. Concurrent calls
-// share log records (see writer). Every event must fit one record on its
-// own (MaxEvent). The writer holds recs until their write is settled,
-// which may be after Publish returned an error: do not reuse them.
+// Publish appends events to a stream's log, each to its partition
+// (Record.Part), and returns once JetStream has stored all of them (or
+// reports a failure: then some may be stored). An event whose id was
+// stored within the dedup window of its partition, or that repeats an id
+// earlier in recs, is dropped and counts as stored. Concurrent calls
+// share log records (see writer); the partitions are written in
+// parallel. Every event must fit one record on its own (MaxEvent). The
+// writer holds recs until their write is settled, which may be after
+// Publish returned an error: do not reuse them.
 func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.opts.PublishTimeout)
 	defer cancel()
-	return l.writerFor(stream).write(ctx, recs)
+	n := l.Partitions(stream)
+	if n == 1 {
+		return l.writerFor(stream, 0).write(ctx, recs)
+	}
+	parts := make([][]Record, n)
+	for _, r := range recs {
+		p := r.Part
+		if p < 0 || p >= n {
+			return fmt.Errorf("eventlog: publish to %s: partition %d of %d", stream, p, n)
+		}
+		parts[p] = append(parts[p], r)
+	}
+	reqs := make([]*writeReq, 0, n)
+	for p, rs := range parts {
+		if len(rs) > 0 {
+			reqs = append(reqs, l.writerFor(stream, p).submit(rs))
+		}
+	}
+	var errs []error
+	for _, r := range reqs {
+		if err := r.wait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // maxRecord is the most bytes a log record's events take: the server's
@@ -205,19 +269,56 @@ func classify(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
-// EventRef is an event's place in the log: its record's sequence and its
-// index in the record.
+// EventRef is an event's place in the log: its partition, its record's
+// sequence there and its index in the record.
 type EventRef struct {
+	Part  int    `json:"part,omitempty"`
 	Seq   uint64 `json:"seq"`
 	Index int    `json:"index"`
 }
 
+// lateID names a too-late event's place: "<stream>:<seq>:<index>" in
+// partition 0 (as before partitions), "<stream>:<p>:<seq>:<index>" in the
+// others.
+func lateID(stream string, r EventRef) string {
+	id := stream + ":"
+	if r.Part != 0 {
+		id += strconv.Itoa(r.Part) + ":"
+	}
+	return id + strconv.FormatUint(r.Seq, 10) + ":" + strconv.Itoa(r.Index)
+}
+
+// parseLateID reads lateID.
+func parseLateID(stream, id string) (EventRef, error) {
+	f := strings.Split(strings.TrimPrefix(id, stream+":"), ":")
+	var r EventRef
+	var err error
+	switch len(f) {
+	case 2:
+	case 3:
+		if r.Part, err = strconv.Atoi(f[0]); err != nil {
+			return r, fmt.Errorf("late record id %q: %w", id, err)
+		}
+		f = f[1:]
+	default:
+		return r, fmt.Errorf("late record id %q: want stream:[part:]seq:index", id)
+	}
+	if r.Seq, err = strconv.ParseUint(f[0], 10, 64); err == nil {
+		r.Index, err = strconv.Atoi(f[1])
+	}
+	if err != nil {
+		return r, fmt.Errorf("late record id %q: %w", id, err)
+	}
+	return r, nil
+}
+
 // PublishLate records too-late events of a stream: their canonical bytes,
-// under a message id naming their place, so a replay stores each once.
+// under a message id naming their place (partition, sequence, index), so
+// a replay stores each once.
 func (l *Log) PublishLate(ctx context.Context, stream string, refs []EventRef, data [][]byte) error {
 	recs := make([]Record, len(refs))
 	for i, r := range refs {
-		recs[i] = Record{ID: stream + ":" + strconv.FormatUint(r.Seq, 10) + ":" + strconv.Itoa(r.Index), Data: data[i]}
+		recs[i] = Record{ID: lateID(stream, r), Data: data[i]}
 	}
 	return l.publishTo(ctx, l.LateSubject(stream), recs)
 }
@@ -241,17 +342,7 @@ func (l *Log) publishTo(ctx context.Context, subj string, recs []Record) error {
 // retained (at most limit): the events the speed layer skipped.
 func (l *Log) LateEvents(ctx context.Context, stream string, limit int) ([]EventRef, error) {
 	return readSide[EventRef](ctx, l, l.opts.Namespace+"_late", l.LateSubject(stream), 0, limit, func(m *jetstream.RawStreamMsg) (EventRef, error) {
-		id := m.Header.Get(jetstream.MsgIDHeader)
-		seq, idx, _ := strings.Cut(strings.TrimPrefix(id, stream+":"), ":")
-		r := EventRef{}
-		var err error
-		if r.Seq, err = strconv.ParseUint(seq, 10, 64); err == nil {
-			r.Index, err = strconv.Atoi(idx)
-		}
-		if err != nil {
-			return r, fmt.Errorf("late record id %q: %w", id, err)
-		}
-		return r, nil
+		return parseLateID(stream, m.Header.Get(jetstream.MsgIDHeader))
 	})
 }
 
@@ -297,7 +388,7 @@ func readSide[T any](ctx context.Context, l *Log, name, subj string, after uint6
 	return out, nil
 }
 
-// StreamInfo is the state of a stream's clean log.
+// StreamInfo is the state of a partition's clean log.
 // Sequences and counts are of log records, each holding the events of one
 // write.
 type StreamInfo struct {
@@ -306,9 +397,9 @@ type StreamInfo struct {
 	LastTime          time.Time
 }
 
-// Info returns the state of a stream's clean log.
-func (l *Log) Info(ctx context.Context, stream string) (StreamInfo, error) {
-	s, err := l.js.Stream(ctx, l.StreamName(stream))
+// Info returns the state of partition p of a stream's clean log.
+func (l *Log) Info(ctx context.Context, stream string, p int) (StreamInfo, error) {
+	s, err := l.js.Stream(ctx, l.StreamName(stream, p))
 	if err != nil {
 		return StreamInfo{}, fmt.Errorf("eventlog: %s: %w", stream, err)
 	}

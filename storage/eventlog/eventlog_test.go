@@ -71,14 +71,14 @@ func TestPublishDedupConsumeRealign(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	info, err := l.Info(ctx, "orders")
+	info, err := l.Info(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if info.Msgs != 3 || info.LastSeq != 3 {
 		t.Fatalf("want 3 stored (duplicate id dropped), got %+v", info)
 	}
-	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 100)
+	c, err := l.Consumer(ctx, "orders", 0, "speed", eventlog.Start{Seq: 1}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestPublishDedupConsumeRealign(t *testing.T) {
 	// The owner restarts and its store says position 1: the consumer is
 	// realigned to deliver 2.
 	c.Close()
-	c, err = l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 2}, 100)
+	c, err = l.Consumer(ctx, "orders", 0, "speed", eventlog.Start{Seq: 2}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestConsumerCollector(t *testing.T) {
 	l := open(t)
 	publishN(t, l, 10)
 	// At most 4 unacknowledged: the server delivers 4 of 10 and holds 6.
-	c, err := l.Consumer(ctx, "orders", "speed", eventlog.Start{Seq: 1}, 4)
+	c, err := l.Consumer(ctx, "orders", 0, "speed", eventlog.Start{Seq: 1}, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestConsumerCollector(t *testing.T) {
 				got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = fmt.Sprint(m.GetGauge().GetValue())
 			}
 		}
-		if got["braid_consumer_pending{consumer=speed,stream=orders}"] != "6" || got["braid_consumer_ack_pending{consumer=speed,stream=orders}"] != "4" || len(got) != 2 {
+		if got["braid_consumer_pending{consumer=speed,partition=0,stream=orders}"] != "6" || got["braid_consumer_ack_pending{consumer=speed,partition=0,stream=orders}"] != "4" || len(got) != 2 {
 			return fmt.Sprintf("metrics %v", got)
 		}
 		return ""
@@ -170,7 +170,7 @@ func TestCloseHandsBackBufferedRecords(t *testing.T) {
 	const ackWait = 5 * time.Second
 	for attempt := 1; ; attempt++ {
 		name := fmt.Sprint("speed", attempt)
-		a, err := l.Consumer(ctx, "orders", name, eventlog.Start{Seq: 1}, 100)
+		a, err := l.Consumer(ctx, "orders", 0, name, eventlog.Start{Seq: 1}, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +190,7 @@ func TestCloseHandsBackBufferedRecords(t *testing.T) {
 			return ""
 		})
 		a.Close()
-		b, err := l.Consumer(ctx, "orders", name, eventlog.Start{Seq: 3}, 100)
+		b, err := l.Consumer(ctx, "orders", 0, name, eventlog.Start{Seq: 3}, 100)
 		if err != nil {
 			t.Fatal(err)
 		}

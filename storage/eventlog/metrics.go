@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +21,10 @@ type consumerCollector struct {
 // consumer of the streams (the speed layer's, the archiver's):
 // braid_consumer_pending (records not yet delivered) and
 // braid_consumer_ack_pending (delivered, not yet acknowledged), labelled
-// by stream and consumer. A stream that cannot be read is skipped.
+// by stream, partition and consumer. A stream that cannot be read is
+// skipped.
 func (l *Log) ConsumerCollector(streams []string) prometheus.Collector {
-	labels := []string{"stream", "consumer"}
+	labels := []string{"stream", "partition", "consumer"}
 	return &consumerCollector{l: l, streams: streams,
 		pending:    prometheus.NewDesc("braid_consumer_pending", "Records in the log not yet delivered to the consumer.", labels, nil),
 		ackPending: prometheus.NewDesc("braid_consumer_ack_pending", "Records delivered to the consumer and not yet acknowledged.", labels, nil),
@@ -38,14 +40,17 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	for _, stream := range c.streams {
-		s, err := c.l.js.Stream(ctx, c.l.StreamName(stream))
-		if err != nil {
-			continue
-		}
-		lister := s.ListConsumers(ctx)
-		for info := range lister.Info() {
-			ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(info.NumPending), stream, info.Name)
-			ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(info.NumAckPending), stream, info.Name)
+		for p := range c.l.Partitions(stream) {
+			s, err := c.l.js.Stream(ctx, c.l.StreamName(stream, p))
+			if err != nil {
+				continue
+			}
+			part := strconv.Itoa(p)
+			lister := s.ListConsumers(ctx)
+			for info := range lister.Info() {
+				ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(info.NumPending), stream, part, info.Name)
+				ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(info.NumAckPending), stream, part, info.Name)
+			}
 		}
 	}
 }

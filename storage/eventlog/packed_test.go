@@ -42,7 +42,7 @@ func FuzzPacked(f *testing.F) {
 			t.Fatal(err)
 		}
 		if len(out) != 2 || out[0].ID != in[0].ID || !bytes.Equal(out[0].Data, in[0].Data) || out[1].ID != in[1].ID || !bytes.Equal(out[1].Data, in[1].Data) {
-			t.Fatalf("round trip: %q, want %q", out, in)
+			t.Fatalf("round trip: %v, want %v", out, in)
 		}
 		// Arbitrary bytes: an error, or events that Count agrees with and
 		// that survive a round trip of their own.

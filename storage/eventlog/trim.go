@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Trim removes from a stream's clean log the records that are both stored
+// Trim removes from partition p of a stream's clean log the records that are both stored
 // before the time before (by the server's clock) and at or below sequence
 // upTo, and returns how many went. The archiver calls it with now minus
 // nats.max_age and its lake checkpoint: a record leaves the log only once
@@ -17,8 +17,8 @@ import (
 // It keeps every record from the first one stored at or after before, and
 // every record above upTo; nothing else is touched. Safe for concurrent
 // use (a purge below a sequence is idempotent).
-func (l *Log) Trim(ctx context.Context, stream string, before time.Time, upTo uint64) (uint64, error) {
-	name := l.StreamName(stream)
+func (l *Log) Trim(ctx context.Context, stream string, p int, before time.Time, upTo uint64) (uint64, error) {
+	name := l.StreamName(stream, p)
 	s, err := l.js.Stream(ctx, name)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: trim %s: %w", stream, err)

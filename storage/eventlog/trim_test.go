@@ -19,11 +19,11 @@ import (
 func storedTimes(t *testing.T, l *eventlog.Log) map[uint64]time.Time {
 	t.Helper()
 	ctx := context.Background()
-	s, err := l.JetStream().Stream(ctx, l.StreamName("orders"))
+	s, err := l.JetStream().Stream(ctx, l.StreamName("orders", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := l.Info(ctx, "orders")
+	info, err := l.Info(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,15 +61,15 @@ func TestTrim(t *testing.T) {
 	mid := times[6]
 	check := func(what string, before time.Time, upTo uint64, wantFirst, wantMsgs uint64) {
 		t.Helper()
-		was, err := l.Info(ctx, "orders")
+		was, err := l.Info(ctx, "orders", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := l.Trim(ctx, "orders", before, upTo)
+		n, err := l.Trim(ctx, "orders", 0, before, upTo)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		info, err := l.Info(ctx, "orders")
+		info, err := l.Info(ctx, "orders", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,10 +101,10 @@ func TestTrim(t *testing.T) {
 	// next record takes the next sequence.
 	check("past the end", time.Now().Add(time.Hour), 1<<40, 0, 0)
 	publishN(t, l, 1)
-	if info, err := l.Info(ctx, "orders"); err != nil || info.FirstSeq != 12 || info.LastSeq != 12 {
+	if info, err := l.Info(ctx, "orders", 0); err != nil || info.FirstSeq != 12 || info.LastSeq != 12 {
 		t.Fatalf("after trimming past the end: %+v, %v", info, err)
 	}
-	if _, err := l.Trim(ctx, "nope", time.Now(), 5); err == nil {
+	if _, err := l.Trim(ctx, "nope", 0, time.Now(), 5); err == nil {
 		t.Error("trim of an unknown stream: no error")
 	}
 }
@@ -132,7 +132,7 @@ func TestOpenRemovesJetStreamMaxAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"orders", "pageviews"} {
-		st, err := js.Stream(ctx, l.StreamName(s))
+		st, err := js.Stream(ctx, l.StreamName(s, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -140,7 +140,7 @@ func TestOpenRemovesJetStreamMaxAge(t *testing.T) {
 			t.Errorf("%s: JetStream max age %v after Open", s, age)
 		}
 	}
-	if info, err := l.Info(ctx, "orders"); err != nil || info.Msgs != 1 {
+	if info, err := l.Info(ctx, "orders", 0); err != nil || info.Msgs != 1 {
 		t.Errorf("orders after Open: %+v, %v", info, err)
 	}
 	out := buf.String()

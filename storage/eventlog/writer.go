@@ -87,9 +87,9 @@ type writeReq struct {
 	done chan error // buffered
 }
 
-// writerFor is the writer of a stream's clean log.
-func (l *Log) writerFor(stream string) *writer {
-	return l.writerOf(stream, target{name: l.StreamName(stream), subject: l.Subject(stream), running: true})
+// writerFor is the writer of partition p of a stream's clean log.
+func (l *Log) writerFor(stream string, p int) *writer {
+	return l.writerOf(stream, target{name: l.StreamName(stream, p), subject: l.Subject(stream, p), running: true})
 }
 
 // writerOf is the process's one writer of a log, made at the first use.
@@ -392,7 +392,11 @@ func (w *writer) lastSeq(ctx context.Context, s jetstream.Stream) (last uint64, 
 // read adds the ids of the records a consumer delivers, up to sequence
 // last, and when count is set their events to w.count.
 func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, count bool) error {
-	cfg.FilterSubjects = []string{w.subject}
+	if w.perSubject {
+		// A clean partition's stream holds only its records (partition
+		// 0's older ones under the stream's subject before partitions).
+		cfg.FilterSubjects = []string{w.subject}
+	}
 	return eachRecord(ctx, s, cfg, last, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
 		t := md.Timestamp.UnixMilli()
 		if w.countHeader && !packedRecord(m.Data()) {

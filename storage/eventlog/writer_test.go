@@ -16,7 +16,7 @@ import (
 // stored unpacks every event of the orders log, in log order, as "id|data".
 func stored(t *testing.T, l *eventlog.Log) (events []string, records int) {
 	t.Helper()
-	for _, data := range testenv.StoredMessages(t, l.JetStream(), l.StreamName("orders")) {
+	for _, data := range testenv.StoredMessages(t, l.JetStream(), l.StreamName("orders", 0)) {
 		records++
 		if err := eventlog.Unpack(data, func(_ int, id, rec []byte) error {
 			events = append(events, string(id)+"|"+string(rec))

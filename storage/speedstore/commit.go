@@ -200,7 +200,7 @@ return 1
 //     freshFrom on, and the position records next.Target (the log's last
 //     record the fresh state has yet to fold). A view not joined
 //     (rebuilding, CommitRebuild) is left alone.
-func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next Position, freshFrom int64, deltas []*logic.Delta) error {
+func (s *Store) Commit(ctx context.Context, stream string, p int, prevSeq uint64, next Position, freshFrom int64, deltas []*logic.Delta) error {
 	var a argBuf
 	a.str(strconv.FormatUint(prevSeq, 10))
 	a.str(strconv.FormatUint(next.Seq, 10))
@@ -209,9 +209,9 @@ func (s *Store) Commit(ctx context.Context, stream string, prevSeq uint64, next 
 	a.str(strconv.FormatInt(freshFrom, 10))
 	a.str(strconv.FormatUint(next.Target, 10))
 	for _, d := range deltas {
-		s.appendDelta(&a, d)
+		s.appendDelta(&a, stream, p, d)
 	}
-	ok, err := commitScript.Run(ctx, s.rdb, []string{s.posKey(stream), s.CommitChannel(stream)}, a.args()...).Int()
+	ok, err := commitScript.Run(ctx, s.rdb, []string{s.posKey(stream, p), s.CommitChannel(stream, p)}, a.args()...).Int()
 	if err != nil {
 		return fmt.Errorf("speedstore: commit %s: %w", stream, err)
 	}
@@ -231,12 +231,12 @@ type cellRef struct {
 // appendDelta appends the script section of one view's delta (one without
 // blocks for an empty delta). Cells are sorted by hash; each hash's groups
 // form one block, or several of at most maxBlockGroups.
-func (s *Store) appendDelta(a *argBuf, d *logic.Delta) {
+func (s *Store) appendDelta(a *argBuf, stream string, p int, d *logic.Delta) {
 	v := d.View
 	sk := v.StateKey()
 	if d.Len() == 0 {
-		a.str(s.idxKey(sk))
-		a.str(s.cellPrefix(sk))
+		a.str(s.idxKey(stream, p, sk))
+		a.str(s.cellPrefix(stream, p, sk))
 		a.str(sk)
 		a.b = appendOps(a.b, v.Slots())
 		a.end()
@@ -270,8 +270,8 @@ func (s *Store) appendDelta(a *argBuf, d *logic.Delta) {
 	nb := len(blocks) - 1
 	a.grow(size+len(cells)*(2+8*v.NumSlots)+nb*48, 2*len(cells)+4*nb+4)
 
-	a.str(s.idxKey(sk))
-	a.str(s.cellPrefix(sk))
+	a.str(s.idxKey(stream, p, sk))
+	a.str(s.cellPrefix(stream, p, sk))
 	a.str(sk)
 	a.b = appendOps(a.b, v.Slots())
 	a.end()
@@ -323,7 +323,7 @@ func (s *Store) appendDelta(a *argBuf, d *logic.Delta) {
 				a.b = append(append(append(a.b, g...), fieldSep), hf...)
 				a.end()
 				a.str("1")
-				hk := s.cellPrefix(sk) + member + ":" + hf + ":" + g
+				hk := s.cellPrefix(stream, p, sk) + member + ":" + hf + ":" + g
 				left, chunk := len(set), 0
 				for e := range set {
 					if chunk == 0 {

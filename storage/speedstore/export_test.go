@@ -12,7 +12,7 @@ import (
 // position at all: what a rebuild that died before it began could leave.
 func (s *Store) CommitRebuildUnfenced(ctx context.Context, d *logic.Delta) error {
 	var a argBuf
-	s.appendDelta(&a, d)
+	s.appendDelta(&a, d.View.Stream.Name, 0, d)
 	return unfencedScript.Run(ctx, s.rdb, nil, a.args()...).Err()
 }
 

@@ -102,7 +102,7 @@ func BenchmarkAppendDelta(b *testing.B) {
 	for b.Loop() {
 		var a argBuf
 		for _, d := range ds {
-			st.appendDelta(&a, d)
+			st.appendDelta(&a, "orders", 0, d)
 		}
 		_ = a.args()
 	}

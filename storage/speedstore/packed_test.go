@@ -96,7 +96,7 @@ func TestPackedSlotsMergeLikeLogic(t *testing.T) {
 			}
 			v.MergeState(want[k], c.State(v))
 		}
-		if err := st.Commit(ctx, "orders", uint64(commit), speedstore.Position{Seq: uint64(commit + 1)}, 0, []*logic.Delta{d}); err != nil {
+		if err := st.Commit(ctx, "orders", 0, uint64(commit), speedstore.Position{Seq: uint64(commit + 1)}, 0, []*logic.Delta{d}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,11 +130,11 @@ func TestPackedValueOfAnotherDefinition(t *testing.T) {
 	ns := testenv.Namespace(t)
 	st := speedstore.New(rdb, ns)
 	v := storagetest.SpeedView(t)
-	key := ns + ":v:" + v.StateKey() + ":0:0"
+	key := ns + ":v:" + speedstore.Tag(v.Stream.Name, 0) + ":" + v.StateKey() + ":0:0"
 	if err := rdb.HSet(ctx, key, "sDE\x1es", string(make([]byte, 16))).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.ZAdd(ctx, ns+":v:"+v.StateKey()+":idx", redis.Z{Score: 0, Member: "0:0"}).Err(); err != nil {
+	if err := rdb.ZAdd(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":idx", redis.Z{Score: 0, Member: "0:0"}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -142,7 +142,7 @@ func TestPackedValueOfAnotherDefinition(t *testing.T) {
 		t.Fatalf("read %+v %v", cells, err)
 	}
 	d := storagetest.FoldSpeed(v, []storagetest.SpeedEvent{{Country: "DE", Amount: 2, Items: 1}})
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err = st.Read(ctx, v, 0, 1<<40, 0)
@@ -172,7 +172,7 @@ func TestCommitChunks(t *testing.T) {
 		evs = append(evs, storagetest.SpeedEvent{Epoch: 20000, Time: int64(i) * 60000, Country: "DE", Amount: 1, Items: 1})
 	}
 	d := storagetest.FoldSpeed(v, evs)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -181,12 +181,12 @@ func TestCommitChunks(t *testing.T) {
 	}
 	storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(evs, 0, 0, 1<<40))
 
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
+	s, err := logic.NewStream("users", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
 		"ts": logic.TypeTime, "user": logic.TypeString}}, []byte("k"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dv, err := logic.NewView("users", logic.ViewDef{Stream: "orders", Window: 60e9, Measures: []logic.MeasureDef{
+	dv, err := logic.NewView("users", logic.ViewDef{Stream: "users", Window: 60e9, Measures: []logic.MeasureDef{
 		{Name: "users", Expr: "count_distinct(user)"}, {Name: "n", Expr: "count()"}}}, s)
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +202,7 @@ func TestCommitChunks(t *testing.T) {
 		dd.Fold(0, &e)
 		want.Add([]byte(u))
 	}
-	if err := st.Commit(ctx, "users", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{dd}); err != nil {
+	if err := st.Commit(ctx, "users", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{dd}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err = st.Read(ctx, dv, 0, 1<<40, 0)

@@ -39,7 +39,7 @@ func TestReadInBoundedRoundTrips(t *testing.T) {
 	st := speedstore.New(r.Client(t), testenv.Namespace(t))
 	v := storagetest.SpeedView(t)
 	evs := manyGroups(5000, rand.New(rand.NewPCG(5, 6)))
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range [][4]int{{1000, 16384, 4096, 1000}, {3, 40, 7, 5}, {1, 1, 1, 1}, {7, 600, 333, 2}} {
@@ -80,7 +80,7 @@ func TestReadSketchesInParts(t *testing.T) {
 	for i := 0; i < 6000; i++ {
 		evs = append(evs, storagetest.SpeedEvent{Epoch: 0, Time: int64(rng.IntN(2)) * 60000, Country: fmt.Sprintf("g%03d", rng.IntN(400)), Amount: rng.ExpFloat64() * 100, Items: int64(rng.IntN(50))})
 	}
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	whole, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -140,7 +140,7 @@ func TestReadEachStopsEarly(t *testing.T) {
 	st := speedstore.New(rdb, testenv.Namespace(t))
 	v := storagetest.SpeedView(t)
 	evs := manyGroups(60000, rand.New(rand.NewPCG(9, 10)))
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	before := netOut(t, rdb)
@@ -218,7 +218,7 @@ func TestScanDuringCommits(t *testing.T) {
 				evs = append(evs, storagetest.SpeedEvent{Epoch: 0, Time: 0, Country: fmt.Sprintf("g%05d", g), Amount: 1})
 			}
 			started.Add(1)
-			if err := st.Commit(ctx, "orders", uint64(c-1), speedstore.Position{Seq: uint64(c)}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
+			if err := st.Commit(ctx, "orders", 0, uint64(c-1), speedstore.Position{Seq: uint64(c)}, 0, []*logic.Delta{storagetest.FoldSpeed(v, evs)}); err != nil {
 				errs <- err
 				finished.Store(commits)
 				return

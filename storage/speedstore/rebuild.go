@@ -35,8 +35,8 @@ type Rebuild struct {
 // before it began left) and a rebuild from arrival epoch from begins.
 // Errors: ErrJoined, ErrNoPosition. Only the stream's writer (the lease
 // holder) may rebuild.
-func (s *Store) BeginRebuild(ctx context.Context, stream, key string, from int64) (Rebuild, error) {
-	pos, found, err := s.Position(ctx, stream)
+func (s *Store) BeginRebuild(ctx context.Context, stream string, p int, key string, from int64) (Rebuild, error) {
+	pos, found, err := s.Position(ctx, stream, p)
 	if err != nil {
 		return Rebuild{}, err
 	}
@@ -50,10 +50,10 @@ func (s *Store) BeginRebuild(ctx context.Context, stream, key string, from int64
 	case vp.Rebuilding:
 		return Rebuild{From: vp.From, Rebuilt: vp.Rebuilt}, nil
 	}
-	if err := s.clear(ctx, key); err != nil {
+	if err := s.clear(ctx, stream, p, key); err != nil {
 		return Rebuild{}, fmt.Errorf("speedstore: begin rebuild of %s: %w", key, err)
 	}
-	n, err := beginScript.Run(ctx, s.rdb, []string{s.posKey(stream)}, key, from).Int()
+	n, err := beginScript.Run(ctx, s.rdb, []string{s.posKey(stream, p)}, key, from).Int()
 	if err != nil {
 		return Rebuild{}, fmt.Errorf("speedstore: begin rebuild of %s: %w", key, err)
 	}
@@ -78,15 +78,15 @@ return 1
 // ErrConflict. next must not be past the stream's position; when it is
 // the stream's position the view joins the stream's commits in the same
 // script (joined = true) and the commit channel announces it.
-func (s *Store) CommitRebuild(ctx context.Context, stream string, prev, first, next uint64, d *logic.Delta) (joined bool, err error) {
+func (s *Store) CommitRebuild(ctx context.Context, stream string, p int, prev, first, next uint64, d *logic.Delta) (joined bool, err error) {
 	key := d.View.StateKey()
 	var a argBuf
 	a.str(key)
 	a.str(strconv.FormatUint(prev, 10))
 	a.str(strconv.FormatUint(next, 10))
 	a.str(strconv.FormatUint(first, 10))
-	s.appendDelta(&a, d)
-	n, err := rebuildScript.Run(ctx, s.rdb, []string{s.posKey(stream), s.CommitChannel(stream)}, a.args()...).Int()
+	s.appendDelta(&a, stream, p, d)
+	n, err := rebuildScript.Run(ctx, s.rdb, []string{s.posKey(stream, p), s.CommitChannel(stream, p)}, a.args()...).Int()
 	if err != nil {
 		return false, fmt.Errorf("speedstore: rebuild %s: %w", key, err)
 	}
@@ -122,12 +122,15 @@ return 1
 // their index keys with SCAN: for clean-up at start, not for queries).
 // Keys written before views had definitions have no "@".
 func (s *Store) StateKeys(ctx context.Context) ([]string, error) {
-	prefix := s.ns + ":v:"
+	prefix := s.ns + ":v:{"
 	var out []string
+	seen := map[string]bool{}
 	it := s.rdb.Scan(ctx, 0, prefix+"*:idx", 1000).Iterator()
 	for it.Next(ctx) {
 		k := strings.TrimSuffix(strings.TrimPrefix(it.Val(), prefix), ":idx")
-		if k != "" && !strings.Contains(k, ":") {
+		_, k, _ = strings.Cut(k, "}:")
+		if k != "" && !strings.Contains(k, ":") && !seen[k] {
+			seen[k] = true
 			out = append(out, k)
 		}
 	}
@@ -139,11 +142,11 @@ func (s *Store) StateKeys(ctx context.Context) ([]string, error) {
 
 // DropState deletes a state key's cells and its part of the stream's
 // position (a view removed, or redefined: its old definition's state).
-func (s *Store) DropState(ctx context.Context, stream, key string) error {
-	if err := s.clear(ctx, key); err != nil {
+func (s *Store) DropState(ctx context.Context, stream string, p int, key string) error {
+	if err := s.clear(ctx, stream, p, key); err != nil {
 		return err
 	}
-	if err := s.rdb.HDel(ctx, s.posKey(stream), "v:"+key, "f:"+key, "b:"+key, "bs:"+key).Err(); err != nil {
+	if err := s.rdb.HDel(ctx, s.posKey(stream, p), "v:"+key, "f:"+key, "b:"+key, "bs:"+key).Err(); err != nil {
 		return fmt.Errorf("speedstore: drop %s: %w", key, err)
 	}
 	return nil

@@ -29,7 +29,7 @@ func TestBeginRebuildClearsLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	evs := storagetest.RandomSpeedEvents(rand.New(rand.NewPCG(3, 4)), 500)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{storagetest.FoldSpeed(a, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{storagetest.FoldSpeed(a, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.CommitRebuildUnfenced(ctx, storagetest.FoldSpeed(b, evs[:100])); err != nil {
@@ -38,13 +38,13 @@ func TestBeginRebuildClearsLeftovers(t *testing.T) {
 	if cells, _ := st.Read(ctx, b, 0, 1<<40, 0); len(cells) == 0 {
 		t.Fatal("the leftover cells were not written")
 	}
-	if _, err := st.BeginRebuild(ctx, "orders", b.StateKey(), 0); err != nil {
+	if _, err := st.BeginRebuild(ctx, "orders", 0, b.StateKey(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if cells, _ := st.Read(ctx, b, 0, 1<<40, 0); len(cells) != 0 {
 		t.Fatalf("%d cells left from before the rebuild began", len(cells))
 	}
-	if joined, err := st.CommitRebuild(ctx, "orders", 0, 1, 10, storagetest.FoldSpeed(b, evs)); err != nil || !joined {
+	if joined, err := st.CommitRebuild(ctx, "orders", 0, 0, 1, 10, storagetest.FoldSpeed(b, evs)); err != nil || !joined {
 		t.Fatalf("rebuild 1..10: joined %v, %v", joined, err)
 	}
 	cells, err := st.Read(ctx, b, 0, 1<<40, 0)

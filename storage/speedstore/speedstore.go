@@ -88,19 +88,31 @@ type ViewPosition struct {
 	Rebuilding   bool   // a rebuild has begun and not joined yet
 }
 
-func (s *Store) posKey(stream string) string  { return s.ns + ":pos:" + stream }
-func (s *Store) idxKey(key string) string     { return s.ns + ":v:" + key + ":idx" }
-func (s *Store) cellPrefix(key string) string { return s.ns + ":v:" + key + ":" }
+// Tag is the hash tag of partition p of a stream, "{<stream>.<p>}": every
+// key of the partition (cells, index, position, lease) carries it, so in
+// Redis Cluster they live in one slot and one script commits them.
+func Tag(stream string, p int) string { return "{" + stream + "." + strconv.Itoa(p) + "}" }
 
-// CommitChannel is the Redis channel announcing a stream's commits.
-func (s *Store) CommitChannel(stream string) string { return s.ns + ":commits:" + stream }
+func (s *Store) posKey(stream string, p int) string { return s.ns + ":pos:" + Tag(stream, p) }
+func (s *Store) idxKey(stream string, p int, key string) string {
+	return s.ns + ":v:" + Tag(stream, p) + ":" + key + ":idx"
+}
+func (s *Store) cellPrefix(stream string, p int, key string) string {
+	return s.ns + ":v:" + Tag(stream, p) + ":" + key + ":"
+}
+
+// CommitChannel is the Redis channel announcing the commits of partition
+// p of a stream.
+func (s *Store) CommitChannel(stream string, p int) string {
+	return s.ns + ":commits:" + Tag(stream, p)
+}
 
 // Position returns a stream's committed position; found is false when there
 // is none (a fresh start, a Reset, or a Redis that lost its data): the caller
 // then rebuilds. The position is the one Commit last wrote, never a partial
 // one. Safe for concurrent use.
-func (s *Store) Position(ctx context.Context, stream string) (Position, bool, error) {
-	m, err := s.rdb.HGetAll(ctx, s.posKey(stream)).Result()
+func (s *Store) Position(ctx context.Context, stream string, part int) (Position, bool, error) {
+	m, err := s.rdb.HGetAll(ctx, s.posKey(stream, part)).Result()
 	if err != nil {
 		return Position{}, false, fmt.Errorf("speedstore: position %s: %w", stream, err)
 	}
@@ -188,18 +200,25 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 // filling in place (later fields of its group, its distinct sketches):
 // fn may keep the cell, and its state is whole once ReadEach returns nil.
 func (s *Store) ReadEach(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(Cell) error) error {
-	r := &cellReader{s: s, v: v, prefix: s.cellPrefix(v.StateKey()), fn: fn}
-	err := r.read(ctx, fromMs, toMs, minEpoch)
-	if err != nil && !r.stopped {
-		return fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+	for p := range v.Stream.Partitions {
+		r := &cellReader{s: s, v: v, stream: v.Stream.Name, p: p, prefix: s.cellPrefix(v.Stream.Name, p, v.StateKey()), fn: fn}
+		err := r.read(ctx, fromMs, toMs, minEpoch)
+		if err != nil && !r.stopped {
+			return fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 // cellReader is one ReadEach.
 type cellReader struct {
 	s       *Store
 	v       *logic.View
+	stream  string
+	p       int
 	prefix  string
 	fn      func(Cell) error
 	stopped bool     // fn returned an error
@@ -219,7 +238,7 @@ func (k cellKey) member() string {
 }
 
 func (r *cellReader) read(ctx context.Context, fromMs, toMs, minEpoch int64) error {
-	members, err := r.s.rdb.ZRangeByScore(ctx, r.s.idxKey(r.v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
+	members, err := r.s.rdb.ZRangeByScore(ctx, r.s.idxKey(r.stream, r.p, r.v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
 	if err != nil {
 		return err
 	}
@@ -470,8 +489,18 @@ const expireChunk = 500
 // points at a deleted hash that a concurrent commit recreated. Idempotent;
 // safe to run while the speed layer commits (it only commits current
 // epochs, which are above any batch cutoff).
-func (s *Store) Expire(ctx context.Context, key string, beforeEpoch int64) error {
-	idx := s.idxKey(key)
+func (s *Store) Expire(ctx context.Context, st *logic.Stream, key string, beforeEpoch int64) error {
+	for p := range st.Partitions {
+		if err := s.expire(ctx, st.Name, p, key, beforeEpoch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expire is Expire of one partition.
+func (s *Store) expire(ctx context.Context, stream string, p int, key string, beforeEpoch int64) error {
+	idx := s.idxKey(stream, p, key)
 	max := "(" + strconv.FormatInt(beforeEpoch, 10)
 	if beforeEpoch == math.MaxInt64 {
 		max = "+inf"
@@ -480,7 +509,7 @@ func (s *Store) Expire(ctx context.Context, key string, beforeEpoch int64) error
 	if err != nil {
 		return fmt.Errorf("speedstore: expire %s: %w", key, err)
 	}
-	prefix := s.cellPrefix(key)
+	prefix := s.cellPrefix(stream, p, key)
 	for len(members) > 0 {
 		chunk := members[:min(len(members), expireChunk)]
 		members = members[len(chunk):]
@@ -521,24 +550,24 @@ return 1
 // ErrConflict from then on. Reset must come from the stream's single
 // rebuilding writer (the lease holder): a commit from prevSeq 0 racing a
 // Reset could be half deleted.
-func (s *Store) Reset(ctx context.Context, stream string, keys []string) error {
-	if err := s.rdb.Del(ctx, s.posKey(stream)).Err(); err != nil {
+func (s *Store) Reset(ctx context.Context, stream string, p int, keys []string) error {
+	if err := s.rdb.Del(ctx, s.posKey(stream, p)).Err(); err != nil {
 		return fmt.Errorf("speedstore: reset %s: %w", stream, err)
 	}
 	for _, k := range keys {
-		if err := s.clear(ctx, k); err != nil {
+		if err := s.clear(ctx, stream, p, k); err != nil {
 			return fmt.Errorf("speedstore: reset %s: %w", stream, err)
 		}
 	}
 	return nil
 }
 
-// clear deletes every cell and the index of a state key.
-func (s *Store) clear(ctx context.Context, key string) error {
-	if err := s.Expire(ctx, key, math.MaxInt64); err != nil {
+// clear deletes every cell and the index of a state key in a partition.
+func (s *Store) clear(ctx context.Context, stream string, p int, key string) error {
+	if err := s.expire(ctx, stream, p, key, math.MaxInt64); err != nil {
 		return err
 	}
-	if err := s.rdb.Del(ctx, s.idxKey(key)).Err(); err != nil {
+	if err := s.rdb.Del(ctx, s.idxKey(stream, p, key)).Err(); err != nil {
 		return fmt.Errorf("speedstore: clear %s: %w", key, err)
 	}
 	return nil
@@ -560,8 +589,8 @@ return 0
 // false while another owner holds it. The lease keeps a second speed process
 // in standby; correctness does not depend on it (the position's
 // compare-and-set does), only efficiency.
-func (s *Store) Lease(ctx context.Context, stream, owner string, ttl time.Duration) (bool, error) {
-	ok, err := leaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + stream}, owner, ttl.Milliseconds()).Int()
+func (s *Store) Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error) {
+	ok, err := leaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + Tag(stream, p)}, owner, ttl.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("speedstore: lease %s: %w", stream, err)
 	}
@@ -574,8 +603,8 @@ return 0
 `)
 
 // ReleaseLease gives the lease up if owner holds it.
-func (s *Store) ReleaseLease(ctx context.Context, stream, owner string) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + stream}, owner).Err(); err != nil {
+func (s *Store) ReleaseLease(ctx context.Context, stream string, p int, owner string) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + Tag(stream, p)}, owner).Err(); err != nil {
 		return fmt.Errorf("speedstore: release %s: %w", stream, err)
 	}
 	return nil

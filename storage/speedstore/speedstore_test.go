@@ -24,15 +24,15 @@ func TestExpireDeletesKeysAndIndex(t *testing.T) {
 	st := speedstore.New(r.Client(t), ns)
 	v := storagetest.SpeedView(t)
 	all := storagetest.RandomSpeedEvents(rand.New(rand.NewPCG(1, 2)), 5000)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 5000}, 0, []*logic.Delta{storagetest.FoldSpeed(v, all)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 5000}, 0, []*logic.Delta{storagetest.FoldSpeed(v, all)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Expire(ctx, v.StateKey(), 30000); err != nil {
+	if err := st.Expire(ctx, v.Stream, v.StateKey(), 30000); err != nil {
 		t.Fatal(err)
 	}
 	cells, _ := st.Read(ctx, v, 0, 1<<40, 0)
 	storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(all, 30000, 0, 1<<40))
-	keys, err := r.Client(t).Keys(ctx, ns+":v:"+v.StateKey()+":*").Result()
+	keys, err := r.Client(t).Keys(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,14 +43,14 @@ func TestExpireDeletesKeysAndIndex(t *testing.T) {
 		}
 		hashes++
 		var e, w int64
-		if _, err := fmt.Sscanf(strings.TrimPrefix(k, ns+":v:"+v.StateKey()+":"), "%d:%d", &e, &w); err != nil || e < 30000 {
+		if _, err := fmt.Sscanf(strings.TrimPrefix(k, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":"), "%d:%d", &e, &w); err != nil || e < 30000 {
 			t.Fatalf("key %s survived Expire(30000) (%v)", k, err)
 		}
 	}
 	if want := len(storagetest.ExpectedSpeedCells(all, 30000, 0, 1<<40)); hashes != want {
 		t.Fatalf("%d cell hashes after expire, want %d", hashes, want)
 	}
-	if n, _ := r.Client(t).ZCard(ctx, ns+":v:"+v.StateKey()+":idx").Result(); n != int64(hashes) {
+	if n, _ := r.Client(t).ZCard(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":idx").Result(); n != int64(hashes) {
 		t.Fatalf("index has %d members, %d hashes", n, hashes)
 	}
 }
@@ -71,7 +71,7 @@ func TestLargeCommit(t *testing.T) {
 	if d.Len() != 20000 {
 		t.Fatalf("fixture has %d cells, want 20000", d.Len())
 	}
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 20000}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 20000}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	cells, err := st.Read(ctx, v, 0, 1<<40, 0)
@@ -79,7 +79,7 @@ func TestLargeCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	storagetest.CheckSpeedCells(t, v, cells, storagetest.ExpectedSpeedCells(evs, 0, 0, 1<<40))
-	if pos, _, _ := st.Position(ctx, "orders"); pos.Seq != 20000 {
+	if pos, _, _ := st.Position(ctx, "orders", 0); pos.Seq != 20000 {
 		t.Fatalf("position %d after the large commit", pos.Seq)
 	}
 }
@@ -141,7 +141,7 @@ func TestSketchesRoundTrip(t *testing.T) {
 				wantQ[k].Add(amt)
 			}
 		}
-		if err := st.Commit(ctx, "orders", seq, speedstore.Position{Seq: seq + 3000}, 0, []*logic.Delta{d}); err != nil {
+		if err := st.Commit(ctx, "orders", 0, seq, speedstore.Position{Seq: seq + 3000}, 0, []*logic.Delta{d}); err != nil {
 			t.Fatal(err)
 		}
 		seq += 3000
@@ -176,14 +176,14 @@ func TestSketchesRoundTrip(t *testing.T) {
 			t.Fatalf("cell %v: answers %v", k, vals)
 		}
 	}
-	keys, _ := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*:h*").Result()
+	keys, _ := rdb.Keys(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":*:h*").Result()
 	if len(keys) != 2*len(wantU) {
 		t.Fatalf("%d HyperLogLog keys, want %d", len(keys), 2*len(wantU))
 	}
-	if err := st.Expire(ctx, v.StateKey(), 1); err != nil {
+	if err := st.Expire(ctx, v.Stream, v.StateKey(), 1); err != nil {
 		t.Fatal(err)
 	}
-	if keys, _ := rdb.Keys(ctx, ns+":v:"+v.StateKey()+":*").Result(); len(keys) != 0 {
+	if keys, _ := rdb.Keys(ctx, ns+":v:"+speedstore.Tag(v.Stream.Name, 0)+":"+v.StateKey()+":*").Result(); len(keys) != 0 {
 		t.Fatalf("keys left after Expire: %v", keys)
 	}
 }
@@ -245,7 +245,7 @@ func BenchmarkCommit(b *testing.B) {
 			_ = rdb.ConfigResetStat(ctx)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := st.Commit(ctx, "orders", uint64(i), speedstore.Position{Seq: uint64(i + 1)}, 0, deltas[i:i+1]); err != nil {
+				if err := st.Commit(ctx, "orders", 0, uint64(i), speedstore.Position{Seq: uint64(i + 1)}, 0, deltas[i:i+1]); err != nil {
 					b.Fatal(err)
 				}
 			}

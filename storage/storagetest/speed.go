@@ -62,18 +62,18 @@ import (
 //     processes. Any error other than those named means the store could
 //     not be asked or written; the caller retries from Position.
 type SpeedStore interface {
-	Commit(ctx context.Context, stream string, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
-	Position(ctx context.Context, stream string) (speedstore.Position, bool, error)
+	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
+	Position(ctx context.Context, stream string, p int) (speedstore.Position, bool, error)
 	Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]speedstore.Cell, error)
 	ReadEach(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(speedstore.Cell) error) error
-	Expire(ctx context.Context, key string, beforeEpoch int64) error
-	Reset(ctx context.Context, stream string, keys []string) error
-	BeginRebuild(ctx context.Context, stream, key string, from int64) (speedstore.Rebuild, error)
-	CommitRebuild(ctx context.Context, stream string, prev, first, next uint64, d *logic.Delta) (joined bool, err error)
+	Expire(ctx context.Context, s *logic.Stream, key string, beforeEpoch int64) error
+	Reset(ctx context.Context, stream string, p int, keys []string) error
+	BeginRebuild(ctx context.Context, stream string, p int, key string, from int64) (speedstore.Rebuild, error)
+	CommitRebuild(ctx context.Context, stream string, p int, prev, first, next uint64, d *logic.Delta) (joined bool, err error)
 	StateKeys(ctx context.Context) ([]string, error)
-	DropState(ctx context.Context, stream, key string) error
-	Lease(ctx context.Context, stream, owner string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, stream, owner string) error
+	DropState(ctx context.Context, stream string, p int, key string) error
+	Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, stream string, p int, owner string) error
 }
 
 // NewSpeedStore makes a fresh, empty speed store and returns a function
@@ -272,49 +272,49 @@ func speedCommitFenced(t *testing.T, open func() SpeedStore) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	a, b := RandomSpeedEvents(rng, 3000), RandomSpeedEvents(rng, 2000)
 
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}, 0, []*logic.Delta{FoldSpeed(v, a)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}, 0, []*logic.Delta{FoldSpeed(v, a)}); err != nil {
 		t.Fatal(err)
 	}
 	// A redelivery of the same batch expects position 0: refused.
-	err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 3000}, 0, []*logic.Delta{FoldSpeed(v, a)})
+	err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 3000}, 0, []*logic.Delta{FoldSpeed(v, a)})
 	if !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("redelivery: %v, want ErrConflict", err)
 	}
 	// A commit from a position the store never had: refused too.
-	err = st.Commit(ctx, "orders", 2999, speedstore.Position{Seq: 4000, Watermark: 99}, 0, []*logic.Delta{FoldSpeed(v, b)})
+	err = st.Commit(ctx, "orders", 0, 2999, speedstore.Position{Seq: 4000, Watermark: 99}, 0, []*logic.Delta{FoldSpeed(v, b)})
 	if !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("stale commit: %v, want ErrConflict", err)
 	}
 	// ... and they changed nothing: neither the position nor a single cell.
-	if pos, found, err := st.Position(ctx, "orders"); err != nil || !found || pos.Seq != 3000 || pos.Watermark != 42 || pos.Owner != "x" {
+	if pos, found, err := st.Position(ctx, "orders", 0); err != nil || !found || pos.Seq != 3000 || pos.Watermark != 42 || pos.Owner != "x" {
 		t.Fatalf("position after refused commits: %+v %v %v", pos, found, err)
 	}
 	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(a, 0, 0, allTime))
-	if err := st.Commit(ctx, "orders", 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "y"}, 0, []*logic.Delta{FoldSpeed(v, b)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "y"}, 0, []*logic.Delta{FoldSpeed(v, b)}); err != nil {
 		t.Fatal(err)
 	}
 	// Another handle (another process) sees the position and the merge of
 	// both commits, equal to the fold of all events.
 	st2 := open()
-	pos, found, err := st2.Position(ctx, "orders")
+	pos, found, err := st2.Position(ctx, "orders", 0)
 	if err != nil || !found || pos.Seq != 5000 || pos.Watermark != 43 || pos.Owner != "y" {
 		t.Fatalf("position %+v %v %v", pos, found, err)
 	}
 	CheckSpeedCells(t, v, readAll(t, st2, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(a, b), 0, 0, allTime))
 	// Empty deltas just move the position.
-	if err := st.Commit(ctx, "orders", 5000, speedstore.Position{Seq: 5001, Watermark: 44}, 0, []*logic.Delta{v.NewDelta()}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 5000, speedstore.Position{Seq: 5001, Watermark: 44}, 0, []*logic.Delta{v.NewDelta()}); err != nil {
 		t.Fatal(err)
 	}
-	if pos, _, _ := st.Position(ctx, "orders"); pos.Seq != 5001 || pos.Watermark != 44 {
+	if pos, _, _ := st.Position(ctx, "orders", 0); pos.Seq != 5001 || pos.Watermark != 44 {
 		t.Fatalf("position after an empty commit: %+v", pos)
 	}
 	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(a, b), 0, 0, allTime))
 	// Streams are fenced apart: another stream has no position, and a
 	// writer that believes it has one (its store lost it) is refused.
-	if _, found, err := st.Position(ctx, "other"); err != nil || found {
+	if _, found, err := st.Position(ctx, "other", 0); err != nil || found {
 		t.Fatalf("other stream: found %v, %v", found, err)
 	}
-	if err := st.Commit(ctx, "other", 5000, speedstore.Position{Seq: 6000}, 0, nil); !errors.Is(err, speedstore.ErrConflict) {
+	if err := st.Commit(ctx, "other", 0, 5000, speedstore.Position{Seq: 6000}, 0, nil); !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("commit on a lost position: %v, want ErrConflict", err)
 	}
 }
@@ -337,7 +337,7 @@ func speedConcurrentWriters(t *testing.T, open func() SpeedStore) {
 		go func() {
 			defer wg.Done()
 			for {
-				pos, _, err := st.Position(ctx, "orders")
+				pos, _, err := st.Position(ctx, "orders", 0)
 				if err != nil {
 					errs <- err
 					return
@@ -346,7 +346,7 @@ func speedConcurrentWriters(t *testing.T, open func() SpeedStore) {
 					return
 				}
 				next := min(pos.Seq+chunk, uint64(len(evs)))
-				err = st.Commit(ctx, "orders", pos.Seq, speedstore.Position{Seq: next, Owner: fmt.Sprint(w)}, 0, []*logic.Delta{FoldSpeed(v, evs[pos.Seq:next])})
+				err = st.Commit(ctx, "orders", 0, pos.Seq, speedstore.Position{Seq: next, Owner: fmt.Sprint(w)}, 0, []*logic.Delta{FoldSpeed(v, evs[pos.Seq:next])})
 				if errors.Is(err, speedstore.ErrConflict) {
 					conflicts[w]++
 					continue
@@ -372,7 +372,7 @@ func speedReadRanges(t *testing.T, open func() SpeedStore) {
 	st := open()
 	v := SpeedView(t)
 	evs := RandomSpeedEvents(rand.New(rand.NewPCG(5, 6)), 3000)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{FoldSpeed(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range [][3]int64{
@@ -393,7 +393,7 @@ func speedReadEachStops(t *testing.T, open func() SpeedStore) {
 	st := open()
 	v := SpeedView(t)
 	evs := RandomSpeedEvents(rand.New(rand.NewPCG(7, 8)), 2000)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{FoldSpeed(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	stop := errors.New("enough")
@@ -423,7 +423,7 @@ func speedEmptyStateCell(t *testing.T, open func() SpeedStore) {
 	st := open()
 	v := speedViewNamed(t, "lo_only", []logic.MeasureDef{{Name: "lo", Expr: "min(amount)"}, {Name: "rev", Expr: "sum(amount)"}})
 	d := FoldSpeed(v, []SpeedEvent{{Time: 1000, Country: "DE", Nulls: true}, {Time: 2000, Country: "FR", Amount: -2.5}})
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 2}, 0, []*logic.Delta{d}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 2}, 0, []*logic.Delta{d}); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string][]any{}
@@ -444,11 +444,11 @@ func speedExpire(t *testing.T, open func() SpeedStore) {
 		{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(amount)"}, {Name: "avg", Expr: "avg(amount)"},
 		{Name: "ilo", Expr: "min(items)"}, {Name: "ihi", Expr: "max(items)"}})
 	evs := RandomSpeedEvents(rand.New(rand.NewPCG(9, 10)), 3000)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{FoldSpeed(v, evs), FoldSpeed(other, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 1}, 0, []*logic.Delta{FoldSpeed(v, evs), FoldSpeed(other, evs)}); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 { // idempotent
-		if err := st.Expire(ctx, v.StateKey(), 30000); err != nil {
+		if err := st.Expire(ctx, v.Stream, v.StateKey(), 30000); err != nil {
 			t.Fatal(err)
 		}
 		CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(evs, 30000, 0, allTime))
@@ -460,11 +460,11 @@ func speedExpire(t *testing.T, open func() SpeedStore) {
 	for i := range more {
 		more[i].Epoch = 30000 + more[i].Epoch%20000
 	}
-	if err := st.Commit(ctx, "orders", 1, speedstore.Position{Seq: 2}, 0, []*logic.Delta{FoldSpeed(v, more), FoldSpeed(other, more)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 1, speedstore.Position{Seq: 2}, 0, []*logic.Delta{FoldSpeed(v, more), FoldSpeed(other, more)}); err != nil {
 		t.Fatal(err)
 	}
 	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(evs, more), 30000, 0, allTime))
-	if err := st.Expire(ctx, v.StateKey(), math.MaxInt64); err != nil {
+	if err := st.Expire(ctx, v.Stream, v.StateKey(), math.MaxInt64); err != nil {
 		t.Fatal(err)
 	}
 	if cells := readAll(t, st, v, 0, allTime, 0); len(cells) != 0 {
@@ -477,23 +477,23 @@ func speedReset(t *testing.T, open func() SpeedStore) {
 	st := open()
 	v := SpeedView(t)
 	evs := RandomSpeedEvents(rand.New(rand.NewPCG(13, 14)), 1000)
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{FoldSpeed(v, evs)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{FoldSpeed(v, evs)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Reset(ctx, "orders", []string{v.StateKey()}); err != nil {
+	if err := st.Reset(ctx, "orders", 0, []string{v.StateKey()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, found, err := st.Position(ctx, "orders"); err != nil || found {
+	if _, found, err := st.Position(ctx, "orders", 0); err != nil || found {
 		t.Fatalf("position after reset: found %v, %v", found, err)
 	}
 	if cells := readAll(t, st, v, 0, allTime, 0); len(cells) != 0 {
 		t.Fatalf("%d cells survived reset", len(cells))
 	}
 	// The writer still on the old state is refused; a fresh start works.
-	if err := st.Commit(ctx, "orders", 10, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(v, evs)}); !errors.Is(err, speedstore.ErrConflict) {
+	if err := st.Commit(ctx, "orders", 0, 10, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(v, evs)}); !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("commit after reset: %v, want ErrConflict", err)
 	}
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(v, evs[:100])}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(v, evs[:100])}); err != nil {
 		t.Fatal(err)
 	}
 	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(evs[:100], 0, 0, allTime))
@@ -504,10 +504,10 @@ func speedFreshPosition(t *testing.T, open func() SpeedStore) {
 	st := open()
 	a := SpeedView(t)
 	b := speedViewNamed(t, "count_only", []logic.MeasureDef{{Name: "n", Expr: "count()"}})
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 7, Watermark: 5, Target: 77}, 20000, []*logic.Delta{a.NewDelta(), b.NewDelta()}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 7, Watermark: 5, Target: 77}, 20000, []*logic.Delta{a.NewDelta(), b.NewDelta()}); err != nil {
 		t.Fatal(err)
 	}
-	pos, found, err := st.Position(ctx, "orders")
+	pos, found, err := st.Position(ctx, "orders", 0)
 	if err != nil || !found || pos.Seq != 7 || pos.Target != 77 {
 		t.Fatalf("fresh position %+v %v %v", pos, found, err)
 	}
@@ -516,10 +516,10 @@ func speedFreshPosition(t *testing.T, open func() SpeedStore) {
 			t.Fatalf("%s after the fresh commit: %+v", v.Name, vp)
 		}
 	}
-	if err := st.Commit(ctx, "orders", 7, speedstore.Position{Seq: 9}, 0, []*logic.Delta{a.NewDelta(), b.NewDelta()}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 7, speedstore.Position{Seq: 9}, 0, []*logic.Delta{a.NewDelta(), b.NewDelta()}); err != nil {
 		t.Fatal(err)
 	}
-	pos, _, _ = st.Position(ctx, "orders")
+	pos, _, _ = st.Position(ctx, "orders", 0)
 	for _, v := range []*logic.View{a, b} {
 		if vp := pos.Views[v.StateKey()]; !vp.JoinedOK || vp.Joined != 9 || vp.From != 20000 {
 			t.Fatalf("%s after the second commit: %+v", v.Name, vp)
@@ -553,45 +553,45 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 	events := func(from, to int) []SpeedEvent { // records from..to, inclusive
 		return slices.Concat(recs[from-1 : to]...)
 	}
-	if _, err := st.BeginRebuild(ctx, "orders", b.StateKey(), 0); !errors.Is(err, speedstore.ErrNoPosition) {
+	if _, err := st.BeginRebuild(ctx, "orders", 0, b.StateKey(), 0); !errors.Is(err, speedstore.ErrNoPosition) {
 		t.Fatalf("rebuild without a position: %v, want ErrNoPosition", err)
 	}
 	// The stream starts with view a only (a fresh position: a joins).
-	if err := st.Commit(ctx, "orders", 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{FoldSpeed(a, events(1, 10))}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 10}, 0, []*logic.Delta{FoldSpeed(a, events(1, 10))}); err != nil {
 		t.Fatal(err)
 	}
 	// From now on the stream's commits carry b too, which has not joined.
-	if err := st.Commit(ctx, "orders", 10, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(a, events(11, 20)), FoldSpeed(b, events(11, 20))}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 10, speedstore.Position{Seq: 20}, 0, []*logic.Delta{FoldSpeed(a, events(11, 20)), FoldSpeed(b, events(11, 20))}); err != nil {
 		t.Fatal(err)
 	}
 	if cells := readAll(t, st, b, 0, allTime, 0); len(cells) != 0 {
 		t.Fatalf("a view that has not joined got %d cells from the stream's commit", len(cells))
 	}
-	rb, err := st.BeginRebuild(ctx, "orders", b.StateKey(), 0)
+	rb, err := st.BeginRebuild(ctx, "orders", 0, b.StateKey(), 0)
 	if err != nil || rb != (speedstore.Rebuild{}) {
 		t.Fatalf("begin: %+v %v", rb, err)
 	}
-	if joined, err := st.CommitRebuild(ctx, "orders", 0, 1, 12, FoldSpeed(b, events(1, 12))); err != nil || joined {
+	if joined, err := st.CommitRebuild(ctx, "orders", 0, 0, 1, 12, FoldSpeed(b, events(1, 12))); err != nil || joined {
 		t.Fatalf("rebuild 1..12: joined %v, %v", joined, err)
 	}
 	// Resuming finds where it stands; a stale rebuild commit is refused.
-	if rb, err := st.BeginRebuild(ctx, "orders", b.StateKey(), 99); err != nil || rb.Rebuilt != 12 || rb.From != 0 {
+	if rb, err := st.BeginRebuild(ctx, "orders", 0, b.StateKey(), 99); err != nil || rb.Rebuilt != 12 || rb.From != 0 {
 		t.Fatalf("resume: %+v %v", rb, err)
 	}
-	if _, err := st.CommitRebuild(ctx, "orders", 0, 1, 12, FoldSpeed(b, events(1, 12))); !errors.Is(err, speedstore.ErrConflict) {
+	if _, err := st.CommitRebuild(ctx, "orders", 0, 0, 1, 12, FoldSpeed(b, events(1, 12))); !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("a repeated rebuild commit: %v, want ErrConflict", err)
 	}
-	if _, err := st.CommitRebuild(ctx, "orders", 12, 1, 21, FoldSpeed(b, events(13, 21))); !errors.Is(err, speedstore.ErrConflict) {
+	if _, err := st.CommitRebuild(ctx, "orders", 0, 12, 1, 21, FoldSpeed(b, events(13, 21))); !errors.Is(err, speedstore.ErrConflict) {
 		t.Fatalf("a rebuild past the stream's position: %v, want ErrConflict", err)
 	}
 	// The stream moves on meanwhile, still without b.
-	if err := st.Commit(ctx, "orders", 20, speedstore.Position{Seq: 30}, 0, []*logic.Delta{FoldSpeed(a, events(21, 30)), FoldSpeed(b, events(21, 30))}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 20, speedstore.Position{Seq: 30}, 0, []*logic.Delta{FoldSpeed(a, events(21, 30)), FoldSpeed(b, events(21, 30))}); err != nil {
 		t.Fatal(err)
 	}
-	if joined, err := st.CommitRebuild(ctx, "orders", 12, 1, 20, FoldSpeed(b, events(13, 20))); err != nil || joined {
+	if joined, err := st.CommitRebuild(ctx, "orders", 0, 12, 1, 20, FoldSpeed(b, events(13, 20))); err != nil || joined {
 		t.Fatalf("rebuild 13..20: joined %v, %v (the stream is at 30)", joined, err)
 	}
-	pos, _, err := st.Position(ctx, "orders")
+	pos, _, err := st.Position(ctx, "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -601,19 +601,19 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 	if vp := pos.Views[a.StateKey()]; !vp.JoinedOK || vp.Joined != 30 || vp.Rebuilding {
 		t.Fatalf("a: %+v", vp)
 	}
-	if joined, err := st.CommitRebuild(ctx, "orders", 20, 1, 30, FoldSpeed(b, events(21, 30))); err != nil || !joined {
+	if joined, err := st.CommitRebuild(ctx, "orders", 0, 20, 1, 30, FoldSpeed(b, events(21, 30))); err != nil || !joined {
 		t.Fatalf("rebuild 21..30: joined %v, %v (want joined)", joined, err)
 	}
-	if _, err := st.BeginRebuild(ctx, "orders", b.StateKey(), 0); !errors.Is(err, speedstore.ErrJoined) {
+	if _, err := st.BeginRebuild(ctx, "orders", 0, b.StateKey(), 0); !errors.Is(err, speedstore.ErrJoined) {
 		t.Fatalf("begin after the join: %v, want ErrJoined", err)
 	}
 	// Joined: the stream's commits carry b.
 	for _, r := range [][2]int{{31, 45}, {46, 60}} {
-		if err := st.Commit(ctx, "orders", uint64(r[0]-1), speedstore.Position{Seq: uint64(r[1])}, 0, []*logic.Delta{FoldSpeed(a, events(r[0], r[1])), FoldSpeed(b, events(r[0], r[1]))}); err != nil {
+		if err := st.Commit(ctx, "orders", 0, uint64(r[0]-1), speedstore.Position{Seq: uint64(r[1])}, 0, []*logic.Delta{FoldSpeed(a, events(r[0], r[1])), FoldSpeed(b, events(r[0], r[1]))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pos, _, _ = st.Position(ctx, "orders")
+	pos, _, _ = st.Position(ctx, "orders", 0)
 	if vp := pos.Views[b.StateKey()]; !vp.JoinedOK || vp.Joined != 60 || vp.Rebuilding || vp.From != 0 {
 		t.Fatalf("b after joining: %+v", vp)
 	}
@@ -631,13 +631,13 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("state keys %v, want %v", keys, want)
 	}
-	if err := st.DropState(ctx, "orders", b.StateKey()); err != nil {
+	if err := st.DropState(ctx, "orders", 0, b.StateKey()); err != nil {
 		t.Fatal(err)
 	}
 	if cells := readAll(t, st, b, 0, allTime, 0); len(cells) != 0 {
 		t.Fatalf("%d cells after drop", len(cells))
 	}
-	pos, _, _ = st.Position(ctx, "orders")
+	pos, _, _ = st.Position(ctx, "orders", 0)
 	if _, ok := pos.Views[b.StateKey()]; ok || pos.Seq != 60 {
 		t.Fatalf("position after drop: %+v", pos)
 	}
@@ -649,7 +649,7 @@ func speedLease(t *testing.T, open func() SpeedStore) {
 	p1, p2 := open(), open()
 	take := func(st SpeedStore, owner string, ttl time.Duration) bool {
 		t.Helper()
-		ok, err := st.Lease(ctx, "orders", owner, ttl)
+		ok, err := st.Lease(ctx, "orders", 0, owner, ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -664,16 +664,16 @@ func speedLease(t *testing.T, open func() SpeedStore) {
 	if !take(p1, "a", time.Minute) {
 		t.Fatal("a could not renew its lease")
 	}
-	if ok, err := p2.Lease(ctx, "other", "b", time.Minute); err != nil || !ok {
+	if ok, err := p2.Lease(ctx, "other", 0, "b", time.Minute); err != nil || !ok {
 		t.Fatalf("lease of another stream: %v %v", ok, err)
 	}
-	if err := p2.ReleaseLease(ctx, "orders", "b"); err != nil { // not b's: a keeps it
+	if err := p2.ReleaseLease(ctx, "orders", 0, "b"); err != nil { // not b's: a keeps it
 		t.Fatal(err)
 	}
 	if take(p2, "b", time.Minute) {
 		t.Fatal("a release by a non-owner freed the lease")
 	}
-	if err := p1.ReleaseLease(ctx, "orders", "a"); err != nil {
+	if err := p1.ReleaseLease(ctx, "orders", 0, "a"); err != nil {
 		t.Fatal(err)
 	}
 	if !take(p2, "b", 200*time.Millisecond) {

@@ -91,7 +91,7 @@ func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
 			recs = recs[:0]
 		}
 	}
-	info, err := log.Info(context.Background(), "orders")
+	info, err := log.Info(context.Background(), "orders", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func setupLayers(t *testing.T, n int, span time.Duration) *layerEnv {
 // in batches and acking the last of each (ack-all), doing nothing else.
 func (e *layerEnv) rawConsume(t *testing.T, name string) float64 {
 	ctx := context.Background()
-	c, err := e.log.Consumer(ctx, "orders", name, eventlog.Start{Seq: 1}, 8000)
+	c, err := e.log.Consumer(ctx, "orders", 0, name, eventlog.Start{Seq: 1}, 8000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestBenchLayers(t *testing.T) {
 	redis := testenv.StartRedis(t)
 	store := speedstore.New(redis.Client(t), testenv.Namespace(t))
 	sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, e.cat, nil, nil)
-	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders"); return p.Seq >= e.last })
+	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders", 0); return p.Seq >= e.last })
 	report(t, "speed_3views_5measures", float64(n)/d.Seconds(), "events/s", limit)
 	report(t, "speed_3views_5measures_vs_per_message", float64(n)/d.Seconds(), "events/s", perMessage)
 

@@ -32,7 +32,7 @@ type layerEvent struct {
 func (e *layerEnv) events(t *testing.T) []layerEvent {
 	ctx := context.Background()
 	s := e.cat.Streams["orders"]
-	c, err := e.log.Consumer(ctx, "orders", "bench-decode", eventlog.Start{Seq: 1}, 8000)
+	c, err := e.log.Consumer(ctx, "orders", 0, "bench-decode", eventlog.Start{Seq: 1}, 8000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -212,14 +212,14 @@ func TestBenchQuery(t *testing.T) {
 		}
 	}
 	publish(0, nSpeed)
-	logInfo, err := log.Info(ctx, s.Name)
+	logInfo, err := log.Info(ctx, s.Name, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := speedstore.New(st.Redis.Client(t), st.Namespace)
 	sp := speed.New(speed.Config{BatchSize: cfg.Speed.BatchSize, MaxWait: cfg.Speed.MaxWait.D(), Epoch: epoch, MaxCells: cfg.Speed.MaxCells},
 		log, store, batchviews.CutoffSource{Store: views, Catalog: cat}, cat, nil, nil)
-	runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, s.Name); return p.Seq >= logInfo.LastSeq })
+	runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, s.Name, 0); return p.Seq >= logInfo.LastSeq })
 
 	// 3. braid serve, its own process, over that state.
 	serve := st.Start("serve")
@@ -256,7 +256,7 @@ func TestBenchQuery(t *testing.T) {
 	braid := hammer(t, func(i int) string { return rangeURL(day, i) }, clients, secs, 4*clients)
 	repeated := hammer(t, func(int) string { return rangeURL(day, 0) }, clients, secs, 4*clients)
 	liveRate := envInt(t, "BRAID_BENCH_QUERY_LIVE_RATE", 2000) // events/s
-	p0, _, _ := store.Position(ctx, s.Name)
+	p0, _, _ := store.Position(ctx, s.Name, 0)
 	liveCtx, stopLive := context.WithCancel(ctx)
 	var liveWG sync.WaitGroup
 	liveWG.Add(2)
@@ -279,7 +279,7 @@ func TestBenchQuery(t *testing.T) {
 	live := hammer(t, func(i int) string { return rangeURL(day, i) }, clients, secs, 4*clients)
 	stopLive()
 	liveWG.Wait()
-	p1, _, _ := store.Position(ctx, s.Name)
+	p1, _, _ := store.Position(ctx, s.Name, 0)
 	t.Logf("24 h while ingesting %d events/s: the speed position moved from %d to %d", liveRate, p0.Seq, p1.Seq)
 
 	// The bodies the bare handler answers: braid's own answers.
