@@ -50,3 +50,47 @@ func (w Watermark) At(lateness time.Duration) int64 {
 func (w Watermark) TooLate(t int64, lateness time.Duration) bool {
 	return w.Max != 0 && t < w.At(lateness)
 }
+
+// PartMark is what one partition of a stream tells about its watermark:
+// the largest event time it has folded (Watermark.Max; 0: none yet) and
+// the arrival (unix ms, the log's timestamp) of the last record it folded.
+type PartMark struct {
+	Max         int64
+	LastArrival int64
+}
+
+// StreamMark is a partitioned stream's watermark (a Watermark.Max): the
+// smallest over its partitions that have seen data, so a window is final
+// only once every partition has moved past it. A partition whose last
+// record arrived more than idle before the latest arrival of any
+// partition (defaults.PartitionIdle: it has been quiet while others took
+// events) does not hold the stream back; when every partition with data
+// is that quiet the smallest of them counts. An event that later comes
+// to an idle partition is judged against that partition's own watermark
+// (so it is not lost), and may land in a window the stream already
+// called final: the batch layer's next run makes the window exact. 0 when
+// no partition has seen data.
+func StreamMark(parts []PartMark, idle time.Duration) int64 {
+	var latest int64
+	for _, p := range parts {
+		if p.Max > 0 {
+			latest = max(latest, p.LastArrival)
+		}
+	}
+	var mark, quiet int64
+	for _, p := range parts {
+		switch {
+		case p.Max == 0:
+		case p.LastArrival >= latest-idle.Milliseconds():
+			if mark == 0 || p.Max < mark {
+				mark = p.Max
+			}
+		case quiet == 0 || p.Max < quiet:
+			quiet = p.Max
+		}
+	}
+	if mark == 0 {
+		return quiet
+	}
+	return mark
+}

@@ -56,6 +56,14 @@ const (
 	NATSDedupWindow    = 2 * time.Minute
 	NATSPublishTimeout = 5 * time.Second
 
+	// PartitionIdle (no key): a partition whose last record arrived this
+	// long before the latest of its stream's other partitions does not
+	// hold the stream's watermark back (logic.StreamMark).
+	PartitionIdle = 30 * time.Second
+	// LeaseTTL (no key) is how long a partition's lease (and a process's
+	// membership of the speed or archive group) lasts unrenewed: a
+	// process killed without a goodbye gives its partitions up within it.
+	LeaseTTL = 3 * time.Second
 	// NATSStartWait (no key) is how long a process waits at start for
 	// NATS to answer and for JetStream to take its streams (a server
 	// still starting, a cluster still electing its leaders) before it

@@ -639,6 +639,15 @@ func (l *Lake) Checkpoint(stream string) (Checkpoint, error) {
 	return m.Checkpoint, nil
 }
 
+// PartCheckpoint returns the checkpoint of partition p of a stream's log;
+// the zero value when none.
+func (l *Lake) PartCheckpoint(stream string, p int) (Checkpoint, error) {
+	if p != 0 {
+		return Checkpoint{}, nil // PARTITION-0: partitions of the lake
+	}
+	return l.Checkpoint(stream)
+}
+
 // Files returns local paths of a stream's committed files (those of its
 // current manifest), ordered by first sequence, for DuckDB. On local files
 // they are the objects themselves, which stay at least the lake's grace

@@ -69,6 +69,10 @@ type Position struct {
 	// a log that held records from its start on, the last of them then:
 	// the state misses events until Seq reaches it (0: nothing to catch up).
 	Target uint64
+	// LastArrival is the arrival (unix ms) of the last record folded: with
+	// Watermark, the partition's part of its stream's watermark
+	// (logic.StreamMark). PARTITION-0: not stored yet.
+	LastArrival int64
 	// Views holds, by state key, each view's part of the position (read
 	// only: Commit and CommitRebuild maintain it).
 	Views map[string]ViewPosition
