@@ -31,6 +31,10 @@ type Stream struct {
 	Fields    []string // "name: type", in order
 	Required  []string
 	PII       []string // "field: mode", e.g. "email: hash"
+	// Partitions and PartitionBy: partitions and partition_by (0 and "":
+	// left out, one partition).
+	Partitions  int
+	PartitionBy string
 }
 
 // View is one view of a Catalog.
@@ -223,6 +227,12 @@ func (s Stream) yaml() string {
 	}
 	if s.MaxFuture != "" {
 		fmt.Fprintf(&b, "    max_future: %s\n", s.MaxFuture)
+	}
+	if s.Partitions != 0 {
+		fmt.Fprintf(&b, "    partitions: %d\n", s.Partitions)
+	}
+	if s.PartitionBy != "" {
+		fmt.Fprintf(&b, "    partition_by: %s\n", s.PartitionBy)
 	}
 	fmt.Fprintf(&b, "    fields: { %s }\n", strings.Join(s.Fields, ", "))
 	if len(s.Required) > 0 {
