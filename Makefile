@@ -8,7 +8,7 @@ PKGS    := ./...
 # The test tiers run the servers scripts/provision puts in bin/.
 TESTENV := BRAID_BIN=$(CURDIR)/$(BIN) BRAID_NATS_SERVER=$(CURDIR)/bin/nats-server BRAID_VERSITYGW=$(CURDIR)/bin/versitygw
 
-.PHONY: build provision run test test-short test-faults fuzz bench lint clean
+.PHONY: build provision run test test-short test-faults test-cluster fuzz bench lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/braid
@@ -34,6 +34,11 @@ test-short: build provision
 ## test-faults: the long fault-injection suite
 test-faults: build provision
 	$(TESTENV) BRAID_FAULT_TRIALS=$${BRAID_FAULT_TRIALS:-20} $(GO) test -count=1 -timeout 60m -run 'Fault' ./tests/
+
+## test-cluster: the cluster test bed (tests/cluster: a NATS cluster, a
+## Redis Cluster, S3, two processes of each layer), each fault many times
+test-cluster: build provision
+	$(TESTENV) BRAID_CLUSTER_TRIALS=$${BRAID_CLUSTER_TRIALS:-10} $(GO) test -count=1 -timeout 120m -v -run 'TestCluster' ./tests/cluster/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME each)
 FUZZTIME ?= 60s

@@ -271,7 +271,7 @@ func TestRejectsInBulk(t *testing.T) {
 		if a.Accepted != len(good) || a.Rejected != bad || len(a.Errors) != 1000 || a.ErrorsOmitted != bad-1000 {
 			t.Fatalf("try %d: accepted %d rejected %d, %d errors listed, %d omitted", try, a.Accepted, a.Rejected, len(a.Errors), a.ErrorsOmitted)
 		}
-		ids, n, _ := logContents(t, js, ns+"_events_clicks", ns+".events.clicks")
+		ids, n, _ := logContents(t, js, ns+"_events_clicks", ns+".events.clicks.0")
 		if n != len(good) || len(ids) != len(good) {
 			t.Fatalf("try %d: the log holds %d events (%d ids), want %d once each", try, n, len(ids), len(good))
 		}

@@ -45,6 +45,7 @@ import (
 
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -354,7 +355,7 @@ func injectTwoSpeed(tr *trial) string {
 	t := tr.t
 	rdb := tr.redis.Client(t)
 	ctx := context.Background()
-	leaseKey, posKey := tr.ns+":lease:orders", tr.ns+":pos:orders"
+	leaseKey, posKey := tr.ns+":lease:"+speedstore.Tag("orders", 0), tr.ns+":pos:"+speedstore.Tag("orders", 0)
 	// The writer is the lease holder: its owner string ends in -<pid>-<hex>.
 	zombie := -1
 	eventually(t, "a speed process holds the lease", settleTimeout, func() string {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -82,7 +83,7 @@ func TestFlood(t *testing.T) {
 	base, ns := st.Base, st.Namespace
 	// The speed layer starts behind, as when a standby takes over: another
 	// owner's writer lease holds it back for the first 2.5 s of the flood.
-	if err := st.Redis.Client(t).Set(context.Background(), ns+":lease:clicks", "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
+	if err := st.Redis.Client(t).Set(context.Background(), ns+":lease:"+speedstore.Tag("clicks", 0), "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	p := st.Start("up")
@@ -135,7 +136,7 @@ func TestFlood(t *testing.T) {
 				if v, ok := metricValue(string(b), `braid_speed_consumer_lag{stream="clicks"}`); ok && int64(v) > metricPeak.Load() {
 					metricPeak.Store(int64(v))
 				}
-				if v, ok := metricValue(string(b), `braid_consumer_pending{consumer="speed",stream="clicks"}`); ok && int64(v) > serverPeak.Load() {
+				if v, ok := metricValue(string(b), `braid_consumer_pending{consumer="speed",partition="0",stream="clicks"}`); ok && int64(v) > serverPeak.Load() {
 					serverPeak.Store(int64(v))
 				}
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -315,7 +316,7 @@ func TestHeavyLiveQuery(t *testing.T) {
 		defer tickWG.Done()
 		last, lastAt := "", time.Now()
 		for tickCtx.Err() == nil {
-			seq, err := rc.HGet(context.Background(), ns+":pos:ticks", "seq").Result()
+			seq, err := rc.HGet(context.Background(), ns+":pos:"+speedstore.Tag("ticks", 0), "seq").Result()
 			posMu.Lock()
 			if err == nil && seq != last {
 				if last != "" {
@@ -522,14 +523,14 @@ func TestHeavyLiveQuery(t *testing.T) {
 	// is cancelled, and Redis sends little more. (Should the read end
 	// before the script starts, the clients get their snapshot: again.)
 	for attempt := 1; ; attempt++ {
-		seq0, _ := rc.HGet(context.Background(), ns+":pos:wide", "seq").Result()
+		seq0, _ := rc.HGet(context.Background(), ns+":pos:"+speedstore.Tag("wide", 0), "seq").Result()
 		var r ingestResp
 		change := fmt.Sprintf(`{"ts":%q,"key":"k%07d","amount":1}`, tsText, attempt)
 		if code := httpJSON(t, "POST", base+"/v1/streams/wide/events", "application/x-ndjson", []byte(change), &r); code != 200 || r.Accepted != 1 {
 			t.Fatalf("ingest wide: %d %+v", code, r)
 		}
 		eventually(t, "the change committed", 60*time.Second, func() string {
-			if seq, _ := rc.HGet(context.Background(), ns+":pos:wide", "seq").Result(); seq == seq0 {
+			if seq, _ := rc.HGet(context.Background(), ns+":pos:"+speedstore.Tag("wide", 0), "seq").Result(); seq == seq0 {
 				return "position " + seq
 			}
 			return ""

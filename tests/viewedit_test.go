@@ -24,6 +24,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
 
@@ -656,14 +657,14 @@ func (s *veSeq) redis() *redis.Client {
 func (s *veSeq) stateLeft(rdb *redis.Client, prefix string) []string {
 	ctx := context.Background()
 	var keys []string
-	it := rdb.Scan(ctx, 0, s.ns+":v:"+prefix+"*", 1000).Iterator()
+	it := rdb.Scan(ctx, 0, s.ns+":v:"+speedstore.Tag("orders", 0)+":"+prefix+"*", 1000).Iterator()
 	for it.Next(ctx) {
 		keys = append(keys, it.Val())
 	}
 	if err := it.Err(); err != nil {
 		s.t.Fatal(err)
 	}
-	fields, err := rdb.HKeys(ctx, s.ns+":pos:orders").Result()
+	fields, err := rdb.HKeys(ctx, s.ns+":pos:"+speedstore.Tag("orders", 0)).Result()
 	if err != nil {
 		s.t.Fatal(err)
 	}

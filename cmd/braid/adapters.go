@@ -100,9 +100,14 @@ func (n commitNotifier) Subscribe(ctx context.Context) <-chan query.CommitNotice
 				if !ok {
 					return
 				}
-				stream, found := strings.CutPrefix(m.Channel, prefix)
+				tag, found := strings.CutPrefix(m.Channel, prefix)
 				if !found {
 					continue
+				}
+				// The channel names a partition: {<stream>.<p>}.
+				stream := strings.TrimSuffix(strings.TrimPrefix(tag, "{"), "}")
+				if i := strings.LastIndexByte(stream, '.'); i > 0 {
+					stream = stream[:i]
 				}
 				seq, _ := strconv.ParseUint(m.Payload, 10, 64)
 				select {
