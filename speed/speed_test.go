@@ -104,7 +104,7 @@ func (e *env) publish(t *testing.T, n, dup int) {
 
 func (e *env) layer(t *testing.T) (*speed.Layer, context.CancelFunc, *sync.WaitGroup) {
 	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second, MaxCells: 100}, e.log, e.store,
-		zero{}, e.cat, testenv.Logger(t), nil)
+		zero{}, nil, e.cat, testenv.Logger(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -242,21 +242,18 @@ func TestSpeedExactThroughRestartsLossAndTwoWriters(t *testing.T) {
 	}
 	eventually(t, "after Redis loss", e.verify)
 
-	// A second speed process on the same stream does not double count,
-	// even when the writer lease vanishes (as if it expired during a pause)
-	// and both consume at once from the shared durable consumer: then only
-	// the position's compare-and-set keeps them apart.
+	// A second speed process on the same stream does not double count:
+	// without shares both run the partition and consume at once from the
+	// shared durable consumer (as two processes would when a lease expired
+	// during a pause); only the position's compare-and-set keeps them
+	// apart.
 	_, stop2, _ := e.layer(t)
-	rdb := e.redis.Client(t)
 	for i := 0; i < 8; i++ {
 		e.publish(t, 300, 20)
-		if err := rdb.Del(context.Background(), e.ns+":lease:orders").Err(); err != nil {
-			t.Fatal(err)
-		}
 		time.Sleep(300 * time.Millisecond)
 	}
 	eventually(t, "two writers", e.verify)
-	// The first stops (graceful flush); the standby takes over.
+	// The first stops (graceful flush); the other goes on alone.
 	stop()
 	e.publish(t, 400, 10)
 	eventually(t, "after takeover", e.verify)
@@ -288,7 +285,7 @@ func TestRebuildStartsAtTheCutoff(t *testing.T) {
 	e.publish(t, 600, 0)
 
 	l := speed.New(speed.Config{BatchSize: 250, MaxWait: 50 * time.Millisecond, Epoch: epoch, MaxCells: 1000}, e.log, e.store,
-		cutoff(c), e.cat, testenv.Logger(t), nil)
+		cutoff(c), nil, e.cat, testenv.Logger(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -313,7 +310,7 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	s := e.cat.Streams["orders"]
 	now := time.Now()
 	reg := prometheus.NewRegistry()
-	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second}, e.log, e.store, zero{}, e.cat, testenv.Logger(t), reg)
+	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second}, e.log, e.store, zero{}, nil, e.cat, testenv.Logger(t), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -336,7 +333,7 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	}
 	eventually(t, "late recorded", func() string {
 		n, _ := e.log.LateCount(context.Background(), "orders")
-		st := l.Status()["orders"]
+		st := l.Status()["orders"].Partitions[0]
 		if n != 1 || st.Late != 1 || st.Seq != 1 {
 			return fmt.Sprintf("late in log %d, status %+v", n, st)
 		}
@@ -474,7 +471,7 @@ func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
 	}
 	folded := func(seq, late uint64) func() string {
 		return func() string {
-			if st := l.Status()["orders"]; st.Seq != seq || st.Late != late {
+			if st := l.Status()["orders"].Partitions[0]; st.Seq != seq || st.Late != late {
 				return fmt.Sprintf("status %+v, want seq %d with %d too late", st, seq, late)
 			}
 			return ""
@@ -495,7 +492,7 @@ func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	arrival := m.Time.UnixMilli()
-	if wm := l.Status()["orders"].Watermark; wm != arrival+time.Minute.Milliseconds() {
+	if wm := l.Status()["orders"].Partitions[0].Watermark; wm != arrival+time.Minute.Milliseconds() {
 		t.Fatalf("watermark %s after the far-future event, want its arrival %s plus one minute", logic.FormatTime(wm), logic.FormatTime(arrival))
 	}
 
