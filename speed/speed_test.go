@@ -50,7 +50,14 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	cfg, err := config.Parse([]byte(cfgYAML), nil)
+	return setupWith(t, cfgYAML)
+}
+
+// setupWith is setup over the configuration yaml (an orders stream of any
+// number of partitions, the views verify checks).
+func setupWith(t *testing.T, yaml string) *env {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +68,8 @@ func setup(t *testing.T) *env {
 	n := testenv.StartNATS(t)
 	_, js := n.JetStream(t)
 	ns := testenv.Namespace(t)
-	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: ns, DedupWindow: time.Minute})
+	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: ns, DedupWindow: time.Minute,
+		Partitions: map[string]int{"orders": cat.Streams["orders"].Partitions}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +79,10 @@ func setup(t *testing.T) *env {
 }
 
 // publish prepares and appends n new events (and re-sends dup of them with
-// the same ids, which the log drops). A Publish call is one log record: the
-// events go out in calls of 1..7 of them in turn, so the log holds records
-// of several events and the layer reads many records.
+// the same ids, which the log drops), each to its partition. A Publish
+// call is one log record per partition: the events go out in calls of
+// 1..7 of them in turn, so the log holds records of several events and
+// the layer reads many records.
 func (e *env) publish(t *testing.T, n, dup int) {
 	t.Helper()
 	s := e.cat.Streams["orders"]
@@ -90,7 +99,7 @@ func (e *env) publish(t *testing.T, n, dup int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs = append(recs, eventlog.Record{ID: pe.ID, Data: rec})
+		recs = append(recs, eventlog.Record{ID: pe.ID, Data: rec, Part: s.PartitionOf(&pe)})
 	}
 	for k := 0; len(recs) > 0; k++ {
 		part := recs[:min(len(recs), 1+k%7)]
@@ -144,21 +153,24 @@ type viewCheck struct {
 	match   func(f []any, a *agg) bool
 }
 
-// verifyViews checks that the speed layer has caught up with the log and
-// that each view's cells (all of epochs >= minEpoch), summed over epochs,
-// match a direct computation over sent.
+// verifyViews checks that the speed layer has caught up with the log (the
+// position of every partition at its last record) and that each view's
+// cells of every partition (all of epochs >= minEpoch), summed over epochs
+// and partitions, match a direct computation over sent.
 func (e *env) verifyViews(sent []map[string]any, minEpoch int64, checks []viewCheck) string {
 	ctx := context.Background()
-	info, err := e.log.Info(ctx, "orders", 0)
-	if err != nil {
-		return err.Error()
-	}
-	pos, _, err := e.store.Position(ctx, "orders", 0)
-	if err != nil {
-		return err.Error()
-	}
-	if pos.Seq != info.LastSeq {
-		return fmt.Sprintf("position %d, log at %d", pos.Seq, info.LastSeq)
+	for p := range e.log.Partitions("orders") {
+		info, err := e.log.Info(ctx, "orders", p)
+		if err != nil {
+			return err.Error()
+		}
+		pos, _, err := e.store.Position(ctx, "orders", p)
+		if err != nil {
+			return err.Error()
+		}
+		if pos.Seq != info.LastSeq {
+			return fmt.Sprintf("partition %d: position %d, log at %d", p, pos.Seq, info.LastSeq)
+		}
 	}
 	for _, view := range checks {
 		v := e.cat.Views[view.name]
