@@ -180,7 +180,7 @@ type fakeStore struct {
 	pos    *speedstore.Position // nil: absent
 	commit []fakeCommit
 	resets [][]string
-	owner  string // the lease holder
+	legacy [][]string // the keys of each DropLegacy
 	// beforeCommit, when set, runs (under the lock) before the
 	// compare-and-set of each Commit: another writer moving the position.
 	beforeCommit func(s *fakeStore)
@@ -249,22 +249,12 @@ func (s *fakeStore) setPos(p *speedstore.Position) {
 	s.pos = p
 }
 
-func (s *fakeStore) Lease(_ context.Context, _ string, _ int, owner string, _ time.Duration) (bool, error) {
+// DropLegacy records the call: the store has no state from before
+// partitions.
+func (s *fakeStore) DropLegacy(_ context.Context, _ string, keys []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.owner == "" || s.owner == owner {
-		s.owner = owner
-		return true, nil
-	}
-	return false, nil
-}
-
-func (s *fakeStore) ReleaseLease(_ context.Context, _ string, _ int, owner string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.owner == owner {
-		s.owner = ""
-	}
+	s.legacy = append(s.legacy, keys)
 	return nil
 }
 
@@ -335,7 +325,7 @@ func newUnit(t *testing.T, cutoffs CutoffSource) *unit {
 	j := &journal{}
 	c := &fakeConsumer{j: j}
 	u := &unit{j: j, c: c, log: &fakeLog{j: j, c: c}, store: &fakeStore{j: j}, s: cat.Streams["orders"], views: cat.ViewsOf("orders")}
-	u.layer = New(Config{BatchSize: 100, MaxWait: 10 * time.Millisecond, Epoch: time.Second, MaxCells: 1 << 20}, u.log, u.store, cutoffs, cat, testenv.Logger(t), nil)
+	u.layer = New(Config{BatchSize: 100, MaxWait: 10 * time.Millisecond, Epoch: time.Second, MaxCells: 1 << 20}, u.log, u.store, cutoffs, nil, cat, testenv.Logger(t), nil)
 	return u
 }
 

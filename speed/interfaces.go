@@ -6,6 +6,7 @@ import (
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/leases"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
@@ -89,11 +90,6 @@ type EventLog[C Consumer] interface {
 // at most once whatever the redeliveries; idempotence rests on the
 // position, not on the caller.
 //
-// Lease takes or renews a stream's writer lease for ttl (false while
-// another owner holds it) and ReleaseLease gives it up if owner holds it:
-// the lease only keeps a second process on standby, correctness rests on
-// Commit's compare-and-set.
-//
 // Reset drops a stream's position, then the cells of the given state keys
 // (a rebuild from the log); StateKeys lists the state keys with cells;
 // DropState deletes one state key's cells and its part of the position.
@@ -107,13 +103,34 @@ type EventLog[C Consumer] interface {
 type Store interface {
 	Position(ctx context.Context, stream string, p int) (speedstore.Position, bool, error)
 	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
-	Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, stream string, p int, owner string) error
 	Reset(ctx context.Context, stream string, p int, keys []string) error
 	StateKeys(ctx context.Context) ([]string, error)
 	DropState(ctx context.Context, stream string, p int, key string) error
 	BeginRebuild(ctx context.Context, stream string, p int, key string, from int64) (speedstore.Rebuild, error)
 	CommitRebuild(ctx context.Context, stream string, p int, prev, first, next uint64, d *logic.Delta) (joined bool, err error)
+}
+
+// legacyDropper is a Store that may hold a stream's state from before
+// streams had partitions (keys without a partition's hash tag).
+// DropLegacy deletes that state (the position and the cells of the given
+// state keys); it is called when partition 0 starts fresh, so the old
+// state is neither read nor left behind. A Store without it has none.
+type legacyDropper interface {
+	DropLegacy(ctx context.Context, stream string, keys []string) error
+}
+
+// Shares shares the partitions of the streams out among the running speed
+// processes (satisfied by *leases.Group). Run calls work for each
+// partition this process comes to own, in a goroutine of its own, with a
+// context that ends when the partition must be given up (ctx ended, the
+// share moved to another process or was lost); work returns once it has
+// stopped working on it. Run returns when ctx ended and every work
+// returned. Owner names this process: the owner its commits record.
+// Shares are an optimisation: a partition worked on by two processes at
+// once stays exact through the position's compare-and-set.
+type Shares interface {
+	Run(ctx context.Context, parts []leases.Partition, work func(ctx context.Context, p leases.Partition) error) error
+	Owner() string
 }
 
 // CutoffSource tells where a rebuild of a stream's speed state starts: the

@@ -3,6 +3,7 @@ package speed_test
 import (
 	"github.com/braid-data/braid/speed"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/leases"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
@@ -12,4 +13,5 @@ var (
 	_ speed.EventLog[*eventlog.Consumer] = (*eventlog.Log)(nil)
 	_ speed.Consumer                     = (*eventlog.Consumer)(nil)
 	_ speed.Store                        = (*speedstore.Store)(nil)
+	_ speed.Shares                       = (*leases.Group)(nil)
 )

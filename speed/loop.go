@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/braid-data/braid/logic"
@@ -11,12 +12,12 @@ import (
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
-// streamLoop is one incarnation of a stream's consume loop: what one
-// stream (one partition of it, later) needs — its views, the log, the
-// store — and the state its steps share. Its life:
+// streamLoop is one incarnation of a stream partition's consume loop:
+// what one partition needs — its stream's views, the log, the store — and
+// the state its steps share. Its life:
 //
-//	open     take the writer lease, read the position (or build a fresh
-//	         one), open the consumer from it
+//	open     read the position (or build a fresh one), open the consumer
+//	         from it
 //	run      then, until ctx ends or something fails, micro-batches:
 //	  fetch    what the log delivers
 //	  accept   keep the contiguous prefix after what was taken; hold
@@ -28,24 +29,23 @@ import (
 //	  gap      check a gap that stays open against the store and the log
 //	  idle     with nothing to fetch, notice a lost state
 //	close    hand back what is held, settle, close the consumer, stop
-//	         the rebuilds, release the lease
+//	         the rebuilds
 //
 // A streamLoop is used by one goroutine (the commit in flight runs on its
 // own and hands its result back through result) and is not reused: an
 // error ends it, and the layer starts a new one from the store's position.
 type streamLoop struct {
-	l     *Layer // configuration, logger, metrics, owner, lease TTL, status
+	l     *Layer // configuration, logger, metrics, owner, status
 	log   eventLog
 	store Store
 	s     *logic.Stream
-	p     int // the partition of s this loop consumes
+	p     int    // the partition of s this loop consumes
+	part  string // p, as a metric label
 	views []*logic.View
 
 	// Set by open, fixed afterwards.
 	c            Consumer
-	freshFrom    int64     // where a fresh position's views start (Commit); 0 when the position was found
-	leased       time.Time // last time the lease was taken or renewed
-	leaseHeld    bool
+	freshFrom    int64  // where a fresh position's views start (Commit); 0 when the position was found
 	stopRebuilds func() // stops the rebuilds of views that have not joined; nil when none run
 
 	// accept: only a contiguous prefix of the log is ever committed.
@@ -72,16 +72,17 @@ type streamLoop struct {
 // newLoop returns the loop of partition p of a stream over the layer's
 // log and store.
 func (l *Layer) newLoop(s *logic.Stream, p int, views []*logic.View) *streamLoop {
-	return &streamLoop{l: l, log: l.log, store: l.store, s: s, p: p, views: views,
+	return &streamLoop{l: l, log: l.log, store: l.store, s: s, p: p, part: strconv.Itoa(p), views: views,
 		held: map[uint64]eventlog.Msg{}, result: make(chan error, 1)}
 }
 
-// runStream is one incarnation of a stream's consume loop: lease, position,
-// consumer, then micro-batches until ctx ends (nil) or something fails.
+// runStream is one incarnation of a stream partition's consume loop:
+// position, consumer, then micro-batches until ctx ends (nil) or something
+// fails.
 func (l *Layer) runStream(ctx context.Context, s *logic.Stream, p int, views []*logic.View) error {
 	lp := l.newLoop(s, p, views)
-	defer lp.close(ctx)
-	if ok, err := lp.open(ctx); err != nil || !ok {
+	defer lp.close()
+	if err := lp.open(ctx); err != nil {
 		return err
 	}
 	return lp.run(ctx)
@@ -121,24 +122,16 @@ func (b *batch) reset() {
 	b.late, b.lateData = b.late[:0], b.lateData[:0]
 }
 
-// open takes the writer lease, reads the stream's position and opens the
-// consumer after it. Without a position (first start, Redis lost its data,
-// or a position past the end of the log) it resets the stream's views and
-// commits a fresh, empty position, and the consumer starts at the batch
-// cutoff's arrival time. It returns false (and nil) when ctx ended while
-// standing by for the lease.
-func (lp *streamLoop) open(ctx context.Context) (bool, error) {
+// open reads the partition's position and opens the consumer after it.
+// Without a position (first start, Redis lost its data, or a position past
+// the end of the log) it resets the partition's views and commits a fresh,
+// empty position, and the consumer starts at the batch cutoff's arrival
+// time.
+func (lp *streamLoop) open(ctx context.Context) error {
 	l, s, views := lp.l, lp.s, lp.views
-	ok, err := lp.acquire(ctx)
-	if err != nil || !ok {
-		return false, err
-	}
-	lp.leaseHeld = true
-	lp.leased = time.Now()
-
 	pos, found, err := lp.store.Position(ctx, s.Name, lp.p)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if found {
 		// A position past the end of the log belongs to another log (the
@@ -146,11 +139,11 @@ func (lp *streamLoop) open(ctx context.Context) (bool, error) {
 		// counts events this log does not hold. Rebuild it.
 		info, err := lp.log.Info(ctx, s.Name, lp.p)
 		if err != nil {
-			return false, err
+			return err
 		}
 		if pos.Seq > info.LastSeq {
 			l.logger.Warn("the speed position is past the end of the log (the log was replaced?); rebuilding from the log",
-				"stream", s.Name, "position", pos.Seq, "log_last_seq", info.LastSeq)
+				"stream", s.Name, "partition", lp.p, "position", pos.Seq, "log_last_seq", info.LastSeq)
 			pos, found = speedstore.Position{}, false
 		}
 	}
@@ -158,20 +151,22 @@ func (lp *streamLoop) open(ctx context.Context) (bool, error) {
 	if found {
 		rebuild, err := l.prepareViews(ctx, s, lp.p, views, pos)
 		if err != nil {
-			return false, err
+			return err
 		}
 		lp.stopRebuilds = l.startRebuilds(ctx, s, lp.p, rebuild)
 	} else {
 		if start, err = lp.fresh(ctx); err != nil {
-			return false, err
+			return err
 		}
 	}
 	c, err := lp.log.Consumer(ctx, s.Name, lp.p, "speed", start, 4*l.cfg.BatchSize)
 	if err != nil {
-		return false, err
+		return err
 	}
 	lp.c = c
-	l.update(s.Name, func(st *StreamStatus) { st.Seq, st.Watermark = pos.Seq, pos.Watermark })
+	l.update(s.Name, lp.p, func(st *PartitionStatus) {
+		st.Seq, st.Watermark, st.LastArrival = pos.Seq, pos.Watermark, pos.LastArrival
+	})
 
 	lp.committed = pos.Seq  // what the store holds (0 when absent)
 	lp.expect = pos.Seq + 1 // the next record to fold: only a contiguous prefix is ever committed
@@ -183,22 +178,29 @@ func (lp *streamLoop) open(ctx context.Context) (bool, error) {
 			lp.expect = info.AckFloor + 1
 		}
 	}
-	l.logger.Info("speed stream running", "stream", s.Name, "committed", lp.committed, "expect", lp.expect, "rebuild", !found)
+	l.logger.Info("speed stream running", "stream", s.Name, "partition", lp.p, "committed", lp.committed, "expect", lp.expect, "rebuild", !found)
 	lp.wm = logic.Watermark{Max: pos.Watermark}
 	lp.b, lp.spare = newBatch(views), newBatch(views)
 	lp.lastCheck = time.Now()
-	return true, nil
+	return nil
 }
 
-// fresh starts a stream's state over: first start, or Redis lost its
+// fresh starts a partition's state over: first start, or Redis lost its
 // data. It rebuilds everything after the batch cutoff (the batch layer
 // holds what arrived before it): the views are reset and an empty first
 // commit creates the position. It returns where the consumer starts.
+// Partition 0 also drops the stream's state from before partitions, if
+// the store holds any: it is rebuilt here.
 func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	l, s, views := lp.l, lp.s, lp.views
 	keys := make([]string, len(views))
 	for i, v := range views {
 		keys[i] = v.StateKey()
+	}
+	if d, ok := lp.store.(legacyDropper); ok && lp.p == 0 {
+		if err := d.DropLegacy(ctx, s.Name, keys); err != nil {
+			return eventlog.Start{}, err
+		}
 	}
 	if err := lp.store.Reset(ctx, s.Name, lp.p, keys); err != nil {
 		return eventlog.Start{}, err
@@ -230,45 +232,17 @@ func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	if err := lp.store.Commit(ctx, s.Name, lp.p, 0, speedstore.Position{Owner: l.owner, Target: target}, lp.freshFrom, newBatch(views).deltas); err != nil {
 		return eventlog.Start{}, err
 	}
-	l.logger.Info("no speed state: building it from the log", "stream", s.Name, "from_arrival", logic.FormatTime(lp.freshFrom))
-	l.update(s.Name, func(st *StreamStatus) { st.Rebuilds++ })
+	l.logger.Info("no speed state: building it from the log", "stream", s.Name, "partition", lp.p, "from_arrival", logic.FormatTime(lp.freshFrom))
+	l.update(s.Name, lp.p, func(st *PartitionStatus) { st.Rebuilds++ })
 	return start, nil
-}
-
-// acquire waits until this layer holds the stream's writer lease. It
-// returns false when ctx ends first.
-func (lp *streamLoop) acquire(ctx context.Context) (bool, error) {
-	l, stream := lp.l, lp.s.Name
-	standby := false
-	for {
-		ok, err := lp.store.Lease(ctx, stream, lp.p, l.owner, l.leaseTTL)
-		if err != nil {
-			return false, err
-		}
-		if ok {
-			if standby {
-				l.logger.Info("took over the stream", "stream", stream)
-			}
-			return true, nil
-		}
-		if !standby {
-			l.logger.Info("another speed process owns the stream; standing by", "stream", stream)
-			standby = true
-		}
-		select {
-		case <-ctx.Done():
-			return false, nil
-		case <-time.After(l.leaseTTL / 5):
-		}
-	}
 }
 
 // close ends the incarnation: the records held are handed back (to come
 // again now, not after the ack wait), the commit in flight is waited for
 // (a next incarnation starts from the store's position), the consumer is
-// closed (what it buffers goes back to the server), the rebuilds are
-// stopped and the lease is released.
-func (lp *streamLoop) close(ctx context.Context) {
+// closed (what it buffers goes back to the server) and the rebuilds are
+// stopped.
+func (lp *streamLoop) close() {
 	if lp.c != nil {
 		for _, m := range lp.held {
 			_ = lp.c.Nak(m, 0)
@@ -279,9 +253,6 @@ func (lp *streamLoop) close(ctx context.Context) {
 	if lp.stopRebuilds != nil {
 		lp.stopRebuilds()
 	}
-	if lp.leaseHeld {
-		_ = lp.store.ReleaseLease(context.WithoutCancel(ctx), lp.s.Name, lp.p, lp.l.owner)
-	}
 }
 
 // run consumes micro-batches until ctx ends (then the batch in hand is
@@ -289,9 +260,6 @@ func (lp *streamLoop) close(ctx context.Context) {
 func (lp *streamLoop) run(ctx context.Context) error {
 	cfg := lp.l.cfg
 	for {
-		if err := lp.renewLease(ctx); err != nil {
-			return err
-		}
 		wait := cfg.MaxWait
 		if lp.b.n > 0 {
 			// A batch waits for the commit in flight: take only what is
@@ -308,7 +276,7 @@ func (lp *streamLoop) run(ctx context.Context) error {
 		}
 		if len(msgs) > 0 {
 			pending := msgs[len(msgs)-1].Pending
-			lp.l.update(lp.s.Name, func(st *StreamStatus) { st.Lag = pending })
+			lp.l.update(lp.s.Name, lp.p, func(st *PartitionStatus) { st.Lag = pending })
 		}
 		if err := lp.commitStep(ctx, len(msgs), skipped); err != nil {
 			return err
@@ -327,28 +295,6 @@ func (lp *streamLoop) run(ctx context.Context) error {
 			return err
 		}
 	}
-}
-
-// renewLease renews the writer lease once a third of its TTL has passed.
-// A lease another process took ends the loop (errLeaseLost). On shutdown
-// it does nothing: the Fetch that follows ends at once and the batch in
-// hand is committed.
-func (lp *streamLoop) renewLease(ctx context.Context) error {
-	l := lp.l
-	if time.Since(lp.leased) <= l.leaseTTL/3 || ctx.Err() != nil {
-		return nil
-	}
-	ok, err := lp.store.Lease(ctx, lp.s.Name, lp.p, l.owner, l.leaseTTL)
-	switch {
-	case ctx.Err() != nil:
-	case err != nil:
-		return err
-	case !ok:
-		return errLeaseLost
-	default:
-		lp.leased = time.Now()
-	}
-	return nil
 }
 
 // accept takes delivered records in: those after what was taken are held
@@ -414,7 +360,7 @@ func (lp *streamLoop) fold(m eventlog.Msg) {
 	l, s, b := lp.l, lp.s, lp.b
 	b.last = m
 	b.n++
-	l.m.lag.WithLabelValues(s.Name).Set(float64(m.Pending))
+	l.m.lag.WithLabelValues(s.Name, lp.part).Set(float64(m.Pending))
 	epoch := logic.EpochOf(m.Arrival, l.cfg.Epoch)
 	err := eventlog.Unpack(m.Data, func(i int, _, rec []byte) error {
 		ev, err := s.Decode(rec)
@@ -481,7 +427,7 @@ func (lp *streamLoop) flush(ctx context.Context) error {
 	p, prev := lp.b, lp.committed
 	lp.b, lp.spare = lp.spare, nil
 	lp.inflight = p
-	lp.nextPos = speedstore.Position{Seq: p.last.Seq, Watermark: lp.wm.Max, Owner: lp.l.owner}
+	lp.nextPos = speedstore.Position{Seq: p.last.Seq, Watermark: lp.wm.Max, LastArrival: p.last.Arrival, Owner: lp.l.owner}
 	go lp.commitAsync(ctx, p, prev, lp.nextPos)
 	return nil
 }
@@ -547,15 +493,15 @@ func (lp *streamLoop) settle() error {
 	}
 	lp.committed = lp.nextPos.Seq
 	l.m.batchSize.Observe(float64(p.n))
-	l.m.events.WithLabelValues(s.Name).Add(float64(p.folded))
+	l.m.events.WithLabelValues(s.Name, lp.part).Add(float64(p.folded))
 	late := uint64(len(p.late))
 	if late > 0 {
-		l.m.late.WithLabelValues(s.Name).Add(float64(late))
-		l.logger.Info("too-late events skipped", "stream", s.Name, "count", late, "watermark", logic.FormatTime(logic.Watermark{Max: lp.nextPos.Watermark}.At(s.AllowedLateness)))
+		l.m.late.WithLabelValues(s.Name, lp.part).Add(float64(late))
+		l.logger.Info("too-late events skipped", "stream", s.Name, "partition", lp.p, "count", late, "watermark", logic.FormatTime(logic.Watermark{Max: lp.nextPos.Watermark}.At(s.AllowedLateness)))
 	}
-	committed, wm := lp.committed, lp.nextPos.Watermark
-	l.update(s.Name, func(st *StreamStatus) {
-		st.Seq, st.Watermark, st.LastCommit = committed, wm, time.Now()
+	next := lp.nextPos
+	l.update(s.Name, lp.p, func(st *PartitionStatus) {
+		st.Seq, st.Watermark, st.LastArrival, st.LastCommit = next.Seq, next.Watermark, next.LastArrival, time.Now()
 		st.Late += late
 	})
 	p.reset()
@@ -585,7 +531,7 @@ func (lp *streamLoop) gap(ctx context.Context) (refold bool, err error) {
 	}
 	if lp.gapSince.IsZero() {
 		lp.gapSince = time.Now()
-		lp.l.logger.Debug("gap in delivery; holding back", "stream", lp.s.Name, "want", lp.expect, "held", len(lp.held))
+		lp.l.logger.Debug("gap in delivery; holding back", "stream", lp.s.Name, "partition", lp.p, "want", lp.expect, "held", len(lp.held))
 	}
 	if err := lp.settle(); err != nil {
 		return false, err
@@ -632,10 +578,10 @@ func (lp *streamLoop) checkGap(ctx context.Context) (uint64, error) {
 	if info, err := lp.log.Info(ctx, stream, lp.p); err == nil && expect < info.FirstSeq {
 		// The log dropped records (retention) before we read them: they are
 		// gone for the speed layer too. Say so loudly and go on.
-		lp.l.logger.Error("records left the log before the speed layer read them", "stream", stream, "from", expect, "to", info.FirstSeq-1)
+		lp.l.logger.Error("records left the log before the speed layer read them", "stream", stream, "partition", lp.p, "from", expect, "to", info.FirstSeq-1)
 		return info.FirstSeq, nil
 	}
-	return expect, fmt.Errorf("speed: %s: record %d missing for %s with %d held after it; realigning", stream, expect, gapTimeout, len(lp.held))
+	return expect, fmt.Errorf("speed: %s partition %d: record %d missing for %s with %d held after it; realigning", stream, lp.p, expect, gapTimeout, len(lp.held))
 }
 
 // idle runs after a fetch of fetched records that waited wait: with
@@ -651,8 +597,8 @@ func (lp *streamLoop) idle(ctx context.Context, fetched int, wait time.Duration)
 	if fetched == 0 && time.Since(lp.lastCheck) > time.Second {
 		lp.lastCheck = time.Now()
 		if info, err := lp.c.Info(ctx); err == nil {
-			lp.l.m.lag.WithLabelValues(lp.s.Name).Set(float64(info.Pending))
-			lp.l.update(lp.s.Name, func(st *StreamStatus) { st.Lag = info.Pending })
+			lp.l.m.lag.WithLabelValues(lp.s.Name, lp.part).Set(float64(info.Pending))
+			lp.l.update(lp.s.Name, lp.p, func(st *PartitionStatus) { st.Lag = info.Pending })
 		}
 		if lp.committed > 0 {
 			if _, ok, err := lp.store.Position(ctx, lp.s.Name, lp.p); err == nil && !ok {

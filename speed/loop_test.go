@@ -8,11 +8,17 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/leases"
 	"github.com/braid-data/braid/storage/speedstore"
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 // Unit tests of the stream loop's steps over in-memory fakes of the speed
@@ -24,9 +30,9 @@ func (u *unit) openAt(t *testing.T, seq uint64) *streamLoop {
 	u.store.setPos(u.joinedAt(seq, 0))
 	u.log.info = eventlog.StreamInfo{FirstSeq: 1, LastSeq: seq + 1000, Msgs: seq + 1000}
 	lp := u.loop()
-	t.Cleanup(func() { lp.close(context.Background()) })
-	if ok, err := lp.open(context.Background()); err != nil || !ok {
-		t.Fatalf("open: %v %v", ok, err)
+	t.Cleanup(func() { lp.close() })
+	if err := lp.open(context.Background()); err != nil {
+		t.Fatalf("open: %v", err)
 	}
 	return lp
 }
@@ -193,7 +199,7 @@ func TestFoldSetsTooLateEventsAsideAndCommitPublishesThem(t *testing.T) {
 	if ops := u.j.list(); !slices.Equal(ops, []string{fmt.Sprintf("late %d", len(wantLate)), "commit 4", "ack 4"}) {
 		t.Fatalf("calls %v: want the late events published before the commit, the ack after", ops)
 	}
-	if st := u.layer.Status()["orders"]; st.Late != uint64(len(wantLate)) || st.Seq != 4 || st.Watermark != wm {
+	if st := u.layer.Status()["orders"].Partitions[0]; st.Late != uint64(len(wantLate)) || st.Seq != 4 || st.Watermark != wm {
 		t.Fatalf("status %+v, want %d late at 4, watermark %d", st, len(wantLate), wm)
 	}
 }
@@ -231,8 +237,8 @@ func TestSettleAcksOnlyAfterCommitAndGroupsWhileBusy(t *testing.T) {
 	if err := lp.settle(); err != nil {
 		t.Fatal(err)
 	}
-	if lp.committed != 7 || !slices.Equal(u.c.acked(), []uint64{7}) || u.layer.Status()["orders"].Seq != 7 {
-		t.Fatalf("committed %d, acks %v, status %+v: want 7", lp.committed, u.c.acked(), u.layer.Status()["orders"])
+	if lp.committed != 7 || !slices.Equal(u.c.acked(), []uint64{7}) || u.layer.Status()["orders"].Partitions[0].Seq != 7 {
+		t.Fatalf("committed %d, acks %v, status %+v: want 7", lp.committed, u.c.acked(), u.layer.Status()["orders"].Partitions[0])
 	}
 	step() // nothing fetched: the group is committed
 	u.store.gate <- struct{}{}
@@ -351,13 +357,13 @@ func TestOpen(t *testing.T) {
 			u.log.info = eventlog.StreamInfo{FirstSeq: 1, LastSeq: 20, Msgs: 20, LastTime: time.UnixMilli(cutoff + 5000)}
 			u.c.info = eventlog.Info{AckFloor: 11}
 			lp := u.loop()
-			defer lp.close(context.Background())
-			if ok, err := lp.open(context.Background()); err != nil || !ok {
-				t.Fatalf("open: %v %v", ok, err)
+			defer lp.close()
+			if err := lp.open(context.Background()); err != nil {
+				t.Fatalf("open: %v", err)
 			}
 			st := u.log.opened()
 			if !tc.fresh {
-				if len(u.store.resets) != 0 || len(u.store.commits()) != 0 || st[0] != (eventlog.Start{Seq: 8}) ||
+				if len(u.store.resets) != 0 || len(u.store.legacy) != 0 || len(u.store.commits()) != 0 || st[0] != (eventlog.Start{Seq: 8}) ||
 					lp.committed != 7 || lp.expect != 8 || lp.wm.Max != 1234 || lp.freshFrom != 0 {
 					t.Fatalf("resets %v, commits %v, start %+v, committed %d, expect %d, watermark %d: want the stored position used",
 						u.store.resets, u.store.commits(), st, lp.committed, lp.expect, lp.wm.Max)
@@ -372,6 +378,9 @@ func TestOpen(t *testing.T) {
 			if len(u.store.resets) != 1 || !slices.Equal(u.store.resets[0], keys) {
 				t.Fatalf("resets %v, want %v", u.store.resets, keys)
 			}
+			if len(u.store.legacy) != 1 || !slices.Equal(u.store.legacy[0], keys) {
+				t.Fatalf("legacy state dropped for %v, want once for %v (partition 0 starting fresh)", u.store.legacy, keys)
+			}
 			if len(cs) != 1 || cs[0].prev != 0 || cs[0].next.Seq != 0 || cs[0].next.Target != 20 || cs[0].freshFrom != cutoff ||
 				cs[0].next.Owner != u.layer.owner || slices.ContainsFunc(cs[0].counts, func(n float64) bool { return n != 0 }) {
 				t.Fatalf("commits %+v: want one empty commit creating the position, target 20, from the cutoff", cs)
@@ -380,35 +389,94 @@ func TestOpen(t *testing.T) {
 				t.Fatalf("start %+v, committed %d, expect %d, fresh from %d: want from the cutoff, after the ack floor",
 					st[0], lp.committed, lp.expect, lp.freshFrom)
 			}
-			if got := u.layer.Status()["orders"].Rebuilds; got != 1 {
+			if got := u.layer.Status()["orders"].Partitions[0].Rebuilds; got != 1 {
 				t.Fatalf("rebuilds %d, want 1", got)
 			}
 		})
 	}
 }
 
-// While another process holds the writer lease, open stands by; it gives
-// up (false, nil) when ctx ends, having read nothing.
-func TestOpenStandsByWhileTheLeaseIsHeld(t *testing.T) {
-	u := newUnit(t, nil)
-	u.store.owner = "another"
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	lp := u.loop()
-	ok, err := lp.open(ctx)
-	lp.close(ctx)
-	if ok || err != nil || len(u.log.opened()) != 0 || u.store.owner != "another" {
-		t.Fatalf("open: %v %v, consumers %v, lease %q: want a standby that gave up", ok, err, u.log.opened(), u.store.owner)
+// sharesOf is a Shares that runs work for the partitions in run only,
+// until stop, and records what it was handed.
+type sharesOf struct {
+	run   []leases.Partition
+	stop  chan struct{}
+	given []leases.Partition
+}
+
+func (s *sharesOf) Owner() string { return "me" }
+
+func (s *sharesOf) Run(ctx context.Context, parts []leases.Partition, work func(context.Context, leases.Partition) error) error {
+	s.given = parts
+	wctx, cancel := context.WithCancel(ctx)
+	go func() { <-s.stop; cancel() }()
+	var wg sync.WaitGroup
+	for _, p := range s.run {
+		wg.Go(func() { _ = work(wctx, p) })
 	}
-	u.store.owner = ""
-	lp = u.loop()
-	ok, err = lp.open(context.Background())
-	if !ok || err != nil || u.store.owner != u.layer.owner {
-		t.Fatalf("open: %v %v, lease %q: want the lease taken once free", ok, err, u.store.owner)
+	wg.Wait()
+	cancel()
+	return nil
+}
+
+// Run hands every partition of the streams with views to the Shares and
+// runs the ones it is given: their status names this process as owner
+// while they run. A partition taken away while the layer runs is counted
+// (braid_speed_lease_lost_total) and its status loses the owner.
+func TestRunRunsThePartitionsItIsGiven(t *testing.T) {
+	yaml := strings.Replace(unitYAML, "allowed_lateness: 1h", "allowed_lateness: 1h\n    partitions: 3", 1)
+	yaml = strings.Replace(yaml, "views:", "  clicks:\n    time: ts\n    fields: { ts: time }\nviews:", 1)
+	cfg, err := config.Parse([]byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	lp.close(context.Background())
-	if u.store.owner != "" || !u.c.closed {
-		t.Fatalf("after close: lease %q, consumer closed %v", u.store.owner, u.c.closed)
+	cat, err := cfg.Compile([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &journal{}
+	c := &fakeConsumer{j: j}
+	fl := &fakeLog{j: j, c: c}
+	shares := &sharesOf{run: []leases.Partition{{Stream: "orders", P: 1}}, stop: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	l := New(Config{BatchSize: 100, MaxWait: 10 * time.Millisecond, Epoch: time.Second}, fl, &fakeStore{j: j}, nil, shares, cat, testenv.Logger(t), reg)
+	if l.owner != "me" {
+		t.Fatalf("owner %q, want the shares' owner", l.owner)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	owners := func() []string {
+		var out []string
+		for _, p := range l.Status()["orders"].Partitions {
+			out = append(out, fmt.Sprint(p.Partition, ":", p.Owner))
+		}
+		return out
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(fl.opened()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := owners(); !slices.Equal(got, []string{"0:", "1:me", "2:"}) || len(fl.opened()) == 0 {
+		t.Fatalf("partition owners %v, consumers %v: want partition 1 run here", got, fl.opened())
+	}
+	if _, ok := l.Status()["clicks"]; ok {
+		t.Fatalf("status of clicks, a stream without views: %+v", l.Status())
+	}
+	close(shares.stop)
+	for time.Now().Before(deadline) && testenv.CounterValue(t, reg, "braid_speed_lease_lost_total", map[string]string{"stream": "orders"}) != 1 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := owners(); !slices.Equal(got, []string{"0:", "1:", "2:"}) {
+		t.Fatalf("partition owners %v after it was taken away: want none here", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := []leases.Partition{{Stream: "orders", P: 0}, {Stream: "orders", P: 1}, {Stream: "orders", P: 2}}
+	if !slices.Equal(shares.given, want) {
+		t.Fatalf("partitions handed to the shares %v, want %v", shares.given, want)
 	}
 }
 
@@ -418,7 +486,7 @@ func TestCloseHandsHeldRecordsBack(t *testing.T) {
 	lp := u.openAt(t, 4)
 	all := u.records(t, 1, 9)
 	lp.accept([]eventlog.Msg{all[6], all[8]}) // 7, 9: 5 is missing
-	lp.close(context.Background())
+	lp.close()
 	naks := append([]uint64(nil), u.c.naks...)
 	slices.Sort(naks)
 	if !slices.Equal(naks, []uint64{7, 9}) || len(u.c.acked()) != 0 {

@@ -70,7 +70,7 @@ func TestChangedViewsRebuildBesideTheOthers(t *testing.T) {
 	}
 	e.cat = cat
 	l := speed.New(speed.Config{BatchSize: 20, MaxWait: 20 * time.Millisecond, Epoch: time.Second, MaxCells: 100}, e.log, e.store,
-		zero{}, cat, testenv.Logger(t), nil)
+		zero{}, nil, cat, testenv.Logger(t), nil)
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)

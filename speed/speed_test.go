@@ -50,7 +50,14 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	cfg, err := config.Parse([]byte(cfgYAML), nil)
+	return setupWith(t, cfgYAML)
+}
+
+// setupWith is setup over the configuration yaml (an orders stream of any
+// number of partitions, the views verify checks).
+func setupWith(t *testing.T, yaml string) *env {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +68,8 @@ func setup(t *testing.T) *env {
 	n := testenv.StartNATS(t)
 	_, js := n.JetStream(t)
 	ns := testenv.Namespace(t)
-	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: ns, DedupWindow: time.Minute})
+	log, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: ns, DedupWindow: time.Minute,
+		Partitions: map[string]int{"orders": cat.Streams["orders"].Partitions}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +79,10 @@ func setup(t *testing.T) *env {
 }
 
 // publish prepares and appends n new events (and re-sends dup of them with
-// the same ids, which the log drops). A Publish call is one log record: the
-// events go out in calls of 1..7 of them in turn, so the log holds records
-// of several events and the layer reads many records.
+// the same ids, which the log drops), each to its partition. A Publish
+// call is one log record per partition: the events go out in calls of
+// 1..7 of them in turn, so the log holds records of several events and
+// the layer reads many records.
 func (e *env) publish(t *testing.T, n, dup int) {
 	t.Helper()
 	s := e.cat.Streams["orders"]
@@ -90,7 +99,7 @@ func (e *env) publish(t *testing.T, n, dup int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs = append(recs, eventlog.Record{ID: pe.ID, Data: rec})
+		recs = append(recs, eventlog.Record{ID: pe.ID, Data: rec, Part: s.PartitionOf(&pe)})
 	}
 	for k := 0; len(recs) > 0; k++ {
 		part := recs[:min(len(recs), 1+k%7)]
@@ -104,7 +113,7 @@ func (e *env) publish(t *testing.T, n, dup int) {
 
 func (e *env) layer(t *testing.T) (*speed.Layer, context.CancelFunc, *sync.WaitGroup) {
 	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second, MaxCells: 100}, e.log, e.store,
-		zero{}, e.cat, testenv.Logger(t), nil)
+		zero{}, nil, e.cat, testenv.Logger(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -144,21 +153,24 @@ type viewCheck struct {
 	match   func(f []any, a *agg) bool
 }
 
-// verifyViews checks that the speed layer has caught up with the log and
-// that each view's cells (all of epochs >= minEpoch), summed over epochs,
-// match a direct computation over sent.
+// verifyViews checks that the speed layer has caught up with the log (the
+// position of every partition at its last record) and that each view's
+// cells of every partition (all of epochs >= minEpoch), summed over epochs
+// and partitions, match a direct computation over sent.
 func (e *env) verifyViews(sent []map[string]any, minEpoch int64, checks []viewCheck) string {
 	ctx := context.Background()
-	info, err := e.log.Info(ctx, "orders", 0)
-	if err != nil {
-		return err.Error()
-	}
-	pos, _, err := e.store.Position(ctx, "orders", 0)
-	if err != nil {
-		return err.Error()
-	}
-	if pos.Seq != info.LastSeq {
-		return fmt.Sprintf("position %d, log at %d", pos.Seq, info.LastSeq)
+	for p := range e.log.Partitions("orders") {
+		info, err := e.log.Info(ctx, "orders", p)
+		if err != nil {
+			return err.Error()
+		}
+		pos, _, err := e.store.Position(ctx, "orders", p)
+		if err != nil {
+			return err.Error()
+		}
+		if pos.Seq != info.LastSeq {
+			return fmt.Sprintf("partition %d: position %d, log at %d", p, pos.Seq, info.LastSeq)
+		}
 	}
 	for _, view := range checks {
 		v := e.cat.Views[view.name]
@@ -242,21 +254,18 @@ func TestSpeedExactThroughRestartsLossAndTwoWriters(t *testing.T) {
 	}
 	eventually(t, "after Redis loss", e.verify)
 
-	// A second speed process on the same stream does not double count,
-	// even when the writer lease vanishes (as if it expired during a pause)
-	// and both consume at once from the shared durable consumer: then only
-	// the position's compare-and-set keeps them apart.
+	// A second speed process on the same stream does not double count:
+	// without shares both run the partition and consume at once from the
+	// shared durable consumer (as two processes would when a lease expired
+	// during a pause); only the position's compare-and-set keeps them
+	// apart.
 	_, stop2, _ := e.layer(t)
-	rdb := e.redis.Client(t)
 	for i := 0; i < 8; i++ {
 		e.publish(t, 300, 20)
-		if err := rdb.Del(context.Background(), e.ns+":lease:orders").Err(); err != nil {
-			t.Fatal(err)
-		}
 		time.Sleep(300 * time.Millisecond)
 	}
 	eventually(t, "two writers", e.verify)
-	// The first stops (graceful flush); the standby takes over.
+	// The first stops (graceful flush); the other goes on alone.
 	stop()
 	e.publish(t, 400, 10)
 	eventually(t, "after takeover", e.verify)
@@ -288,7 +297,7 @@ func TestRebuildStartsAtTheCutoff(t *testing.T) {
 	e.publish(t, 600, 0)
 
 	l := speed.New(speed.Config{BatchSize: 250, MaxWait: 50 * time.Millisecond, Epoch: epoch, MaxCells: 1000}, e.log, e.store,
-		cutoff(c), e.cat, testenv.Logger(t), nil)
+		cutoff(c), nil, e.cat, testenv.Logger(t), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -313,7 +322,7 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	s := e.cat.Streams["orders"]
 	now := time.Now()
 	reg := prometheus.NewRegistry()
-	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second}, e.log, e.store, zero{}, e.cat, testenv.Logger(t), reg)
+	l := speed.New(speed.Config{BatchSize: 300, MaxWait: 50 * time.Millisecond, Epoch: time.Second}, e.log, e.store, zero{}, nil, e.cat, testenv.Logger(t), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
@@ -336,7 +345,7 @@ func TestTooLateSkippedAndRecorded(t *testing.T) {
 	}
 	eventually(t, "late recorded", func() string {
 		n, _ := e.log.LateCount(context.Background(), "orders")
-		st := l.Status()["orders"]
+		st := l.Status()["orders"].Partitions[0]
 		if n != 1 || st.Late != 1 || st.Seq != 1 {
 			return fmt.Sprintf("late in log %d, status %+v", n, st)
 		}
@@ -474,7 +483,7 @@ func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
 	}
 	folded := func(seq, late uint64) func() string {
 		return func() string {
-			if st := l.Status()["orders"]; st.Seq != seq || st.Late != late {
+			if st := l.Status()["orders"].Partitions[0]; st.Seq != seq || st.Late != late {
 				return fmt.Sprintf("status %+v, want seq %d with %d too late", st, seq, late)
 			}
 			return ""
@@ -495,7 +504,7 @@ func TestFarFutureEventKeepsTheWatermark(t *testing.T) {
 		t.Fatal(err)
 	}
 	arrival := m.Time.UnixMilli()
-	if wm := l.Status()["orders"].Watermark; wm != arrival+time.Minute.Milliseconds() {
+	if wm := l.Status()["orders"].Partitions[0].Watermark; wm != arrival+time.Minute.Milliseconds() {
 		t.Fatalf("watermark %s after the far-future event, want its arrival %s plus one minute", logic.FormatTime(wm), logic.FormatTime(arrival))
 	}
 

@@ -350,12 +350,13 @@ func injectBatchKill(tr *trial) string {
 // micro-batch in hand), the other takes over the stream and commits past
 // it, then SIGCONT: the zombie's stale commit must be refused by the
 // position's compare-and-set. Then the writer lease is deleted over and
-// over for a while, so both write at once.
+// over for a while (its owner takes it again at its next tick).
 func injectTwoSpeed(tr *trial) string {
 	t := tr.t
 	rdb := tr.redis.Client(t)
 	ctx := context.Background()
-	leaseKey, posKey := tr.ns+":lease:"+speedstore.Tag("orders", 0), tr.ns+":pos:"+speedstore.Tag("orders", 0)
+	// The stream's one partition: its speed lease and position.
+	leaseKey, posKey := tr.ns+":lease:"+speedstore.Tag("orders", 0)+":speed", tr.ns+":pos:"+speedstore.Tag("orders", 0)
 	// The writer is the lease holder: its owner string ends in -<pid>-<hex>.
 	zombie := -1
 	eventually(t, "a speed process holds the lease", settleTimeout, func() string {

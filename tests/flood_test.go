@@ -83,7 +83,7 @@ func TestFlood(t *testing.T) {
 	base, ns := st.Base, st.Namespace
 	// The speed layer starts behind, as when a standby takes over: another
 	// owner's writer lease holds it back for the first 2.5 s of the flood.
-	if err := st.Redis.Client(t).Set(context.Background(), ns+":lease:"+speedstore.Tag("clicks", 0), "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
+	if err := st.Redis.Client(t).Set(context.Background(), ns+":lease:"+speedstore.Tag("clicks", 0)+":speed", "flood-test-previous-owner", 2500*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	p := st.Start("up")
@@ -133,7 +133,7 @@ func TestFlood(t *testing.T) {
 			if resp, err := client.Get(base + "/metrics"); err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if v, ok := metricValue(string(b), `braid_speed_consumer_lag{stream="clicks"}`); ok && int64(v) > metricPeak.Load() {
+				if v, ok := metricValue(string(b), `braid_speed_consumer_lag{partition="0",stream="clicks"}`); ok && int64(v) > metricPeak.Load() {
 					metricPeak.Store(int64(v))
 				}
 				if v, ok := metricValue(string(b), `braid_consumer_pending{consumer="speed",partition="0",stream="clicks"}`); ok && int64(v) > serverPeak.Load() {

@@ -281,9 +281,13 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	a.js = js
 	n := a.cfg.NATS
 	var l *eventlog.Log
+	parts := make(map[string]int, len(a.cat.Streams))
+	for name, s := range a.cat.Streams {
+		parts[name] = s.Partitions
+	}
 	err = a.untilNATSReady(ctx, "open the event log", func() (err error) {
 		l, err = eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
-			Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
+			Namespace: a.cfg.Namespace, Partitions: parts, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
 			MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
 			DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxRecords: a.cfg.DLQ.MaxRecords, LateMaxMsgs: a.cfg.DLQ.MaxLate, PublishTimeout: n.PublishTimeout.D(),
 			Logger: a.logger,
@@ -417,7 +421,7 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 // as pool_size or read_timeout wins).
 const (
 	redisSpeedPool        = 16
-	redisSpeedPoolTimeout = 5 * time.Second // the lease lasts at least 5 s
+	redisSpeedPoolTimeout = 5 * time.Second // an outage beyond it: the partitions' leases lapse meanwhile (defaults.LeaseTTL)
 	redisQueryPool        = 16
 	redisQueryPoolTimeout = 10 * time.Second
 	redisTimeout          = 5 * time.Second // one command or pipeline: dial, write, read

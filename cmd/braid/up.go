@@ -17,6 +17,7 @@ import (
 	"github.com/braid-data/braid/speed"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/leases"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
@@ -40,10 +41,14 @@ func (a *app) newSpeed(l *layers) {
 	a.newSpeedFrom(l, batchviews.CutoffSource{Store: l.views, Catalog: a.cat})
 }
 
+// newSpeedFrom builds the speed layer; the partitions of the streams are
+// shared out among the running speed processes by leases in Redis.
 func (a *app) newSpeedFrom(l *layers, cutoffs speed.CutoffSource) {
 	c := a.cfg
+	logger := a.logger.With("layer", "speed")
+	shares := leases.New(a.rdb, leases.Options{Namespace: c.Namespace, Role: "speed", Logger: logger})
 	l.speed = speed.New(speed.Config{Namespace: c.Namespace, BatchSize: c.Speed.BatchSize, MaxWait: c.Speed.MaxWait.D(),
-		Epoch: c.Epoch.D(), MaxCells: c.Speed.MaxCells}, a.log, l.store, cutoffs, a.cat, a.logger.With("layer", "speed"), a.reg)
+		Epoch: c.Epoch.D(), MaxCells: c.Speed.MaxCells}, a.log, l.store, cutoffs, shares, a.cat, logger, a.reg)
 }
 
 func (a *app) newArchiver(l *layers) {

@@ -164,7 +164,7 @@ func TestBenchLayers(t *testing.T) {
 	limit := e.rawConsume(t, "raw-speed")
 	redis := testenv.StartRedis(t)
 	store := speedstore.New(redis.Client(t), testenv.Namespace(t))
-	sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, e.cat, nil, nil)
+	sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, nil, e.cat, nil, nil)
 	d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders", 0); return p.Seq >= e.last })
 	report(t, "speed_3views_5measures", float64(n)/d.Seconds(), "events/s", limit)
 	report(t, "speed_3views_5measures_vs_per_message", float64(n)/d.Seconds(), "events/s", perMessage)

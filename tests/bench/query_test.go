@@ -218,7 +218,7 @@ func TestBenchQuery(t *testing.T) {
 	}
 	store := speedstore.New(st.Redis.Client(t), st.Namespace)
 	sp := speed.New(speed.Config{BatchSize: cfg.Speed.BatchSize, MaxWait: cfg.Speed.MaxWait.D(), Epoch: epoch, MaxCells: cfg.Speed.MaxCells},
-		log, store, batchviews.CutoffSource{Store: views, Catalog: cat}, cat, nil, nil)
+		log, store, batchviews.CutoffSource{Store: views, Catalog: cat}, nil, cat, nil, nil)
 	runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, s.Name, 0); return p.Seq >= logInfo.LastSeq })
 
 	// 3. braid serve, its own process, over that state.

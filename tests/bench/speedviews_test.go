@@ -82,7 +82,7 @@ func TestBenchSpeedViews(t *testing.T) {
 				t.Fatal(err)
 			}
 			store := speedstore.New(rdb, testenv.Namespace(t))
-			sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, cat, nil, nil)
+			sp := speed.New(speed.Config{BatchSize: 2000, MaxWait: 25 * time.Millisecond, Epoch: 10 * time.Second, MaxCells: 50000}, e.log, store, zeroCutoff{}, nil, cat, nil, nil)
 			d := runUntil(t, sp.Run, func() bool { p, _, _ := store.Position(ctx, "orders", 0); return p.Seq >= e.last })
 			rate := float64(n) / d.Seconds()
 			report(t, fmt.Sprintf("speed_%dviews_5measures%s", k, set.suffix), rate, "events/s", limit)
