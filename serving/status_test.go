@@ -39,7 +39,7 @@ type statusArchive struct {
 	err error
 }
 
-func (a statusArchive) ArchiveCheckpoint(context.Context, string) (serving.ArchivePosition, error) {
+func (a statusArchive) ArchiveCheckpoint(context.Context, string, int) (serving.ArchivePosition, error) {
 	return a.pos, a.err
 }
 

@@ -66,10 +66,31 @@ func (r speedStatus) StreamStatus(ctx context.Context, stream string) (query.Str
 	return query.SpeedOf(parts), nil
 }
 
+// partitionOwners is serving's PartitionOwners: a partition's speed owner
+// is the process that committed its position last (the position's Owner);
+// the archive's owner is not recorded (the lake's checkpoint names no
+// process), so it is reported unknown.
+type partitionOwners struct{ s *speedstore.Store }
+
+func (o partitionOwners) PartitionOwners(ctx context.Context, role, stream string, n int) ([]string, error) {
+	out := make([]string, n)
+	if role != serving.RoleSpeed {
+		return out, nil
+	}
+	for p := range out {
+		pos, _, err := o.s.Position(ctx, stream, p)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = pos.Owner
+	}
+	return out, nil
+}
+
 type archiveStatus struct{ lk *lake.Lake }
 
-func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string) (serving.ArchivePosition, error) {
-	cp, err := a.lk.Checkpoint(stream)
+func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string, p int) (serving.ArchivePosition, error) {
+	cp, err := a.lk.PartCheckpoint(stream, p)
 	if err != nil {
 		return serving.ArchivePosition{}, err
 	}
@@ -159,7 +180,7 @@ func (a *app) servingOptions(l *layers) serving.Options {
 		a.reg.MustRegister(a.log.ConsumerCollector(a.cat.StreamOrder))
 	}
 	if l.qstore != nil {
-		o.Speed, o.SpeedStatus = speedReader{l.qstore}, speedStatus{s: l.qstore, cat: a.cat}
+		o.Speed, o.SpeedStatus, o.Owners = speedReader{l.qstore}, speedStatus{s: l.qstore, cat: a.cat}, partitionOwners{l.qstore}
 		if l.lake != nil {
 			o.Auditor = auditor{lake: l.lake, store: l.qstore, views: l.views, log: a.log, wait: 10 * time.Second}
 		}
