@@ -280,13 +280,17 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	}
 	a.js = js
 	n := a.cfg.NATS
+	parts := make(map[string]int, len(a.cat.Streams))
+	for name, st := range a.cat.Streams {
+		parts[name] = st.Partitions
+	}
 	var l *eventlog.Log
 	err = a.untilNATSReady(ctx, "open the event log", func() (err error) {
 		l, err = eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
 			Namespace: a.cfg.Namespace, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),
 			MaxMsgs: n.MaxMsgs, MaxBytes: n.MaxBytes,
 			DLQMaxAge: a.cfg.DLQ.MaxAge.D(), DLQMaxRecords: a.cfg.DLQ.MaxRecords, LateMaxMsgs: a.cfg.DLQ.MaxLate, PublishTimeout: n.PublishTimeout.D(),
-			Logger: a.logger,
+			Partitions: parts, Logger: a.logger,
 		})
 		return err
 	})

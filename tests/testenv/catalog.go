@@ -23,14 +23,15 @@ type Catalog struct {
 
 // Stream is one stream of a Catalog.
 type Stream struct {
-	Name      string
-	Time      string   // the time field
-	ID        string   // the id field; "" for none
-	Lateness  string   // allowed_lateness; "" for the default
-	MaxFuture string   // max_future; "" for the default
-	Fields    []string // "name: type", in order
-	Required  []string
-	PII       []string // "field: mode", e.g. "email: hash"
+	Name       string
+	Time       string   // the time field
+	ID         string   // the id field; "" for none
+	Lateness   string   // allowed_lateness; "" for the default
+	MaxFuture  string   // max_future; "" for the default
+	Fields     []string // "name: type", in order
+	Required   []string
+	PII        []string // "field: mode", e.g. "email: hash"
+	Partitions int      // partitions; 0 for the default (one)
 }
 
 // View is one view of a Catalog.
@@ -230,6 +231,9 @@ func (s Stream) yaml() string {
 	}
 	if len(s.PII) > 0 {
 		fmt.Fprintf(&b, "    pii: { %s }\n", strings.Join(s.PII, ", "))
+	}
+	if s.Partitions > 0 {
+		fmt.Fprintf(&b, "    partitions: %d\n", s.Partitions)
 	}
 	return b.String()
 }
