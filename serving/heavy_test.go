@@ -28,6 +28,7 @@ import (
 // it). gate, when set, runs before every read (with the read's context).
 type storeSpeed struct {
 	st   *speedstore.Store
+	cat  *config.Catalog // the streams' partitions
 	mu   sync.Mutex
 	gate func(ctx context.Context)
 }
@@ -51,15 +52,21 @@ func (r *storeSpeed) ReadCells(ctx context.Context, v *logic.View, from, to, min
 }
 
 func (r *storeSpeed) StreamStatus(ctx context.Context, stream string) (query.StreamSpeed, error) {
-	p, found, err := r.st.Position(ctx, stream, 0)
-	if err != nil || !found {
-		return query.StreamSpeed{}, err
+	parts := make([]query.PartSpeed, r.cat.Streams[stream].Partitions)
+	for i := range parts {
+		p, found, err := r.st.Position(ctx, stream, i)
+		if err != nil {
+			return query.StreamSpeed{}, err
+		}
+		if !found {
+			continue
+		}
+		parts[i] = query.PartSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, LastArrival: p.LastArrival, Target: p.Target, Views: map[string]query.ViewSpeed{}}
+		for k, vp := range p.Views {
+			parts[i].Views[k] = query.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From}
+		}
 	}
-	out := query.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Views: map[string]query.ViewSpeed{}}
-	for k, vp := range p.Views {
-		out.Views[k] = query.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From}
-	}
-	return out, nil
+	return query.SpeedOf(parts), nil
 }
 
 // wideEnv is a view with one group per key (and a bucket of ten keys)
@@ -91,7 +98,7 @@ func newWideEnv(t *testing.T, cfg config.Config, cache int64) *wideEnv {
 		t.Fatal(err)
 	}
 	e := &wideEnv{t: t, st: speedstore.New(r.Client(t), testenv.Namespace(t)), s: s, v: v, reg: prometheus.NewRegistry()}
-	e.speed = &storeSpeed{st: e.st}
+	e.speed = &storeSpeed{st: e.st, cat: testCatalog(s, v)}
 	views, err := batchviews.OpenDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -20,10 +20,29 @@ type ArchivePosition struct {
 	CoveredUntil int64  // every record that arrived before it (unix ms) is in the lake
 }
 
-// ArchiveStatus reports the archiver's progress on a stream (the lake's
-// checkpoint: (*lake.Lake).Checkpoint maps onto it). Safe for concurrent use.
+// ArchiveStatus reports the archiver's progress on partition p of a
+// stream (the lake's checkpoint of the partition:
+// (*lake.Lake).PartCheckpoint maps onto it). Safe for concurrent use.
 type ArchiveStatus interface {
-	ArchiveCheckpoint(ctx context.Context, stream string) (ArchivePosition, error)
+	ArchiveCheckpoint(ctx context.Context, stream string, p int) (ArchivePosition, error)
+}
+
+// The roles of the processes that share a stream's partitions out among
+// themselves (PartitionOwners).
+const (
+	RoleSpeed   = "speed"
+	RoleArchive = "archive"
+)
+
+// PartitionOwners tells which process holds each partition of a stream in
+// a role (RoleSpeed, RoleArchive), for /v1/status.
+//
+// PartitionOwners returns n owners (process ids), in partition order, ""
+// for a partition no process holds now (or whose holder it cannot tell).
+// Safe for concurrent use; an error leaves the owners out of the status
+// (null, with owners_error).
+type PartitionOwners interface {
+	PartitionOwners(ctx context.Context, role, stream string, n int) ([]string, error)
 }
 
 // BatchRunner starts batch runs. *batch.Runner satisfies it.
@@ -59,7 +78,8 @@ type BatchViews interface {
 // (*eventlog.Log) satisfies it.
 //
 // EventCount, DeadLetterCount and LateCount are a stream's events, dead
-// letters and too-late events stored so far; Info is its log's state.
+// letters and too-late events stored so far (over every partition); Info
+// is the state of partition p of its log.
 // DeadLetters lists up to limit dead letters of the stream after cursor
 // after, in log order. All are safe for concurrent use; an error means the
 // figure or the list could not be read (the status shows the error, the

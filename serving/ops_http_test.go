@@ -52,7 +52,7 @@ func (f *fakeRunner) Start(views []string) (string, error) {
 
 type fakeArchive struct{}
 
-func (fakeArchive) ArchiveCheckpoint(context.Context, string) (serving.ArchivePosition, error) {
+func (fakeArchive) ArchiveCheckpoint(context.Context, string, int) (serving.ArchivePosition, error) {
 	return serving.ArchivePosition{Seq: 3, CoveredUntil: 1_764_000_000_000}, nil
 }
 

@@ -60,7 +60,7 @@ func (f *fakeSpeed) StreamStatus(context.Context, string) (query.StreamSpeed, er
 	for _, v := range f.joined {
 		views[v.StateKey()] = query.ViewSpeed{JoinedOK: true, Joined: f.seq}
 	}
-	return query.StreamSpeed{Found: true, Seq: f.seq, Watermark: f.wm, Views: views}, nil
+	return query.SpeedOf([]query.PartSpeed{{Found: true, Seq: f.seq, Watermark: f.wm, Views: views}}), nil
 }
 
 type queryEnv struct {

@@ -40,6 +40,7 @@ type Options struct {
 	Speed       query.SpeedReader
 	SpeedStatus query.SpeedStatus
 	Archive     ArchiveStatus
+	Owners      PartitionOwners // the holders of the streams' partitions (nil: owners unknown, null in the status)
 	Views       BatchViews
 	Runner      BatchRunner
 	RunnerBusy  error                           // the error Runner.Start matches when busy (e.g. batch.ErrBusy); ErrBatchBusy always counts
@@ -141,6 +142,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.sseClients, err = metrics.Register(s.reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "braid_sse_clients", Help: "Connected live (Server-Sent Events) clients."})); err != nil {
 		return nil, err
+	}
+	if opts.Log != nil && (opts.SpeedStatus != nil || opts.Archive != nil) {
+		if _, err = metrics.Register(s.reg, newPartitionLag(opts.Catalog, opts.Log, opts.SpeedStatus, opts.Archive)); err != nil {
+			return nil, err
+		}
 	}
 	getenv := opts.Getenv
 	if getenv == nil {

@@ -1,8 +1,10 @@
 package serving
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/braid-data/braid/logic"
@@ -29,6 +31,8 @@ type Status struct {
 // events stored in the clean log (each once), dead letters, too-late
 // records. A count that could not be read is null, with its error beside
 // it; without a log, the dead letters and too-late records are absent.
+// Log, Speed and Archive add up the stream's partitions; Partitions has
+// each (with one partition, its figures are the stream's).
 type StatusStream struct {
 	Accepted         *uint64                   `json:"accepted"`
 	AcceptedError    *string                   `json:"accepted_error,omitempty"`
@@ -38,32 +42,61 @@ type StatusStream struct {
 	Late             Optional[uint64]          `json:"late,omitzero"`
 	LateError        *string                   `json:"late_error,omitempty"`
 	Log              StatusPart[StatusLog]     `json:"log"`
+	OwnersError      *string                   `json:"owners_error,omitempty"` // why the partitions' owners could not be read (present only then)
+	Partitions       []StatusPartition         `json:"partitions"`
 	Rejected         *uint64                   `json:"rejected"` // the dead letters held
 	RejectedError    *string                   `json:"rejected_error,omitempty"`
 	Speed            StatusPart[StatusSpeed]   `json:"speed"`
 }
 
-// StatusLog is a stream's clean log, in log records.
+// StatusLog is a stream's clean log, in log records, over its
+// partitions: the sums of their first and last sequences and of the
+// records they hold, and the time of the latest record.
 type StatusLog struct {
 	FirstSeq uint64  `json:"first_seq"`
-	LastSeq  uint64  `json:"last_seq"`
+	LastSeq  uint64  `json:"last_seq"`  // records ever stored
 	LastTime *string `json:"last_time"` // RFC 3339 with nanoseconds, UTC; null when the log is empty
 	Msgs     uint64  `json:"msgs"`
 }
 
-// StatusSpeed is the speed layer's position on a stream.
+// StatusSpeed is the speed layer's position on a stream, over its
+// partitions.
 type StatusSpeed struct {
 	Lag          *uint64 `json:"lag"`            // log records not yet folded (null without a log)
-	MaxEventTime *string `json:"max_event_time"` // largest event time seen (null: none)
-	Seq          uint64  `json:"seq"`            // last log record folded
-	Watermark    *string `json:"watermark"`      // max event time minus the allowed lateness (null: none)
+	MaxEventTime *string `json:"max_event_time"` // largest event time seen in any partition (null: none)
+	Seq          uint64  `json:"seq"`            // log records folded: the sum of the partitions' positions
+	Watermark    *string `json:"watermark"`      // the partitions' watermark (logic.StreamMark) minus the allowed lateness (null: none)
 }
 
-// StatusArchive is the archiver's checkpoint on a stream.
+// StatusArchive is the archiver's checkpoint on a stream, over its
+// partitions.
 type StatusArchive struct {
-	CoveredUntil *string `json:"covered_until"` // every record that arrived before it is in the lake (null: none)
+	CoveredUntil *string `json:"covered_until"` // every record of every partition that arrived before it is in the lake (null: none)
 	Lag          *uint64 `json:"lag"`           // log records not yet in the lake (null without a log)
-	Seq          uint64  `json:"seq"`           // last log record in the lake
+	Seq          uint64  `json:"seq"`           // log records in the lake: the sum of the partitions' checkpoints
+}
+
+// StatusPartition is one partition of a stream: the end of its log, the
+// speed layer's position on it and the process holding it, and the
+// archiver's checkpoint. A figure that could not be read is null (the
+// stream's part says why).
+type StatusPartition struct {
+	Archive      StatusPart[StatusPartitionArchive] `json:"archive"`
+	Lag          *uint64                            `json:"lag"`            // log records not yet folded (null: the log or the position could not be read)
+	LastSeq      *uint64                            `json:"last_seq"`       // the partition's last log record (null: the log could not be read)
+	MaxEventTime *string                            `json:"max_event_time"` // largest event time folded (null: none)
+	Owner        *string                            `json:"owner"`          // the speed process holding the partition (null: none, or unknown)
+	Partition    int                                `json:"partition"`
+	Position     *uint64                            `json:"position"`  // the last log record folded (null: no position)
+	Watermark    *string                            `json:"watermark"` // max_event_time minus the allowed lateness (null: none)
+}
+
+// StatusPartitionArchive is the archiver's checkpoint on one partition.
+type StatusPartitionArchive struct {
+	CoveredUntil *string `json:"covered_until"` // every record of the partition that arrived before it is in the lake (null: none)
+	Lag          *uint64 `json:"lag"`           // log records not yet in the lake (null: the log could not be read)
+	Owner        *string `json:"owner"`         // the archive process holding the partition (null: none, or unknown)
+	Position     uint64  `json:"position"`      // the last log record in the lake
 }
 
 // StatusBatch is the current batch view version and the last run.
@@ -185,12 +218,16 @@ func (s *Server) status(ctx context.Context, now time.Time) Status {
 	return out
 }
 
-// streamStatus reads a stream's counts, log, speed position and archive
-// checkpoint; it notes the speed position in maxEvent and positions.
+// streamStatus reads a stream's counts, and its partitions' logs, speed
+// positions, archive checkpoints and owners; it notes the speed position
+// in positions, its largest event time in maxEvent.
 func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream, maxEvent map[string]int64, positions map[string]query.StreamSpeed) StatusStream {
-	var out StatusStream
-	var lastSeq uint64
-	haveLog := false
+	nparts := st.Partitions
+	out := StatusStream{Partitions: make([]StatusPartition, nparts)}
+	for p := range out.Partitions {
+		out.Partitions[p].Partition = p
+	}
+	var ends []uint64 // each partition's last log record; nil: unknown
 	if l := s.opts.Log; l != nil {
 		if n, err := l.EventCount(ctx, name); err == nil {
 			out.Accepted = &n
@@ -209,48 +246,159 @@ func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream
 			out.Late = Optional[uint64]{Set: true}
 			out.LateError = ptr(err.Error())
 		}
-		if info, err := l.Info(ctx, name, 0 /* PARTITION-0 */); err == nil {
-			lastSeq, haveLog = info.LastSeq, true
-			lg := StatusLog{FirstSeq: info.FirstSeq, LastSeq: info.LastSeq, Msgs: info.Msgs}
-			if !info.LastTime.IsZero() {
-				lg.LastTime = ptr(info.LastTime.UTC().Format(time.RFC3339Nano))
-			}
+		if lg, e, err := readLog(ctx, l, name, nparts); err == nil {
+			ends = e
 			out.Log = partOK(lg)
+			for p, last := range ends {
+				out.Partitions[p].LastSeq = ptr(last)
+			}
 		} else {
 			out.Log = partFailed[StatusLog](err)
 		}
 	} else {
 		out.Log = partUnavailable[StatusLog]()
 	}
-	if ss := s.opts.SpeedStatus; ss != nil {
-		if pos, err := ss.StreamStatus(ctx, name); err == nil {
-			maxEvent[name], positions[name] = pos.Watermark, pos
-			sp := StatusSpeed{Seq: pos.Seq, MaxEventTime: timePtr(pos.Watermark),
-				Watermark: timePtr(logic.Watermark{Max: pos.Watermark}.At(st.AllowedLateness))}
-			if haveLog {
-				sp.Lag = ptr(lag(lastSeq, pos.Seq))
+	out.Speed = s.speedStatus(ctx, name, st, ends, out.Partitions, maxEvent, positions)
+	out.Archive = s.archiveStatus(ctx, name, ends, out.Partitions)
+	if o := s.opts.Owners; o != nil {
+		var errs []error
+		if owners, err := o.PartitionOwners(ctx, RoleSpeed, name, nparts); err == nil {
+			for p := range min(nparts, len(owners)) {
+				out.Partitions[p].Owner = owner(owners[p])
 			}
-			out.Speed = partOK(sp)
 		} else {
-			out.Speed = partFailed[StatusSpeed](err)
+			errs = append(errs, err)
 		}
-	} else {
-		out.Speed = partUnavailable[StatusSpeed]()
-	}
-	if as := s.opts.Archive; as != nil {
-		if cp, err := as.ArchiveCheckpoint(ctx, name); err == nil {
-			ar := StatusArchive{Seq: cp.Seq, CoveredUntil: timePtr(cp.CoveredUntil)}
-			if haveLog {
-				ar.Lag = ptr(lag(lastSeq, cp.Seq))
+		if s.opts.Archive != nil {
+			if owners, err := o.PartitionOwners(ctx, RoleArchive, name, nparts); err == nil {
+				for p := range min(nparts, len(owners)) {
+					if a := out.Partitions[p].Archive.OK; a != nil {
+						a.Owner = owner(owners[p])
+					}
+				}
+			} else {
+				errs = append(errs, err)
 			}
-			out.Archive = partOK(ar)
-		} else {
-			out.Archive = partFailed[StatusArchive](err)
 		}
-	} else {
-		out.Archive = partUnavailable[StatusArchive]()
+		if err := errors.Join(errs...); err != nil {
+			out.OwnersError = ptr(err.Error())
+		}
 	}
 	return out
+}
+
+// readLog reads the state of each of a stream's n partitions' logs: their
+// sum, and each one's last record.
+func readLog(ctx context.Context, l EventLog, name string, n int) (StatusLog, []uint64, error) {
+	var lg StatusLog
+	var last time.Time
+	ends := make([]uint64, n)
+	for p := range n {
+		info, err := l.Info(ctx, name, p)
+		if err != nil {
+			return StatusLog{}, nil, err
+		}
+		lg.FirstSeq += info.FirstSeq
+		lg.LastSeq += info.LastSeq
+		lg.Msgs += info.Msgs
+		if info.LastTime.After(last) {
+			last = info.LastTime
+		}
+		ends[p] = info.LastSeq
+	}
+	if !last.IsZero() {
+		lg.LastTime = ptr(last.UTC().Format(time.RFC3339Nano))
+	}
+	return lg, ends, nil
+}
+
+// speedStatus reads the speed layer's position on a stream into its
+// partitions' entries (parts) and their sum; ends are the partitions'
+// last log records (nil: unknown).
+func (s *Server) speedStatus(ctx context.Context, name string, st *logic.Stream, ends []uint64, parts []StatusPartition, maxEvent map[string]int64, positions map[string]query.StreamSpeed) StatusPart[StatusSpeed] {
+	ss := s.opts.SpeedStatus
+	if ss == nil {
+		return partUnavailable[StatusSpeed]()
+	}
+	pos, err := ss.StreamStatus(ctx, name)
+	if err != nil {
+		return partFailed[StatusSpeed](err)
+	}
+	positions[name] = pos
+	sp := StatusSpeed{Seq: pos.Seq, Watermark: timePtr(logic.Watermark{Max: pos.Watermark}.At(st.AllowedLateness))}
+	var total uint64
+	for p := range parts {
+		var ps query.PartSpeed
+		if p < len(pos.Parts) {
+			ps = pos.Parts[p]
+		}
+		e := &parts[p]
+		if ps.Found {
+			maxEvent[name] = max(maxEvent[name], ps.Watermark)
+			e.Position, e.MaxEventTime = ptr(ps.Seq), timePtr(ps.Watermark)
+			e.Watermark = timePtr(logic.Watermark{Max: ps.Watermark}.At(st.AllowedLateness))
+		}
+		if ends != nil {
+			e.Lag = ptr(lag(ends[p], ps.Seq))
+			total += *e.Lag
+		}
+	}
+	sp.MaxEventTime = timePtr(maxEvent[name])
+	if ends != nil {
+		sp.Lag = ptr(total)
+	}
+	return partOK(sp)
+}
+
+// archiveStatus reads the archiver's checkpoint of each partition of a
+// stream into their entries (parts) and their sum; ends are the
+// partitions' last log records (nil: unknown).
+func (s *Server) archiveStatus(ctx context.Context, name string, ends []uint64, parts []StatusPartition) StatusPart[StatusArchive] {
+	as := s.opts.Archive
+	if as == nil {
+		for p := range parts {
+			parts[p].Archive = partUnavailable[StatusPartitionArchive]()
+		}
+		return partUnavailable[StatusArchive]()
+	}
+	var ar StatusArchive
+	var firstErr error
+	var total uint64
+	covered := int64(-1) // the smallest CoveredUntil
+	for p := range parts {
+		cp, err := as.ArchiveCheckpoint(ctx, name, p)
+		if err != nil {
+			parts[p].Archive = partFailed[StatusPartitionArchive](err)
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		pa := StatusPartitionArchive{Position: cp.Seq, CoveredUntil: timePtr(cp.CoveredUntil)}
+		if ends != nil {
+			pa.Lag = ptr(lag(ends[p], cp.Seq))
+			total += *pa.Lag
+		}
+		parts[p].Archive = partOK(pa)
+		ar.Seq += cp.Seq
+		if covered < 0 || cp.CoveredUntil < covered {
+			covered = cp.CoveredUntil
+		}
+	}
+	if firstErr != nil {
+		return partFailed[StatusArchive](firstErr)
+	}
+	ar.CoveredUntil = timePtr(covered)
+	if ends != nil {
+		ar.Lag = ptr(total)
+	}
+	return partOK(ar)
+}
+
+// owner is a process id, nil for none.
+func owner(id string) *string {
+	if id == "" {
+		return nil
+	}
+	return &id
 }
 
 // batchStatus reads the current batch version (nil when there is none or

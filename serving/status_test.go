@@ -39,7 +39,7 @@ type statusArchive struct {
 	err error
 }
 
-func (a statusArchive) ArchiveCheckpoint(context.Context, string) (serving.ArchivePosition, error) {
+func (a statusArchive) ArchiveCheckpoint(context.Context, string, int) (serving.ArchivePosition, error) {
 	return a.pos, a.err
 }
 
@@ -87,7 +87,7 @@ func TestStatusMatchesTheDocument(t *testing.T) {
 		{"nothing", serving.Options{}, map[string]string{"log": unavailablePart, "speed": unavailablePart, "archive": unavailablePart, "batch": unavailablePart}},
 		{"failing", serving.Options{Log: log, SpeedStatus: statusSpeed{err: down}, Archive: statusArchive{err: down}},
 			map[string]string{"log": okPart, "speed": errorPart, "archive": errorPart, "batch": unavailablePart}},
-		{"everything", serving.Options{Log: log, SpeedStatus: statusSpeed{pos: query.StreamSpeed{Found: true, Seq: 1, Watermark: now - 5_000}},
+		{"everything", serving.Options{Log: log, SpeedStatus: statusSpeed{pos: query.SpeedOf([]query.PartSpeed{{Found: true, Seq: 1, Watermark: now - 5_000}})},
 			Archive: statusArchive{pos: serving.ArchivePosition{Seq: 1, CoveredUntil: now - 1_000}}, Views: views},
 			map[string]string{"log": okPart, "speed": okPart, "archive": okPart, "batch": okPart}},
 	}

@@ -210,6 +210,54 @@ func TestDashboard(t *testing.T) {
 	})()`)
 	checkConsole("after the first events")
 
+	// The partition table of the stream: a row per partition, with the
+	// owner /v1/status names, the speed layer at the log's end (position
+	// = the partition's last record, no lag) and a watermark.
+	var status struct {
+		Streams map[string]struct {
+			Partitions []struct {
+				Partition int     `json:"partition"`
+				Owner     *string `json:"owner"`
+				LastSeq   *uint64 `json:"last_seq"`
+			} `json:"partitions"`
+		} `json:"streams"`
+	}
+	if code := dashHTTP(t, "GET", base+"/v1/status", "", &status); code != 200 {
+		t.Fatalf("status: %d", code)
+	}
+	type wantPart struct {
+		Partition int    `json:"partition"`
+		Owner     string `json:"owner"`
+		Position  string `json:"position"`
+	}
+	var wantParts []wantPart
+	for _, p := range status.Streams["orders"].Partitions {
+		if p.Owner == nil || p.LastSeq == nil {
+			t.Fatalf("status of partition %d: owner %v, last_seq %v", p.Partition, p.Owner, p.LastSeq)
+		}
+		wantParts = append(wantParts, wantPart{p.Partition, *p.Owner, strconv.FormatUint(*p.LastSeq, 10)})
+	}
+	if len(wantParts) == 0 {
+		t.Fatal("status lists no partition of orders")
+	}
+	wantJSON, _ := json.Marshal(wantParts)
+	waitPage(t, ctx, "the partition table of orders", 60*time.Second, `(() => {
+		const want = `+string(wantJSON)+`;
+		const t = document.querySelector('#partitions table.parts[data-stream="orders"]');
+		if (!t) return 'no partition table for orders';
+		const rows = t.tBodies[0].rows;
+		if (rows.length !== want.length) return rows.length + ' rows, want ' + want.length;
+		for (let i = 0; i < want.length; i++) {
+			const c = [...rows[i].cells].map((td) => td.textContent);
+			if (c[0] !== String(want[i].partition)) return 'row ' + i + ' is partition ' + c[0];
+			if (c[1] !== want[i].owner) return 'partition ' + i + ' owner ' + c[1] + ', want ' + want[i].owner;
+			if (c[2] !== want[i].position) return 'partition ' + i + ' position ' + c[2] + ', want ' + want[i].position;
+			if (c[3] !== '0') return 'partition ' + i + ' lag ' + c[3];
+			if (!/^\d\d:\d\d:\d\d$/.test(c[4])) return 'partition ' + i + ' watermark ' + c[4];
+		}
+		return '';
+	})()`)
+
 	// The measure selector switches the chart to revenue (a float sum).
 	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS(`section.chart[data-view="orders_by_country"] select`), "revenue"),
 		chromedp.Evaluate[chromedp.Void](`document.querySelector('section.chart[data-view="orders_by_country"] select').dispatchEvent(new Event('change'))`)); err != nil {

@@ -12,12 +12,14 @@ import (
 
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/dashboard"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/leases"
 	"github.com/braid-data/braid/storage/speedstore"
 )
 
@@ -33,25 +35,65 @@ func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs,
 	})
 }
 
-type speedStatus struct{ s *speedstore.Store }
+// speedStatus reads the speed position of every partition of a stream, a
+// round trip each.
+type speedStatus struct {
+	s   *speedstore.Store
+	cat *config.Catalog
+}
 
 func (r speedStatus) StreamStatus(ctx context.Context, stream string) (query.StreamSpeed, error) {
-	p, found, err := r.s.Position(ctx, stream, 0 /* PARTITION-0 */)
-	if err != nil || !found {
-		return query.StreamSpeed{}, err
+	st, ok := r.cat.Streams[stream]
+	if !ok {
+		return query.StreamSpeed{}, fmt.Errorf("speed status: unknown stream %q", stream)
 	}
-	out := query.StreamSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, Target: p.Target, Views: make(map[string]query.ViewSpeed, len(p.Views))}
-	for k, vp := range p.Views {
-		out.Views[k] = query.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From,
-			Rebuilding: vp.Rebuilding, Rebuilt: vp.Rebuilt, RebuildFirst: vp.RebuildFirst}
+	parts := make([]query.PartSpeed, st.Partitions)
+	for i := range parts {
+		p, found, err := r.s.Position(ctx, stream, i)
+		if err != nil {
+			return query.StreamSpeed{}, err
+		}
+		if !found {
+			continue
+		}
+		ps := query.PartSpeed{Found: true, Seq: p.Seq, Watermark: p.Watermark, LastArrival: p.LastArrival, Target: p.Target,
+			Views: make(map[string]query.ViewSpeed, len(p.Views))}
+		for k, vp := range p.Views {
+			ps.Views[k] = query.ViewSpeed{JoinedOK: vp.JoinedOK, Joined: vp.Joined, From: vp.From,
+				Rebuilding: vp.Rebuilding, Rebuilt: vp.Rebuilt, RebuildFirst: vp.RebuildFirst}
+		}
+		parts[i] = ps
+	}
+	return query.SpeedOf(parts), nil
+}
+
+// partitionOwners is serving's PartitionOwners: who holds each
+// partition's lease of a role (storage/leases; "" when nobody does).
+type partitionOwners struct {
+	rdb redis.UniversalClient
+	ns  string
+}
+
+func (o partitionOwners) PartitionOwners(ctx context.Context, role, stream string, n int) ([]string, error) {
+	parts := make([]leases.Partition, n)
+	for p := range parts {
+		parts[p] = leases.Partition{Stream: stream, P: p}
+	}
+	held, err := leases.Owners(ctx, o.rdb, o.ns, role, parts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, n)
+	for p, part := range parts {
+		out[p] = held[part]
 	}
 	return out, nil
 }
 
 type archiveStatus struct{ lk *lake.Lake }
 
-func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string) (serving.ArchivePosition, error) {
-	cp, err := a.lk.Checkpoint(stream)
+func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string, p int) (serving.ArchivePosition, error) {
+	cp, err := a.lk.PartCheckpoint(stream, p)
 	if err != nil {
 		return serving.ArchivePosition{}, err
 	}
@@ -146,7 +188,7 @@ func (a *app) servingOptions(l *layers) serving.Options {
 		a.reg.MustRegister(a.log.ConsumerCollector(a.cat.StreamOrder))
 	}
 	if l.qstore != nil {
-		o.Speed, o.SpeedStatus = speedReader{l.qstore}, speedStatus{l.qstore}
+		o.Speed, o.SpeedStatus, o.Owners = speedReader{l.qstore}, speedStatus{s: l.qstore, cat: a.cat}, partitionOwners{rdb: a.qrdb, ns: a.cfg.Namespace}
 		if l.lake != nil {
 			o.Auditor = auditor{lake: l.lake, store: l.qstore, views: l.views, log: a.log, wait: 10 * time.Second}
 		}
@@ -191,12 +233,14 @@ const maxLateAudited = 100_000
 
 func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
 	// A view being rebuilt has partial speed cells: nothing to audit yet.
-	pos, found, err := a.store.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
-	if err != nil {
-		return nil, err
-	}
-	if vp := pos.Views[v.StateKey()]; !found || !vp.JoinedOK || vp.Joined != pos.Seq {
-		return nil, fmt.Errorf("%w: %s (its speed state has not joined its stream's commits yet)", errViewRebuilding, v.Name)
+	for p := range v.Stream.Partitions {
+		pos, found, err := a.store.Position(ctx, v.Stream.Name, p)
+		if err != nil {
+			return nil, err
+		}
+		if vp := pos.Views[v.StateKey()]; !found || !vp.JoinedOK || vp.Joined != pos.Seq {
+			return nil, fmt.Errorf("%w: %s (its speed state has not joined the commits of partition %d of its stream yet)", errViewRebuilding, v.Name, p)
+		}
 	}
 	cut, err := a.views.Cutoff(v)
 	if err != nil {

@@ -280,11 +280,11 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 	}
 	a.js = js
 	n := a.cfg.NATS
-	var l *eventlog.Log
 	parts := make(map[string]int, len(a.cat.Streams))
-	for name, s := range a.cat.Streams {
-		parts[name] = s.Partitions
+	for name, st := range a.cat.Streams {
+		parts[name] = st.Partitions
 	}
+	var l *eventlog.Log
 	err = a.untilNATSReady(ctx, "open the event log", func() (err error) {
 		l, err = eventlog.Open(ctx, js, a.cat.StreamOrder, eventlog.Options{
 			Namespace: a.cfg.Namespace, Partitions: parts, Replicas: n.Replicas, DedupWindow: n.DedupWindow.D(), MaxAge: n.MaxAge.D(),

@@ -370,7 +370,7 @@ func (e *Engine) bucketSet(v *logic.View, q Query, in inputs, open bool) (*bucke
 	}
 	b.WriteByte('|')
 	if open {
-		b.WriteString("open@" + strconv.FormatUint(in.pos.Seq, 10) + "/" + strconv.FormatInt(in.pos.Watermark, 10) + "|")
+		b.WriteString("open@" + in.pos.Seqs() + "/" + strconv.FormatInt(in.pos.Watermark, 10) + "|")
 	}
 	writeQueryShape(&b, q)
 	key := b.String()
@@ -413,7 +413,7 @@ func (e *Engine) speedCells(ctx context.Context, v *logic.View, from, to, minEpo
 		}
 		return cells, nil
 	}
-	key := "speed|" + v.Name + "|" + strconv.FormatUint(in.pos.Seq, 10) + "|" + strconv.FormatInt(minEpoch, 10)
+	key := "speed|" + v.Name + "|" + in.pos.Seqs() + "|" + strconv.FormatInt(minEpoch, 10)
 	if x, ok := e.cache.get(key); ok {
 		if sn := x.(*speedSnapshot); from >= sn.from && to <= sn.to {
 			return sn.take(from, to, b)

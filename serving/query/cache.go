@@ -98,10 +98,10 @@ type cachedAnswer struct {
 const approxRowBytes = 320
 
 // cacheKey normalizes a query: equal keys give equal answers at the same
-// batch version and speed position.
-func cacheKey(v *logic.View, q Query, version string, seq uint64) string {
+// batch version and speed position (StreamSpeed.Seqs).
+func cacheKey(v *logic.View, q Query, version, seqs string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s|%s|%d|", v.Name, version, seq)
+	fmt.Fprintf(&b, "%s|%s|%s|", v.Name, version, seqs)
 	writeQueryShape(&b, q)
 	fmt.Fprintf(&b, "%d|%d|%t|%d|o%d|", q.From, q.To, q.Desc, q.Limit, q.Order)
 	return b.String()
@@ -166,7 +166,7 @@ func (e *Engine) answerKey(v *logic.View, q Query, in inputs) string {
 	if in.ver != nil {
 		ver = in.ver.ID
 	}
-	return cacheKey(v, q, ver, in.pos.Seq)
+	return cacheKey(v, q, ver, in.pos.Seqs())
 }
 
 // encoded renders the answer in a format (json, csv, arrow), once.

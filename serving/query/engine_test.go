@@ -28,16 +28,20 @@ import (
 
 var discard = slog.New(slog.DiscardHandler)
 
-// memSpeed is an in-memory speed layer honouring SpeedReader's and
-// SpeedStatus' contracts.
+// memSpeed is an in-memory speed layer of a partitioned stream honouring
+// SpeedReader's and SpeedStatus' contracts.
 type memSpeed struct {
-	mu     sync.Mutex
-	cells  map[string][]SpeedCell // by view name
-	seq    uint64
-	wm     int64
-	joined []*logic.View
-	err    error // returned by StreamStatus
+	mu        sync.Mutex
+	cells     map[string][]SpeedCell // by view name, of every partition
+	seqs      []uint64               // per partition
+	wms       []int64                // per partition: the largest event time
+	joined    []*logic.View
+	notJoined int   // a partition whose views have not joined its commits (-1: none)
+	err       error // returned by StreamStatus
 }
+
+// memParts is the partitions of memSpeed's stream.
+const memParts = 3
 
 func (m *memSpeed) ReadCells(ctx context.Context, v *logic.View, from, to, minEpoch int64, fn func(SpeedCell) error) error {
 	m.mu.Lock()
@@ -62,19 +66,28 @@ func (m *memSpeed) StreamStatus(context.Context, string) (StreamSpeed, error) {
 	if m.err != nil {
 		return StreamSpeed{}, m.err
 	}
-	views := map[string]ViewSpeed{}
-	for _, v := range m.joined {
-		views[v.StateKey()] = ViewSpeed{JoinedOK: true, Joined: m.seq}
+	parts := make([]PartSpeed, len(m.seqs))
+	for p, seq := range m.seqs {
+		views := map[string]ViewSpeed{}
+		for _, v := range m.joined {
+			views[v.StateKey()] = ViewSpeed{JoinedOK: p != m.notJoined, Joined: seq}
+		}
+		parts[p] = PartSpeed{Found: true, Seq: seq, Watermark: m.wms[p], Views: views}
 	}
-	return StreamSpeed{Found: true, Seq: m.seq, Watermark: m.wm, Views: views}, nil
+	return SpeedOf(parts), nil
 }
 
 // stores folds events into what the layers would hold: batch rows of the
 // events that arrived before cutoff, speed cells of every epoch (the merge
-// must skip those before the cutoff).
+// must skip those before the cutoff), folded per partition (event i in
+// partition i mod memParts), so a cell may come once per partition.
 func stores(t *testing.T, v *logic.View, evs []testenv.OrderEvent, cutoff int64) ([]batchviews.Row, []SpeedCell) {
 	t.Helper()
-	bd, sd := v.NewDelta(), v.NewDelta()
+	bd := v.NewDelta()
+	var sd [memParts]*logic.Delta
+	for p := range sd {
+		sd[p] = v.NewDelta()
+	}
 	for i, e := range evs {
 		le, _, err := v.Stream.Prepare([]byte(e.JSON(fmt.Sprint("e", i))), 0)
 		if err != nil {
@@ -83,7 +96,7 @@ func stores(t *testing.T, v *logic.View, evs []testenv.OrderEvent, cutoff int64)
 		if e.Epoch < cutoff {
 			bd.Fold(0, &le)
 		}
-		sd.Fold(e.Epoch, &le)
+		sd[i%memParts].Fold(e.Epoch, &le)
 	}
 	var rows []batchviews.Row
 	for k, st := range bd.Cells {
@@ -96,8 +109,10 @@ func stores(t *testing.T, v *logic.View, evs []testenv.OrderEvent, cutoff int64)
 		return strings.Compare(a.Group, b.Group)
 	})
 	var cells []SpeedCell
-	for k, st := range sd.Cells {
-		cells = append(cells, SpeedCell{Epoch: k.Epoch, Window: k.Window, Group: k.Group, State: st.State(v)})
+	for _, d := range sd {
+		for k, st := range d.Cells {
+			cells = append(cells, SpeedCell{Epoch: k.Epoch, Window: k.Window, Group: k.Group, State: st.State(v)})
+		}
 	}
 	return rows, cells
 }
@@ -250,8 +265,11 @@ func newEngineEnv(t *testing.T, seed uint64, vs ...*logic.View) *engineEnv {
 		t.Fatal(err)
 	}
 	env.views = st
-	env.speed = &memSpeed{cells: map[string][]SpeedCell{}, seq: 7, wm: base + 12*60_000, joined: vs}
-	env.wm = env.speed.wm - vs[0].Stream.AllowedLateness.Milliseconds()
+	// The partitions have seen events up to different times: the stream's
+	// watermark is the smallest (none of them is idle).
+	env.speed = &memSpeed{cells: map[string][]SpeedCell{}, seqs: []uint64{7, 3, 3}, wms: []int64{base + 14*60_000, base + 12*60_000, base + 13*60_000},
+		joined: vs, notJoined: -1}
+	env.wm = base + 12*60_000 - vs[0].Stream.AllowedLateness.Milliseconds()
 	env.publish(t, env.cutoff, vs...)
 	return env
 }
@@ -386,15 +404,29 @@ func TestCommitsAndBatchRunsMakeAnswersUnreachable(t *testing.T) {
 		t.Fatal("same position: the answer changed, so it was not taken from the cache")
 	}
 
-	// The commit of that event moves the position: the new answer has it.
+	// The commit of that event by one partition, while another restarts
+	// a record lower (its speed state rebuilt from a cutoff): the
+	// partitions' sequences add up as before, but the position moved, and
+	// the new answer has the event.
 	env.speed.mu.Lock()
-	env.speed.seq++
+	env.speed.seqs[2]++
+	env.speed.seqs[1]--
 	env.speed.mu.Unlock()
 	wants = expect(env.evs, 60_000, 60_000, from, to, env.cutoff, env.wm)
 	checkJSON(t, "after a commit", answerBytes(t, e, v, env.query(v, from, to, "json")), wants)
 	if after := answerBytes(t, e, v, q); bytes.Equal(after, first) {
 		t.Fatal("after a commit: the answer of the old position was answered")
 	}
+
+	// A commit that moves the slowest partition's event time moves the
+	// stream's watermark: more windows are final.
+	env.speed.mu.Lock()
+	env.speed.seqs[1]++
+	env.speed.wms[1] = env.base + 16*60_000
+	env.speed.mu.Unlock()
+	env.wm = env.base + 13*60_000 - s.AllowedLateness.Milliseconds() // the next smallest
+	wants = expect(env.evs, 60_000, 60_000, from, to, env.cutoff, env.wm)
+	checkJSON(t, "after the slowest partition moved", answerBytes(t, e, v, env.query(v, from, to, "json")), wants)
 
 	// A batch run that covers every epoch: every row comes from the batch
 	// rows alone.
@@ -452,21 +484,27 @@ func TestAnswerErrors(t *testing.T) {
 	}
 
 	e = newEngine(t, env, 0, 0, v)
-	env.speed.mu.Lock()
-	env.speed.joined = nil
-	env.speed.mu.Unlock()
-	_, err = e.Answer(context.Background(), v, q)
 	var re *RebuildingError
-	if !errors.As(err, &re) || re.View != v.Name || re.Progress < 0 || re.Progress >= 1 {
-		t.Fatalf("not joined: %v", err)
-	}
-	if err := e.Ready(context.Background(), v); !errors.As(err, &re) {
-		t.Fatalf("Ready, not joined: %v", err)
+	for _, c := range []struct {
+		name      string
+		joined    []*logic.View
+		notJoined int
+	}{{"no partition joined", nil, -1}, {"one partition not joined", []*logic.View{v}, 1}} {
+		env.speed.mu.Lock()
+		env.speed.joined, env.speed.notJoined = c.joined, c.notJoined
+		env.speed.mu.Unlock()
+		_, err = e.Answer(context.Background(), v, q)
+		if !errors.As(err, &re) || re.View != v.Name || re.Progress < 0 || re.Progress >= 1 {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if err := e.Ready(context.Background(), v); !errors.As(err, &re) {
+			t.Fatalf("Ready, %s: %v", c.name, err)
+		}
 	}
 
 	down := errors.New("redis down")
 	env.speed.mu.Lock()
-	env.speed.joined, env.speed.err = []*logic.View{v}, down
+	env.speed.joined, env.speed.notJoined, env.speed.err = []*logic.View{v}, -1, down
 	env.speed.mu.Unlock()
 	if _, err = e.Answer(context.Background(), v, q); !errors.Is(err, ErrUnavailable) || !errors.Is(err, down) {
 		t.Fatalf("position unreadable: %v", err)
@@ -514,10 +552,10 @@ func TestLiveFeedFollowsCommits(t *testing.T) {
 	_, cells := stores(t, v, extra, env.cutoff) // an epoch of their own: cells of their own
 	env.speed.mu.Lock()
 	env.speed.cells[v.Name] = append(env.speed.cells[v.Name], cells...)
-	env.speed.seq++
-	seq := env.speed.seq
+	env.speed.seqs[1]++
+	seq := env.speed.seqs[1]
 	env.speed.mu.Unlock()
-	ch <- CommitNotice{Stream: s.Name, Seq: seq}
+	ch <- CommitNotice{Stream: s.Name, Part: 1, Seq: seq}
 	st2, ok := f.Next(ctx, st.Gen, st.ErrGen)
 	if !ok || st2.Err != nil || st2.Gen != 2 {
 		t.Fatalf("after a commit: gen %d, %v", st2.Gen, st2.Err)
@@ -539,6 +577,34 @@ func TestLiveFeedFollowsCommits(t *testing.T) {
 	}
 	b, _ := json.Marshal(map[string]any{"rows": changed})
 	checkJSON(t, "diff", b, wantChanged)
+
+	// Another partition commits up to the same sequence number: its own
+	// position moved, so the live query follows it.
+	more := testenv.OrderEvent{Epoch: env.base + 40_000, TS: at + 3, Device: "ios"}
+	env.evs = append(env.evs, more)
+	_, cells = stores(t, v, []testenv.OrderEvent{more}, env.cutoff)
+	env.speed.mu.Lock()
+	env.speed.cells[v.Name] = append(env.speed.cells[v.Name], cells...)
+	env.speed.seqs[2] = seq
+	env.speed.mu.Unlock()
+	ch <- CommitNotice{Stream: s.Name, Part: 2, Seq: seq}
+	st3, ok := f.Next(ctx, st2.Gen, st2.ErrGen)
+	if !ok || st3.Err != nil || st3.Gen != 3 {
+		t.Fatalf("after a commit of partition 2 at seq %d: gen %d, %v", seq, st3.Gen, st3.Err)
+	}
+	rows, _ = f.Diff(st3, st2.Gen)
+	changed = nil
+	if err := json.Unmarshal(rows, &changed); err != nil {
+		t.Fatal(err)
+	}
+	wantChanged = nil
+	for _, w := range expect(env.evs, 60_000, 60_000, from, to, env.cutoff, env.wm) {
+		if w.window == at && w.country == nil && w.device == "ios" {
+			wantChanged = append(wantChanged, w)
+		}
+	}
+	b, _ = json.Marshal(map[string]any{"rows": changed})
+	checkJSON(t, "diff of partition 2's commit", b, wantChanged)
 }
 
 // TestNoHTTP: the engine does not import net/http (serving writes its

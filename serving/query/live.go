@@ -30,16 +30,23 @@ type hub struct {
 	once  sync.Once
 	mu    sync.Mutex
 	feeds map[string]*LiveFeed // by liveKey
-	seq   map[string]uint64    // latest seq seen per stream
+	seq   map[partKey]uint64   // latest seq seen per partition of a stream
+	seqs  map[string]string    // latest position polled per stream (StreamSpeed.Seqs), without a notifier
+}
+
+// partKey names a partition of a stream.
+type partKey struct {
+	stream string
+	p      int
 }
 
 func newHub(e *Engine) *hub {
-	return &hub{e: e, feeds: map[string]*LiveFeed{}, seq: map[string]uint64{}}
+	return &hub{e: e, feeds: map[string]*LiveFeed{}, seq: map[partKey]uint64{}, seqs: map[string]string{}}
 }
 
 // liveKey names a live query: the view and every parameter that decides
 // its rows.
-func liveKey(v *logic.View, q Query) string { return cacheKey(v, q, "", 0) }
+func liveKey(v *logic.View, q Query) string { return cacheKey(v, q, "", "") }
 
 // join adds a client to the live query of v and q, starting it when it is
 // the first.
@@ -88,12 +95,14 @@ func (h *hub) poke(stream string) {
 	}
 }
 
-// notice records a commit and pokes the stream's live queries when it moved.
+// notice records a commit of a partition and pokes the stream's live
+// queries when the partition's seq moved (a seq of 0: a reset).
 func (h *hub) notice(n CommitNotice) {
+	k := partKey{n.Stream, n.Part}
 	h.mu.Lock()
-	moved := n.Seq == 0 || n.Seq != h.seq[n.Stream]
-	if n.Seq > h.seq[n.Stream] {
-		h.seq[n.Stream] = n.Seq
+	moved := n.Seq == 0 || n.Seq != h.seq[k]
+	if n.Seq > h.seq[k] {
+		h.seq[k] = n.Seq
 	}
 	h.mu.Unlock()
 	if moved {
@@ -151,9 +160,10 @@ func (h *hub) run(ctx context.Context) {
 			if notices == nil && e.status != nil {
 				for st := range h.streams() {
 					if pos, err := e.status.StreamStatus(ctx, st); err == nil && pos.Seq != 0 {
+						seqs := pos.Seqs()
 						h.mu.Lock()
-						moved := pos.Seq != h.seq[st]
-						h.seq[st] = pos.Seq
+						moved := seqs != h.seqs[st]
+						h.seqs[st] = seqs
 						h.mu.Unlock()
 						if moved {
 							h.poke(st)

@@ -10,10 +10,10 @@ import (
 
 // ViewState is whether a view can answer now. A view answers only from
 // state written under its definition (logic.View.Definition): batch rows
-// of that definition (Batch), and speed cells that have joined their
-// stream's commits (of a position that has reached its target, when it
-// was created fresh) and start at or before the batch rows' cutoff (or at
-// the log's start when there are none). Until both hold the view is
+// of that definition (Batch), and speed cells that have joined the
+// commits of every partition of their stream (of positions that have
+// reached their targets, when created fresh) and start at or before the
+// batch rows' cutoff (or at the log's start when there are none). Until both hold the view is
 // rebuilding: it answers a *RebuildingError (serving: 503), never partial
 // data.
 type ViewState struct {
@@ -41,32 +41,32 @@ func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, bat
 		}
 		return st
 	}
-	vp := pos.Views[v.StateKey()]
-	joined := pos.Found && vp.JoinedOK && vp.Joined == pos.Seq
-	// A fresh position (Target) misses events until it reaches its target.
-	speedDone := joined && pos.Seq >= pos.Target
-	// The speed cells start at vp.From: batch rows must reach that far,
-	// or, without batch rows of this definition, the cells must cover the
+	// Each partition's cells must have joined its commits (and reached its
+	// target, for a fresh position); the view's cells start where the
+	// latest partition's do.
+	key := v.StateKey()
+	speedDone := pos.Found
+	var from int64
+	speedPart := 0.0
+	for _, p := range pos.Parts {
+		vp := p.Views[key]
+		from = max(from, vp.From)
+		done, part := partState(p, vp)
+		speedDone = speedDone && done
+		speedPart += part
+	}
+	if n := len(pos.Parts); n > 0 {
+		speedPart /= float64(n)
+	}
+	// The speed cells start at from: batch rows must reach that far, or,
+	// without batch rows of this definition, the cells must cover the
 	// whole log.
-	batchDone := (batchMatch && st.Batch.Cutoff >= vp.From) || (!batchMatch && vp.From == 0)
+	batchDone := (batchMatch && st.Batch.Cutoff >= from) || (!batchMatch && from == 0)
 	if !batchMatch {
 		st.Batch = nil
 	}
 	if speedDone && batchDone {
 		return ViewState{Ready: true, Progress: 1, Batch: st.Batch}
-	}
-	speedPart := 0.0
-	switch {
-	case speedDone:
-		speedPart = 1
-	case joined:
-		speedPart = float64(pos.Seq) / float64(pos.Target)
-	case vp.Rebuilding && pos.Seq > vp.RebuildFirst:
-		first := vp.RebuildFirst
-		if first > 0 {
-			first-- // progress counts records folded
-		}
-		speedPart = float64(vp.Rebuilt-min(vp.Rebuilt, first)) / float64(pos.Seq-first)
 	}
 	batchPart := 0.0
 	if batchDone {
@@ -74,6 +74,27 @@ func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, bat
 	}
 	st.Progress = math.Min(0.99, math.Round((speedPart+batchPart)/2*100)/100)
 	return st
+}
+
+// partState says whether a view's cells of one partition are whole (they
+// joined its commits, and its position reached its target), and how far
+// they are, 0..1: the records refolded toward the target, or folded by a
+// rebuild since it began.
+func partState(p PartSpeed, vp ViewSpeed) (done bool, progress float64) {
+	joined := p.Found && vp.JoinedOK && vp.Joined == p.Seq
+	switch {
+	case joined && p.Seq >= p.Target:
+		return true, 1
+	case joined:
+		return false, float64(p.Seq) / float64(p.Target)
+	case vp.Rebuilding && p.Seq > vp.RebuildFirst:
+		first := vp.RebuildFirst
+		if first > 0 {
+			first-- // progress counts records folded
+		}
+		return false, float64(vp.Rebuilt-min(vp.Rebuilt, first)) / float64(p.Seq-first)
+	}
+	return false, 0
 }
 
 // RebuildingError is the error of a query of a view that is rebuilding,

@@ -979,6 +979,44 @@
       if (sp.error) tr.title = 'speed: ' + sp.error;
       tbody.appendChild(tr);
     }
+    renderPartitions(streams);
+  }
+
+  // One table per stream: each partition's speed owner, position, lag and
+  // watermark, and the archiver's lag.
+  function renderPartitions(streams) {
+    const box = $('partitions');
+    box.textContent = '';
+    for (const [name, st] of Object.entries(streams)) {
+      const parts = st && Array.isArray(st.partitions) ? st.partitions : [];
+      if (!parts.length) continue;
+      const table = el('table', 'parts');
+      table.dataset.stream = name;
+      const cap = el('caption', '', name + ' · ' + parts.length + ' partition' + (parts.length > 1 ? 's' : ''));
+      if (st.owners_error) cap.title = 'owners: ' + st.owners_error;
+      table.appendChild(cap);
+      const head = el('tr');
+      for (const h of ['partition', 'owner', 'position', 'lag', 'watermark', 'archive lag']) head.appendChild(el('th', '', h));
+      table.appendChild(el('thead')).appendChild(head);
+      const tbody = table.appendChild(el('tbody'));
+      for (const p of parts) {
+        const tr = el('tr');
+        tr.dataset.partition = String(p.partition);
+        const ar = p.archive && typeof p.archive === 'object' ? p.archive : {};
+        const cells = [
+          [String(p.partition), ''],
+          [p.owner || '–', p.owner ? 'owner' : 'muted'],
+          [fmtNum(num(p.position)), ''],
+          [fmtNum(num(p.lag)), num(p.lag) > 1000 ? 'warn' : ''],
+          [p.watermark ? hhmmss(parseTime(p.watermark)) : '–', ''],
+          [ar.status ? ar.status : fmtNum(num(ar.lag)), num(ar.lag) > 10000 || ar.status === 'error' ? 'warn' : ''],
+        ];
+        for (const [text, cls] of cells) tr.appendChild(el('td', cls, text));
+        if (ar.error) tr.title = 'archive: ' + ar.error;
+        tbody.appendChild(tr);
+      }
+      box.appendChild(table);
+    }
   }
 
   function maxField(streams, f) {
