@@ -72,10 +72,11 @@ type SpeedStatus interface {
 	StreamStatus(ctx context.Context, stream string) (StreamSpeed, error)
 }
 
-// CommitNotice announces a commit of the speed layer: the stream and its
-// new position (log sequence).
+// CommitNotice announces a commit of the speed layer: the stream, the
+// partition and its new position (the partition's log sequence).
 type CommitNotice struct {
 	Stream string
+	Part   int
 	Seq    uint64
 }
 
@@ -83,7 +84,8 @@ type CommitNotice struct {
 // called once per process; the channel is closed when ctx ends. Notices may
 // be lost (e.g. while reconnecting): live clients still see the next one,
 // and the batch-version check runs on its own. The cmd/braid adapter
-// PSUBSCRIBEs to the Redis channels {ns}:commits:*.
+// subscribes to the speed store's commit channel of every partition of
+// every stream (speedstore.Store.SubscribeCommits).
 type CommitNotifier interface {
 	Subscribe(ctx context.Context) <-chan CommitNotice
 }
