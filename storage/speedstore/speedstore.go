@@ -134,9 +134,9 @@ func (s *Store) CommitChannel(stream string, p int) string {
 	return s.ns + ":commits:" + Tag(stream, p)
 }
 
-// Position returns a stream's committed position; found is false when there
-// is none (a fresh start, a Reset, or a Redis that lost its data): the caller
-// then rebuilds. The position is the one Commit last wrote, never a partial
+// Position returns partition part's committed position; found is false
+// when there is none (a fresh start, a Reset, or a Redis that lost its
+// data): the caller then rebuilds. The position is the one Commit last wrote, never a partial
 // one. Safe for concurrent use.
 func (s *Store) Position(ctx context.Context, stream string, part int) (Position, bool, error) {
 	m, err := s.rdb.HGetAll(ctx, s.posKey(stream, part)).Result()
@@ -641,9 +641,9 @@ end
 return 1
 `)
 
-// Reset drops a stream's position and then every cell and index of the
-// given views (state keys), for a rebuild from the log. The position goes first, so a
-// Reset cut short leaves the position absent and the next start resets
+// Reset drops partition p's position and then every cell and index of
+// the given views (state keys) in it, for a rebuild from the log. The
+// position goes first, so a Reset cut short leaves the position absent and the next start resets
 // again; a writer still running on the old state is refused with
 // ErrConflict from then on. Reset must come from the stream's single
 // rebuilding writer (the lease holder): a commit from prevSeq 0 racing a
@@ -683,10 +683,10 @@ end
 return 0
 `)
 
-// Lease takes or renews the writer lease of a stream for ttl. It returns
-// false while another owner holds it. The lease keeps a second speed process
-// in standby; correctness does not depend on it (the position's
-// compare-and-set does), only efficiency.
+// Lease takes or renews the writer lease of partition p of a stream for
+// ttl. It returns false while another owner holds it. The lease keeps a
+// second speed process in standby; correctness does not depend on it (the
+// position's compare-and-set does), only efficiency.
 func (s *Store) Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error) {
 	ok, err := leaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + Tag(stream, p)}, owner, ttl.Milliseconds()).Int()
 	if err != nil {
