@@ -104,6 +104,9 @@ func (w *partitionWriter) recovered() bool {
 // roll back together, never one without the other). The killed node,
 // restarted, rejoins as a replica and nothing changes.
 func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a failover takes seconds; make test runs it")
+	}
 	ctx := context.Background()
 	c := testenv.StartRedisCluster(t)
 	ns := testenv.Namespace(t)
