@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -116,47 +114,26 @@ func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error
 	return end, nil
 }
 
-// commitNotifier is the query engine's CommitNotifier over Redis pub/sub: ONE
-// pattern subscription per process on {ns}:commits:* (the speed store
-// PUBLISHes the new seq there after every commit). go-redis resubscribes
-// after a reconnect; notices published meanwhile are lost, which live
-// clients tolerate (the next commit pokes them again).
+// commitNotifier is the query engine's CommitNotifier over Redis pub/sub:
+// the speed store's SubscribeCommits on every partition of every stream
+// (one subscription per partition on a Redis Cluster, sharded channels;
+// one for all on a single server). A subscription broken by a reconnect or
+// a failover is made again; notices published meanwhile are lost, which
+// live clients tolerate (the next commit pokes them again).
 type commitNotifier struct {
-	rdb redis.UniversalClient
-	ns  string
+	store   *speedstore.Store
+	streams []*logic.Stream
 }
 
 func (n commitNotifier) Subscribe(ctx context.Context) <-chan query.CommitNotice {
+	in := n.store.SubscribeCommits(ctx, n.streams)
 	out := make(chan query.CommitNotice, 256)
-	prefix := n.ns + ":commits:"
-	ps := n.rdb.PSubscribe(ctx, prefix+"*")
 	go func() {
 		defer close(out)
-		defer ps.Close()
-		ch := ps.Channel()
-		for {
+		for c := range in { // closed once ctx ends
 			select {
+			case out <- query.CommitNotice{Stream: c.Stream, Part: c.Part, Seq: c.Seq}:
 			case <-ctx.Done():
-				return
-			case m, ok := <-ch:
-				if !ok {
-					return
-				}
-				tag, found := strings.CutPrefix(m.Channel, prefix)
-				if !found {
-					continue
-				}
-				// The channel names a partition: {<stream>.<p>}.
-				stream := strings.TrimSuffix(strings.TrimPrefix(tag, "{"), "}")
-				if i := strings.LastIndexByte(stream, '.'); i > 0 {
-					stream = stream[:i]
-				}
-				seq, _ := strconv.ParseUint(m.Payload, 10, 64)
-				select {
-				case out <- query.CommitNotice{Stream: stream, Seq: seq}:
-				case <-ctx.Done():
-					return
-				}
 			}
 		}
 	}()
@@ -181,8 +158,12 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	if l.views != nil {
 		o.Views = l.views
 	}
-	if a.qrdb != nil {
-		o.Notifier = commitNotifier{rdb: a.qrdb, ns: a.cfg.Namespace}
+	if a.qstore != nil {
+		n := commitNotifier{store: a.qstore}
+		for _, name := range a.cat.StreamOrder {
+			n.streams = append(n.streams, a.cat.Streams[name])
+		}
+		o.Notifier = n
 	}
 	if a.log != nil {
 		a.reg.MustRegister(a.log.ConsumerCollector(a.cat.StreamOrder))

@@ -41,10 +41,10 @@ type app struct {
 	js       jetstream.JetStream
 	natsWait time.Duration // how long a start waits for NATS (0: defaults.NATSStartWait; < 0: not at all)
 	log      *eventlog.Log
-	rdb      *redis.Client     // the speed layer's commits, leases and positions, batch runs
-	store    *speedstore.Store // over rdb
-	qrdb     *redis.Client     // queries (serving, audits)
-	qstore   *speedstore.Store // over qrdb
+	rdb      redis.UniversalClient // the speed layer's commits, leases and positions, batch runs
+	store    *speedstore.Store     // over rdb
+	qrdb     redis.UniversalClient // queries (serving, audits)
+	qstore   *speedstore.Store     // over qrdb
 	lk       *lake.Lake
 	views    *batchviews.Store
 	// runLock is the batch run lock every process shares, in NATS (set
@@ -376,7 +376,9 @@ func (a *app) natsOptions() ([]nats.Option, error) {
 
 // connectRedis connects to redis.url, or starts redis-server (else the
 // embedded development server) when the URL is empty and that is allowed,
-// and makes the speed store; once.
+// and makes the speed store; once. With redis.cluster the URL lists some
+// of the cluster's nodes and the clients are cluster clients
+// (clusterOptions).
 func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 	if a.rdb != nil {
 		return nil
@@ -393,20 +395,30 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 		a.onClose(r.Close)
 		url = r.URL
 	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return fmt.Errorf("redis.url: %w", err)
-	}
 	// Two clients, each with a pool of its own: the speed layer's commits,
 	// leases and positions (and batch runs' expiry) on one, queries on the
 	// other, so that queries, however many or heavy, never keep the speed
 	// layer waiting for a connection. Their round trips are bounded (a
 	// read of speed cells fetches at most readFields fields per round
 	// trip), so Redis itself serves the speed layer in between.
-	wopt, qopt := *opt, *opt
-	redisClientOptions(&wopt, redisSpeedPool, redisSpeedPoolTimeout)
-	redisClientOptions(&qopt, redisQueryPool, redisQueryPoolTimeout)
-	rdb, qrdb := redis.NewClient(&wopt), redis.NewClient(&qopt)
+	var rdb, qrdb redis.UniversalClient
+	if a.cfg.Redis.Cluster {
+		seeds, err := parseSeeds(url)
+		if err != nil {
+			return err
+		}
+		rdb = redis.NewClusterClient(clusterOptions(seeds, redisSpeedPool, redisSpeedPoolTimeout))
+		qrdb = redis.NewClusterClient(clusterOptions(seeds, redisQueryPool, redisQueryPoolTimeout))
+	} else {
+		opt, err := redis.ParseURL(url)
+		if err != nil {
+			return fmt.Errorf("redis.url: %w", err)
+		}
+		wopt, qopt := *opt, *opt
+		redisClientOptions(&wopt, redisSpeedPool, redisSpeedPoolTimeout)
+		redisClientOptions(&qopt, redisQueryPool, redisQueryPoolTimeout)
+		rdb, qrdb = redis.NewClient(&wopt), redis.NewClient(&qopt)
+	}
 	a.onClose(rdb.Close)
 	a.onClose(qrdb.Close)
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -418,14 +430,57 @@ func (a *app) connectRedis(ctx context.Context, allowEmbedded bool) error {
 }
 
 // The Redis clients' pools and timeouts (a redis.url query parameter such
-// as pool_size or read_timeout wins).
+// as pool_size or read_timeout wins; with a cluster, the first node's). A
+// cluster client's pools are per node.
 const (
 	redisSpeedPool        = 16
 	redisSpeedPoolTimeout = 5 * time.Second // an outage beyond it: the partitions' leases lapse meanwhile (defaults.LeaseTTL)
 	redisQueryPool        = 16
 	redisQueryPoolTimeout = 10 * time.Second
 	redisTimeout          = 5 * time.Second // one command or pipeline: dial, write, read
+	// redisClusterReload is how often a cluster client reloads its slot
+	// map: after a failover, commits to the lost master's slots fail until
+	// it does (go-redis's default, 60 s, left them failing for over 30 s).
+	redisClusterReload = time.Second
 )
+
+// parseSeeds reads redis.url as a Redis Cluster's seeds: URLs separated
+// by commas, with the same user and password.
+func parseSeeds(raw string) ([]*redis.Options, error) {
+	var seeds []*redis.Options
+	for _, s := range strings.Split(raw, ",") {
+		opt, err := redis.ParseURL(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("redis.url: %w", err)
+		}
+		if opt.DB != 0 {
+			return nil, fmt.Errorf("redis.url: %s: a Redis Cluster has only database 0", redactURL(s))
+		}
+		if len(seeds) > 0 && (opt.Username != seeds[0].Username || opt.Password != seeds[0].Password) {
+			return nil, errors.New("redis.url: the cluster's nodes are given different users or passwords")
+		}
+		seeds = append(seeds, opt)
+	}
+	return seeds, nil
+}
+
+// clusterOptions makes a cluster client's options from its seeds: their
+// addresses; the first's credentials, TLS, pool and timeouts (defaults as
+// for one server); the slot map reloaded every redisClusterReload.
+func clusterOptions(seeds []*redis.Options, pool int, poolTimeout time.Duration) *redis.ClusterOptions {
+	o := *seeds[0]
+	redisClientOptions(&o, pool, poolTimeout)
+	co := &redis.ClusterOptions{
+		Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
+		PoolSize: o.PoolSize, PoolTimeout: o.PoolTimeout, MinIdleConns: o.MinIdleConns, MaxRetries: o.MaxRetries,
+		DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+		ClusterStateReloadInterval: redisClusterReload,
+	}
+	for _, s := range seeds {
+		co.Addrs = append(co.Addrs, s.Addr)
+	}
+	return co
+}
 
 func redisClientOptions(o *redis.Options, pool int, poolTimeout time.Duration) {
 	if o.PoolSize == 0 {

@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	place(c.Archive.validate())
 	place(c.NATS.validate())
 	place(c.Storage.validate())
+	place(c.Redis.validate())
 	place(c.validateLogAge())
 	place(c.DLQ.validate())
 	place(c.HTTP.validate())
@@ -131,6 +132,40 @@ var (
 	bucketRe = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 	envRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
+
+// validate checks the redis section: one server's URL ("" lets `braid
+// up` start one), or with cluster the URLs of some of the cluster's nodes,
+// separated by commas, each redis:// or rediss:// with a host and port and
+// no database but 0 (a cluster has only database 0).
+func (r Redis) validate() issues {
+	var is issues
+	const clusterHint = `redis://host:port of some of the cluster's nodes, separated by commas: "redis://10.0.0.1:7000,redis://10.0.0.2:7000"`
+	seeds := strings.Split(r.URL, ",")
+	switch {
+	case !r.Cluster && len(seeds) > 1:
+		is.add("redis.url", "one server's URL; set redis.cluster: true for the nodes of a Redis Cluster", "%d URLs for one server", len(seeds))
+	case r.Cluster && strings.TrimSpace(r.URL) == "":
+		is.add("redis.cluster", clusterHint+" in redis.url", "a Redis Cluster needs redis.url")
+	case r.Cluster:
+		for _, s := range seeds {
+			u, err := url.Parse(strings.TrimSpace(s))
+			switch {
+			case err != nil:
+				is.add("redis.url", clusterHint, "cannot read %q: %v", s, err)
+			case u.Scheme != "redis" && u.Scheme != "rediss":
+				is.add("redis.url", clusterHint, "%q: a cluster node's URL is redis:// or rediss://", s)
+			case u.Hostname() == "" || u.Port() == "":
+				is.add("redis.url", clusterHint, "%q: a cluster node's URL needs a host and a port", s)
+			case u.Path != "" && u.Path != "/" && u.Path != "/0":
+				is.add("redis.url", clusterHint, "%q: a Redis Cluster has only database 0", s)
+			default:
+				continue
+			}
+			break
+		}
+	}
+	return is
+}
 
 // validate checks the storage section: "" (files under data_dir) or
 // s3://bucket/prefix, an http(s) endpoint (or none: AWS S3) and the names

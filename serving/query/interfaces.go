@@ -133,7 +133,7 @@ type SpeedStatus interface {
 }
 
 // CommitNotice announces a commit of the speed layer: the stream, the
-// partition and its new position (log sequence of the partition).
+// partition and its new position (the partition's log sequence).
 type CommitNotice struct {
 	Stream string
 	Part   int
@@ -144,8 +144,8 @@ type CommitNotice struct {
 // called once per process; the channel is closed when ctx ends. Notices may
 // be lost (e.g. while reconnecting): live clients still see the next one,
 // and the batch-version check runs on its own. The cmd/braid adapter
-// subscribes to the speed store's commit channels (one per partition,
-// speedstore.Store.CommitChannel). Every process subscribes for itself.
+// subscribes to the speed store's commit channel of every partition of
+// every stream (speedstore.Store.SubscribeCommits).
 type CommitNotifier interface {
 	Subscribe(ctx context.Context) <-chan CommitNotice
 }

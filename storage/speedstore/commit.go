@@ -43,11 +43,30 @@ const (
 // parsed and dropped. Every view of the stream sends a section, an empty
 // one too, so a joined view's field keeps step with the position.
 //
-// The commit script. KEYS[1] = position hash, KEYS[2] = commit channel.
-// ARGV[1..6] = prevSeq, next seq, next watermark, next owner, the arrival
-// epoch a fresh position starts at, a fresh position's target (0: none);
-// then one section per view (sectionLua).
-var commitScript = redis.NewScript(commitLua)
+// The commit script. KEYS[1] = position hash, KEYS[2] = commit channel
+// (both of the partition's slot). ARGV[1..7] = prevSeq, next seq, next
+// watermark, next owner, the arrival epoch a fresh position starts at, a
+// fresh position's target (0: none), next last arrival; then one section
+// per view (sectionLua). Indexed by Store.sharded (notifying).
+var commitScripts = notifying(commitLua)
+
+// notifying returns a script announcing on a channel, as two scripts: [0]
+// PUBLISHes, [1] SPUBLISHes (Store.ShardedNotices); the Lua names the
+// command "publish".
+func notifying(lua string) [2]*redis.Script {
+	return [2]*redis.Script{
+		redis.NewScript("local publish = 'PUBLISH'\n" + lua),
+		redis.NewScript("local publish = 'SPUBLISH'\n" + lua),
+	}
+}
+
+// script picks the variant of a notifying script the store runs.
+func (s *Store) script(v [2]*redis.Script) *redis.Script {
+	if s.sharded {
+		return v[1]
+	}
+	return v[0]
+}
 
 // sectionLua applies the view sections of ARGV from index i on, each only
 // when join(statekey) says the view takes it (it may record the join).
@@ -162,17 +181,19 @@ local function join(sk)
   end
   return false
 end
-local i = 7
+local i = 8
 ` + sectionLua + `
-redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'wm', ARGV[3], 'owner', ARGV[4])
+redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'wm', ARGV[3], 'owner', ARGV[4], 'la', ARGV[7])
 if fresh and ARGV[6] ~= '0' then redis.call('HSET', KEYS[1], 'rt', ARGV[6]) end
-redis.call('PUBLISH', KEYS[2], ARGV[2])
+redis.call(publish, KEYS[2], ARGV[2])
 return 1
 `
 
-// Commit applies the deltas (all views of ONE stream) and moves the stream's
-// position from prevSeq to next.Seq, atomically, in one Lua script
-// (EVALSHA, falling back to EVAL when Redis does not know the script).
+// Commit applies the deltas (all views of ONE stream) to partition p and
+// moves the partition's position from prevSeq to next (Seq, Watermark,
+// LastArrival, Owner), atomically, in one Lua script (EVALSHA, falling back
+// to EVAL when Redis does not know the script), and announces next.Seq on
+// CommitChannel.
 //
 // Contract:
 //   - Compare-and-set: if the stored sequence is not prevSeq (an absent
@@ -208,10 +229,11 @@ func (s *Store) Commit(ctx context.Context, stream string, p int, prevSeq uint64
 	a.str(next.Owner)
 	a.str(strconv.FormatInt(freshFrom, 10))
 	a.str(strconv.FormatUint(next.Target, 10))
+	a.str(strconv.FormatInt(next.LastArrival, 10))
 	for _, d := range deltas {
 		s.appendDelta(&a, stream, p, d)
 	}
-	ok, err := commitScript.Run(ctx, s.rdb, []string{s.posKey(stream, p), s.CommitChannel(stream, p)}, a.args()...).Int()
+	ok, err := s.script(commitScripts).Run(ctx, s.rdb, []string{s.posKey(stream, p), s.CommitChannel(stream, p)}, a.args()...).Int()
 	if err != nil {
 		return fmt.Errorf("speedstore: commit %s: %w", stream, err)
 	}

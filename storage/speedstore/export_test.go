@@ -13,7 +13,7 @@ import (
 func (s *Store) CommitRebuildUnfenced(ctx context.Context, d *logic.Delta) error {
 	var a argBuf
 	s.appendDelta(&a, d.View.Stream.Name, 0, d)
-	return unfencedScript.Run(ctx, s.rdb, nil, a.args()...).Err()
+	return unfencedScript.Run(ctx, s.rdb, []string{s.posKey(d.View.Stream.Name, 0)}, a.args()...).Err()
 }
 
 var unfencedScript = redis.NewScript(`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -86,7 +87,7 @@ func (s *Store) CommitRebuild(ctx context.Context, stream string, p int, prev, f
 	a.str(strconv.FormatUint(next, 10))
 	a.str(strconv.FormatUint(first, 10))
 	s.appendDelta(&a, stream, p, d)
-	n, err := rebuildScript.Run(ctx, s.rdb, []string{s.posKey(stream, p), s.CommitChannel(stream, p)}, a.args()...).Int()
+	n, err := s.script(rebuildScripts).Run(ctx, s.rdb, []string{s.posKey(stream, p), s.CommitChannel(stream, p)}, a.args()...).Int()
 	if err != nil {
 		return false, fmt.Errorf("speedstore: rebuild %s: %w", key, err)
 	}
@@ -96,7 +97,8 @@ func (s *Store) CommitRebuild(ctx context.Context, stream string, p int, prev, f
 	return n == 2, nil
 }
 
-var rebuildScript = redis.NewScript(`
+// The rebuild script: KEYS[1] = position hash, KEYS[2] = commit channel.
+var rebuildScripts = notifying(`
 local pos = KEYS[1]
 local sk = ARGV[1]
 local seq = redis.call('HGET', pos, 'seq')
@@ -112,29 +114,44 @@ redis.call('HSET', pos, 'b:' .. sk, ARGV[3])
 if seq == ARGV[3] then
   redis.call('HSET', pos, 'v:' .. sk, ARGV[3])
   redis.call('HDEL', pos, 'b:' .. sk, 'bs:' .. sk)
-  redis.call('PUBLISH', KEYS[2], seq)
+  redis.call(publish, KEYS[2], seq)
   return 2
 end
 return 1
 `)
 
 // StateKeys lists the state keys that have cells in the store (found by
-// their index keys with SCAN: for clean-up at start, not for queries).
-// Keys written before views had definitions have no "@".
+// their index keys with SCAN, on every master of a Redis Cluster: for
+// clean-up at start, not for queries). Keys written before views had
+// definitions have no "@".
 func (s *Store) StateKeys(ctx context.Context) ([]string, error) {
 	prefix := s.ns + ":v:{"
-	var out []string
-	seen := map[string]bool{}
-	it := s.rdb.Scan(ctx, 0, prefix+"*:idx", 1000).Iterator()
-	for it.Next(ctx) {
-		k := strings.TrimSuffix(strings.TrimPrefix(it.Val(), prefix), ":idx")
-		_, k, _ = strings.Cut(k, "}:")
-		if k != "" && !strings.Contains(k, ":") && !seen[k] {
-			seen[k] = true
-			out = append(out, k)
+	var (
+		mu   sync.Mutex
+		out  []string
+		seen = map[string]bool{}
+	)
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		it := c.Scan(ctx, 0, prefix+"*:idx", 1000).Iterator()
+		for it.Next(ctx) {
+			k := strings.TrimSuffix(strings.TrimPrefix(it.Val(), prefix), ":idx")
+			_, k, _ = strings.Cut(k, "}:")
+			mu.Lock()
+			if k != "" && !strings.Contains(k, ":") && !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+			mu.Unlock()
 		}
+		return it.Err()
 	}
-	if err := it.Err(); err != nil {
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.rdb)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("speedstore: list state keys: %w", err)
 	}
 	return out, nil

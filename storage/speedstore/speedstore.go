@@ -6,20 +6,28 @@
 //
 // Layout (ns = namespace; {key} = a view's state key, "{view}@{definition}"
 // (logic.View.StateKey), so that state written under one definition of a
-// view is never read under another):
+// view is never read under another; {s.p} = the hash tag of partition p of
+// stream s, Tag):
 //
-//	{ns}:v:{key}:{epoch}:{window}  hash   field "{group}\x1es" → the numeric slots, packed,
+//	{ns}:v:{s.p}:{key}:{epoch}:{window}  hash   field "{group}\x1es" → the numeric slots, packed,
 //	                                       "{group}\x1eq{k}:{bucket}" → count (quantile sketch k),
 //	                                       "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
-//	{ns}:v:{key}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
-//	{ns}:v:{key}:idx               zset   member "{epoch}:{window}", score epoch
-//	{ns}:pos:{stream}              hash   seq, wm (max event time), owner, rt (a fresh
-//	                                      position's target, Position.Target); per view
-//	                                      (ViewPosition): v:{key} (joined through),
-//	                                      f:{key} (first epoch), b:{key} and bs:{key}
-//	                                      (a rebuild's last and first record)
-//	{ns}:lease:{stream}            string: the writer lease (owner, with a TTL)
-//	{ns}:commits:{stream}          channel: the new seq after every commit
+//	{ns}:v:{s.p}:{key}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
+//	{ns}:v:{s.p}:{key}:idx         zset   member "{epoch}:{window}", score epoch
+//	{ns}:pos:{s.p}                 hash   seq, wm (max event time), la (last arrival),
+//	                                      owner, rt (a fresh position's target,
+//	                                      Position.Target); per view (ViewPosition):
+//	                                      v:{key} (joined through), f:{key} (first
+//	                                      epoch), b:{key} and bs:{key} (a rebuild's
+//	                                      last and first record)
+//	{ns}:lease:{s.p}:{role}        string: the partition's lease of a role (storage/leases)
+//	{ns}:commits:{s.p}             channel: the new seq after every commit
+//
+// Every key of a partition carries its hash tag, so in Redis Cluster a
+// partition lives in one slot: each script declares the partition's
+// position (or index) key as KEYS[1], which routes it to the slot's
+// master, and touches only keys of that slot. A read merges the cells of
+// a view's partitions (ReadEach).
 //
 // A group's numeric slots (View.Slots) are one field, "s": 8 bytes per
 // slot, the float64's IEEE-754 bits little endian, in slot order (Lua's
@@ -32,12 +40,14 @@
 package speedstore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -46,19 +56,32 @@ import (
 
 // Store is the Redis speed store. It is safe for concurrent use by many
 // goroutines and processes. Correctness never depends on there being a
-// single writer per stream: every Commit is fenced by the stream's position
-// (compare-and-set); the writer lease (Lease) only keeps a second speed
-// process idle. Keys are touched from scripts without being declared, so
-// the store needs a standalone Redis, not Redis Cluster.
+// single writer per partition: every Commit is fenced by the partition's
+// position (compare-and-set); the leases that share partitions among
+// processes (storage/leases) only keep the others off it. It works on one
+// Redis server and on Redis Cluster alike.
 type Store struct {
-	rdb redis.UniversalClient
-	ns  string
+	rdb     redis.UniversalClient
+	ns      string
+	sharded bool // commit notices by SPUBLISH (ShardedNotices)
 }
 
 // New returns a store over a Redis client; every key starts with namespace.
+// Over a *redis.ClusterClient the store announces commits on sharded
+// channels (ShardedNotices).
 func New(rdb redis.UniversalClient, namespace string) *Store {
-	return &Store{rdb: rdb, ns: namespace}
+	_, sharded := rdb.(*redis.ClusterClient)
+	return &Store{rdb: rdb, ns: namespace, sharded: sharded}
 }
+
+// ShardedNotices reports how the store announces commits on
+// CommitChannel: true (over a Redis Cluster client) by SPUBLISH, which
+// stays on the nodes of the channel's slot, so subscribers use SSUBSCRIBE;
+// false by PUBLISH, so they use SUBSCRIBE or PSUBSCRIBE. Sharded channels
+// are what Redis Cluster needs to scale; one server takes PUBLISH, which
+// every Redis-protocol server has (the embedded development server has no
+// sharded pub/sub).
+func (s *Store) ShardedNotices() bool { return s.sharded }
 
 // Position is what the speed layer commits with its state.
 type Position struct {
@@ -71,7 +94,7 @@ type Position struct {
 	Target uint64
 	// LastArrival is the arrival (unix ms) of the last record folded: with
 	// Watermark, the partition's part of its stream's watermark
-	// (logic.StreamMark). PARTITION-0: not stored yet.
+	// (logic.StreamMark). A position stored before it was kept reads 0.
 	LastArrival int64
 	// Views holds, by state key, each view's part of the position (read
 	// only: Commit and CommitRebuild maintain it).
@@ -111,9 +134,9 @@ func (s *Store) CommitChannel(stream string, p int) string {
 	return s.ns + ":commits:" + Tag(stream, p)
 }
 
-// Position returns a stream's committed position; found is false when there
-// is none (a fresh start, a Reset, or a Redis that lost its data): the caller
-// then rebuilds. The position is the one Commit last wrote, never a partial
+// Position returns partition part's committed position; found is false
+// when there is none (a fresh start, a Reset, or a Redis that lost its
+// data): the caller then rebuilds. The position is the one Commit last wrote, never a partial
 // one. Safe for concurrent use.
 func (s *Store) Position(ctx context.Context, stream string, part int) (Position, bool, error) {
 	m, err := s.rdb.HGetAll(ctx, s.posKey(stream, part)).Result()
@@ -130,6 +153,7 @@ func (s *Store) Position(ctx context.Context, stream string, part int) (Position
 	wm, _ := strconv.ParseInt(m["wm"], 10, 64)
 	p := Position{Seq: seq, Watermark: wm, Owner: m["owner"], Views: map[string]ViewPosition{}}
 	p.Target, _ = strconv.ParseUint(m["rt"], 10, 64)
+	p.LastArrival, _ = strconv.ParseInt(m["la"], 10, 64)
 	for f, val := range m {
 		kind, key, ok := strings.Cut(f, ":")
 		if !ok {
@@ -167,7 +191,8 @@ type Cell struct {
 // up to readHashes hashes are asked in one pipeline (HLEN), then hashes
 // are fetched whole (HGETALL) in pipelines of at most readFields fields
 // together, and a hash of more fields is scanned (HSCAN) scanCount fields
-// at a time. Distinct sketches are fetched mgetKeys at a time.
+// at a time. Distinct sketches are fetched mgetKeys at a time, by
+// partition (one MGET stays in one slot of a Redis Cluster).
 var (
 	readHashes = 1000
 	readFields = 16384
@@ -177,13 +202,15 @@ var (
 
 // Read returns a view's cells with window start in [fromMs, toMs) and epoch
 // >= minEpoch, in no particular order; each (epoch, window, group) appears
-// once. It finds the cell hashes through the view's index (never SCAN or
-// KEYS) and reads them in bounded round trips (readHashes, readFields,
-// scanCount). A hash read whole (HGETALL) is seen atomically, so a
-// concurrent commit is seen whole per (epoch, window); a large hash is
-// scanned in parts, and a Read racing commits may see some of them only,
-// per part, as it may per hash. The returned states are owned by the
-// caller. Safe for concurrent use.
+// once, the merge (logic's rules, as logic.View.MergeState) of its cells
+// in every partition of the view's stream. It finds the cell hashes
+// through the view's index in each partition (never SCAN or KEYS) and
+// reads them in bounded round trips (readHashes, readFields, scanCount,
+// mgetKeys). A hash read whole (HGETALL) is seen atomically, so a
+// concurrent commit is seen whole per (epoch, window) and partition; a
+// large hash is scanned in parts, and a Read racing commits may see some
+// of them only, per part, as it may per hash and per partition. The
+// returned states are owned by the caller. Safe for concurrent use.
 func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]Cell, error) {
 	var out []Cell
 	err := s.ReadEach(ctx, v, fromMs, toMs, minEpoch, func(c Cell) error {
@@ -197,37 +224,42 @@ func (s *Store) Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch 
 }
 
 // ReadEach is Read calling fn with each cell as soon as its first field is
-// read, so a caller can stop a read early: an error from fn stops it and
-// is returned as is; once ctx ends, it stops before the next round trip
-// with ctx's error, so an abandoned read costs Redis at most one more round
-// trip. A cell's state lives in its slices, which the read goes on
-// filling in place (later fields of its group, its distinct sketches):
-// fn may keep the cell, and its state is whole once ReadEach returns nil.
+// read (in whichever partition), so a caller can stop a read early: an
+// error from fn stops it and is returned as is; once ctx ends, it stops
+// before the next round trip with ctx's error, so an abandoned read costs
+// Redis at most one more round trip. A cell's state lives in its slices,
+// which the read goes on filling in place (later fields of its group, the
+// same cell's fields in other partitions, its distinct sketches): fn may
+// keep the cell, and its state is whole once ReadEach returns nil. The
+// partitions' hashes of one (epoch, window) are read in the same round
+// trips, so the read holds the groups of at most readHashes hashes apart
+// from what fn keeps.
 func (s *Store) ReadEach(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(Cell) error) error {
-	for p := range v.Stream.Partitions {
-		r := &cellReader{s: s, v: v, stream: v.Stream.Name, p: p, prefix: s.cellPrefix(v.Stream.Name, p, v.StateKey()), fn: fn}
-		err := r.read(ctx, fromMs, toMs, minEpoch)
-		if err != nil && !r.stopped {
-			return fmt.Errorf("speedstore: read %s: %w", v.Name, err)
-		}
-		if err != nil {
-			return err
-		}
+	n := v.Stream.Partitions
+	r := &cellReader{s: s, v: v, fn: fn, prefixes: make([]string, n), hlls: make([][]hllRef, n), hllKeys: make([][]string, n)}
+	for p := range n {
+		r.prefixes[p] = s.cellPrefix(v.Stream.Name, p, v.StateKey())
 	}
-	return nil
+	err := r.read(ctx, fromMs, toMs, minEpoch)
+	if err != nil && !r.stopped {
+		return fmt.Errorf("speedstore: read %s: %w", v.Name, err)
+	}
+	return err
 }
 
 // cellReader is one ReadEach.
 type cellReader struct {
-	s       *Store
-	v       *logic.View
-	stream  string
-	p       int
-	prefix  string
-	fn      func(Cell) error
-	stopped bool     // fn returned an error
-	hlls    []hllRef // distinct sketches still to fetch, and where they go
-	hllKeys []string
+	s        *Store
+	v        *logic.View
+	prefixes []string // by partition: the view's cell key prefix
+	fn       func(Cell) error
+	stopped  bool // fn returned an error
+	// groups holds, for the (epoch, window)s being read, their cells by
+	// group, where every partition's fields of the cell go.
+	groups map[cellKey]map[string]*logic.State
+	// By partition: the distinct sketches still to fetch, and where they go.
+	hlls    [][]hllRef
+	hllKeys [][]string
 }
 
 type hllRef struct {
@@ -241,43 +273,74 @@ func (k cellKey) member() string {
 	return strconv.FormatInt(k.e, 10) + ":" + strconv.FormatInt(k.w, 10)
 }
 
+// hashRef is the cell hash of an (epoch, window) in partition p.
+type hashRef struct {
+	k cellKey
+	p int
+}
+
+func (r *cellReader) key(h hashRef) string { return r.prefixes[h.p] + h.k.member() }
+
 func (r *cellReader) read(ctx context.Context, fromMs, toMs, minEpoch int64) error {
-	members, err := r.s.rdb.ZRangeByScore(ctx, r.s.idxKey(r.stream, r.p, r.v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"}).Result()
-	if err != nil {
+	pipe := r.s.rdb.Pipeline()
+	idx := make([]*redis.StringSliceCmd, len(r.prefixes))
+	for p := range idx {
+		idx[p] = pipe.ZRangeByScore(ctx, r.s.idxKey(r.v.Stream.Name, p, r.v.StateKey()), &redis.ZRangeBy{Min: strconv.FormatInt(minEpoch, 10), Max: "+inf"})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
-	var keys []cellKey
-	for _, m := range members {
-		e, w, ok := parseMember(m)
-		if ok && w >= fromMs && w < toMs && e >= minEpoch {
-			keys = append(keys, cellKey{e, w})
+	// The (epoch, window)s in range, each with the partitions that hold it.
+	parts := map[cellKey][]int{}
+	for p, cmd := range idx {
+		for _, m := range cmd.Val() {
+			e, w, ok := parseMember(m)
+			if ok && w >= fromMs && w < toMs && e >= minEpoch {
+				parts[cellKey{e, w}] = append(parts[cellKey{e, w}], p)
+			}
 		}
+		idx[p] = nil
 	}
+	keys := slices.SortedFunc(maps.Keys(parts), func(a, b cellKey) int {
+		if c := cmp.Compare(a.e, b.e); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.w, b.w)
+	})
 	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), readHashes)]
-		keys = keys[len(chunk):]
+		// A chunk: the (epoch, window)s whose hashes number at most
+		// readHashes (at least one (epoch, window), whatever its hashes).
+		var chunk []hashRef
+		n := 0
+		for ; n < len(keys) && (n == 0 || len(chunk)+len(parts[keys[n]]) <= readHashes); n++ {
+			for _, p := range parts[keys[n]] {
+				chunk = append(chunk, hashRef{keys[n], p})
+			}
+		}
+		keys = keys[n:]
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		pipe := r.s.rdb.Pipeline()
 		lens := make([]*redis.IntCmd, len(chunk))
-		for i, k := range chunk {
-			lens[i] = pipe.HLen(ctx, r.prefix+k.member())
+		for i, h := range chunk {
+			lens[i] = pipe.HLen(ctx, r.key(h))
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
 		}
+		r.groups = make(map[cellKey]map[string]*logic.State, n)
 		// Whole hashes, in pipelines of at most readFields fields; larger
 		// hashes scanned on their own.
-		var batch []cellKey
+		var batch []hashRef
 		fields := 0
-		for i, k := range chunk {
+		for i, h := range chunk {
 			n := int(lens[i].Val())
 			switch {
 			case n == 0:
 				continue // expired since the index was read
 			case n > readFields:
-				if err := r.scan(ctx, k); err != nil {
+				if err := r.scan(ctx, h); err != nil {
 					return err
 				}
 				continue
@@ -287,37 +350,52 @@ func (r *cellReader) read(ctx context.Context, fromMs, toMs, minEpoch int64) err
 				}
 				batch, fields = batch[:0], 0
 			}
-			batch = append(batch, k)
+			batch = append(batch, h)
 			fields += n
 		}
 		if err := r.fetch(ctx, batch); err != nil {
 			return err
 		}
 	}
-	return r.fetchHLLs(ctx)
+	r.groups = nil
+	for p := range r.hllKeys {
+		if err := r.fetchHLLs(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cellGroups returns the cells of an (epoch, window) being read, by group.
+func (r *cellReader) cellGroups(k cellKey) map[string]*logic.State {
+	g := r.groups[k]
+	if g == nil {
+		g = map[string]*logic.State{}
+		r.groups[k] = g
+	}
+	return g
 }
 
 // fetch reads whole hashes in one pipeline.
-func (r *cellReader) fetch(ctx context.Context, keys []cellKey) error {
-	if len(keys) == 0 {
+func (r *cellReader) fetch(ctx context.Context, hashes []hashRef) error {
+	if len(hashes) == 0 {
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	pipe := r.s.rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, len(keys))
-	for i, k := range keys {
-		cmds[i] = pipe.HGetAll(ctx, r.prefix+k.member())
+	cmds := make([]*redis.MapStringStringCmd, len(hashes))
+	for i, h := range hashes {
+		cmds[i] = pipe.HGetAll(ctx, r.key(h))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
-	for i, k := range keys {
-		byGroup := map[string]*logic.State{}
-		member := k.member()
+	for i, h := range hashes {
+		byGroup := r.cellGroups(h.k)
 		for f, val := range cmds[i].Val() {
-			if err := r.field(k, byGroup, member, f, val); err != nil {
+			if err := r.field(h, byGroup, f, val); err != nil {
 				return err
 			}
 		}
@@ -332,10 +410,9 @@ func (r *cellReader) fetch(ctx context.Context, keys []cellKey) error {
 // scan reads one large hash scanCount fields per round trip. A field can
 // come twice (the hash grew or shrank meanwhile): only its first reading
 // counts.
-func (r *cellReader) scan(ctx context.Context, k cellKey) error {
-	key := r.prefix + k.member()
-	member := k.member()
-	byGroup := map[string]*logic.State{}
+func (r *cellReader) scan(ctx context.Context, h hashRef) error {
+	key := r.key(h)
+	byGroup := r.cellGroups(h.k)
 	seen := map[string]struct{}{}
 	var cursor uint64
 	for {
@@ -351,7 +428,7 @@ func (r *cellReader) scan(ctx context.Context, k cellKey) error {
 				continue
 			}
 			seen[kv[i]] = struct{}{}
-			if err := r.field(k, byGroup, member, kv[i], kv[i+1]); err != nil {
+			if err := r.field(h, byGroup, kv[i], kv[i+1]); err != nil {
 				return err
 			}
 		}
@@ -365,8 +442,8 @@ func (r *cellReader) scan(ctx context.Context, k cellKey) error {
 }
 
 // field merges one hash field into its group's state; a group seen for the
-// first time is handed to fn.
-func (r *cellReader) field(k cellKey, byGroup map[string]*logic.State, member, f, val string) error {
+// first time (in any partition) is handed to fn.
+func (r *cellReader) field(h hashRef, byGroup map[string]*logic.State, f, val string) error {
 	sep := strings.LastIndexByte(f, fieldSep)
 	if sep < 0 {
 		return nil
@@ -379,7 +456,7 @@ func (r *cellReader) field(k cellKey, byGroup map[string]*logic.State, member, f
 		byGroup[g] = st
 		// The cell shares st's slices, which the fields read after this
 		// one fill in place.
-		if err := r.fn(Cell{Epoch: k.e, Window: k.w, Group: g, State: ns}); err != nil {
+		if err := r.fn(Cell{Epoch: h.k.e, Window: h.k.w, Group: g, State: ns}); err != nil {
 			r.stopped = true
 			return err
 		}
@@ -388,28 +465,36 @@ func (r *cellReader) field(k cellKey, byGroup map[string]*logic.State, member, f
 		return fmt.Errorf("%s in %s: %w", val, f, err)
 	}
 	if hk, ok := sketchIndex(slot, 'h', len(st.HLL)); ok {
-		r.hlls = append(r.hlls, hllRef{st, hk})
-		r.hllKeys = append(r.hllKeys, r.prefix+member+":"+slot+":"+g)
+		r.hlls[h.p] = append(r.hlls[h.p], hllRef{st, hk})
+		r.hllKeys[h.p] = append(r.hllKeys[h.p], r.key(h)+":"+slot+":"+g)
 	}
 	return nil
 }
 
-// hllsDue fetches the distinct sketches waiting once there are mgetKeys.
+// hllsDue fetches a partition's distinct sketches waiting once there are
+// mgetKeys.
 func (r *cellReader) hllsDue(ctx context.Context) error {
-	if len(r.hllKeys) >= mgetKeys {
-		return r.fetchHLLs(ctx)
+	for p, keys := range r.hllKeys {
+		if len(keys) >= mgetKeys {
+			if err := r.fetchHLLs(ctx, p); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
-// fetchHLLs reads the distinct sketches waiting, mgetKeys per MGET.
-func (r *cellReader) fetchHLLs(ctx context.Context) error {
-	for len(r.hllKeys) > 0 {
+// fetchHLLs reads the distinct sketches waiting in partition p, mgetKeys
+// per MGET, and merges each into its cell's (the union of the cell's
+// sketches in the partitions read so far).
+func (r *cellReader) fetchHLLs(ctx context.Context, p int) error {
+	refs, keys := r.hlls[p], r.hllKeys[p]
+	for len(keys) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n := min(len(r.hllKeys), mgetKeys)
-		vals, err := r.s.rdb.MGet(ctx, r.hllKeys[:n]...).Result()
+		n := min(len(keys), mgetKeys)
+		vals, err := r.s.rdb.MGet(ctx, keys[:n]...).Result()
 		if err != nil {
 			return err
 		}
@@ -420,13 +505,19 @@ func (r *cellReader) fetchHLLs(ctx context.Context) error {
 			}
 			h, err := logic.DecodeRedisHLL([]byte(str))
 			if err != nil {
-				return fmt.Errorf("%s: %w", r.hllKeys[i], err)
+				return fmt.Errorf("%s: %w", keys[i], err)
 			}
-			r.hlls[i].st.HLL[r.hlls[i].k] = h
+			// h is new: merge what the cell has into it rather than
+			// change a sketch the caller may already hold.
+			dst := &refs[i].st.HLL[refs[i].k]
+			if *dst != nil {
+				h.Merge(*dst)
+			}
+			*dst = h
 		}
-		r.hlls, r.hllKeys = r.hlls[n:], r.hllKeys[n:]
+		refs, keys = refs[n:], keys[n:]
 	}
-	r.hlls, r.hllKeys = nil, nil
+	r.hlls[p], r.hllKeys[p] = nil, nil
 	return nil
 }
 
@@ -488,9 +579,11 @@ const expireChunk = 500
 
 // Expire drops the cells of a view's state key (logic.View.StateKey) of
 // arrival epochs < beforeEpoch (absorbed by a batch version) and their
-// index entries; epochs >= beforeEpoch are left untouched. It finds them through the index. Each chunk deletes its hashes
-// and removes exactly their index members in one MULTI, so the index never
-// points at a deleted hash that a concurrent commit recreated. Idempotent;
+// index entries, in every partition of the stream; epochs >= beforeEpoch
+// are left untouched. It finds them through the index. Each chunk deletes
+// its hashes and removes exactly their index members in one script (one
+// partition: one slot), so the index never points at a deleted hash that
+// a concurrent commit recreated. Idempotent;
 // safe to run while the speed layer commits (it only commits current
 // epochs, which are above any batch cutoff).
 func (s *Store) Expire(ctx context.Context, st *logic.Stream, key string, beforeEpoch int64) error {
@@ -517,25 +610,26 @@ func (s *Store) expire(ctx context.Context, stream string, p int, key string, be
 	for len(members) > 0 {
 		chunk := members[:min(len(members), expireChunk)]
 		members = members[len(chunk):]
-		args := make([]any, 0, 2+len(chunk))
-		args = append(args, prefix, idx)
+		args := make([]any, 0, 1+len(chunk))
+		args = append(args, prefix)
 		for _, m := range chunk {
 			args = append(args, m)
 		}
-		if err := expireScript.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
+		if err := expireScript.Run(ctx, s.rdb, []string{idx}, args...).Err(); err != nil {
 			return fmt.Errorf("speedstore: expire %s: %w", key, err)
 		}
 	}
 	return nil
 }
 
-// The expire script: ARGV[1] = cell key prefix, ARGV[2] = index key, then
-// index members. Per member it deletes the cell hash, the HyperLogLogs its
-// "h{k}" fields name, and the index member — all in one atomic step, so the
-// index never points at a deleted hash.
+// The expire script: KEYS[1] = index key, ARGV[1] = cell key prefix (of
+// the index's partition: one slot), then index members. Per member it
+// deletes the cell hash, the HyperLogLogs its "h{k}" fields name, and the
+// index member — all in one atomic step, so the index never points at a
+// deleted hash.
 var expireScript = redis.NewScript(`
-local prefix, idx = ARGV[1], ARGV[2]
-for i = 3, #ARGV do
+local idx, prefix = KEYS[1], ARGV[1]
+for i = 2, #ARGV do
   local key = prefix .. ARGV[i]
   for _, f in ipairs(redis.call('HKEYS', key)) do
     local g, k = string.match(f, '^(.*)\30(h%d+)$')
@@ -547,9 +641,9 @@ end
 return 1
 `)
 
-// Reset drops a stream's position and then every cell and index of the
-// given views (state keys), for a rebuild from the log. The position goes first, so a
-// Reset cut short leaves the position absent and the next start resets
+// Reset drops partition p's position and then every cell and index of
+// the given views (state keys) in it, for a rebuild from the log. The
+// position goes first, so a Reset cut short leaves the position absent and the next start resets
 // again; a writer still running on the old state is refused with
 // ErrConflict from then on. Reset must come from the stream's single
 // rebuilding writer (the lease holder): a commit from prevSeq 0 racing a
@@ -579,37 +673,3 @@ func (s *Store) clear(ctx context.Context, stream string, p int, key string) err
 
 // Ping checks the connection.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }
-
-var leaseScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-`)
-
-// Lease takes or renews the writer lease of a stream for ttl. It returns
-// false while another owner holds it. The lease keeps a second speed process
-// in standby; correctness does not depend on it (the position's
-// compare-and-set does), only efficiency.
-func (s *Store) Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error) {
-	ok, err := leaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + Tag(stream, p)}, owner, ttl.Milliseconds()).Int()
-	if err != nil {
-		return false, fmt.Errorf("speedstore: lease %s: %w", stream, err)
-	}
-	return ok == 1, nil
-}
-
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
-// ReleaseLease gives the lease up if owner holds it.
-func (s *Store) ReleaseLease(ctx context.Context, stream string, p int, owner string) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.ns + ":lease:" + Tag(stream, p)}, owner).Err(); err != nil {
-		return fmt.Errorf("speedstore: release %s: %w", stream, err)
-	}
-	return nil
-}

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
@@ -46,18 +45,24 @@ import (
 //     under way it resumes it.
 //   - Position returns the last committed position (found false: none),
 //     never a partial one.
+//   - Partitions: a stream's partitions (logic.Stream.Partitions) have a
+//     position, cells and a lease each; every method taking p acts on
+//     partition p alone, and writers of different partitions never fence
+//     each other.
 //   - Read / ReadEach return the cells of a view with window start in
 //     [fromMs, toMs) and epoch >= minEpoch, each (epoch, window, group)
-//     once, in any order; a group whose slots are all empty is still a
-//     cell. An error from ReadEach's fn stops the read and comes back as is.
-//   - Expire drops a state key's cells of epochs < beforeEpoch and leaves
-//     the others untouched; idempotent.
-//   - Reset drops a stream's position and the cells of the given keys;
+//     once, in any order, merged over the stream's partitions with
+//     logic's rules (slots as logic.View.MergeState, distinct sketches
+//     united, quantile buckets added); a group whose slots are all empty
+//     is still a cell. An error from ReadEach's fn stops the read and
+//     comes back as is.
+//   - Expire drops a state key's cells of epochs < beforeEpoch in every
+//     partition and leaves the others untouched; idempotent.
+//   - Reset drops a partition's position and the cells of the given keys;
 //     DropState drops one key's cells and its part of the position;
-//     StateKeys lists the keys that have cells.
-//   - Lease is a writer lease per stream (an optimisation only:
-//     correctness rests on the compare-and-set): held by one owner until
-//     it expires or is released.
+//     StateKeys lists the keys that have cells; DropLegacy deletes a
+//     stream's state as kept before streams had partitions, leaving the
+//     partitions' alone (idempotent).
 //   - Every method is safe for concurrent use by many goroutines and
 //     processes. Any error other than those named means the store could
 //     not be asked or written; the caller retries from Position.
@@ -72,8 +77,7 @@ type SpeedStore interface {
 	CommitRebuild(ctx context.Context, stream string, p int, prev, first, next uint64, d *logic.Delta) (joined bool, err error)
 	StateKeys(ctx context.Context) ([]string, error)
 	DropState(ctx context.Context, stream string, p int, key string) error
-	Lease(ctx context.Context, stream string, p int, owner string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, stream string, p int, owner string) error
+	DropLegacy(ctx context.Context, stream string, keys []string) error
 }
 
 // NewSpeedStore makes a fresh, empty speed store and returns a function
@@ -96,7 +100,7 @@ func RunSpeedStore(t *testing.T, newStore NewSpeedStore) {
 		{"Reset", speedReset},
 		{"FreshPositionJoinsViews", speedFreshPosition},
 		{"RebuildJoinsTheStreamsCommits", speedRebuild},
-		{"Lease", speedLease},
+		{"PartitionsMerge", speedPartitions},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
 	}
@@ -113,9 +117,26 @@ func SpeedView(t testing.TB) *logic.View {
 		{Name: "ilo", Expr: "min(items)"}, {Name: "ihi", Expr: "max(items)"}})
 }
 
+// SpeedViewPartitioned is SpeedView's measures, a distinct count
+// ("kinds", of items) and a quantile ("p50", of amount) on stream "orders"
+// of the given partitions.
+func SpeedViewPartitioned(t testing.TB, partitions int) *logic.View {
+	t.Helper()
+	return speedViewOn(t, "by_country_sk", partitions, []logic.MeasureDef{
+		{Name: "n", Expr: "count()"}, {Name: "rev", Expr: "sum(amount)"}, {Name: "items", Expr: "sum(items)"},
+		{Name: "lo", Expr: "min(amount)"}, {Name: "hi", Expr: "max(amount)"}, {Name: "avg", Expr: "avg(amount)"},
+		{Name: "ilo", Expr: "min(items)"}, {Name: "ihi", Expr: "max(items)"},
+		{Name: "kinds", Expr: "count_distinct(items)"}, {Name: "p50", Expr: "quantile(amount, 0.5)"}})
+}
+
 func speedViewNamed(t testing.TB, name string, ms []logic.MeasureDef) *logic.View {
 	t.Helper()
-	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Fields: map[string]logic.FieldType{
+	return speedViewOn(t, name, 1, ms)
+}
+
+func speedViewOn(t testing.TB, name string, partitions int, ms []logic.MeasureDef) *logic.View {
+	t.Helper()
+	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", Partitions: partitions, Fields: map[string]logic.FieldType{
 		"ts": logic.TypeTime, "country": logic.TypeString, "amount": logic.TypeFloat, "items": logic.TypeInt}}, []byte("k"))
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +293,7 @@ func speedCommitFenced(t *testing.T, open func() SpeedStore) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	a, b := RandomSpeedEvents(rng, 3000), RandomSpeedEvents(rng, 2000)
 
-	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 3000, Watermark: 42, Owner: "x"}, 0, []*logic.Delta{FoldSpeed(v, a)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 0, speedstore.Position{Seq: 3000, Watermark: 42, LastArrival: 1234, Owner: "x"}, 0, []*logic.Delta{FoldSpeed(v, a)}); err != nil {
 		t.Fatal(err)
 	}
 	// A redelivery of the same batch expects position 0: refused.
@@ -286,18 +307,18 @@ func speedCommitFenced(t *testing.T, open func() SpeedStore) {
 		t.Fatalf("stale commit: %v, want ErrConflict", err)
 	}
 	// ... and they changed nothing: neither the position nor a single cell.
-	if pos, found, err := st.Position(ctx, "orders", 0); err != nil || !found || pos.Seq != 3000 || pos.Watermark != 42 || pos.Owner != "x" {
+	if pos, found, err := st.Position(ctx, "orders", 0); err != nil || !found || pos.Seq != 3000 || pos.Watermark != 42 || pos.LastArrival != 1234 || pos.Owner != "x" {
 		t.Fatalf("position after refused commits: %+v %v %v", pos, found, err)
 	}
 	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(a, 0, 0, allTime))
-	if err := st.Commit(ctx, "orders", 0, 3000, speedstore.Position{Seq: 5000, Watermark: 43, Owner: "y"}, 0, []*logic.Delta{FoldSpeed(v, b)}); err != nil {
+	if err := st.Commit(ctx, "orders", 0, 3000, speedstore.Position{Seq: 5000, Watermark: 43, LastArrival: 5678, Owner: "y"}, 0, []*logic.Delta{FoldSpeed(v, b)}); err != nil {
 		t.Fatal(err)
 	}
 	// Another handle (another process) sees the position and the merge of
 	// both commits, equal to the fold of all events.
 	st2 := open()
 	pos, found, err := st2.Position(ctx, "orders", 0)
-	if err != nil || !found || pos.Seq != 5000 || pos.Watermark != 43 || pos.Owner != "y" {
+	if err != nil || !found || pos.Seq != 5000 || pos.Watermark != 43 || pos.LastArrival != 5678 || pos.Owner != "y" {
 		t.Fatalf("position %+v %v %v", pos, found, err)
 	}
 	CheckSpeedCells(t, v, readAll(t, st2, v, 0, allTime, 0), ExpectedSpeedCells(slices.Concat(a, b), 0, 0, allTime))
@@ -644,46 +665,105 @@ func speedRebuild(t *testing.T, open func() SpeedStore) {
 	CheckSpeedCells(t, a, readAll(t, st, a, 0, allTime, 0), ExpectedSpeedCells(events(1, 60), 0, 0, allTime))
 }
 
-func speedLease(t *testing.T, open func() SpeedStore) {
+// speedPartitions: four writers, one per partition of a stream, each on a
+// handle of its own, commit their partition's events in chunks, all at
+// once. The partitions' positions stay apart, and a read merges the
+// partitions' cells into one per (epoch, window, group): its slots equal
+// the direct computation over every event, its sketches those logic
+// folds from every event in one delta (a distinct sketch's registers are
+// the same whichever way the elements are split; bucket counts add).
+// Expire, Reset and DropLegacy keep to what they name.
+func speedPartitions(t *testing.T, open func() SpeedStore) {
 	ctx := context.Background()
-	p1, p2 := open(), open()
-	take := func(st SpeedStore, owner string, ttl time.Duration) bool {
+	const parts, chunk = 4, 150
+	v := SpeedViewPartitioned(t, parts)
+	rng := rand.New(rand.NewPCG(21, 22))
+	evs := make([][]SpeedEvent, parts)
+	for p := range evs {
+		evs[p] = RandomSpeedEvents(rng, 1000+200*p)
+	}
+	all := slices.Concat(evs...)
+	var wg sync.WaitGroup
+	errs := make(chan error, parts)
+	for p := range parts {
+		st := open()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 0; seq < len(evs[p]); seq += chunk {
+				next := min(seq+chunk, len(evs[p]))
+				pos := speedstore.Position{Seq: uint64(next), Watermark: int64(p), LastArrival: int64(1000*p + next), Owner: fmt.Sprint(p)}
+				if err := st.Commit(ctx, "orders", p, uint64(seq), pos, 0, []*logic.Delta{FoldSpeed(v, evs[p][seq:next])}); err != nil {
+					errs <- fmt.Errorf("partition %d at %d: %w", p, seq, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := open()
+	for p := range parts {
+		pos, found, err := st.Position(ctx, "orders", p)
+		n := len(evs[p])
+		if err != nil || !found || pos.Seq != uint64(n) || pos.Watermark != int64(p) || pos.LastArrival != int64(1000*p+n) || pos.Owner != fmt.Sprint(p) {
+			t.Fatalf("partition %d: position %+v %v %v", p, pos, found, err)
+		}
+	}
+	checkSketches := func(cells []speedstore.Cell, evs []SpeedEvent) {
 		t.Helper()
-		ok, err := st.Lease(ctx, "orders", 0, owner, ttl)
-		if err != nil {
-			t.Fatal(err)
+		want := FoldSpeed(v, evs)
+		for _, c := range cells {
+			dc := want.Cells[logic.CellKey{Epoch: c.Epoch, Window: c.Window, Group: c.Group}]
+			if dc == nil {
+				t.Fatalf("cell %d/%d/%q not in the fold", c.Epoch, c.Window, c.Group)
+			}
+			w := dc.State(v)
+			if (w.HLL[0] == nil) != (c.State.HLL[0] == nil) || w.HLL[0] != nil && !w.HLL[0].Equal(c.State.HLL[0]) {
+				t.Fatalf("cell %d/%d/%q: distinct sketch differs from the fold's", c.Epoch, c.Window, c.Group)
+			}
+			if len(w.Q[0]) != len(c.State.Q[0]) {
+				t.Fatalf("cell %d/%d/%q: %d quantile buckets, the fold has %d", c.Epoch, c.Window, c.Group, len(c.State.Q[0]), len(w.Q[0]))
+			}
+			for b, n := range w.Q[0] {
+				if c.State.Q[0][b] != n {
+					t.Fatalf("cell %d/%d/%q: bucket %d = %v, the fold has %v", c.Epoch, c.Window, c.Group, b, c.State.Q[0][b], n)
+				}
+			}
 		}
-		return ok
 	}
-	if !take(p1, "a", time.Minute) {
-		t.Fatal("a could not take a free lease")
+	cells := readAll(t, st, v, 0, allTime, 0)
+	CheckSpeedCells(t, v, cells, ExpectedSpeedCells(all, 0, 0, allTime))
+	checkSketches(cells, all)
+	cells = readAll(t, st, v, 120000, 420000, 20000)
+	CheckSpeedCells(t, v, cells, ExpectedSpeedCells(all, 20000, 120000, 420000))
+	// A single view's key is listed once, whatever its partitions.
+	if keys, err := st.StateKeys(ctx); err != nil || !slices.Equal(keys, []string{v.StateKey()}) {
+		t.Fatalf("state keys %v %v, want [%s]", keys, err, v.StateKey())
 	}
-	if take(p2, "b", time.Minute) {
-		t.Fatal("b took a lease a holds")
-	}
-	if !take(p1, "a", time.Minute) {
-		t.Fatal("a could not renew its lease")
-	}
-	if ok, err := p2.Lease(ctx, "other", 0, "b", time.Minute); err != nil || !ok {
-		t.Fatalf("lease of another stream: %v %v", ok, err)
-	}
-	if err := p2.ReleaseLease(ctx, "orders", 0, "b"); err != nil { // not b's: a keeps it
+	// Expire goes through every partition.
+	if err := st.Expire(ctx, v.Stream, v.StateKey(), 30000); err != nil {
 		t.Fatal(err)
 	}
-	if take(p2, "b", time.Minute) {
-		t.Fatal("a release by a non-owner freed the lease")
-	}
-	if err := p1.ReleaseLease(ctx, "orders", 0, "a"); err != nil {
+	CheckSpeedCells(t, v, readAll(t, st, v, 0, allTime, 0), ExpectedSpeedCells(all, 30000, 0, allTime))
+	// Reset and the lease take one partition; DropLegacy none.
+	if err := st.Reset(ctx, "orders", 2, []string{v.StateKey()}); err != nil {
 		t.Fatal(err)
 	}
-	if !take(p2, "b", 200*time.Millisecond) {
-		t.Fatal("b could not take a released lease")
+	if err := st.DropLegacy(ctx, "orders", []string{v.StateKey()}); err != nil {
+		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !take(p1, "a", time.Minute) {
-		if time.Now().After(deadline) {
-			t.Fatal("a lease with a 200ms ttl did not expire")
-		}
-		time.Sleep(50 * time.Millisecond)
+	rest := slices.Concat(evs[0], evs[1], evs[3])
+	cells = readAll(t, st, v, 0, allTime, 0)
+	CheckSpeedCells(t, v, cells, ExpectedSpeedCells(rest, 30000, 0, allTime))
+	checkSketches(cells, rest)
+	if _, found, err := st.Position(ctx, "orders", 2); err != nil || found {
+		t.Fatalf("partition 2 after its reset: found %v, %v", found, err)
+	}
+	if pos, found, err := st.Position(ctx, "orders", 3); err != nil || !found || pos.Seq != uint64(len(evs[3])) {
+		t.Fatalf("partition 3 after partition 2's reset: %+v %v %v", pos, found, err)
 	}
 }
