@@ -100,14 +100,20 @@ func (tr *tracker) work(owner string, fail map[leases.Partition]int) func(contex
 // member is one process's group over a client of its own.
 type member struct {
 	name   string
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	cancel context.CancelFunc
 	done   chan error
 }
 
 func startMember(t *testing.T, r *testenv.Redis, ns, name string, tr *tracker, fail map[leases.Partition]int) *member {
 	t.Helper()
-	m := &member{name: name, rdb: redis.NewClient(&redis.Options{Addr: r.Addr}), done: make(chan error, 1)}
+	return startMemberOn(t, redis.NewClient(&redis.Options{Addr: r.Addr}), ns, name, tr, fail)
+}
+
+// startMemberOn starts a member over a client of its own (closed with it).
+func startMemberOn(t *testing.T, rdb redis.UniversalClient, ns, name string, tr *tracker, fail map[leases.Partition]int) *member {
+	t.Helper()
+	m := &member{name: name, rdb: rdb, done: make(chan error, 1)}
 	g := leases.New(m.rdb, leases.Options{Namespace: ns, Role: "speed", Owner: name, Logger: testenv.Logger(t)})
 	if g.Owner() != name {
 		t.Fatalf("owner %q, want %q", g.Owner(), name)
@@ -281,5 +287,39 @@ func TestFailedWorkPausesThenResumes(t *testing.T) {
 	defer tr.mu.Unlock()
 	if tr.starts[p] != 3 || tr.starts[parts[0]] != 1 {
 		t.Fatalf("works started on %s: %d, on %s: %d; want 3 (two failures) and 1", p, tr.starts[p], parts[0], tr.starts[parts[0]])
+	}
+}
+
+// TestSharesOnRedisCluster: the same sharing on a Redis Cluster, where
+// each partition's lease lives in its partition's slot: two members
+// share, a killed one's partitions move to the survivor, and it gets its
+// share back when it returns.
+func TestSharesOnRedisCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a six-node Redis Cluster; skipped with -short")
+	}
+	ctx := context.Background()
+	rc := testenv.StartRedisCluster(t)
+	ns := testenv.Namespace(t)
+	rdb := rc.Client(t)
+	tr := newTracker()
+	all := []string{"speed-a", "speed-b"}
+	startMemberOn(t, rc.Client(t), ns, "speed-a", tr, nil)
+	b := startMemberOn(t, rc.Client(t), ns, "speed-b", tr, nil)
+	want := expected(all, parts)
+	eventually(t, "two members on the cluster", func() string { return state(ctx, rdb, ns, tr, want) })
+
+	b.kill(t)
+	want = expected(all[:1], parts)
+	took := eventually(t, "the survivor owns everything", func() string { return state(ctx, rdb, ns, tr, want) })
+	t.Logf("partitions of the killed member taken over %s after the kill", took)
+
+	startMemberOn(t, rc.Client(t), ns, "speed-b", tr, nil)
+	want = expected(all, parts)
+	eventually(t, "the returning member has its share", func() string { return state(ctx, rdb, ns, tr, want) })
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.overlaps) > 0 {
+		t.Fatalf("partitions worked on by two members at once: %v", tr.overlaps)
 	}
 }
