@@ -19,6 +19,7 @@ import (
 type Stack struct {
 	t                           testing.TB
 	natsURL, natsKeys, redisURL string
+	redisKeys                   string // further keys of the redis: section
 
 	Config    string // path of the config file
 	Base      string // http://127.0.0.1:PORT, where braid serves HTTP
@@ -26,11 +27,12 @@ type Stack struct {
 	Namespace string // namespace of the config (NATS streams, Redis keys)
 	Body      string // what the config holds below the sections the stack writes
 
-	NATS     *NATS     // with WithNATS or SharedNATS; nil when braid embeds NATS
-	NATSProc *NATSProc // with WithNATSProc
-	Redis    *Redis    // nil with WithoutRedis
-	S3       *S3       // with WithS3: the lake and batch views live in its bucket
-	Braid    *Proc     // the braid up Up started; nil after NewStack
+	NATS         *NATS         // with WithNATS or SharedNATS; nil when braid embeds NATS
+	NATSProc     *NATSProc     // with WithNATSProc
+	Redis        *Redis        // nil with WithoutRedis or WithRedisCluster
+	RedisCluster *RedisCluster // with WithRedisCluster
+	S3           *S3           // with WithS3: the lake and batch views live in its bucket
+	Braid        *Proc         // the braid up Up started; nil after NewStack
 
 	env []string // the environment of the braid processes it starts
 }
@@ -40,12 +42,13 @@ type Stack struct {
 type Option func(*stackOptions)
 
 type stackOptions struct {
-	nats     bool
-	natsProc bool
-	shared   *NATS
-	noRedis  bool
-	natsKeys string
-	s3       *S3
+	nats         bool
+	natsProc     bool
+	shared       *NATS
+	noRedis      bool
+	natsKeys     string
+	s3           *S3
+	redisCluster *RedisCluster
 }
 
 // WithNATS runs a JetStream server (StartNATS) beside braid, so the test
@@ -69,6 +72,11 @@ func WithoutRedis() Option { return func(o *stackOptions) { o.noRedis = true } }
 // s3's bucket (storage.url), with the keys in the environment of the braid
 // processes the stack starts (Start, Spawn, Run).
 func WithS3(s3 *S3) Option { return func(o *stackOptions) { o.s3 = s3 } }
+
+// WithRedisCluster points the stack at a Redis Cluster the test runs
+// (redis.url its seeds, redis.cluster true) instead of a redis-server of
+// its own.
+func WithRedisCluster(rc *RedisCluster) Option { return func(o *stackOptions) { o.redisCluster = rc } }
 
 // NATSKeys adds keys to the nats: section of the config, after its url
 // (e.g. "publish_timeout: 1s").
@@ -95,7 +103,11 @@ func NewStack(t testing.TB, body string, opts ...Option) *Stack {
 		s.NATS = StartNATS(t)
 		s.natsURL = s.NATS.URL
 	}
-	if !o.noRedis {
+	switch {
+	case o.redisCluster != nil:
+		s.RedisCluster = o.redisCluster
+		s.redisURL, s.redisKeys = o.redisCluster.Seeds(), "cluster: true"
+	case !o.noRedis:
 		s.Redis = StartRedis(t)
 		s.redisURL = s.Redis.URL
 	}
@@ -167,21 +179,26 @@ func (s *Stack) write() {
 	if s.natsKeys != "" {
 		nats += ", " + s.natsKeys
 	}
-	s.Config, s.Base, s.DataDir = writeConfig(s.t, s.Namespace, nats, s.redisURL, s.Body)
+	redis := fmt.Sprintf("url: %q", s.redisURL)
+	if s.redisKeys != "" {
+		redis += ", " + s.redisKeys
+	}
+	s.Config, s.Base, s.DataDir = writeConfig(s.t, s.Namespace, nats, redis, s.Body)
 }
 
 // writeConfig writes a braid config for a test: its own data dir and HTTP
-// port, namespace ns, the given Redis URL (empty: braid up starts its own)
-// and nats as the keys of its nats: section (none: NATS embedded in braid);
-// body holds the streams, views and other sections.
-func writeConfig(t testing.TB, ns, nats, redisURL, body string) (path, base, dataDir string) {
+// port, namespace ns, redis and nats as the keys of its redis: and nats:
+// sections (a url "" in redis: braid up starts its own; no url in nats:
+// NATS embedded in braid); body holds the streams, views and other
+// sections.
+func writeConfig(t testing.TB, ns, nats, redis, body string) (path, base, dataDir string) {
 	t.Helper()
 	dir := t.TempDir()
 	dataDir = filepath.Join(dir, "data")
 	port := FreePort(t)
 	base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cfg := fmt.Sprintf("data_dir: %s\nnamespace: %s\nhttp: { addr: \"127.0.0.1:%d\" }\nnats: { %s }\nredis: { url: %q }\n%s",
-		dataDir, ns, port, nats, redisURL, body)
+	cfg := fmt.Sprintf("data_dir: %s\nnamespace: %s\nhttp: { addr: \"127.0.0.1:%d\" }\nnats: { %s }\nredis: { %s }\n%s",
+		dataDir, ns, port, nats, redis, body)
 	path = filepath.Join(dir, "braid.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
