@@ -69,7 +69,7 @@ type LakeWriter interface {
 // logs it and tries again at its next round). Safe for concurrent use.
 // *lake.Lake satisfies it.
 type LakeUpkeep interface {
-	Compact(ctx context.Context, s *logic.Stream, targetBytes int64) (lake.CompactStats, error)
+	Compact(ctx context.Context, s *logic.Stream, p int, targetBytes int64) (lake.CompactStats, error)
 	DropBefore(ctx context.Context, stream, date string) (int, error)
 	Sweep(ctx context.Context, stream string) (int, error)
 }

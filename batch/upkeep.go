@@ -145,7 +145,7 @@ func (u *upkeeper) stream(ctx context.Context, s *logic.Stream, now time.Time) {
 	}
 	if !u.cfg.NoCompact && cp.Seq > st.compactedTo && now.Sub(st.compactAt) >= u.cfg.UpkeepEvery {
 		st.compactAt = now
-		stats, err := u.lake.Compact(ctx, s, u.cfg.TargetFileBytes)
+		stats, err := u.lake.Compact(ctx, s, 0 /* PARTITION-0 */, u.cfg.TargetFileBytes)
 		switch {
 		case err != nil:
 			u.fail(s.Name, "compact", err)

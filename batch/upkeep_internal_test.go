@@ -65,7 +65,7 @@ func (l *upkeepLake) WriteReleasing(*logic.Stream, []lake.Row) ([]string, int64,
 func (l *upkeepLake) Commit(string, lake.Checkpoint) error {
 	return errors.New("no commits in this test")
 }
-func (l *upkeepLake) Compact(_ context.Context, s *logic.Stream, target int64) (lake.CompactStats, error) {
+func (l *upkeepLake) Compact(_ context.Context, s *logic.Stream, _ int, target int64) (lake.CompactStats, error) {
 	if err := l.record("compact", s.Name, fmt.Sprint(target)); err != nil {
 		return lake.CompactStats{}, err
 	}
