@@ -12,6 +12,7 @@ import (
 
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
 	"github.com/braid-data/braid/serving/dashboard"
 	"github.com/braid-data/braid/serving/query"
@@ -48,22 +49,37 @@ func (r speedStatus) StreamStatus(ctx context.Context, stream string) (query.Str
 	return out, nil
 }
 
-type archiveStatus struct{ lk *lake.Lake }
+// archiveStatus is serving's ArchiveStatus over the lake's manifest: the
+// stream's position as a whole, from the checkpoints of its partitions
+// (one manifest read): Seq is the sum of their sequences (a stream of one
+// partition's sequence), CoveredUntil the least of their coverages.
+type archiveStatus struct {
+	lk  *lake.Lake
+	cat *config.Catalog
+}
 
-func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string) (serving.ArchivePosition, error) {
-	cp, err := a.lk.Checkpoint(stream)
+func (a archiveStatus) ArchiveCheckpoint(ctx context.Context, stream string) (serving.ArchivePosition, error) {
+	m, err := a.lk.Manifest(ctx, stream)
 	if err != nil {
 		return serving.ArchivePosition{}, err
 	}
-	return serving.ArchivePosition{Seq: cp.Seq, CoveredUntil: cp.CoveredUntil}, nil
+	n := 1
+	if s, ok := a.cat.Streams[stream]; ok {
+		n = max(1, s.Partitions)
+	}
+	pos := serving.ArchivePosition{CoveredUntil: m.CoveredUntil(n)}
+	for p := range n {
+		pos.Seq += m.Part(p).Seq
+	}
+	return pos, nil
 }
 
 // logEnds is the batch runner's LogEnds over the event log: the last
-// record's sequence and its arrival, from the stream's state.
+// record's sequence and its arrival, from the stream partition's state.
 type logEnds struct{ l *eventlog.Log }
 
-func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error) {
-	info, err := e.l.Info(ctx, stream, 0 /* PARTITION-0 */)
+func (e logEnds) LogEnd(ctx context.Context, stream string, p int) (batch.LogEnd, error) {
+	info, err := e.l.Info(ctx, stream, p)
 	if err != nil {
 		return batch.LogEnd{}, err
 	}
@@ -124,7 +140,7 @@ var (
 
 func (a *app) servingOptions(l *layers) serving.Options {
 	o := serving.Options{
-		Config: a.cfg, Catalog: a.cat, Archive: archiveStatus{l.lake},
+		Config: a.cfg, Catalog: a.cat, Archive: archiveStatus{l.lake, a.cat},
 		RunnerBusy: batch.ErrBusy, Root: dashboard.Handler(), Logger: a.logger.With("layer", "serve"), Registry: a.reg,
 		Ready: a.ready, QueryCacheBytes: a.cfg.HTTP.QueryCacheBytes,
 	}
@@ -185,13 +201,24 @@ var errViewRebuilding = errors.New("view rebuilding")
 const maxLateAudited = 100_000
 
 func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
-	// A view being rebuilt has partial speed cells: nothing to audit yet.
-	pos, found, err := a.store.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
-	if err != nil {
-		return nil, err
+	// A view being rebuilt has partial speed cells: nothing to audit yet
+	// (in any stream partition with a position; one without has no cells).
+	positioned := false
+	for p := range max(1, v.Stream.Partitions) {
+		pos, found, err := a.store.Position(ctx, v.Stream.Name, p)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			continue
+		}
+		positioned = true
+		if vp := pos.Views[v.StateKey()]; !vp.JoinedOK || vp.Joined != pos.Seq {
+			return nil, fmt.Errorf("%w: %s (its speed state has not joined the commits of partition %d of its stream yet)", errViewRebuilding, v.Name, p)
+		}
 	}
-	if vp := pos.Views[v.StateKey()]; !found || !vp.JoinedOK || vp.Joined != pos.Seq {
-		return nil, fmt.Errorf("%w: %s (its speed state has not joined its stream's commits yet)", errViewRebuilding, v.Name)
+	if !positioned {
+		return nil, fmt.Errorf("%w: %s (its stream has no speed position yet)", errViewRebuilding, v.Name)
 	}
 	cut, err := a.views.Cutoff(v)
 	if err != nil {

@@ -659,7 +659,7 @@ func (l *Lake) putParquet(ctx context.Context, key string, lay *layout, fill fun
 
 // commitRetries bounds how often a commit is built again on a newer
 // manifest when other commits took the generation it was built on.
-const commitRetries = 20
+const commitRetries = 100
 
 // CommitPart records the checkpoint of stream partition p: it writes the
 // stream's next manifest, with the files of p this Lake wrote that end at
