@@ -504,8 +504,18 @@ func (a *Archiver) isBacklog(st *streamState, m eventlog.Msg) bool {
 
 // gap checks whether the partition's log still holds sequence st.next;
 // when retention removed it, the archiver moves on to the log's first
-// sequence.
+// sequence. When the lake's checkpoint of the partition is beyond what
+// this archiver wrote, another archiver took the partition and moved it
+// (its records up to there acknowledged, never delivered again): the
+// partition starts again from the lake.
 func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
+	cp, err := a.lk.PartCheckpoint(st.s.Name, st.p)
+	if err != nil {
+		return err
+	}
+	if cp.Seq > st.wcp.Seq {
+		return fmt.Errorf("batch: partition %d of %s: the lake's checkpoint moved to %d, past this archiver's %d (another archiver ran it)", st.p, st.s.Name, cp.Seq, st.wcp.Seq)
+	}
 	info, err := a.log.Info(ctx, st.s.Name, st.p)
 	if err != nil {
 		return err

@@ -28,7 +28,8 @@ type Partition struct {
 // goroutine of its own, with a context that ends when the process must
 // give the partition up (another process takes it) or when ctx ends; work
 // returns once its context ended (an error gives the partition up for a
-// while, logged). A partition no process holds any more (one died) is
+// while, logged). A partition's work is not started again in the process
+// before the previous one returned. A partition no process holds any more (one died) is
 // taken by a survivor. Run returns when ctx ends and every work returned.
 // Two processes may both run a partition for a moment around a handover:
 // the lake's fencing, not the shares, keeps each record in it once.
