@@ -1,6 +1,7 @@
-// Package batch is Braid's batch layer: the archiver copies each stream's
-// log into the lake exactly once, and the runner recomputes the batch views
-// from the lake with DuckDB, publishing versions with a cutoff per view.
+// Package batch is Braid's batch layer: the archiver copies each stream
+// partition's log into the lake exactly once, and the runner recomputes the
+// batch views from the lake with DuckDB, publishing versions with a cutoff
+// per view.
 package batch
 
 import (
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -33,7 +35,10 @@ type ArchiverConfig struct {
 	FetchWait time.Duration // longest wait of one fetch (default defaults.ArchiveFetchWait, at most MaxDelay)
 	IdleLag   time.Duration // idle streams are covered until server time minus this (default defaults.ArchiveIdleLag)
 	Consumer  string        // durable consumer name (default defaults.ArchiveConsumer)
-	Retry     time.Duration // pause before a failed stream restarts (default defaults.ArchiveRetry)
+	Retry     time.Duration // pause before a failed stream partition restarts (default defaults.ArchiveRetry)
+	// Shares shares the stream partitions out among the archivers of a
+	// deployment (nil: this archiver runs every partition).
+	Shares Shares
 
 	// The upkeep of the lake and the log (upkeep.go), run when the lake
 	// given to NewArchiver is a LakeUpkeep and the log a LogTrimmer.
@@ -87,10 +92,14 @@ func (c *ArchiverConfig) defaults() {
 	}
 }
 
-// Archiver copies every stream's clean log into the lake. Per stream it
-// writes a contiguous run of sequences, commits the lake checkpoint, and
-// only then acks the log: a crash anywhere redelivers records that the
-// lake's checkpoint then skips, so every record lands exactly once.
+// Archiver copies every stream's clean log into the lake, each stream
+// partition by a loop of its own (of the partitions the shares give this
+// archiver, or all of them). Per partition it writes a contiguous run of
+// sequences, commits the partition's lake checkpoint, and only then acks
+// the log: a crash anywhere redelivers records that the lake's checkpoint
+// then skips, so every record lands exactly once; an archiver that takes a
+// partition over from another starts from the lake's checkpoint, and the
+// lake refuses the commits of the one that lost it.
 type Archiver struct {
 	cfg    ArchiverConfig
 	log    anyLog
@@ -100,7 +109,8 @@ type Archiver struct {
 	up     *upkeeper // nil: no upkeep
 
 	mu     sync.Mutex
-	status map[string]lake.Checkpoint
+	status map[Partition]lake.Checkpoint
+	held   map[Partition]bool // the partitions this archiver runs now
 
 	rows, files, bytes *prometheus.CounterVec
 	writes             *prometheus.CounterVec
@@ -128,77 +138,128 @@ func NewArchiver[C LogConsumer](cfg ArchiverConfig, log EventLog[C], lk LakeWrit
 	lu, _ := lk.(LakeUpkeep)
 	lt, _ := any(log).(LogTrimmer)
 	return &Archiver{cfg: cfg, log: al, lk: lk, cat: cat, logger: logger, up: newUpkeeper(cfg, lk, lu, lt, cat, logger, f),
-		status:     map[string]lake.Checkpoint{},
+		status: map[Partition]lake.Checkpoint{}, held: map[Partition]bool{},
 		rows:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_rows_total", Help: "Records written to the lake."}, []string{"stream"}),
 		files:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_files_total", Help: "Parquet files written to the lake."}, []string{"stream"}),
 		bytes:      f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_bytes_total", Help: "Bytes of Parquet written to the lake."}, []string{"stream"}),
 		writes:     f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_writes_total", Help: "Buffer writes to the lake by what triggered them: rows, bytes, delay, caught_up, stop, error."}, []string{"stream", "reason"}),
 		decodeErrs: f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_decode_errors_total", Help: "Log records the archiver could not decode (skipped)."}, []string{"stream"}),
 		lost:       f.NewCounterVec(prometheus.CounterOpts{Name: "braid_archive_lost_total", Help: "Log sequences gone from the log (retention) before they were archived."}, []string{"stream"}),
-		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_lag_seconds", Help: "Now minus the stream's lake coverage (covered_until)."}, []string{"stream"}),
-		seq:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_checkpoint_seq", Help: "Last log sequence committed to the lake."}, []string{"stream"}),
+		lag:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_lag_seconds", Help: "Now minus the stream partition's lake coverage (covered_until)."}, []string{"stream", "partition"}),
+		seq:        f.NewGaugeVec(prometheus.GaugeOpts{Name: "braid_archive_checkpoint_seq", Help: "Last log sequence of the stream partition committed to the lake."}, []string{"stream", "partition"}),
 	}
 }
 
-// Status returns every stream's committed lake checkpoint.
-func (a *Archiver) Status() map[string]lake.Checkpoint {
+// Status returns the committed lake checkpoint of every stream partition
+// this archiver ran.
+func (a *Archiver) Status() map[Partition]lake.Checkpoint {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[string]lake.Checkpoint, len(a.status))
+	out := make(map[Partition]lake.Checkpoint, len(a.status))
 	for k, v := range a.status {
 		out[k] = v
 	}
 	return out
 }
 
-func (a *Archiver) setStatus(stream string, cp lake.Checkpoint) {
+func (a *Archiver) setStatus(p Partition, cp lake.Checkpoint) {
 	a.mu.Lock()
-	a.status[stream] = cp
+	a.status[p] = cp
 	a.mu.Unlock()
-	a.seq.WithLabelValues(stream).Set(float64(cp.Seq))
+	part := strconv.Itoa(p.P)
+	a.seq.WithLabelValues(p.Stream, part).Set(float64(cp.Seq))
 	if cp.CoveredUntil > 0 {
-		a.lag.WithLabelValues(stream).Set(max(0, float64(time.Now().UnixMilli()-cp.CoveredUntil)/1000))
+		a.lag.WithLabelValues(p.Stream, part).Set(max(0, float64(time.Now().UnixMilli()-cp.CoveredUntil)/1000))
 	}
 }
 
-// Run archives every stream until ctx is cancelled, then flushes what is
-// buffered and returns nil. A stream that fails (log unavailable, disk
-// error) is logged and restarted from its lake checkpoint.
+// partitions lists every stream partition of the catalog, in stream order.
+func (a *Archiver) partitions() []Partition {
+	var out []Partition
+	for _, name := range a.cat.StreamOrder {
+		for p := range max(1, a.cat.Streams[name].Partitions) {
+			out = append(out, Partition{name, p})
+		}
+	}
+	return out
+}
+
+// running lists the partitions whose upkeep this archiver does: those it
+// runs now (all of them without shares), in stream and partition order.
+func (a *Archiver) running() []Partition {
+	all := a.partitions()
+	if a.cfg.Shares == nil {
+		return all
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.DeleteFunc(all, func(p Partition) bool { return !a.held[p] })
+}
+
+// Run archives the stream partitions (every one, or those the shares give
+// this archiver) until ctx is cancelled, then flushes what is buffered
+// and returns nil (or the shares' error). A partition that fails (log
+// unavailable, disk error, another archiver moved it) is logged and
+// restarted from its lake checkpoint.
 func (a *Archiver) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	if a.up != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.up.run(ctx)
+			a.up.run(ctx, a.running)
 		}()
 	}
-	for _, name := range a.cat.StreamOrder {
-		s := a.cat.Streams[name]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				err := a.runStream(ctx, s)
-				if ctx.Err() != nil {
-					return
-				}
-				a.logger.Error("archive stream failed; restarting", "stream", s.Name, "err", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(a.cfg.Retry):
-				}
-			}
-		}()
+	var err error
+	if a.cfg.Shares != nil {
+		err = a.cfg.Shares.Run(ctx, a.partitions(), a.work)
+	} else {
+		for _, p := range a.partitions() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = a.work(ctx, p)
+			}()
+		}
 	}
 	wg.Wait()
-	return nil
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
-// streamState is one stream's archiving position and buffer.
+// work archives partition p until ctx ends, starting it again from the
+// lake's checkpoint (after cfg.Retry) whenever it fails; it returns nil
+// once ctx ended and what it held is flushed.
+func (a *Archiver) work(ctx context.Context, p Partition) error {
+	s := a.cat.Streams[p.Stream]
+	a.mu.Lock()
+	a.held[p] = true
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.held, p)
+		a.mu.Unlock()
+	}()
+	for {
+		err := a.runPart(ctx, s, p.P)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.logger.Error("archive partition failed; restarting", "stream", s.Name, "partition", p.P, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(a.cfg.Retry):
+		}
+	}
+}
+
+// streamState is one stream partition's archiving position and buffer.
 type streamState struct {
 	s        *logic.Stream
+	p        int // the stream partition
 	cons     LogConsumer
 	cp       lake.Checkpoint // committed
 	wcp      lake.Checkpoint // of the last write started (cp when none is in flight)
@@ -231,8 +292,9 @@ func (st *streamState) dirty() bool { return st.next-1 > st.cp.Seq }
 func (st *streamState) buffered() bool { return st.next-1 > st.wcp.Seq }
 
 // write is a buffer being written to the lake, committed and acked by a
-// goroutine of its own while the stream goes on taking records: at most one
-// per stream, so files and checkpoints are still written in log order.
+// goroutine of its own while the partition goes on taking records: at most
+// one per partition, so files and checkpoints are still written in log
+// order.
 type write struct {
 	done  chan struct{} // closed when it finished
 	why   string
@@ -245,22 +307,24 @@ type write struct {
 	err   error
 }
 
-func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
-	if err := a.lk.Recover(s.Name); err != nil {
+// runPart archives stream partition p from the lake's checkpoint until ctx
+// ends (then flushes what it holds and returns nil) or it fails.
+func (a *Archiver) runPart(ctx context.Context, s *logic.Stream, p int) error {
+	if err := a.lk.RecoverPart(s.Name, p); err != nil {
 		return err
 	}
-	cp, err := a.lk.Checkpoint(s.Name)
+	cp, err := a.lk.PartCheckpoint(s.Name, p)
 	if err != nil {
 		return err
 	}
-	a.setStatus(s.Name, cp)
-	cons, err := a.log.Consumer(ctx, s.Name, 0 /* PARTITION-0 */, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, 2*a.cfg.MaxRows+a.cfg.FetchSize)
+	a.setStatus(Partition{s.Name, p}, cp)
+	cons, err := a.log.Consumer(ctx, s.Name, p, a.cfg.Consumer, eventlog.Start{Seq: cp.Seq + 1}, 2*a.cfg.MaxRows+a.cfg.FetchSize)
 	if err != nil {
 		return err
 	}
 	defer cons.Close() // after the last flush: what is buffered goes back to the server
-	a.logger.Info("archiving stream", "stream", s.Name, "from_seq", cp.Seq+1, "covered_until", cp.CoveredUntil)
-	st := &streamState{s: s, cons: cons, cp: cp, wcp: cp, next: cp.Seq + 1}
+	a.logger.Info("archiving stream partition", "stream", s.Name, "partition", p, "from_seq", cp.Seq+1, "covered_until", cp.CoveredUntil)
+	st := &streamState{s: s, p: p, cons: cons, cp: cp, wcp: cp, next: cp.Seq + 1}
 	defer func() {
 		// Never leave a write behind: a restart recovers the lake first.
 		if st.inflight != nil {
@@ -315,7 +379,7 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 		}
 		if len(msgs) == 0 && !st.buffered() {
 			// Nothing new: let the write in flight finish, then mark the
-			// stream covered.
+			// partition covered.
 			if err := a.reap(st, true); err != nil {
 				return err
 			}
@@ -330,7 +394,7 @@ func (a *Archiver) runStream(ctx context.Context, s *logic.Stream) error {
 
 // full says why st's buffer must be written now ("" when it need not):
 // it holds MaxRows rows or MaxBytes of memory, or its first record waited
-// MaxDelay. (runStream adds "caught_up": the buffer was filled from a
+// MaxDelay. (runPart adds "caught_up": the buffer was filled from a
 // backlog that is now drained, so waiting longer would only add records
 // that arrive after it while the lake lags behind by the whole buffer.)
 func (a *Archiver) full(st *streamState) string {
@@ -395,16 +459,16 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 				// Validated at ingest: a bug. The event is skipped but the
 				// position moves on, so the checkpoint stays contiguous.
 				a.decodeErrs.WithLabelValues(st.s.Name).Inc()
-				a.logger.Error("skipping undecodable event", "stream", st.s.Name, "seq", m.Seq, "index", i, "err", err)
+				a.logger.Error("skipping undecodable event", "stream", st.s.Name, "partition", st.p, "seq", m.Seq, "index", i, "err", err)
 				return nil
 			}
-			st.buf = append(st.buf, lake.Row{Seq: m.Seq, Index: i, Arrival: m.Arrival, Event: ev})
+			st.buf = append(st.buf, lake.Row{Part: st.p, Seq: m.Seq, Index: i, Arrival: m.Arrival, Event: ev})
 			st.bytes += rowBytes(&st.buf[len(st.buf)-1])
 			return nil
 		})
 		if err != nil {
 			a.decodeErrs.WithLabelValues(st.s.Name).Inc()
-			a.logger.Error("skipping malformed record", "stream", st.s.Name, "seq", m.Seq, "err", err)
+			a.logger.Error("skipping malformed record", "stream", st.s.Name, "partition", st.p, "seq", m.Seq, "err", err)
 		}
 		st.events += uint64(eventlog.Count(m.Data))
 		st.records++
@@ -416,7 +480,7 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 		// Only redeliveries of committed records: ack them so the consumer's
 		// backlog reads empty.
 		if err := st.cons.Ack(ctx, *st.pending); err != nil && ctx.Err() == nil {
-			a.logger.Warn("ack of redelivered records failed", "stream", st.s.Name, "err", err)
+			a.logger.Warn("ack of redelivered records failed", "stream", st.s.Name, "partition", st.p, "err", err)
 		}
 		st.pending = nil
 	}
@@ -424,27 +488,40 @@ func (a *Archiver) take(ctx context.Context, st *streamState, msgs []eventlog.Ms
 }
 
 // drained asks the server whether the consumer has delivered every record
-// of the log (the pending count in delivered records is an estimate).
+// of the partition's log (the pending count in delivered records is an
+// estimate).
 func (a *Archiver) drained(ctx context.Context, st *streamState) bool {
 	info, err := st.cons.Info(ctx)
 	return err == nil && info.Pending == 0
 }
 
 // isBacklog reports whether at least a fetch of records followed m in the
-// log when it was delivered: a buffer starting with it is catching up.
+// partition's log when it was delivered: a buffer starting with it is
+// catching up.
 func (a *Archiver) isBacklog(st *streamState, m eventlog.Msg) bool {
 	return m.Pending*uint64(st.perRecord()) >= uint64(a.cfg.FetchSize)
 }
 
-// gap checks whether the log still holds sequence st.next; when retention
-// removed it, the archiver moves on to the log's first sequence.
+// gap checks whether the partition's log still holds sequence st.next;
+// when retention removed it, the archiver moves on to the log's first
+// sequence. When the lake's checkpoint of the partition is beyond what
+// this archiver wrote, another archiver took the partition and moved it
+// (its records up to there acknowledged, never delivered again): the
+// partition starts again from the lake.
 func (a *Archiver) gap(ctx context.Context, st *streamState, got uint64) error {
-	info, err := a.log.Info(ctx, st.s.Name, 0 /* PARTITION-0 */)
+	cp, err := a.lk.PartCheckpoint(st.s.Name, st.p)
+	if err != nil {
+		return err
+	}
+	if cp.Seq > st.wcp.Seq {
+		return fmt.Errorf("batch: partition %d of %s: the lake's checkpoint moved to %d, past this archiver's %d (another archiver ran it)", st.p, st.s.Name, cp.Seq, st.wcp.Seq)
+	}
+	info, err := a.log.Info(ctx, st.s.Name, st.p)
 	if err != nil {
 		return err
 	}
 	if info.FirstSeq > st.next {
-		a.logger.Warn("records left the log before they were archived", "stream", st.s.Name, "from", st.next, "to", info.FirstSeq-1)
+		a.logger.Warn("records left the log before they were archived", "stream", st.s.Name, "partition", st.p, "from", st.next, "to", info.FirstSeq-1)
 		a.lost.WithLabelValues(st.s.Name).Add(float64(info.FirstSeq - st.next))
 		st.next = min(info.FirstSeq, got)
 	}
@@ -476,7 +553,7 @@ func (a *Archiver) flush(ctx context.Context, st *streamState, why string) error
 		if w.files, w.bytes, w.err = a.lk.WriteReleasing(st.s, w.rows); w.err != nil {
 			return
 		}
-		if w.err = a.lk.Commit(st.s.Name, cp); w.err != nil {
+		if w.err = a.lk.CommitPart(st.s.Name, st.p, cp); w.err != nil {
 			return
 		}
 		if w.last.Seq != cp.Seq {
@@ -484,7 +561,7 @@ func (a *Archiver) flush(ctx context.Context, st *streamState, why string) error
 		}
 		if err := st.cons.Ack(ctx, w.last); err != nil {
 			// The lake is the truth: a redelivery is skipped by the checkpoint.
-			a.logger.Warn("ack after commit failed", "stream", st.s.Name, "seq", w.last.Seq, "err", err)
+			a.logger.Warn("ack after commit failed", "stream", st.s.Name, "partition", st.p, "seq", w.last.Seq, "err", err)
 		}
 	}()
 	return nil
@@ -514,19 +591,19 @@ func (a *Archiver) reap(st *streamState, block bool) error {
 	// The written rows were cleared by the write; the array is reused.
 	st.spare = w.rows[:0]
 	a.writes.WithLabelValues(st.s.Name, w.why).Inc()
-	a.setStatus(st.s.Name, w.cp)
+	a.setStatus(Partition{st.s.Name, st.p}, w.cp)
 	a.rows.WithLabelValues(st.s.Name).Add(float64(w.nrows))
 	a.files.WithLabelValues(st.s.Name).Add(float64(len(w.files)))
 	a.bytes.WithLabelValues(st.s.Name).Add(float64(w.bytes))
-	a.logger.Debug("archived", "stream", st.s.Name, "rows", w.nrows, "files", len(w.files), "bytes", w.bytes, "seq", w.cp.Seq)
+	a.logger.Debug("archived", "stream", st.s.Name, "partition", st.p, "rows", w.nrows, "files", len(w.files), "bytes", w.bytes, "seq", w.cp.Seq)
 	return nil
 }
 
 const idleStep = 500 // ms
 
-// idle advances the coverage of a stream with nothing pending to the
-// server's clock (minus IdleLag), never backwards, so an idle stream does
-// not hold the batch cutoff back.
+// idle advances the coverage of a partition with nothing pending to the
+// server's clock (minus IdleLag), never backwards, so an idle partition
+// does not hold the batch cutoff back.
 func (a *Archiver) idle(ctx context.Context, st *streamState) error {
 	info, err := st.cons.Info(ctx)
 	if err != nil {
@@ -542,11 +619,11 @@ func (a *Archiver) idle(ctx context.Context, st *streamState) error {
 	}
 	cp := st.cp
 	cp.CoveredUntil = cu
-	if err := a.lk.Commit(st.s.Name, cp); err != nil {
+	if err := a.lk.CommitPart(st.s.Name, st.p, cp); err != nil {
 		return err
 	}
 	st.cp, st.wcp = cp, cp
-	a.setStatus(st.s.Name, cp)
+	a.setStatus(Partition{st.s.Name, st.p}, cp)
 	return nil
 }
 

@@ -329,7 +329,7 @@ func TestArchiverWritesADrainedBacklogAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	waitFor(t, "the archiver to start", func() bool { return a.Status()["orders"].Seq == last })
+	waitFor(t, "the archiver to start", func() bool { return a.Status()[batch.Partition{Stream: "orders"}].Seq == last })
 	more := makeOrders(3000, 5)
 	for _, o := range more {
 		publishOrders(t, e, []order{o})

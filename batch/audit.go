@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
+	"github.com/braid-data/braid/storage/lake"
 )
 
 // AuditRequest says what to audit: the speed layer's windows of View that
@@ -23,9 +25,10 @@ type AuditRequest struct {
 	From, To int64
 	Cutoff   int64
 	Wait     time.Duration // how long to wait for the lake to reach the speed position
-	// Late lists the places of events the speed layer skipped as too late
-	// (eventlog's late records): the recomputation leaves them out too, as
-	// the speed layer's answer does until the next batch run.
+	// Late lists the places (partition, sequence, index) of events the
+	// speed layer skipped as too late (eventlog's late records): the
+	// recomputation leaves them out too, as the speed layer's answer does
+	// until the next batch run.
 	Late []eventlog.EventRef
 }
 
@@ -50,13 +53,16 @@ type AuditWindow struct {
 
 // AuditReport is the result of Audit.
 type AuditReport struct {
-	View    string        `json:"view"`
-	Cutoff  int64         `json:"cutoff"` // unix ms (0: none); RFC 3339 or null in JSON
-	Seq     uint64        `json:"seq"`    // the speed position audited (a log record): events of the records up to it
-	Events  int64         `json:"events"` // lake events recomputed (arrival >= cutoff, seq <= Seq, not too late)
-	Late    int           `json:"late"`   // too-late events left out
-	Windows []AuditWindow `json:"windows"`
-	OK      bool          `json:"ok"`
+	View   string `json:"view"`
+	Cutoff int64  `json:"cutoff"` // unix ms (0: none); RFC 3339 or null in JSON
+	Seq    uint64 `json:"seq"`    // the speed position audited (a log record): events of the records up to it; with stream partitions the sum of Positions
+	// Positions is the speed position audited per stream partition, when
+	// the stream has more than one.
+	Positions []uint64      `json:"positions,omitempty"`
+	Events    int64         `json:"events"` // lake events recomputed (arrival >= cutoff, at or before the position of their partition, not too late)
+	Late      int           `json:"late"`   // too-late events left out
+	Windows   []AuditWindow `json:"windows"`
+	OK        bool          `json:"ok"`
 }
 
 // MarshalJSON renders a drift or bound that is not a finite number (one
@@ -98,14 +104,15 @@ func (r AuditReport) MarshalJSON() ([]byte, error) {
 		cutoff = &c
 	}
 	return json.Marshal(struct {
-		View    string        `json:"view"`
-		Cutoff  *string       `json:"cutoff"`
-		Seq     uint64        `json:"seq"`
-		Events  int64         `json:"events"`
-		Late    int           `json:"late"`
-		Windows []AuditWindow `json:"windows"`
-		OK      bool          `json:"ok"`
-	}{r.View, cutoff, r.Seq, r.Events, r.Late, r.Windows, r.OK})
+		View      string        `json:"view"`
+		Cutoff    *string       `json:"cutoff"`
+		Seq       uint64        `json:"seq"`
+		Positions []uint64      `json:"positions,omitempty"`
+		Events    int64         `json:"events"`
+		Late      int           `json:"late"`
+		Windows   []AuditWindow `json:"windows"`
+		OK        bool          `json:"ok"`
+	}{r.View, cutoff, r.Seq, r.Positions, r.Events, r.Late, r.Windows, r.OK})
 }
 
 // ErrLakeBehind is returned when the lake does not reach the speed
@@ -119,26 +126,41 @@ var ErrLakeBehind = errors.New("the lake has not archived up to the speed positi
 // within logic.QuantileErrorBound of the exact quantile_cont. It reads a consistent snapshot
 // of the speed layer (its position unchanged across the read), waits for
 // the lake to hold every event up to that position, and recomputes over
-// exactly those events with DuckDB. Events the speed layer skipped as too
-// late show as drift until the next batch run absorbs them.
+// exactly those events with DuckDB. With stream partitions, the position
+// is one per partition (each read unchanged across the read), and the
+// recomputation takes each partition's events up to its position. Events
+// the speed layer skipped as too late show as drift until the next batch
+// run absorbs them.
 func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditRequest) (*AuditReport, error) {
 	v := req.View
-	var seq uint64
+	n := max(1, v.Stream.Partitions)
+	positions := func() ([]uint64, error) {
+		out := make([]uint64, n)
+		for p := range n {
+			seq, _, err := sp.Position(ctx, v.Stream.Name, p)
+			if err != nil {
+				return nil, err
+			}
+			out[p] = seq
+		}
+		return out, nil
+	}
+	var seqs []uint64
 	var cells []SpeedCell
 	for attempt := 0; ; attempt++ {
-		p1, _, err := sp.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
+		p1, err := positions()
 		if err != nil {
 			return nil, err
 		}
 		if cells, err = sp.Cells(ctx, v, req.From, req.To, req.Cutoff); err != nil {
 			return nil, err
 		}
-		p2, _, err := sp.Position(ctx, v.Stream.Name, 0 /* PARTITION-0 */)
+		p2, err := positions()
 		if err != nil {
 			return nil, err
 		}
-		if p1 == p2 {
-			seq = p2
+		if slices.Equal(p1, p2) {
+			seqs = p2
 			break
 		}
 		if attempt == 50 {
@@ -146,26 +168,27 @@ func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditReques
 		}
 	}
 	deadline := time.Now().Add(req.Wait)
-	var files []string
-	for {
-		cp, err := lk.Checkpoint(v.Stream.Name)
+	for p := 0; p < n; {
+		cp, err := lk.PartCheckpoint(v.Stream.Name, p)
 		if err != nil {
 			return nil, err
 		}
-		if cp.Seq >= seq {
-			if files, err = lk.Files(v.Stream.Name); err != nil {
-				return nil, err
-			}
-			break
+		if cp.Seq >= seqs[p] {
+			p++
+			continue
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w: lake at seq %d, speed at %d", ErrLakeBehind, cp.Seq, seq)
+			return nil, fmt.Errorf("%w: partition %d: lake at seq %d, speed at %d", ErrLakeBehind, p, cp.Seq, seqs[p])
 		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+	files, err := lk.Files(v.Stream.Name)
+	if err != nil {
+		return nil, err
 	}
 
 	db, err := sql.Open("duckdb", "")
@@ -178,6 +201,13 @@ func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditReques
 		return nil, fmt.Errorf("audit: duckdb: %w", err)
 	}
 	defer conn.Close()
+	// Each partition's events up to its speed position.
+	upTo := make([]string, n)
+	var total uint64
+	for p, seq := range seqs {
+		upTo[p] = fmt.Sprintf("(%s = %d AND %s <= %d)", lake.ColPart, p, lake.ColSeq, seq)
+		total += seq
+	}
 	var skip strings.Builder
 	for i, r := range req.Late {
 		if i == 0 {
@@ -185,13 +215,16 @@ func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditReques
 		} else {
 			skip.WriteString(", ")
 		}
-		fmt.Fprintf(&skip, "(%d, %d)", r.Seq, r.Index)
+		fmt.Fprintf(&skip, "(%d, %d, %d)", r.Part, r.Seq, r.Index)
 		if i == len(req.Late)-1 {
-			skip.WriteString(") AS late(s, i) WHERE late.s = l._seq AND late.i = l._idx)")
+			skip.WriteString(") AS late(p, s, i) WHERE late.p = l._part AND late.s = l._seq AND late.i = l._idx)")
 		}
 	}
-	src := fmt.Sprintf("(SELECT * FROM (%s) AS l WHERE _seq <= %d AND _arrival >= %d%s)", sourceSQL(v.Stream, files), seq, req.Cutoff, skip.String())
-	rep := &AuditReport{View: v.Name, Cutoff: req.Cutoff, Seq: seq, Late: len(req.Late), OK: true}
+	src := fmt.Sprintf("(SELECT * FROM (%s) AS l WHERE (%s) AND _arrival >= %d%s)", sourceSQL(v.Stream, files), strings.Join(upTo, " OR "), req.Cutoff, skip.String())
+	rep := &AuditReport{View: v.Name, Cutoff: req.Cutoff, Seq: total, Late: len(req.Late), OK: true}
+	if n > 1 {
+		rep.Positions = seqs
+	}
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM "+src+" AS s").Scan(&rep.Events); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}

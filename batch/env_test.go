@@ -68,19 +68,32 @@ type env struct {
 	dir string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newPartEnv(t, 1) }
+
+// newPartEnv is newEnv with the orders stream split into parts partitions
+// (by its id).
+func newPartEnv(t *testing.T, parts int) *env {
 	t.Helper()
 	cfg, err := config.Parse([]byte(testConfig), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if parts > 1 {
+		sc := cfg.Streams["orders"]
+		sc.Partitions = parts
+		cfg.Streams["orders"] = sc
+	}
 	cat, err := cfg.Compile([]byte("test-key"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := max(1, cat.Streams["orders"].Partitions); got != parts {
+		t.Fatalf("orders has %d partitions, want %d", got, parts)
+	}
 	n := testenv.StartNATS(t)
 	_, js := n.JetStream(t)
-	l, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute})
+	l, err := eventlog.Open(context.Background(), js, cat.StreamOrder, eventlog.Options{Namespace: testenv.Namespace(t), DedupWindow: time.Minute,
+		Partitions: map[string]int{"orders": parts}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,9 +173,10 @@ func publishOrders(t *testing.T, e *env, orders []order) {
 		if err != nil {
 			t.Fatalf("prepare %s: %v", raw, err)
 		}
-		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec})
-		// Each Publish call is one log record: pack records of 1..7
-		// events in turn so every test reads multi-event records.
+		recs = append(recs, eventlog.Record{ID: ev.ID, Data: rec, Part: s.PartitionOf(&ev)})
+		// Each Publish call is one log record (per partition): pack
+		// records of 1..7 events in turn so every test reads multi-event
+		// records.
 		if len(recs) == 1+calls%7 {
 			flush()
 		}

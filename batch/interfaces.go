@@ -14,72 +14,103 @@ import (
 // storage packages return concrete types that satisfy these (held to the
 // whole of each store's contract by storage/storagetest's suites).
 
+// Partition is a stream partition: partition P (0 ≤ P <
+// logic.Stream.Partitions) of stream Stream's log.
+type Partition struct {
+	Stream string
+	P      int
+}
+
+// Shares shares the stream partitions out among the processes that run
+// them (archivers), each partition to one at a time.
+//
+// Run calls work for each partition of parts this process holds, in a
+// goroutine of its own, with a context that ends when the process must
+// give the partition up (another process takes it) or when ctx ends; work
+// returns once its context ended (an error gives the partition up for a
+// while, logged). A partition's work is not started again in the process
+// before the previous one returned. A partition no process holds any more (one died) is
+// taken by a survivor. Run returns when ctx ends and every work returned.
+// Two processes may both run a partition for a moment around a handover:
+// the lake's fencing, not the shares, keeps each record in it once.
+type Shares interface {
+	Run(ctx context.Context, parts []Partition, work func(ctx context.Context, p Partition) error) error
+}
+
 // LakeReader is what audits read from the lake.
 //
-// Checkpoint returns a stream's committed checkpoint (the zero value when
-// none): every record up to its Seq is in the files Files lists, and
-// every record that arrived before its CoveredUntil has a sequence at or
-// below Seq. Files returns the paths of the stream's committed files,
-// ordered by first sequence, each record in exactly one, readable by
-// DuckDB's read_parquet; files written but not committed are never
+// PartCheckpoint returns the committed checkpoint of a stream partition
+// (the zero value when none): every record of the partition up to its Seq
+// is in the files Files lists, and every record of it that arrived before
+// its CoveredUntil has a sequence at or below Seq. Files returns the paths
+// of the stream's committed files (of every partition), ordered by first
+// sequence, each record in exactly one, readable by DuckDB's read_parquet
+// (files written before stream partitions have no _part column: read it
+// as coalesce(_part, 0)); files written but not committed are never
 // listed. A checkpoint read before Files covers at most what Files lists
 // (the lake only grows). Both are safe for concurrent use with the
-// archiver writing; an error means the lake could not be read (the run or
-// audit fails, nothing is published). *lake.Lake satisfies it.
+// archivers writing; an error means the lake could not be read (the run
+// or audit fails, nothing is published). *lake.Lake satisfies it.
 type LakeReader interface {
-	Checkpoint(stream string) (lake.Checkpoint, error)
+	PartCheckpoint(stream string, p int) (lake.Checkpoint, error)
 	Files(stream string) ([]string, error)
 }
 
-// LakeWriter is what the archiver writes to the lake; it is the only
-// writer of each stream.
+// LakeWriter is what the archiver writes to the lake; each stream
+// partition has one writer at a time.
 //
-// Recover, before a stream's writer starts, removes what a writer that
-// crashed before committing left, so those files never become visible.
-// Checkpoint returns the stream's committed checkpoint (zero: none): the
-// archiver resumes after its Seq. WriteReleasing writes rows (a
-// contiguous, ascending sequence range) as immutable files, invisible
-// until a checkpoint covers them, and zeroes each row as it is written
-// (rows must not be used afterwards); it returns the files and bytes
-// written, or a *lake.SchemaError when the rows' types cannot be read
-// alongside the lake's files. Commit records the checkpoint (state and
-// position together) and makes the files up to its Seq visible at once;
-// the archiver acknowledges the log only after it returns nil. An error
+// RecoverPart, before a partition's writer starts, removes what a writer
+// of the partition that crashed (or lost it) before committing left, so
+// those files never become visible, and takes the partition's checkpoint
+// as the one the writer's commits build on. PartCheckpoint returns the
+// partition's committed checkpoint (zero: none): the archiver resumes
+// after its Seq. WriteReleasing writes rows (a contiguous, ascending
+// sequence range of one partition) as immutable files, invisible until a
+// checkpoint of the partition covers them, and zeroes each row as it is
+// written (rows must not be used afterwards); it returns the files and
+// bytes written, or a *lake.SchemaError when the rows' types cannot be
+// read alongside the lake's files. CommitPart records the partition's
+// checkpoint (state and position together) and makes its files up to its
+// Seq visible at once; the archiver acknowledges the log only after it
+// returns nil; lake.ErrConflict when another writer moved the partition
+// since (the archiver starts the partition again from the lake). An error
 // from any of them leaves the lake as it was (uncommitted files aside):
-// the archiver retries from the last checkpoint. *lake.Lake satisfies it.
+// the archiver retries from the last checkpoint. Safe for concurrent use
+// by the writers of different partitions. *lake.Lake satisfies it.
 type LakeWriter interface {
-	Recover(stream string) error
-	Checkpoint(stream string) (lake.Checkpoint, error)
+	RecoverPart(stream string, p int) error
+	PartCheckpoint(stream string, p int) (lake.Checkpoint, error)
 	WriteReleasing(s *logic.Stream, rows []lake.Row) (files []string, bytes int64, err error)
-	Commit(stream string, cp lake.Checkpoint) error
+	CommitPart(stream string, p int, cp lake.Checkpoint) error
 }
 
 // LakeUpkeep is the lake's upkeep, which the archiver runs in the
 // background beside its writes.
 //
-// Compact merges a stream's small files, per date partition, into files
-// of about targetBytes and replaces them in one commit: a reader sees the
-// old files or the new, never both, never neither; it may run while the
-// stream's writer commits (the lake serializes a stream's commits, so
-// neither loses the other's). DropBefore removes in one commit the
-// stream's partitions dated before date (YYYY-MM-DD, UTC) and returns how
-// many files went. Files either removes stay readable for readers of an
+// Compact merges the small files of a stream partition, per date
+// partition, into files of about targetBytes and replaces them in one
+// commit: a reader sees the old files or the new, never both, never
+// neither; it may run while the stream's writers commit (neither loses
+// the other's). DropBefore removes in one commit the stream's date
+// partitions dated before date (YYYY-MM-DD, UTC) and returns how many
+// files went. Files either removes stay readable for readers of an
 // older manifest until Sweep, past the lake's grace period, deletes them
 // (it returns how many). An error leaves the lake as it was (the archiver
 // logs it and tries again at its next round). Safe for concurrent use.
 // *lake.Lake satisfies it.
 type LakeUpkeep interface {
-	Compact(ctx context.Context, s *logic.Stream, targetBytes int64) (lake.CompactStats, error)
+	Compact(ctx context.Context, s *logic.Stream, p int, targetBytes int64) (lake.CompactStats, error)
 	DropBefore(ctx context.Context, stream, date string) (int, error)
 	Sweep(ctx context.Context, stream string) (int, error)
 }
 
 // LogTrimmer trims the event log, in place of a JetStream max age (which
-// would delete records whether archived or not). Trim removes a stream's
-// records that are both stored before before (the server's clock) and at
-// or below sequence upTo, and returns how many went; the archiver passes
-// now minus nats.max_age and the lake's committed checkpoint, so no record
-// leaves the log before it is in the lake. Safe for concurrent use.
+// would delete records whether archived or not). Trim removes the records
+// of a stream partition that are both stored before before (the server's
+// clock) and at or below sequence upTo, and returns how many went; the
+// archiver passes now minus nats.max_age and the lake's committed
+// checkpoint of the partition, so no record leaves the log before it is
+// in the lake. Safe for concurrent use.
 // *eventlog.Log satisfies it.
 type LogTrimmer interface {
 	Trim(ctx context.Context, stream string, p int, before time.Time, upTo uint64) (uint64, error)
@@ -87,17 +118,18 @@ type LogTrimmer interface {
 
 // RunLake is what batch runs read from the lake.
 //
-// Checkpoint returns a stream's committed checkpoint (as LakeReader's);
-// an on-demand run polls it while it waits for the lake to cover its
-// request. Manifest returns a stream's committed state: the checkpoint
-// and the files it covers, with each file's event date and the range of
-// its rows' arrivals (Gen 0: nothing committed yet); every record that
-// arrived before the checkpoint's CoveredUntil is in those files. Local
+// PartCheckpoint returns a stream partition's committed checkpoint (as
+// LakeReader's); an on-demand run polls it while it waits for the lake to
+// cover its request. Manifest returns a stream's committed state: the
+// checkpoints of its partitions and the files they cover, with each
+// file's event date and the range of its rows' arrivals (Gen 0: nothing
+// committed yet); every record that arrived before the stream's
+// CoveredUntil (lake.Manifest.CoveredUntil) is in those files. Local
 // gives local copies of files for the runner's own workers (LakeObjects).
 // Safe for concurrent use with the archiver writing; an error fails the
 // views of the stream. *lake.Lake satisfies it.
 type RunLake interface {
-	Checkpoint(stream string) (lake.Checkpoint, error)
+	PartCheckpoint(stream string, p int) (lake.Checkpoint, error)
 	Manifest(ctx context.Context, stream string) (lake.Manifest, error)
 	LakeObjects
 }
@@ -151,8 +183,8 @@ type SpeedCell struct {
 // SpeedSnapshot is what an audit reads from the speed layer.
 //
 // Position returns the last log sequence the speed layer committed on a
-// stream (found false: it has none); a position is never partial: the
-// cells hold exactly the records up to it. Cells returns the view's cells
+// stream partition (found false: it has none); a position is never
+// partial: the cells hold exactly the partition's records up to it. Cells returns the view's cells
 // with window start in [fromMs, toMs) and arrival epoch >= minEpoch, each
 // (epoch, window, group) once, in any order; the states are the caller's.
 // A Cells racing a commit may see part of it: the audit reads the

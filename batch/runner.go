@@ -169,8 +169,8 @@ func (r *Runner) Run(ctx context.Context, views []string) (batchviews.Run, error
 // run, when it was asked and where the logs of their streams ended then.
 type request struct {
 	names []string
-	at    time.Time         // zero: a scheduled run, which takes what is covered
-	ends  map[string]LogEnd // by stream; a stream missing is asked for when the run starts
+	at    time.Time            // zero: a scheduled run, which takes what is covered
+	ends  map[Partition]LogEnd // by stream partition; one missing is asked for when the run starts
 }
 
 // request notes an on-demand request for views at this moment.
@@ -395,8 +395,9 @@ func failedNames(failed map[string]string) string {
 }
 
 // compute runs the views' work units: for each stream its manifest, whose
-// checkpoint gives the cutoff (the epoch start at or below CoveredUntil:
-// every record that arrived before it is in the manifest's files); for
+// checkpoints give the cutoff (the epoch start at or below the stream's
+// coverage, the least CoveredUntil of its partitions: every record that
+// arrived before it is in the manifest's files); for
 // each view its plan on top of the current version (PlanView); then the
 // units to compute, all at once, through the executor. It returns the
 // version built on and the computed views' entries (parts, cutoff,
@@ -431,10 +432,10 @@ func (r *Runner) compute(ctx context.Context, log *slog.Logger, rec *batchviews.
 			log.Error("batch source failed; its views keep their previous version", "stream", s, "err", st.err)
 			continue
 		}
-		if cu := st.m.Checkpoint.CoveredUntil; cu > 0 {
+		if cu := st.m.CoveredUntil(r.partitions(s)); cu > 0 {
 			st.cutoff = logic.EpochOf(cu, r.cfg.Epoch)
 		}
-		log.Info("batch source", "stream", s, "files", len(st.m.Files), "cutoff", st.cutoff, "checkpoint_seq", st.m.Checkpoint.Seq, "gen", st.m.Gen)
+		log.Info("batch source", "stream", s, "files", len(st.m.Files), "cutoff", st.cutoff, "checkpoint_seq", st.m.Checkpoint.Seq, "partitions", r.partitions(s), "gen", st.m.Gen)
 	}
 	plans := map[string]Plan{}
 	var units []Unit
@@ -754,22 +755,23 @@ func distinctValue(x any) (logic.Value, error) {
 }
 
 // sourceSQL is the relation of a stream's committed lake files: every
-// declared field cast to its declared type, then the system columns. The
-// files' columns are matched by name (union_by_name), together with an
-// empty relation of the declared types, so a field no file holds yet reads
-// as NULL, a field no longer declared is left out, and an int field now
-// declared float reads as DOUBLE from old and new files alike. The date=
-// directories are not read as a column (a field may be named date).
-// Changes the casts cannot read are refused before any process starts
-// (lake.CheckFields).
+// declared field cast to its declared type, then the system columns, _part
+// as coalesce(_part, 0) (files written before stream partitions have none:
+// their records are partition 0's). The files' columns are matched by
+// name (union_by_name), together with an empty relation of the declared
+// types, so a field no file holds yet reads as NULL, a field no longer
+// declared is left out, and an int field now declared float reads as
+// DOUBLE from old and new files alike. The date= directories are not read
+// as a column (a field may be named date). Changes the casts cannot read
+// are refused before any process starts (lake.CheckFields).
 func sourceSQL(s *logic.Stream, files []string) string {
 	var typed strings.Builder
 	typed.WriteString("SELECT ")
 	for _, f := range s.Fields {
 		fmt.Fprintf(&typed, "CAST(NULL AS %s) AS %s, ", sqlType(f.Type), quoteIdent(f.Name))
 	}
-	fmt.Fprintf(&typed, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS INTEGER) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s WHERE false",
-		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID)
+	fmt.Fprintf(&typed, "CAST(NULL AS BIGINT) AS %s, CAST(NULL AS INTEGER) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS BIGINT) AS %s, CAST(NULL AS VARCHAR) AS %s, CAST(NULL AS INTEGER) AS %s WHERE false",
+		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID, lake.ColPart)
 	if len(files) == 0 {
 		return typed.String()
 	}
@@ -782,8 +784,8 @@ func sourceSQL(s *logic.Stream, files []string) string {
 	for _, f := range s.Fields {
 		fmt.Fprintf(&b, "CAST(%s AS %s) AS %s, ", quoteIdent(f.Name), sqlType(f.Type), quoteIdent(f.Name))
 	}
-	fmt.Fprintf(&b, "%s, %s, %s, %s, %s FROM (SELECT * FROM read_parquet([%s], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME %s)",
-		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID, strings.Join(q, ", "), typed.String())
+	fmt.Fprintf(&b, "%s, %s, %s, %s, %s, coalesce(%s, 0) AS %s FROM (SELECT * FROM read_parquet([%s], union_by_name = true, hive_partitioning = false) UNION ALL BY NAME %s)",
+		lake.ColSeq, lake.ColIndex, lake.ColArrival, lake.ColTime, lake.ColID, lake.ColPart, lake.ColPart, strings.Join(q, ", "), typed.String())
 	return b.String()
 }
 

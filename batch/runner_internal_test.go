@@ -28,7 +28,7 @@ func (s *lockedViews) RecoverInterrupted() (int, error) { return 0, nil }
 
 type emptyLake struct{}
 
-func (emptyLake) Checkpoint(string) (lake.Checkpoint, error) { return lake.Checkpoint{}, nil }
+func (emptyLake) PartCheckpoint(string, int) (lake.Checkpoint, error) { return lake.Checkpoint{}, nil }
 func (emptyLake) Manifest(context.Context, string) (lake.Manifest, error) {
 	return lake.Manifest{}, nil
 }

@@ -19,8 +19,8 @@ import (
 // logEnds is batch.LogEnds over the event log, as cmd/braid wires it.
 type logEnds struct{ l *eventlog.Log }
 
-func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error) {
-	info, err := e.l.Info(ctx, stream, 0)
+func (e logEnds) LogEnd(ctx context.Context, stream string, p int) (batch.LogEnd, error) {
+	info, err := e.l.Info(ctx, stream, p)
 	if err != nil {
 		return batch.LogEnd{}, err
 	}

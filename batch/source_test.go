@@ -3,6 +3,7 @@ package batch
 import (
 	"database/sql"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,7 +78,7 @@ func TestSourceSQLReadsDeclaredTypes(t *testing.T) {
 		cols = append(cols, name+" "+typ)
 	}
 	rs.Close()
-	want := "date VARCHAR, later BIGINT, never BOOLEAN, site VARCHAR, temp DOUBLE, ts TIMESTAMP, _seq BIGINT, _idx INTEGER, _arrival BIGINT, _time BIGINT, _id VARCHAR"
+	want := "date VARCHAR, later BIGINT, never BOOLEAN, site VARCHAR, temp DOUBLE, ts TIMESTAMP, _seq BIGINT, _idx INTEGER, _arrival BIGINT, _time BIGINT, _id VARCHAR, _part INTEGER"
 	if got := strings.Join(cols, ", "); got != want {
 		t.Fatalf("columns:\n got %s\nwant %s", got, want)
 	}
@@ -118,5 +119,66 @@ func TestSourceSQLReadsDeclaredTypes(t *testing.T) {
 	wantRows := []string{"1 true/d1 true/7 false/ false/0 false", "2 false/ false/0 false/ false/0 false", "3 true/d3 true/2.5 true/north true/4 false"}
 	if strings.Join(got, "\n") != strings.Join(wantRows, "\n") {
 		t.Fatalf("rows:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantRows, "\n"))
+	}
+}
+
+// TestSourceSQLPartOfOldFiles: a file written before stream partitions
+// (no _part column) reads as partition 0, beside files of partitions 0
+// and 2, alone or together.
+func TestSourceSQLPartOfOldFiles(t *testing.T) {
+	dir := t.TempDir()
+	lk, err := lake.OpenDir(filepath.Join(dir, "lake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stream(t, map[string]logic.FieldType{"ts": logic.TypeTime, "temp": logic.TypeInt})
+	row := func(p int, seq uint64) lake.Row {
+		ev := logic.Event{Time: int64(seq) * 1000, Values: make([]logic.Value, len(s.Fields))}
+		ev.Values[s.TimeField] = logic.Value{Kind: logic.TypeTime, I: ev.Time}
+		return lake.Row{Part: p, Seq: seq, Event: ev}
+	}
+	var files []string
+	for _, rows := range [][]lake.Row{{row(0, 1), row(0, 2)}, {row(2, 1)}, {row(0, 3)}} {
+		fs, err := lk.Write(s, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, fs...)
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The last file as written before stream partitions.
+	old := filepath.Join(dir, "old.parquet")
+	if _, err := db.Exec(fmt.Sprintf("COPY (SELECT * EXCLUDE (_part) FROM read_parquet(%s)) TO %s (FORMAT parquet)", quoteString(files[2]), quoteString(old))); err != nil {
+		t.Fatal(err)
+	}
+	read := func(files []string) string {
+		t.Helper()
+		rows, err := db.Query("SELECT _part, _seq FROM (" + sourceSQL(s, files) + ") ORDER BY _part, _seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var got []string
+		for rows.Next() {
+			var p, seq int64
+			if err := rows.Scan(&p, &seq); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d:%d", p, seq))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(got, " ")
+	}
+	if got, want := read([]string{files[0], files[1], old}), "0:1 0:2 0:3 2:1"; got != want {
+		t.Fatalf("old and new files: %s, want %s", got, want)
+	}
+	if got, want := read([]string{old}), "0:3"; got != want {
+		t.Fatalf("an old file alone: %s, want %s", got, want)
 	}
 }

@@ -21,8 +21,10 @@ import (
 )
 
 // upkeepLake is a lake that records the upkeep asked of it ("compact
-// orders 1048576", "drop orders 2025-11-02", "sweep orders") and fails an
-// operation ("compact", "drop", "sweep", "checkpoint") while fail holds it.
+// orders 1048576", "compact orders/2 1048576" for stream partition 2,
+// "drop orders 2025-11-02", "sweep orders") and fails an operation
+// ("compact", "drop", "sweep", "checkpoint") while fail holds it. The
+// checkpoint of partition p > 0 is p more than partition 0's.
 type upkeepLake struct {
 	mu    sync.Mutex
 	cp    map[string]uint64
@@ -50,23 +52,35 @@ func (l *upkeepLake) take() []string {
 	return out
 }
 
-func (l *upkeepLake) Recover(string) error { return nil }
-func (l *upkeepLake) Checkpoint(stream string) (lake.Checkpoint, error) {
+// partName names stream partition p as the records do.
+func partName(stream string, p int) string {
+	if p == 0 {
+		return stream
+	}
+	return fmt.Sprintf("%s/%d", stream, p)
+}
+
+func (l *upkeepLake) RecoverPart(string, int) error { return nil }
+func (l *upkeepLake) PartCheckpoint(stream string, p int) (lake.Checkpoint, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.fail["checkpoint"] {
 		return lake.Checkpoint{}, errors.New("checkpoint failed")
 	}
-	return lake.Checkpoint{Seq: l.cp[stream]}, nil
+	cp := l.cp[stream]
+	if cp > 0 {
+		cp += uint64(p)
+	}
+	return lake.Checkpoint{Seq: cp}, nil
 }
 func (l *upkeepLake) WriteReleasing(*logic.Stream, []lake.Row) ([]string, int64, error) {
 	return nil, 0, errors.New("no writes in this test")
 }
-func (l *upkeepLake) Commit(string, lake.Checkpoint) error {
+func (l *upkeepLake) CommitPart(string, int, lake.Checkpoint) error {
 	return errors.New("no commits in this test")
 }
-func (l *upkeepLake) Compact(_ context.Context, s *logic.Stream, target int64) (lake.CompactStats, error) {
-	if err := l.record("compact", s.Name, fmt.Sprint(target)); err != nil {
+func (l *upkeepLake) Compact(_ context.Context, s *logic.Stream, p int, target int64) (lake.CompactStats, error) {
+	if err := l.record("compact", partName(s.Name, p), fmt.Sprint(target)); err != nil {
 		return lake.CompactStats{}, err
 	}
 	return l.stats, nil
@@ -97,15 +111,15 @@ func (t *trimLog) Consumer(context.Context, string, int, string, eventlog.Start,
 func (t *trimLog) Info(context.Context, string, int) (eventlog.StreamInfo, error) {
 	return eventlog.StreamInfo{}, nil
 }
-func (t *trimLog) Trim(_ context.Context, stream string, _ int, before time.Time, upTo uint64) (uint64, error) {
+func (t *trimLog) Trim(_ context.Context, stream string, p int, before time.Time, upTo uint64) (uint64, error) {
 	t.lk.mu.Lock()
 	fail := t.fail
 	t.lk.mu.Unlock()
 	if fail {
-		_ = t.lk.record("trim", stream, "failed")
+		_ = t.lk.record("trim", partName(stream, p), "failed")
 		return 0, errors.New("trim failed")
 	}
-	return 3, t.lk.record("trim", stream, fmt.Sprintf("%s %d", before.UTC().Format(time.RFC3339), upTo))
+	return 3, t.lk.record("trim", partName(stream, p), fmt.Sprintf("%s %d", before.UTC().Format(time.RFC3339), upTo))
 }
 
 // plainLog is an event log that cannot trim.
@@ -181,7 +195,7 @@ func TestUpkeepSchedule(t *testing.T) {
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	round := func(at time.Duration, want ...string) {
 		t.Helper()
-		a.up.round(ctx, t0.Add(at))
+		a.up.round(ctx, t0.Add(at), a.running())
 		if got := lk.take(); !slices.Equal(got, want) {
 			t.Fatalf("round at +%v:\n got %q\nwant %q", at, got, want)
 		}
@@ -258,7 +272,7 @@ func TestUpkeepOptions(t *testing.T) {
 	lk := &upkeepLake{cp: map[string]uint64{"orders": 100, "pageviews": 5}, fail: map[string]bool{}}
 	a := NewArchiver(ArchiverConfig{NoCompact: true}, &trimLog{lk: lk}, lk, cat, quiet(), prometheus.NewRegistry())
 	for _, at := range []time.Duration{0, time.Minute, time.Hour} {
-		a.up.round(ctx, t0.Add(at))
+		a.up.round(ctx, t0.Add(at), a.running())
 	}
 	for _, c := range lk.take() {
 		if strings.HasPrefix(c, "compact") || strings.HasPrefix(c, "trim") {
@@ -268,7 +282,7 @@ func TestUpkeepOptions(t *testing.T) {
 
 	lk = &upkeepLake{cp: map[string]uint64{"orders": 100}, fail: map[string]bool{}}
 	a = NewArchiver(ArchiverConfig{LogMaxAge: time.Hour}, &plainLog{trimLog{lk: lk}}, lk, cat, quiet(), prometheus.NewRegistry())
-	a.up.round(ctx, t0)
+	a.up.round(ctx, t0, a.running())
 	if got := lk.take(); slices.ContainsFunc(got, func(c string) bool { return strings.HasPrefix(c, "trim") }) {
 		t.Errorf("a log that cannot trim was trimmed: %q", got)
 	}
@@ -280,7 +294,7 @@ func TestUpkeepOptions(t *testing.T) {
 	}
 	// The same lake with a max age: the log alone is trimmed.
 	a = NewArchiver(ArchiverConfig{LogMaxAge: time.Hour}, &trimLog{lk: lk}, writerOnly{lk}, cat, quiet(), prometheus.NewRegistry())
-	a.up.round(ctx, t0)
+	a.up.round(ctx, t0, a.running())
 	if got := lk.take(); !slices.Equal(got, []string{"trim orders 2026-12-07T09:00:00Z 100"}) {
 		t.Errorf("trim only: %q", got)
 	}
@@ -309,5 +323,88 @@ func TestRunKeepsUp(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("start round %q, want %q", got, want)
+	}
+}
+
+// partShares is Shares that runs the given partitions of those it is
+// handed, until ctx ends.
+type partShares struct{ hold map[Partition]bool }
+
+func (s partShares) Run(ctx context.Context, parts []Partition, work func(context.Context, Partition) error) error {
+	var wg sync.WaitGroup
+	for _, p := range parts {
+		if s.hold[p] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = work(ctx, p)
+			}()
+		}
+	}
+	wg.Wait()
+	return nil
+}
+
+// TestUpkeepPartitions: the log and the files of each stream partition
+// are kept up on their own (trim below the partition's checkpoint,
+// compaction of its files); the stream's retention and sweeps go with
+// partition 0. An archiver with shares keeps up the partitions it runs.
+func TestUpkeepPartitions(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.Parse([]byte(`
+streams:
+  orders: { time: ts, retention: 400d, partitions: 3, fields: { ts: time } }
+views:
+  v: { stream: orders, window: 1m, measures: { n: count() } }
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := cfg.Compile([]byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	acfg := ArchiverConfig{TargetFileBytes: 1 << 20, LogMaxAge: time.Hour, Retention: map[string]time.Duration{"orders": 400 * 24 * time.Hour}}
+	lk := &upkeepLake{cp: map[string]uint64{"orders": 100}, fail: map[string]bool{}}
+	a := NewArchiver(acfg, &trimLog{lk: lk}, lk, cat, quiet(), prometheus.NewRegistry())
+	a.up.round(ctx, t0, a.running())
+	a.up.round(ctx, t0.Add(time.Minute), a.running())
+	want := []string{
+		"trim orders 2026-12-07T09:00:00Z 100", "drop orders 2025-11-02", "sweep orders",
+		"trim orders/1 2026-12-07T09:00:00Z 101", "trim orders/2 2026-12-07T09:00:00Z 102",
+		"trim orders 2026-12-07T09:01:00Z 100", "compact orders 1048576", "sweep orders",
+		"trim orders/1 2026-12-07T09:01:00Z 101", "compact orders/1 1048576",
+		"trim orders/2 2026-12-07T09:01:00Z 102", "compact orders/2 1048576",
+	}
+	if got := lk.take(); !slices.Equal(got, want) {
+		t.Fatalf("rounds without shares:\n got %q\nwant %q", got, want)
+	}
+
+	// With shares: the partitions this archiver runs now.
+	acfg.Shares = partShares{hold: map[Partition]bool{{"orders", 2}: true}}
+	acfg.Retry = time.Hour
+	a = NewArchiver(acfg, &trimLog{lk: lk}, lk, cat, quiet(), prometheus.NewRegistry())
+	if got := a.running(); len(got) != 0 {
+		t.Fatalf("running before Run: %v", got)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Equal(a.running(), []Partition{{"orders", 2}}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("running %v, want orders/2", a.running())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	lk.take()
+	a.up.round(ctx, t0, a.running())
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lk.take(), []string{"trim orders/2 2026-12-07T09:00:00Z 102"}; !slices.Equal(got, want) {
+		t.Fatalf("round of an archiver running orders/2: %q, want %q", got, want)
 	}
 }

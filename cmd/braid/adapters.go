@@ -88,6 +88,8 @@ func (o partitionOwners) PartitionOwners(ctx context.Context, role, stream strin
 	return out, nil
 }
 
+// archiveStatus is serving's ArchiveStatus over the lake: a stream
+// partition's checkpoint.
 type archiveStatus struct{ lk *lake.Lake }
 
 func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string, p int) (serving.ArchivePosition, error) {
@@ -99,11 +101,11 @@ func (a archiveStatus) ArchiveCheckpoint(_ context.Context, stream string, p int
 }
 
 // logEnds is the batch runner's LogEnds over the event log: the last
-// record's sequence and its arrival, from the stream's state.
+// record's sequence and its arrival, from the stream partition's state.
 type logEnds struct{ l *eventlog.Log }
 
-func (e logEnds) LogEnd(ctx context.Context, stream string) (batch.LogEnd, error) {
-	info, err := e.l.Info(ctx, stream, 0 /* PARTITION-0 */)
+func (e logEnds) LogEnd(ctx context.Context, stream string, p int) (batch.LogEnd, error) {
+	info, err := e.l.Info(ctx, stream, p)
 	if err != nil {
 		return batch.LogEnd{}, err
 	}
@@ -213,15 +215,24 @@ var errViewRebuilding = errors.New("view rebuilding")
 const maxLateAudited = 100_000
 
 func (a auditor) report(ctx context.Context, v *logic.View, fromMs, toMs int64) (*batch.AuditReport, error) {
-	// A view being rebuilt has partial speed cells: nothing to audit yet.
-	for p := range v.Stream.Partitions {
+	// A view being rebuilt has partial speed cells: nothing to audit yet
+	// (in any stream partition with a position; one without has no cells).
+	positioned := false
+	for p := range max(1, v.Stream.Partitions) {
 		pos, found, err := a.store.Position(ctx, v.Stream.Name, p)
 		if err != nil {
 			return nil, err
 		}
-		if vp := pos.Views[v.StateKey()]; !found || !vp.JoinedOK || vp.Joined != pos.Seq {
+		if !found {
+			continue
+		}
+		positioned = true
+		if vp := pos.Views[v.StateKey()]; !vp.JoinedOK || vp.Joined != pos.Seq {
 			return nil, fmt.Errorf("%w: %s (its speed state has not joined the commits of partition %d of its stream yet)", errViewRebuilding, v.Name, p)
 		}
+	}
+	if !positioned {
+		return nil, fmt.Errorf("%w: %s (its stream has no speed position yet)", errViewRebuilding, v.Name)
 	}
 	cut, err := a.views.Cutoff(v)
 	if err != nil {

@@ -63,7 +63,7 @@ func cmdSpeed(ctx context.Context, args []string) error {
 }
 
 func cmdArchive(ctx context.Context, args []string) error {
-	return runLayer(ctx, "archive", args, deps{nats: true, lake: true}, func(a *app, l *layers) error {
+	return runLayer(ctx, "archive", args, deps{nats: true, redis: true, lake: true}, func(a *app, l *layers) error {
 		a.newArchiver(l)
 		return nil
 	})

@@ -51,15 +51,34 @@ func (a *app) newSpeedFrom(l *layers, cutoffs speed.CutoffSource) {
 		Epoch: c.Epoch.D(), MaxCells: c.Speed.MaxCells}, a.log, l.store, cutoffs, shares, a.cat, logger, a.reg)
 }
 
+// newArchiver builds the archiver; the partitions of the streams are
+// shared out among the running archive processes by leases in Redis.
 func (a *app) newArchiver(l *layers) {
 	c := a.cfg
+	logger := a.logger.With("layer", "archive")
 	retention := map[string]time.Duration{}
 	for name, s := range c.Streams {
 		retention[name] = s.Retention.D()
 	}
+	var shares batch.Shares
+	if a.rdb != nil {
+		shares = archiveShares{leases.New(a.rdb, leases.Options{Namespace: c.Namespace, Role: "archive", Logger: logger})}
+	}
 	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: c.Archive.MaxRows, MaxBytes: c.Archive.MaxBytes, MaxDelay: c.Archive.MaxDelay.D(),
-		NoCompact: !c.Archive.Compact, TargetFileBytes: int64(c.Archive.TargetFileBytes), LogMaxAge: c.NATS.MaxAge.D(), Retention: retention, UpkeepEvery: c.Archive.UpkeepEvery.D()},
-		a.log, l.lake, a.cat, a.logger.With("layer", "archive"), a.reg)
+		NoCompact: !c.Archive.Compact, TargetFileBytes: int64(c.Archive.TargetFileBytes), LogMaxAge: c.NATS.MaxAge.D(), Retention: retention,
+		UpkeepEvery: c.Archive.UpkeepEvery.D(), Shares: shares},
+		a.log, l.lake, a.cat, logger, a.reg)
+}
+
+// archiveShares is the archiver's Shares over a leases group.
+type archiveShares struct{ g *leases.Group }
+
+func (s archiveShares) Run(ctx context.Context, parts []batch.Partition, work func(ctx context.Context, p batch.Partition) error) error {
+	lp := make([]leases.Partition, len(parts))
+	for i, p := range parts {
+		lp[i] = leases.Partition(p)
+	}
+	return s.g.Run(ctx, lp, func(ctx context.Context, p leases.Partition) error { return work(ctx, batch.Partition(p)) })
 }
 
 // newRunner builds the batch runner; with the event log open, on-demand

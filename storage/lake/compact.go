@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -15,20 +15,23 @@ import (
 	"github.com/braid-data/braid/logic"
 )
 
-// Compact merges a stream's small files, per date partition, into files of
-// about targetBytes, replacing them in one commit: a reader of the
-// stream's manifests sees the old files or the new, never both, never
-// neither. A file is small below targetBytes/2; the files merged into one
-// are of one date and one schema epoch, that of s's current field types
-// (files of older epochs stay as they are), taken in order of their first
-// record until they reach targetBytes; each row is copied as it is (its
-// _seq, _idx, arrival and values). The replaced files stay in the store
-// for the lake's grace period (Sweep deletes them), so readers holding the
-// older manifest still read them. Safe while this Lake's writer writes and
-// commits the stream: the replacement is committed on top of whatever was
-// committed meanwhile, and a partition whose files changed meanwhile
-// (retention) is left for the next call.
-func (l *Lake) Compact(ctx context.Context, s *logic.Stream, targetBytes int64) (CompactStats, error) {
+// Compact merges the small files of stream partition p, per date
+// partition, into files of about targetBytes, replacing them in one
+// commit: a reader of the stream's manifests sees the old files or the
+// new, never both, never neither. A file is small below targetBytes/2; the
+// files merged into one are of one date, one stream partition and one
+// schema epoch, that of s's current field types (files of older epochs
+// stay as they are), taken in order of their first record until they
+// reach targetBytes; each row is copied as it is (its _part, _seq, _idx,
+// arrival and values; a file written before stream partitions gets _part
+// 0). The replaced files stay in the store for the lake's grace period
+// (Sweep deletes them), so readers holding the older manifest still read
+// them. Safe while writers (of this Lake or others) write and commit the
+// stream: the replacement is committed on top of whatever was committed
+// meanwhile, and a merge whose files changed meanwhile (retention, another
+// compaction) is left for the next call, as is one whose output another
+// writer's recovery listed as garbage.
+func (l *Lake) Compact(ctx context.Context, s *logic.Stream, p int, targetBytes int64) (CompactStats, error) {
 	var stats CompactStats
 	if l.readOnly {
 		return stats, errors.New("lake: read-only")
@@ -48,7 +51,7 @@ func (l *Lake) Compact(ctx context.Context, s *logic.Stream, targetBytes int64) 
 	if err != nil {
 		return stats, err
 	}
-	bins := compactBins(snap, fieldNames(s), targetBytes)
+	bins := compactBins(snap, p, fieldNames(s), targetBytes)
 	if len(bins) == 0 {
 		return stats, nil
 	}
@@ -91,11 +94,15 @@ func (l *Lake) Compact(ctx context.Context, s *logic.Stream, targetBytes int64) 
 		for _, f := range next.Files {
 			present[f.Key] = true
 		}
+		garbage := map[string]bool{}
+		for _, g := range next.Garbage {
+			garbage[g.Key] = true
+		}
 		now := time.Now().UTC()
 		gone := map[string]bool{}
 		parts := map[string]bool{}
 		for _, m := range done {
-			ok := true
+			ok := !garbage[m.out.Key]
 			for _, f := range m.in {
 				ok = ok && present[f.Key]
 			}
@@ -129,10 +136,11 @@ func (l *Lake) Compact(ctx context.Context, s *logic.Stream, targetBytes int64) 
 	return stats, nil
 }
 
-// compactBins picks the runs of small files of m to merge: per date and
-// schema epoch (only the epoch of fields), files below target/2 in order
-// of first record, cut when a run reaches target; runs of one file stay.
-func compactBins(m *Manifest, fields map[string]string, target int64) [][]FileInfo {
+// compactBins picks the runs of small files of stream partition p of m
+// to merge: per date and schema epoch (only the epoch of fields), files
+// below target/2 in order of first record, cut when a run reaches target;
+// runs of one file stay.
+func compactBins(m *Manifest, p int, fields map[string]string, target int64) [][]FileInfo {
 	type group struct {
 		date  string
 		epoch int
@@ -140,10 +148,10 @@ func compactBins(m *Manifest, fields map[string]string, target int64) [][]FileIn
 	groups := map[group][]FileInfo{}
 	var order []group
 	for _, f := range m.Files { // by first record
-		if f.Bytes >= target/2 {
+		if f.Part != p || f.Bytes >= target/2 {
 			continue
 		}
-		e := sort.Search(len(m.Epochs), func(i int) bool { return m.Epochs[i].From > f.First }) - 1
+		e := epochOf(m.Epochs, p, f.First)
 		if e < 0 || !maps.Equal(m.Epochs[e].Fields, fields) {
 			continue
 		}
@@ -175,12 +183,13 @@ func compactBins(m *Manifest, fields map[string]string, target int64) [][]FileIn
 	return bins
 }
 
-// merge writes the rows of files in (one date, in order) as one file of
-// lay's schema and returns what the manifest will say of it; ok is false
-// when a file's schema is not lay's (it is left alone).
+// merge writes the rows of files in (one date, one stream partition, in
+// order) as one file of lay's schema and returns what the manifest will
+// say of it; ok is false when a file's schema is neither lay's nor lay's
+// before stream partitions (it is left alone).
 func (l *Lake) merge(ctx context.Context, s *logic.Stream, lay *layout, in []FileInfo, gen uint64) (out FileInfo, ok bool, err error) {
 	keys := make([]string, len(in))
-	out = FileInfo{Date: in[0].Date, First: in[0].First, Last: in[0].Last, MinArrival: in[0].MinArrival, MaxArrival: in[0].MaxArrival,
+	out = FileInfo{Date: in[0].Date, Part: in[0].Part, First: in[0].First, Last: in[0].Last, MinArrival: in[0].MinArrival, MaxArrival: in[0].MaxArrival,
 		MinTime: in[0].MinTime, MaxTime: in[0].MaxTime}
 	for i, f := range in {
 		keys[i] = f.Key
@@ -209,25 +218,32 @@ func (l *Lake) merge(ctx context.Context, s *logic.Stream, lay *layout, in []Fil
 		if err != nil {
 			return FileInfo{}, false, fmt.Errorf("lake: compact %s: read %s: %w", s.Name, in[i].Key, err)
 		}
-		if !parquet.EqualNodes(pf.Schema(), lay.schema) {
+		if !parquet.EqualNodes(pf.Schema(), lay.schema) && !parquet.EqualNodes(pf.Schema(), lay.legacy.schema) {
 			l.log.Warn("lake: a file's schema is not its epoch's; not compacted", "key", in[i].Key)
 			return FileInfo{}, false, nil
 		}
 		files[i] = pf
 	}
-	out.Key = dataKey(s.Name, out.Date, out.First, out.Last, fmt.Sprintf("c%d", gen))
+	out.Key = dataKey(s.Name, out.Date, out.Part, out.First, out.Last, fmt.Sprintf("c%d", gen))
 	l.mu.Lock()
 	l.inflight[out.Key] = true
 	l.mu.Unlock()
 	var rows int64
 	n, err := l.putParquet(ctx, out.Key, lay, func(pw *parquet.Writer) error {
 		for _, pf := range files {
+			legacy := !parquet.EqualNodes(pf.Schema(), lay.schema)
 			for _, rg := range pf.RowGroups() {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				rr := rg.Rows()
-				c, err := parquet.CopyRows(pw, rr)
+				var c int64
+				var err error
+				if legacy {
+					c, err = lay.copyLegacy(pw, rr)
+				} else {
+					c, err = parquet.CopyRows(pw, rr)
+				}
 				rr.Close()
 				if err != nil {
 					return err
@@ -249,4 +265,49 @@ func (l *Lake) merge(ctx context.Context, s *logic.Stream, lay *layout, in []Fil
 	}
 	out.Bytes = n
 	return out, true, nil
+}
+
+// copyLegacy copies the rows of a file written before stream partitions
+// (lay.legacy's schema) to pw (lay's), each with ColPart 0: the values
+// move to their column in lay's schema by name, their levels kept.
+func (lay *layout) copyLegacy(pw *parquet.Writer, rr parquet.Rows) (int64, error) {
+	old := lay.legacy.schema.Columns()
+	to := make([]int, len(old))
+	for i, path := range old {
+		c, ok := lay.schema.Lookup(path...)
+		if !ok {
+			return 0, fmt.Errorf("lake: column %v missing from schema", path)
+		}
+		to[i] = c.ColumnIndex
+	}
+	in := make([]parquet.Row, writeBatch)
+	out := make([]parquet.Row, writeBatch)
+	var n int64
+	for {
+		k, err := rr.ReadRows(in)
+		for j, r := range in[:k] {
+			if cap(out[j]) < lay.ncols {
+				out[j] = make(parquet.Row, lay.ncols)
+			}
+			o := out[j][:lay.ncols]
+			for _, v := range r {
+				c := to[v.Column()]
+				o[c] = v.Level(v.RepetitionLevel(), v.DefinitionLevel(), c)
+			}
+			o[lay.partCol] = parquet.Int32Value(0).Level(0, 0, lay.partCol)
+			out[j] = o
+		}
+		if k > 0 {
+			if _, werr := pw.WriteRows(out[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }

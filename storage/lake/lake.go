@@ -1,20 +1,33 @@
 // Package lake is Braid's immutable event archive on an object store
-// (objstore.Store: local files or S3): Parquet objects per stream and event
-// date, each holding rows of log records of one stream, and per stream a
+// (objstore.Store: local files or S3): Parquet objects per stream, event
+// date ("date partition") and log partition ("stream partition"), each
+// holding rows of log records of one stream partition, and per stream a
 // chain of manifests. A manifest holds everything about the stream's state:
-// the checkpoint, the schema epochs, the committed files with their
-// metadata, and the files removed but not yet deleted. A commit writes the
-// data objects first and the next manifest last, with PutIfAbsent: of two
-// writers committing on the same generation one fails (ErrConflict) and
-// nothing of its commit is visible; readers read the highest manifest, so
-// they never see a half-done commit. Objects not listed in the current
-// manifest are not part of the lake.
+// a checkpoint per stream partition, the schema epochs, the committed files
+// with their metadata, and the files removed but not yet deleted. A commit
+// writes the data objects first and the next manifest last, with
+// PutIfAbsent; readers read the highest manifest, so they never see a
+// half-done commit. Objects not listed in the current manifest are not
+// part of the lake.
+//
+// Several writers (archivers sharing a stream's partitions, each with a
+// Lake of its own) commit to one manifest chain. A commit of stream
+// partition p is fenced by p's checkpoint: it is refused (ErrConflict,
+// nothing of it visible) when p's checkpoint is no longer the one this
+// writer last saw (another writer took p and moved it), or when files it
+// would add were listed as garbage (another writer took p and set them
+// aside); a generation taken by a commit of other partitions, or by
+// compaction, retention or sweeps, is no conflict: the commit is built
+// again on the newer manifest.
 //
 // Keys (in the lake's store):
 //
 //	<stream>/_manifest/<gen:020d>.json
-//	<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>-<token>.parquet      written by the archiver
-//	<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>-c<gen>-<token>.parquet written by compaction
+//	<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>[-p<p>]-<token>.parquet      written by the archiver
+//	<stream>/date=YYYY-MM-DD/<first:020d>-<last:020d>[-p<p>]-c<gen>-<token>.parquet written by compaction
+//
+// (-p<p> names stream partition p > 0; first and last are sequences of
+// that partition's log.)
 //
 // A lake written by an earlier version (checkpoint.json and schema.json per
 // stream, files <first>-<last>.parquet, no manifest) is read as it is, and
@@ -53,6 +66,10 @@ const (
 	ColArrival = "_arrival" // INT64: unix ms when the log stored the record
 	ColTime    = "_time"    // INT64: event time, unix ms
 	ColID      = "_id"      // STRING: event id ("" when none)
+	// ColPart is the stream partition of the log holding the record.
+	// Files written before streams had partitions lack it: SQL reads it
+	// as coalesce(_part, 0).
+	ColPart = "_part" // INT32
 )
 
 // tempPrefix starts the names of local files being written.
@@ -70,9 +87,11 @@ const (
 )
 
 // Lake is the archive on an object store. It is safe for concurrent use;
-// each stream must have a single writer (the archiver), which commits in
-// the same process as the stream's compaction and retention: those updates
-// of a stream's manifest are serialized per stream within a Lake.
+// each stream partition must have a single writer at a time (the archiver
+// holding it); the writers of a stream's partitions, its compaction,
+// retention and sweeps may run in any processes (see the package comment
+// for how their commits meet). Within a Lake, a stream's manifest updates
+// are serialized.
 type Lake struct {
 	st       objstore.Store
 	work     string // local scratch directory for files being written
@@ -111,17 +130,18 @@ type Options struct {
 
 // Row is one archived record.
 type Row struct {
-	Seq     uint64 // the log record's sequence
+	Part    int    // the stream partition of the log holding the record
+	Seq     uint64 // the log record's sequence in its partition
 	Index   int    // the event's index in the record
 	Arrival int64  // unix ms
 	Event   logic.Event
 }
 
-// Checkpoint is a stream's committed position in the lake.
+// Checkpoint is a stream partition's committed position in the lake.
 type Checkpoint struct {
-	Seq          uint64 `json:"seq"`           // every record up to Seq is in the lake
+	Seq          uint64 `json:"seq"`           // every record of the partition up to Seq is in the lake
 	Arrival      int64  `json:"arrival"`       // arrival (unix ms) of record Seq
-	CoveredUntil int64  `json:"covered_until"` // every record with arrival < CoveredUntil is in the lake
+	CoveredUntil int64  `json:"covered_until"` // every record of the partition with arrival < CoveredUntil is in the lake
 }
 
 // File is a committed lake file: Path is a local copy DuckDB reads (see
@@ -129,6 +149,7 @@ type Checkpoint struct {
 type File struct {
 	Path        string
 	Key         string
+	Part        int // stream partition
 	First, Last uint64
 	Date        string
 }
@@ -247,11 +268,20 @@ type layout struct {
 	schema                                 *parquet.Schema
 	fieldCol                               []int // per stream field
 	seqCol, idxCol, arrCol, timeCol, idCol int
+	partCol                                int // -1: the schema has no ColPart (files written before stream partitions)
 	ncols                                  int
+	// legacy is the layout of the same fields without ColPart (nil in a
+	// legacy layout): files written before stream partitions, which
+	// compaction rewrites with ColPart 0.
+	legacy *layout
 }
 
 // Schema returns the Parquet schema of a stream's lake files.
-func Schema(s *logic.Stream) *parquet.Schema {
+func Schema(s *logic.Stream) *parquet.Schema { return schemaOf(s, true) }
+
+// schemaOf is Schema, with ColPart or (part false) as files were written
+// before stream partitions.
+func schemaOf(s *logic.Stream, part bool) *parquet.Schema {
 	g := parquet.Group{}
 	for _, f := range s.Fields {
 		var n parquet.Node
@@ -277,6 +307,9 @@ func Schema(s *logic.Stream) *parquet.Schema {
 	g[ColArrival] = parquet.Leaf(parquet.Int64Type)
 	g[ColTime] = parquet.Leaf(parquet.Int64Type)
 	g[ColID] = parquet.String()
+	if part {
+		g[ColPart] = parquet.Leaf(parquet.Int32Type)
+	}
 	return parquet.NewSchema(s.Name, g)
 }
 
@@ -286,8 +319,21 @@ func (l *Lake) layoutOf(s *logic.Stream) (*layout, error) {
 	if lay, ok := l.layouts[s]; ok {
 		return lay, nil
 	}
-	sch := Schema(s)
-	lay := &layout{schema: sch, ncols: len(sch.Columns())}
+	lay, err := newLayout(s, Schema(s))
+	if err != nil {
+		return nil, err
+	}
+	if lay.legacy, err = newLayout(s, schemaOf(s, false)); err != nil {
+		return nil, err
+	}
+	l.layouts[s] = lay
+	return lay, nil
+}
+
+// newLayout is the layout of s's values in sch (Schema's, or schemaOf's
+// without ColPart).
+func newLayout(s *logic.Stream, sch *parquet.Schema) (*layout, error) {
+	lay := &layout{schema: sch, ncols: len(sch.Columns()), partCol: -1}
 	col := func(name string) (int, error) {
 		c, ok := sch.Lookup(name)
 		if !ok {
@@ -318,7 +364,9 @@ func (l *Lake) layoutOf(s *logic.Stream) (*layout, error) {
 	if lay.idCol, err = col(ColID); err != nil {
 		return nil, err
 	}
-	l.layouts[s] = lay
+	if c, ok := sch.Lookup(ColPart); ok {
+		lay.partCol = c.ColumnIndex
+	}
 	return lay, nil
 }
 
@@ -360,6 +408,9 @@ func (lay *layout) row(s *logic.Stream, r *Row, out parquet.Row) parquet.Row {
 	out[lay.arrCol] = parquet.Int64Value(r.Arrival).Level(0, 0, lay.arrCol)
 	out[lay.timeCol] = parquet.Int64Value(r.Event.Time).Level(0, 0, lay.timeCol)
 	out[lay.idCol] = parquet.ByteArrayValue(stringBytes(r.Event.ID)).Level(0, 0, lay.idCol)
+	if lay.partCol >= 0 {
+		out[lay.partCol] = parquet.Int32Value(int32(r.Part)).Level(0, 0, lay.partCol)
+	}
 	return out
 }
 
@@ -374,7 +425,7 @@ func FileName(first, last uint64) string {
 
 // parseFileName reads the sequences of a file name: an earlier version's
 // <first>-<last>.parquet (legacy true) or this version's
-// <first>-<last>-<suffix>.parquet.
+// <first>-<last>-<suffix>.parquet (see partOfKey for the stream partition).
 func parseFileName(name string) (first, last uint64, legacy, ok bool) {
 	base, found := strings.CutSuffix(name, ".parquet")
 	if !found || strings.HasPrefix(name, tempPrefix) {
@@ -392,18 +443,38 @@ func parseFileName(name string) (first, last uint64, legacy, ok bool) {
 	return first, last, len(parts) == 2, true
 }
 
-// dataKey is the key of a new file of a stream's date partition; tag is ""
-// for the archiver's files, "c<gen>" for compaction's. A random token
-// keeps the keys of two writers apart (a fenced-out writer never replaces
-// an object another committed).
-func dataKey(stream, date string, first, last uint64, tag string) string {
+// dataKey is the key of a new file of a stream's date partition holding
+// records first..last of stream partition part; tag is "" for the
+// archiver's files, "c<gen>" for compaction's. A random token keeps the
+// keys of two writers apart (a fenced-out writer never replaces an object
+// another committed).
+func dataKey(stream, date string, part int, first, last uint64, tag string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	tok := hex.EncodeToString(b[:])
 	if tag != "" {
 		tok = tag + "-" + tok
 	}
+	if part != 0 {
+		tok = "p" + strconv.Itoa(part) + "-" + tok
+	}
 	return fmt.Sprintf("%s/date=%s/%020d-%020d-%s.parquet", stream, date, first, last, tok)
+}
+
+// partOfKey is the stream partition of a data key: p when its name's
+// suffix starts with p<p>-, else 0 (partition 0's files and every file
+// written before stream partitions).
+func partOfKey(key string) int {
+	name := key[strings.LastIndexByte(key, '/')+1:]
+	parts := strings.SplitN(strings.TrimSuffix(name, ".parquet"), "-", 4)
+	if len(parts) < 4 || !strings.HasPrefix(parts[2], "p") {
+		return 0
+	}
+	p, err := strconv.Atoi(parts[2][1:])
+	if err != nil || p < 0 {
+		return 0
+	}
+	return p
 }
 
 // dateOfKey is the date partition of a data key ("" if it is none).
@@ -416,16 +487,17 @@ func dateOfKey(key string) string {
 	return d
 }
 
-// Write writes rows (a contiguous, ascending sequence range) as immutable
-// objects, one per event date (UTC). They are invisible until a checkpoint
-// at or beyond their last sequence is committed (by this Lake: the writer
-// keeps them pending in memory). It returns the local paths of the
-// objects when the store has them (local files), else their keys. When
-// s's field types differ from those the stream was last written with, the
-// commit that covers the rows records a new schema epoch; types that files
-// in the lake cannot be read as are refused (a *SchemaError). Pending
-// files the range overlaps (an earlier write of the same records, never
-// committed) are dropped.
+// Write writes rows (a contiguous, ascending sequence range of one stream
+// partition, Row.Part) as immutable objects, one per event date (UTC).
+// They are invisible until a checkpoint of their partition at or beyond
+// their last sequence is committed (by this Lake: the writer keeps them
+// pending in memory). It returns the local paths of the objects when the
+// store has them (local files), else their keys. When s's field types
+// differ from those the partition was last written with, the commit that
+// covers the rows records a new schema epoch; types that files in the
+// lake cannot be read as are refused (a *SchemaError). Pending files of
+// the partition the range overlaps (an earlier write of the same records,
+// never committed) are dropped.
 func (l *Lake) Write(s *logic.Stream, rows []Row) ([]string, error) {
 	files, _, err := l.WriteSized(s, rows)
 	return files, err
@@ -467,8 +539,14 @@ func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string,
 	if err != nil {
 		return nil, 0, err
 	}
+	part := rows[0].Part
+	for i := range rows {
+		if rows[i].Part != part {
+			return nil, 0, fmt.Errorf("lake: write %s: rows of stream partitions %d and %d in one write", s.Name, part, rows[i].Part)
+		}
+	}
 	w := l.writerOf(s.Name)
-	if err := l.noteFields(ctx, w, s, rows[0].Seq, rows[len(rows)-1].Seq); err != nil {
+	if err := l.noteFields(ctx, w, s, part, rows[0].Seq, rows[len(rows)-1].Seq); err != nil {
 		return nil, 0, err
 	}
 	// Rows by UTC day (unix days; formatted once per file).
@@ -511,7 +589,7 @@ func (l *Lake) write(s *logic.Stream, rows []Row, release bool) (files []string,
 // and returns what the manifest will say of it.
 func (l *Lake) writeFile(ctx context.Context, s *logic.Stream, lay *layout, rows []Row, idx []int, dayMs int64, release bool) (FileInfo, error) {
 	r0 := &rows[idx[0]]
-	fi := FileInfo{Date: dateOf(dayMs), First: r0.Seq, Last: r0.Seq, Rows: int64(len(idx)),
+	fi := FileInfo{Date: dateOf(dayMs), Part: r0.Part, First: r0.Seq, Last: r0.Seq, Rows: int64(len(idx)),
 		MinArrival: r0.Arrival, MaxArrival: r0.Arrival, MinTime: r0.Event.Time, MaxTime: r0.Event.Time}
 	for _, i := range idx {
 		r := &rows[i]
@@ -519,7 +597,7 @@ func (l *Lake) writeFile(ctx context.Context, s *logic.Stream, lay *layout, rows
 		fi.MinArrival, fi.MaxArrival = min(fi.MinArrival, r.Arrival), max(fi.MaxArrival, r.Arrival)
 		fi.MinTime, fi.MaxTime = min(fi.MinTime, r.Event.Time), max(fi.MaxTime, r.Event.Time)
 	}
-	fi.Key = dataKey(s.Name, fi.Date, fi.First, fi.Last, "")
+	fi.Key = dataKey(s.Name, fi.Date, fi.Part, fi.First, fi.Last, "")
 	n, err := l.putParquet(ctx, fi.Key, lay, func(pw *parquet.Writer) error {
 		// One batch of rows, reused: WriteRows copies the values.
 		batch := make([]parquet.Row, min(len(idx), writeBatch))
@@ -579,13 +657,22 @@ func (l *Lake) putParquet(ctx context.Context, key string, lay *layout, fill fun
 	return size, nil
 }
 
-// Commit records a stream's checkpoint: it writes the stream's next
-// manifest, with the files this Lake wrote that end at or before cp.Seq
-// (and their schema epochs). Nothing changes when there is nothing new.
-// ErrConflict (wrapped) when another writer committed since this one
-// last read the stream: nothing of this commit is visible, the files
-// written since are dropped, and the next use reads the stream again.
-func (l *Lake) Commit(stream string, cp Checkpoint) error {
+// commitRetries bounds how often a commit is built again on a newer
+// manifest when other commits took the generation it was built on.
+const commitRetries = 100
+
+// CommitPart records the checkpoint of stream partition p: it writes the
+// stream's next manifest, with the files of p this Lake wrote that end at
+// or before cp.Seq (and their schema epochs). Nothing changes when there
+// is nothing new. ErrConflict (wrapped) when p's checkpoint is no longer
+// the one this Lake last saw (read by RecoverPart, or its first write or
+// commit of p, or committed by it), or when files it would add are listed
+// as garbage: another writer took the partition; nothing of this commit
+// is visible, the files of p written since are dropped, and the next use
+// reads the stream again. A generation taken by other commits (other
+// partitions, compaction, retention) is no conflict: the commit is built
+// again on the newer manifest.
+func (l *Lake) CommitPart(stream string, p int, cp Checkpoint) error {
 	if l.readOnly {
 		return errors.New("lake: read-only")
 	}
@@ -594,62 +681,87 @@ func (l *Lake) Commit(stream string, cp Checkpoint) error {
 	w := l.writerOf(stream)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := l.load(ctx, stream, w); err != nil {
-		return err
-	}
-	next := w.cur.next()
-	next.Checkpoint = cp
-	var keep []FileInfo
-	added := 0
-	for _, f := range w.pending {
-		if f.Last <= cp.Seq {
-			next.Files = append(next.Files, f)
-			added++
-		} else {
-			keep = append(keep, f)
+	for attempt := 0; ; attempt++ {
+		if err := l.load(ctx, stream, w); err != nil {
+			return err
 		}
-	}
-	var keepEpochs []Epoch
-	for _, e := range w.epochs {
-		if e.From <= cp.Seq {
-			next.Epochs = append(next.Epochs, e)
-		} else {
-			keepEpochs = append(keepEpochs, e)
+		base, ok := w.seen[p]
+		if !ok {
+			base = w.cur.Part(p)
+			w.seen[p] = base
 		}
-	}
-	if added == 0 && len(keepEpochs) == len(w.epochs) && cp == w.cur.Checkpoint {
+		garbage := map[string]bool{}
+		for _, g := range w.cur.Garbage {
+			garbage[g.Key] = true
+		}
+		next := w.cur.next()
+		next.setPart(p, cp)
+		added, taken := 0, false
+		for _, f := range w.pending {
+			if f.Part == p && f.Last <= cp.Seq {
+				next.Files = append(next.Files, f)
+				added++
+				taken = taken || garbage[f.Key]
+			}
+		}
+		if taken || w.cur.Part(p) != base {
+			w.cur = nil
+			w.drop(p)
+			return fmt.Errorf("%w: %s partition %d moved by another writer", ErrConflict, stream, p)
+		}
+		newEpochs := 0
+		for _, e := range w.epochs {
+			if e.Part == p && e.From <= cp.Seq {
+				next.Epochs = append(next.Epochs, e)
+				newEpochs++
+			}
+		}
+		if added == 0 && newEpochs == 0 && cp == base {
+			return nil
+		}
+		sortFiles(next.Files)
+		err := l.putManifest(ctx, stream, next)
+		if errors.Is(err, objstore.ErrExists) && attempt < commitRetries {
+			w.cur = nil // another commit took the generation: build on the newer one
+			continue
+		}
+		if err != nil {
+			w.cur = nil
+			if errors.Is(err, objstore.ErrExists) {
+				return fmt.Errorf("%w: %s generation %d, after %d attempts", ErrConflict, stream, next.Gen, attempt+1)
+			}
+			return err
+		}
+		l.committed(ctx, stream, w, next)
+		w.seen[p] = cp
+		w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Part == p && f.Last <= cp.Seq })
+		w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.Part == p && e.From <= cp.Seq })
 		return nil
 	}
-	sortFiles(next.Files)
-	if err := l.commitLocked(ctx, stream, w, next); err != nil {
-		return err
-	}
-	w.pending, w.epochs = keep, keepEpochs
-	return nil
 }
 
-// Checkpoint returns a stream's checkpoint; the zero value when none.
-func (l *Lake) Checkpoint(stream string) (Checkpoint, error) {
+// Commit is CommitPart of stream partition 0: a stream of one partition's.
+func (l *Lake) Commit(stream string, cp Checkpoint) error { return l.CommitPart(stream, 0, cp) }
+
+// Checkpoint returns the checkpoint of stream partition 0 (a stream of one
+// partition's); the zero value when none.
+func (l *Lake) Checkpoint(stream string) (Checkpoint, error) { return l.PartCheckpoint(stream, 0) }
+
+// PartCheckpoint returns the checkpoint of stream partition p; the zero
+// value when none.
+func (l *Lake) PartCheckpoint(stream string, p int) (Checkpoint, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	m, err := l.current(ctx, stream)
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	return m.Checkpoint, nil
-}
-
-// PartCheckpoint returns the checkpoint of partition p of a stream's log;
-// the zero value when none.
-func (l *Lake) PartCheckpoint(stream string, p int) (Checkpoint, error) {
-	if p != 0 {
-		return Checkpoint{}, nil // PARTITION-0: partitions of the lake
-	}
-	return l.Checkpoint(stream)
+	return m.Part(p), nil
 }
 
 // Files returns local paths of a stream's committed files (those of its
-// current manifest), ordered by first sequence, for DuckDB. On local files
+// current manifest, every stream partition's), ordered by first sequence,
+// for DuckDB. On local files
 // they are the objects themselves, which stay at least the lake's grace
 // period after a compaction or retention removes them; on a remote store
 // they are copies in the cache, pinned until the next Files or
@@ -696,7 +808,7 @@ func (l *Lake) CommittedFiles(stream string) ([]File, error) {
 	}
 	out := make([]File, len(m.Files))
 	for i, f := range m.Files {
-		out[i] = File{Path: paths[i], Key: f.Key, First: f.First, Last: f.Last, Date: f.Date}
+		out[i] = File{Path: paths[i], Key: f.Key, Part: f.Part, First: f.First, Last: f.Last, Date: f.Date}
 	}
 	return out, nil
 }
@@ -718,13 +830,15 @@ func (l *Lake) Local(ctx context.Context, keys []string) (paths []string, releas
 	return paths, release, nil
 }
 
-// Recover, called before a stream's writer starts, reads the stream's
-// state again (turning an earlier version's layout into a manifest), drops
-// what this Lake wrote and did not commit, and lists as garbage (deleted
-// after the grace period by Sweep) the data objects no manifest lists:
-// those a writer that crashed before committing left. On local files, the
-// files removed by hand leave the manifest (see present).
-func (l *Lake) Recover(stream string) error {
+// RecoverPart, called before the writer of stream partition p starts,
+// reads the stream's state again (turning an earlier version's layout into
+// a manifest), drops what this Lake wrote of p and did not commit, takes
+// p's checkpoint as the one its commits build on, and lists as garbage
+// (deleted after the grace period by Sweep) the data objects of p no
+// manifest lists: those a writer of p that crashed, or lost the partition,
+// left before committing. On local files, the files removed by hand leave
+// the manifest (see present).
+func (l *Lake) RecoverPart(stream string, p int) error {
 	if l.readOnly {
 		return errors.New("lake: read-only")
 	}
@@ -733,48 +847,55 @@ func (l *Lake) Recover(stream string) error {
 	w := l.writerOf(stream)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.cur, w.pending, w.epochs = nil, nil, nil
+	w.cur = nil
+	w.drop(p)
 	if err := l.load(ctx, stream, w); err != nil {
 		return err
 	}
+	w.seen[p] = w.cur.Part(p)
 	objs, err := l.st.List(ctx, stream+"/date=")
 	if err != nil {
 		return fmt.Errorf("lake: recover %s: %w", stream, err)
 	}
-	known := map[string]bool{}
-	for _, f := range w.cur.Files {
-		known[f.Key] = true
-	}
-	for _, g := range w.cur.Garbage {
-		known[g.Key] = true
-	}
-	l.mu.Lock()
-	for k := range l.inflight {
-		known[k] = true
-	}
-	l.mu.Unlock()
-	now := time.Now().UTC()
-	var orphans []Removed
-	for _, o := range objs {
-		if !known[o.Key] && strings.HasSuffix(o.Key, ".parquet") && dateOfKey(o.Key) != "" {
-			orphans = append(orphans, Removed{Key: o.Key, Removed: now})
+	return l.updateLocked(ctx, stream, w, func(next *Manifest) (bool, error) {
+		known := map[string]bool{}
+		for _, f := range next.Files {
+			known[f.Key] = true
 		}
-	}
-	kept := l.present(w.cur.Files)
-	if len(orphans) == 0 && len(kept) == len(w.cur.Files) {
-		return nil
-	}
-	next := w.cur.next()
-	next.Garbage = append(next.Garbage, orphans...)
-	if len(orphans) > 0 {
-		l.log.Info("lake: uncommitted files listed for deletion", "stream", stream, "files", len(orphans))
-	}
-	if len(kept) < len(w.cur.Files) {
-		l.log.Warn("lake: files removed from the lake's directory by hand leave the manifest", "stream", stream, "files", len(w.cur.Files)-len(kept))
-		next.Files = kept
-	}
-	return l.commitLocked(ctx, stream, w, next)
+		for _, g := range next.Garbage {
+			known[g.Key] = true
+		}
+		l.mu.Lock()
+		for k := range l.inflight {
+			known[k] = true
+		}
+		l.mu.Unlock()
+		now := time.Now().UTC()
+		var orphans []Removed
+		for _, o := range objs {
+			if !known[o.Key] && strings.HasSuffix(o.Key, ".parquet") && dateOfKey(o.Key) != "" && partOfKey(o.Key) == p {
+				orphans = append(orphans, Removed{Key: o.Key, Removed: now})
+			}
+		}
+		kept := l.present(next.Files)
+		if len(orphans) == 0 && len(kept) == len(next.Files) {
+			return false, nil
+		}
+		next.Garbage = append(next.Garbage, orphans...)
+		if len(orphans) > 0 {
+			l.log.Info("lake: uncommitted files listed for deletion", "stream", stream, "partition", p, "files", len(orphans))
+		}
+		if len(kept) < len(next.Files) {
+			l.log.Warn("lake: files removed from the lake's directory by hand leave the manifest", "stream", stream, "files", len(next.Files)-len(kept))
+			next.Files = kept
+		}
+		return true, nil
+	})
 }
+
+// Recover is RecoverPart of stream partition 0: a stream of one
+// partition's.
+func (l *Lake) Recover(stream string) error { return l.RecoverPart(stream, 0) }
 
 // present drops the files whose objects are gone from a store of local
 // files: removed by hand, the documented way of giving up the history of a

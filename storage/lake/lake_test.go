@@ -313,7 +313,7 @@ func TestMigrateOldLayout(t *testing.T) {
 		}
 		storagetest.CheckLakeRows(t, lk, "orders", exp)
 		// Old and new files compact together.
-		if st, err := lk.Compact(ctx, s, 1<<20); err != nil || st.FilesIn < 4 {
+		if st, err := lk.Compact(ctx, s, 0, 1<<20); err != nil || st.FilesIn < 4 {
 			t.Fatalf("record %v: compaction %+v %v", record, st, err)
 		}
 		lk2, err := lake.OpenDir(dir)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,21 +15,24 @@ import (
 	"github.com/braid-data/braid/storage/objstore"
 )
 
-// ErrConflict: another writer committed the generation this commit was
-// built on; nothing of this commit is visible.
+// ErrConflict: another writer took the stream partition this commit is
+// of (or, for the manifest updates that are not commits of a partition,
+// kept taking the generations it was built on); nothing of this commit is
+// visible.
 var ErrConflict = errors.New("lake: another writer committed first")
 
 // FileInfo describes a committed lake file, as its stream's manifest lists it.
 type FileInfo struct {
-	Key        string `json:"key"`         // object key in the lake's store
-	Date       string `json:"date"`        // event date (UTC), YYYY-MM-DD
-	First      uint64 `json:"first"`       // first log sequence it holds
-	Last       uint64 `json:"last"`        // last log sequence it holds
-	Rows       int64  `json:"rows"`        // rows (events)
-	Bytes      int64  `json:"bytes"`       // object size
-	MinArrival int64  `json:"min_arrival"` // unix ms, of the rows' arrival
-	MaxArrival int64  `json:"max_arrival"` // unix ms: a partition received events since C iff a file has MaxArrival >= C
-	MinTime    int64  `json:"min_time"`    // event time, unix ms
+	Key        string `json:"key"`            // object key in the lake's store
+	Date       string `json:"date"`           // event date (UTC), YYYY-MM-DD
+	Part       int    `json:"part,omitempty"` // the stream partition whose log records it holds
+	First      uint64 `json:"first"`          // first log sequence (of its partition) it holds
+	Last       uint64 `json:"last"`           // last log sequence it holds
+	Rows       int64  `json:"rows"`           // rows (events)
+	Bytes      int64  `json:"bytes"`          // object size
+	MinArrival int64  `json:"min_arrival"`    // unix ms, of the rows' arrival
+	MaxArrival int64  `json:"max_arrival"`    // unix ms: a partition received events since C iff a file has MaxArrival >= C
+	MinTime    int64  `json:"min_time"`       // event time, unix ms
 	MaxTime    int64  `json:"max_time"`
 }
 
@@ -40,15 +44,48 @@ type Removed struct {
 	Removed time.Time `json:"removed"`
 }
 
-// Manifest is a stream's committed state: generation Gen, the checkpoint,
-// the committed files (by First), the schema epochs, and the files removed
-// but not yet deleted.
+// Manifest is a stream's committed state: generation Gen, the checkpoint
+// of each stream partition (partition 0's in Checkpoint, as before streams
+// had partitions; the others' in Parts), the committed files (by First),
+// the schema epochs, and the files removed but not yet deleted.
 type Manifest struct {
-	Gen        uint64     `json:"gen"`
-	Checkpoint Checkpoint `json:"checkpoint"`
-	Files      []FileInfo `json:"files"`
-	Epochs     []Epoch    `json:"epochs"`
-	Garbage    []Removed  `json:"garbage,omitempty"`
+	Gen        uint64             `json:"gen"`
+	Checkpoint Checkpoint         `json:"checkpoint"`
+	Parts      map[int]Checkpoint `json:"parts,omitempty"`
+	Files      []FileInfo         `json:"files"`
+	Epochs     []Epoch            `json:"epochs"`
+	Garbage    []Removed          `json:"garbage,omitempty"`
+}
+
+// Part returns the checkpoint of stream partition p (the zero value when
+// none).
+func (m *Manifest) Part(p int) Checkpoint {
+	if p == 0 {
+		return m.Checkpoint
+	}
+	return m.Parts[p]
+}
+
+func (m *Manifest) setPart(p int, cp Checkpoint) {
+	if p == 0 {
+		m.Checkpoint = cp
+		return
+	}
+	if m.Parts == nil {
+		m.Parts = map[int]Checkpoint{}
+	}
+	m.Parts[p] = cp
+}
+
+// CoveredUntil is the coverage of a stream of n partitions: the least
+// CoveredUntil of partitions 0..n-1 (0 when one has none), so every record
+// of the stream that arrived before it is in the manifest's files.
+func (m *Manifest) CoveredUntil(n int) int64 {
+	cu := m.Checkpoint.CoveredUntil
+	for p := 1; p < n; p++ {
+		cu = min(cu, m.Parts[p].CoveredUntil)
+	}
+	return cu
 }
 
 // CompactStats is what one Compact did.
@@ -87,6 +124,7 @@ func manifestGen(stream, key string) (uint64, bool) {
 // clone is a deep copy of m.
 func (m *Manifest) clone() *Manifest {
 	c := *m
+	c.Parts = maps.Clone(m.Parts)
 	c.Files = slices.Clone(m.Files)
 	c.Epochs = slices.Clone(m.Epochs)
 	c.Garbage = slices.Clone(m.Garbage)
@@ -184,14 +222,17 @@ func (l *Lake) readManifest(ctx context.Context, stream string, gen uint64) (*Ma
 }
 
 // writer is what a Lake keeps of a stream it writes: the manifest its
-// commits build on, and the files and schema epochs written and not yet
-// committed. mu serializes the stream's manifest updates in this Lake
-// (the archiver's commits, compaction, retention, sweeps).
+// commits build on, the files and schema epochs written and not yet
+// committed (each of a stream partition), and the checkpoint of each
+// partition it writes as it last saw it (the fence of its commits). mu
+// serializes the stream's manifest updates in this Lake (the archivers'
+// commits, compaction, retention, sweeps).
 type writer struct {
 	mu      sync.Mutex
 	cur     *Manifest  // nil: read the store before the next update
 	pending []FileInfo // written, not committed
-	epochs  []Epoch    // recorded by writes, not committed (From beyond cur's checkpoint)
+	epochs  []Epoch    // recorded by writes, not committed (From beyond their partition's checkpoint)
+	seen    map[int]Checkpoint
 }
 
 func (l *Lake) writerOf(stream string) *writer {
@@ -199,16 +240,24 @@ func (l *Lake) writerOf(stream string) *writer {
 	defer l.mu.Unlock()
 	w := l.writers[stream]
 	if w == nil {
-		w = &writer{}
+		w = &writer{seen: map[int]Checkpoint{}}
 		l.writers[stream] = w
 	}
 	return w
 }
 
+// drop forgets what w wrote of stream partition p and did not commit, and
+// the checkpoint of p it saw (w.mu held).
+func (w *writer) drop(p int) {
+	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Part == p })
+	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.Part == p })
+	delete(w.seen, p)
+}
+
 // load reads the stream's current manifest into w when w has none (w.mu
 // held): an earlier version's layout becomes generation 1 here. Pending
-// files and epochs the manifest's checkpoint covers are dropped (another
-// writer committed those records). Old manifests are deleted.
+// files and epochs their partition's checkpoint covers are dropped
+// (another writer committed those records). Old manifests are deleted.
 func (l *Lake) load(ctx context.Context, stream string, w *writer) error {
 	if w.cur != nil {
 		return nil
@@ -233,8 +282,8 @@ func (l *Lake) load(ctx context.Context, stream string, w *writer) error {
 		}
 	}
 	w.cur = m
-	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Last <= m.Checkpoint.Seq })
-	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.From <= m.Checkpoint.Seq })
+	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Last <= m.Part(f.Part).Seq })
+	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.From <= m.Part(e.Part).Seq })
 	if m.Gen > keepManifests {
 		objs, err := l.st.List(ctx, manifestPrefix(stream))
 		if err == nil {
@@ -269,31 +318,22 @@ func (l *Lake) putManifest(ctx context.Context, stream string, m *Manifest) erro
 	return nil
 }
 
-// commitLocked writes next (w.cur's next generation) as the stream's
-// manifest (w.mu held). On success it is w.cur; when another writer took
-// the generation, the files written and not committed are dropped, and
-// ErrConflict is returned; on any error the next update reads the store
-// again.
-func (l *Lake) commitLocked(ctx context.Context, stream string, w *writer, next *Manifest) error {
-	if err := l.putManifest(ctx, stream, next); err != nil {
-		w.cur = nil
-		if errors.Is(err, objstore.ErrExists) {
-			w.pending, w.epochs = nil, nil
-			return fmt.Errorf("%w: %s generation %d", ErrConflict, stream, next.Gen)
-		}
-		return err
-	}
+// committed makes next, just written, w's manifest (w.mu held) and
+// deletes the manifest that fell out of the kept ones.
+func (l *Lake) committed(ctx context.Context, stream string, w *writer, next *Manifest) {
 	w.cur = next
 	if next.Gen > keepManifests {
 		if err := l.st.Delete(ctx, manifestKey(stream, next.Gen-keepManifests)); err != nil {
 			l.log.Warn("lake: delete an old manifest", "stream", stream, "gen", next.Gen-keepManifests, "err", err)
 		}
 	}
-	return nil
 }
 
 // update applies change to a copy of the stream's current manifest (as
 // the next generation) and commits it, unless change reports no change.
+// When another commit took the generation, change is applied again to the
+// newer manifest (it must decide from next alone); ErrConflict after
+// commitRetries attempts.
 func (l *Lake) update(ctx context.Context, stream string, change func(next *Manifest) (bool, error)) error {
 	if l.readOnly {
 		return errors.New("lake: read-only")
@@ -301,19 +341,37 @@ func (l *Lake) update(ctx context.Context, stream string, change func(next *Mani
 	w := l.writerOf(stream)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := l.load(ctx, stream, w); err != nil {
-		return err
-	}
-	next := w.cur.next()
-	changed, err := change(next)
-	if err != nil || !changed {
-		return err
-	}
-	return l.commitLocked(ctx, stream, w, next)
+	return l.updateLocked(ctx, stream, w, change)
 }
 
-// DropBefore removes the partitions dated before date (YYYY-MM-DD) in one
-// commit and returns how many files went. Their objects stay for the
+// updateLocked is update with w.mu held.
+func (l *Lake) updateLocked(ctx context.Context, stream string, w *writer, change func(next *Manifest) (bool, error)) error {
+	for attempt := 0; ; attempt++ {
+		if err := l.load(ctx, stream, w); err != nil {
+			return err
+		}
+		next := w.cur.next()
+		changed, err := change(next)
+		if err != nil || !changed {
+			return err
+		}
+		err = l.putManifest(ctx, stream, next)
+		if err == nil {
+			l.committed(ctx, stream, w, next)
+			return nil
+		}
+		w.cur = nil
+		if !errors.Is(err, objstore.ErrExists) {
+			return err
+		}
+		if attempt == commitRetries {
+			return fmt.Errorf("%w: %s generation %d, after %d attempts", ErrConflict, stream, next.Gen, attempt+1)
+		}
+	}
+}
+
+// DropBefore removes the date partitions dated before date (YYYY-MM-DD),
+// of every stream partition, in one commit and returns how many files went. Their objects stay for the
 // grace period (Sweep deletes them).
 func (l *Lake) DropBefore(ctx context.Context, stream, date string) (int, error) {
 	if _, err := time.Parse("2006-01-02", date); err != nil {

@@ -17,20 +17,24 @@ import (
 )
 
 // Schema epochs: a stream's manifest lists the field types its files were
-// written with, as epochs: from log record From on, the writer wrote the
-// fields Fields. A write whose types differ from the last epoch's records
-// a new epoch, committed with the checkpoint that covers its first record
-// (like a file, an epoch whose From is beyond the checkpoint is not part
-// of the lake). So knowing what the lake holds costs one manifest per
+// written with, as epochs: from log record From of stream partition Part
+// on, the writer wrote the fields Fields. A write whose types differ from
+// the last epoch's of its partition records a new epoch, committed with
+// the partition's checkpoint that covers its first record (like a file,
+// an epoch whose From is beyond its partition's checkpoint is not part of
+// the lake). A file's epoch is the one of its partition with the greatest
+// From at or before its first record. So knowing what the lake holds costs one manifest per
 // stream, however many Parquet files it has. A lake written by an earlier
 // version kept the epochs in <stream>/schema.json, or nowhere: then they
 // are read from the files' footers once (legacy.go).
 
-// Epoch is a run of a stream's files written with one set of field types.
+// Epoch is a run of a stream partition's files written with one set of
+// field types.
 type Epoch struct {
-	From   uint64            `json:"from"`   // first log record written with these types
-	Since  time.Time         `json:"since"`  // when the lake began holding them
-	Fields map[string]string `json:"fields"` // field name → type (string, int, float, bool, time)
+	Part   int               `json:"part,omitempty"` // the stream partition
+	From   uint64            `json:"from"`           // first log record of the partition written with these types
+	Since  time.Time         `json:"since"`          // when the lake began holding them
+	Fields map[string]string `json:"fields"`         // field name → type (string, int, float, bool, time)
 }
 
 type schemaRecord struct {
@@ -67,8 +71,9 @@ func (rec schemaRecord) check(stream string) error {
 	return nil
 }
 
-// Epochs returns the field types of a stream's committed files, oldest
-// first (its manifest's epochs). It writes nothing.
+// Epochs returns the field types of a stream's committed files (its
+// manifest's epochs): per stream partition oldest first, in the order they
+// were committed. It writes nothing.
 func (l *Lake) Epochs(stream string) ([]Epoch, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -79,6 +84,20 @@ func (l *Lake) Epochs(stream string) ([]Epoch, error) {
 	return slices.Clone(m.Epochs), nil
 }
 
+// epochOf is the index in epochs of the epoch of a file of stream
+// partition part starting at record first (-1: none).
+func epochOf(epochs []Epoch, part int, first uint64) int {
+	at := -1
+	for i, e := range epochs {
+		if e.Part == part && e.From <= first && (at < 0 || e.From > epochs[at].From) {
+			at = i
+		}
+	}
+	return at
+}
+
+// committedEpochs is the epochs of an earlier version's schema record
+// (one stream partition) a checkpoint at seq covers.
 func committedEpochs(es []Epoch, seq uint64) []Epoch {
 	out := es[:0:0]
 	for _, e := range es {
@@ -132,7 +151,7 @@ func footerFields(path string) (map[string]string, error) {
 	for _, fld := range pf.Schema().Fields() {
 		name := fld.Name()
 		switch name {
-		case ColSeq, ColIndex, ColArrival, ColTime, ColID:
+		case ColSeq, ColIndex, ColArrival, ColTime, ColID, ColPart:
 			continue
 		}
 		t, ok := columnType(fld)
@@ -174,31 +193,40 @@ func columnType(fld parquet.Field) (logic.FieldType, bool) {
 	return logic.TypeNull, false
 }
 
-// noteFields is called before rows of log records first..last are written
-// with s's field types: it drops the pending files whose records overlap
-// them (left by a write that was never committed, and written again now;
-// a pending file of other records stays, so writes of disjoint ranges may
-// come in any order) and the pending epochs at or beyond first, and, when
-// the types differ from the last epoch's, records a pending epoch,
-// refusing types the files already in the lake (committed or pending)
-// cannot be read as.
-func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, first, last uint64) error {
+// noteFields is called before rows of records first..last of stream
+// partition part are written with s's field types: on the first write of
+// the partition by this Lake it reads the stream again and takes the
+// partition's checkpoint as the one its commits build on; it drops the
+// pending files of the partition whose records overlap them (left by a
+// write that was never committed, and written again now; a pending file of
+// other records stays, so writes of disjoint ranges may come in any order)
+// and the partition's pending epochs at or beyond first, and, when the
+// types differ from the partition's last epoch's, records a pending epoch,
+// refusing types the files already in the lake (committed or pending, of
+// every partition) cannot be read as.
+func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, part int, first, last uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if _, ok := w.seen[part]; !ok {
+		w.cur = nil
+	}
 	if err := l.load(ctx, s.Name, w); err != nil {
 		return err
 	}
-	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.From >= first })
-	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.First <= last && f.Last >= first })
+	if _, ok := w.seen[part]; !ok {
+		w.seen[part] = w.cur.Part(part)
+	}
+	w.epochs = slices.DeleteFunc(w.epochs, func(e Epoch) bool { return e.Part == part && e.From >= first })
+	w.pending = slices.DeleteFunc(w.pending, func(f FileInfo) bool { return f.Part == part && f.First <= last && f.Last >= first })
 	epochs := append(slices.Clone(w.cur.Epochs), w.epochs...)
 	fields := fieldNames(s)
-	if n := len(epochs); n > 0 && maps.Equal(epochs[n-1].Fields, fields) {
+	if i := epochOf(epochs, part, first); i >= 0 && maps.Equal(epochs[i].Fields, fields) {
 		return nil
 	}
 	if len(epochs) > 0 {
 		var files []FileInfo
 		for _, f := range slices.Concat(l.present(w.cur.Files), w.pending) {
-			if f.First < first {
+			if f.Part != part || f.First < first {
 				files = append(files, f)
 			}
 		}
@@ -211,7 +239,7 @@ func (l *Lake) noteFields(ctx context.Context, w *writer, s *logic.Stream, first
 			return &SchemaError{Conflicts: cs}
 		}
 	}
-	w.epochs = append(w.epochs, Epoch{From: first, Since: time.Now().UTC(), Fields: fields})
+	w.epochs = append(w.epochs, Epoch{Part: part, From: first, Since: time.Now().UTC(), Fields: fields})
 	return nil
 }
 
@@ -225,8 +253,11 @@ type Conflict struct {
 	Since    time.Time // when the lake began holding it
 	Files    int       // files holding it
 	// Ranges are the log records of those files (file names start with
-	// <first>-<last>, 20 digits each); dates their event dates.
+	// <first>-<last>, 20 digits each), RangeParts the stream partition of
+	// each range (file names of partition p > 0 go on with -p<p>); dates
+	// their event dates.
 	Ranges              [][2]uint64
+	RangeParts          []int
 	FirstDate, LastDate string
 	Dir                 string // the stream's lake directory (or its prefix in the lake's store)
 }
@@ -253,6 +284,9 @@ func (c Conflict) rangeList() string {
 	rs := make([]string, len(c.Ranges))
 	for i, r := range c.Ranges {
 		rs[i] = fmt.Sprintf("%d-%d", r[0], r[1])
+		if c.RangeParts[i] != 0 {
+			rs[i] += fmt.Sprintf(" of partition %d", c.RangeParts[i])
+		}
 	}
 	return strings.Join(rs, ", ")
 }
@@ -306,11 +340,11 @@ func anyConflict(epochs []Epoch, declared map[string]logic.FieldType) bool {
 // conflicts finds the fields whose types in files (ordered by first
 // record, of epochs) cannot be read as declared.
 func conflicts(dir, stream string, epochs []Epoch, files []FileInfo, declared map[string]logic.FieldType) ([]Conflict, error) {
-	// Files per epoch: the one with the greatest From at or before its first record.
+	// Files per epoch: the one of its partition with the greatest From at
+	// or before its first record.
 	perEpoch := make([][]FileInfo, len(epochs))
 	for _, f := range files {
-		i := sort.Search(len(epochs), func(i int) bool { return epochs[i].From > f.First }) - 1
-		if i >= 0 {
+		if i := epochOf(epochs, f.Part, f.First); i >= 0 {
 			perEpoch[i] = append(perEpoch[i], f)
 		}
 	}
@@ -348,10 +382,11 @@ func conflicts(dir, stream string, epochs []Epoch, files []FileInfo, declared ma
 				order = append(order, k)
 			}
 			c.Files += len(perEpoch[i])
-			if n := len(c.Ranges); n > 0 && c.Ranges[n-1][1]+1 == from {
+			if n := len(c.Ranges); n > 0 && c.RangeParts[n-1] == e.Part && c.Ranges[n-1][1]+1 == from {
 				c.Ranges[n-1][1] = to
 			} else {
 				c.Ranges = append(c.Ranges, [2]uint64{from, to})
+				c.RangeParts = append(c.RangeParts, e.Part)
 			}
 			for _, f := range perEpoch[i] {
 				if c.FirstDate == "" || f.Date < c.FirstDate {

@@ -250,7 +250,7 @@ func TestCompactKeepsEpochs(t *testing.T) {
 	}
 	before, _ := lk.Manifest(ctx, "iot")
 	conflictsBefore, _ := lk.CheckFields("iot", map[string]logic.FieldType{"temp": logic.TypeInt})
-	st, err := lk.Compact(ctx, v2, 1<<20)
+	st, err := lk.Compact(ctx, v2, 0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

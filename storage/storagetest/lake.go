@@ -18,58 +18,74 @@ import (
 )
 
 // Lake is the immutable event archive: per stream, files each holding
-// rows of log records, and a manifest written last that lists them with
-// the checkpoint. The archiver writes it; batch runs and audits read it.
+// rows of log records of one stream partition, and a manifest written last
+// that lists them with a checkpoint per stream partition. The archivers
+// (one per stream partition at a time, in any processes) write it; batch
+// runs and audits read it.
 //
 // Contract:
 //   - Write (and WriteSized, WriteReleasing: the same files, with their
 //     bytes; rows zeroed as they are written) stores rows of a contiguous,
-//     ascending sequence range as immutable files, one per event date
-//     (UTC). A file is invisible to readers until a checkpoint at or
-//     beyond its last sequence is committed.
-//   - Commit records a stream's checkpoint (state and position together:
-//     the files up to Seq, the arrival of Seq, the coverage); files up to
-//     Seq become visible at once. Checkpoint returns the last committed
-//     one, the zero value for a stream without one, to any handle.
-//   - Files / CommittedFiles list the committed files, ordered by first
-//     sequence, as paths DuckDB's read_parquet reads, with each file's
-//     range and date; each record appears in exactly one of them.
-//   - Recover, called before a stream's writer starts, reads the stream's
-//     committed state again and sets aside what a writer that crashed
-//     before committing left (files beyond the checkpoint, their schema
-//     epochs), so that a later commit never makes them visible.
-//   - Epochs lists the field types of the committed files, oldest first;
-//     CheckFields returns the declared types the committed files cannot
-//     be read as. A Write whose types the lake cannot be read as is
-//     refused with a *lake.SchemaError, leaving the lake as it was.
+//     ascending sequence range of one stream partition as immutable files,
+//     one per event date (UTC). A file is invisible to readers until a
+//     checkpoint of its partition at or beyond its last sequence is
+//     committed.
+//   - CommitPart records a stream partition's checkpoint (state and
+//     position together: the partition's files up to Seq, the arrival of
+//     Seq, the coverage); those files become visible at once.
+//     PartCheckpoint returns the last committed one, the zero value for a
+//     partition without one, to any handle. Commit, Checkpoint and Recover
+//     are CommitPart, PartCheckpoint and RecoverPart of partition 0.
+//   - Files / CommittedFiles list the committed files of every partition,
+//     ordered by first sequence, as paths DuckDB's read_parquet reads,
+//     with each file's partition, range and date; each record (_part,
+//     _seq, _idx) appears in exactly one of them.
+//   - RecoverPart, called before a partition's writer starts, reads the
+//     stream's committed state again and sets aside what a writer of the
+//     partition that crashed before committing left (files beyond the
+//     checkpoint, their schema epochs), so that a later commit never makes
+//     them visible.
+//   - Epochs lists the field types of the committed files, per partition
+//     oldest first; CheckFields returns the declared types the committed
+//     files cannot be read as. A Write whose types the lake cannot be
+//     read as is refused with a *lake.SchemaError, leaving the lake as it
+//     was.
 //   - Manifest returns the stream's committed state at once: generation,
-//     checkpoint, files with their metadata (key, date, range, rows, bytes,
-//     arrival and event-time bounds), epochs. A commit built on a
-//     generation another writer (handle) committed first fails with
-//     lake.ErrConflict, and nothing of it is visible.
+//     checkpoints, files with their metadata (key, date, partition, range,
+//     rows, bytes, arrival and event-time bounds), epochs. A commit of a
+//     partition whose checkpoint another writer (handle) moved since this
+//     one last saw it fails with lake.ErrConflict, and nothing of it is
+//     visible; commits of other partitions by other handles in between
+//     are no conflict.
 //   - Local returns local copies of objects, readable until released.
-//   - Compact merges small files of a date into bigger ones in one commit:
-//     the rows (with their _seq, _idx) are unchanged, the files fewer; the
-//     replaced files stay readable (to a reader holding the older
-//     manifest) for the lake's grace period, after which Sweep deletes
-//     them. It may run while the same handle writes and commits the stream.
-//   - DropBefore removes the partitions dated before a date in one commit.
-//   - Safe for concurrent use; one writer per stream. An error means the
-//     operation did not happen (a Write's files may exist, invisible).
+//   - Compact merges small files of a date and partition into bigger ones
+//     in one commit: the rows (with their _part, _seq, _idx) are
+//     unchanged, the files fewer; the replaced files stay readable (to a
+//     reader holding the older manifest) for the lake's grace period,
+//     after which Sweep deletes them. It may run while writers commit the
+//     stream.
+//   - DropBefore removes the date partitions dated before a date in one
+//     commit.
+//   - Safe for concurrent use; one writer per stream partition at a time.
+//     An error means the operation did not happen (a Write's files may
+//     exist, invisible).
 type Lake interface {
 	Write(s *logic.Stream, rows []lake.Row) ([]string, error)
 	WriteSized(s *logic.Stream, rows []lake.Row) (files []string, bytes int64, err error)
 	WriteReleasing(s *logic.Stream, rows []lake.Row) (files []string, bytes int64, err error)
+	CommitPart(stream string, p int, cp lake.Checkpoint) error
 	Commit(stream string, cp lake.Checkpoint) error
+	PartCheckpoint(stream string, p int) (lake.Checkpoint, error)
 	Checkpoint(stream string) (lake.Checkpoint, error)
 	Files(stream string) ([]string, error)
 	CommittedFiles(stream string) ([]lake.File, error)
+	RecoverPart(stream string, p int) error
 	Recover(stream string) error
 	Epochs(stream string) ([]lake.Epoch, error)
 	CheckFields(stream string, declared map[string]logic.FieldType) ([]lake.Conflict, error)
 	Manifest(ctx context.Context, stream string) (lake.Manifest, error)
 	Local(ctx context.Context, keys []string) (paths []string, release func(), err error)
-	Compact(ctx context.Context, s *logic.Stream, targetBytes int64) (lake.CompactStats, error)
+	Compact(ctx context.Context, s *logic.Stream, p int, targetBytes int64) (lake.CompactStats, error)
 	DropBefore(ctx context.Context, stream, date string) (int, error)
 	Sweep(ctx context.Context, stream string) (int, error)
 }
@@ -98,6 +114,9 @@ func RunLake(t *testing.T, newLake NewLake) {
 		{"CommitFencing", lakeFencing},
 		{"CompactDuringWrites", lakeCompactDuringWrites},
 		{"DropBefore", lakeDropBefore},
+		{"PartitionsCommittedConcurrently", lakePartsConcurrent},
+		{"PartitionFencing", lakePartsFencing},
+		{"PartitionCompaction", lakePartsCompact},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			open := newLake(t)

@@ -266,7 +266,7 @@ func lakeCompact(t *testing.T, open func(LakeOptions) Lake) {
 		t.Fatal(err)
 	}
 	defer release()
-	st, err := lk.Compact(ctx, s, 1<<20)
+	st, err := lk.Compact(ctx, s, 0, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func lakeCompact(t *testing.T, open func(LakeOptions) Lake) {
 		t.Fatalf("old manifest's files after compaction: %v, want %v", got, want)
 	}
 	// Nothing to do a second time.
-	if st, err := lk.Compact(ctx, s, 1<<20); err != nil || st.FilesOut != 0 {
+	if st, err := lk.Compact(ctx, s, 0, 1<<20); err != nil || st.FilesOut != 0 {
 		t.Fatalf("second compaction %+v %v", st, err)
 	}
 	// Within the grace period the old files stay; a fresh reader of the
@@ -342,7 +342,7 @@ func lakeCompactDuringWrites(t *testing.T, open func() Lake) {
 				return
 			default:
 			}
-			st, err := lk.Compact(ctx, s, 64<<10)
+			st, err := lk.Compact(ctx, s, 0, 64<<10)
 			if err != nil {
 				cerr = err
 				return
@@ -359,7 +359,7 @@ func lakeCompactDuringWrites(t *testing.T, open func() Lake) {
 	if cerr != nil {
 		t.Fatal(cerr)
 	}
-	st, err := lk.Compact(ctx, s, 64<<10)
+	st, err := lk.Compact(ctx, s, 0, 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
