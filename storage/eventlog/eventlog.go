@@ -218,16 +218,19 @@ func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
 		}
 		parts[p] = append(parts[p], r)
 	}
-	reqs := make([]*writeReq, 0, n)
+	reqs := make([]*writeReq, n)
 	for p, rs := range parts {
 		if len(rs) > 0 {
-			reqs = append(reqs, l.writerFor(stream, p).submit(rs))
+			reqs[p] = l.writerFor(stream, p).submit(rs)
 		}
 	}
 	var errs []error
-	for _, r := range reqs {
+	for p, r := range reqs {
+		if r == nil {
+			continue
+		}
 		if err := r.wait(ctx); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("partition %d: %w", p, err))
 		}
 	}
 	return errors.Join(errs...)
