@@ -204,7 +204,7 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 			return err
 		}
 		w.loaded = true
-		w.l.opts.Logger.Info("event log: dedup window loaded", "stream", w.stream, "ids", w.ids.len(time.Now().UnixMilli()),
+		w.l.opts.Logger.Info("event log: dedup window loaded", "stream", w.stream, "subject", w.subject, "ids", w.ids.len(time.Now().UnixMilli()),
 			"window", w.l.opts.DedupWindow, "last_seq", w.last, "took", time.Since(t0).Round(time.Millisecond))
 	}
 	limit := w.l.maxRecord()
