@@ -33,6 +33,7 @@ type clusterWriters struct {
 	acked    map[string]bool
 	lastOK   [2]time.Time // when the last successful publish of each writer began
 	failures [2]int
+	odd      error // a publish error other than ErrUnavailable
 	stop     atomic.Bool
 	wg       sync.WaitGroup
 }
@@ -71,7 +72,11 @@ func (w *clusterWriters) run(n, size int) {
 						break
 					}
 					if !errors.Is(err, eventlog.ErrUnavailable) {
-						panic(fmt.Sprintf("publish: %v (want ErrUnavailable)", err))
+						w.mu.Lock()
+						w.odd = err
+						w.mu.Unlock()
+						w.stop.Store(true)
+						return
 					}
 					time.Sleep(50 * time.Millisecond)
 				}
@@ -127,7 +132,9 @@ func TestClusterFailover(t *testing.T) {
 			}
 			if time.Now().After(deadline) {
 				w.stop.Store(true)
-				t.Fatalf("writer %d has not published since the kill, 60s ago (failures %v)", k, w.failures)
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				t.Fatalf("writer %d has not published since the kill, 60s ago (failures %v, %v)", k, w.failures, w.odd)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -150,6 +157,9 @@ func TestClusterFailover(t *testing.T) {
 	}
 	w.stop.Store(true)
 	w.wg.Wait()
+	if w.odd != nil {
+		t.Fatalf("a publish failed with %v, want only eventlog.ErrUnavailable", w.odd)
+	}
 	t.Logf("%d ids acknowledged; failed publishes per writer %v", len(w.acked), w.failures)
 
 	_, js := c.Conn(t)

@@ -667,7 +667,7 @@ func consumeRecords(ctx context.Context, s jetstream.Stream, subject string, fro
 	if err != nil {
 		return from, fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
 	}
-	it, err := c.Messages(jetstream.PullMaxMessages(1000))
+	it, err := c.Messages(jetstream.PullMaxMessagesWithBytesLimit(1000, prefetchBytes))
 	if err != nil {
 		return from, nil
 	}
