@@ -612,8 +612,9 @@ var errStop = errors.New("eventlog: stop reading")
 // consumer, and the rest, once it delivers nothing for a moment, from the
 // leader: in a cluster the consumer sits on any replica of the stream,
 // which may not hold the newest records yet (last came from the leader),
-// or on a node that just died. A consumer that cannot be made again is
-// not retried (the caller is): every step is bounded by ctx.
+// or on a node that just died. A consumer that cannot be made is not
+// retried (the caller is): every step is bounded by ctx, but for the
+// making of the consumer (the client library's own 10 s).
 func eachRecord(ctx context.Context, s jetstream.Stream, subject string, from, last uint64, headersOnly bool, fn func(logRecord) error) error {
 	name := s.CachedInfo().Config.Name
 	next := from
