@@ -304,7 +304,8 @@ func (a *app) connectNATS(ctx context.Context, allowEmbedded bool) error {
 // untilNATSReady calls f (what: for the log) until it succeeds, fails
 // with an error other than those of a NATS server or cluster still
 // starting (no connection yet, timeouts, no responders, JetStream not
-// enabled yet or its cluster unavailable), or natsWait (default
+// enabled yet, its cluster unavailable or short of nodes for the
+// replicas), or natsWait (default
 // defaults.NATSStartWait) has passed; it says what it waits for every 5 s.
 func (a *app) untilNATSReady(ctx context.Context, what string, f func() error) error {
 	wait := a.natsWait
@@ -331,20 +332,30 @@ func (a *app) untilNATSReady(ctx context.Context, what string, f func() error) e
 	}
 }
 
-// natsStarting tells the errors of a NATS server or cluster still starting.
+// jsErrCodeClusterNoPeers is JetStream's "no suitable peers for
+// placement": fewer nodes of a cluster are up than a stream's replicas.
+const jsErrCodeClusterNoPeers jetstream.ErrorCode = 10005
+
+// natsStarting tells the errors of a NATS server or cluster still starting
+// (a cluster with fewer nodes up than nats.replicas among them).
 func natsStarting(err error) bool {
 	var api *jetstream.APIError
-	if errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled || api.Code == 503) {
+	if errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled || api.ErrorCode == jsErrCodeClusterNoPeers || api.Code == 503) {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrNoServers) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrJetStreamNotEnabled)
 }
 
-// natsOptions are the connection options: reconnect forever, log
-// disconnects, and the configured credentials and TLS.
+// natsOptions are the connection options: reconnect forever, to any
+// server of nats.url (comma-separated: a cluster's nodes, of which the
+// client also learns the others), a quarter of a second apart; notice a
+// server that went away without closing the connection (a host lost)
+// within about 15 s; log disconnects; and the configured credentials and
+// TLS.
 func (a *app) natsOptions() ([]nats.Option, error) {
 	opts := []nats.Option{nats.Name("braid"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.PingInterval(5 * time.Second), nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				a.logger.Warn("nats disconnected", "err", err)

@@ -102,9 +102,10 @@ type NATS struct {
 	// trims the log itself (the archiver): a record leaves it once it is
 	// older than MaxAge and in the lake, never before it is archived.
 	MaxAge Duration `yaml:"max_age"`
-	// Per-stream limits of the clean log (0: none). The log refuses new
-	// events beyond them (JetStream DiscardNew): ingest answers 429 with
-	// Retry-After instead of dropping old events.
+	// Limits of the clean log of each stream partition (0: none): a
+	// stream of n partitions holds up to n times as much. The log refuses
+	// new events beyond them (JetStream DiscardNew): ingest answers 429
+	// with Retry-After instead of dropping old events.
 	MaxMsgs  int64 `yaml:"max_msgs"`
 	MaxBytes int64 `yaml:"max_bytes"`
 }
@@ -233,10 +234,13 @@ type StreamConfig struct {
 	// stream's events, by event date (0: forever): whole days dated
 	// before RetainedFrom are dropped.
 	Retention Duration `yaml:"retention"`
-	// Partitions splits the stream's log and speed state (default 1);
-	// PartitionBy names the field whose value picks an event's partition
-	// (default: the event's id, else round robin). See the README's
-	// "Running on many machines" for changing Partitions.
+	// Partitions splits the stream's log and speed state (default 1): a
+	// JetStream stream per partition, each with its own leader in a
+	// cluster and its own nats.max_msgs and nats.max_bytes. PartitionBy
+	// names the field whose value picks an event's partition (default: the
+	// event's id, else round robin). Partitions can only grow: a start
+	// with fewer than the log has partitions holding records is refused.
+	// See the README's "Running on many machines" for changing Partitions.
 	Partitions  int    `yaml:"partitions"`
 	PartitionBy string `yaml:"partition_by"`
 }
@@ -807,6 +811,14 @@ func (c *Config) Warnings() []string {
 	if !c.Storage.IsS3() && (c.Storage.Endpoint != "" || c.Storage.Region != "" || c.Storage.PathStyle) {
 		out = append(out, "storage.endpoint, storage.region or storage.path_style is set but storage.url is empty: the lake and batch views stay in files under data_dir; set storage.url (s3://bucket/prefix) to use the object store")
 	}
+	if r := c.NATS.Replicas; r == 2 || r == 4 {
+		out = append(out, fmt.Sprintf("nats.replicas is %d: a stream stays writable while a majority of its replicas is up, so %d replicas survive no more lost nodes than %d; use 3 or 5", r, r, r-1))
+	}
+	for _, name := range sortedKeys(c.Streams) {
+		if sc := c.Streams[name]; sc.PartitionBy != "" && sc.Partitions <= 1 {
+			out = append(out, fmt.Sprintf("streams.%s.partition_by is set but the stream has one partition (streams.%s.partitions): it picks nothing", name, name))
+		}
+	}
 	if c.DLQ.MaxMsgs != 0 {
 		out = append(out, "dlq.max_msgs no longer applies: each stream has a budget of its own, dlq.max_records (dead-letter records, each holding the dead letters of one write) and dlq.max_late (too-late records); remove dlq.max_msgs")
 	}
@@ -856,6 +868,10 @@ func (c *Config) streamDef(name string) (logic.StreamDef, []fieldErr) {
 	}
 	if sc.AllowedLateness.D() < 0 {
 		errs = append(errs, fieldErr{"allowed_lateness", "must not be negative", ""})
+	}
+	if f := sc.PartitionBy; f != "" && sc.PII[f] == "redact" {
+		errs = append(errs, fieldErr{"partition_by", fmt.Sprintf("partition_by field %q is redacted (pii: redact): every event would go to one partition", f),
+			"partition by another field, or hash this one (pii: hash)"})
 	}
 	switch r := sc.Retention.D(); {
 	case r == 0:

@@ -259,8 +259,12 @@ func (n NATS) validate() issues {
 	if n.PublishTimeout.D() <= 0 {
 		is.add("nats.publish_timeout", eg(defaults.NATSPublishTimeout), "must be positive")
 	}
-	if n.Replicas < 1 || n.Replicas > 5 {
+	switch {
+	case n.Replicas < 1 || n.Replicas > 5:
 		is.add("nats.replicas", "1 for one server, 3 for a cluster", "must be in 1..5")
+	case n.Replicas > 1 && n.URL == "":
+		is.add("nats.replicas", "the embedded server (nats.url empty) is one server: keep 1, or set nats.url to a cluster's servers (nats://n1:4222,nats://n2:4222,nats://n3:4222)",
+			"must be 1 without nats.url")
 	}
 	if n.MaxMsgs < 0 {
 		is.add("nats.max_msgs", "0 for no limit, e.g. 50000000", "must not be negative")
@@ -415,10 +419,16 @@ func (c *Config) validateStreams() (map[string][]*logic.Stream, issues) {
 			sets = append(sets, errs)
 		}
 		for _, e := range inEvery(sets) {
-			is.add(key+"."+e.Key, "", "%v", e.Err)
+			is.add(key+"."+e.Key, streamHints[e.Key], "%v", e.Err)
 		}
 	}
 	return checked, is
+}
+
+// streamHints are the hints of the errors logic.CheckStream reports, by key.
+var streamHints = map[string]string{
+	"partitions":   fmt.Sprintf("the partitions of the stream's log and speed state, 1 (the default) to %d; they can only grow", logic.MaxPartitions),
+	"partition_by": "a declared field whose value picks an event's partition (default: the id field, else round robin)",
 }
 
 // validateViews checks every view against its stream, even when the stream

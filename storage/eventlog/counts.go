@@ -267,54 +267,19 @@ func (l *Log) readCounts(ctx context.Context, stream string, sc *recordScan) err
 	if err != nil {
 		return fmt.Errorf("eventlog: %s: %w", stream, err)
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: sc.first,
+	err = eachRecord(ctx, s, "", sc.first, sc.end, false, func(r logRecord) error {
+		n := uint64(Count(r.data))
+		if sc.stopFrom != 0 {
+			if mc, ok := countOf(r.header); ok && mc.from == sc.stopFrom {
+				sc.stop, sc.stopN, sc.stopped = mc, n, true
+				return errStop
+			}
+		}
+		sc.sum += n
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("eventlog: count %s: %w", stream, err)
 	}
-	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return fmt.Errorf("eventlog: count %s: %w", stream, err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("eventlog: count %s: %w", stream, err)
-			}
-			seq := md.Sequence.Stream
-			if seq > sc.end {
-				return nil
-			}
-			n := uint64(Count(m.Data()))
-			if sc.stopFrom != 0 {
-				if mc, ok := countOf(m.Headers()); ok && mc.from == sc.stopFrom {
-					sc.stop, sc.stopN, sc.stopped = mc, n, true
-					return nil
-				}
-			}
-			sc.sum += n
-			if seq == sc.end {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("eventlog: count %s: %w", stream, err)
-		}
-		if got == 0 {
-			if ctx.Err() != nil {
-				return fmt.Errorf("eventlog: count %s: %w", stream, ctx.Err())
-			}
-			ci, err := cons.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("eventlog: count %s: %w", stream, err)
-			}
-			if ci.NumPending == 0 {
-				return nil // nothing left before end (records removed meanwhile)
-			}
-		}
-	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/braid-data/braid/logic"
@@ -566,18 +567,16 @@ func (c *letterCounts) read(ctx context.Context, s jetstream.Stream, subj string
 	if c.next > last {
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(c.next, 1),
-		FilterSubjects: []string{subj}, HeadersOnly: true}
-	err := eachRecord(ctx, s, cfg, last, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
+	err := eachRecord(ctx, s, subj, max(c.next, 1), last, true, func(r logRecord) error {
 		n := 1 // a letter written before records were packed
-		if h := m.Headers().Get(CountHeader); h != "" {
+		if h := r.header.Get(CountHeader); h != "" {
 			k, err := strconv.Atoi(h)
 			if err != nil {
-				return fmt.Errorf("eventlog: dead-letter record %d: %s: %w", md.Sequence.Stream, CountHeader, err)
+				return fmt.Errorf("eventlog: dead-letter record %d: %s: %w", r.seq, CountHeader, err)
 			}
 			n = k
 		}
-		c.counts[md.Sequence.Stream] = n
+		c.counts[r.seq] = n
 		return nil
 	})
 	if err != nil {
@@ -587,62 +586,126 @@ func (c *letterCounts) read(ctx context.Context, s jetstream.Stream, subj string
 	return nil
 }
 
-// eachRecord calls fn for every record an ordered consumer of cfg
-// delivers, up to sequence last (or fewer, when the records up to it were
-// removed meanwhile). The consumer is deleted when it is done (else the
-// server drops it after a minute unused): a process may read often.
-func eachRecord(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) error) error {
+// logRecord is a record as read from the log.
+type logRecord struct {
+	seq    uint64
+	time   time.Time // when JetStream stored it
+	header nats.Header
+	data   []byte // nil when read for its headers only
+}
+
+// leaderReads is the most records eachRecord reads one by one from the
+// stream's leader without a consumer.
+const leaderReads = 64
+
+// consumerIdle is how long eachRecord's consumer may deliver nothing
+// before the rest is read from the leader.
+const consumerIdle = 250 * time.Millisecond
+
+// errStop ends an eachRecord early without an error.
+var errStop = errors.New("eventlog: stop reading")
+
+// eachRecord calls fn, in order, for every record of s (of subject, when
+// not "") from sequence from up to sequence last, skipping those removed
+// meanwhile; fn may return errStop to end early. A few records are read
+// one by one from the stream's leader. More are read by an ordered
+// consumer, and the rest, once it delivers nothing for a moment, from the
+// leader: in a cluster the consumer sits on any replica of the stream,
+// which may not hold the newest records yet (last came from the leader),
+// or on a node that just died. A consumer that cannot be made is not
+// retried (the caller is): every step is bounded by ctx, but for the
+// making of the consumer (the client library's own 10 s).
+func eachRecord(ctx context.Context, s jetstream.Stream, subject string, from, last uint64, headersOnly bool, fn func(logRecord) error) error {
 	name := s.CachedInfo().Config.Name
-	cfg.InactiveThreshold = time.Minute
+	next := from
+	if last >= from && last-from >= leaderReads {
+		var err error
+		next, err = consumeRecords(ctx, s, subject, from, last, headersOnly, fn)
+		if errors.Is(err, errStop) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	filter := subject
+	if filter == "" {
+		filter = ">"
+	}
+	for next <= last {
+		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(filter))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil // none left at or after next
+		case err != nil:
+			return fmt.Errorf("%w: read %s record %d: %v", ErrUnavailable, name, next, err)
+		case m.Sequence > last:
+			return nil
+		}
+		if err := fn(logRecord{seq: m.Sequence, time: m.Time, header: m.Header, data: m.Data}); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+		next = m.Sequence + 1
+	}
+	return nil
+}
+
+// consumeRecords is eachRecord's ordered consumer: it returns the
+// sequence after the last record it delivered once it delivered the
+// record at last or nothing for consumerIdle. An error of the consumer's
+// ends it without one: the leader gives the rest.
+func consumeRecords(ctx context.Context, s jetstream.Stream, subject string, from, last uint64, headersOnly bool, fn func(logRecord) error) (uint64, error) {
+	name := s.CachedInfo().Config.Name
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+		HeadersOnly: headersOnly, InactiveThreshold: time.Minute, MaxResetAttempts: 1}
+	if subject != "" {
+		cfg.FilterSubjects = []string{subject}
+	}
 	c, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
+		return from, fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
 	}
+	it, err := c.Messages(jetstream.PullMaxMessagesWithBytesLimit(1000, prefetchBytes))
+	if err != nil {
+		return from, nil
+	}
+	// The consumer is deleted when done (else the server drops it after
+	// a minute unused): a process may read often.
 	defer func() {
+		it.Stop()
 		if ci := c.CachedInfo(); ci != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = s.DeleteConsumer(dctx, ci.Name)
 			cancel()
 		}
 	}()
-	for {
-		if ci := c.CachedInfo(); ci != nil && ci.NumPending == 0 && ci.Delivered.Stream >= last {
-			return nil
+	next := from
+	for next <= last {
+		if err := ctx.Err(); err != nil {
+			return next, fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
 		}
-		batch, err := c.FetchNoWait(1000)
+		m, err := it.Next(jetstream.NextMaxWait(consumerIdle))
 		if err != nil {
-			return fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
+			return next, nil
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("eventlog: read %s: %w", name, err)
-			}
-			if err := fn(m, md); err != nil {
-				return err
-			}
-			if md.Sequence.Stream >= last {
-				return nil
-			}
+		md, err := m.Metadata()
+		if err != nil {
+			return next, fmt.Errorf("eventlog: read %s: %w", name, err)
 		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
+		seq := md.Sequence.Stream
+		if seq < next {
+			continue // delivered again after a reset
 		}
-		if got == 0 {
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, ctx.Err())
-			}
-			// Nothing left before last (records removed by the limits).
-			info, err := c.Info(ctx)
-			if err != nil {
-				return fmt.Errorf("%w: read %s: %v", ErrUnavailable, name, err)
-			}
-			if info.NumPending == 0 {
-				return nil
-			}
-			time.Sleep(5 * time.Millisecond)
+		if seq > last {
+			return seq, nil
 		}
+		if err := fn(logRecord{seq: seq, time: md.Timestamp, header: m.Headers(), data: m.Data()}); err != nil {
+			return next, err
+		}
+		next = seq + 1
 	}
+	return next, nil
 }

@@ -64,6 +64,9 @@ type Options struct {
 var (
 	ErrFull        = errors.New("eventlog: stream is full")
 	ErrUnavailable = errors.New("eventlog: log unavailable")
+	// ErrPartitionsShrunk: Open was given fewer partitions for a stream
+	// than its log has partitions holding records.
+	ErrPartitionsShrunk = errors.New("partitions can only grow")
 )
 
 // Log is the event log. It is safe for concurrent use.
@@ -97,6 +100,11 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 	storage := jetstream.FileStorage
 	if opts.Memory {
 		storage = jetstream.MemoryStorage
+	}
+	for _, s := range streams {
+		if err := l.checkPartitions(ctx, s); err != nil {
+			return nil, err
+		}
 	}
 	for _, s := range streams {
 		for p := range l.Partitions(s) {
@@ -133,6 +141,39 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 		}
 	}
 	return l, nil
+}
+
+// checkPartitions refuses fewer partitions than the stream's log has
+// partitions holding records: their events would be read by no one, and
+// an event's id would no longer meet its earlier copies in one partition.
+// A partition's JetStream stream beyond the count that holds no record is
+// left alone; raising the count takes it back.
+func (l *Log) checkPartitions(ctx context.Context, stream string) error {
+	n := l.Partitions(stream)
+	prefix := l.StreamName(stream, 0) + "-"
+	names := l.js.StreamNames(ctx, jetstream.WithStreamListSubject(l.opts.Namespace+".events."+stream+".*"))
+	have, beyond := n, ""
+	for name := range names.Name() {
+		p, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
+		if !strings.HasPrefix(name, prefix) || err != nil || p < n {
+			continue
+		}
+		s, err := l.js.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("eventlog: partitions of %s: %s: %w", stream, name, err)
+		}
+		if s.CachedInfo().State.Msgs > 0 && p+1 > have {
+			have, beyond = p+1, name
+		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("eventlog: partitions of %s: %w", stream, err)
+	}
+	if have > n {
+		return fmt.Errorf("eventlog: streams.%s.partitions is %d, but the log has %d partitions with records (JetStream stream %s holds some): %w",
+			stream, n, have, beyond, ErrPartitionsShrunk)
+	}
+	return nil
 }
 
 func orNeg(n int64) int64 {
@@ -218,16 +259,19 @@ func (l *Log) Publish(ctx context.Context, stream string, recs []Record) error {
 		}
 		parts[p] = append(parts[p], r)
 	}
-	reqs := make([]*writeReq, 0, n)
+	reqs := make([]*writeReq, n)
 	for p, rs := range parts {
 		if len(rs) > 0 {
-			reqs = append(reqs, l.writerFor(stream, p).submit(rs))
+			reqs[p] = l.writerFor(stream, p).submit(rs)
 		}
 	}
 	var errs []error
-	for _, r := range reqs {
+	for p, r := range reqs {
+		if r == nil {
+			continue
+		}
 		if err := r.wait(ctx); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("partition %d: %w", p, err))
 		}
 	}
 	return errors.Join(errs...)

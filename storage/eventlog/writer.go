@@ -204,7 +204,7 @@ func (w *writer) store(ctx context.Context, todo []item) error {
 			return err
 		}
 		w.loaded = true
-		w.l.opts.Logger.Info("event log: dedup window loaded", "stream", w.stream, "ids", w.ids.len(time.Now().UnixMilli()),
+		w.l.opts.Logger.Info("event log: dedup window loaded", "stream", w.stream, "subject", w.subject, "ids", w.ids.len(time.Now().UnixMilli()),
 			"window", w.l.opts.DedupWindow, "last_seq", w.last, "took", time.Since(t0).Round(time.Millisecond))
 	}
 	limit := w.l.maxRecord()
@@ -328,7 +328,10 @@ func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 // w.last to the log's last sequence: at the first write (first) those
 // stored during the last window, later those another writer appended
 // after w.last (whose events it adds to w.count). At the first write the
-// count is the one of the log's last record.
+// count is the one of the log's last record; so it is when the log is
+// found behind w.last (made again since, or a new leader answering before
+// it applied what the old one acknowledged: then a publish after its last
+// record fails the compare-and-set until it has, and learn reads on).
 func (w *writer) learn(ctx context.Context, first bool) error {
 	s, err := w.l.js.Stream(ctx, w.name)
 	if err != nil {
@@ -338,7 +341,7 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	if first && w.running {
+	if (first || last < w.last) && w.running {
 		w.count = eventCount{}
 		if !empty && last > 0 {
 			m, err := s.GetMsg(ctx, last)
@@ -346,22 +349,27 @@ func (w *writer) learn(ctx context.Context, first bool) error {
 			case err == nil:
 				w.count, _ = countOf(m.Header)
 			case !errors.Is(err, jetstream.ErrMsgNotFound):
-				return fmt.Errorf("%w: stream %s record %d: %v", ErrUnavailable, w.stream, last, err)
+				return fmt.Errorf("%w: stream %s record %d: %v", ErrUnavailable, w.name, last, err)
 			}
 		}
 	}
-	var cfg jetstream.OrderedConsumerConfig
-	switch {
-	case empty || last == 0 || (!first && last <= w.last):
+	if empty || last == 0 || (!first && last <= w.last) {
 		w.last = last
 		return nil
-	case first:
-		from := time.Now().Add(-w.l.opts.DedupWindow)
-		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}
-	default:
-		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: w.last + 1}
 	}
-	if err := w.read(ctx, s, cfg, last, !first && w.running); err != nil {
+	from := w.last + 1
+	if first {
+		seq, found, err := w.l.firstStoredFrom(ctx, w.name, time.Now().Add(-w.l.opts.DedupWindow))
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrUnavailable, w.name, err)
+		}
+		if !found {
+			w.last = last
+			return nil
+		}
+		from = seq
+	}
+	if err := w.read(ctx, s, from, last, !first && w.running); err != nil {
 		return err
 	}
 	w.last = last
@@ -389,34 +397,35 @@ func (w *writer) lastSeq(ctx context.Context, s jetstream.Stream) (last uint64, 
 	return info.State.LastSeq, info.State.Msgs == 0, nil
 }
 
-// read adds the ids of the records a consumer delivers, up to sequence
-// last, and when count is set their events to w.count.
-func (w *writer) read(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, count bool) error {
+// read adds the ids of the log's records from sequence from up to last,
+// and when count is set their events to w.count.
+func (w *writer) read(ctx context.Context, s jetstream.Stream, from, last uint64, count bool) error {
+	subject := ""
 	if w.perSubject {
 		// A clean partition's stream holds only its records (partition
 		// 0's older ones under the stream's subject before partitions).
-		cfg.FilterSubjects = []string{w.subject}
+		subject = w.subject
 	}
-	return eachRecord(ctx, s, cfg, last, func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
-		t := md.Timestamp.UnixMilli()
-		if w.countHeader && !packedRecord(m.Data()) {
+	return eachRecord(ctx, s, subject, from, last, false, func(r logRecord) error {
+		t := r.time.UnixMilli()
+		if w.countHeader && !packedRecord(r.data) {
 			// A dead letter written before they were packed: its message
 			// id is its id.
-			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+			if id := r.header.Get(jetstream.MsgIDHeader); id != "" {
 				w.ids.add(w.ids.key(id), t)
 			}
 			return nil
 		}
-		if err := Unpack(m.Data(), func(_ int, id, _ []byte) error {
+		if err := Unpack(r.data, func(_ int, id, _ []byte) error {
 			if len(id) > 0 {
 				w.ids.add(w.ids.keyBytes(id), t)
 			}
 			return nil
 		}); err != nil {
-			return fmt.Errorf("eventlog: %s record %d: %w", w.subject, md.Sequence.Stream, err)
+			return fmt.Errorf("eventlog: %s record %d: %w", w.subject, r.seq, err)
 		}
 		if count {
-			w.count = w.count.learn(m.Headers(), md.Sequence.Stream, Count(m.Data()))
+			w.count = w.count.learn(r.header, r.seq, Count(r.data))
 		}
 		return nil
 	})

@@ -96,6 +96,9 @@ type NATSProc struct {
 	URL  string
 	Port int
 	Dir  string
+	// args are the server's arguments (nil: JetStream on Port, storing
+	// in Dir); a cluster's nodes run a configuration file of their own.
+	args []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -123,17 +126,29 @@ func StartNATSProc(t testing.TB) *NATSProc {
 // it accepts connections. It fails the test if it is already running.
 func (n *NATSProc) Start(t testing.TB) {
 	t.Helper()
-	if n.cmd != nil {
-		t.Fatalf("nats-server already running")
+	if err := n.start(NatsServerBin(t)); err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command(NatsServerBin(t), "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(n.Port), "-sd", n.Dir)
+}
+
+// start is Start of the binary bin, failing with an error (it may run on
+// a goroutine other than the test's).
+func (n *NATSProc) start(bin string) error {
+	if n.cmd != nil {
+		return fmt.Errorf("nats-server already running")
+	}
+	args := n.args
+	if args == nil {
+		args = []string{"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(n.Port), "-sd", n.Dir}
+	}
+	cmd := exec.Command(bin, args...)
 	logs, err := cmd.StderrPipe() // nats-server logs to stderr
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cmd.Stdout = lockedWriter{&n.mu, &n.out}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nats-server: %v", err)
+		return fmt.Errorf("start nats-server: %w", err)
 	}
 	ready := make(chan struct{})
 	go func() {
@@ -156,12 +171,14 @@ func (n *NATSProc) Start(t testing.TB) {
 	select {
 	case <-ready:
 	case err := <-done:
-		t.Fatalf("nats-server exited before ready: %v\n%s", err, n.Output())
+		return fmt.Errorf("nats-server exited before ready: %v\n%s", err, n.Output())
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
-		t.Fatalf("nats-server not ready after 60s\n%s", n.Output())
+		<-done
+		return fmt.Errorf("nats-server not ready after 60s\n%s", n.Output())
 	}
 	n.cmd, n.done = cmd, done
+	return nil
 }
 
 // Kill sends SIGKILL and waits for the process (idempotent).
