@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,6 +31,7 @@ type Stack struct {
 
 	NATS         *NATS         // with WithNATS or SharedNATS; nil when braid embeds NATS
 	NATSProc     *NATSProc     // with WithNATSProc
+	NATSCluster  *NATSCluster  // with WithNATSCluster
 	Redis        *Redis        // nil with WithoutRedis or WithRedisCluster
 	RedisCluster *RedisCluster // with WithRedisCluster
 	S3           *S3           // with WithS3: the lake and batch views live in its bucket
@@ -37,8 +40,9 @@ type Stack struct {
 	env []string // the environment of the braid processes it starts
 }
 
-// Option chooses the servers of a stack. Of SharedNATS, WithNATSProc and
-// WithNATS the first in that order that is given is the stack's NATS.
+// Option chooses the servers of a stack. Of WithNATSCluster, SharedNATS,
+// WithNATSProc and WithNATS the first in that order that is given is the
+// stack's NATS.
 type Option func(*stackOptions)
 
 type stackOptions struct {
@@ -49,6 +53,7 @@ type stackOptions struct {
 	natsKeys     string
 	s3           *S3
 	redisCluster *RedisCluster
+	natsCluster  *NATSCluster
 }
 
 // WithNATS runs a JetStream server (StartNATS) beside braid, so the test
@@ -73,6 +78,10 @@ func WithoutRedis() Option { return func(o *stackOptions) { o.noRedis = true } }
 // processes the stack starts (Start, Spawn, Run).
 func WithS3(s3 *S3) Option { return func(o *stackOptions) { o.s3 = s3 } }
 
+// WithNATSCluster points the stack at a NATS cluster the test runs (its
+// servers' URLs, every stream with as many replicas as it has servers).
+func WithNATSCluster(c *NATSCluster) Option { return func(o *stackOptions) { o.natsCluster = c } }
+
 // WithRedisCluster points the stack at a Redis Cluster the test runs
 // (redis.url its seeds, redis.cluster true) instead of a redis-server of
 // its own.
@@ -93,6 +102,10 @@ func NewStack(t testing.TB, body string, opts ...Option) *Stack {
 	}
 	s := &Stack{t: t, Body: body, natsKeys: o.natsKeys, env: BraidEnv()}
 	switch {
+	case o.natsCluster != nil:
+		s.NATSCluster = o.natsCluster
+		s.natsURL = o.natsCluster.URLs()
+		s.natsKeys = strings.TrimPrefix(s.natsKeys+", replicas: "+strconv.Itoa(len(o.natsCluster.Nodes)), ", ")
 	case o.shared != nil:
 		s.NATS = o.shared
 		s.natsURL = s.NATS.URL
