@@ -12,6 +12,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/braid-data/braid/tests/testenv"
 )
 
 func httpJSON(t *testing.T, method, url, ctype string, body []byte, out any) int {
@@ -37,19 +39,10 @@ func httpJSON(t *testing.T, method, url, ctype string, body []byte, out any) int
 	return resp.StatusCode
 }
 
-// eventually polls f until it returns "" or the deadline passes; the last
-// mismatch is reported. Tests never fail on timing: the deadline is generous.
+// eventually is testenv.Eventually.
 func eventually(t *testing.T, what string, timeout time.Duration, f func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		if last = f(); last == "" {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: still not true after %s: %s", what, timeout, last)
+	testenv.Eventually(t, what, timeout, f)
 }
 
 func writeFile(t *testing.T, path, s string) {

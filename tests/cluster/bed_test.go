@@ -137,17 +137,3 @@ func httpDo(method, url string, body []byte, out any) (int, error) {
 	}
 	return resp.StatusCode, nil
 }
-
-// eventually polls f until it returns "" or the deadline passes.
-func eventually(t *testing.T, what string, timeout time.Duration, f func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		if last = f(); last == "" {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("%s: still not true after %s: %s", what, timeout, last)
-}

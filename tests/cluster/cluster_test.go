@@ -240,7 +240,7 @@ func (b *bed) check(t *testing.T, w *world, live []*proc) {
 	b.batchRun(t, live[0])
 	hours := byHour(w.accepted)
 	for _, s := range live {
-		eventually(t, "exact sketches at "+s.st.Base+" after the batch run", time.Minute, func() string {
+		testenv.Eventually(t, "exact sketches at "+s.st.Base+" after the batch run", time.Minute, func() string {
 			var q answer
 			if code, err := httpDo("GET", viewURL(s.st.Base, "buyers_hourly", from, to), nil, &q); code != 200 || err != nil {
 				return fmt.Sprintf("status %d, %v", code, err)
@@ -248,7 +248,7 @@ func (b *bed) check(t *testing.T, w *world, live []*proc) {
 			return compareHour(q, hours)
 		})
 	}
-	eventually(t, "every accepted order in the lake once", 2*time.Minute, func() string {
+	testenv.Eventually(t, "every accepted order in the lake once", 2*time.Minute, func() string {
 		rows, distinct, ids, err := b.lakeCounts(t)
 		if err != nil {
 			return err.Error()
@@ -272,7 +272,7 @@ func (b *bed) exact(t *testing.T, w *world, replicas []*proc) {
 	from, to := window()
 	want := byMinute(w.accepted)
 	for _, s := range replicas {
-		eventually(t, "exact answers at "+s.st.Base, 2*time.Minute, func() string {
+		testenv.Eventually(t, "exact answers at "+s.st.Base, 2*time.Minute, func() string {
 			var q answer
 			if code, err := httpDo("GET", viewURL(s.st.Base, "orders_by_country", from, to), nil, &q); code != 200 || err != nil {
 				return fmt.Sprintf("status %d, %v", code, err)
@@ -287,7 +287,7 @@ func (b *bed) exact(t *testing.T, w *world, replicas []*proc) {
 // repeated).
 func (b *bed) batchRun(t *testing.T, via *proc) {
 	t.Helper()
-	eventually(t, "a batch run to succeed", 3*time.Minute, func() string {
+	testenv.Eventually(t, "a batch run to succeed", 3*time.Minute, func() string {
 		var r struct {
 			Status string `json:"status"`
 			Error  string `json:"error"`

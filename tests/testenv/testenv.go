@@ -268,3 +268,20 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// Eventually polls f every 200 ms until it returns "" (and returns how
+// long that took) or timeout passes: then the test fails with what and
+// f's last answer. Tests never fail on timing: the timeout is generous.
+func Eventually(t testing.TB, what string, timeout time.Duration, f func() string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last string
+	for time.Since(start) < timeout {
+		if last = f(); last == "" {
+			return time.Since(start)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: still not true after %s: %s", what, timeout, last)
+	return 0
+}
