@@ -60,26 +60,28 @@ func TestBenchFailover(t *testing.T) {
 	nodeTimeout := b.redisNodeTimeout()
 
 	kinds := []struct {
-		name, what string
-		limit      time.Duration // the floor the mechanism sets (0: none stated)
-		kill       func(p int) (what string, repair func())
+		name, what, recovery string
+		limit                time.Duration // the floor the mechanism sets (0: none stated)
+		kill                 func(p int) fault
 	}{
-		{"speed_kill", "the braid speed process holding the partition", defaults.LeaseTTL, b.killSpeed},
-		{"nats_leader_kill", "the nats-server leading the partition's stream", 0, b.killNATSLeader},
-		{"redis_master_kill", "the Redis master of the partition's slot", nodeTimeout, b.killRedisMaster},
+		{"speed_kill", "the braid speed process holding the partition", "the survivor held its lease", defaults.LeaseTTL, b.killSpeed},
+		{"nats_leader_kill", "the nats-server leading the partition's stream", "the stream had a new leader", 0, b.killNATSLeader},
+		{"redis_master_kill", "the Redis master of the partition's slot", "its replica served the slot", nodeTimeout, b.killRedisMaster},
 	}
 	var summary []string
 	for _, k := range kinds {
-		var ds []float64
+		var ds, rs []float64
 		for trial := range trials {
 			b.settle()
 			p := trial % scalePartitions
-			d, what, repair := b.trial(p, k.kill)
-			t.Logf("%s trial %d: killed %s; partition %d moved %.2fs later", k.name, trial, what, p, d.Seconds())
-			ds = append(ds, d.Seconds()*1000)
-			repair()
+			f, moved, recovered := b.trial(p, k.kill)
+			t.Logf("%s trial %d: killed %s; %s %.2fs later, partition %d moved %.2fs later", k.name, trial, f.what, k.recovery, recovered.Seconds(), p, moved.Seconds())
+			ds = append(ds, moved.Seconds()*1000)
+			rs = append(rs, recovered.Seconds()*1000)
+			f.repair()
 		}
 		sort.Float64s(ds)
+		sort.Float64s(rs)
 		p50, worst := percentile(ds, 0.5), ds[len(ds)-1]
 		report(t, "failover_"+k.name+"_p50", p50, "ms", float64(k.limit.Milliseconds()))
 		report(t, "failover_"+k.name+"_max", worst, "ms", float64(k.limit.Milliseconds()))
@@ -87,9 +89,18 @@ func TestBenchFailover(t *testing.T) {
 		if k.limit > 0 {
 			floor = fmt.Sprintf(", floor %.1f s", k.limit.Seconds())
 		}
-		summary = append(summary, fmt.Sprintf("%s: p50 %.2f s, max %.2f s%s", k.what, p50/1000, worst/1000, floor))
+		summary = append(summary, fmt.Sprintf("%s: p50 %.2f s, max %.2f s%s (%s after p50 %.2f s)", k.what, p50/1000, worst/1000, floor, k.recovery, percentile(rs, 0.5)/1000))
 	}
 	fmt.Printf("bench: failover kill -9 → the partition's speed position moves again, %d trials each, under 2000 events/s (aim <= 5 s): %s\n", trials, strings.Join(summary, "; "))
+}
+
+// fault is what a kill broke: what it was, how to repair it, and whether
+// the part that took over is in place (polled while the test waits for
+// the partition to move).
+type fault struct {
+	what      string
+	repair    func()
+	recovered func() bool
 }
 
 func newFailoverBed(t *testing.T) *failoverBed {
@@ -157,21 +168,34 @@ func (b *failoverBed) position(p int) (uint64, bool) {
 }
 
 // trial kills what partition p depends on and returns how long after the
-// kill p's position moved past where it stood just before.
-func (b *failoverBed) trial(p int, kill func(p int) (string, func())) (time.Duration, string, func()) {
+// kill p's position moved past where it stood just before, and how long
+// until the fault's recovered said so (polled every 100 ms meanwhile).
+func (b *failoverBed) trial(p int, kill func(p int) fault) (f fault, moved, recovered time.Duration) {
 	b.t.Helper()
 	seq0, ok := b.position(p)
 	if !ok {
 		b.t.Fatalf("partition %d: no position before the kill", p)
 	}
 	t0 := time.Now()
-	what, repair := kill(p)
+	f = kill(p)
+	var probed time.Time
 	for {
-		if seq, ok := b.position(p); ok && seq > seq0 {
-			return time.Since(t0), what, repair
+		if recovered == 0 && time.Since(probed) >= 100*time.Millisecond {
+			probed = time.Now()
+			if f.recovered() {
+				recovered = time.Since(t0)
+			}
+		}
+		if moved == 0 {
+			if seq, ok := b.position(p); ok && seq > seq0 {
+				moved = time.Since(t0)
+			}
+		}
+		if moved > 0 && recovered > 0 {
+			return f, moved, recovered
 		}
 		if time.Since(t0) > 2*time.Minute {
-			b.t.Fatalf("partition %d: the position stayed at %d for 2 minutes after killing %s\n%s\n%s", p, seq0, what, b.speed[0].Output(), b.speed[1].Output())
+			b.t.Fatalf("partition %d: 2 minutes after killing %s the position is still at %d or below (recovered: %v)\n%s\n%s", p, f.what, seq0, recovered > 0, b.speed[0].Output(), b.speed[1].Output())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -248,29 +272,57 @@ func (b *failoverBed) settle() {
 	}
 }
 
-// killSpeed kills the speed process holding p's lease; repairing starts
-// another in its place.
-func (b *failoverBed) killSpeed(p int) (string, func()) {
+// killSpeed kills the speed process holding p's lease; it has recovered
+// once the other holds the lease; repairing starts another in its place.
+func (b *failoverBed) killSpeed(p int) fault {
 	own, err := b.owners()
 	if err != nil || own[p] < 0 {
 		b.t.Fatalf("partition %d: no live owner (%v, %v)", p, own, err)
 	}
 	i := own[p]
 	b.speed[i].Kill(b.t)
-	return fmt.Sprintf("braid speed %d", i), func() { b.speed[i] = b.st.Spawn("speed") }
+	return fault{what: fmt.Sprintf("braid speed %d", i),
+		repair: func() { b.speed[i] = b.st.Spawn("speed") },
+		recovered: func() bool {
+			own, err := b.owners()
+			return err == nil && own[p] == 1-i
+		}}
 }
 
-// killNATSLeader kills the nats-server leading p's stream; repairing
-// starts it again and waits until every replica of the partitions'
-// streams is current.
-func (b *failoverBed) killNATSLeader(p int) (string, func()) {
+// killNATSLeader kills the nats-server leading p's stream; it has
+// recovered once the stream has another leader; repairing starts the
+// server again and waits until every replica of the partitions' streams
+// is current.
+func (b *failoverBed) killNATSLeader(p int) fault {
 	name := b.log.StreamName("orders", p)
 	i := b.nats.StreamLeader(b.t, name)
+	old := b.streamLeader(name)
 	b.nats.Kill(i)
-	return fmt.Sprintf("nats-server %d, leader of %s", i, name), func() {
-		b.nats.Restart(b.t, i)
-		b.natsCurrent()
+	return fault{what: fmt.Sprintf("nats-server %d, leader of %s", i, name),
+		repair: func() {
+			b.nats.Restart(b.t, i)
+			b.natsCurrent()
+		},
+		recovered: func() bool {
+			leader := b.streamLeader(name)
+			return leader != "" && leader != old
+		}}
+}
+
+// streamLeader names the server leading a stream ("" when it has none or
+// does not answer within half a second).
+func (b *failoverBed) streamLeader(name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	s, err := b.js.Stream(ctx, name)
+	if err != nil {
+		return ""
 	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
 }
 
 // natsCurrent waits until each partition's stream has a leader and both
@@ -312,13 +364,16 @@ func (b *failoverBed) natsCurrent() {
 	}
 }
 
-// killRedisMaster kills the Redis master of p's slot; repairing starts it
+// killRedisMaster kills the Redis master of p's slot; it has recovered
+// once the cluster names another master of the slot; repairing starts it
 // again (it rejoins as a replica) and waits until the cluster is healthy.
-func (b *failoverBed) killRedisMaster(p int) (string, func()) {
+func (b *failoverBed) killRedisMaster(p int) fault {
 	key := b.st.Namespace + ":pos:" + speedstore.Tag("orders", p)
 	i := b.redis.MasterOf(b.t, key)
 	b.redis.Kill(i)
-	return fmt.Sprintf("redis-server %d, master of %s", i, key), func() { b.redis.Restart(b.t, i) }
+	return fault{what: fmt.Sprintf("redis-server %d, master of %s", i, key),
+		repair:    func() { b.redis.Restart(b.t, i) },
+		recovered: func() bool { return b.redis.MasterOf(b.t, key) != i }}
 }
 
 // redisNodeTimeout is the cluster's cluster-node-timeout, as a node says.

@@ -19,6 +19,7 @@ import (
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/storage/eventlog"
 	"github.com/braid-data/braid/storage/lake"
+	"github.com/braid-data/braid/storage/leases"
 	"github.com/braid-data/braid/storage/speedstore"
 	"github.com/braid-data/braid/tests/testenv"
 )
@@ -145,10 +146,21 @@ func lastSeqs(t *testing.T, log *eventlog.Log, stream string) []uint64 {
 
 // scalePoint is one run of a layer's processes over the preloaded log.
 type scalePoint struct {
-	procs   int
-	wall    float64 // seconds from the start of the processes until the work was done
-	cpu     float64 // CPU-seconds (user + system) of the braid processes
-	servers float64 // CPU-seconds meanwhile of Redis and of this process (the embedded nats-server, the polling)
+	procs       int
+	wall        float64 // seconds from the start of the processes until the work was done
+	settled     float64 // seconds from their start until they held equal shares of the partitions (0: not before the end)
+	doneSettled float64 // the share of the work done then
+	cpu         float64 // CPU-seconds (user + system) of the braid processes
+	servers     float64 // CPU-seconds meanwhile of Redis and of this process (the embedded nats-server, the polling)
+}
+
+// steady is the rate of events/s from the moment the shares were even to
+// the end, for n events in all (0 when they were not even before the end).
+func (p scalePoint) steady(n int) float64 {
+	if p.settled == 0 {
+		return 0
+	}
+	return float64(n) * (1 - p.doneSettled) / (p.wall - p.settled)
 }
 
 // redisCPU is a redis-server's CPU-seconds so far (INFO cpu).
@@ -172,9 +184,11 @@ func redisCPU(t *testing.T, rdb *redis.Client) float64 {
 	return sum
 }
 
-// scaleWork says of a run on the twin tw when the work is done, and
-// checks its outcome once the processes are gone.
-type scaleWork func(tw *testenv.Stack) (done func() bool, check func())
+// scaleWork says of a run on the twin tw how far the work is (the share
+// of the log's records done: 1 when every partition is done; the records
+// hold about as many events each), and checks its outcome once the
+// processes are gone.
+type scaleWork func(tw *testenv.Stack) (progress func() float64, check func())
 
 // scaleRun starts k `braid <layer>` processes (GOMAXPROCS=1 each) on a
 // twin of st (a data_dir of its own: a fresh lake) after emptying Redis
@@ -188,7 +202,7 @@ func scaleRun(t *testing.T, st *testenv.Stack, layer string, k int, rdb *redis.C
 		t.Fatal(err)
 	}
 	tw := st.Twin()
-	finished, check := work(tw)
+	progress, check := work(tw)
 	env := append(tw.Env(), "GOMAXPROCS=1")
 	self0, redis0 := cpuSeconds(t), redisCPU(t, rdb)
 	t0 := time.Now()
@@ -196,13 +210,21 @@ func scaleRun(t *testing.T, st *testenv.Stack, layer string, k int, rdb *redis.C
 	for i := range procs {
 		procs[i] = testenv.StartBraidEnv(t, "", env, layer, "--config", tw.Config)
 	}
-	for !finished() {
+	pt := scalePoint{procs: k}
+	for {
+		done := progress()
+		if done >= 1 {
+			break
+		}
+		if pt.settled == 0 && evenShares(ctx, rdb, tw.Namespace, layer, k) {
+			pt.settled, pt.doneSettled = time.Since(t0).Seconds(), done
+		}
 		if time.Since(t0) > 5*time.Minute {
 			t.Fatalf("%d braid %s processes did not finish within 5 minutes\n%s", k, layer, procs[0].Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	pt := scalePoint{procs: k, wall: time.Since(t0).Seconds()}
+	pt.wall = time.Since(t0).Seconds()
 	pt.servers = cpuSeconds(t) - self0 + redisCPU(t, rdb) - redis0
 	for _, p := range procs {
 		p.Kill(t)
@@ -211,6 +233,35 @@ func scaleRun(t *testing.T, st *testenv.Stack, layer string, k int, rdb *redis.C
 	}
 	check()
 	return pt
+}
+
+// evenShares says whether k members of a role hold the leases of the
+// stream's partitions, each as many.
+func evenShares(ctx context.Context, rdb redis.UniversalClient, ns, role string, k int) bool {
+	parts := make([]leases.Partition, scalePartitions)
+	for p := range parts {
+		parts[p] = leases.Partition{Stream: "orders", P: p}
+	}
+	held, err := leases.Owners(ctx, rdb, ns, role, parts)
+	if err != nil {
+		return false
+	}
+	count := map[string]int{}
+	for _, owner := range held {
+		if owner == "" {
+			return false
+		}
+		count[owner]++
+	}
+	if len(count) != k {
+		return false
+	}
+	for _, c := range count {
+		if c != scalePartitions/k {
+			return false
+		}
+	}
+	return true
 }
 
 // twoThreads is what the machine offers two busy threads right now: the
@@ -254,7 +305,7 @@ func scaleOut(t *testing.T, st *testenv.Stack, layer string, reps int, rdb *redi
 	for rep := range reps {
 		for _, k := range []int{1, 2} {
 			pt := scaleRun(t, st, layer, k, rdb, work)
-			t.Logf("rep %d: %d braid %s: %.2fs wall, %.2f CPU-s, Redis + NATS %.2f CPU-s (load average %s)", rep, k, layer, pt.wall, pt.cpu, pt.servers, loadAvg())
+			t.Logf("rep %d: %d braid %s: %.2fs wall (shares even after %.2fs, %.0f%% done), %.2f CPU-s, Redis + NATS %.2f CPU-s (load average %s)", rep, k, layer, pt.wall, pt.settled, 100*pt.doneSettled, pt.cpu, pt.servers, loadAvg())
 			if b, ok := best[k]; !ok || pt.wall < b.wall {
 				best[k] = pt
 			}
@@ -283,9 +334,26 @@ func reportScale(t *testing.T, name string, n int, reps int, one, two scalePoint
 	label := sizeLabel(n)
 	report(t, name+"_"+label+"_two_rate", float64(n)/two.wall, "events/s", float64(n)/one.wall)
 	report(t, name+"_"+label+"_two_cpu_per_Mevents", two.cpu/m*1000, "ms/Mevents", one.cpu/m*1000)
+	if one.steady(n) > 0 && two.steady(n) > 0 {
+		report(t, name+"_"+label+"_two_steady_rate", two.steady(n), "events/s", one.steady(n))
+	}
 	cores := func(p scalePoint) float64 { return (p.cpu + p.servers) / p.wall }
-	fmt.Printf("bench: %s %s events in %d partitions, GOMAXPROCS=1 per process, best of %d: two/one %.2fx (aim >= 1.5x; two busy threads on this machine meanwhile %.2fx), CPU per M events two/one %.2fx (aim <= 1.15x); one %.0f events/s %.3f CPU-s/Mevents, two %.0f events/s %.3f CPU-s/Mevents; Redis and NATS share the 2 cores: %.1f / %.1f cores busy in all with one / two\n",
-		name, label, scalePartitions, reps, one.wall/two.wall, machine, two.cpu/one.cpu, float64(n)/one.wall, one.cpu/m, float64(n)/two.wall, two.cpu/m, cores(one), cores(two))
+	fmt.Printf("bench: %s %s events in %d partitions, GOMAXPROCS=1 per process, best of %d: two/one %.2fx (aim >= 1.5x; two busy threads on this machine meanwhile %.2fx), CPU per M events two/one %.2fx (aim <= 1.15x); one %.2fs %.3f CPU-s/Mevents, two %.2fs %.3f CPU-s/Mevents; two's shares even after %.2fs with %.0f%% done, from then on two/one %.2fx; Redis and NATS share the 2 cores: %.1f / %.1f cores busy in all with one / two\n",
+		name, label, scalePartitions, reps, one.wall/two.wall, machine, two.cpu/one.cpu, one.wall, one.cpu/m, two.wall, two.cpu/m, two.settled, 100*two.doneSettled, two.steady(n)/one.steady(n), cores(one), cores(two))
+}
+
+// shareDone is the share of the records up to last (per partition) that
+// seqs have passed: 1 once every partition is at its last.
+func shareDone(seqs, last []uint64) float64 {
+	var done, all uint64
+	for p, l := range last {
+		done += min(seqs[p], l)
+		all += l
+	}
+	if done == all {
+		return 1
+	}
+	return float64(done) / float64(all)
 }
 
 // speedCount is measure `count` of view v over all its speed cells: the
@@ -324,7 +392,7 @@ func speedCount(t *testing.T, store *speedstore.Store, v *logic.View, count stri
 // its log's last record. Both end with every record folded.
 func TestBenchSpeedScaleOut(t *testing.T) {
 	benchOnly(t)
-	n := envInt(t, "BRAID_BENCH_SPEED_SCALE_EVENTS", 3_000_000)
+	n := envInt(t, "BRAID_BENCH_SPEED_SCALE_EVENTS", 4_000_000)
 	reps := envInt(t, "BRAID_BENCH_SCALE_REPS", 2)
 	ctx := context.Background()
 	st := testenv.NewStack(t, scaleCatalog(scalePartitions).YAML(), testenv.WithNATS())
@@ -334,22 +402,24 @@ func TestBenchSpeedScaleOut(t *testing.T) {
 	rdb := st.Redis.Client(t)
 	store := speedstore.New(rdb, st.Namespace)
 	hourly := cat.Views["hourly"]
-	one, two, machine := scaleOut(t, st, "speed", reps, rdb, func(*testenv.Stack) (func() bool, func()) {
-		done := func() bool {
-			for p, l := range last {
+	one, two, machine := scaleOut(t, st, "speed", reps, rdb, func(*testenv.Stack) (func() float64, func()) {
+		progress := func() float64 {
+			var seqs []uint64
+			for p := range last {
 				pos, _, err := store.Position(ctx, "orders", p)
-				if err != nil || pos.Seq < l {
-					return false
+				if err != nil {
+					return 0
 				}
+				seqs = append(seqs, pos.Seq)
 			}
-			return true
+			return shareDone(seqs, last)
 		}
 		check := func() {
 			if c := speedCount(t, store, hourly, "n"); c != int64(n) {
 				t.Fatalf("the speed state counts %d events, want %d", c, n)
 			}
 		}
-		return done, check
+		return progress, check
 	})
 	reportScale(t, "speed_scaleout", n, reps, one, two, machine)
 }
@@ -359,14 +429,14 @@ func TestBenchSpeedScaleOut(t *testing.T) {
 // log's last record (the lake on local files shared by the processes).
 func TestBenchArchiveScaleOut(t *testing.T) {
 	benchOnly(t)
-	n := envInt(t, "BRAID_BENCH_ARCHIVE_SCALE_EVENTS", 1_500_000)
+	n := envInt(t, "BRAID_BENCH_ARCHIVE_SCALE_EVENTS", 2_000_000)
 	reps := envInt(t, "BRAID_BENCH_SCALE_REPS", 2)
 	st := testenv.NewStack(t, scaleCatalog(scalePartitions).YAML(), testenv.WithNATS())
 	_, js := st.NATS.JetStream(t)
 	log, _, cat := openStackLog(t, st, js)
 	last := preload(t, log, cat.Streams["orders"], n, time.Now().UnixMilli(), 10*time.Minute)
 	rdb := st.Redis.Client(t)
-	one, two, machine := scaleOut(t, st, "archive", reps, rdb, func(tw *testenv.Stack) (func() bool, func()) {
+	one, two, machine := scaleOut(t, st, "archive", reps, rdb, func(tw *testenv.Stack) (func() float64, func()) {
 		dir := filepath.Join(tw.DataDir, "lake")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -375,14 +445,16 @@ func TestBenchArchiveScaleOut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		done := func() bool {
-			for p, l := range last {
+		progress := func() float64 {
+			var seqs []uint64
+			for p := range last {
 				cp, err := lk.PartCheckpoint("orders", p)
-				if err != nil || cp.Seq < l {
-					return false
+				if err != nil {
+					return 0
 				}
+				seqs = append(seqs, cp.Seq)
 			}
-			return true
+			return shareDone(seqs, last)
 		}
 		check := func() {
 			m, err := lk.Manifest(context.Background(), "orders")
@@ -397,7 +469,7 @@ func TestBenchArchiveScaleOut(t *testing.T) {
 				t.Fatalf("the lake holds %d rows in %d files, want %d", rows, len(m.Files), n)
 			}
 		}
-		return done, check
+		return progress, check
 	})
 	reportScale(t, "archive_scaleout", n, reps, one, two, machine)
 }
