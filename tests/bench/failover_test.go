@@ -103,6 +103,8 @@ type fault struct {
 	recovered func() bool
 }
 
+// newFailoverBed starts the servers and the two speed processes (it does
+// not wait for them: the first settle does).
 func newFailoverBed(t *testing.T) *failoverBed {
 	t.Helper()
 	b := &failoverBed{t: t}
