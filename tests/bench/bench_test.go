@@ -1,7 +1,8 @@
 // Package bench is `make bench`: Braid's throughput and latency measured
 // next to the raw limits of the parts it stands on, in the same run. Every
 // figure prints as `bench: NAME VALUE UNIT limit=VALUE ratio=R` and the run
-// is saved to bench/results/<date>.json. Nothing here fails on timing.
+// is saved to bench/results/<date>.json (with the day's figures of the
+// benches this run did not measure). Nothing here fails on timing.
 package bench
 
 import (
@@ -62,10 +63,35 @@ func TestMain(m *testing.M) {
 	if len(results) > 0 {
 		dir := filepath.Join("..", "..", "bench", "results")
 		_ = os.MkdirAll(dir, 0o755)
-		b, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "results": results}, "", "  ")
-		_ = os.WriteFile(filepath.Join(dir, time.Now().UTC().Format("2006-01-02")+".json"), append(b, '\n'), 0o644)
+		path := filepath.Join(dir, time.Now().UTC().Format("2006-01-02")+".json")
+		b, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "results": withEarlier(path, results)}, "", "  ")
+		_ = os.WriteFile(path, append(b, '\n'), 0o644)
 	}
 	os.Exit(code)
+}
+
+// withEarlier is this run's results after those of the day's file at path
+// that this run did not measure again (a run of some benches keeps the
+// day's figures of the others).
+func withEarlier(path string, rs []result) []result {
+	var day struct {
+		Results []result `json:"results"`
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || json.Unmarshal(b, &day) != nil {
+		return rs
+	}
+	again := map[string]bool{}
+	for _, r := range rs {
+		again[r.Name] = true
+	}
+	var out []result
+	for _, r := range day.Results {
+		if !again[r.Name] {
+			out = append(out, r)
+		}
+	}
+	return append(out, rs...)
 }
 
 func benchCatalog() testenv.Catalog {

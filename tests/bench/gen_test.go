@@ -28,6 +28,13 @@ package bench
 //	BRAID_BENCH_WORKERS_EVENTS       events of the one vs two workers bench [8000000]
 //	BRAID_BENCH_WORKERS_DAYS         days it spans (a work unit a day) [8]
 //	BRAID_BENCH_WORKERS_REPS         runs of each worker count, alternating (the fastest counts) [3]
+//	BRAID_BENCH_SPEED_SCALE_EVENTS   events in the 4-partition log folded by one speed process, then by two [4000000]
+//	BRAID_BENCH_ARCHIVE_SCALE_EVENTS events in the 4-partition log archived by one process, then by two [2000000]
+//	BRAID_BENCH_SCALE_REPS           runs of one and of two processes, alternating (the fastest of each counts) [2]
+//	BRAID_BENCH_FAILOVER_TRIALS      kills of each kind (speed process, NATS stream leader, Redis master) [5]
+//	BRAID_BENCH_CLUSTER_EVENTS       events folded against a Redis Cluster vs one redis-server [300000]
+//	BRAID_BENCH_CLUSTER_REPS         folds and query loads of each side, alternating (the best counts) [2]
+//	BRAID_BENCH_CLUSTER_SECONDS      seconds of each query load [4]
 
 import (
 	"context"
