@@ -235,7 +235,7 @@ func (l *Layer) runPartition(ctx context.Context, name string, p int) {
 		case <-ctx.Done():
 		case <-time.After(pause):
 		}
-		pause = min(2*pause, 5*time.Second)
+		pause = min(2*pause, time.Second)
 	}
 }
 

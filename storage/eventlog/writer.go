@@ -290,38 +290,74 @@ func (w *writer) publish(ctx context.Context, data []byte, n int) error {
 	if w.perSubject {
 		expect = jetstream.WithExpectLastSequencePerSubject(w.last)
 	}
-	ack, err := w.l.js.PublishMsg(ctx, m, expect)
-	if err == nil {
-		w.last, w.count = ack.Sequence, count
-		return nil
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		if apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
-			return errConflict
-		}
-		return classify(err)
-	}
-	// Unknown outcome: the record is the subject's first after w.last or
-	// nowhere (any later publish of it would fail the expected sequence).
-	rctx, cancel := context.WithTimeout(context.Background(), w.l.opts.PublishTimeout)
-	defer cancel()
-	s, serr := w.l.js.Stream(rctx, w.name)
-	if serr == nil {
-		var opts []jetstream.GetMsgOpt
-		if w.perSubject {
-			opts = append(opts, jetstream.WithGetMsgSubject(w.subject))
-		}
-		got, gerr := s.GetMsg(rctx, w.last+1, opts...)
-		switch {
-		case gerr == nil && got.Header.Get(jetstream.MsgIDHeader) == id:
-			w.last, w.count = got.Sequence, count
+	for {
+		// An attempt waits at most publishAttempt: a stream electing a
+		// leader answers nothing, and the record is sent again (the same
+		// message id: JetStream answers a copy it stored with the first
+		// one's sequence) as soon as one may answer, within ctx.
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		ack, err := w.l.js.PublishMsg(actx, m, expect)
+		cancel()
+		if err == nil {
+			w.last, w.count = ack.Sequence, count
 			return nil
-		case gerr == nil:
-			return errConflict
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) {
+			if apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+				return errConflict
+			}
+			return classify(err)
+		}
+		// Unknown outcome: the record is the subject's first after w.last
+		// or nowhere (any later publish of it would fail the expected
+		// sequence, or be answered as the duplicate it is).
+		if done, serr := w.settle(ctx, id, count); done {
+			return serr
+		}
+		if ctx.Err() != nil {
+			return classify(err)
+		}
+		select {
+		case <-ctx.Done():
+			return classify(err)
+		case <-time.After(publishRetryWait):
 		}
 	}
-	return classify(err)
+}
+
+// publishAttempt bounds one attempt to publish a record, publishRetryWait
+// is the pause before the next when its outcome could not be told.
+const (
+	publishAttempt   = time.Second
+	publishRetryWait = 100 * time.Millisecond
+)
+
+// settle tells the outcome of a publish of the record with message id id
+// that got no answer, by reading the log at the expected place: done with
+// nil (it is ours: w.last and w.count move to it), done with errConflict
+// (another writer's record is there), or not done (nothing there yet, or
+// the log could not be read: the record may be sent again).
+func (w *writer) settle(ctx context.Context, id string, count eventCount) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, publishAttempt)
+	defer cancel()
+	s, err := w.l.js.Stream(rctx, w.name)
+	if err != nil {
+		return false, nil
+	}
+	var opts []jetstream.GetMsgOpt
+	if w.perSubject {
+		opts = append(opts, jetstream.WithGetMsgSubject(w.subject))
+	}
+	got, err := s.GetMsg(rctx, w.last+1, opts...)
+	switch {
+	case err == nil && got.Header.Get(jetstream.MsgIDHeader) == id:
+		w.last, w.count = got.Sequence, count
+		return true, nil
+	case err == nil:
+		return true, errConflict
+	}
+	return false, nil
 }
 
 // learn adds the ids of the records the window is missing and moves

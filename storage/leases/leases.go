@@ -27,7 +27,10 @@
 //
 // Leases: a member works on a partition only while it holds the
 // partition's lease, taken when absent (or already its own) with a PX of
-// the TTL and renewed every tick. A partition it holds but should no
+// the TTL and renewed every tick (a member takes nothing in the tick it
+// joins, so members starting together share from the start; one that
+// cannot renew keeps working for a few lifetimes, through a Redis
+// failover, and takes the lease again). A partition it holds but should no
 // longer own is given up — the work's context is cancelled, and once the
 // work returned the lease is released — so the rightful member takes it on
 // its next tick. A member killed without a goodbye loses its membership and

@@ -323,3 +323,42 @@ func TestSharesOnRedisCluster(t *testing.T) {
 		t.Fatalf("partitions worked on by two members at once: %v", tr.overlaps)
 	}
 }
+
+// TestWorkOutlivesAShortRedisOutage: Redis gone for about two seconds
+// (killed, then started again empty, as a failover to a replica that had
+// not seen the last writes would leave it) does not stop a member's works:
+// it takes its leases again and no partition is started twice. Without
+// Redis for longer than three lease lifetimes it gives them up.
+func TestWorkOutlivesAShortRedisOutage(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	ns := testenv.Namespace(t)
+	tr := newTracker()
+	startMember(t, r, ns, "speed-a", tr, nil)
+	want := expected([]string{"speed-a"}, parts)
+	eventually(t, "one member", func() string { return state(ctx, r.Client(t), ns, tr, want) })
+
+	r.Stop()
+	time.Sleep(2 * time.Second)
+	r.Restart(t)
+	eventually(t, "the leases taken again", func() string { return state(ctx, r.Client(t), ns, tr, want) })
+	tr.mu.Lock()
+	for _, p := range parts {
+		if tr.starts[p] != 1 {
+			t.Errorf("partition %s started %d times, want once: its work stopped during the outage", p, tr.starts[p])
+		}
+	}
+	tr.mu.Unlock()
+
+	r.Stop()
+	eventually(t, "the works given up without Redis", func() string {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for p, owners := range tr.running {
+			if len(owners) > 0 {
+				return fmt.Sprintf("%s still worked on by %v", p, owners)
+			}
+		}
+		return ""
+	})
+}

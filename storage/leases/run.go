@@ -9,8 +9,11 @@ import (
 // every partition of parts it comes to own, each in its own goroutine,
 // with a context that ends when the partition must be given up: ctx
 // ended, the lease was lost (another owner holds it, or it could not be
-// renewed for so long that it may have expired), or the share moved to
-// another member. The lease is released once work returned. A work that
+// renewed for giveUpAfter lifetimes: Redis unreachable from here for
+// longer than a failover takes), or the share moved to another member.
+// A member takes its first partitions one tick after it joined, so
+// processes starting together share at once instead of one taking all
+// and handing half over. The lease is released once work returned. A work that
 // returns by itself (an error, or nil while its context is live) gives its
 // partition up for a short pause, then takes it again if it is still this
 // member's. Run returns when ctx ended and every work returned (nil: Redis
@@ -55,7 +58,7 @@ func (r *runner) run() error {
 	bg := context.WithoutCancel(r.ctx)
 	done := r.ctx.Done()
 	if r.ctx.Err() == nil {
-		r.step(bg, false)
+		r.join(bg)
 	}
 	t := time.NewTicker(g.tick)
 	defer t.Stop()
@@ -96,8 +99,8 @@ func (r *runner) step(bg context.Context, leaving bool) {
 			s.renewed = sent
 		case err == nil:
 			r.stop(p, "lease lost: another member holds it")
-		case time.Since(s.renewed)+g.tick >= g.ttl:
-			r.stop(p, "lease not renewed for its lifetime: "+err.Error())
+		case time.Since(s.renewed)+g.tick >= giveUpAfter*g.ttl:
+			r.stop(p, "lease not renewed for "+(giveUpAfter*g.ttl).String()+": "+err.Error())
 		default:
 			g.logger.Warn("lease renewal failed; trying again", "partition", p.String(), "err", err)
 		}
@@ -129,6 +132,24 @@ func (r *runner) step(bg context.Context, leaving bool) {
 				r.start(p, sent)
 			}
 		}
+	}
+}
+
+// giveUpAfter is how many lease lifetimes a member goes on working on a
+// partition whose lease it cannot renew (Redis unreachable, a master
+// failing over: its replica takes over in a few seconds and the lease is
+// taken again, the work never stopped). Another member may take the
+// partition meanwhile once the lease lapsed; the work's own fencing keeps
+// that correct.
+const giveUpAfter = 3
+
+// join makes this process a member without taking anything yet: the
+// members starting within the tick see each other before they share.
+func (r *runner) join(bg context.Context) {
+	ctx, cancel := context.WithTimeout(bg, r.g.ttl)
+	defer cancel()
+	if _, err := r.g.heartbeat(ctx, true); err != nil {
+		r.g.logger.Warn("group not joined yet; trying again", "err", err)
 	}
 }
 
