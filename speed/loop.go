@@ -63,6 +63,7 @@ type streamLoop struct {
 	// only after it succeeded, from the position it wrote, so commits stay
 	// a chain of compare-and-sets.
 	inflight *batch              // the batch being committed; nil when none
+	dropped  *batch              // a batch whose commit failed: its records go back at close
 	nextPos  speedstore.Position // the position it commits
 	result   chan error          // its outcome
 
@@ -96,6 +97,7 @@ type batch struct {
 	last     eventlog.Msg
 	late     []eventlog.EventRef
 	lateData [][]byte
+	msgs     []eventlog.Msg // the records taken into it: handed back if it is dropped
 }
 
 func (b *batch) cells() int {
@@ -120,6 +122,8 @@ func (b *batch) reset() {
 	}
 	b.n, b.folded, b.last = 0, 0, eventlog.Msg{}
 	b.late, b.lateData = b.late[:0], b.lateData[:0]
+	clear(b.msgs)
+	b.msgs = b.msgs[:0]
 }
 
 // open reads the partition's position and opens the consumer after it.
@@ -237,17 +241,27 @@ func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	return start, nil
 }
 
-// close ends the incarnation: the records held are handed back (to come
-// again now, not after the ack wait), the commit in flight is waited for
-// (a next incarnation starts from the store's position), the consumer is
-// closed (what it buffers goes back to the server) and the rebuilds are
-// stopped.
+// close ends the incarnation: the commit in flight is waited for (a next
+// incarnation starts from the store's position), every record taken and
+// not committed is handed back — held ones, those of a batch whose commit
+// failed, those of the batch in hand — so that they come again now, not
+// after the ack wait (a Redis failover, a lost NATS leader: the next
+// incarnation goes on at once), the consumer is closed (what it buffers
+// goes back to the server) and the rebuilds are stopped.
 func (lp *streamLoop) close() {
 	if lp.c != nil {
+		_ = lp.settle()
 		for _, m := range lp.held {
 			_ = lp.c.Nak(m, 0)
 		}
-		_ = lp.settle()
+		for _, b := range []*batch{lp.dropped, lp.b} {
+			if b == nil {
+				continue
+			}
+			for _, m := range b.msgs {
+				_ = lp.c.Nak(m, 0)
+			}
+		}
 		lp.c.Close()
 	}
 	if lp.stopRebuilds != nil {
@@ -359,6 +373,7 @@ func (lp *streamLoop) foldAccepted(ctx context.Context) error {
 func (lp *streamLoop) fold(m eventlog.Msg) {
 	l, s, b := lp.l, lp.s, lp.b
 	b.last = m
+	b.msgs = append(b.msgs, m)
 	b.n++
 	l.m.lag.WithLabelValues(s.Name, lp.part).Set(float64(m.Pending))
 	epoch := logic.EpochOf(m.Arrival, l.cfg.Epoch)
@@ -489,6 +504,7 @@ func (lp *streamLoop) settle() error {
 	p := lp.inflight
 	lp.inflight = nil
 	if err != nil {
+		lp.dropped = p
 		return err
 	}
 	lp.committed = lp.nextPos.Seq

@@ -494,6 +494,35 @@ func TestCloseHandsHeldRecordsBack(t *testing.T) {
 	}
 }
 
+// The records of a batch whose commit failed (a Redis failover, another
+// writer) and of the batch in hand go back at close, so the next
+// incarnation gets them at once, not after the consumer's ack wait.
+func TestCloseHandsUncommittedRecordsBack(t *testing.T) {
+	u := newUnit(t, nil)
+	lp := u.openAt(t, 4)
+	u.store.setPos(u.joinedAt(6, 0)) // another writer: the commit fails
+	lp.accept(u.records(t, 5, 6))
+	if err := lp.foldAccepted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.settle(); !errors.Is(err, speedstore.ErrConflict) {
+		t.Fatalf("settle: %v, want ErrConflict", err)
+	}
+	lp.accept(u.records(t, 7, 8)) // taken into the next batch, not committed
+	if err := lp.foldAccepted(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lp.close()
+	naks := append([]uint64(nil), u.c.naks...)
+	slices.Sort(naks)
+	if !slices.Equal(naks, []uint64{5, 6, 7, 8}) || len(u.c.acked()) != 0 {
+		t.Fatalf("naks %v, acks %v: want 5 to 8 handed back", naks, u.c.acked())
+	}
+}
+
 // A gap found while another writer moved the position ends the loop with
 // ErrConflict; the records the log dropped are passed over.
 func TestGapChecks(t *testing.T) {

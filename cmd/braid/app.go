@@ -452,7 +452,7 @@ const (
 	// redisClusterReload is how often a cluster client reloads its slot
 	// map: after a failover, commits to the lost master's slots fail until
 	// it does (go-redis's default, 60 s, left them failing for over 30 s).
-	redisClusterReload = time.Second
+	redisClusterReload = 500 * time.Millisecond
 )
 
 // parseSeeds reads redis.url as a Redis Cluster's seeds: URLs separated

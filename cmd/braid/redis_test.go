@@ -74,7 +74,7 @@ func TestConnectRedis(t *testing.T) {
 				t.Fatalf("cluster clients %v %v, sharded notices %v; want %v", isCluster, qIsCluster, a.store.ShardedNotices(), c.cluster)
 			}
 			if c.cluster {
-				if o := a.rdb.(*redis.ClusterClient).Options(); o.ClusterStateReloadInterval != time.Second || len(o.Addrs) != 6 {
+				if o := a.rdb.(*redis.ClusterClient).Options(); o.ClusterStateReloadInterval != redisClusterReload || len(o.Addrs) != 6 {
 					t.Fatalf("cluster options: reload %v, %d seeds", o.ClusterStateReloadInterval, len(o.Addrs))
 				}
 			}
@@ -125,7 +125,7 @@ func TestParseSeeds(t *testing.T) {
 	}
 	o := clusterOptions(seeds, redisSpeedPool, redisSpeedPoolTimeout)
 	if strings.Join(o.Addrs, ",") != "a:7000,b:7001" || o.Username != "u" || o.Password != "p" || o.PoolSize != 5 ||
-		o.PoolTimeout != redisSpeedPoolTimeout || o.ReadTimeout != redisTimeout || o.ClusterStateReloadInterval != time.Second {
+		o.PoolTimeout != redisSpeedPoolTimeout || o.ReadTimeout != redisTimeout || o.ClusterStateReloadInterval != redisClusterReload {
 		t.Fatalf("cluster options %+v", o)
 	}
 	for in, want := range map[string]string{
