@@ -40,13 +40,16 @@ type app struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	natsWait time.Duration // how long a start waits for NATS (0: defaults.NATSStartWait; < 0: not at all)
-	log      *eventlog.Log
-	rdb      redis.UniversalClient // the speed layer's commits, leases and positions, batch runs
-	store    *speedstore.Store     // over rdb
-	qrdb     redis.UniversalClient // queries (serving, audits)
-	qstore   *speedstore.Store     // over qrdb
-	lk       *lake.Lake
-	views    *batchviews.Store
+	// allLayers: this process runs every layer (braid up), expected to be
+	// alone: its speed and archive groups take their partitions at once.
+	allLayers bool
+	log       *eventlog.Log
+	rdb       redis.UniversalClient // the speed layer's commits, leases and positions, batch runs
+	store     *speedstore.Store     // over rdb
+	qrdb      redis.UniversalClient // queries (serving, audits)
+	qstore    *speedstore.Store     // over qrdb
+	lk        *lake.Lake
+	views     *batchviews.Store
 	// runLock is the batch run lock every process shares, in NATS (set
 	// once NATS is connected); nil: the file store's own lock.
 	runLock batchviews.RunLock

@@ -46,7 +46,7 @@ func (a *app) newSpeed(l *layers) {
 func (a *app) newSpeedFrom(l *layers, cutoffs speed.CutoffSource) {
 	c := a.cfg
 	logger := a.logger.With("layer", "speed")
-	shares := leases.New(a.rdb, leases.Options{Namespace: c.Namespace, Role: "speed", Logger: logger})
+	shares := leases.New(a.rdb, leases.Options{Namespace: c.Namespace, Role: "speed", TakeAtOnce: a.allLayers, Logger: logger})
 	l.speed = speed.New(speed.Config{Namespace: c.Namespace, BatchSize: c.Speed.BatchSize, MaxWait: c.Speed.MaxWait.D(),
 		Epoch: c.Epoch.D(), MaxCells: c.Speed.MaxCells}, a.log, l.store, cutoffs, shares, a.cat, logger, a.reg)
 }
@@ -62,7 +62,7 @@ func (a *app) newArchiver(l *layers) {
 	}
 	var shares batch.Shares
 	if a.rdb != nil {
-		shares = archiveShares{leases.New(a.rdb, leases.Options{Namespace: c.Namespace, Role: "archive", Logger: logger})}
+		shares = archiveShares{leases.New(a.rdb, leases.Options{Namespace: c.Namespace, Role: "archive", TakeAtOnce: a.allLayers, Logger: logger})}
 	}
 	l.archiver = batch.NewArchiver(batch.ArchiverConfig{MaxRows: c.Archive.MaxRows, MaxBytes: c.Archive.MaxBytes, MaxDelay: c.Archive.MaxDelay.D(),
 		NoCompact: !c.Archive.Compact, TargetFileBytes: int64(c.Archive.TargetFileBytes), LogMaxAge: c.NATS.MaxAge.D(), Retention: retention,
@@ -231,6 +231,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	a.allLayers = true
 	a.newSpeed(l)
 	a.newArchiver(l)
 	a.newRunner(l)

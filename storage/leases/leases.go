@@ -28,7 +28,8 @@
 // Leases: a member works on a partition only while it holds the
 // partition's lease, taken when absent (or already its own) with a PX of
 // the TTL and renewed every tick (a member takes nothing in the tick it
-// joins, so members starting together share from the start; one that
+// joins unless told to, so members starting together share from the
+// start; one that
 // cannot renew keeps working for a few lifetimes, through a Redis
 // failover, and takes the lease again). A partition it holds but should no
 // longer own is given up — the work's context is cancelled, and once the
@@ -76,7 +77,12 @@ type Options struct {
 	Role      string        // the group: "speed", "archive"
 	Owner     string        // this process's name in the group ("": host, pid and a random suffix)
 	TTL       time.Duration // membership and lease lifetime unrenewed (0: defaults.LeaseTTL)
-	Logger    *slog.Logger  // nil: discarded
+	// TakeAtOnce: take the partitions in the tick the member joins (a
+	// process expected to run alone, such as braid up); else it waits one
+	// tick, so members starting together share from the start instead of
+	// one taking all and handing half over.
+	TakeAtOnce bool
+	Logger     *slog.Logger // nil: discarded
 }
 
 // Group is this process's membership of a role's group.
@@ -87,6 +93,7 @@ type Group struct {
 	owner  string
 	ttl    time.Duration
 	tick   time.Duration
+	atOnce bool
 	logger *slog.Logger
 }
 
@@ -105,7 +112,7 @@ func New(rdb redis.UniversalClient, o Options) *Group {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Group{rdb: rdb, ns: o.Namespace, role: o.Role, owner: o.Owner, ttl: o.TTL, tick: o.TTL / 5,
+	return &Group{rdb: rdb, ns: o.Namespace, role: o.Role, owner: o.Owner, ttl: o.TTL, tick: o.TTL / 5, atOnce: o.TakeAtOnce,
 		logger: o.Logger.With("role", o.Role, "owner", o.Owner)}
 }
 

@@ -11,9 +11,9 @@ import (
 // ended, the lease was lost (another owner holds it, or it could not be
 // renewed for giveUpAfter lifetimes: Redis unreachable from here for
 // longer than a failover takes), or the share moved to another member.
-// A member takes its first partitions one tick after it joined, so
-// processes starting together share at once instead of one taking all
-// and handing half over. The lease is released once work returned. A work that
+// A member takes its first partitions one tick after it joined (unless
+// Options.TakeAtOnce), so processes starting together share at once
+// instead of one taking all and handing half over. The lease is released once work returned. A work that
 // returns by itself (an error, or nil while its context is live) gives its
 // partition up for a short pause, then takes it again if it is still this
 // member's. Run returns when ctx ended and every work returned (nil: Redis
@@ -57,7 +57,11 @@ func (r *runner) run() error {
 	// Redis calls go on after ctx ended (releases, leaving the group).
 	bg := context.WithoutCancel(r.ctx)
 	done := r.ctx.Done()
-	if r.ctx.Err() == nil {
+	switch {
+	case r.ctx.Err() != nil:
+	case g.atOnce:
+		r.step(bg, false)
+	default:
 		r.join(bg)
 	}
 	t := time.NewTicker(g.tick)
