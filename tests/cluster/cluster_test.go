@@ -24,7 +24,8 @@ import (
 )
 
 // fault is one kind of failure injected during ingest: inject breaks
-// something and returns what it broke and how to repair it. down names the
+// something and returns what it broke and how to repair it (a repair
+// starts what it starts for the whole bed: b.t). down names the
 // serve replica the fault takes away (-1: none), which cannot answer until
 // it is repaired.
 type fault struct {
@@ -53,14 +54,14 @@ var faults = []fault{
 		name := streamName(b.st.Namespace, p)
 		i := b.nats.StreamLeader(t, name)
 		b.nats.Kill(i)
-		return fmt.Sprintf("nats-server %d, leader of %s", i, name), -1, func() { b.nats.Restart(t, i) }
+		return fmt.Sprintf("nats-server %d, leader of %s", i, name), -1, func() { b.nats.Restart(b.t, i) }
 	}},
 	{"redis-master", func(t *testing.T, b *bed, rng *rand.Rand) (string, int, func()) {
 		p := rng.IntN(partitions)
 		key := b.st.Namespace + ":pos:" + speedstore.Tag("orders", p)
 		i := b.redis.MasterOf(t, key)
 		b.redis.Kill(i)
-		return fmt.Sprintf("redis-server %d, master of %s", i, key), -1, func() { b.redis.Restart(t, i) }
+		return fmt.Sprintf("redis-server %d, master of %s", i, key), -1, func() { b.redis.Restart(b.t, i) }
 	}},
 	{"serve", func(t *testing.T, b *bed, rng *rand.Rand) (string, int, func()) {
 		i := rng.IntN(2)
@@ -70,9 +71,11 @@ var faults = []fault{
 }
 
 // killProc kills a Braid process with SIGKILL; repairing starts it again.
+// What a repair starts belongs to the bed's test, not to the fault's
+// subtest, whose end would stop it (t.Cleanup).
 func (b *bed) killProc(t *testing.T, p *proc) (string, func()) {
 	p.p.Kill(t)
-	return "braid " + p.layer, func() { p.run(t) }
+	return "braid " + p.layer, func() { p.run(b.t) }
 }
 
 // streamName is the JetStream stream of partition p of orders.
@@ -294,10 +297,24 @@ func (b *bed) batchRun(t *testing.T, via *proc) {
 		}
 		code, err := httpDo("POST", via.st.Base+"/v1/batch/runs?wait=true", []byte(`{}`), &r)
 		if err != nil || code != 200 || r.Status != "succeeded" {
-			return fmt.Sprintf("status %d, %+v, %v", code, r, err)
+			return fmt.Sprintf("status %d, %+v, %v; partitions now: %s", code, r, err, b.partitions(via))
 		}
 		return ""
 	})
+}
+
+// partitions tells where each partition of orders stands, as a replica's
+// /v1/status says (for a failure's message).
+func (b *bed) partitions(via *proc) string {
+	var st struct {
+		Streams map[string]struct {
+			Partitions []map[string]any `json:"partitions"`
+		} `json:"streams"`
+	}
+	if code, err := httpDo("GET", via.st.Base+"/v1/status", nil, &st); code != 200 || err != nil {
+		return fmt.Sprintf("status %d, %v", code, err)
+	}
+	return fmt.Sprint(st.Streams["orders"].Partitions)
 }
 
 // lakeCounts reads the committed files of orders from the bucket with
