@@ -19,9 +19,11 @@ const (
 	Max
 	CountDistinct
 	Quantile
+	Last  // the value of the event with the greatest event time (ties: the later arrival)
+	First // the value of the event with the least event time (ties: the earlier arrival)
 )
 
-var measureNames = map[string]MeasureKind{"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max, "count_distinct": CountDistinct, "quantile": Quantile}
+var measureNames = map[string]MeasureKind{"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max, "count_distinct": CountDistinct, "quantile": Quantile, "last": Last, "first": First}
 
 func (k MeasureKind) String() string {
 	for n, m := range measureNames {
@@ -110,7 +112,7 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 	}
 	kind, ok := measureNames[strings.TrimSpace(expr[:open])]
 	if !ok {
-		return Measure{}, fmt.Errorf("measure %q: unknown kind %q (want count, sum, avg, min, max, count_distinct or quantile)", expr, expr[:open])
+		return Measure{}, fmt.Errorf("measure %q: unknown kind %q (want count, sum, avg, min, max, count_distinct, quantile, last or first)", expr, expr[:open])
 	}
 	var args []string
 	if inner := strings.TrimSpace(expr[open+1 : len(expr)-1]); inner != "" {
@@ -140,7 +142,7 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 		}
 		m.ftype = s.Fields[m.field].Type
 		numeric := m.ftype == TypeInt || m.ftype == TypeFloat
-		if kind != Count && kind != CountDistinct && !numeric {
+		if kind != Count && kind != CountDistinct && kind != Last && kind != First && !numeric {
 			return Measure{}, fmt.Errorf("measure %q: %s needs a numeric field, %q is %s", expr, kind, m.Field, m.ftype)
 		}
 	}
@@ -339,6 +341,8 @@ func (m *Measure) ResultType() FieldType {
 		if m.ftype == TypeInt {
 			return TypeInt
 		}
+	case Last, First:
+		return m.ftype
 	}
 	return TypeFloat
 }

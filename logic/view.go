@@ -15,6 +15,26 @@ type ViewDef struct {
 	GroupBy  []string
 	Where    string
 	Measures []MeasureDef
+	Tier     string // live (default) | batch
+}
+
+// Tier is how fresh a view's answers are.
+type Tier uint8
+
+// Latency tiers.
+const (
+	// TierLive views keep speed state: answers are batch ⊕ speed.
+	TierLive Tier = iota
+	// TierBatch views keep no speed state (and cost no Redis): answers
+	// come from the batch layer alone.
+	TierBatch
+)
+
+func (t Tier) String() string {
+	if t == TierBatch {
+		return "batch"
+	}
+	return "live"
 }
 
 // View is a compiled view: what the speed layer folds and the batch layer
@@ -26,6 +46,7 @@ type View struct {
 	Dims     []string // group-by fields, in declared order
 	Measures []Measure
 	Where    string
+	Tier     Tier
 	NumSlots int
 
 	dims     []int
@@ -70,6 +91,13 @@ func buildView(name string, def ViewDef, s *Stream, report func(key string, err 
 	fail := func(key string, err error) {
 		bad = true
 		report(key, err)
+	}
+	switch def.Tier {
+	case "", "live":
+	case "batch":
+		v.Tier = TierBatch
+	default:
+		fail("tier", fmt.Errorf("tier: %q is not live or batch", def.Tier))
 	}
 	if err := v.Window.Validate(); err != nil {
 		key := "window"

@@ -389,6 +389,8 @@ const (
 	tkLParen
 	tkRParen
 	tkComma
+	tkArith // + - * / %, lexed only for conditions (wparser.arith)
+	tkDot   // a dot between names, lexed only for conditions
 )
 
 type token struct {
@@ -437,6 +439,9 @@ type wparser struct {
 	tok   token
 	s     *Stream
 	depth int
+	// arith lexes +, -, *, / and % as operators (a sign is never part of
+	// a number) and a dot before a name as tkDot, for conditions.
+	arith bool
 }
 
 func (p *wparser) errAt(off int, format string, args ...any) *WhereError {
@@ -486,6 +491,10 @@ func (p *wparser) next() error {
 			return p.errAt(end, "unexpected character %q in a name", r)
 		}
 		p.tok, p.off = token{kind: tkIdent, pos: start, text: src[start:end]}, end
+	case p.arith && (c == '+' || c == '-' || c == '*' || c == '/' || c == '%'):
+		p.tok, p.off = token{kind: tkArith, pos: start, text: src[start : start+1]}, start+1
+	case p.arith && c == '.' && (start+1 >= len(src) || !isDigit(src[start+1])):
+		p.tok, p.off = token{kind: tkDot, pos: start, text: "."}, start+1
 	case isDigit(c) || c == '.' || ((c == '-' || c == '+') && start+1 < len(src) && (isDigit(src[start+1]) || src[start+1] == '.')):
 		end := start
 		if c == '-' || c == '+' {

@@ -46,6 +46,11 @@ type Config struct {
 
 	Streams map[string]StreamConfig `yaml:"streams"`
 	Views   Views                   `yaml:"views"`
+	// Acting on data: alerts over views, per-key entity features, and
+	// decision rules at ingest.
+	Alerts   map[string]AlertConfig  `yaml:"alerts"`
+	Entities map[string]EntityConfig `yaml:"entities"`
+	Rules    map[string]RuleConfig   `yaml:"rules"`
 
 	root *yaml.Node
 }
@@ -253,6 +258,7 @@ type ViewConfig struct {
 	GroupBy  []string `yaml:"group_by"`
 	Where    string   `yaml:"where"`
 	Measures Measures `yaml:"measures"`
+	Tier     string   `yaml:"tier"` // live (default) | batch: no speed state
 }
 
 // Views keeps the views in file order.
@@ -627,6 +633,9 @@ func checkNodes(n *yaml.Node, t reflect.Type, path string) []Error {
 				out = append(out, Error{Key: join(path, n.Content[i].Value), Line: v.Line, Msg: "want an expression", Hint: "e.g. total: sum(amount)"})
 			}
 		}
+	case t == reflect.TypeOf(Features{}):
+		acting, _ := checkActingNodes(n, t, path)
+		out = append(out, acting...)
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
 		known := map[string]reflect.Type{}
 		for i := 0; i < t.NumField(); i++ {
@@ -886,7 +895,7 @@ func (c *Config) streamDef(name string) (logic.StreamDef, []fieldErr) {
 }
 
 func viewDef(vc ViewConfig) logic.ViewDef {
-	return logic.ViewDef{Stream: vc.Stream, Window: vc.Window.D(), Hop: vc.Hop.D(), GroupBy: vc.GroupBy, Where: vc.Where, Measures: vc.Measures}
+	return logic.ViewDef{Stream: vc.Stream, Window: vc.Window.D(), Hop: vc.Hop.D(), GroupBy: vc.GroupBy, Where: vc.Where, Measures: vc.Measures, Tier: vc.Tier}
 }
 
 // Catalog is the compiled streams and views of a valid configuration.
@@ -895,6 +904,10 @@ type Catalog struct {
 	Views       map[string]*logic.View
 	ViewOrder   []string
 	StreamOrder []string
+	Entities    map[string]*logic.Entity
+	Alerts      map[string]*logic.Alert
+	AlertOrder  []string
+	Rules       map[string][]*logic.Rule // by stream, in name order
 }
 
 // ViewsOf returns the views of a stream, in file order.
@@ -930,6 +943,9 @@ func (c *Config) Compile(piiKey []byte) (*Catalog, error) {
 			return nil, fmt.Errorf("view %s: %w", name, err)
 		}
 		cat.Views[name] = v
+	}
+	if err := c.compileActing(cat); err != nil {
+		return nil, err
 	}
 	return cat, nil
 }

@@ -59,7 +59,8 @@ func scalarKeys(v reflect.Type, prefix string) []string {
 	for i := 0; i < v.NumField(); i++ {
 		f := v.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" || name == "streams" || name == "views" || name == "auth" {
+		if name == "" || name == "-" || name == "streams" || name == "views" || name == "auth" ||
+			name == "alerts" || name == "entities" || name == "rules" { // named sections, listed as X.N rows
 			continue
 		}
 		if f.Type.Kind() == reflect.Struct {

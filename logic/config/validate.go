@@ -48,6 +48,7 @@ func (c *Config) Validate() error {
 	streams, is := c.validateStreams()
 	place(is)
 	place(c.validateViews(streams))
+	place(c.validateActing(streams))
 	if len(errs) > 0 {
 		return &Errors{List: errs}
 	}
