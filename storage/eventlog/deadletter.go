@@ -406,12 +406,20 @@ func packedRecord(data []byte) bool {
 // DeadLetters reads up to limit dead letters of a stream, oldest first,
 // starting after the cursor.
 func (l *Log) DeadLetters(ctx context.Context, stream string, after Cursor, limit int) ([]DeadLetter, error) {
-	s, err := l.js.Stream(ctx, l.dlqName())
+	return readSlots(ctx, l, l.dlqName(), l.DLQSubject(stream), after, limit, func(m *jetstream.RawStreamMsg, from, limit int) ([]DeadLetter, error) {
+		return decodeLetters(stream, m, from, limit)
+	})
+}
+
+// readSlots reads up to limit packed slots (letters, decided events) of a
+// subject of a shared stream, oldest first, starting after the cursor;
+// decode reads a record's slots from index from on, at most limit.
+func readSlots[T any](ctx context.Context, l *Log, name, subj string, after Cursor, limit int, decode func(m *jetstream.RawStreamMsg, from, limit int) ([]T, error)) ([]T, error) {
+	s, err := l.js.Stream(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: %s: %w", l.dlqName(), err)
+		return nil, fmt.Errorf("eventlog: %s: %w", name, err)
 	}
-	subj := l.DLQSubject(stream)
-	var out []DeadLetter
+	var out []T
 	seq := after.Seq + 1
 	if after.Index != AllOfRecord {
 		seq = max(after.Seq, 1)
@@ -422,17 +430,17 @@ func (l *Log) DeadLetters(ctx context.Context, stream string, after Cursor, limi
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("eventlog: read %s: %w", l.dlqName(), err)
+			return nil, fmt.Errorf("eventlog: read %s: %w", name, err)
 		}
 		from := 0
 		if m.Sequence == after.Seq {
 			from = after.Index + 1
 		}
-		dls, err := decodeLetters(stream, m, from, limit-len(out))
+		got, err := decode(m, from, limit-len(out))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, dls...)
+		out = append(out, got...)
 		seq = m.Sequence + 1
 	}
 	return out, nil
@@ -496,7 +504,8 @@ func (l *Log) DeleteDeadLetterRecord(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// letterCounts is what a process knows of a stream's dead-letter records:
+// letterCounts is what a process knows of the records of a subject of
+// packed slots (a stream's dead letters, its decided events):
 // the letters of each, from their headers.
 type letterCounts struct {
 	mu     sync.Mutex
@@ -512,24 +521,30 @@ type letterCounts struct {
 // (a replay or the retention limits removed some) it reads the headers of
 // every record again.
 func (l *Log) DeadLetterCount(ctx context.Context, stream string) (uint64, error) {
+	return l.slotCount(ctx, l.dlqName(), l.DLQSubject(stream))
+}
+
+// slotCount is the number of packed slots (letters, decided events) of a
+// subject of a shared stream whose records carry CountHeader, counted as
+// DeadLetterCount says.
+func (l *Log) slotCount(ctx context.Context, name, subj string) (uint64, error) {
 	l.wmu.Lock()
-	c := l.letterCounts[stream]
+	c := l.letterCounts[subj]
 	if c == nil {
 		c = &letterCounts{counts: map[uint64]int{}}
-		l.letterCounts[stream] = c
+		l.letterCounts[subj] = c
 	}
 	l.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 
-	s, err := l.js.Stream(ctx, l.dlqName())
+	s, err := l.js.Stream(ctx, name)
 	if err != nil {
-		return 0, fmt.Errorf("eventlog: %s: %w", l.dlqName(), err)
+		return 0, fmt.Errorf("eventlog: %s: %w", name, err)
 	}
-	subj := l.DLQSubject(stream)
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
-		return 0, fmt.Errorf("eventlog: %s info: %w", l.dlqName(), err)
+		return 0, fmt.Errorf("eventlog: %s info: %w", name, err)
 	}
 	records, last := info.State.Subjects[subj], info.State.LastSeq
 	if records == 0 {

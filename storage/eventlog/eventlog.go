@@ -1,7 +1,8 @@
 // Package eventlog is Braid's durable event log on NATS JetStream: one
 // JetStream stream of clean events per partition of a Braid stream, one
-// stream of dead letters, one of too-late records (a subject per Braid
-// stream in each). Streams are created or updated idempotently at Open.
+// stream of dead letters, one of too-late records, one of the events
+// rules held back at ingest (a subject per Braid stream in each; two, by
+// outcome, in the last). Streams are created or updated idempotently at Open.
 //
 // A partition is a log of its own: its own sequences (contiguous, so a
 // reader can tell a gap), its own writer and id window, its own leader in
@@ -76,7 +77,7 @@ type Log struct {
 
 	wmu          sync.Mutex
 	writers      map[string]*writer       // by subject
-	letterCounts map[string]*letterCounts // by stream
+	letterCounts map[string]*letterCounts // by subject (dead letters, decided events)
 
 	counts counts // EventCount's caches (counts.go)
 }
@@ -133,6 +134,8 @@ func Open(ctx context.Context, js jetstream.JetStream, streams []string, opts Op
 	side := []jetstream.StreamConfig{
 		{Name: l.dlqName(), Subjects: []string{opts.Namespace + ".dlq.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.DLQMaxRecords), Duplicates: opts.DedupWindow},
 		{Name: opts.Namespace + "_late", Subjects: []string{opts.Namespace + ".late.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.LateMaxMsgs), Duplicates: opts.DedupWindow},
+		// Events held back by rules at ingest (decided.go): kept like dead letters.
+		{Name: l.blockedName(), Subjects: []string{opts.Namespace + ".blocked.*", opts.Namespace + ".review.*"}, MaxAge: opts.DLQMaxAge, MaxMsgsPerSubject: orNeg(opts.DLQMaxRecords), Duplicates: opts.DedupWindow},
 	}
 	for _, cfg := range side {
 		cfg.Storage, cfg.Replicas, cfg.Discard, cfg.MaxMsgs = storage, opts.Replicas, jetstream.DiscardOld, -1
