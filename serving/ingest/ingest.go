@@ -1,7 +1,8 @@
 // Package ingest is Braid's ingest use case: raw events of a stream are
 // prepared with the stream's logic, the rejected ones stored in the
 // dead-letter queue with their reason, the accepted ones appended to the
-// event log (path.go). The HTTP API, `braid ingest` and the dead-letter
+// event log (path.go) — with decisions, after the stream's rules decided
+// each (decide.go). The HTTP API, `braid ingest` and the dead-letter
 // replay (replay.go) all take that one path. The log is reached through
 // the small interfaces declared here (interfaces.go).
 package ingest
@@ -33,6 +34,11 @@ type Result struct {
 	// in the dead-letter queue all the same).
 	Errors        []EventError `json:"errors"`
 	ErrorsOmitted int          `json:"errors_omitted,omitempty"`
+	// With decisions only (DecideSeq): Blocked counts the valid events
+	// blocked (kept aside, not in Accepted), Decisions has the outcome of
+	// every valid event, in order.
+	Blocked   *int       `json:"blocked,omitempty"`
+	Decisions []Decision `json:"decisions,omitzero"`
 }
 
 // MaxErrors is how many rejected events an ingest answer lists at most:
@@ -51,28 +57,42 @@ type EventError struct {
 // queue with their reason. It is shared by the HTTP API and `braid ingest`,
 // and safe for concurrent use.
 type Ingester struct {
-	cat    *config.Catalog
-	log    Log
-	now    func() time.Time
-	counts map[string]*streamCounts
-	events *prometheus.CounterVec
+	cat      *config.Catalog
+	log      Log
+	now      func() time.Time
+	counts   map[string]*streamCounts
+	events   *prometheus.CounterVec
+	features Features // nil: features read null
+	dm       decideMetrics
 }
+
+// Option configures an Ingester.
+type Option func(*Ingester)
+
+// WithFeatures gives decisions the entities' features (without it, or
+// with nil, a rule's features.<name> reads null).
+func WithFeatures(f Features) Option { return func(in *Ingester) { in.features = f } }
 
 type streamCounts struct{ accepted, rejected atomic.Uint64 }
 
 // NewIngester returns an ingester for the catalog's streams writing to log
 // (a nil Log, not a Log holding a nil pointer: every ingest and replay
 // fails with eventlog.ErrUnavailable).
-// reg may be nil; it receives braid_ingest_events_total{stream,result} (a
-// collector already registered there under that name is reused).
-func NewIngester(log Log, cat *config.Catalog, reg prometheus.Registerer) *Ingester {
+// reg may be nil; it receives braid_ingest_events_total{stream,result}
+// and the decisions' metrics (decide.go; a collector already registered
+// there under its name is reused).
+func NewIngester(log Log, cat *config.Catalog, reg prometheus.Registerer, opts ...Option) *Ingester {
 	in := &Ingester{cat: cat, log: log, now: time.Now, counts: map[string]*streamCounts{}}
+	for _, o := range opts {
+		o(in)
+	}
+	in.dm = newDecideMetrics(reg)
 	if cat != nil {
 		for name := range cat.Streams {
 			in.counts[name] = &streamCounts{}
 		}
 	}
-	events := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_ingest_events_total", Help: "Events received, by stream and result (accepted, rejected)."}, []string{"stream", "result"})
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "braid_ingest_events_total", Help: "Events received, by stream and result (accepted, rejected, blocked)."}, []string{"stream", "result"})
 	if c, err := metrics.Register(reg, events); err == nil {
 		events = c
 	}
@@ -118,7 +138,26 @@ func (in *Ingester) IngestSeq(ctx context.Context, stream string, events iter.Se
 	if err != nil {
 		return Result{Errors: []EventError{}}, err
 	}
-	return in.ingest(ctx, s, events, source, 0, in.log.DeadLetterWriter(stream), true)
+	return in.ingest(ctx, s, events, source, 0, in.log.DeadLetterWriter(stream), true, false)
+}
+
+// DecideSeq is IngestSeq with decisions: the stream's rules decide every
+// valid event, with the features of its entities (one Features lookup per
+// entity for the whole batch) before any is stored. Allowed events are
+// stored as IngestSeq stores them; those for review are stored too and
+// kept on the stream's review subject; blocked ones only on its blocked
+// subject (DecidedLog), with the rules that matched and the time. The
+// result adds each valid event's decision and the number blocked
+// (Accepted counts the events stored in the clean log). It returns once
+// all of them and the dead letters are stored; an error matching
+// ErrFeatures means the features could not be read and no event was
+// stored (dead letters may be: a retry stores them once).
+func (in *Ingester) DecideSeq(ctx context.Context, stream string, events iter.Seq[[]byte], source string) (Result, error) {
+	s, err := in.stream(stream)
+	if err != nil {
+		return Result{Errors: []EventError{}}, err
+	}
+	return in.ingest(ctx, s, events, source, 0, in.log.DeadLetterWriter(stream), true, true)
 }
 
 // stream is the stream of a name, with the log to write it to.
@@ -138,21 +177,33 @@ func (in *Ingester) stream(name string) (*logic.Stream, error) {
 
 // ingest takes events (the first is number first of its source) along
 // the path, handing the rejects to dls; when closeDLS, every one is stored
-// before the accepted events are appended.
-func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq[[]byte], source string, first int, dls *eventlog.DeadLetterWriter, closeDLS bool) (Result, error) {
+// before the accepted events are appended. With decide, the stream's
+// rules decide the accepted events first.
+func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq[[]byte], source string, first int, dls *eventlog.DeadLetterWriter, closeDLS, decide bool) (Result, error) {
 	res := Result{Errors: []EventError{}}
 	p := newPass(in.log, s, in.now(), dls)
+	var rules []*logic.Rule
+	if decide {
+		// An event a rule may hold back must fit a decided record.
+		if rules = in.cat.Rules[s.Name]; len(rules) > 0 {
+			p.maxEvent -= eventlog.DecidedOverhead(source, ruleNames(rules))
+		}
+	}
 	var err error
 	i := first - 1
 	for raw := range events {
 		i++
-		rec, rej, perr := p.prepare(raw, false)
+		ev, rec, rej, perr := p.prepare(raw, false)
 		if perr != nil {
 			err = fmt.Errorf("ingest: prepare event %d: %w", i, perr)
 			break
 		}
 		if rej == nil {
-			p.accept(rec)
+			if decide {
+				p.hold(ev, rec, i)
+			} else {
+				p.accept(rec)
+			}
 			continue
 		}
 		if err = p.reject(ctx, DeadLetterID(s, source, i, rej, raw), rej, source, s.MaskPayload(bytes.TrimSpace(raw))); err != nil {
@@ -165,6 +216,10 @@ func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq
 			res.ErrorsOmitted++
 		}
 	}
+	var dec decisions
+	if err == nil && decide {
+		dec, err = in.decide(ctx, s, rules, p, source)
+	}
 	if err == nil {
 		res.Accepted, err = p.store(ctx, closeDLS)
 	}
@@ -176,6 +231,11 @@ func (in *Ingester) ingest(ctx context.Context, s *logic.Stream, events iter.Seq
 	c.rejected.Add(uint64(res.Rejected))
 	in.events.WithLabelValues(s.Name, "accepted").Add(float64(res.Accepted))
 	in.events.WithLabelValues(s.Name, "rejected").Add(float64(res.Rejected))
+	if decide {
+		res.Decisions, res.Blocked = dec.list, &dec.blocked
+		in.events.WithLabelValues(s.Name, "blocked").Add(float64(dec.blocked))
+		in.dm.count(s.Name, dec, rules)
+	}
 	return res, nil
 }
 
@@ -207,7 +267,7 @@ func (in *Ingester) NewLoad(stream, source string) (*Load, error) {
 
 // Ingest ingests the load's next batch.
 func (ld *Load) Ingest(ctx context.Context, raws [][]byte) (Result, error) {
-	res, err := ld.in.ingest(ctx, ld.s, slices.Values(raws), ld.source, ld.next, ld.dls, false)
+	res, err := ld.in.ingest(ctx, ld.s, slices.Values(raws), ld.source, ld.next, ld.dls, false, false)
 	ld.next += len(raws)
 	return res, err
 }

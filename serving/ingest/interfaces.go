@@ -3,15 +3,17 @@ package ingest
 import (
 	"context"
 
+	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
-// Log is the event log the use case writes to and replays from: the three
+// Log is the event log the use case writes to and replays from: the four
 // parts below. *eventlog.Log satisfies it.
 type Log interface {
 	Appender
 	DeadLetterQueue
 	DeadLetterSource
+	DecidedLog
 }
 
 // Appender appends a stream's clean events to the log.
@@ -58,4 +60,35 @@ type DeadLetterSource interface {
 	LastDeadLetterSeq(ctx context.Context) (uint64, error)
 	DeadLetterRecord(ctx context.Context, stream string, from uint64) (rec eventlog.LetterRecord, found bool, err error)
 	DeleteDeadLetterRecord(ctx context.Context, seq uint64) error
+}
+
+// DecidedLog keeps the events the stream's rules held back at ingest:
+// blocked ones (stored nowhere else) and those kept for review (also
+// appended to the clean log).
+//
+// PublishDecided stores ds (each with Outcome block or review; each fits
+// one log record: an event of at most MaxEvent −
+// eventlog.DecidedOverhead bytes) and returns once every one is stored
+// durably; one whose non-empty ID was stored with the same outcome within
+// the log's dedup window is stored once and counts as stored — the clean
+// log's ids are not touched, so a blocked id is blocked again on a retry.
+// An error means some, all or none may be stored: the caller retries the
+// whole or fails. Safe for concurrent use.
+type DecidedLog interface {
+	PublishDecided(ctx context.Context, stream string, ds []eventlog.Decided) error
+}
+
+// Features answers entity features for decisions at ingest (the rules'
+// features.<name>).
+//
+// Lookup returns the features of an entity (a name of the catalog's
+// entities) for each of keys, in order (keys are distinct, rendered as
+// logic.Entity.KeyOf renders them), over windows ending now: one map per
+// key, by feature name, len(keys) of them. A feature missing from its map,
+// or a zero Value, is null. Events of the request being decided are not
+// among those counted. Safe for concurrent use; an error means the
+// features could not be read: the ingest fails (ErrFeatures, a 503) and
+// stores no event.
+type Features interface {
+	Lookup(ctx context.Context, entity string, keys []string) ([]map[string]logic.Value, error)
 }

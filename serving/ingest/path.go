@@ -22,20 +22,33 @@ import (
 // Dead letters first: if a write fails the caller retries the whole, and
 // a retry may then double only dead letters (not even those within the
 // dedup window), never events of a stream without ids.
+//
+// With decisions (decide.go) the accepted events are held with their
+// logic.Event as well; once all are prepared the stream's rules decide
+// each, the blocked ones leave the clean records, and the events held
+// back (blocked, and those for review) are stored after the dead letters
+// and before the clean events: every one of them has an id (its own, or
+// one naming its place in the request), so a retry stores them once too.
 
 // pass is one run of the path over events of one stream, prepared at one
 // time.
 type pass struct {
-	log      Appender
+	log      Log
 	s        *logic.Stream
 	now      time.Time
 	maxEvent int
 	dls      *eventlog.DeadLetterWriter
 	recs     []eventlog.Record // accepted, not yet appended
 	rr       int               // the next partition of an event without a partition key
+
+	// With decisions: the accepted events (as recs) and their indexes in
+	// the request, then the decided ones to keep.
+	held    []logic.Event
+	heldIdx []int
+	decided []eventlog.Decided
 }
 
-func newPass(log Appender, s *logic.Stream, now time.Time, dls *eventlog.DeadLetterWriter) *pass {
+func newPass(log Log, s *logic.Stream, now time.Time, dls *eventlog.DeadLetterWriter) *pass {
 	return &pass{log: log, s: s, now: now, maxEvent: log.MaxEvent(), dls: dls, rr: rand.IntN(s.Partitions)}
 }
 
@@ -49,11 +62,11 @@ func (p *pass) partition(ev *logic.Event) int {
 	return p.rr
 }
 
-// prepare runs a raw event through the stream's logic: its record, or why
-// it is rejected (rej non-nil), or an error that is no verdict on the
-// event and fails the whole. masked: raw is a dead letter's payload, its
-// PII fields masked already.
-func (p *pass) prepare(raw []byte, masked bool) (rec eventlog.Record, rej *logic.RejectError, err error) {
+// prepare runs a raw event through the stream's logic: the event and its
+// record, or why it is rejected (rej non-nil), or an error that is no
+// verdict on the event and fails the whole. masked: raw is a dead
+// letter's payload, its PII fields masked already.
+func (p *pass) prepare(raw []byte, masked bool) (ev logic.Event, rec eventlog.Record, rej *logic.RejectError, err error) {
 	prepare := p.s.Prepare
 	if masked {
 		prepare = p.s.PrepareMasked
@@ -63,16 +76,24 @@ func (p *pass) prepare(raw []byte, masked bool) (rec eventlog.Record, rej *logic
 		err = &logic.RejectError{Reason: fmt.Sprintf("event record of %d bytes is larger than the log's message limit of %d bytes", len(data), p.maxEvent)}
 	}
 	if err == nil {
-		return eventlog.Record{ID: ev.ID, Data: data, Part: p.partition(&ev)}, nil, nil
+		return ev, eventlog.Record{ID: ev.ID, Data: data, Part: p.partition(&ev)}, nil, nil
 	}
 	if errors.As(err, &rej) {
-		return eventlog.Record{}, rej, nil
+		return logic.Event{}, eventlog.Record{}, rej, nil
 	}
-	return eventlog.Record{}, nil, err
+	return logic.Event{}, eventlog.Record{}, nil, err
 }
 
 // accept holds an accepted event until store.
 func (p *pass) accept(rec eventlog.Record) { p.recs = append(p.recs, rec) }
+
+// hold holds an accepted event until store, with its event and its index
+// in the request, for decisions.
+func (p *pass) hold(ev logic.Event, rec eventlog.Record, index int) {
+	p.recs = append(p.recs, rec)
+	p.held = append(p.held, ev)
+	p.heldIdx = append(p.heldIdx, index)
+}
 
 // reject hands a rejected event to the dead-letter queue under id, with
 // its reason, source and payload (PII masked), at the pass's time.
@@ -91,11 +112,17 @@ func (p *pass) deadLetter(ctx context.Context, d eventlog.DeadLetter) error {
 
 // store returns once the accepted events are appended, after every dead
 // letter handed over is stored when closeDLS (else their writer stores
-// them later: see Load). It returns how many events were appended.
+// them later: see Load) and every decided event is kept. It returns how
+// many events were appended.
 func (p *pass) store(ctx context.Context, closeDLS bool) (int, error) {
 	if closeDLS {
 		if err := p.dls.Close(ctx); err != nil {
 			return 0, fmt.Errorf("ingest: dead-letter to %s: %w", p.s.Name, err)
+		}
+	}
+	if len(p.decided) > 0 {
+		if err := p.log.PublishDecided(ctx, p.s.Name, p.decided); err != nil {
+			return 0, fmt.Errorf("ingest: keep decided events of %s: %w", p.s.Name, err)
 		}
 	}
 	if len(p.recs) > 0 {

@@ -90,7 +90,7 @@ func (in *Ingester) replayRecord(ctx context.Context, s *logic.Stream, source st
 			got.Unreplayable++
 			continue
 		}
-		r, rej, err := p.prepare(d.Payload, true)
+		_, r, rej, err := p.prepare(d.Payload, true)
 		if err != nil {
 			return fmt.Errorf("ingest: replay %s: %w", place, err)
 		}
