@@ -142,6 +142,9 @@ func TestAuthScopes(t *testing.T) {
 		{"dlq: ingest key of the stream", "GET", "/v1/dlq/orders", b(tokShop), 403},
 		{"dlq replay: not admin", "POST", "/v1/dlq/orders/replay", b(tokShop), 403},
 		{"dlq replay: admin", "POST", "/v1/dlq/orders/replay", b(tokAdmin), 503},
+		{"blocked: admin", "GET", "/v1/streams/orders/blocked", b(tokAdmin), 503},
+		{"blocked: ingest key of the stream", "GET", "/v1/streams/orders/blocked", b(tokShop), 403},
+		{"blocked: read:*", "GET", "/v1/streams/orders/blocked?outcome=review", b(tokHashed), 403},
 		// open routes
 		{"healthz open", "GET", "/healthz", "", 200},
 		{"readyz open", "GET", "/readyz", "", 200},

@@ -6,21 +6,34 @@ import (
 	"errors"
 	"iter"
 	"net/http"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/braid-data/braid/logic/defaults"
+	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 )
 
-// handleIngest: POST /v1/streams/{stream}/events. The body is read (and
-// decoded) whole before the request takes one of the http.max_in_flight
-// slots, which are for requests storing their events (see body.go).
+// handleIngest: POST /v1/streams/{stream}/events[?decide=true]. The body
+// is read (and decoded) whole before the request takes one of the
+// http.max_in_flight slots, which are for requests storing their events
+// (see body.go). With decide=true the stream's rules decide each valid
+// event before it is stored (ingest.DecideSeq); without, they are not
+// evaluated.
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	stream := chi.URLParam(r, "stream")
 	if s.opts.Catalog.Streams[stream] == nil {
 		writeError(w, http.StatusNotFound, "unknown stream", stream)
 		return
+	}
+	decide := false
+	if d := r.URL.Query().Get("decide"); d != "" {
+		var err error
+		if decide, err = strconv.ParseBool(d); err != nil {
+			writeError(w, http.StatusBadRequest, "bad parameter decide", "want true or false")
+			return
+		}
 	}
 	ndjson, ref := bodyType(r.Header.Get("Content-Type"))
 	if ref != nil {
@@ -60,10 +73,17 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "too many ingest requests in flight", cap(s.inflight))
 		return
 	}
-	res, err := s.ingester.IngestSeq(r.Context(), stream, events, "http")
+	ingestSeq := s.ingester.IngestSeq
+	if decide {
+		ingestSeq = s.ingester.DecideSeq
+	}
+	res, err := ingestSeq(r.Context(), stream, events, "http")
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, res)
+	case errors.Is(err, ingest.ErrFeatures):
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, "entity features unavailable", err.Error())
 	case errors.Is(err, eventlog.ErrFull):
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusTooManyRequests, "event log is full", err.Error())

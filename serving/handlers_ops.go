@@ -132,24 +132,9 @@ func (s *Server) handleDLQ(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "event log unavailable", nil)
 		return
 	}
-	q := r.URL.Query()
-	var after eventlog.Cursor
-	if a := q.Get("after"); a != "" {
-		c, err := eventlog.ParseCursor(a)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad parameter after", "want SEQ:INDEX (a letter's seq and index, or the answer's next) or SEQ")
-			return
-		}
-		after = c
-	}
-	limit := 100
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "bad parameter limit", "want an integer in 1..10000")
-			return
-		}
-		limit = n
+	after, limit, ok := pageParams(w, r)
+	if !ok {
+		return
 	}
 	dls, err := s.opts.Log.DeadLetters(r.Context(), stream, after, limit)
 	if err != nil {
@@ -183,4 +168,29 @@ func (s *Server) handleDLQReplay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// pageParams reads the page of a listing by cursor (dead letters, blocked
+// and review events): after=SEQ[:INDEX] and limit (1..10000, default
+// 100). ok is false when a 400 was written.
+func pageParams(w http.ResponseWriter, r *http.Request) (after eventlog.Cursor, limit int, ok bool) {
+	q := r.URL.Query()
+	if a := q.Get("after"); a != "" {
+		c, err := eventlog.ParseCursor(a)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad parameter after", "want SEQ:INDEX (an event's seq and index, or the answer's next) or SEQ")
+			return eventlog.Cursor{}, 0, false
+		}
+		after = c
+	}
+	limit = 100
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "bad parameter limit", "want an integer in 1..10000")
+			return eventlog.Cursor{}, 0, false
+		}
+		limit = n
+	}
+	return after, limit, true
 }

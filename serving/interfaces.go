@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 
+	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
@@ -74,16 +75,19 @@ type BatchViews interface {
 }
 
 // EventLog is the event log as serving uses it: the ingest use case's log
-// (ingest.Log), the figures of /v1/status and the dead-letter listing.
+// (ingest.Log), the figures of /v1/status and the listings of dead
+// letters and of blocked and review events.
 // (*eventlog.Log) satisfies it.
 //
 // EventCount, DeadLetterCount and LateCount are a stream's events, dead
 // letters and too-late events stored so far (over every partition); Info
 // is the state of partition p of its log.
 // DeadLetters lists up to limit dead letters of the stream after cursor
-// after, in log order. All are safe for concurrent use; an error means the
-// figure or the list could not be read (the status shows the error, the
-// listing answers 500/503).
+// after, in log order. DecidedCount and DecidedEvents are the same for
+// the events the stream's rules held back at ingest with outcome o
+// (logic.Block or logic.Review). All are safe for concurrent use; an
+// error means the figure or the list could not be read (the status shows
+// the error, the listing answers 500/503).
 type EventLog interface {
 	ingest.Log
 	EventCount(ctx context.Context, stream string) (uint64, error)
@@ -91,4 +95,6 @@ type EventLog interface {
 	LateCount(ctx context.Context, stream string) (uint64, error)
 	Info(ctx context.Context, stream string, p int) (eventlog.StreamInfo, error)
 	DeadLetters(ctx context.Context, stream string, after eventlog.Cursor, limit int) ([]eventlog.DeadLetter, error)
+	DecidedCount(ctx context.Context, stream string, o logic.Outcome) (uint64, error)
+	DecidedEvents(ctx context.Context, stream string, o logic.Outcome, after eventlog.Cursor, limit int) ([]eventlog.Decided, error)
 }

@@ -46,9 +46,13 @@ type Options struct {
 	RunnerBusy  error                           // the error Runner.Start matches when busy (e.g. batch.ErrBusy); ErrBatchBusy always counts
 	Ready       func(ctx context.Context) error // /readyz: nil error = ready (nil func: always ready)
 	Root        http.Handler                    // mounted at "/" (the dashboard) when non-nil
-	Ingester    *ingest.Ingester                // shared ingester (nil: one is made from Catalog and Log)
-	Logger      *slog.Logger
-	Registry    *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
+	Ingester    *ingest.Ingester                // shared ingester (nil: one is made from Catalog, Log and Features)
+	// Features answers the entities' features for decisions at ingest
+	// (?decide=true) when the server makes its ingester. nil: a rule's
+	// features.<name> reads null.
+	Features ingest.Features
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
 
 	// Getenv reads the auth keys' token_env variables at start (nil: os.Getenv).
 	Getenv func(string) string
@@ -115,7 +119,7 @@ func New(opts Options) (*Server, error) {
 		if opts.Log != nil {
 			log = opts.Log
 		}
-		s.ingester = ingest.NewIngester(log, opts.Catalog, s.reg)
+		s.ingester = ingest.NewIngester(log, opts.Catalog, s.reg, ingest.WithFeatures(opts.Features))
 	}
 	n := cfg.HTTP.MaxInFlight
 	if n < 1 {
@@ -206,6 +210,7 @@ func (s *Server) routes() http.Handler {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.authenticate)
 		r.With(s.need(scopeIngest)).Post("/streams/{stream}/events", s.handleIngest)
+		r.With(s.need(scopeAdmin)).Get("/streams/{stream}/blocked", s.handleBlocked)
 		r.With(s.need(scopeAny)).Get("/views", s.handleViews)
 		r.With(s.need(scopeRead)).Get("/views/{view}", s.handleQuery)
 		r.With(s.need(scopeRead)).Get("/views/{view}/live", s.handleLive)

@@ -26,10 +26,10 @@ type Status struct {
 	Views   map[string]StatusView   `json:"views"`
 }
 
-// StatusStream is a stream's status. Accepted, rejected, dead letters and
-// too-late records are what the log holds, the same in every process:
-// events stored in the clean log (each once), dead letters, too-late
-// records. A count that could not be read is null, with its error beside
+// StatusStream is a stream's status. Accepted, rejected, dead letters,
+// too-late records, blocked and review events are what the log holds, the
+// same in every process: events stored in the clean log (each once), dead
+// letters, too-late records, events the rules held back at ingest. A count that could not be read is null, with its error beside
 // it; without a log, the dead letters and too-late records are absent.
 // Log, Speed and Archive add up the stream's partitions; Partitions has
 // each (with one partition, its figures are the stream's).
@@ -37,6 +37,8 @@ type StatusStream struct {
 	Accepted         *uint64                   `json:"accepted"`
 	AcceptedError    *string                   `json:"accepted_error,omitempty"`
 	Archive          StatusPart[StatusArchive] `json:"archive"`
+	Blocked          Optional[uint64]          `json:"blocked,omitzero"` // events blocked by rules at ingest
+	BlockedError     *string                   `json:"blocked_error,omitempty"`
 	DeadLetters      Optional[uint64]          `json:"dead_letters,omitzero"`
 	DeadLettersError *string                   `json:"dead_letters_error,omitempty"`
 	Late             Optional[uint64]          `json:"late,omitzero"`
@@ -46,6 +48,8 @@ type StatusStream struct {
 	Partitions       []StatusPartition         `json:"partitions"`
 	Rejected         *uint64                   `json:"rejected"` // the dead letters held
 	RejectedError    *string                   `json:"rejected_error,omitempty"`
+	Review           Optional[uint64]          `json:"review,omitzero"` // events kept for review by rules at ingest (also in accepted)
+	ReviewError      *string                   `json:"review_error,omitempty"`
 	Speed            StatusPart[StatusSpeed]   `json:"speed"`
 }
 
@@ -246,6 +250,8 @@ func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream
 			out.Late = Optional[uint64]{Set: true}
 			out.LateError = ptr(err.Error())
 		}
+		out.Blocked, out.BlockedError = decidedCount(ctx, l, name, logic.Block)
+		out.Review, out.ReviewError = decidedCount(ctx, l, name, logic.Review)
 		if lg, e, err := readLog(ctx, l, name, nparts); err == nil {
 			ends = e
 			out.Log = partOK(lg)
@@ -285,6 +291,16 @@ func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream
 		}
 	}
 	return out
+}
+
+// decidedCount reads the number of a stream's events held back with
+// outcome o: the count, or null and why.
+func decidedCount(ctx context.Context, l EventLog, name string, o logic.Outcome) (Optional[uint64], *string) {
+	n, err := l.DecidedCount(ctx, name, o)
+	if err != nil {
+		return Optional[uint64]{Set: true}, ptr(err.Error())
+	}
+	return optional(n), nil
 }
 
 // readLog reads the state of each of a stream's n partitions' logs: their
