@@ -47,12 +47,8 @@ type Options struct {
 	Ready       func(ctx context.Context) error // /readyz: nil error = ready (nil func: always ready)
 	Root        http.Handler                    // mounted at "/" (the dashboard) when non-nil
 	Ingester    *ingest.Ingester                // shared ingester (nil: one is made from Catalog, Log and Features)
-	// Features answers the entities' features for decisions at ingest
-	// (?decide=true) when the server makes its ingester. nil: a rule's
-	// features.<name> reads null.
-	Features ingest.Features
-	Logger   *slog.Logger
-	Registry *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry // metrics are registered here and served at /metrics (nil: a private one)
 
 	// Getenv reads the auth keys' token_env variables at start (nil: os.Getenv).
 	Getenv func(string) string
@@ -71,6 +67,11 @@ type Options struct {
 	QueryCacheBytes int64
 	// Auditor serves GET /v1/views/{view}/audit (nil: 501).
 	Auditor Auditor
+
+	// Features answers the entities' features for decisions at ingest
+	// (?decide=true) when the server makes its ingester. nil: a rule's
+	// features.<name> reads null.
+	Features ingest.Features
 }
 
 // Server is the HTTP API.
