@@ -14,7 +14,8 @@ import (
 
 // demo is the synthetic generator of `braid up --demo`: orders, page views
 // and sensor readings with realistic shapes, posted to the HTTP API like any
-// producer, including a few late and a few malformed events.
+// producer, including a few late and a few malformed events. Orders are
+// posted with decide=true (the demo's rules block a few suspicious ones).
 type demo struct {
 	base   string // http://127.0.0.1:PORT
 	rate   int    // events per second per stream
@@ -50,7 +51,8 @@ func (d *demo) run(ctx context.Context) {
 		for _, s := range []struct {
 			stream string
 			gen    func(time.Time) map[string]any
-		}{{"orders", d.order}, {"pageviews", d.pageview}, {"sensors", d.sensor}} {
+			query  string
+		}{{"orders", d.order, "?decide=true"}, {"pageviews", d.pageview, ""}, {"sensors", d.sensor, ""}} {
 			var body bytes.Buffer
 			now := time.Now()
 			for i := 0; i < n; i++ {
@@ -69,13 +71,13 @@ func (d *demo) run(ctx context.Context) {
 				body.Write(b)
 				body.WriteByte('\n')
 			}
-			d.post(ctx, s.stream, body.Bytes())
+			d.post(ctx, s.stream, s.query, body.Bytes())
 		}
 	}
 }
 
-func (d *demo) post(ctx context.Context, stream string, body []byte) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/v1/streams/%s/events", d.base, stream), bytes.NewReader(body))
+func (d *demo) post(ctx context.Context, stream, query string, body []byte) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/v1/streams/%s/events%s", d.base, stream, query), bytes.NewReader(body))
 	if err != nil {
 		return
 	}
@@ -106,9 +108,13 @@ func (d *demo) pick(xs []string, w []float64) string {
 
 func (d *demo) order(now time.Time) map[string]any {
 	amount := math.Round(math.Exp(3+0.8*d.rng.NormFloat64())*100) / 100
+	items := 1 + d.rng.IntN(5)
+	if d.rng.Float64() < 0.01 { // suspicious: one very expensive item (the demo's rules block it)
+		amount, items = math.Round((900+2000*d.rng.Float64())*100)/100, 1
+	}
 	return map[string]any{
 		"ts": now.UTC().Format(time.RFC3339Nano), "order_id": fmt.Sprintf("o-%d-%d", now.UnixNano(), d.seq),
-		"country": d.pick(countries, weights), "amount": amount, "items": 1 + d.rng.IntN(5),
+		"country": d.pick(countries, weights), "amount": amount, "items": items,
 		"email": fmt.Sprintf("user%d@example.com", d.rng.IntN(5000)),
 	}
 }

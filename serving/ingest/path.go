@@ -26,9 +26,11 @@ import (
 // With decisions (decide.go) the accepted events are held with their
 // logic.Event as well; once all are prepared the stream's rules decide
 // each, the blocked ones leave the clean records, and the events held
-// back (blocked, and those for review) are stored after the dead letters
-// and before the clean events: every one of them has an id (its own, or
-// one naming its place in the request), so a retry stores them once too.
+// back (blocked, and those for review) are stored after the dead letters.
+// Every one of them has an id (its own, or one naming its place in the
+// request), so a retry stores them once too: they are written beside the
+// clean events when those all have ids (a retry after a failure of
+// either doubles nothing), else before them, like the dead letters.
 
 // pass is one run of the path over events of one stream, prepared at one
 // time.
@@ -120,15 +122,41 @@ func (p *pass) store(ctx context.Context, closeDLS bool) (int, error) {
 			return 0, fmt.Errorf("ingest: dead-letter to %s: %w", p.s.Name, err)
 		}
 	}
+	var decided chan error // the decided events' write, when beside the clean one
 	if len(p.decided) > 0 {
-		if err := p.log.PublishDecided(ctx, p.s.Name, p.decided); err != nil {
-			return 0, fmt.Errorf("ingest: keep decided events of %s: %w", p.s.Name, err)
+		if !allHaveIDs(p.recs) {
+			if err := p.log.PublishDecided(ctx, p.s.Name, p.decided); err != nil {
+				return 0, fmt.Errorf("ingest: keep decided events of %s: %w", p.s.Name, err)
+			}
+		} else {
+			decided = make(chan error, 1)
+			go func() { decided <- p.log.PublishDecided(ctx, p.s.Name, p.decided) }()
 		}
 	}
+	var err error
 	if len(p.recs) > 0 {
-		if err := p.log.Publish(ctx, p.s.Name, p.recs); err != nil {
-			return 0, fmt.Errorf("ingest: publish to %s: %w", p.s.Name, err)
+		if err = p.log.Publish(ctx, p.s.Name, p.recs); err != nil {
+			err = fmt.Errorf("ingest: publish to %s: %w", p.s.Name, err)
 		}
+	}
+	if decided != nil {
+		if derr := <-decided; derr != nil {
+			err = errors.Join(err, fmt.Errorf("ingest: keep decided events of %s: %w", p.s.Name, derr))
+		}
+	}
+	if err != nil {
+		return 0, err
 	}
 	return len(p.recs), nil
+}
+
+// allHaveIDs reports whether every record has an id: a retry of them
+// stores none twice.
+func allHaveIDs(recs []eventlog.Record) bool {
+	for i := range recs {
+		if recs[i].ID == "" {
+			return false
+		}
+	}
+	return true
 }
