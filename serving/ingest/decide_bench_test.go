@@ -39,9 +39,8 @@ func BenchmarkIngest100(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	t := &testing.T{}
-	s := decideStream(t)
-	in := ingest.NewIngester(l, decideCatalog(t, s), nil, ingest.WithFeatures(fixedFeatures{}))
+	s := decideStream(b)
+	in := ingest.NewIngester(l, decideCatalog(b, s), nil, ingest.WithFeatures(fixedFeatures{}))
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, decide := range []bool{false, true} {
 		b.Run(fmt.Sprintf("decide=%v", decide), func(b *testing.B) {

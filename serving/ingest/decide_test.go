@@ -22,7 +22,7 @@ import (
 // The decisions' fixture: orders of customers, a customer entity with
 // three features, and four rules (two over features, two over fields).
 
-func decideStream(t *testing.T) *logic.Stream {
+func decideStream(t testing.TB) *logic.Stream {
 	t.Helper()
 	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id",
 		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "customer": logic.TypeString,
@@ -36,7 +36,7 @@ func decideStream(t *testing.T) *logic.Stream {
 
 // decideCatalog is a catalog of the stream with the entity and the rules,
 // in name order as the configuration compiles them.
-func decideCatalog(t *testing.T, s *logic.Stream) *config.Catalog {
+func decideCatalog(t testing.TB, s *logic.Stream) *config.Catalog {
 	t.Helper()
 	e, err := logic.NewEntity("customer", logic.EntityDef{Stream: "orders", Key: "customer", Features: []logic.FeatureDef{
 		{Name: "orders_1h", Measure: "count()", Over: time.Hour},
