@@ -94,8 +94,9 @@ func decidedList(t *testing.T, base, outcome string) (ids []string, rules [][]st
 // event's decision, equal to the rules evaluated here; the blocked events
 // are absent from the views (speed and batch), from the clean log's count
 // and from the lake, and listed with their rules; review events are
-// stored and listed; a retry stores nothing twice; after a kill -9 and a
-// restart everything is listed and counted alike.
+// stored and listed; a retry stores nothing twice; after a kill -9 of
+// braid and a restart of it and of the NATS server everything is listed
+// and counted alike.
 func TestDecisions(t *testing.T) {
 	st := testenv.Up(t, decisionsCatalog().YAML(), testenv.WithNATS())
 	base := st.Base
@@ -208,10 +209,12 @@ func TestDecisions(t *testing.T) {
 		return compare(q, want, "batch")
 	})
 
-	// kill -9 and a restart: every decision acknowledged is kept.
+	// kill -9, and a restart of the log's server: every decision
+	// acknowledged is kept.
 	st.Braid.Kill(t)
+	st.NATS.Restart(t)
 	p := st.Start("up")
-	check("after kill -9 and restart")
+	check("after kill -9 and restarts")
 	eventually(t, "answer after the restart", 60*time.Second, func() string {
 		return compare(query(t, base, from, to), want, "batch")
 	})
