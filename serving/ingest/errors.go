@@ -6,5 +6,6 @@ import "errors"
 var ErrUnknownStream = errors.New("ingest: unknown stream")
 
 // ErrFeatures: the entity features of a decision could not be read
-// (Features failed): nothing of the request is stored.
+// (Features failed): no event of the request is stored (its dead letters
+// may be: a retry stores them once).
 var ErrFeatures = errors.New("ingest: entity features unavailable")
