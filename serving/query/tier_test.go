@@ -138,7 +138,9 @@ func TestFreshness(t *testing.T) {
 	cut := func(c int64) ViewState {
 		return ViewState{Ready: true, Batch: &batchviews.ViewVersion{Cutoff: c}}
 	}
-	part := func(seq uint64, arrival int64) PartSpeed { return PartSpeed{Found: true, Seq: seq, LastArrival: arrival} }
+	part := func(seq uint64, arrival int64) PartSpeed {
+		return PartSpeed{Found: true, Seq: seq, LastArrival: arrival}
+	}
 	two := SpeedOf([]PartSpeed{part(10, now-3_000), part(20, now-7_000)})
 	for _, c := range []struct {
 		name string
