@@ -255,11 +255,34 @@ func TestLatencyTiers(t *testing.T) {
 		b.stateKeyOf[v.Name] = v.Name + "@" + v.Definition
 	}
 
-	// Live and batch tier side by side.
+	// Live and batch tier side by side; the batch-tier view's live push
+	// moves with batch runs only.
+	events, _ := openSSE(t, fmt.Sprintf("%s/v1/views/country_copy/live?from=%s&to=%s", st.Base, b.from.Format(time.RFC3339), b.to.Format(time.RFC3339)), "")
+	pushed := &liveState{rows: map[string]map[string]any{}, kinds: map[string]int{}}
+	drainUntil(t, events, pushed, "the batch-tier view's snapshot", func() string {
+		if pushed.kinds["snapshot"] == 0 {
+			return "no snapshot"
+		}
+		return ""
+	})
 	b.send(600)
 	b.exact("orders_by_country", "before a batch run")
 	b.exact("country_copy", "before a batch run") // none of the events yet
+	for drained := false; !drained; {
+		select {
+		case ev := <-events:
+			pushed.apply(t, ev)
+		default:
+			drained = true
+		}
+	}
+	if pushed.kinds["rows"] != 0 || len(pushed.rows) != 0 {
+		t.Fatalf("the batch-tier view pushed rows before a batch run: %v", pushed.kinds)
+	}
 	b.batchRun()
+	drainUntil(t, events, pushed, "the batch-tier view's push after a batch run", func() string {
+		return compare(pushed.answer(), expect(b.sent[:b.inBatch]), "batch")
+	})
 	b.exact("country_copy", "after a batch run")
 	b.exact("orders_by_country", "after a batch run")
 	b.send(150)
