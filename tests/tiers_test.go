@@ -292,7 +292,7 @@ func TestLatencyTiers(t *testing.T) {
 	var status struct {
 		Views map[string]struct {
 			Tier        string
-			FreshnessMs *int64 `json:"freshness_ms"`
+			FreshnessMs *int64                        `json:"freshness_ms"`
 			SpeedCost   *struct{ Cells, Bytes int64 } `json:"speed_cost"`
 		}
 	}
