@@ -370,10 +370,14 @@ func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Ru
 		log.Info("batch run succeeded", "version", id, "rows_read", rec.RowsRead, "rows_out", rec.RowsOut, "duration_ms", rec.DurationMs)
 	}
 	// Readers holding the previous version need speed epochs >= its cutoff;
-	// everything older is in every version a reader can hold.
+	// everything older is in every version a reader can hold. Batch-tier
+	// views keep no speed cells.
 	if r.speed != nil && prev != nil {
 		for _, n := range names {
 			v := r.cat.Views[n]
+			if v.Tier != logic.TierLive {
+				continue
+			}
 			if old, ok := prev.Views[n]; ok && old.Cutoff > 0 && old.Definition == v.Definition() {
 				if err := r.speed.Expire(ctx, v.Stream, v.StateKey(), old.Cutoff); err != nil {
 					log.Warn("expire speed epochs", "view", n, "before", old.Cutoff, "err", err)

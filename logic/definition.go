@@ -18,6 +18,10 @@ import (
 // under another (View.StateKey, and the definition a batch version records
 // per view).
 //
+// The view's tier (live, batch) is not part of it either: it decides
+// whether speed state is kept, not what any state means, so a switch
+// keeps the batch rows and only drops or rebuilds the speed state.
+//
 // Measure names are not part of it, and neither is the order the
 // measures are declared in: a view's numeric slots and sketches are laid
 // out in the canonical order of the measures' expressions (canonicalOrder),

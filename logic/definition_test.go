@@ -65,6 +65,9 @@ func TestDefinitionChangesWithMeaningOnly(t *testing.T) {
 	d := baseDef
 	d.Where = "  amount>0 "
 	same["where respaced"] = d
+	d = baseDef
+	d.Tier = "batch"
+	same["batch tier"] = d
 	for name, def := range same {
 		if got := defView(t, s, def).Definition(); got != base {
 			t.Errorf("%s: definition %s, want %s (unchanged)", name, got, base)

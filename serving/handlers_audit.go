@@ -45,6 +45,10 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown view", name)
 		return
 	}
+	if v.Tier != logic.TierLive {
+		writeError(w, http.StatusConflict, "a batch-tier view keeps no speed state to audit", "its answers come from the batch layer alone, exact as of the batch cutoff")
+		return
+	}
 	if s.opts.Auditor == nil {
 		writeError(w, http.StatusNotImplemented, "audits need the lake and the speed store in this process", nil)
 		return

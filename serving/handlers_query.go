@@ -18,6 +18,7 @@ import (
 type viewInfo struct {
 	Name       string        `json:"name"`
 	Definition string        `json:"definition"`
+	Tier       string        `json:"tier"` // live | batch
 	Stream     string        `json:"stream"`
 	Window     string        `json:"window"`
 	Hop        *string       `json:"hop"`
@@ -45,7 +46,7 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 			continue // only the views this key may read
 		}
 		v := s.opts.Catalog.Views[name]
-		vi := viewInfo{Name: name, Definition: v.Definition(), Stream: v.Stream.Name, Window: fmtDuration(v.Window.Size.Milliseconds()),
+		vi := viewInfo{Name: name, Definition: v.Definition(), Tier: v.Tier.String(), Stream: v.Stream.Name, Window: fmtDuration(v.Window.Size.Milliseconds()),
 			Step: fmtDuration(v.Window.Step().Milliseconds()), Dims: append([]string{}, v.Dims...), Where: v.Where, Exact: v.Exact()}
 		if v.Window.Hop != 0 && v.Window.Hop != v.Window.Size {
 			h := fmtDuration(v.Window.Hop.Milliseconds())
@@ -62,6 +63,10 @@ func (s *Server) handleViews(w http.ResponseWriter, r *http.Request) {
 
 // DefinitionHeader carries the view's definition on every answer.
 const DefinitionHeader = "Braid-View-Definition"
+
+// TierHeader carries the view's latency tier (live, batch) on every
+// answer: a batch-tier view answers from the batch layer alone.
+const TierHeader = "Braid-View-Tier"
 
 // WarningHeader carries each of an answer's warnings (JSON's "warnings"),
 // one header line each, on every format.
@@ -136,6 +141,7 @@ func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	s.queryDur.WithLabelValues(v.Name).Observe(time.Since(start).Seconds())
 	w.Header().Set(DefinitionHeader, v.Definition())
+	w.Header().Set(TierHeader, v.Tier.String())
 	for _, msg := range body.Warnings() {
 		w.Header().Add(WarningHeader, msg)
 	}

@@ -98,3 +98,25 @@ type EventLog interface {
 	DecidedCount(ctx context.Context, stream string, o logic.Outcome) (uint64, error)
 	DecidedEvents(ctx context.Context, stream string, o logic.Outcome, after eventlog.Cursor, limit int) ([]eventlog.Decided, error)
 }
+
+// SpeedCost is what a view's speed state costs in Redis: its cells
+// (arrival epoch, window and group), the Redis keys holding them and their
+// memory in bytes; Exact is false when the figures are scaled up from a
+// sample.
+type SpeedCost struct {
+	Cells, Keys, Bytes int64
+	Exact              bool
+}
+
+// SpeedUsage measures what views' speed state costs in Redis, for
+// /metrics, /v1/status and the dashboard ((*speedstore.Store).Usage maps
+// onto it).
+//
+// SpeedUsage returns the cost of view v's speed state (its cells under
+// its definition, in every partition of its stream; nothing for a view
+// without speed state). It only reads, within a bounded budget of Redis
+// work, and is safe for concurrent use; an error leaves the cost unknown
+// (null in the status, no series in /metrics).
+type SpeedUsage interface {
+	SpeedUsage(ctx context.Context, v *logic.View) (SpeedCost, error)
+}

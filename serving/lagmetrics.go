@@ -18,7 +18,7 @@ const partitionLagTimeout = 5 * time.Second
 // partitionLag is the collector of braid_partition_lag: at every scrape,
 // for each partition of every stream, its log's last record minus the
 // speed layer's position (layer="speed"; a partition without a position
-// has folded nothing) and minus the archiver's checkpoint
+// has folded nothing; none for a stream without live views) and minus the archiver's checkpoint
 // (layer="archive"). A scrape reads each partition's log end, position
 // and checkpoint once (a round trip each); a figure that cannot be read is
 // left out, and the rest is still collected.
@@ -44,7 +44,7 @@ func (c *partitionLag) Collect(ch chan<- prometheus.Metric) {
 	for _, name := range c.cat.StreamOrder {
 		var pos query.StreamSpeed
 		speedOK := false
-		if c.speed != nil {
+		if c.speed != nil && len(c.cat.SpeedViewsOf(name)) > 0 { // no speed state of a stream without live views
 			if p, err := c.speed.StreamStatus(ctx, name); err == nil {
 				pos, speedOK = p, true
 			}

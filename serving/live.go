@@ -63,6 +63,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set(DefinitionHeader, v.Definition())
+	h.Set(TierHeader, v.Tier.String())
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")

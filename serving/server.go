@@ -72,6 +72,11 @@ type Options struct {
 	// (?decide=true) when the server makes its ingester. nil: a rule's
 	// features.<name> reads null.
 	Features ingest.Features
+	// SpeedUsage measures what each view's speed state costs in Redis
+	// (nil: unknown), at most once per SpeedCostEvery (0:
+	// defaults.SpeedCostEvery), when /metrics or /v1/status ask.
+	SpeedUsage     SpeedUsage
+	SpeedCostEvery time.Duration
 }
 
 // Server is the HTTP API.
@@ -93,6 +98,7 @@ type Server struct {
 	authOn       bool // auth.keys configured: tokens required on /v1
 	authFailures *prometheus.CounterVec
 	engine       *query.Engine
+	costs        *costs // nil without Options.SpeedUsage
 	sseClients   prometheus.Gauge
 	bgCtx        context.Context
 	bgCancel     context.CancelFunc
@@ -173,6 +179,13 @@ func New(opts Options) (*Server, error) {
 	if s.engine, err = query.New(query.Options{Catalog: opts.Catalog, Speed: opts.Speed, SpeedStatus: opts.SpeedStatus, Views: opts.Views,
 		MaxCells: cfg.HTTP.QueryMaxCells, MaxRows: cfg.HTTP.QueryMaxRows, CacheBytes: opts.QueryCacheBytes,
 		Notifier: opts.Notifier, LivePoll: opts.LivePoll, Logger: s.logger, Registry: s.reg}); err != nil {
+		s.bgCancel()
+		return nil, err
+	}
+	if opts.SpeedUsage != nil {
+		s.costs = newCosts(opts.SpeedUsage, opts.Catalog, opts.SpeedCostEvery, s.logger, s.bgCtx)
+	}
+	if _, err = metrics.Register(s.reg, newViewMetrics(s)); err != nil {
 		s.bgCancel()
 		return nil, err
 	}

@@ -114,12 +114,24 @@ type StatusBatch struct {
 
 // StatusView is a view's status.
 type StatusView struct {
-	BatchCutoff *string `json:"batch_cutoff"` // the cutoff of the current version when it holds this definition
-	Definition  string  `json:"definition"`
-	FreshnessMs *int64  `json:"freshness_ms"` // now minus the newest event time (speed) or the batch cutoff; null: neither
-	Progress    float64 `json:"progress"`     // 0..1, 1 when ready
-	State       string  `json:"state"`        // ready | rebuilding
-	Stream      string  `json:"stream"`
+	BatchCutoff *string          `json:"batch_cutoff"` // the cutoff of the current version when it holds this definition
+	Definition  string           `json:"definition"`
+	FreshnessMs *int64           `json:"freshness_ms"` // how old the newest data behind its answers may be (query.Freshness); null: unknown
+	Progress    float64          `json:"progress"`     // 0..1, 1 when ready
+	SpeedCost   *StatusSpeedCost `json:"speed_cost"`   // what its speed state costs in Redis, as last measured; null: unknown
+	State       string           `json:"state"`        // ready | rebuilding
+	Stream      string           `json:"stream"`
+	Tier        string           `json:"tier"` // live | batch
+}
+
+// StatusSpeedCost is what a view's speed state costs in Redis, as last
+// measured (at most once per defaults.SpeedCostEvery).
+type StatusSpeedCost struct {
+	Bytes      int64  `json:"bytes"` // memory of its keys (MEMORY USAGE)
+	Cells      int64  `json:"cells"` // speed cells: (arrival epoch, window, group)
+	Exact      bool   `json:"exact"` // false: scaled up from a sample of its keys
+	Keys       int64  `json:"keys"`
+	MeasuredAt string `json:"measured_at"` // RFC 3339, UTC
 }
 
 // The status of a part that could not be read.
@@ -194,28 +206,36 @@ func (s *Server) status(ctx context.Context, now time.Time) Status {
 		Time: now.UTC().Format(time.RFC3339Nano), UptimeS: int64(time.Since(s.started).Seconds())}
 	maxEvent := map[string]int64{}              // speed layer's largest event time per stream
 	positions := map[string]query.StreamSpeed{} // the speed layer's positions
+	ends := map[string][]uint64{}               // the partitions' last log records
+	var ver *batchviews.Version
+	out.Batch, ver = s.batchStatus() // before the positions: a view's freshness is then an upper bound
 	for _, name := range cat.StreamOrder {
-		st := s.streamStatus(ctx, name, cat.Streams[name], maxEvent, positions)
+		st := s.streamStatus(ctx, name, cat.Streams[name], maxEvent, positions, ends)
 		out.Streams[name] = st
 	}
-	var ver *batchviews.Version
-	out.Batch, ver = s.batchStatus()
+	var measured map[string]measuredCost
+	if s.costs != nil {
+		measured = s.costs.get(ctx)
+	}
 	for _, vn := range cat.ViewOrder {
 		v := cat.Views[vn]
 		var cutoff int64
 		if ver != nil && ver.Views[vn].Definition == v.Definition() {
 			cutoff = ver.Views[vn].Cutoff
 		}
-		vo := StatusView{Stream: v.Stream.Name, Definition: v.Definition(), BatchCutoff: timePtr(cutoff)}
-		if vs := s.engine.ViewState(v, ver, positions[v.Stream.Name]); vs.Ready {
+		vo := StatusView{Stream: v.Stream.Name, Definition: v.Definition(), BatchCutoff: timePtr(cutoff), Tier: v.Tier.String()}
+		pos := positions[v.Stream.Name]
+		vs := s.engine.ViewState(v, ver, pos)
+		if vs.Ready {
 			vo.State, vo.Progress = "ready", 1.0
 		} else {
 			vo.State, vo.Progress = "rebuilding", vs.Progress
 		}
-		if me := maxEvent[v.Stream.Name]; me > 0 {
-			vo.FreshnessMs = ptr(now.UnixMilli() - me)
-		} else if cutoff > 0 {
-			vo.FreshnessMs = ptr(now.UnixMilli() - cutoff)
+		if ms, ok := query.Freshness(v, vs, pos, ends[v.Stream.Name], now.UnixMilli()); ok {
+			vo.FreshnessMs = &ms
+		}
+		if c, ok := measured[vn]; ok {
+			vo.SpeedCost = &StatusSpeedCost{Bytes: c.Bytes, Cells: c.Cells, Exact: c.Exact, Keys: c.Keys, MeasuredAt: c.At.UTC().Format(time.RFC3339Nano)}
 		}
 		out.Views[vn] = vo
 	}
@@ -224,8 +244,10 @@ func (s *Server) status(ctx context.Context, now time.Time) Status {
 
 // streamStatus reads a stream's counts, and its partitions' logs, speed
 // positions, archive checkpoints and owners; it notes the speed position
-// in positions, its largest event time in maxEvent.
-func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream, maxEvent map[string]int64, positions map[string]query.StreamSpeed) StatusStream {
+// in positions, its largest event time in maxEvent, its partitions' last
+// log records in logEnds. A stream without live views has no speed part
+// (unavailable): the speed layer keeps no state of it.
+func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream, maxEvent map[string]int64, positions map[string]query.StreamSpeed, logEnds map[string][]uint64) StatusStream {
 	nparts := st.Partitions
 	out := StatusStream{Partitions: make([]StatusPartition, nparts)}
 	for p := range out.Partitions {
@@ -253,7 +275,7 @@ func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream
 		out.Blocked, out.BlockedError = decidedCount(ctx, l, name, logic.Block)
 		out.Review, out.ReviewError = decidedCount(ctx, l, name, logic.Review)
 		if lg, e, err := readLog(ctx, l, name, nparts); err == nil {
-			ends = e
+			ends, logEnds[name] = e, e
 			out.Log = partOK(lg)
 			for p, last := range ends {
 				out.Partitions[p].LastSeq = ptr(last)
@@ -264,7 +286,11 @@ func (s *Server) streamStatus(ctx context.Context, name string, st *logic.Stream
 	} else {
 		out.Log = partUnavailable[StatusLog]()
 	}
-	out.Speed = s.speedStatus(ctx, name, st, ends, out.Partitions, maxEvent, positions)
+	if len(s.opts.Catalog.SpeedViewsOf(name)) > 0 {
+		out.Speed = s.speedStatus(ctx, name, st, ends, out.Partitions, maxEvent, positions)
+	} else {
+		out.Speed = partUnavailable[StatusSpeed]()
+	}
 	out.Archive = s.archiveStatus(ctx, name, ends, out.Partitions)
 	if o := s.opts.Owners; o != nil {
 		var errs []error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,6 +79,47 @@ func (l *Layer) prepareViews(ctx context.Context, s *logic.Stream, p int, views 
 		rebuild = append(rebuild, v)
 	}
 	return rebuild, nil
+}
+
+// dropIdle deletes the speed state of a stream that has no live view any
+// more (its views were removed or became batch-tier): each partition's
+// position and the cells of every view it lists, so the stream costs no
+// Redis, and its consumer of the log. The speed layer runs no loop for
+// such a stream, so nothing commits there meanwhile; a live view added
+// later starts it afresh from the batch cutoff. A failure is logged and
+// tried again at the next start.
+func (l *Layer) dropIdle(ctx context.Context, stream string) {
+	s := l.cat.Streams[stream]
+	for p := range s.Partitions {
+		// Its consumer would otherwise show a lag that grows for ever.
+		if err := l.log.DeleteConsumer(ctx, stream, p, "speed"); err != nil {
+			l.logger.Warn("delete the speed consumer of a stream without live views", "stream", stream, "partition", p, "err", err)
+		}
+		pos, found, err := l.store.Position(ctx, stream, p)
+		if err != nil {
+			l.logger.Warn("read the position of a stream without live views", "stream", stream, "partition", p, "err", err)
+			continue
+		}
+		if !found {
+			continue
+		}
+		keys := make([]string, 0, len(pos.Views))
+		for k := range pos.Views {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		l.logger.Info("deleting the speed state of a stream without live views", "stream", stream, "partition", p, "states", keys)
+		if err := l.store.Reset(ctx, stream, p, keys); err != nil {
+			l.logger.Warn("delete the speed state of a stream without live views", "stream", stream, "partition", p, "err", err)
+			continue
+		}
+		for _, k := range keys {
+			// A rebuild of that state cut short left its consumer behind.
+			if err := l.log.DeleteConsumer(ctx, stream, p, rebuildConsumer(logic.SplitStateKey(k))); err != nil {
+				l.logger.Warn("delete a rebuild's consumer", "state", k, "err", err)
+			}
+		}
+	}
 }
 
 // rebuildConsumer names the durable consumer of a view's rebuild.

@@ -177,7 +177,8 @@ func (l *Layer) update(stream string, p int, f func(*PartitionStatus)) {
 }
 
 // Run consumes the partitions of every stream of the catalog that has
-// views, those its Shares give this process, one goroutine per partition,
+// live views (batch-tier views keep no speed state), those its Shares give
+// this process, one goroutine per partition,
 // until ctx ends; then each partition commits and acknowledges the
 // micro-batch in hand and Run returns. A partition taken away (it moved to
 // another process, its lease was lost) stops the same way. A partition
@@ -188,7 +189,8 @@ func (l *Layer) update(stream string, p int, f func(*PartitionStatus)) {
 func (l *Layer) Run(ctx context.Context) error {
 	var parts []leases.Partition
 	for _, name := range l.cat.StreamOrder {
-		if len(l.cat.ViewsOf(name)) == 0 {
+		if len(l.cat.SpeedViewsOf(name)) == 0 {
+			l.dropIdle(ctx, name)
 			continue
 		}
 		l.m.leaseLost.WithLabelValues(name)
@@ -209,7 +211,7 @@ func (l *Layer) Run(ctx context.Context) error {
 // runPartition runs partition p of a stream until ctx ends: its loop,
 // started again from the store's position after a failure.
 func (l *Layer) runPartition(ctx context.Context, name string, p int) {
-	s, views := l.cat.Streams[name], l.cat.ViewsOf(name)
+	s, views := l.cat.Streams[name], l.cat.SpeedViewsOf(name)
 	l.update(name, p, func(st *PartitionStatus) { st.Owner = l.owner })
 	defer l.update(name, p, func(st *PartitionStatus) { st.Owner = "" })
 	part := strconv.Itoa(p)

@@ -258,6 +258,19 @@ func TestDashboard(t *testing.T) {
 		return '';
 	})()`)
 
+	// The views table: each view's tier, state, freshness and Redis cost.
+	waitPage(t, ctx, "the views' tiers and costs", 60*time.Second, `(() => {
+		for (const v of ['orders_by_country', 'orders_total']) {
+			const tr = document.querySelector('#tiers tr[data-view="' + v + '"]');
+			if (!tr) return 'no row for ' + v;
+			const c = [...tr.cells].map((td) => td.textContent);
+			if (c[1] !== 'live' || c[2] !== 'ready') return v + ': tier ' + c[1] + ', state ' + c[2];
+			if (!/^\d/.test(c[3])) return v + ': freshness ' + c[3];
+			if (!/^[\d,.]+$/.test(c[4]) || !/\d+(\.\d)? (B|KiB|MiB)$/.test(c[6])) return v + ': cost ' + c[4] + ' cells, ' + c[6];
+		}
+		return '';
+	})()`)
+
 	// The measure selector switches the chart to revenue (a float sum).
 	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS(`section.chart[data-view="orders_by_country"] select`), "revenue"),
 		chromedp.Evaluate[chromedp.Void](`document.querySelector('section.chart[data-view="orders_by_country"] select').dispatchEvent(new Event('change'))`)); err != nil {

@@ -33,6 +33,18 @@ func (r speedReader) ReadCells(ctx context.Context, v *logic.View, fromMs, toMs,
 	})
 }
 
+// speedUsage measures what a view's speed state costs in Redis, within
+// the default budget.
+type speedUsage struct{ s *speedstore.Store }
+
+func (u speedUsage) SpeedUsage(ctx context.Context, v *logic.View) (serving.SpeedCost, error) {
+	x, err := u.s.Usage(ctx, v.Stream, v.StateKey(), speedstore.UsageBudget{})
+	if err != nil {
+		return serving.SpeedCost{}, err
+	}
+	return serving.SpeedCost{Cells: x.Cells, Keys: x.Keys, Bytes: x.Bytes, Exact: x.Exact}, nil
+}
+
 // speedStatus reads the speed position of every partition of a stream, a
 // round trip each.
 type speedStatus struct {
@@ -172,6 +184,7 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	}
 	if l.qstore != nil {
 		o.Speed, o.SpeedStatus, o.Owners = speedReader{l.qstore}, speedStatus{s: l.qstore, cat: a.cat}, partitionOwners{rdb: a.qrdb, ns: a.cfg.Namespace}
+		o.SpeedUsage = speedUsage{l.qstore}
 		if l.lake != nil {
 			o.Auditor = auditor{lake: l.lake, store: l.qstore, views: l.views, log: a.log, wait: 10 * time.Second}
 		}

@@ -39,6 +39,9 @@ func cmdAudit(ctx context.Context, args []string) error {
 	if !ok {
 		return fmt.Errorf("unknown view %q", view)
 	}
+	if v.Tier != logic.TierLive {
+		return fmt.Errorf("view %q is batch-tier: it keeps no speed state to audit (its answers come from the batch layer alone)", view)
+	}
 	fromMs, toMs := int64(math.MinInt64), int64(math.MaxInt64)
 	for _, f := range []struct {
 		s   string

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/storage/eventlog"
 )
@@ -77,9 +78,9 @@ func cmdReplay(ctx context.Context, args []string) error {
 		return err
 	}
 	defer a.Close()
-	var streams []string // the streams with views: the speed layer runs only those
+	var streams []string // the streams with live views: the speed layer runs only those
 	for _, s := range a.cat.StreamOrder {
-		if len(a.cat.ViewsOf(s)) > 0 {
+		if len(a.cat.SpeedViewsOf(s)) > 0 {
 			streams = append(streams, s)
 		}
 	}
@@ -87,6 +88,9 @@ func cmdReplay(ctx context.Context, args []string) error {
 		v, ok := a.cat.Views[view]
 		if !ok {
 			return fmt.Errorf("unknown view %q", view)
+		}
+		if v.Tier != logic.TierLive {
+			return fmt.Errorf("view %q is batch-tier: it keeps no speed state to replay (a batch run recomputes it)", view)
 		}
 		streams = []string{v.Stream.Name}
 	}
@@ -97,7 +101,7 @@ func cmdReplay(ctx context.Context, args []string) error {
 	}
 	for _, s := range streams {
 		var keys []string
-		for _, v := range a.cat.ViewsOf(s) {
+		for _, v := range a.cat.SpeedViewsOf(s) {
 			keys = append(keys, v.StateKey())
 		}
 		for p := range a.cat.Streams[s].Partitions {

@@ -921,6 +921,19 @@ func (c *Catalog) ViewsOf(stream string) []*logic.View {
 	return out
 }
 
+// SpeedViewsOf returns the views of a stream that keep speed state (tier
+// live), in file order: the views the speed layer folds. A batch-tier view
+// keeps none: it answers from the batch layer alone.
+func (c *Catalog) SpeedViewsOf(stream string) []*logic.View {
+	var out []*logic.View
+	for _, v := range c.ViewsOf(stream) {
+		if v.Tier == logic.TierLive {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Compile builds the catalog with the real PII key.
 func (c *Config) Compile(piiKey []byte) (*Catalog, error) {
 	cat := &Catalog{Streams: map[string]*logic.Stream{}, Views: map[string]*logic.View{}, ViewOrder: c.Views.Names}

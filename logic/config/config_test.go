@@ -45,8 +45,18 @@ func TestExampleConfigsValidate(t *testing.T) {
 	if got := strings.Join(cat.StreamOrder, ","); got != "orders,pageviews,sensors" {
 		t.Errorf("streams %s", got)
 	}
-	if got := strings.Join(cat.ViewOrder, ","); got != "orders_by_country,pageviews_by_path,sensor_temps" {
+	if got := strings.Join(cat.ViewOrder, ","); got != "orders_by_country,pageviews_by_path,sensor_temps,daily_revenue" {
 		t.Errorf("views in file order: %s", got)
+	}
+	if d := cat.Views["daily_revenue"]; d.Tier != logic.TierBatch || d.Window.Size != 24*time.Hour {
+		t.Errorf("daily_revenue: tier %s, window %s", d.Tier, d.Window.Size)
+	}
+	var live []string
+	for _, v := range cat.SpeedViewsOf("orders") {
+		live = append(live, v.Name)
+	}
+	if got := strings.Join(live, ","); got != "orders_by_country" {
+		t.Errorf("SpeedViewsOf(orders) = %s, want the live views only", got)
 	}
 	v := cat.Views["orders_by_country"]
 	var names []string

@@ -104,6 +104,14 @@ const (
 	SpeedBatchSize = 2000
 	SpeedMaxWait   = 25 * time.Millisecond
 	SpeedMaxCells  = 50000
+
+	// What a view's speed state costs in Redis (no keys): measured at most
+	// once per SpeedCostEvery, on demand (/metrics, /v1/status), reading
+	// per partition at most SpeedCostHashes cell hashes (a random sample
+	// beyond, scaled up) and SpeedCostFields of their fields.
+	SpeedCostEvery  = 30 * time.Second
+	SpeedCostHashes = 256
+	SpeedCostFields = 50000
 )
 
 // archive.*

@@ -32,7 +32,7 @@ func arrowType(t logic.FieldType) arrow.DataType {
 // arrowSchema: window_start timestamp[ms, UTC]; the kept dimensions typed
 // like their fields (nullable); the measures int64 or float64 by their
 // result type (nullable); source string; exact and final bool. The
-// metadata holds view, definition, step and, when the answer has any, its
+// metadata holds view, definition, tier, step and, when the answer has any, its
 // warnings (a JSON array of strings).
 func arrowSchema(a *answer) *arrow.Schema {
 	fields := []arrow.Field{{Name: "window_start", Type: arrow.FixedWidthTypes.Timestamp_ms}}
@@ -52,7 +52,7 @@ func arrowSchema(a *answer) *arrow.Schema {
 		arrow.Field{Name: "source", Type: arrow.BinaryTypes.String},
 		arrow.Field{Name: "exact", Type: arrow.FixedWidthTypes.Boolean},
 		arrow.Field{Name: "final", Type: arrow.FixedWidthTypes.Boolean})
-	keys, vals := []string{"view", "definition", "step"}, []string{a.View.Name, a.View.Definition(), a.Query.StepText}
+	keys, vals := []string{"view", "definition", "tier", "step"}, []string{a.View.Name, a.View.Definition(), a.View.Tier.String(), a.Query.StepText}
 	if len(a.Warnings) > 0 {
 		ws, _ := json.Marshal(a.Warnings)
 		keys, vals = append(keys, "warnings"), append(vals, string(ws))

@@ -189,10 +189,10 @@ type span struct {
 // what they lack (ok=false: q does not fit this path; the caller computes
 // it whole).
 func (e *Engine) answerJSON(ctx context.Context, v *logic.View, q Query, in inputs) (body *Body, ok bool, err error) {
-	if e.cache == nil || e.views == nil || e.speed == nil || !in.posOK {
+	if e.cache == nil || e.views == nil || (e.speed == nil && v.Tier == logic.TierLive) || !in.posOK {
 		return nil, false, nil
 	}
-	wm := logic.Watermark{Max: in.pos.Watermark}.At(v.Stream.AllowedLateness)
+	wm := Watermark(v, in.state, in.pos)
 	lo, hi, end, unit, ok := bucketRanges(v, q, wm)
 	if !ok {
 		return nil, false, nil

@@ -52,6 +52,8 @@ func writeAnswerHead(b *bytes.Buffer, a *answer) {
 	writeStr(b, a.View.Name)
 	b.WriteString(`,"definition":`)
 	writeStr(b, a.View.Definition())
+	b.WriteString(`,"tier":`)
+	writeStr(b, a.View.Tier.String())
 	b.WriteString(`,"from":`)
 	writeStr(b, logic.FormatTime(a.Query.From))
 	b.WriteString(`,"to":`)

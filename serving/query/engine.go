@@ -237,6 +237,8 @@ func (e *Engine) readInputs(ctx context.Context, v *logic.View) (inputs, error) 
 	}
 	speed := e.speed != nil && e.status != nil
 	switch {
+	case v.Tier != logic.TierLive:
+		in.posOK = true // a batch-tier view: the batch version alone determines the answer
 	case e.status != nil:
 		pos, err := e.status.StreamStatus(ctx, v.Stream.Name)
 		if err != nil {
@@ -254,8 +256,9 @@ func (e *Engine) readInputs(ctx context.Context, v *logic.View) (inputs, error) 
 }
 
 // compute computes a view's merged answer: the batch version's rows for
-// the view (cutoff C) ⊕ the speed cells of epochs >= C, rolled up, within
-// the budget b (a *TooLargeError beyond it). The position (hence the
+// the view (cutoff C) ⊕ the speed cells of epochs >= C (none for a
+// batch-tier view), rolled up, within the budget b (a *TooLargeError
+// beyond it). The position (hence the
 // watermark) is read before the cells: a commit moves cells and position
 // together, so a window marked final has all its cells.
 func (e *Engine) compute(ctx context.Context, v *logic.View, q Query, in inputs, b *budget) (*answer, error) {
@@ -295,10 +298,13 @@ func (e *Engine) computeAnswer(ctx context.Context, v *logic.View, q Query, in i
 		a.Warnings = append(a.Warnings, "batch views unavailable: answer from the speed layer only")
 	}
 	if in.posOK {
-		a.Watermark = logic.Watermark{Max: in.pos.Watermark}.At(v.Stream.AllowedLateness)
+		a.Watermark = Watermark(v, in.state, in.pos)
 	}
 	var cells []SpeedCell
-	if e.speed != nil {
+	switch {
+	case v.Tier != logic.TierLive:
+		// A batch-tier view keeps no speed cells: its answer is the batch rows.
+	case e.speed != nil:
 		var err error
 		if cells, err = e.speedCells(ctx, v, q.From, q.To, a.Cutoff, in, b); err != nil {
 			if _, tooLarge := isTooLarge(err); tooLarge || ctx.Err() != nil {
@@ -306,7 +312,7 @@ func (e *Engine) computeAnswer(ctx context.Context, v *logic.View, q Query, in i
 			}
 			return nil, fmt.Errorf("%w: speed cells: %w", ErrUnavailable, err)
 		}
-	} else {
+	default:
 		a.Warnings = append(a.Warnings, "speed layer unavailable: answer from the batch views only")
 	}
 	merged, err := Merge(v, a.Cutoff, batch, cells, a.Watermark)

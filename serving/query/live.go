@@ -81,12 +81,14 @@ func (h *hub) leave(f *LiveFeed) {
 }
 
 // poke tells the live queries of stream ("" = every live query) that
-// their inputs may have changed, never blocking.
+// their inputs may have changed, never blocking. A stream's commits do not
+// change the answers of its batch-tier views: only a new batch version
+// (stream "") pokes them.
 func (h *hub) poke(stream string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, f := range h.feeds {
-		if stream == "" || f.v.Stream.Name == stream {
+		if stream == "" || (f.v.Stream.Name == stream && f.v.Tier == logic.TierLive) {
 			select {
 			case f.poke <- struct{}{}:
 			default:

@@ -24,8 +24,12 @@ type ViewState struct {
 
 // StateOf decides a view's state from the current batch version (nil:
 // none), the stream's speed position, and which layers the engine reads
-// (speed: cells and positions; batch: versions). A pure function.
+// (speed: cells and positions; batch: versions). A batch-tier view reads
+// no speed cells whatever the engine has: it is ready once the batch
+// version holds its definition (or there is no version yet). A pure
+// function.
 func StateOf(v *logic.View, ver *batchviews.Version, pos StreamSpeed, speed, batch bool) ViewState {
+	speed = speed && v.Tier == logic.TierLive
 	var st ViewState
 	batchMatch := false
 	if ver != nil {
@@ -106,4 +110,57 @@ type RebuildingError struct {
 
 func (e *RebuildingError) Error() string {
 	return fmt.Sprintf("view %s is rebuilding (%.0f%%)", e.View, 100*e.Progress)
+}
+
+// Watermark is the watermark of view v's answers (unix ms, 0: unknown),
+// which marks the windows that ended at or before it final. A live view's
+// is its stream's (the largest event time the speed layer saw, pos,
+// minus the allowed lateness). A batch-tier view's is its batch cutoff
+// (st.Batch) minus the allowed lateness: its rows change only with the
+// next batch run, and a window that ended that long before the cutoff is
+// as final as the speed layer would call it; no cutoff, no watermark.
+func Watermark(v *logic.View, st ViewState, pos StreamSpeed) int64 {
+	if v.Tier != logic.TierLive {
+		if st.Batch == nil || st.Batch.Cutoff <= 0 {
+			return 0
+		}
+		return logic.Watermark{Max: st.Batch.Cutoff}.At(v.Stream.AllowedLateness)
+	}
+	return logic.Watermark{Max: pos.Watermark}.At(v.Stream.AllowedLateness)
+}
+
+// Freshness is how old, at now (unix ms), the newest data behind view v's
+// answers may be, in ms (ok false: unknown). It is never negative.
+//
+// A batch-tier view answers what arrived before its batch cutoff
+// (st.Batch): now minus the cutoff. A live view answers what the speed
+// layer folded: per partition of its stream, 0 when the position has
+// reached the partition's last log record (ends[p]; ends nil: unknown),
+// else now minus the arrival of the last record folded (an upper bound:
+// the records after it arrived later); the stalest partition decides.
+// Without a position in every partition (the speed layer has not started
+// one, or this process reads none), or one whose last arrival is unknown
+// while it lags, a live view falls back on its batch cutoff. A pure
+// function.
+func Freshness(v *logic.View, st ViewState, pos StreamSpeed, ends []uint64, now int64) (ms int64, ok bool) {
+	cutoff := func() (int64, bool) {
+		if st.Batch == nil || st.Batch.Cutoff <= 0 {
+			return 0, false
+		}
+		return max(0, now-st.Batch.Cutoff), true
+	}
+	if v.Tier != logic.TierLive || !pos.Found || len(pos.Parts) == 0 {
+		return cutoff()
+	}
+	var worst int64
+	for i, p := range pos.Parts {
+		if ends != nil && i < len(ends) && p.Seq >= ends[i] {
+			continue // caught up: the answer holds every record of the partition
+		}
+		if p.LastArrival <= 0 {
+			return cutoff()
+		}
+		worst = max(worst, now-p.LastArrival)
+	}
+	return worst, true
 }

@@ -575,8 +575,9 @@ func (s *Store) Cutoff(v *logic.View) (int64, error) {
 }
 
 // StreamCutoff returns the smallest cutoff, in the current version, of the
-// stream's views in cat that have an entry there (under any definition):
-// where the speed layer's state of the stream starts. A view's batch rows
+// stream's live views in cat (config.Catalog.SpeedViewsOf: batch-tier
+// views keep no speed state) that have an entry there (under any
+// definition): where the speed layer's state of the stream starts. A view's batch rows
 // under today's definition have that cutoff or a later one (cutoffs follow
 // the archiver, which only moves forward), so from it the speed cells
 // cover whatever cutoff answers. 0 when no view has an entry.
@@ -586,7 +587,7 @@ func (s *Store) StreamCutoff(ctx context.Context, stream string, cat *config.Cat
 		return 0, err
 	}
 	var out int64 = -1
-	for _, v := range cat.ViewsOf(stream) {
+	for _, v := range cat.SpeedViewsOf(stream) {
 		vv, ok := cur.Views[v.Name]
 		if ok && (out < 0 || vv.Cutoff < out) {
 			out = vv.Cutoff

@@ -318,6 +318,11 @@ func viewsDefinitions(t *testing.T, open func() ViewStore) {
 		t.Fatalf("cutoff under another definition: %d %v, want 0", c, err)
 	}
 	ctx := context.Background()
+	aBatchTier, err := logic.NewView("a", logic.ViewDef{Stream: "orders", Window: time.Minute, GroupBy: []string{"country"},
+		Measures: []logic.MeasureDef{{Name: "n", Expr: "count()"}}, Tier: "batch"}, a.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		views []*logic.View
 		want  int64
@@ -325,6 +330,7 @@ func viewsDefinitions(t *testing.T, open func() ViewStore) {
 		{[]*logic.View{aNew, b}, 50_000}, // a's entry counts under any definition
 		{[]*logic.View{b}, 70_000},
 		{[]*logic.View{batchView(t, "c")}, 0},
+		{[]*logic.View{aBatchTier, b}, 70_000}, // a batch-tier view keeps no speed state: its cutoff does not count
 	} {
 		cat := &config.Catalog{Streams: map[string]*logic.Stream{"orders": a.Stream}, Views: map[string]*logic.View{}}
 		for _, v := range c.views {

@@ -46,6 +46,7 @@ type View struct {
 	GroupBy  []string // nil leaves group_by out; empty writes group_by: []
 	Where    string
 	Measures []string // "name: expression", in order
+	Tier     string   // "" leaves tier out (live); "live" or "batch"
 }
 
 // Fast are the settings most end-to-end tests run with: 1-second epochs,
@@ -255,6 +256,9 @@ func (v View) yaml() string {
 	}
 	if v.Where != "" {
 		fmt.Fprintf(&b, "    where: %q\n", v.Where)
+	}
+	if v.Tier != "" {
+		fmt.Fprintf(&b, "    tier: %s\n", v.Tier)
 	}
 	b.WriteString("    measures:\n")
 	for _, m := range v.Measures {

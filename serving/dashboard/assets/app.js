@@ -265,7 +265,7 @@
       }
       const window = parseDur(v.window) || 60e3;
       const step = parseDur(v.step) || parseDur(v.hop) || window;
-      out.push({ name: String(v.name), stream: v.stream || '', window, windowText: v.window || '', step, dims: Array.isArray(v.dims) ? v.dims : (Array.isArray(v.group_by) ? v.group_by : []), measures, exact: v.exact !== false });
+      out.push({ name: String(v.name), stream: v.stream || '', window, windowText: v.window || '', step, dims: Array.isArray(v.dims) ? v.dims : (Array.isArray(v.group_by) ? v.group_by : []), measures, exact: v.exact !== false, tier: v.tier === 'batch' ? 'batch' : 'live' });
     }
     return out;
   }
@@ -442,6 +442,7 @@
       if (v.stream) parts.push(v.stream);
       if (v.windowText) parts.push(v.windowText + ' windows');
       if (v.dims.length) parts.push('by ' + v.dims.join(', '));
+      if (v.tier === 'batch') parts.push('batch tier: batch layer only');
       this.metaEl.textContent = parts.join(' · ');
     }
 
@@ -980,6 +981,50 @@
       tbody.appendChild(tr);
     }
     renderPartitions(streams);
+    renderTiers(body.views && typeof body.views === 'object' ? body.views : {});
+  }
+
+  function fmtBytes(b) {
+    if (!isNum(b)) return '–';
+    const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    while (b >= 1024 && i < u.length - 1) { b /= 1024; i++; }
+    return (i === 0 ? String(b) : b.toFixed(b >= 100 ? 0 : 1)) + ' ' + u[i];
+  }
+
+  // One row per view: its latency tier, how fresh its answers are and
+  // what its speed state costs in Redis — what "real time" costs.
+  function renderTiers(views) {
+    const tbody = $('tiers').tBodies[0];
+    tbody.textContent = '';
+    const names = Object.keys(views);
+    if (!names.length) {
+      const tr = el('tr');
+      const td = el('td', 'muted', 'no views');
+      td.colSpan = 7;
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+    for (const name of names) {
+      const v = views[name] || {};
+      const c = v.speed_cost && typeof v.speed_cost === 'object' ? v.speed_cost : null;
+      const tr = el('tr');
+      tr.dataset.view = name;
+      tr.dataset.tier = v.tier || '';
+      const approx = c && c.exact === false ? '≈ ' : '';
+      const cells = [
+        [name, ''],
+        [v.tier || '–', v.tier === 'batch' ? 'tier-batch' : 'tier-live'],
+        [v.state === 'rebuilding' ? 'rebuilding ' + Math.round(100 * (num(v.progress) || 0)) + '%' : (v.state || '–'), v.state === 'rebuilding' ? 'warn' : ''],
+        [isNum(v.freshness_ms) ? fmtMs(v.freshness_ms) : '–', ''],
+        [c ? approx + fmtNum(num(c.cells)) : '–', 'cost'],
+        [c ? approx + fmtNum(num(c.keys)) : '–', 'cost'],
+        [c ? approx + fmtBytes(num(c.bytes)) : '–', 'cost'],
+      ];
+      for (const [text, cls] of cells) tr.appendChild(el('td', cls, text));
+      if (c && c.measured_at) tr.title = 'Redis cost measured ' + ago(parseTime(c.measured_at)) + (c.exact === false ? ', scaled up from a sample' : '');
+      tbody.appendChild(tr);
+    }
   }
 
   // One table per stream: each partition's speed owner, position, lag and
