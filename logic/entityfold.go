@@ -324,6 +324,11 @@ type EntityCellKey struct {
 type EntityDelta struct {
 	Entity *Entity
 	Cells  map[EntityCellKey][]byte
+	// Join is the arrival epoch (unix ms) from which the writer's folds
+	// of the entity are complete: the first epoch after the position it
+	// started from. The speed store records it when the entity first
+	// joins a partition's commits; the batch layer covers what is before.
+	Join int64
 }
 
 // NewDelta returns an empty delta for the entity.
