@@ -179,6 +179,9 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	if l.runner != nil {
 		o.Runner = l.runner
 	}
+	if er := a.entityReader(l); er != nil {
+		o.Entities = er
+	}
 	return o
 }
 
