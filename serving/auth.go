@@ -176,11 +176,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 type scope int
 
 const (
-	scopeAny    scope = iota // any valid key
-	scopeAdmin               // admin
-	scopeIngest              // ingest:{stream}
-	scopeRead                // read:{view}
-	scopeReadEntity          // read:{entity}: the read patterns name entities too
+	scopeAny        scope = iota // any valid key
+	scopeAdmin                   // admin
+	scopeIngest                  // ingest:{stream}
+	scopeRead                    // read:{view}
+	scopeReadEntity              // read:{entity}: the read patterns name entities too
 )
 
 // need guards a route with a scope (403 when the key lacks it). In open

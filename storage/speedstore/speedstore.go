@@ -63,7 +63,7 @@ import (
 type Store struct {
 	rdb     redis.UniversalClient
 	ns      string
-	sharded bool // commit notices by SPUBLISH (ShardedNotices)
+	sharded bool     // commit notices by SPUBLISH (ShardedNotices)
 	mats    matCache // the entities' materialisation records, for commits (entity.go)
 }
 
