@@ -375,7 +375,7 @@ func TestEntities(t *testing.T) {
 	// Bad requests.
 	for _, c := range []struct {
 		method, path, body string
-		want              int
+		want               int
 	}{
 		{"GET", "/v1/entities/nobody/c-01", "", 404},
 		{"GET", "/v1/entities/customer/c-01?as_of=yesterday", "", 400},
