@@ -3,9 +3,11 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -19,7 +21,9 @@ import (
 // events: "orders" is partitioned by the customer (a key's state is one
 // hash), "orders_rr" by the order id (a key's events spread over every
 // partition, read together).
-var entityFeatures = []struct{ name, measure, over string }{
+type entFeature struct{ name, measure, over string }
+
+var entityFeatures = []entFeature{
 	{"n_1h", "count()", "1h"},
 	{"n_amount_2h", "count(amount)", "2h"},
 	{"spend_2h", "sum(amount)", "2h"},
@@ -33,6 +37,20 @@ var entityFeatures = []struct{ name, measure, over string }{
 	{"first_amount", "first(amount)", ""},
 }
 
+// entityYAML renders an entity of the test's features.
+func entityYAML(name, stream string, features []entFeature) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  %s:\n    stream: %s\n    key: customer\n    features:\n", name, stream)
+	for _, f := range features {
+		if f.over == "" {
+			fmt.Fprintf(&b, "      %s: { measure: %q }\n", f.name, f.measure)
+		} else {
+			fmt.Fprintf(&b, "      %s: { measure: %q, over: %s }\n", f.name, f.measure, f.over)
+		}
+	}
+	return b.String()
+}
+
 func entitiesCatalog() testenv.Catalog {
 	c := testenv.Fast()
 	fields := []string{"ts: time", "order_id: string", "customer: string", "country: string", "amount: float", "qty: int"}
@@ -41,19 +59,7 @@ func entitiesCatalog() testenv.Catalog {
 		{Name: "orders_rr", Time: "ts", ID: "order_id", Lateness: "1m", Fields: fields, Required: []string{"customer"}, Partitions: 2, PartitionBy: "order_id"},
 	}
 	c.Views = []testenv.View{{Name: "orders_per_min", Stream: "orders", Window: "1m", Measures: []string{"n: count()"}}}
-	var b strings.Builder
-	b.WriteString("entities:\n")
-	for _, ent := range [][2]string{{"customer", "orders"}, {"buyer", "orders_rr"}} {
-		fmt.Fprintf(&b, "  %s:\n    stream: %s\n    key: customer\n    features:\n", ent[0], ent[1])
-		for _, f := range entityFeatures {
-			if f.over == "" {
-				fmt.Fprintf(&b, "      %s: { measure: %q }\n", f.name, f.measure)
-			} else {
-				fmt.Fprintf(&b, "      %s: { measure: %q, over: %s }\n", f.name, f.measure, f.over)
-			}
-		}
-	}
-	c.Extra = b.String()
+	c.Extra = "entities:\n" + entityYAML("customer", "orders", entityFeatures) + entityYAML("buyer", "orders_rr", entityFeatures)
 	return c
 }
 
@@ -72,16 +78,16 @@ type entEvent struct {
 // feature over the events in its window (and, with arrivedBy, that had
 // arrived by asOf), sorted, read. asOf never falls inside an arrival
 // span (the test picks it between posts).
-func entExpect(evs []entEvent, key string, asOf int64, arrivedBy bool) map[string]any {
+func entExpect(features []entFeature, evs []entEvent, key string, asOf int64, arrivedBy bool) map[string]any {
 	out := map[string]any{}
-	for _, f := range entityFeatures {
+	for _, f := range features {
 		var in []entEvent
 		for _, e := range evs {
 			if e.key != key || e.ts >= asOf || arrivedBy && e.arrivedA > asOf {
 				continue
 			}
 			if f.over != "" {
-				d := map[string]int64{"1h": 3600_000, "2h": 7200_000, "3d": 3 * 86400_000}[f.over]
+				d := map[string]int64{"1h": 3600_000, "2h": 7200_000, "3d": 3 * 86400_000, "4d": 4 * 86400_000}[f.over]
 				if e.ts < asOf-d {
 					continue
 				}
@@ -286,9 +292,11 @@ func TestEntities(t *testing.T) {
 	}
 	// check compares every key of both entities now (polling until the
 	// speed layer has folded everything), then at random instants.
+	entities := map[string][]entFeature{"customer": entityFeatures, "buyer": entityFeatures}
 	check := func(stage string) {
 		t.Helper()
-		for _, entity := range []string{"customer", "buyer"} {
+		for _, entity := range slices.Sorted(maps.Keys(entities)) {
+			features := entities[entity]
 			eventually(t, stage+": "+entity+" now", 90*time.Second, func() string {
 				code, res := lookup(entity, keys, "")
 				if code != 200 || len(res) != len(keys) {
@@ -299,7 +307,7 @@ func TestEntities(t *testing.T) {
 					if a.Key != keys[i] {
 						return fmt.Sprintf("result %d is key %s, want %s", i, a.Key, keys[i])
 					}
-					if d := entDiff(a.Features, entExpect(sent, keys[i], now, false)); d != "" {
+					if d := entDiff(a.Features, entExpect(features, sent, keys[i], now, false)); d != "" {
 						return a.Key + ": " + d
 					}
 					for f, ex := range a.Exact {
@@ -320,7 +328,7 @@ func TestEntities(t *testing.T) {
 					t.Fatalf("%s: %s as_of %s: status %d, %d results", stage, entity, ts, code, len(res))
 				}
 				for i, a := range res {
-					if d := entDiff(a.Features, entExpect(sent, keys[i], at, true)); d != "" {
+					if d := entDiff(a.Features, entExpect(features, sent, keys[i], at, true)); d != "" {
 						t.Fatalf("%s: %s %s as_of %s: %s", stage, entity, keys[i], ts, d)
 					}
 				}
@@ -330,7 +338,7 @@ func TestEntities(t *testing.T) {
 				if code := httpJSON(t, "GET", base+"/v1/entities/"+entity+"/"+url.PathEscape(k)+"?as_of="+url.QueryEscape(ts), "", nil, &one); code != 200 {
 					t.Fatalf("%s: GET %s/%s: %d", stage, entity, k, code)
 				}
-				if d := entDiff(one.Features, entExpect(sent, k, at, true)); d != "" || one.Key != k {
+				if d := entDiff(one.Features, entExpect(features, sent, k, at, true)); d != "" || one.Key != k {
 					t.Fatalf("%s: GET %s/%s as_of %s: key %s: %s", stage, entity, k, ts, one.Key, d)
 				}
 			}
@@ -371,6 +379,23 @@ func TestEntities(t *testing.T) {
 	check("events after the restart")
 	batchRun()
 	check("after the last batch run")
+	// 5. An entity added to a running deployment, and a kill -9: the new
+	// entity answers 503 until a materialisation reaches where its speed
+	// state starts (braid does that by itself), then exactly.
+	long := append(slices.Clone(entityFeatures), entFeature{"n_4d", "count()", "4d"})
+	cfg, err := os.ReadFile(stack.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, stack.Config, strings.Replace(string(cfg), "entities:\n", "entities:\n"+entityYAML("customer_long", "orders", long), 1))
+	stack.Braid.Kill(t)
+	stack.Braid = stack.Start("up")
+	entities["customer_long"] = long
+	post(30, 2*time.Hour, 0.2)
+	check("an entity added, after a kill -9")
+	post(30, 2*time.Hour, 0.2)
+	batchRun()
+	check("an entity added, after a batch run")
 
 	// Bad requests.
 	for _, c := range []struct {
