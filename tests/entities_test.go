@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -379,7 +380,22 @@ func TestEntities(t *testing.T) {
 	check("events after the restart")
 	batchRun()
 	check("after the last batch run")
-	// 5. An entity added to a running deployment, and a kill -9: the new
+	// 5. Redis loses everything: the speed layer starts over from the
+	// views' cutoff, the entities answer 503 until a batch run writes
+	// their keys again (the run that follows a loss does it whole).
+	if err := stack.Redis.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatalf("FLUSHALL: %v", err)
+	}
+	eventually(t, "entities building after Redis lost its data", 60*time.Second, func() string {
+		if code, _ := lookup("customer", keys[:1], ""); code != 503 {
+			return fmt.Sprintf("lookup: %d", code)
+		}
+		return ""
+	})
+	post(30, 2*time.Hour, 0.2)
+	batchRun()
+	check("after Redis lost its data and a batch run")
+	// 6. An entity added to a running deployment, and a kill -9: the new
 	// entity answers 503 until a materialisation reaches where its speed
 	// state starts (braid does that by itself), then exactly.
 	long := append(slices.Clone(entityFeatures), entFeature{"n_4d", "count()", "4d"})
