@@ -227,14 +227,13 @@ const matRefresh = 5 * time.Second
 
 func (c *matCache) dropBefore(ctx context.Context, s *Store, sk string) int64 {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if en, ok := c.m[sk]; ok && time.Since(en.at) < matRefresh {
+	en, ok := c.m[sk]
+	c.mu.Unlock()
+	if ok && time.Since(en.at) < matRefresh {
 		return en.prev
 	}
-	if c.m == nil {
-		c.m = map[string]matEntry{}
-	}
-	en := c.m[sk]
+	// Read outside the lock: commits of other partitions go on meanwhile
+	// (two may read at once; either record will do).
 	en.at = time.Now()
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -246,7 +245,12 @@ func (c *matCache) dropBefore(ctx context.Context, s *Store, sk string) int64 {
 	} else if errors.Is(err, redis.Nil) {
 		en.prev = 0
 	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]matEntry{}
+	}
 	c.m[sk] = en
+	c.mu.Unlock()
 	return en.prev
 }
 

@@ -169,7 +169,7 @@ func (r *EntityReader) fromRedis(ctx context.Context, e *logic.Entity, keys []st
 	posCmds := map[int]*redis.SliceCmd{}
 	posOf := func(p int) {
 		if _, ok := posCmds[p]; !ok {
-			posCmds[p] = pipe.HMGet(ctx, s.posKey(stream, p), "e:"+sk, "la")
+			posCmds[p] = pipe.HMGet(ctx, s.posKey(stream, p), "e:"+sk, "la", "seq", "rt")
 		}
 	}
 	for i, k := range keys {
@@ -199,6 +199,13 @@ func (r *EntityReader) fromRedis(ctx context.Context, e *logic.Entity, keys []st
 		}
 		if la, ok := v[1].(string); ok {
 			ps.la, _ = strconv.ParseInt(la, 10, 64)
+		}
+		// A fresh position refolds the log up to its target: until it
+		// gets there, the speed part misses events.
+		seq, _ := v[2].(string)
+		rt, _ := v[3].(string)
+		if at, target := atoi(seq), atoi(rt); at < target {
+			return nil, fmt.Errorf("%w: %s: partition %d of %s is catching up with the log (%d of %d)", ErrEntityBuilding, e.Name, p, stream, at, target)
 		}
 		// Whole once a materialisation reached where the speed part
 		// starts (a cutoff of 0 covers nothing: the speed part must
@@ -271,6 +278,11 @@ func (r *EntityReader) fromRedis(ctx context.Context, e *logic.Entity, keys []st
 		out[i] = EntityAnswer{Key: k, AsOf: asOf, Values: vals, Exact: exact, FreshnessMs: max(fresh, 0), Source: "redis"}
 	}
 	return out, nil
+}
+
+func atoi(s string) uint64 {
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
 }
 
 func joinText(ps partState) string {
