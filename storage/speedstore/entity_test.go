@@ -14,7 +14,7 @@ import (
 	"github.com/braid-data/braid/tests/testenv"
 )
 
-func entityOver(t *testing.T, partitions int, partitionBy string) *logic.Entity {
+func entityOver(t testing.TB, partitions int, partitionBy string) *logic.Entity {
 	t.Helper()
 	s, err := logic.NewStream("orders", logic.StreamDef{Time: "ts", ID: "id", Partitions: partitions, PartitionBy: partitionBy,
 		Fields: map[string]logic.FieldType{"ts": logic.TypeTime, "id": logic.TypeString, "customer": logic.TypeString, "amount": logic.TypeFloat}}, []byte("k"))
