@@ -91,19 +91,27 @@ func (r *EntityReader) Read(ctx context.Context, entity string, keys []string, a
 	} else if asOf > now {
 		return nil, fmt.Errorf("%w: as_of %s is in the future", ErrEntityBadRequest, logic.FormatTime(asOf))
 	}
-	vals := make([]logic.Value, len(keys))
+	// Keys as the stores hold them (an int key "007" is 7).
+	vals, stored := make([]logic.Value, len(keys)), make([]string, len(keys))
 	for i, k := range keys {
 		v, err := e.KeyValue(k)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrEntityBadRequest, err)
 		}
-		vals[i] = v
+		vals[i], stored[i] = v, v.String()
 	}
 	lo, _ := e.Span(asOf)
+	var out []EntityAnswer
+	var err error
 	if keep := e.Keep(); keep > 0 && lo < logic.DayOf(now-keep.Milliseconds()) {
-		return r.fromLake(ctx, e, keys, lo, asOf)
+		out, err = r.fromLake(ctx, e, stored, lo, asOf)
+	} else {
+		out, err = r.fromRedis(ctx, e, stored, vals, asOf, hasAsOf, now)
 	}
-	return r.fromRedis(ctx, e, keys, vals, asOf, hasAsOf, now)
+	for i := range out {
+		out[i].Key = keys[i]
+	}
+	return out, err
 }
 
 // Lookup answers the features of keys as of now, by feature name (the
