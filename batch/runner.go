@@ -49,6 +49,9 @@ type RunnerConfig struct {
 	// and their parts are left out of the version. A stream missing, or
 	// 0: kept forever.
 	Retention map[string]time.Duration
+	// Entities, when set, is where every run materialises the entities'
+	// batch part after it published (entities.go); nil: no entities.
+	Entities EntityStore
 }
 
 // Runner computes batch view versions from the lake. One run at a time
@@ -88,6 +91,9 @@ func NewRunner(cfg RunnerConfig, lk RunLake, views ViewVersions, speed SpeedExpi
 	}
 	if rv := reflect.ValueOf(cfg.Log); cfg.Log != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
 		cfg.Log = nil
+	}
+	if rv := reflect.ValueOf(cfg.Entities); cfg.Entities != nil && rv.Kind() == reflect.Pointer && rv.IsNil() {
+		cfg.Entities = nil
 	}
 	cfg.SettleTimeout = max(cfg.SettleTimeout, 0)
 	cfg.Workers = max(cfg.Workers, 1)
@@ -257,6 +263,9 @@ func (r *Runner) Rebuild(ctx context.Context) {
 // cancelled.
 func (r *Runner) Schedule(ctx context.Context, every time.Duration) {
 	r.Rebuild(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { r.RebuildEntities(ctx) })
 	if every <= 0 {
 		<-ctx.Done()
 		return
@@ -351,6 +360,7 @@ func (r *Runner) run(ctx context.Context, id string, req request) (batchviews.Ru
 		log.Error("batch run failed", "err", err, "duration_ms", rec.DurationMs)
 		return rec, err
 	}
+	r.materialiseEntities(ctx, log)
 	rec.Status, rec.Version = batchviews.StatusSucceeded, id
 	var partial error
 	if len(rec.FailedViews) > 0 {

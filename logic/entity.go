@@ -26,6 +26,8 @@ type Feature struct {
 	Name    string
 	Measure Measure
 	Over    time.Duration
+
+	pos int // index of the measure's field in the entity's fields (Entity.Fields), -1 for count()
 }
 
 // Entity is a compiled entity. It is immutable and safe for concurrent use.
@@ -35,7 +37,9 @@ type Entity struct {
 	Key      string
 	Features []Feature
 
-	key int // index of Key in the stream's fields
+	key    int   // index of Key in the stream's fields
+	fields []int // the stream fields the features read, in stream order (entityfold.go)
+	def    string
 }
 
 // NewEntity compiles an entity over its stream.
@@ -49,6 +53,7 @@ func NewEntity(name string, def EntityDef, s *Stream) (*Entity, error) {
 		m, _ := ParseMeasure(MeasureDef{Name: fd.Name, Expr: fd.Measure}, s)
 		e.Features = append(e.Features, Feature{Name: fd.Name, Measure: m, Over: fd.Over})
 	}
+	e.init()
 	return e, nil
 }
 

@@ -21,28 +21,38 @@ func (s *Stream) PartitionOf(ev *Event) int {
 	if s.Partitions <= 1 {
 		return 0
 	}
-	h := fnv.New64a()
 	switch {
 	case s.PartitionField >= 0 && s.PartitionField < len(ev.Values):
-		v := ev.Values[s.PartitionField]
-		var b [24]byte
-		key := append(b[:0], byte(v.Kind))
-		switch v.Kind {
-		case TypeNull:
-		case TypeFloat:
-			key = strconv.AppendUint(key, math.Float64bits(v.F), 16)
-		case TypeString:
-			_, _ = h.Write(key)
-			_, _ = h.Write([]byte(v.S))
-			return int(h.Sum64() % uint64(s.Partitions))
-		default:
-			key = strconv.AppendInt(key, v.I, 10)
-		}
-		_, _ = h.Write(key)
+		return s.PartitionOfValue(ev.Values[s.PartitionField])
 	case ev.ID != "":
+		h := fnv.New64a()
 		_, _ = h.Write([]byte(ev.ID))
-	default:
-		return -1
+		return int(h.Sum64() % uint64(s.Partitions))
 	}
+	return -1
+}
+
+// PartitionOfValue returns the partition an event whose partition key
+// (the partition_by field's value) is v goes to; entities also use it to
+// place a key's batch state (Entity.HomePartition).
+func (s *Stream) PartitionOfValue(v Value) int {
+	if s.Partitions <= 1 {
+		return 0
+	}
+	h := fnv.New64a()
+	var b [24]byte
+	key := append(b[:0], byte(v.Kind))
+	switch v.Kind {
+	case TypeNull:
+	case TypeFloat:
+		key = strconv.AppendUint(key, math.Float64bits(v.F), 16)
+	case TypeString:
+		_, _ = h.Write(key)
+		_, _ = h.Write([]byte(v.S))
+		return int(h.Sum64() % uint64(s.Partitions))
+	default:
+		key = strconv.AppendInt(key, v.I, 10)
+	}
+	_, _ = h.Write(key)
 	return int(h.Sum64() % uint64(s.Partitions))
 }

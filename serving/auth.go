@@ -176,10 +176,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 type scope int
 
 const (
-	scopeAny    scope = iota // any valid key
-	scopeAdmin               // admin
-	scopeIngest              // ingest:{stream}
-	scopeRead                // read:{view}
+	scopeAny        scope = iota // any valid key
+	scopeAdmin                   // admin
+	scopeIngest                  // ingest:{stream}
+	scopeRead                    // read:{view}
+	scopeReadEntity              // read:{entity}: the read patterns name entities too
 )
 
 // need guards a route with a scope (403 when the key lacks it). In open
@@ -204,6 +205,12 @@ func (s *Server) need(sc scope) func(http.Handler) http.Handler {
 			case scopeRead:
 				v := chi.URLParam(r, "view")
 				ok, what = k != nil && k.canRead(v), "read:"+v
+			case scopeReadEntity:
+				en := chi.URLParam(r, "entity")
+				if en == "" {
+					en, _ = strings.CutSuffix(chi.URLParam(r, "target"), ":lookup")
+				}
+				ok, what = k != nil && k.canRead(en), "read:"+en
 			}
 			if !ok {
 				s.authFailures.WithLabelValues("403").Inc()

@@ -125,6 +125,12 @@ func TestAuthScopes(t *testing.T) {
 		{"live: pattern match", "GET", "/v1/views/orders_by_country/live" + rng, b(tokShop), 200},
 		{"live: pattern miss", "GET", "/v1/views/orders_by_country/live" + rng, b(tokReader), 403},
 		{"live: no token", "GET", "/v1/views/orders_by_country/live" + rng, "", 401},
+		// read:<pattern> names entities too (no entities here: 404 past access control)
+		{"entity: pattern match", "GET", "/v1/entities/orders_x/k1", b(tokShop), 404},
+		{"entity: pattern miss", "GET", "/v1/entities/fraud/k1", b(tokShop), 403},
+		{"entity lookup: pattern match", "POST", "/v1/entities/orders_x:lookup", b(tokShop), 404},
+		{"entity lookup: pattern miss", "POST", "/v1/entities/fraud:lookup", b(tokShop), 403},
+		{"entity: no token", "GET", "/v1/entities/orders_x/k1", "", 401},
 		// any valid key
 		{"views list: ingest-only key", "GET", "/v1/views", b(tokIngest), 200},
 		{"openapi: any key", "GET", "/v1/openapi.json", b(tokIngest), 200},

@@ -77,6 +77,9 @@ type Options struct {
 	// defaults.SpeedCostEvery), when /metrics or /v1/status ask.
 	SpeedUsage     SpeedUsage
 	SpeedCostEvery time.Duration
+	// Entities answers GET /v1/entities/{entity}/{key} and POST
+	// /v1/entities/{entity}:lookup (nil: 503).
+	Entities EntityReader
 }
 
 // Server is the HTTP API.
@@ -236,6 +239,8 @@ func (s *Server) routes() http.Handler {
 		r.With(s.need(scopeAdmin)).Get("/batch/runs/{id}", s.handleBatchRun)
 		r.With(s.need(scopeAdmin)).Get("/dlq/{stream}", s.handleDLQ)
 		r.With(s.need(scopeAdmin)).Post("/dlq/{stream}/replay", s.handleDLQReplay)
+		r.With(s.need(scopeReadEntity)).Get("/entities/{entity}/{key}", s.handleEntity)
+		r.With(s.need(scopeReadEntity)).Post("/entities/{target}", s.handleEntityPost)
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not found", r.URL.Path)
 		})

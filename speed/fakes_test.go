@@ -195,7 +195,7 @@ func (s *fakeStore) Position(context.Context, string, int) (speedstore.Position,
 	return *s.pos, true, nil
 }
 
-func (s *fakeStore) Commit(ctx context.Context, _ string, _ int, prev uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error {
+func (s *fakeStore) Commit(ctx context.Context, _ string, _ int, prev uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta, _ ...*logic.EntityDelta) error {
 	if s.gate != nil {
 		select {
 		case <-s.gate:

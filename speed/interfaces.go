@@ -90,6 +90,12 @@ type EventLog[C Consumer] interface {
 // at most once whatever the redeliveries; idempotence rests on the
 // position, not on the caller.
 //
+// Commit also appends the entities' events (ents: one delta per entity
+// of the stream, empty ones too, logic.EntityDelta) in the same step; an
+// entity joins the partition's commits at its delta's Join epoch (or at
+// freshFrom on a fresh position) and its state of the partition is
+// complete from there (see the speedstore package's entity layout).
+//
 // Reset drops a stream's position, then the cells of the given state keys
 // (a rebuild from the log); StateKeys lists the state keys with cells;
 // DropState deletes one state key's cells and its part of the position.
@@ -102,7 +108,7 @@ type EventLog[C Consumer] interface {
 // unknown (Redis unreachable): the stream loop starts again from Position.
 type Store interface {
 	Position(ctx context.Context, stream string, p int) (speedstore.Position, bool, error)
-	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
+	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta, ents ...*logic.EntityDelta) error
 	Reset(ctx context.Context, stream string, p int, keys []string) error
 	StateKeys(ctx context.Context) ([]string, error)
 	DropState(ctx context.Context, stream string, p int, key string) error

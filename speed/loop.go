@@ -42,10 +42,12 @@ type streamLoop struct {
 	p     int    // the partition of s this loop consumes
 	part  string // p, as a metric label
 	views []*logic.View
+	ents  []*logic.Entity // the stream's entities (entities.go)
 
 	// Set by open, fixed afterwards.
 	c            Consumer
 	freshFrom    int64  // where a fresh position's views start (Commit); 0 when the position was found
+	entJoin      int64  // the epoch from which this loop's entity folds are complete (logic.EntityDelta.Join)
 	stopRebuilds func() // stops the rebuilds of views that have not joined; nil when none run
 
 	// accept: only a contiguous prefix of the log is ever committed.
@@ -73,7 +75,7 @@ type streamLoop struct {
 // newLoop returns the loop of partition p of a stream over the layer's
 // log and store.
 func (l *Layer) newLoop(s *logic.Stream, p int, views []*logic.View) *streamLoop {
-	return &streamLoop{l: l, log: l.log, store: l.store, s: s, p: p, part: strconv.Itoa(p), views: views,
+	return &streamLoop{l: l, log: l.log, store: l.store, s: s, p: p, part: strconv.Itoa(p), views: views, ents: l.entitiesOf(s.Name),
 		held: map[uint64]eventlog.Msg{}, result: make(chan error, 1)}
 }
 
@@ -92,6 +94,7 @@ func (l *Layer) runStream(ctx context.Context, s *logic.Stream, p int, views []*
 // batch is the micro-batch in hand: folded but not yet committed.
 type batch struct {
 	deltas   []*logic.Delta
+	ents     []*logic.EntityDelta
 	n        int // records folded (or skipped as late / undecodable) since the last commit
 	folded   int // events folded into the deltas
 	last     eventlog.Msg
@@ -105,19 +108,30 @@ func (b *batch) cells() int {
 	for _, d := range b.deltas {
 		n += d.Len()
 	}
+	for _, d := range b.ents {
+		n += d.Len()
+	}
 	return n
 }
 
-func newBatch(views []*logic.View) *batch {
+func newBatch(views []*logic.View, ents []*logic.Entity, join int64) *batch {
 	b := &batch{deltas: make([]*logic.Delta, len(views))}
 	for i, v := range views {
 		b.deltas[i] = v.NewDelta()
+	}
+	for _, e := range ents {
+		d := e.NewDelta()
+		d.Join = join
+		b.ents = append(b.ents, d)
 	}
 	return b
 }
 
 func (b *batch) reset() {
 	for _, d := range b.deltas {
+		d.Reset()
+	}
+	for _, d := range b.ents {
 		d.Reset()
 	}
 	b.n, b.folded, b.last = 0, 0, eventlog.Msg{}
@@ -184,7 +198,10 @@ func (lp *streamLoop) open(ctx context.Context) error {
 	}
 	l.logger.Info("speed stream running", "stream", s.Name, "partition", lp.p, "committed", lp.committed, "expect", lp.expect, "rebuild", !found)
 	lp.wm = logic.Watermark{Max: pos.Watermark}
-	lp.b, lp.spare = newBatch(views), newBatch(views)
+	if found {
+		lp.entJoin = entityJoin(pos, l.cfg.Epoch)
+	}
+	lp.b, lp.spare = newBatch(views, lp.ents, lp.entJoin), newBatch(views, lp.ents, lp.entJoin)
 	lp.lastCheck = time.Now()
 	return nil
 }
@@ -233,7 +250,8 @@ func (lp *streamLoop) fresh(ctx context.Context) (eventlog.Start, error) {
 	// An empty first commit: the position exists and every view has
 	// joined it before the first record arrives; the views are whole once
 	// the position reaches the target.
-	if err := lp.store.Commit(ctx, s.Name, lp.p, 0, speedstore.Position{Owner: l.owner, Target: target}, lp.freshFrom, newBatch(views).deltas); err != nil {
+	empty := newBatch(views, lp.ents, lp.freshFrom)
+	if err := lp.store.Commit(ctx, s.Name, lp.p, 0, speedstore.Position{Owner: l.owner, Target: target}, lp.freshFrom, empty.deltas, empty.ents...); err != nil {
 		return eventlog.Start{}, err
 	}
 	l.logger.Info("no speed state: building it from the log", "stream", s.Name, "partition", lp.p, "from_arrival", logic.FormatTime(lp.freshFrom))
@@ -385,6 +403,12 @@ func (lp *streamLoop) fold(m eventlog.Msg) {
 			l.logger.Error("BUG: undecodable event in the clean log skipped", "stream", s.Name, "seq", m.Seq, "index", i, "err", err)
 			return nil
 		}
+		// Entities take every event, too-late ones too: they keep events,
+		// not windows, and the speed side holds what arrived after the
+		// batch cutoff.
+		for _, d := range b.ents {
+			d.Fold(epoch, m.Arrival, lp.p, m.Seq, i, &ev)
+		}
 		if lp.wm.TooLate(ev.Time, s.AllowedLateness) {
 			b.late = append(b.late, eventlog.EventRef{Part: lp.p, Seq: m.Seq, Index: i})
 			b.lateData = append(b.lateData, rec)
@@ -480,7 +504,7 @@ func (lp *streamLoop) commit(ctx context.Context, prev uint64, next speedstore.P
 			return err
 		}
 	}
-	if err := lp.store.Commit(ctx, stream, lp.p, prev, next, lp.freshFrom, b.deltas); err != nil {
+	if err := lp.store.Commit(ctx, stream, lp.p, prev, next, lp.freshFrom, b.deltas, b.ents...); err != nil {
 		if errors.Is(err, speedstore.ErrConflict) && prev > 0 {
 			if _, ok, perr := lp.store.Position(ctx, stream, lp.p); perr == nil && !ok {
 				return fmt.Errorf("%w: %w", errStateLost, err)

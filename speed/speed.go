@@ -189,7 +189,7 @@ func (l *Layer) update(stream string, p int, f func(*PartitionStatus)) {
 func (l *Layer) Run(ctx context.Context) error {
 	var parts []leases.Partition
 	for _, name := range l.cat.StreamOrder {
-		if len(l.cat.SpeedViewsOf(name)) == 0 {
+		if len(l.cat.SpeedViewsOf(name)) == 0 && len(l.entitiesOf(name)) == 0 {
 			l.dropIdle(ctx, name)
 			continue
 		}

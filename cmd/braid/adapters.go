@@ -192,6 +192,9 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	if l.runner != nil {
 		o.Runner = l.runner
 	}
+	if er := a.entityReader(l); er != nil {
+		o.Entities, o.Features = er, er // HTTP lookups and decision rules read the same features
+	}
 	return o
 }
 

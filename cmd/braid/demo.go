@@ -116,8 +116,14 @@ func (d *demo) order(now time.Time) map[string]any {
 		"ts": now.UTC().Format(time.RFC3339Nano), "order_id": fmt.Sprintf("o-%d-%d", now.UnixNano(), d.seq),
 		"country": d.pick(countries, weights), "amount": amount, "items": items,
 		"email": fmt.Sprintf("user%d@example.com", d.rng.IntN(5000)),
+		// A few thousand customers, some far more active than others
+		// (the square skews the picks toward low numbers).
+		"customer_id": fmt.Sprintf("c-%04d", int(demoCustomers*math.Pow(d.rng.Float64(), 2))),
 	}
 }
+
+// demoCustomers is how many customers the demo's orders come from.
+const demoCustomers = 3000
 
 func (d *demo) pageview(now time.Time) map[string]any {
 	p := paths[int(math.Min(float64(len(paths)-1), math.Abs(d.rng.NormFloat64())*2.5))]

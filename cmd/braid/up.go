@@ -35,6 +35,8 @@ type layers struct {
 	views  *batchviews.Store
 	store  *speedstore.Store // the speed layer's and batch runs' Redis client
 	qstore *speedstore.Store // the queries' Redis client
+
+	entities *speedstore.EntityReader // entity features (entityReader), made once
 }
 
 func (a *app) newSpeed(l *layers) {
@@ -101,6 +103,9 @@ func (a *app) newRunner(l *layers) {
 	}
 	if a.queue != nil {
 		cfg.Executor = batch.NewQueueExecutor(a.queue)
+	}
+	if l.store != nil {
+		cfg.Entities = l.store // the entities' batch part, materialised by every run
 	}
 	l.runner = batch.NewRunner(cfg, l.lake, l.views, l.store, a.cat, a.logger.With("layer", "batch"), a.reg)
 }

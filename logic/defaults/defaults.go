@@ -183,3 +183,18 @@ const (
 	// files for DuckDB), besides those in use.
 	CacheBytes = 4 << 30
 )
+
+// entities.* (no keys yet)
+const (
+	// EntityAsOfReach is how far back an as_of may go and still be
+	// answered from Redis: an entity keeps each key's events of its
+	// longest over plus this; older as_of values are answered from the
+	// lake.
+	EntityAsOfReach = 7 * 24 * time.Hour
+	// EntityExpiryMargin is added to what an entity keeps before a key
+	// that saw no events expires from Redis (events dated ahead of
+	// their arrival, clock skew).
+	EntityExpiryMargin = 2 * 24 * time.Hour
+	// EntityLookupMaxKeys bounds the keys of one POST :lookup.
+	EntityLookupMaxKeys = 1000
+)

@@ -46,8 +46,9 @@ const (
 // The commit script. KEYS[1] = position hash, KEYS[2] = commit channel
 // (both of the partition's slot). ARGV[1..7] = prevSeq, next seq, next
 // watermark, next owner, the arrival epoch a fresh position starts at, a
-// fresh position's target (0: none), next last arrival; then one section
-// per view (sectionLua). Indexed by Store.sharded (notifying).
+// fresh position's target (0: none), next last arrival; then the
+// entities' sections (entityLua, entity.go), then one section per view
+// (sectionLua). Indexed by Store.sharded (notifying).
 var commitScripts = notifying(commitLua)
 
 // notifying returns a script announcing on a channel, as two scripts: [0]
@@ -182,7 +183,7 @@ local function join(sk)
   return false
 end
 local i = 8
-` + sectionLua + `
+` + entityLua + sectionLua + `
 redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'wm', ARGV[3], 'owner', ARGV[4], 'la', ARGV[7])
 if fresh and ARGV[6] ~= '0' then redis.call('HSET', KEYS[1], 'rt', ARGV[6]) end
 redis.call(publish, KEYS[2], ARGV[2])
@@ -221,7 +222,7 @@ return 1
 //     freshFrom on, and the position records next.Target (the log's last
 //     record the fresh state has yet to fold). A view not joined
 //     (rebuilding, CommitRebuild) is left alone.
-func (s *Store) Commit(ctx context.Context, stream string, p int, prevSeq uint64, next Position, freshFrom int64, deltas []*logic.Delta) error {
+func (s *Store) Commit(ctx context.Context, stream string, p int, prevSeq uint64, next Position, freshFrom int64, deltas []*logic.Delta, ents ...*logic.EntityDelta) error {
 	var a argBuf
 	a.str(strconv.FormatUint(prevSeq, 10))
 	a.str(strconv.FormatUint(next.Seq, 10))
@@ -230,6 +231,7 @@ func (s *Store) Commit(ctx context.Context, stream string, p int, prevSeq uint64
 	a.str(strconv.FormatInt(freshFrom, 10))
 	a.str(strconv.FormatUint(next.Target, 10))
 	a.str(strconv.FormatInt(next.LastArrival, 10))
+	s.appendEntities(ctx, &a, stream, p, ents)
 	for _, d := range deltas {
 		s.appendDelta(&a, stream, p, d)
 	}

@@ -63,7 +63,8 @@ import (
 type Store struct {
 	rdb     redis.UniversalClient
 	ns      string
-	sharded bool // commit notices by SPUBLISH (ShardedNotices)
+	sharded bool     // commit notices by SPUBLISH (ShardedNotices)
+	mats    matCache // the entities' materialisation records, for commits (entity.go)
 }
 
 // New returns a store over a Redis client; every key starts with namespace.

@@ -67,7 +67,7 @@ import (
 //     processes. Any error other than those named means the store could
 //     not be asked or written; the caller retries from Position.
 type SpeedStore interface {
-	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta) error
+	Commit(ctx context.Context, stream string, p int, prevSeq uint64, next speedstore.Position, freshFrom int64, deltas []*logic.Delta, ents ...*logic.EntityDelta) error
 	Position(ctx context.Context, stream string, p int) (speedstore.Position, bool, error)
 	Read(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64) ([]speedstore.Cell, error)
 	ReadEach(ctx context.Context, v *logic.View, fromMs, toMs, minEpoch int64, fn func(speedstore.Cell) error) error
