@@ -36,7 +36,7 @@ func TestPickAnswersTyped(t *testing.T) {
 		`{"ts":` + strconv.FormatInt(base+1000, 10) + `,"g":"a","name":"late","x":1.5,"n":7,"ok":true}`,
 		`{"ts":` + strconv.FormatInt(base+500, 10) + `,"g":"a","name":"early","x":-2.25,"n":3,"ok":false}`,
 		`{"ts":` + strconv.FormatInt(base+1000, 10) + `,"g":"a","n":9}`, // ties with the first: later in the log, so last(n) = 9
-		`{"ts":` + strconv.FormatInt(base+61000, 10) + `,"g":"b"}`, // no values: nulls
+		`{"ts":` + strconv.FormatInt(base+61000, 10) + `,"g":"b"}`,      // no values: nulls
 	}
 	d := v.NewDelta()
 	for i, r := range raw {
