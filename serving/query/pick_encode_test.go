@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -143,5 +144,35 @@ func TestPickAnswersTyped(t *testing.T) {
 			t.Fatal("arrow: group b should have nulls but its time")
 		}
 		rd.Release()
+	}
+}
+
+// TestOrderByPicks: order= sorts by a last or first measure of any type —
+// strings bytewise, times by instant, false before true — nulls last.
+func TestOrderByPicks(t *testing.T) {
+	at := func(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+	rows := []ResultRow{
+		{Window: 1, Values: []any{"b", at(30), true}},
+		{Window: 2, Values: []any{nil, nil, nil}},
+		{Window: 3, Values: []any{"a", at(10), false}},
+		{Window: 4, Values: []any{"c", at(20), true}},
+	}
+	for _, c := range []struct {
+		measure int
+		desc    bool
+		want    []int64
+	}{
+		{0, false, []int64{3, 1, 4, 2}}, {0, true, []int64{4, 1, 3, 2}},
+		{1, false, []int64{3, 4, 1, 2}}, {1, true, []int64{1, 4, 3, 2}},
+		{2, false, []int64{3, 1, 4, 2}}, {2, true, []int64{1, 4, 3, 2}},
+	} {
+		got := OrderLimit(slices.Clone(rows), c.measure, c.desc, 0)
+		var ws []int64
+		for _, r := range got {
+			ws = append(ws, r.Window)
+		}
+		if !slices.Equal(ws, c.want) {
+			t.Fatalf("measure %d desc %v: %v, want %v", c.measure, c.desc, ws, c.want)
+		}
 	}
 }
