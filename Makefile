@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMatchesEncodingJSON$$' -fuzztime $(call fuzztime,25000x) ./logic/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendJSONString$$' -fuzztime $(call fuzztime,30000x) ./logic/
 	$(GO) test -run '^$$' -fuzz '^FuzzWhere$$' -fuzztime $(call fuzztime,80000x) ./logic/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePick$$' -fuzztime $(call fuzztime,30000x) ./logic/
 	$(GO) test -run '^$$' -fuzz '^FuzzWhereSQL$$' -fuzztime $(call fuzztime,5000x) ./batch/
 	$(GO) test -run '^$$' -fuzz '^FuzzIngestBody$$' -fuzztime $(call fuzztime,150x) ./serving/
 	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(call fuzztime,3000x) ./serving/

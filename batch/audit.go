@@ -332,6 +332,13 @@ func Audit(ctx context.Context, lk LakeReader, sp SpeedSnapshot, req AuditReques
 // values of the ranks a quantile interpolates between; a quantile's drift
 // is relative to the larger of their magnitudes.
 func measureDrift(m *logic.Measure, got, want any, lo, hi float64) (drift, bound float64) {
+	if m.Kind == logic.Last || m.Kind == logic.First {
+		// Exact, of any type: the same value or a drift of 1.
+		if sameAnswer(got, want) {
+			return 0, 0
+		}
+		return 1, 0
+	}
 	g, gok := number(got)
 	w, wok := number(want)
 	if gok != wok {
@@ -355,6 +362,16 @@ func measureDrift(m *logic.Measure, got, want any, lo, hi float64) (drift, bound
 	}
 	// Additive: equal, up to rounding of float sums added in another order.
 	return math.Abs(g - w), 1e-9 * math.Max(1, math.Abs(w))
+}
+
+// sameAnswer reports whether two finalized values are equal (times by
+// instant).
+func sameAnswer(x, y any) bool {
+	if a, ok := x.(time.Time); ok {
+		b, ok := y.(time.Time)
+		return ok && a.Equal(b)
+	}
+	return x == y
 }
 
 func number(x any) (float64, bool) {

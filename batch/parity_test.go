@@ -33,7 +33,7 @@ import (
 // and the batch path (Parquet lake → DuckDB → batch view files), are merged
 // and rolled up by serving, and every answer is checked against a direct
 // computation in this file that shares nothing with Braid but the event
-// values. Additive measures must be equal; count_distinct within
+// values. Additive measures and last / first must be equal; count_distinct within
 // logic.DistinctTolerance and quantiles within α·max(|v_lo|, |v_hi|) of
 // quantile_cont (v_lo, v_hi: the values of the ranks it interpolates
 // between) wherever a sketch answers; everything exact where one batch row
@@ -127,6 +127,14 @@ func parityGen(r *rand.Rand) (fields []pField, views []pView) {
 				if m.kind == "quantile" {
 					m.q = []float64{0, 0.1, 0.5, 0.9, 0.95, 0.99, 1}[r.IntN(7)]
 				}
+			}
+			v.measures = append(v.measures, m)
+		}
+		// last and first of any field, ties broken by arrival.
+		for j := r.IntN(3); j > 0; j-- {
+			m := pMeasure{name: fmt.Sprint("p", j), kind: []string{"last", "first"}[r.IntN(2)], field: anyFields[r.IntN(len(anyFields))].name}
+			if r.IntN(5) == 0 {
+				m.field = "ts"
 			}
 			v.measures = append(v.measures, m)
 		}
@@ -245,8 +253,16 @@ func dimString(x any) string {
 	return fmt.Sprint(x)
 }
 
-// pAgg holds a bucket's events' values per measure, for direct answers.
+// pAgg holds a bucket's events' values per measure, for direct answers:
+// the values themselves, or for last and first a pObs of each.
 type pAgg struct{ vals [][]any }
+
+// pObs is a value of a last or first measure with what orders it: the
+// event time, then the arrival (distinct per event in this suite).
+type pObs struct {
+	ts, arrival int64
+	x           any
+}
 
 // expect computes a view's answer directly: per bucket (window, or step
 // bucket of the windows aligned to the size) and kept dimensions, the
@@ -287,6 +303,9 @@ func expect(v pView, evs []pEvent, step int64, keep []string) map[pKey]*pAgg {
 				x := e.vals[m.field]
 				if m.field == "ts" {
 					x = e.ts
+				}
+				if x != nil && (m.kind == "last" || m.kind == "first") {
+					x = pObs{e.ts, e.arrival, x}
 				}
 				if x != nil {
 					a.vals[i] = append(a.vals[i], x)
@@ -363,6 +382,8 @@ func checkMeasure(m pMeasure, intField bool, got any, vals []any, exact bool) st
 			return fmt.Sprintf("%v, exact %d (row exact: %v; a sketch of the values themselves says %d)", got, n, exact, h.Count())
 		}
 		return ""
+	case "last", "first":
+		return checkPick(m, got, vals)
 	}
 	if len(vals) == 0 {
 		if got != nil {
@@ -419,6 +440,35 @@ func checkMeasure(m pMeasure, intField bool, got any, vals []any, exact bool) st
 		return fmt.Sprintf("%v (%T), want %v (%T)", got, got, want, want)
 	}
 	return ""
+}
+
+// checkPick compares a last or first answer with the value of the latest
+// (earliest) observation, by event time then arrival; the time field
+// answers a time.
+func checkPick(m pMeasure, got any, obs []any) string {
+	var want any
+	if len(obs) > 0 {
+		best := obs[0].(pObs)
+		for _, o := range obs[1:] {
+			o := o.(pObs)
+			later := o.ts > best.ts || o.ts == best.ts && o.arrival > best.arrival
+			if later == (m.kind == "last") {
+				best = o
+			}
+		}
+		want = best.x
+		if m.field == "ts" {
+			want = time.UnixMilli(best.x.(int64)).UTC()
+		}
+	}
+	if w, ok := want.(time.Time); ok {
+		if g, ok := got.(time.Time); ok && g.Equal(w) {
+			return ""
+		}
+	} else if got == want {
+		return ""
+	}
+	return fmt.Sprintf("%v (%T), want %v (%T)", got, got, want, want)
 }
 
 // checkAnswer compares serving's rows with the direct answer.
@@ -551,7 +601,7 @@ func parityTrial(t *testing.T, rdb *redis.Client, seed uint64) {
 		for _, name := range cat.ViewOrder {
 			d := cat.Views[name].NewDelta()
 			for i := lo; i < hi; i++ {
-				d.Fold(logic.EpochOf(evs[i].arrival, time.Second), &levs[i])
+				d.FoldAt(logic.EpochOf(evs[i].arrival, time.Second), logic.LogPos{Arrival: evs[i].arrival, Seq: uint64(i + 1)}, &levs[i])
 			}
 			deltas = append(deltas, d)
 		}

@@ -592,14 +592,15 @@ func (r *Runner) publish(ctx context.Context, id string, prev *batchviews.Versio
 }
 
 // queryView computes a view's batch rows with window start in [lo, hi):
-// its SQL (numeric slots and the exact values of the sketch measures),
-// then the values of each count_distinct sketch and the buckets of each
-// quantile sketch, folded into the rows' sketches.
+// its SQL (numeric slots, the exact values of the sketch measures and the
+// picks of the last and first measures, keys included), then the values
+// of each count_distinct sketch and the buckets of each quantile sketch,
+// folded into the rows' sketches.
 func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string, cutoff, lo, hi int64) ([]batchviews.Row, error) {
 	exact := v.ExactMeasures()
 	var out []batchviews.Row
 	at := map[cellKey]int{}
-	err := scanCells(ctx, conn, v, v.SQL(source, cutoff), v.NumSlots+len(exact), func(k cellKey, vals []any) error {
+	err := scanCells(ctx, conn, v, v.SQL(source, cutoff), v.NumSlots+len(exact)+v.Picks(), func(k cellKey, vals []any) error {
 		if k.w < lo || k.w >= hi {
 			return nil
 		}
@@ -623,6 +624,13 @@ func queryView(ctx context.Context, conn *sql.Conn, v *logic.View, source string
 				}
 				st.Exact[v.Measures[mi].ExactIdx] = x
 			}
+		}
+		for i := range st.Picks {
+			p, err := v.PickFromSQL(i, vals[v.NumSlots+len(exact)+i])
+			if err != nil {
+				return err
+			}
+			st.Picks[i] = p
 		}
 		at[k] = len(out)
 		out = append(out, batchviews.Row{Window: k.w, Group: k.g, State: st})

@@ -34,6 +34,10 @@ import (
 // slot rules), so every view is rebuilt once.
 const definitionFormat = "braid view definition 1"
 
+// pickFormat is part of the fingerprint of views with last or first
+// measures only: the layout of their picks (pick.go).
+const pickFormat = "picks 1"
+
 // Definition is the view's definition fingerprint, 16 hex digits.
 func (v *View) Definition() string { return v.def }
 
@@ -89,6 +93,11 @@ func (v *View) fingerprint() string {
 		for _, i := range v.where.fields() {
 			field("where-field", i)
 		}
+	}
+	if len(v.picks) > 0 {
+		// last and first were parsed before they kept any state: a view
+		// defined with them then is rebuilt once, with picks.
+		b.WriteString(pickFormat + "\n")
 	}
 	for _, mi := range canonicalOrder(v.Measures) {
 		m := &v.Measures[mi]

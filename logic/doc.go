@@ -11,7 +11,8 @@
 //   - Window: tumbling or hopping windows aligned to UTC.
 //   - Measure: a mergeable aggregate. Its state is a fixed number of numeric
 //     slots; each slot kind has an identity, an incremental update, a merge and
-//     the SQL aggregate that computes the same slot in DuckDB.
+//     the SQL aggregate that computes the same slot in DuckDB. count_distinct
+//     and quantile keep sketches instead, last and first a pick (pick.go).
 //   - View: stream + window + dimensions + measures. Fold adds an event to an
 //     in-memory Delta; SQL renders the batch computation over the lake.
 package logic

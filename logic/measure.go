@@ -98,6 +98,10 @@ type Measure struct {
 	// (count_distinct) or quantile sketches; measures over the same field
 	// share one. -1 for the numeric measures.
 	Sketch int
+	// Pick is the index of a last or first measure's pick in State.Picks
+	// (View.Picks; measures of one kind over one field share one); -1 for
+	// the others.
+	Pick int
 
 	field int // index in the stream's fields, -1 for count()
 	ftype FieldType
@@ -120,7 +124,7 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 			args = append(args, strings.TrimSpace(a))
 		}
 	}
-	m := Measure{Name: def.Name, Kind: kind, field: -1, Sketch: -1}
+	m := Measure{Name: def.Name, Kind: kind, field: -1, Sketch: -1, Pick: -1}
 	want := 1
 	switch kind {
 	case Count:
@@ -173,6 +177,8 @@ func ParseMeasure(def MeasureDef, s *Stream) (Measure, error) {
 	case CountDistinct, Quantile:
 		// No numeric slots: the state is a sketch (see View), and batch rows
 		// carry the exact value too (ExactSQL).
+	case Last, First:
+		// No numeric slots: the state is a pick (pick.go).
 	}
 	return m, nil
 }
@@ -231,7 +237,10 @@ func (m *Measure) fold(st []float64, ev *Event) {
 	}
 }
 
-// Finalize turns the measure's state into its answer: int64, float64 or nil.
+// Finalize turns the measure's state into its answer: int64, float64 or
+// nil; a last or first measure answers its field's type: string, int64,
+// float64, bool or, for a time field, a time.Time in UTC (nil when no
+// event had a value).
 // A sketch measure answers its exact value when the state has one (a batch
 // row), else the estimate of its sketch. A value its type cannot hold (see
 // Overflowed) is nil.
@@ -255,6 +264,8 @@ const int64Range = 1 << 63
 
 func (m *Measure) finalize(st *State) (any, bool) {
 	switch m.Kind {
+	case Last, First:
+		return pickValue(st.Picks[m.Pick].Val), false
 	case CountDistinct:
 		if st.Exact != nil && !math.IsNaN(st.Exact[m.ExactIdx]) {
 			return int64(st.Exact[m.ExactIdx]), false
@@ -332,7 +343,8 @@ func (m *Measure) OverflowRange() string {
 	return "the range of a 64-bit float (magnitude up to 1.8e308)"
 }
 
-// ResultType is the type of the finalized value: TypeInt or TypeFloat.
+// ResultType is the type of the finalized value: TypeInt or TypeFloat;
+// for last and first, the field's type.
 func (m *Measure) ResultType() FieldType {
 	switch m.Kind {
 	case Count, CountDistinct:

@@ -11,8 +11,9 @@ import (
 
 // State is the aggregate of one cell (a window and group, in one arrival
 // epoch or one batch version): the numeric slots of every measure, the
-// sketches of the count_distinct and quantile measures and, only in a batch
-// row computed over raw rows, the exact values of those sketch measures.
+// sketches of the count_distinct and quantile measures, the picks of the
+// last and first measures and, only in a batch row computed over raw
+// rows, the exact values of the sketch measures.
 //
 // Sketches in a State are shared, never changed in place: MergeState copies
 // a sketch before it first changes it (copy on write), so a State built
@@ -21,6 +22,9 @@ type State struct {
 	Num []float64        // View.Slots, NaN = empty min/max
 	HLL []*HLL           // per View.Distinct sketch; nil = no value yet
 	Q   []QuantileSketch // per View.Quantile sketch; nil = no value yet
+	// Picks holds each pick (View.Picks) of the last and first measures;
+	// values, never shared.
+	Picks []Pick
 	// Exact holds, per measure (at Measure.ExactIdx), the exact value of each sketch
 	// measure (NaN = null) when the state is one batch row; nil once
 	// anything merged into it.
@@ -42,6 +46,9 @@ func (v *View) NewState() State {
 	if len(v.quantile) > 0 {
 		st.Q = make([]QuantileSketch, len(v.quantile))
 	}
+	if len(v.picks) > 0 {
+		st.Picks = make([]Pick, len(v.picks))
+	}
 	return st
 }
 
@@ -55,11 +62,11 @@ func (v *View) ResetNum(num []float64) {
 // Clone returns a state that can be merged into without touching st. It
 // keeps st's exact values.
 func (st State) Clone() State {
-	return State{Num: slices.Clone(st.Num), HLL: slices.Clone(st.HLL), Q: slices.Clone(st.Q), Exact: slices.Clone(st.Exact)}
+	return State{Num: slices.Clone(st.Num), HLL: slices.Clone(st.HLL), Q: slices.Clone(st.Q), Picks: slices.Clone(st.Picks), Exact: slices.Clone(st.Exact)}
 }
 
 // MergeState merges src into dst: slots by their operation, sketches by
-// union. dst loses its exact values (the merge of two cells is only as
+// union, picks by their keys (MergePick). dst loses its exact values (the merge of two cells is only as
 // exact as its sketches). src is not modified.
 func (v *View) MergeState(dst *State, src State) {
 	for i, s := range v.slots {
@@ -97,6 +104,9 @@ func (v *View) MergeState(dst *State, src State) {
 			dst.Q[i].Merge(q)
 		}
 	}
+	for i, p := range src.Picks {
+		MergePick(&dst.Picks[i], p, v.picks[i].last)
+	}
 	dst.Exact = nil
 }
 
@@ -125,9 +135,19 @@ func (v *View) FinalizeRow(st *State) ([]any, []int) {
 // CheckState reports whether st has the shape of the view's states.
 func (v *View) CheckState(st State) error {
 	if len(st.Num) != v.NumSlots || len(st.HLL) != len(v.distinct) || len(st.Q) != len(v.quantile) ||
-		(st.Exact != nil && len(st.Exact) != len(v.Measures)) {
-		return fmt.Errorf("state has %d slots, %d distinct and %d quantile sketches, %d exact values; view %s has %d, %d, %d, %d",
-			len(st.Num), len(st.HLL), len(st.Q), len(st.Exact), v.Name, v.NumSlots, len(v.distinct), len(v.quantile), len(v.Measures))
+		len(st.Picks) != len(v.picks) || (st.Exact != nil && len(st.Exact) != len(v.Measures)) {
+		return fmt.Errorf("state has %d slots, %d distinct and %d quantile sketches, %d picks, %d exact values; view %s has %d, %d, %d, %d, %d",
+			len(st.Num), len(st.HLL), len(st.Q), len(st.Picks), len(st.Exact), v.Name, v.NumSlots, len(v.distinct), len(v.quantile), len(v.picks), len(v.Measures))
+	}
+	return v.checkPicks(st.Picks)
+}
+
+// checkPicks reports a pick whose value is not of its field's type.
+func (v *View) checkPicks(picks []Pick) error {
+	for i, p := range picks {
+		if t := v.Stream.Fields[v.picks[i].field].Type; !p.Empty() && p.Val.Kind != t {
+			return fmt.Errorf("pick %d holds a %s; view %s picks a %s there", i, p.Val.Kind, v.Name, t)
+		}
 	}
 	return nil
 }
@@ -151,13 +171,13 @@ func AppendDistinctElem(dst []byte, x Value) []byte {
 }
 
 // EncodeSketches serializes a state's sketches (distinct ones first, as
-// Redis HyperLogLog values; then quantile ones); an empty sketch is an
-// empty byte string.
+// Redis HyperLogLog values; then quantile ones) and then its picks
+// (AppendPick); an empty sketch or pick is an empty byte string.
 func (st State) EncodeSketches() [][]byte {
-	if len(st.HLL)+len(st.Q) == 0 {
+	if len(st.HLL)+len(st.Q)+len(st.Picks) == 0 {
 		return nil
 	}
-	out := make([][]byte, 0, len(st.HLL)+len(st.Q))
+	out := make([][]byte, 0, len(st.HLL)+len(st.Q)+len(st.Picks))
 	for _, h := range st.HLL {
 		if h == nil {
 			out = append(out, nil)
@@ -168,6 +188,9 @@ func (st State) EncodeSketches() [][]byte {
 	for _, q := range st.Q {
 		out = append(out, q.MarshalBinary())
 	}
+	for _, p := range st.Picks {
+		out = append(out, AppendPick(nil, p))
+	}
 	return out
 }
 
@@ -177,8 +200,8 @@ func (v *View) DecodeSketches(st *State, b [][]byte) error {
 	if len(b) == 0 {
 		return nil
 	}
-	if len(b) != len(v.distinct)+len(v.quantile) {
-		return fmt.Errorf("%d sketches, view %s has %d", len(b), v.Name, len(v.distinct)+len(v.quantile))
+	if len(b) != len(v.distinct)+len(v.quantile)+len(v.picks) {
+		return fmt.Errorf("%d sketches and picks, view %s has %d", len(b), v.Name, len(v.distinct)+len(v.quantile)+len(v.picks))
 	}
 	for i := range v.distinct {
 		if len(b[i]) == 0 {
@@ -201,7 +224,14 @@ func (v *View) DecodeSketches(st *State, b [][]byte) error {
 		}
 		st.Q[i] = q
 	}
-	return nil
+	for i := range v.picks {
+		p, err := DecodePick(b[len(v.distinct)+len(v.quantile)+i])
+		if err != nil {
+			return err
+		}
+		st.Picks[i] = p
+	}
+	return v.checkPicks(st.Picks)
 }
 
 // MarshalBinary encodes the sketch as (zigzag key delta, count) varint

@@ -53,6 +53,7 @@ type View struct {
 	slots    []Slot
 	distinct []int      // stream field of each count_distinct sketch
 	quantile []int      // stream field of each quantile sketch
+	picks    []pickSpec // each pick (last and first measures)
 	where    *Predicate // nil: every event counts
 	def      string     // Definition
 }
@@ -171,6 +172,8 @@ func buildView(name string, def ViewDef, s *Stream, report func(key string, err 
 			m.Sketch, v.distinct = sketchFor(v.distinct, m.field)
 		case Quantile:
 			m.Sketch, v.quantile = sketchFor(v.quantile, m.field)
+		case Last, First:
+			m.Pick, v.picks = pickFor(v.picks, m.field, m.Kind == Last)
 		}
 		v.NumSlots += len(m.Slots)
 		v.slots = append(v.slots, m.Slots...)
@@ -247,11 +250,13 @@ type Delta struct {
 
 // DeltaCell is one cell of a Delta. The speed layer writes Num with
 // increments and min/max, Elems with PFADD (Redis hashes them into the same
-// HyperLogLog registers as logic's HLL) and Buckets with increments.
+// HyperLogLog registers as logic's HLL), Buckets with increments and Picks
+// with a compare of their keys.
 type DeltaCell struct {
 	Num     []float64             // View.Slots
 	Elems   []map[string]struct{} // per distinct sketch: the elements seen (AppendDistinctElem)
 	Buckets []QuantileSketch      // per quantile sketch: counts per bucket
+	Picks   []Pick                // per pick (View.Picks)
 }
 
 // State returns the cell as a State (its elements hashed into sketches).
@@ -273,6 +278,7 @@ func (c *DeltaCell) State(v *View) State {
 			st.Q[i] = q.Clone()
 		}
 	}
+	copy(st.Picks, c.Picks)
 	return st
 }
 
@@ -288,8 +294,14 @@ func (d *Delta) Len() int { return len(d.Cells) }
 func (d *Delta) Reset() { clear(d.Cells) }
 
 // Fold adds one event that arrived in the given epoch to every window that
-// contains its event time.
-func (d *Delta) Fold(epoch int64, ev *Event) {
+// contains its event time. It knows no log position: the last and first
+// measures break ties in event time by fold order only (an earlier fold
+// stays), so callers whose views have them use FoldAt.
+func (d *Delta) Fold(epoch int64, ev *Event) { d.FoldAt(epoch, LogPos{}, ev) }
+
+// FoldAt is Fold of an event at a log position, which last and first
+// measures use to break ties in event time (PickKey).
+func (d *Delta) FoldAt(epoch int64, at LogPos, ev *Event) {
 	v := d.View
 	if v.where != nil && !v.where.Match(ev) {
 		return
@@ -306,6 +318,9 @@ func (d *Delta) Fold(epoch int64, ev *Event) {
 			}
 			if len(v.quantile) > 0 {
 				c.Buckets = make([]QuantileSketch, len(v.quantile))
+			}
+			if len(v.picks) > 0 {
+				c.Picks = make([]Pick, len(v.picks))
 			}
 			d.Cells[CellKey{epoch, w, string(d.key)}] = c
 		}
@@ -338,6 +353,13 @@ func (d *Delta) Fold(epoch int64, ev *Event) {
 				c.Buckets[i] = q
 			}
 			q[QuantileBucket(x.Float())]++
+		}
+		for i, p := range v.picks {
+			x := ev.Values[p.field]
+			if x.Null() {
+				continue
+			}
+			MergePick(&c.Picks[i], Pick{Key: PickKey{Time: ev.Time, LogPos: at}, Val: x}, p.last)
 		}
 	}
 }
@@ -459,10 +481,11 @@ func (v *View) DimValue(i int, x any) (Value, error) {
 
 // SQL renders the batch computation of the view over source, a DuckDB
 // relation holding the stream's lake rows (the declared fields plus _time,
-// _arrival and _seq). Only rows that arrived before cutoffMs count.
-// Columns: window_start (BIGINT ms), d0..dN (dimensions), s0..sM (numeric
-// slots, DOUBLE), then x0..xK (DOUBLE): the exact value of each sketch
-// measure, in measure order (ExactMeasures).
+// _arrival, _part, _seq and _idx). Only rows that arrived before cutoffMs
+// count. Columns: window_start (BIGINT ms), d0..dN (dimensions), s0..sM
+// (numeric slots, DOUBLE), then x0..xK (DOUBLE): the exact value of each
+// sketch measure, in measure order (ExactMeasures), then p0..pJ: each pick
+// (View.Picks) as a struct, NULL when empty (PickFromSQL reads it).
 func (v *View) SQL(source string, cutoffMs int64) string {
 	var b strings.Builder
 	b.WriteString("SELECT window_start")
@@ -472,6 +495,9 @@ func (v *View) SQL(source string, cutoffMs int64) string {
 	}
 	for i, mi := range v.ExactMeasures() {
 		fmt.Fprintf(&b, ", CAST(%s AS DOUBLE) AS x%d", v.Measures[mi].ExactSQL(), i)
+	}
+	for k := range v.picks {
+		fmt.Fprintf(&b, ", %s AS p%d", v.pickSQL(k), k)
 	}
 	v.from(&b, source, cutoffMs, "")
 	b.WriteString(" GROUP BY ALL")

@@ -415,8 +415,9 @@ func (lp *streamLoop) fold(m eventlog.Msg) {
 			return nil
 		}
 		lp.wm.Observe(ev.Time, m.Arrival, s.WatermarkLead())
+		at := logic.LogPos{Arrival: m.Arrival, Part: lp.p, Seq: m.Seq, Index: i}
 		for _, d := range b.deltas {
-			d.Fold(epoch, &ev)
+			d.FoldAt(epoch, at, &ev)
 		}
 		b.folded++
 		return nil

@@ -224,7 +224,7 @@ func (l *Layer) rebuildView(ctx context.Context, s *logic.Stream, p int, v *logi
 				l.logger.Error("BUG: undecodable event in the clean log skipped", "stream", s.Name, "seq", m.Seq, "index", i, "err", err)
 				return nil
 			}
-			d.Fold(epoch, &ev)
+			d.FoldAt(epoch, logic.LogPos{Arrival: m.Arrival, Part: p, Seq: m.Seq, Index: i}, &ev)
 			folded++
 			return nil
 		})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -30,10 +31,10 @@ func arrowType(t logic.FieldType) arrow.DataType {
 }
 
 // arrowSchema: window_start timestamp[ms, UTC]; the kept dimensions typed
-// like their fields (nullable); the measures int64 or float64 by their
-// result type (nullable); source string; exact and final bool. The
-// metadata holds view, definition, tier, step and, when the answer has any, its
-// warnings (a JSON array of strings).
+// like their fields (nullable); the measures typed by their result type
+// (nullable): int64 or float64, last and first like their field; source
+// string; exact and final bool. The metadata holds view, definition, tier,
+// step and, when the answer has any, its warnings (a JSON array of strings).
 func arrowSchema(a *answer) *arrow.Schema {
 	fields := []arrow.Field{{Name: "window_start", Type: arrow.FixedWidthTypes.Timestamp_ms}}
 	st := a.View.Stream
@@ -61,7 +62,8 @@ func arrowSchema(a *answer) *arrow.Schema {
 	return arrow.NewSchema(fields, &md)
 }
 
-// appendArrow appends x (nil, int64, float64, bool, string, logic.Value) to
+// appendArrow appends x (nil, int64, float64, bool, string, time.Time,
+// logic.Value) to
 // a column builder of one of arrowType's types.
 func appendArrow(b array.Builder, x any) error {
 	if v, ok := x.(logic.Value); ok {
@@ -88,6 +90,12 @@ func appendArrow(b array.Builder, x any) error {
 		return nil
 	}
 	switch bb := b.(type) {
+	case *array.TimestampBuilder:
+		y, ok := x.(time.Time)
+		if !ok {
+			return fmt.Errorf("arrow: %T in a timestamp column", x)
+		}
+		bb.Append(arrow.Timestamp(y.UnixMilli()))
 	case *array.Int64Builder:
 		switch y := x.(type) {
 		case int64:

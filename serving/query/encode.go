@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/braid-data/braid/logic"
 )
@@ -176,6 +177,8 @@ func writeAny(b *bytes.Buffer, x any) {
 		b.WriteString(strconv.FormatBool(y))
 	case string:
 		writeStr(b, y)
+	case time.Time:
+		writeStr(b, logic.FormatTime(y.UnixMilli()))
 	default:
 		j, err := json.Marshal(y)
 		if err != nil {
@@ -201,6 +204,8 @@ func csvValue(x any) string {
 		return strconv.FormatBool(y)
 	case string:
 		return y
+	case time.Time:
+		return logic.FormatTime(y.UnixMilli())
 	}
 	return fmt.Sprint(x)
 }

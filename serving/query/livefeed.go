@@ -334,6 +334,9 @@ func sameValue(x, y any) bool {
 		// NaN and ±Inf render as null.
 		na, nb := math.IsNaN(a) || math.IsInf(a, 0), math.IsNaN(b) || math.IsInf(b, 0)
 		return na == nb && (na || a == b)
+	case time.Time:
+		b, ok := y.(time.Time)
+		return ok && a.Equal(b)
 	default:
 		return x == y
 	}

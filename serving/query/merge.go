@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/batchviews"
@@ -325,8 +327,8 @@ func overflowWarnings(v *logic.View, rows []ResultRow) []string {
 func OrderLimit(rows []ResultRow, measure int, desc bool, limit int) []ResultRow {
 	if measure >= 0 {
 		slices.SortStableFunc(rows, func(a, b ResultRow) int {
-			x, xok := numeric(a.Values[measure])
-			y, yok := numeric(b.Values[measure])
+			x, xs, xok := orderKey(a.Values[measure])
+			y, ys, yok := orderKey(b.Values[measure])
 			switch {
 			case !xok && !yok:
 				return 0
@@ -335,10 +337,11 @@ func OrderLimit(rows []ResultRow, measure int, desc bool, limit int) []ResultRow
 			case !yok:
 				return -1
 			}
+			c := cmp.Or(cmp.Compare(x, y), strings.Compare(xs, ys))
 			if desc {
-				return cmp.Compare(y, x)
+				return -c
 			}
-			return cmp.Compare(x, y)
+			return c
 		})
 	}
 	if limit > 0 && len(rows) > limit {
@@ -347,17 +350,30 @@ func OrderLimit(rows []ResultRow, measure int, desc bool, limit int) []ResultRow
 	return rows
 }
 
-func numeric(x any) (float64, bool) {
+// orderKey is what OrderLimit compares of an answer (the answers of one
+// measure have one type): a number, a time's unix ms or a bool (false
+// before true) as f, a string (last and first of a string field) as s;
+// ok is false for null.
+func orderKey(x any) (f float64, s string, ok bool) {
 	switch y := x.(type) {
 	case int64:
-		return float64(y), true
+		return float64(y), "", true
 	case float64:
 		if math.IsNaN(y) {
-			return 0, false
+			return 0, "", false
 		}
-		return y, true
+		return y, "", true
+	case time.Time:
+		return float64(y.UnixMilli()), "", true
+	case bool:
+		if y {
+			return 1, "", true
+		}
+		return 0, "", true
+	case string:
+		return 0, y, true
 	}
-	return 0, false
+	return 0, "", false
 }
 
 func floorDiv(a, b int64) int64 {

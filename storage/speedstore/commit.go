@@ -23,6 +23,10 @@ const fieldSep = 0x1e
 // nulls): the group still exists, as it does in the batch layer's GROUP BY.
 const packedSlot = "s"
 
+// pickSlot starts the field suffix of a group's pick k ("p{k}"): the pick
+// of a last or first measure (logic.AppendPick).
+const pickSlot = "p"
+
 // Limits of one redis.call argument list in the commit script: Lua's
 // unpack refuses about 8000 values, so fields and distinct elements go to
 // Redis in chunks below it (the script chunks the index entries itself,
@@ -81,13 +85,19 @@ func (s *Store) script(v [2]*redis.Script) *redis.Script {
 //	  ng, nx                        groups, extra ops
 //	  ng fields, ng packed values   "{group}\x1es" → the slots (appendPacked)
 //	  nx × (op, a, b [, b elems])   i = HINCRBY a b, e = HSETNX a b,
-//	                                p = PFADD to key a the next b arguments
+//	                                p = PFADD to key a the next b arguments,
+//	                                L / F = field a takes the pick b when
+//	                                b's key is greater (L, last) or less
+//	                                (F, first) than its pick's, or it has none
 //
 // Per block it reads the groups' packed values with one HMGET, merges each
 // with the new one slot by slot (add; min / max skipping NaN, the empty
 // value), and writes them back with one HSET; a group new to the hash takes
 // the new value as sent. A block of one group tries HSETNX first, so a new
-// cell costs one call. An old value of another length is replaced. Nothing
+// cell costs one call. An old value of another length is replaced. A pick
+// (logic.AppendPick) starts with its key in logic.PickKeySize bytes whose
+// byte order is the keys' order: the script compares them byte by byte
+// (never with Lua's string comparison, which follows the server's locale). Nothing
 // in a section can fail (numbers are well formed, packed values are checked
 // for length, no call takes more arguments than unpack allows), so a script
 // that passed its compare-and-set is all or nothing. Lua reads ARGV by
@@ -110,6 +120,17 @@ while i <= n do
     local e = math.min(i + 3999, last)
     if live then redis.call('ZADD', idx, unpack(ARGV, i, e)) end
     i = e + 1
+  end
+  local function later(o, new)
+    if #o < 32 then return 1 end
+    for k = 1, 32 do
+      local x, y = string.byte(o, k), string.byte(new, k)
+      if x ~= y then
+        if y > x then return 1 end
+        return -1
+      end
+    end
+    return 0
   end
   local function merge(o, new)
     if not o or ns == 0 or #o ~= size or #new ~= size then return new end
@@ -157,6 +178,9 @@ while i <= n do
       elseif not live then
       elseif op == 'i' then
         redis.call('HINCRBY', key, a, v)
+      elseif op == 'L' or op == 'F' then
+        local o = redis.call('HGET', key, a)
+        if not o or later(o, v) == (op == 'L' and 1 or -1) then redis.call('HSET', key, a, v) end
       else
         redis.call('HSETNX', key, a, v)
       end
@@ -321,6 +345,11 @@ func (s *Store) appendDelta(a *argBuf, stream string, p int, d *logic.Delta) {
 			for _, q := range c.Buckets {
 				nx += len(q)
 			}
+			for _, pk := range c.Picks {
+				if !pk.Empty() {
+					nx++
+				}
+			}
 		}
 		a.int(int64(len(b)))
 		a.int(int64(nx))
@@ -369,6 +398,21 @@ func (s *Store) appendDelta(a *argBuf, stream string, p int, d *logic.Delta) {
 					a.end()
 					a.int(int64(cnt))
 				}
+			}
+			for k, pk := range c.Picks {
+				if pk.Empty() {
+					continue
+				}
+				if v.PickLast(k) {
+					a.str("L")
+				} else {
+					a.str("F")
+				}
+				a.b = append(append(append(a.b, g...), fieldSep), pickSlot...)
+				a.b = strconv.AppendInt(a.b, int64(k), 10)
+				a.end()
+				a.b = logic.AppendPick(a.b, pk)
+				a.end()
 			}
 		}
 	}

@@ -12,6 +12,7 @@
 //	{ns}:v:{s.p}:{key}:{epoch}:{window}  hash   field "{group}\x1es" → the numeric slots, packed,
 //	                                       "{group}\x1eq{k}:{bucket}" → count (quantile sketch k),
 //	                                       "{group}\x1eh{k}" → 1 (count_distinct sketch k exists)
+//	                                       "{group}\x1ep{k}" → pick k (last / first), logic.AppendPick
 //	{ns}:v:{s.p}:{key}:{epoch}:{window}:h{k}:{group}  HyperLogLog (PFADD) of sketch k
 //	{ns}:v:{s.p}:{key}:idx         zset   member "{epoch}:{window}", score epoch
 //	{ns}:pos:{s.p}                 hash   seq, wm (max event time), la (last arrival),
@@ -530,6 +531,16 @@ func (s *Store) readField(v *logic.View, st *logic.State, slot, val string) erro
 		mergePacked(v.Slots(), st.Num, val)
 		return nil
 	}
+	if k, ok := pickIndex(slot, len(st.Picks)); ok {
+		p, err := logic.DecodePick([]byte(val))
+		if err != nil {
+			return err
+		}
+		if p.Val.Kind == v.PickType(k) { // another type: not this definition's (ignored, as a packed value of another length)
+			logic.MergePick(&st.Picks[k], p, v.PickLast(k))
+		}
+		return nil
+	}
 	if k, ok := sketchIndex(slot, 'q', len(st.Q)); ok {
 		colon := strings.IndexByte(slot, ':')
 		b, err := strconv.ParseInt(slot[colon+1:], 10, 32)
@@ -560,6 +571,19 @@ func sketchIndex(slot string, kind byte, n int) (int, bool) {
 	}
 	k, err := strconv.Atoi(slot[1:end])
 	if err != nil || k < 0 || k >= n || (kind == 'h') != (end == len(slot)) {
+		return 0, false
+	}
+	return k, true
+}
+
+// pickIndex parses a field suffix "p{k}" and reports whether k is a pick
+// index below n.
+func pickIndex(slot string, n int) (int, bool) {
+	if len(slot) < 2 || slot[:1] != pickSlot {
+		return 0, false
+	}
+	k, err := strconv.Atoi(slot[1:])
+	if err != nil || k < 0 || k >= n {
 		return 0, false
 	}
 	return k, true

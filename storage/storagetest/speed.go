@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/storage/speedstore"
@@ -53,7 +54,8 @@ import (
 //     [fromMs, toMs) and epoch >= minEpoch, each (epoch, window, group)
 //     once, in any order, merged over the stream's partitions with
 //     logic's rules (slots as logic.View.MergeState, distinct sketches
-//     united, quantile buckets added); a group whose slots are all empty
+//     united, quantile buckets added, picks of last and first measures by
+//     their keys, logic.MergePick); a group whose slots are all empty
 //     is still a cell. An error from ReadEach's fn stops the read and
 //     comes back as is.
 //   - Expire drops a state key's cells of epochs < beforeEpoch in every
@@ -101,6 +103,7 @@ func RunSpeedStore(t *testing.T, newStore NewSpeedStore) {
 		{"FreshPositionJoinsViews", speedFreshPosition},
 		{"RebuildJoinsTheStreamsCommits", speedRebuild},
 		{"PartitionsMerge", speedPartitions},
+		{"PicksMerge", speedPicks},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
 	}
@@ -766,4 +769,160 @@ func speedPartitions(t *testing.T, open func() SpeedStore) {
 	if pos, found, err := st.Position(ctx, "orders", 3); err != nil || !found || pos.Seq != uint64(len(evs[3])) {
 		t.Fatalf("partition 3 after partition 2's reset: %+v %v %v", pos, found, err)
 	}
+}
+
+// pickEvent is one event of speedPicks: its partition, log position,
+// event time and fields (nil: absent).
+type pickEvent struct {
+	pos     logic.LogPos
+	time    int64
+	country string
+	amount  any // float64 or nil
+	items   any // int64 or nil
+}
+
+// speedPicks: last and first of a string, a float, an int and the time
+// field, over three partitions committed concurrently in chunks of events
+// whose times go back and forth (so a commit brings picks both later and
+// earlier than the stored ones) and tie often (the log position decides),
+// read back as the value of the latest (earliest) event with a value of
+// each (epoch, window, group) — found here by sorting the events.
+func speedPicks(t *testing.T, open func() SpeedStore) {
+	ctx := context.Background()
+	const parts, chunk = 3, 40
+	v := speedViewOn(t, "picks", parts, []logic.MeasureDef{
+		{Name: "n", Expr: "count()"}, {Name: "last_amount", Expr: "last(amount)"}, {Name: "first_amount", Expr: "first(amount)"},
+		{Name: "last_items", Expr: "last(items)"}, {Name: "first_items", Expr: "first(items)"},
+		{Name: "last_country", Expr: "last(country)"}, {Name: "first_ts", Expr: "first(ts)"}, {Name: "last_ts", Expr: "last(ts)"}})
+	rng := rand.New(rand.NewPCG(31, 32))
+	evs := make([][]pickEvent, parts)
+	for p := range evs {
+		seq := uint64(0)
+		for range 600 + 100*p {
+			if seq == 0 || rng.IntN(3) == 0 {
+				seq++ // a new record: events of one record share its sequence and arrival
+			}
+			e := pickEvent{pos: logic.LogPos{Arrival: int64(seq/50) * 5000, Part: p, Seq: seq, Index: rng.IntN(4)},
+				time: int64(rng.IntN(30)) * 10000, country: []string{"DE", "FR"}[rng.IntN(2)]}
+			if rng.IntN(4) > 0 {
+				e.amount = float64(rng.IntN(1000)) / 8
+			}
+			if rng.IntN(4) > 0 {
+				e.items = int64(rng.IntN(50))
+			}
+			evs[p] = append(evs[p], e)
+		}
+	}
+	epochOf := func(e pickEvent) int64 { return e.pos.Arrival / 20000 * 20000 }
+	var wg sync.WaitGroup
+	errs := make(chan error, parts)
+	for p := range parts {
+		st := open()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 0; seq < len(evs[p]); seq += chunk {
+				next := min(seq+chunk, len(evs[p]))
+				d := v.NewDelta()
+				for _, e := range evs[p][seq:next] {
+					vals := make([]logic.Value, len(v.Stream.Fields))
+					vals[v.Stream.FieldIndex("ts")] = logic.Value{Kind: logic.TypeTime, I: e.time}
+					vals[v.Stream.FieldIndex("country")] = logic.Value{Kind: logic.TypeString, S: e.country}
+					if e.amount != nil {
+						vals[v.Stream.FieldIndex("amount")] = logic.Value{Kind: logic.TypeFloat, F: e.amount.(float64)}
+					}
+					if e.items != nil {
+						vals[v.Stream.FieldIndex("items")] = logic.Value{Kind: logic.TypeInt, I: e.items.(int64)}
+					}
+					d.FoldAt(epochOf(e), e.pos, &logic.Event{Time: e.time, Values: vals})
+				}
+				if err := st.Commit(ctx, "orders", p, uint64(seq), speedstore.Position{Seq: uint64(next)}, 0, []*logic.Delta{d}); err != nil {
+					errs <- fmt.Errorf("partition %d at %d: %w", p, seq, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// The expected cells: by (epoch, window, group), the events sorted by
+	// (time, arrival, partition, sequence, index).
+	type cellID struct {
+		e, w int64
+		g    string
+	}
+	byCell := map[cellID][]pickEvent{}
+	for _, e := range slices.Concat(evs...) {
+		k := cellID{epochOf(e), e.time / 60000 * 60000, "s" + e.country}
+		byCell[k] = append(byCell[k], e)
+	}
+	before := func(a, b pickEvent) int {
+		if c := cmpInt(a.time, b.time); c != 0 {
+			return c
+		}
+		if c := cmpInt(a.pos.Arrival, b.pos.Arrival); c != 0 {
+			return c
+		}
+		if c := cmpInt(int64(a.pos.Part), int64(b.pos.Part)); c != 0 {
+			return c
+		}
+		if c := cmpInt(int64(a.pos.Seq), int64(b.pos.Seq)); c != 0 {
+			return c
+		}
+		return cmpInt(int64(a.pos.Index), int64(b.pos.Index))
+	}
+	pick := func(es []pickEvent, has func(pickEvent) any, last bool) any {
+		var best *pickEvent
+		for i := range es {
+			e := &es[i]
+			if has(*e) == nil {
+				continue
+			}
+			if best == nil || last && before(*best, *e) < 0 || !last && before(*e, *best) < 0 {
+				best = e
+			}
+		}
+		if best == nil {
+			return nil
+		}
+		return has(*best)
+	}
+	cells := readAll(t, open(), v, 0, allTime, 0)
+	if len(cells) != len(byCell) {
+		t.Fatalf("%d cells, want %d", len(cells), len(byCell))
+	}
+	for _, c := range cells {
+		es := byCell[cellID{c.Epoch, c.Window, c.Group}]
+		if es == nil {
+			t.Fatalf("unexpected cell %d/%d/%q", c.Epoch, c.Window, c.Group)
+		}
+		amount := func(e pickEvent) any { return e.amount }
+		items := func(e pickEvent) any { return e.items }
+		country := func(e pickEvent) any { return e.country }
+		ts := func(e pickEvent) any { return time.UnixMilli(e.time).UTC() }
+		want := []any{int64(len(es)), pick(es, amount, true), pick(es, amount, false), pick(es, items, true), pick(es, items, false),
+			pick(es, country, true), pick(es, ts, false), pick(es, ts, true)}
+		got := v.Finalize(&c.State)
+		for i, m := range v.Measures {
+			if g, ok := got[i].(time.Time); ok && g.Equal(want[i].(time.Time)) {
+				continue
+			}
+			if got[i] != want[i] {
+				t.Fatalf("cell %d/%d/%q: %s = %v (%T), want %v (%T)", c.Epoch, c.Window, c.Group, m.Name, got[i], got[i], want[i], want[i])
+			}
+		}
+	}
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
