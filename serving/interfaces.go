@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 
+	"github.com/braid-data/braid/serving/alerts"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
@@ -91,4 +92,21 @@ type EventLog interface {
 	LateCount(ctx context.Context, stream string) (uint64, error)
 	Info(ctx context.Context, stream string, p int) (eventlog.StreamInfo, error)
 	DeadLetters(ctx context.Context, stream string, after eventlog.Cursor, limit int) ([]eventlog.DeadLetter, error)
+}
+
+// Alerts is the alerts' state as the API shows it. (*alerts.Service)
+// satisfies it.
+//
+// List returns every alert's definition, rows firing now, recent
+// deliveries and dead-letter count (parts it cannot read named in each
+// one's Errors). DeadLetters lists up to limit (0: all) of an alert's dead
+// letters, oldest first; Replay puts them back for delivery with their
+// ids and returns how many. Both answer an error matching
+// alerts.ErrUnknownAlert for an alert the catalog lacks and
+// alerts.ErrUnavailable when this process cannot reach them; any other
+// error means the queue could not be read now. Safe for concurrent use.
+type Alerts interface {
+	List(ctx context.Context) []alerts.Status
+	DeadLetters(ctx context.Context, alert string, limit int) ([]alerts.DeadLetter, error)
+	Replay(ctx context.Context, alert string) (int, error)
 }
