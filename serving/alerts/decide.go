@@ -23,10 +23,11 @@ import (
 //   - corrected: the row fired, its window is final, and at a new batch
 //     version its values differ from those of its baseline — the values
 //     it had when its window was final (or when it was last corrected).
-//     Its id carries the batch version, so each batch run that changes it
-//     corrects it once. Values of a final window change only when a batch
-//     run absorbs events the speed layer did not fold (too late for it, or
-//     sketches made exact), so the baseline is what the speed layer said.
+//     Its id carries the batch version, so a row is corrected at most once
+//     per batch version. Values of a final window change when a batch run
+//     absorbs events the speed layer did not fold (too late for it, or
+//     sketches made exact) — the baseline is what the speed layer said —
+//     or, rarely, when an idle partition's event lands in it.
 //   - a baseline (never delivered): the values of a fired row when its
 //     window became final, unless a delivery of that evaluation carried
 //     them.
@@ -85,12 +86,11 @@ func decide(a *logic.Alert, s rowState, r *query.ResultRow, version string) ([]d
 	case s.hasBase && version != s.baseVer && !sameValues(r.Values, s.base):
 		out = append(out, decision{state: logic.AlertCorrected, version: version})
 	case s.hasBase && len(out) == 0:
-		// Nothing new: the batch version moved on and left the values
-		// alone, or the speed layer changed a final window (the next
-		// batch version tells whether that stays).
-		if version != s.baseVer && sameValues(r.Values, s.base) {
-			s.baseVer = version
-		}
+		// Nothing new: the same batch version, or one that left the
+		// values alone. (The baseline keeps its version: a change the
+		// speed layer makes to a final window later — an event of a
+		// partition that was idle — is corrected at the version of then,
+		// as an evaluator rebuilt from the stored records would.)
 		return out, s
 	case !s.hasBase && len(out) == 0:
 		out = append(out, decision{state: stateBaseline, version: version})
