@@ -21,6 +21,8 @@ func (a *app) newAlerts(eng *query.Engine) (*alerts.Service, error) {
 		return nil, errors.New("alerts need NATS and Redis")
 	}
 	logger := a.logger.With("layer", "alerts")
+	// A delivery stays with a worker for twice the longest attempt (and
+	// a margin) before another one attempts it again.
 	ackWait := time.Duration(0)
 	for _, al := range a.cat.Alerts {
 		ackWait = max(ackWait, al.Timeout)
@@ -29,7 +31,7 @@ func (a *app) newAlerts(eng *query.Engine) (*alerts.Service, error) {
 	ctx := context.Background()
 	err := a.untilNATSReady(ctx, "open the alerts' streams", func() (err error) {
 		box, err = alertbox.Open(ctx, a.js, alertbox.Options{Namespace: a.cfg.Namespace, Replicas: a.cfg.NATS.Replicas,
-			AckWait: ackWait + 30*time.Second, Logger: logger})
+			AckWait: 2*ackWait + 5*time.Second, Logger: logger})
 		return err
 	})
 	if err != nil {
