@@ -77,7 +77,7 @@ type Service struct {
 	logger  *slog.Logger
 	m       *serviceMetrics
 
-	mu       sync.Mutex
+	mu         sync.Mutex
 	evaluating map[string]time.Time // alerts evaluated here, since when
 }
 
@@ -181,7 +181,7 @@ func newMetrics(reg prometheus.Registerer, cat *config.Catalog, dlq DeadLetterQu
 		return nil, err
 	}
 	if m.latency, err = metrics.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "braid_alert_delivery_seconds",
-		Help: "Time to a delivery's success, by alert and since: decision (the evaluator stored it) or arrival (the newest event of the row's answer was acknowledged).",
+		Help:    "Time to a delivery's success, by alert and since: decision (the evaluator stored it) or arrival (the newest event of the row's answer was acknowledged).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18)}, []string{"alert", "since"})); err != nil {
 		return nil, err
 	}
