@@ -455,3 +455,188 @@ func TestAlertsCrossings(t *testing.T) {
 		}
 	}
 }
+
+// alertBatchRun runs a batch now and returns its version.
+func alertBatchRun(t *testing.T, base string) string {
+	t.Helper()
+	var run struct {
+		Status  string `json:"status"`
+		Version string `json:"version"`
+	}
+	if code := httpJSON(t, "POST", base+"/v1/batch/runs?wait=true", "application/json", []byte(`{}`), &run); code != 200 || run.Status != "succeeded" || run.Version == "" {
+		t.Fatalf("batch run: %d %+v", code, run)
+	}
+	return run.Version
+}
+
+// TestAlertsCorrected: a window that fired and is final takes a reading
+// too late for the speed layer; the batch run that counts it changes the
+// window's values, and the alert says so once: corrected, its id carrying
+// the run's version, its values the new ones. A batch run that changes
+// nothing corrects nothing.
+func TestAlertsCorrected(t *testing.T) {
+	rcv := newReceiver(t)
+	c := sensorCatalog(fmt.Sprintf(`  overheat:
+    view: temps
+    when: "max_temp > 80"
+    action: { webhook: %q, secret_env: %s }
+`, rcv.srv.URL+"/hook", hookSecretEnv))
+	st := testenv.NewStack(t, c.YAML())
+	testenv.StartBraidEnv(t, st.Base, append(st.Env(), hookSecretEnv+"="+hookSecret), "up", "--config", st.Config)
+	st.WaitViewsReady()
+	base := st.Base
+
+	now := time.Now().UTC()
+	w := now.Truncate(10 * time.Second)
+	if now.Sub(w) > 5*time.Second { // room in the window for the readings below
+		w = w.Add(10 * time.Second)
+		time.Sleep(time.Until(w.Add(200 * time.Millisecond)))
+	}
+	sendReadings(t, base, "sensors", []reading{{time.Now(), "x", 70}, {time.Now(), "x", 85}})
+	prefix := "overheat/" + w.Format(time.RFC3339Nano) + "/x/"
+	eventually(t, "the window fires", 60*time.Second, func() string {
+		if got := ids(rcv.hooks("/hook", "overheat"), 200); got[prefix+"firing"] == 0 {
+			return fmt.Sprintf("%v", got)
+		}
+		return ""
+	})
+	// The window becomes final: a reading past its end plus the lateness.
+	time.Sleep(time.Until(w.Add(15*time.Second + 500*time.Millisecond)))
+	sendReadings(t, base, "sensors", []reading{{time.Now(), "y", 20}})
+	eventually(t, "the firing row is final", 60*time.Second, func() string {
+		for _, a := range getAlerts(t, base).Alerts {
+			for _, f := range a.Firing {
+				if f.ID == prefix+"firing" && f.Final {
+					return ""
+				}
+			}
+		}
+		return "not yet"
+	})
+	alertBatchRun(t, base) // changes nothing of the window
+	// Too late for the speed layer: behind the watermark.
+	sendReadings(t, base, "sensors", []reading{{w.Add(3 * time.Second), "x", 99}})
+	version := alertBatchRun(t, base)
+	corrected := prefix + "corrected/" + version
+	eventually(t, "the batch run's correction", 60*time.Second, func() string {
+		if got := ids(rcv.hooks("/hook", "overheat"), 200); got[corrected] == 0 {
+			return fmt.Sprintf("%v", got)
+		}
+		return ""
+	})
+	alertBatchRun(t, base) // changes nothing more
+	time.Sleep(3 * time.Second)
+	got := ids(rcv.hooks("/hook", "overheat"), 200)
+	if want := map[string]bool{prefix + "firing": true, corrected: true}; sameIDs(got, want) != "" {
+		t.Fatalf("deliveries: %s", sameIDs(got, want))
+	}
+	for _, h := range rcv.hooks("/hook", "overheat") {
+		b := h.body
+		switch b.State {
+		case "firing":
+			if b.Values["max_temp"] != 85.0 || b.Values["readings"] != 2.0 || b.Final {
+				t.Errorf("firing %+v", b)
+			}
+		case "corrected":
+			if b.Values["max_temp"] != 99.0 || b.Values["readings"] != 3.0 || b.Values["avg_temp"] != (70.0+85+99)/3 || !b.Final ||
+				!strings.HasPrefix(b.Source, "batch") || !h.sigOK {
+				t.Errorf("corrected %+v (signature valid %v)", b, h.sigOK)
+			}
+		}
+	}
+}
+
+// procOwns reports whether the alerts' evaluator named owner (host, pid,
+// suffix) is process p.
+func procOwns(p *testenv.Proc, owner string) bool {
+	return strings.Contains(owner, fmt.Sprintf("-%d-", p.Cmd.Process.Pid))
+}
+
+// TestAlertsFailover: two braid serve processes share the alerts (one
+// evaluates), beside braid speed and braid archive. While readings
+// stream, the evaluating one is killed with -9 (the other takes the
+// alert over), started again, and later stopped and started again. The
+// receiver sees every crossing's id at least once, and no other id.
+func TestAlertsFailover(t *testing.T) {
+	rcv := newReceiver(t)
+	c := sensorCatalog(fmt.Sprintf(`  overheat:
+    view: temps
+    when: "max_temp > 80"
+    action: { webhook: %q, secret_env: %s, timeout: 2s }
+`, rcv.srv.URL+"/hook", hookSecretEnv))
+	st := testenv.NewStack(t, c.YAML(), testenv.WithNATS())
+	tw := st.Twin()
+	env := append(st.Env(), hookSecretEnv+"="+hookSecret)
+	start := func(s *testenv.Stack) *testenv.Proc {
+		return testenv.StartBraidEnv(t, s.Base, env, "serve", "--config", s.Config)
+	}
+	testenv.StartBraidEnv(t, "", env, "speed", "--config", st.Config)
+	testenv.StartBraidEnv(t, "", env, "archive", "--config", st.Config)
+	serves := []*testenv.Proc{start(st), start(tw)}
+	stacks := []*testenv.Stack{st, tw}
+	st.WaitViewsReady()
+	// evaluator is the index of the serve process evaluating the alert.
+	evaluator := func() int {
+		i := -1
+		eventually(t, "an evaluator", 60*time.Second, func() string {
+			for _, base := range []string{st.Base, tw.Base} {
+				resp, err := http.Get(base + "/v1/alerts")
+				if err != nil {
+					continue
+				}
+				var s alertsStatus
+				_ = json.NewDecoder(resp.Body).Decode(&s)
+				resp.Body.Close()
+				if len(s.Alerts) == 1 {
+					for j, p := range serves {
+						if procOwns(p, s.Alerts[0].Evaluator) {
+							i = j
+							return ""
+						}
+					}
+				}
+			}
+			return "no process named as evaluating"
+		})
+		return i
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	var sent []reading
+	stream := func(to int, d time.Duration) {
+		sent = append(sent, streamReadings(t, rng, func() string { return stacks[to].Base }, d)...)
+	}
+
+	e := evaluator()
+	stream(1-e, 8*time.Second)
+	serves[e].Kill(t)
+	t.Logf("kill -9 of serve %d, the evaluator", e)
+	stream(1-e, 8*time.Second)
+	serves[e] = start(stacks[e])
+	stream(1-e, 6*time.Second)
+	e = evaluator()
+	if err := serves[e].Stop(t); err != nil {
+		t.Errorf("SIGTERM of serve %d: %v", e, err)
+	}
+	t.Logf("SIGTERM of serve %d, the evaluator", e)
+	stream(1-e, 6*time.Second)
+	serves[e] = start(stacks[e])
+	stream(1-e, 6*time.Second)
+	time.Sleep(16 * time.Second)
+	sendReadings(t, stacks[1-e].Base, "sensors", []reading{{time.Now(), "z", 0}})
+
+	want := expectCrossings("overheat", sent)
+	t.Logf("%d readings, %d rows crossed", len(sent), len(want))
+	eventually(t, "every crossing delivered at least once, nothing else", 90*time.Second, func() string {
+		return sameIDs(ids(rcv.hooks("/hook", "overheat"), 200), want)
+	})
+	dups := 0
+	for _, n := range ids(rcv.hooks("/hook", "overheat"), 200) {
+		dups += n - 1
+	}
+	t.Logf("%d deliveries repeated an id", dups)
+	for _, h := range rcv.hooks("/hook", "overheat") {
+		if !h.sigOK || h.body.State != "firing" {
+			t.Errorf("delivery %+v, signature valid %v", h.body, h.sigOK)
+		}
+	}
+}
