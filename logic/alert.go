@@ -174,10 +174,7 @@ func (a *Alert) RetryDelay(attempt int) time.Duration {
 // starts every hop). Window starts are aligned like the view's.
 func (a *Alert) AlertRange(now int64, batchEvery time.Duration) (from, to int64) {
 	v := a.View
-	step := v.Window.Size
-	if v.Window.Hop > 0 {
-		step = v.Window.Hop
-	}
+	step := v.Window.Step()
 	corr := 2 * batchEvery
 	if batchEvery <= 0 {
 		corr = defaults.AlertOnDemandLookback

@@ -201,6 +201,10 @@ const (
 	// evaluation (commits and batch versions start one at once); it also
 	// slides the evaluated range.
 	AlertEvalTick = time.Second
+	// AlertFullEvery is how often an evaluation covers the whole range
+	// between batch versions (a new batch version always does; the others
+	// cover the windows that were not final at the last one).
+	AlertFullEvery = 10 * time.Second
 	// AlertStateEvery is how often the evaluator records the rows firing
 	// now even when they did not change (GET /v1/alerts shows when).
 	AlertStateEvery = 10 * time.Second

@@ -2,9 +2,12 @@ package alerts
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/braid-data/braid/logic"
@@ -19,6 +22,16 @@ type evaluator struct {
 	s    *Service
 	a    *logic.Alert
 	rows map[rowKey]*rowState
+
+	// What the last evaluations saw: the batch version and when the
+	// whole range was evaluated last, and the watermark of the last one
+	// (0: none yet). Between batch versions only windows that were not
+	// final then can change (once), so the others wait for the next
+	// evaluation of the whole range.
+	lastVersion string
+	lastFull    time.Time
+	lastWM      int64
+	firing      map[rowKey]firingRow // the rows firing, as last evaluated
 
 	lastFiring []byte    // the rows firing at the last state recorded
 	lastState  time.Time // when it was recorded
@@ -37,7 +50,7 @@ func (s *Service) evaluate(ctx context.Context, name string) error {
 		<-ctx.Done()
 		return nil
 	}
-	ev := &evaluator{s: s, a: a, rows: map[rowKey]*rowState{}}
+	ev := &evaluator{s: s, a: a, rows: map[rowKey]*rowState{}, firing: map[rowKey]firingRow{}}
 	n, err := ev.rebuild(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -116,24 +129,42 @@ func (ev *evaluator) rebuild(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// once evaluates the alert's rows now: every decision is stored before
-// the row's state moves on; the first that cannot be stored ends the
-// evaluation with its error.
+// once evaluates the alert's rows now: the whole range when the batch
+// version changed, at the first evaluation and every
+// defaults.AlertFullEvery; else the windows that were not final at the
+// last one. Every decision is stored before the row's state moves on;
+// the first that cannot be stored ends the evaluation with its error.
 func (ev *evaluator) once(ctx context.Context) error {
 	a, s := ev.a, ev.s
 	start := time.Now()
 	now := start.UnixMilli()
 	from, to := a.AlertRange(now, s.o.BatchEvery)
-	ans, err := s.o.Source.Rows(ctx, a.View, query.Query{Rollup: query.Rollup{From: from, To: to}, Order: -1, Format: "json"})
+	full := ev.lastWM == 0 || start.Sub(ev.lastFull) >= defaults.AlertFullEvery
+	qFrom := from
+	if !full {
+		// Windows final at the last watermark ended by then.
+		qFrom = max(from, windowFloor(a.View, ev.lastWM-a.View.Window.Size.Milliseconds()))
+	}
+	ans, err := s.o.Source.Rows(ctx, a.View, query.Query{Rollup: query.Rollup{From: qFrom, To: to}, Order: -1, Format: "json"})
+	if err == nil && !full && ans.Version != ev.lastVersion {
+		full, qFrom = true, from
+		ans, err = s.o.Source.Rows(ctx, a.View, query.Query{Rollup: query.Rollup{From: from, To: to}, Order: -1, Format: "json"})
+	}
 	if err != nil {
 		return err
 	}
-	for k := range ev.rows {
-		if k.window < from {
-			delete(ev.rows, k)
+	if full {
+		for k := range ev.rows {
+			if k.window < from {
+				delete(ev.rows, k)
+			}
+		}
+		for k := range ev.firing {
+			if k.window < from {
+				delete(ev.firing, k)
+			}
 		}
 	}
-	var firing []firingRow
 	for i := range ans.Rows {
 		r := &ans.Rows[i]
 		k := rowKey{r.Window, logic.GroupKey(r.Dims)}
@@ -161,13 +192,19 @@ func (ev *evaluator) once(ctx context.Context) error {
 			ev.rows[k] = &next
 		}
 		if next.firing {
-			firing = append(firing, firingRow{ID: logic.AlertID(a.Name, r.Window, k.group, logic.AlertFiring, ""),
+			ev.firing[k] = firingRow{ID: logic.AlertID(a.Name, r.Window, k.group, logic.AlertFiring, ""),
 				WindowStart: logic.FormatTime(r.Window), Group: groupMap(a.View, r.Dims), Values: valueMap(a.View, r.Values),
-				Source: r.Source, Exact: r.Exact, Final: r.Final})
+				Source: r.Source, Exact: r.Exact, Final: r.Final}
+		} else {
+			delete(ev.firing, k)
 		}
 	}
+	if full {
+		ev.lastFull, ev.lastVersion = start, ans.Version
+	}
+	ev.lastWM = ans.Watermark
 	s.m.evalDur.WithLabelValues(a.Name).Observe(time.Since(start).Seconds())
-	return ev.record(ctx, firing, ans)
+	return ev.record(ctx, ans)
 }
 
 // firingRow is a row firing now, as GET /v1/alerts shows it.
@@ -192,12 +229,16 @@ type evalState struct {
 
 // record writes the rows firing now to the journal when they changed, or
 // every defaults.AlertStateEvery.
-func (ev *evaluator) record(ctx context.Context, firing []firingRow, ans query.RowsAnswer) error {
+func (ev *evaluator) record(ctx context.Context, ans query.RowsAnswer) error {
 	if ev.s.o.Journal == nil {
 		return nil
 	}
-	if firing == nil {
-		firing = []firingRow{}
+	keys := slices.SortedFunc(maps.Keys(ev.firing), func(x, y rowKey) int {
+		return cmp.Or(cmp.Compare(x.window, y.window), cmp.Compare(x.group, y.group))
+	})
+	firing := make([]firingRow, 0, len(keys))
+	for _, k := range keys {
+		firing = append(firing, ev.firing[k])
 	}
 	cur, _ := json.Marshal(firing)
 	if bytes.Equal(cur, ev.lastFiring) && time.Since(ev.lastState) < defaults.AlertStateEvery {
@@ -214,4 +255,16 @@ func (ev *evaluator) record(ctx context.Context, firing []firingRow, ans query.R
 	}
 	ev.lastFiring, ev.lastState = cur, time.Now()
 	return nil
+}
+
+// windowFloor is the start of the last window of v starting at or before
+// t (windows start every hop, or every size when tumbling, from the UTC
+// epoch).
+func windowFloor(v *logic.View, t int64) int64 {
+	step := v.Window.Step().Milliseconds()
+	r := t % step
+	if r < 0 {
+		r += step
+	}
+	return t - r
 }
