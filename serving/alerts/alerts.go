@@ -76,9 +76,6 @@ type Service struct {
 	client  *http.Client
 	logger  *slog.Logger
 	m       *serviceMetrics
-
-	mu         sync.Mutex
-	evaluating map[string]time.Time // alerts evaluated here, since when
 }
 
 // ErrSecretUnset: an alert signs its webhook with a secret whose variable
@@ -97,8 +94,7 @@ func New(o Options) (*Service, error) {
 	if o.Senders <= 0 {
 		o.Senders = defaults.AlertSenders
 	}
-	s := &Service{o: o, cat: o.Catalog, secrets: map[string][]byte{}, client: o.Client, logger: o.Logger.With("component", "alerts"),
-		evaluating: map[string]time.Time{}}
+	s := &Service{o: o, cat: o.Catalog, secrets: map[string][]byte{}, client: o.Client, logger: o.Logger.With("component", "alerts")}
 	if s.client == nil {
 		s.client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: o.Senders,
 			IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true}}

@@ -59,14 +59,6 @@ func (s *Service) evaluate(ctx context.Context, name string) error {
 		return err
 	}
 	s.logger.Info("evaluating alert", "alert", name, "view", a.View.Name, "on", a.On.String(), "records_read", n, "rows_fired", len(ev.rows))
-	s.mu.Lock()
-	s.evaluating[name] = time.Now()
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.evaluating, name)
-		s.mu.Unlock()
-	}()
 	changes, stop := s.o.Source.Watch(a.View.Stream.Name)
 	defer stop()
 	tick := time.NewTicker(defaults.AlertEvalTick)

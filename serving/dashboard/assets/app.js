@@ -771,7 +771,8 @@
         const n = stacked.get(k) || 0;
         stacked.set(k, n + 1);
         const ym = T + 4 + n * 9;
-        const tri = svg('path', { class: 'alert-mark ' + mk.state, d: 'M' + (xm - 5).toFixed(1) + ' ' + (ym - 4) + 'L' + (xm + 5).toFixed(1) + ' ' + (ym - 4) + 'L' + xm.toFixed(1) + ' ' + (ym + 4) + 'Z' });
+        if (n === 0) g.appendChild(svg('line', { class: 'alert-line ' + mk.state, x1: xm.toFixed(1), x2: xm.toFixed(1), y1: T, y2: T + ph }));
+        const tri = svg('path', { class: 'alert-mark ' + mk.state, d: 'M' + (xm - 6).toFixed(1) + ' ' + (ym - 5) + 'L' + (xm + 6).toFixed(1) + ' ' + (ym - 5) + 'L' + xm.toFixed(1) + ' ' + (ym + 5) + 'Z' });
         tri.dataset.alert = mk.alert;
         tri.dataset.state = mk.state;
         tri.appendChild(svg('title', {}, mk.alert + ' ' + mk.state + ' · ' + (mk.group || 'all') + ' · window ' + hhmmss(mk.t) + '\n' + mk.id));
