@@ -23,15 +23,20 @@ func (a *app) newAlerts(eng *query.Engine) (*alerts.Service, error) {
 	logger := a.logger.With("layer", "alerts")
 	// A delivery stays with a worker for twice the longest attempt (and
 	// a margin) before another one attempts it again.
-	ackWait := time.Duration(0)
+	// The outbox keeps decisions at least as long as the longest span an
+	// evaluator rebuilds its state for (an hour more).
+	ackWait, span := time.Duration(0), time.Duration(0)
+	now := time.Now().UnixMilli()
 	for _, al := range a.cat.Alerts {
 		ackWait = max(ackWait, al.Timeout)
+		from, to := al.AlertRange(now, a.cfg.Batch.Every.D())
+		span = max(span, time.Duration(to-from)*time.Millisecond+time.Hour)
 	}
 	var box *alertbox.Box
 	ctx := context.Background()
 	err := a.untilNATSReady(ctx, "open the alerts' streams", func() (err error) {
 		box, err = alertbox.Open(ctx, a.js, alertbox.Options{Namespace: a.cfg.Namespace, Replicas: a.cfg.NATS.Replicas,
-			AckWait: 2*ackWait + 5*time.Second, Logger: logger})
+			AckWait: 2*ackWait + 5*time.Second, MaxAge: span, Logger: logger})
 		return err
 	})
 	if err != nil {

@@ -7,7 +7,7 @@
 // Streams and bucket (created or updated idempotently at Open, with the
 // configured replicas):
 //
-//	<ns>_alerts        limits, max age defaults.AlertOutboxMaxAge, deduplicated by
+//	<ns>_alerts        limits, max age defaults.AlertOutboxMaxAge (or the evaluated span), deduplicated by
 //	                   Nats-Msg-Id (the delivery id) within defaults.AlertDedupWindow:
 //	  <ns>.alerts.out.<alert>    a delivery: the JSON body, its keys in headers (Record)
 //	  <ns>.alerts.mark.<alert>   a baseline: the values of a fired window once it is
@@ -46,7 +46,11 @@ type Options struct {
 	Namespace string        // prefix of stream names and subjects
 	Replicas  int           // JetStream replicas (0: defaults.NATSReplicas)
 	AckWait   time.Duration // how long a delivery stays with a worker that stops answering (0: a minute)
-	Logger    *slog.Logger  // nil: discarded
+	// MaxAge is how long the outbox keeps decisions: at least the span of
+	// windows an evaluator rebuilds its state for (0, or less than
+	// defaults.AlertOutboxMaxAge: that).
+	MaxAge time.Duration
+	Logger *slog.Logger // nil: discarded
 }
 
 // Headers of the outbox's and dead-letter queue's messages.
@@ -113,12 +117,13 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Box, error) 
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.MaxAge = max(o.MaxAge, defaults.AlertOutboxMaxAge)
 	b := &Box{nc: js.Conn(), js: js, ns: o.Namespace, logger: o.Logger}
 	var err error
 	if b.outbox, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: o.Namespace + "_alerts", Subjects: []string{b.subject(KindDelivery, "*"), b.subject(KindBaseline, "*")},
 		Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-		MaxAge: defaults.AlertOutboxMaxAge, Duplicates: defaults.AlertDedupWindow, MaxMsgs: -1, MaxBytes: -1, Discard: jetstream.DiscardOld,
+		MaxAge: o.MaxAge, Duplicates: defaults.AlertDedupWindow, MaxMsgs: -1, MaxBytes: -1, Discard: jetstream.DiscardOld,
 	}); err != nil {
 		return nil, fmt.Errorf("alertbox: create the outbox: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +109,8 @@ func TestDeliveries(t *testing.T) {
 	defer cancel()
 
 	var mu sync.Mutex
+	var failDead atomic.Bool // a/dead fails until the test replays it
+	failDead.Store(true)
 	attempts := map[string][]int{}
 	retriedAt := map[string]time.Time{}
 	var gaps []time.Duration
@@ -124,9 +127,9 @@ func TestDeliveries(t *testing.T) {
 			retriedAt[d.ID] = time.Now()
 			mu.Unlock()
 			_ = d.Retry(300 * time.Millisecond)
-		case d.ID == "a/dead" && d.Attempt < 2:
+		case d.ID == "a/dead" && failDead.Load() && d.Attempt < 2:
 			_ = d.Retry(10 * time.Millisecond)
-		case d.ID == "a/dead" && d.Attempt == 2:
+		case d.ID == "a/dead" && failDead.Load():
 			_ = d.Dead(ctx, "receiver said 500")
 		default:
 			_ = d.Done()
@@ -168,6 +171,7 @@ func TestDeliveries(t *testing.T) {
 	if err != nil || counts["a"] != 1 || len(counts) != 1 {
 		t.Fatalf("dead-letter counts %v %v", counts, err)
 	}
+	failDead.Store(false)
 	nrep, err := b2.Replay(ctx, "a")
 	if err != nil || nrep != 1 {
 		t.Fatalf("replay: %d %v", nrep, err)
