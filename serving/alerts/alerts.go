@@ -96,8 +96,11 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{o: o, cat: o.Catalog, secrets: map[string][]byte{}, client: o.Client, logger: o.Logger.With("component", "alerts")}
 	if s.client == nil {
+		// Redirects are not followed: a 302 would turn the POST into a GET
+		// without the body, and count as delivered.
 		s.client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: o.Senders,
-			IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true}}
+			IdleConnTimeout: 90 * time.Second, ForceAttemptHTTP2: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	for _, name := range o.Catalog.AlertOrder {
 		a := o.Catalog.Alerts[name]

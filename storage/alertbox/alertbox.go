@@ -313,8 +313,12 @@ func (b *Box) Consume(ctx context.Context, parallel int, handle func(context.Con
 	if err != nil {
 		return fmt.Errorf("alertbox: read deliveries: %w", err)
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
+	// Once ctx ends the iterator drains: the deliveries it fetched ahead
+	// are handed back at once (another process takes them now rather than
+	// after the ack wait).
+	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
+	defer it.Stop()
 	sem := make(chan struct{}, parallel)
 	defer func() {
 		for range parallel {
@@ -323,6 +327,10 @@ func (b *Box) Consume(ctx context.Context, parallel int, handle func(context.Con
 	}()
 	for {
 		m, err := it.Next()
+		if err == nil && ctx.Err() != nil {
+			_ = m.Nak()
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
