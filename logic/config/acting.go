@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -164,6 +165,9 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 		}
 		for _, e := range inEvery(sets) {
 			is.add(key+"."+e.Key, "", "%v", e.Err)
+		}
+		if subj := ac.Action.NATS; subj != "" && (subj == c.Namespace || strings.HasPrefix(subj, c.Namespace+".")) {
+			is.add(key+".action.nats", "a subject outside "+c.Namespace+".>", "action.nats: %q is among Braid's own subjects (namespace %s)", subj, c.Namespace)
 		}
 	}
 	for _, name := range sortedKeys(c.Rules) {

@@ -95,6 +95,7 @@ func TestActingErrors(t *testing.T) {
 		{`view: sensor_temps`, `view: nope`, "alerts.overheat.view", "unknown view"},
 		{`on: speed`, `on: soon`, "alerts.overheat.on", "not speed or final"},
 		{`webhook: "http://127.0.0.1:9/hook"`, `webhook: "ftp://x"`, "alerts.overheat.action.webhook", "not an http(s) URL"},
+		{`webhook: "http://127.0.0.1:9/hook", secret_env: BRAID_HOOK_SECRET }`, `nats: "braid.alerts.out.overheat" }`, "alerts.overheat.action.nats", "among Braid's own subjects"},
 		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, attempts: many }`, "alerts.overheat.action.attempts", "int"},
 		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, attempts: 1000 }`, "alerts.overheat.action.attempts", "not between 1 and 100"},
 		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, backoff: 1ms }`, "alerts.overheat.action.backoff", "not between 10ms"},
