@@ -28,23 +28,24 @@ type RowsAnswer struct {
 	// records the speed state holds (over the partitions; 0: unknown):
 	// when the newest event in the answer was acknowledged.
 	Arrival int64
-	Rows    []ResultRow // shared with the answer cache: not to be changed
+	Rows    []ResultRow
 }
 
-// Rows answers q over v as rows (q.Format is ignored), through the answer
-// cache and the computations shared by queries asking at once. Errors as
+// Rows answers q over v as rows (q.Format is ignored), within the
+// engine's budget. It is computed afresh and not kept in the answer
+// cache: its caller asks again at every commit, each time at a new
+// position, and would only push the queries' answers out. Errors as
 // Answer's.
 func (e *Engine) Rows(ctx context.Context, v *logic.View, q Query) (RowsAnswer, error) {
 	in, err := e.readInputs(ctx, v)
 	if err != nil {
 		return RowsAnswer{}, err
 	}
-	q.Format = "json"
-	ca, err := e.lookupWith(ctx, v, q, in)
+	a, err := e.compute(ctx, v, q, in, e.newBudget(v.Name))
 	if err != nil {
 		return RowsAnswer{}, err
 	}
-	out := RowsAnswer{Version: ca.a.Version, Cutoff: ca.a.Cutoff, Watermark: ca.a.Watermark, Rows: ca.a.Rows}
+	out := RowsAnswer{Version: a.Version, Cutoff: a.Cutoff, Watermark: a.Watermark, Rows: a.Rows}
 	for _, p := range in.pos.Parts {
 		out.Arrival = max(out.Arrival, p.LastArrival)
 	}
