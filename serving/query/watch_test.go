@@ -85,7 +85,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal("a new batch version was not told to every watcher")
 	}
 	stop()
-	stop() // once
+	stop()   // once
 	select { // a value told before the stop
 	case <-w:
 	default:
