@@ -1,9 +1,15 @@
 package logic
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/braid-data/braid/logic/defaults"
 )
 
 // AlertOn is when an alert's condition is evaluated.
@@ -40,6 +46,13 @@ type AlertDef struct {
 	Webhook   string // POST target; or
 	NATS      string // a NATS subject
 	SecretEnv string // names the variable holding the webhook's HMAC key
+	// Delivery: attempts before a delivery goes to the alert's dead-letter
+	// queue, the first retry's delay (doubling up to
+	// defaults.AlertMaxBackoff) and the time one attempt may take (0:
+	// defaults.AlertAttempts, AlertBackoff, AlertTimeout).
+	Attempts int
+	Backoff  time.Duration
+	Timeout  time.Duration
 }
 
 // Alert is a compiled alert: a condition over one view's merged rows.
@@ -51,6 +64,9 @@ type Alert struct {
 	Webhook   string
 	NATS      string
 	SecretEnv string
+	Attempts  int           // deliveries attempted before the dead-letter queue
+	Backoff   time.Duration // the first retry's delay; doubled per attempt up to defaults.AlertMaxBackoff
+	Timeout   time.Duration // one attempt's bound
 }
 
 // AlertSchema is what an alert's condition over v may read: the view's
@@ -72,7 +88,17 @@ func NewAlert(name string, def AlertDef, v *View) (*Alert, error) {
 	if len(errs) > 0 {
 		return nil, errs[0]
 	}
-	a := &Alert{Name: name, View: v, On: OnSpeed, Webhook: def.Webhook, NATS: def.NATS, SecretEnv: def.SecretEnv}
+	a := &Alert{Name: name, View: v, On: OnSpeed, Webhook: def.Webhook, NATS: def.NATS, SecretEnv: def.SecretEnv,
+		Attempts: def.Attempts, Backoff: def.Backoff, Timeout: def.Timeout}
+	if a.Attempts == 0 {
+		a.Attempts = defaults.AlertAttempts
+	}
+	if a.Backoff == 0 {
+		a.Backoff = defaults.AlertBackoff
+	}
+	if a.Timeout == 0 {
+		a.Timeout = defaults.AlertTimeout
+	}
 	if def.On == "final" {
 		a.On = OnFinal
 	}
@@ -107,7 +133,82 @@ func CheckAlert(name string, def AlertDef, v *View) []DefError {
 	if def.SecretEnv != "" && def.Webhook == "" {
 		errs = append(errs, DefError{Key: "action.secret_env", Err: fmt.Errorf("action.secret_env: signatures are for webhooks")})
 	}
+	if def.Attempts < 0 || def.Attempts > maxAlertAttempts {
+		errs = append(errs, DefError{Key: "action.attempts", Err: fmt.Errorf("action.attempts: %d is not between 1 and %d", def.Attempts, maxAlertAttempts)})
+	}
+	if def.Backoff != 0 && (def.Backoff < 10*time.Millisecond || def.Backoff > defaults.AlertMaxBackoff) {
+		errs = append(errs, DefError{Key: "action.backoff", Err: fmt.Errorf("action.backoff: %s is not between 10ms and %s", def.Backoff, defaults.AlertMaxBackoff)})
+	}
+	if def.Timeout != 0 && (def.Timeout < 100*time.Millisecond || def.Timeout > maxAlertTimeout) {
+		errs = append(errs, DefError{Key: "action.timeout", Err: fmt.Errorf("action.timeout: %s is not between 100ms and %s", def.Timeout, maxAlertTimeout)})
+	}
 	return errs
+}
+
+// Bounds of an alert's delivery settings.
+const (
+	maxAlertAttempts = 100
+	maxAlertTimeout  = 5 * time.Minute
+)
+
+// RetryDelay is how long a delivery waits after its attempt-th failed
+// attempt (1 for the first): Backoff doubled per attempt, at most
+// defaults.AlertMaxBackoff.
+func (a *Alert) RetryDelay(attempt int) time.Duration {
+	d := a.Backoff
+	for i := 1; i < attempt && d < defaults.AlertMaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, defaults.AlertMaxBackoff)
+}
+
+// AlertRange is the range of window starts, [from, to) in unix ms, whose
+// rows an alert evaluates at now (unix ms), given how often batch runs
+// come (batch.every; 0: on demand only): from the windows that may still
+// take late events — the stream's allowed lateness — plus
+// defaults.AlertSpareWindows windows, plus two batch periods (or
+// defaults.AlertOnDemandLookback) so that a batch run's corrections of
+// windows that fired are seen; up to the windows events may be stamped
+// with ahead of now (max_future) and one more. The range covers at most
+// defaults.AlertMaxWindows windows back from now (hopping views: window
+// starts every hop). Window starts are aligned like the view's.
+func (a *Alert) AlertRange(now int64, batchEvery time.Duration) (from, to int64) {
+	v := a.View
+	step := v.Window.Step()
+	corr := 2 * batchEvery
+	if batchEvery <= 0 {
+		corr = defaults.AlertOnDemandLookback
+	}
+	back := v.Stream.AllowedLateness + time.Duration(defaults.AlertSpareWindows)*v.Window.Size + corr
+	back = min(back, time.Duration(defaults.AlertMaxWindows)*step)
+	ahead := v.Stream.WatermarkLead() + v.Window.Size
+	s := step.Milliseconds()
+	from = floorMs(now-back.Milliseconds(), s)
+	to = floorMs(now+ahead.Milliseconds(), s) + s
+	return from, to
+}
+
+func floorMs(t, step int64) int64 {
+	r := t % step
+	if r < 0 {
+		r += step
+	}
+	return t - r
+}
+
+// AlertSignature is the X-Braid-Signature of a delivery's body signed
+// with secret: "sha256=" and the hex HMAC-SHA256 of the exact body bytes
+// keyed by the secret's bytes.
+func AlertSignature(secret, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// VerifyAlertSignature reports whether sig is body's AlertSignature with
+// secret (compared in constant time).
+func VerifyAlertSignature(secret, body []byte, sig string) bool {
+	return hmac.Equal([]byte(AlertSignature(secret, body)), []byte(sig))
 }
 
 // AlertID is the stable id of one delivery: <alert>/<window_start>/<group

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/braid-data/braid/logic"
+	"github.com/braid-data/braid/serving/alerts"
 	"github.com/braid-data/braid/serving/ingest"
 	"github.com/braid-data/braid/serving/query"
 	"github.com/braid-data/braid/storage/batchviews"
@@ -119,4 +120,21 @@ type SpeedCost struct {
 // (null in the status, no series in /metrics).
 type SpeedUsage interface {
 	SpeedUsage(ctx context.Context, v *logic.View) (SpeedCost, error)
+}
+
+// Alerts is the alerts' state as the API shows it. (*alerts.Service)
+// satisfies it.
+//
+// List returns every alert's definition, rows firing now, recent
+// deliveries and dead-letter count (parts it cannot read named in each
+// one's Errors). DeadLetters lists up to limit (0: all) of an alert's dead
+// letters, oldest first; Replay puts them back for delivery with their
+// ids and returns how many. Both answer an error matching
+// alerts.ErrUnknownAlert for an alert the catalog lacks and
+// alerts.ErrUnavailable when this process cannot reach them; any other
+// error means the queue could not be read now. Safe for concurrent use.
+type Alerts interface {
+	List(ctx context.Context) []alerts.Status
+	DeadLetters(ctx context.Context, alert string, limit int) ([]alerts.DeadLetter, error)
+	Replay(ctx context.Context, alert string) (int, error)
 }

@@ -80,6 +80,13 @@ type Options struct {
 	// Entities answers GET /v1/entities/{entity}/{key} and POST
 	// /v1/entities/{entity}:lookup (nil: 503).
 	Entities EntityReader
+	// Engine is a query engine shared with other components (the alerts'
+	// evaluator); nil: the server makes its own (NewEngine) and closes it
+	// with itself.
+	Engine *query.Engine
+	// Alerts serves GET /v1/alerts and the alerts' dead letters (nil:
+	// 503 while the catalog has alerts).
+	Alerts Alerts
 }
 
 // Server is the HTTP API.
@@ -102,6 +109,7 @@ type Server struct {
 	authFailures *prometheus.CounterVec
 	engine       *query.Engine
 	costs        *costs // nil without Options.SpeedUsage
+	ownEngine    bool // made here: closed with the server
 	sseClients   prometheus.Gauge
 	bgCtx        context.Context
 	bgCancel     context.CancelFunc
@@ -179,11 +187,13 @@ func New(opts Options) (*Server, error) {
 		s.logger.Info("auth enabled", "keys", len(s.auth.keys))
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
-	if s.engine, err = query.New(query.Options{Catalog: opts.Catalog, Speed: opts.Speed, SpeedStatus: opts.SpeedStatus, Views: opts.Views,
-		MaxCells: cfg.HTTP.QueryMaxCells, MaxRows: cfg.HTTP.QueryMaxRows, CacheBytes: opts.QueryCacheBytes,
-		Notifier: opts.Notifier, LivePoll: opts.LivePoll, Logger: s.logger, Registry: s.reg}); err != nil {
-		s.bgCancel()
-		return nil, err
+	if s.engine = opts.Engine; s.engine == nil {
+		opts.Logger, opts.Registry = s.logger, s.reg
+		if s.engine, err = NewEngine(opts); err != nil {
+			s.bgCancel()
+			return nil, err
+		}
+		s.ownEngine = true
 	}
 	if opts.SpeedUsage != nil {
 		s.costs = newCosts(opts.SpeedUsage, opts.Catalog, opts.SpeedCostEvery, s.logger, s.bgCtx)
@@ -196,11 +206,28 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Close stops the server's background work (the query engine's: the
-// live-push subscription, the loading of batch versions). Open live
-// streams end.
+// NewEngine makes the query engine a server built from opts answers
+// with, for sharing it (Options.Engine): the stores, the http section's
+// bounds, the cache and the live-push notifier of opts.
+func NewEngine(opts Options) (*query.Engine, error) {
+	cfg := opts.Config
+	if cfg == nil {
+		d := config.Default()
+		cfg = &d
+	}
+	return query.New(query.Options{Catalog: opts.Catalog, Speed: opts.Speed, SpeedStatus: opts.SpeedStatus, Views: opts.Views,
+		MaxCells: cfg.HTTP.QueryMaxCells, MaxRows: cfg.HTTP.QueryMaxRows, CacheBytes: opts.QueryCacheBytes,
+		Notifier: opts.Notifier, LivePoll: opts.LivePoll, Logger: opts.Logger, Registry: opts.Registry})
+}
+
+// Close stops the server's background work (the query engine's, when it
+// made it: the live-push subscription, the loading of batch versions).
+// Open live streams end.
 func (s *Server) Close() error {
 	s.bgCancel()
+	if !s.ownEngine {
+		return nil
+	}
 	return s.engine.Close()
 }
 
@@ -241,6 +268,9 @@ func (s *Server) routes() http.Handler {
 		r.With(s.need(scopeAdmin)).Post("/dlq/{stream}/replay", s.handleDLQReplay)
 		r.With(s.need(scopeReadEntity)).Get("/entities/{entity}/{key}", s.handleEntity)
 		r.With(s.need(scopeReadEntity)).Post("/entities/{target}", s.handleEntityPost)
+		r.With(s.need(scopeAdmin)).Get("/alerts", s.handleAlerts)
+		r.With(s.need(scopeAdmin)).Get("/alerts/{alert}/dlq", s.handleAlertDLQ)
+		r.With(s.need(scopeAdmin)).Post("/alerts/{alert}/dlq/replay", s.handleAlertReplay)
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "not found", r.URL.Path)
 		})

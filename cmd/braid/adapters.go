@@ -169,6 +169,9 @@ func (a *app) servingOptions(l *layers) serving.Options {
 	if a.log != nil { // a nil *eventlog.Log would make a non-nil interface
 		o.Log = a.log
 	}
+	if a.demoHooks != nil {
+		o.Root = a.demoHooks.wrap(o.Root)
+	}
 	if l.views != nil {
 		o.Views = l.views
 	}

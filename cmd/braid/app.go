@@ -54,6 +54,9 @@ type app struct {
 	// once NATS is connected); nil: the file store's own lock.
 	runLock batchviews.RunLock
 	queue   *workqueue.Queue // the batch work queue (with NATS and the batch views)
+	// demoHooks is the demo's webhook receiver, served beside the
+	// dashboard (braid up with an alert signing with its secret).
+	demoHooks *demoHooks
 
 	closers []func() error
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -48,6 +50,11 @@ func cmdCheck(_ context.Context, args []string) error {
 	fmt.Printf("%s: storage: %s\n", *path, storageKind(cfg))
 	if w := piiKeyWarning(cfg, os.Getenv); w != "" {
 		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", *path, w)
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Alerts)) {
+		if env := cfg.Alerts[name].Action.SecretEnv; env != "" && env != demoHookEnv && os.Getenv(env) == "" {
+			fmt.Fprintf(os.Stderr, "%s: warning: alerts.%s.action.secret_env: %s is unset: braid up and braid serve will not start without the webhook's secret\n", *path, name, env)
+		}
 	}
 	if cfg.Storage.IsS3() {
 		if _, err := s3Config(cfg, os.Getenv); err != nil {

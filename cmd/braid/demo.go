@@ -133,10 +133,29 @@ func (d *demo) pageview(now time.Time) map[string]any {
 	}
 }
 
+// overheat is the site the demo overheats at now ("" for none): for the
+// first overheatFor of every overheatEvery, a site in turn, so the
+// overheat alert fires now and then.
+func overheat(now time.Time) string {
+	n := now.UnixMilli() / overheatEvery.Milliseconds()
+	if now.UnixMilli()%overheatEvery.Milliseconds() >= overheatFor.Milliseconds() {
+		return ""
+	}
+	return sites[int(n)%len(sites)]
+}
+
+const (
+	overheatEvery = 2 * time.Minute
+	overheatFor   = 10 * time.Second
+)
+
 func (d *demo) sensor(now time.Time) map[string]any {
 	site := sites[d.rng.IntN(len(sites))]
 	hour := float64(now.Unix()%86400) / 3600
 	temp := 18 + 6*math.Sin((hour-9)/24*2*math.Pi) + d.rng.NormFloat64()*0.7
+	if hot := overheat(now); hot != "" && d.rng.Float64() < 0.5 {
+		site, temp = hot, 81+d.rng.Float64()*12
+	}
 	return map[string]any{
 		"ts": now.UTC().Format(time.RFC3339Nano), "device": fmt.Sprintf("%s-%02d", site, d.rng.IntN(12)), "site": site,
 		"temp": math.Round(temp*100) / 100, "humidity": math.Round((45+10*d.rng.Float64())*10) / 10,

@@ -14,6 +14,7 @@ import (
 	"github.com/braid-data/braid/batch"
 	"github.com/braid-data/braid/logic/config"
 	"github.com/braid-data/braid/serving"
+	"github.com/braid-data/braid/serving/alerts"
 	"github.com/braid-data/braid/speed"
 	"github.com/braid-data/braid/storage/batchviews"
 	"github.com/braid-data/braid/storage/lake"
@@ -28,8 +29,9 @@ type layers struct {
 	archiver *batch.Archiver
 	runner   *batch.Runner
 	server   *serving.Server
-	worker   *batch.Worker // computes batch work units from the queue
-	schedule bool          // run the batch scheduler: views added or changed at once, then every batch.every
+	worker   *batch.Worker   // computes batch work units from the queue
+	alerts   *alerts.Service // evaluates and delivers the alerts (with the server)
+	schedule bool            // run the batch scheduler: views added or changed at once, then every batch.every
 
 	lake   *lake.Lake
 	views  *batchviews.Store
@@ -121,9 +123,24 @@ func (a *app) newWorker(l *layers) {
 	l.worker = batch.NewWorker(a.queue, comp, a.cfg.Batch.Workers, a.logger.With("layer", "batch-worker"))
 }
 
+// newServer builds the HTTP API and, when the catalog has alerts, their
+// evaluation and delivery over the server's query engine.
 func (a *app) newServer(l *layers) error {
+	o := a.servingOptions(l)
+	if len(a.cat.AlertOrder) > 0 {
+		eng, err := serving.NewEngine(o)
+		if err != nil {
+			return err
+		}
+		a.onClose(eng.Close)
+		o.Engine = eng
+		if l.alerts, err = a.newAlerts(eng); err != nil {
+			return err
+		}
+		o.Alerts = l.alerts
+	}
 	var err error
-	if l.server, err = serving.New(a.servingOptions(l)); err != nil {
+	if l.server, err = serving.New(o); err != nil {
 		return err
 	}
 	a.onClose(l.server.Close)
@@ -166,6 +183,9 @@ func (a *app) runAll(parent context.Context, l *layers, extra ...func(context.Co
 	go func() { defer wg.Done(); a.watchMemory(ctx) }()
 	if l.worker != nil {
 		goRun("batch-worker", l.worker.Run)
+	}
+	if l.alerts != nil {
+		goRun("alerts", l.alerts.Run)
 	}
 	if l.runner != nil && l.schedule {
 		goRun("batch", func(ctx context.Context) error { l.runner.Schedule(ctx, a.cfg.Batch.Every.D()); return nil })
@@ -242,6 +262,7 @@ func cmdUp(ctx context.Context, args []string) error {
 	a.newRunner(l)
 	a.newWorker(l)
 	l.schedule = true
+	a.useDemoHooks()
 	if err := a.newServer(l); err != nil {
 		return err
 	}

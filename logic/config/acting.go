@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -20,9 +21,12 @@ type AlertConfig struct {
 
 // AlertAction is where an alert's deliveries go: a webhook or a subject.
 type AlertAction struct {
-	Webhook   string `yaml:"webhook"`
-	NATS      string `yaml:"nats"`
-	SecretEnv string `yaml:"secret_env"` // the variable holding the webhook's HMAC key
+	Webhook   string   `yaml:"webhook"`
+	NATS      string   `yaml:"nats"`
+	SecretEnv string   `yaml:"secret_env"` // the variable holding the webhook's HMAC key
+	Attempts  int      `yaml:"attempts"`   // deliveries attempted before the dead-letter queue (0: defaults.AlertAttempts)
+	Backoff   Duration `yaml:"backoff"`    // the first retry's delay, doubled per attempt (0: defaults.AlertBackoff)
+	Timeout   Duration `yaml:"timeout"`    // one attempt's bound (0: defaults.AlertTimeout)
 }
 
 // EntityConfig is one entity as written in the file.
@@ -80,7 +84,8 @@ type RuleConfig struct {
 }
 
 func alertDef(ac AlertConfig) logic.AlertDef {
-	return logic.AlertDef{View: ac.View, When: ac.When, On: ac.On, Webhook: ac.Action.Webhook, NATS: ac.Action.NATS, SecretEnv: ac.Action.SecretEnv}
+	return logic.AlertDef{View: ac.View, When: ac.When, On: ac.On, Webhook: ac.Action.Webhook, NATS: ac.Action.NATS, SecretEnv: ac.Action.SecretEnv,
+		Attempts: ac.Action.Attempts, Backoff: ac.Action.Backoff.D(), Timeout: ac.Action.Timeout.D()}
 }
 
 func entityDef(ec EntityConfig) logic.EntityDef {
@@ -160,6 +165,9 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 		}
 		for _, e := range inEvery(sets) {
 			is.add(key+"."+e.Key, "", "%v", e.Err)
+		}
+		if subj := ac.Action.NATS; subj != "" && (subj == c.Namespace || strings.HasPrefix(subj, c.Namespace+".")) {
+			is.add(key+".action.nats", "a subject outside "+c.Namespace+".>", "action.nats: %q is among Braid's own subjects (namespace %s)", subj, c.Namespace)
 		}
 	}
 	for _, name := range sortedKeys(c.Rules) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/braid-data/braid/logic"
 	"github.com/braid-data/braid/logic/config"
@@ -64,6 +65,16 @@ func TestActingSections(t *testing.T) {
 	if a := cat.Alerts["overheat"]; a == nil || a.On != logic.OnSpeed || a.View.Name != "sensor_temps" || a.SecretEnv != "BRAID_HOOK_SECRET" {
 		t.Fatalf("alert: %+v", a)
 	}
+	cfg, err = config.Parse([]byte(strings.Replace(actingDoc, `secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, attempts: 3, backoff: 250ms, timeout: 2s }`, 1)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cat, err = cfg.Compile(nil); err != nil {
+		t.Fatal(err)
+	}
+	if a := cat.Alerts["overheat"]; a.Attempts != 3 || a.Backoff != 250*time.Millisecond || a.Timeout != 2*time.Second {
+		t.Fatalf("alert's delivery settings: %+v", a)
+	}
 	e := cat.Entities["customer"]
 	if e == nil || len(e.Features) != 3 || e.Features[0].Name != "orders_1h" || e.Features[1].Over.Hours() != 720 ||
 		e.Features[2].Measure.ResultType() != logic.TypeString {
@@ -84,6 +95,11 @@ func TestActingErrors(t *testing.T) {
 		{`view: sensor_temps`, `view: nope`, "alerts.overheat.view", "unknown view"},
 		{`on: speed`, `on: soon`, "alerts.overheat.on", "not speed or final"},
 		{`webhook: "http://127.0.0.1:9/hook"`, `webhook: "ftp://x"`, "alerts.overheat.action.webhook", "not an http(s) URL"},
+		{`webhook: "http://127.0.0.1:9/hook", secret_env: BRAID_HOOK_SECRET }`, `nats: "braid.alerts.out.overheat" }`, "alerts.overheat.action.nats", "among Braid's own subjects"},
+		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, attempts: many }`, "alerts.overheat.action.attempts", "int"},
+		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, attempts: 1000 }`, "alerts.overheat.action.attempts", "not between 1 and 100"},
+		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, backoff: 1ms }`, "alerts.overheat.action.backoff", "not between 10ms"},
+		{`secret_env: BRAID_HOOK_SECRET }`, `secret_env: BRAID_HOOK_SECRET, timeout: soon }`, "alerts.overheat.action.timeout", "duration"},
 		{`key: customer_id`, `key: client`, "entities.customer.key", "not declared"},
 		{`"last(country)"`, `"last(colour)"`, "entities.customer.features.last_country.measure", "not declared"},
 		{`entity: customer`, `entity: shopper`, "rules.new_country_big_basket.entity", "unknown entity"},

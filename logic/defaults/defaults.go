@@ -198,3 +198,50 @@ const (
 	// EntityLookupMaxKeys bounds the keys of one POST :lookup.
 	EntityLookupMaxKeys = 1000
 )
+
+// alerts.A.action.* and the alerts' machinery (no keys but those named).
+const (
+	// AlertAttempts, AlertBackoff and AlertTimeout are action.attempts,
+	// action.backoff and action.timeout: a delivery is attempted this
+	// many times, the first retry after the backoff, each next one after
+	// twice the last (at most AlertMaxBackoff), each attempt bounded by
+	// the timeout; then it goes to the alert's dead-letter queue. With
+	// these defaults a receiver may be away about 9 minutes (1+2+…+256 s).
+	AlertAttempts   = 10
+	AlertBackoff    = time.Second
+	AlertTimeout    = 10 * time.Second
+	AlertMaxBackoff = 5 * time.Minute
+
+	// The evaluated range (logic.Alert.AlertRange): windows that may still
+	// take late events, AlertSpareWindows more, and two batch periods for
+	// corrections (AlertOnDemandLookback without scheduled runs), at most
+	// AlertMaxWindows windows.
+	AlertSpareWindows     = 4
+	AlertOnDemandLookback = time.Hour
+	AlertMaxWindows       = 2000
+
+	// AlertEvalTick is the longest an owned alert goes without an
+	// evaluation (commits and batch versions start one at once); it also
+	// slides the evaluated range.
+	AlertEvalTick = time.Second
+	// AlertFullEvery is how often an evaluation covers the whole range
+	// between batch versions (a new batch version always does; the others
+	// cover the windows that were not final at the last one).
+	AlertFullEvery = 10 * time.Second
+	// AlertStateEvery is how often the evaluator records the rows firing
+	// now even when they did not change (GET /v1/alerts shows when).
+	AlertStateEvery = 10 * time.Second
+
+	// The alerts' JetStream streams: the outbox keeps decisions (and the
+	// evaluators' state rebuilt from them) AlertOutboxMaxAge, deduplicated
+	// by delivery id within AlertDedupWindow; dead letters are kept
+	// AlertDLQMaxAge; AlertRecent outcomes of deliveries are kept per
+	// alert for GET /v1/alerts.
+	AlertOutboxMaxAge = 24 * time.Hour
+	AlertDedupWindow  = 10 * time.Minute
+	AlertDLQMaxAge    = 7 * 24 * time.Hour
+	AlertRecent       = 50
+
+	// AlertSenders is how many deliveries a process attempts at once.
+	AlertSenders = 32
+)

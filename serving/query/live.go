@@ -32,6 +32,8 @@ type hub struct {
 	feeds map[string]*LiveFeed // by liveKey
 	seq   map[partKey]uint64   // latest seq seen per partition of a stream
 	seqs  map[string]string    // latest position polled per stream (StreamSpeed.Seqs), without a notifier
+	// watchers are the channels of Engine.Watch, by stream (capacity 1).
+	watchers map[string]map[chan struct{}]bool
 }
 
 // partKey names a partition of a stream.
@@ -41,7 +43,8 @@ type partKey struct {
 }
 
 func newHub(e *Engine) *hub {
-	return &hub{e: e, feeds: map[string]*LiveFeed{}, seq: map[partKey]uint64{}, seqs: map[string]string{}}
+	return &hub{e: e, feeds: map[string]*LiveFeed{}, seq: map[partKey]uint64{}, seqs: map[string]string{},
+		watchers: map[string]map[chan struct{}]bool{}}
 }
 
 // liveKey names a live query: the view and every parameter that decides
@@ -80,8 +83,31 @@ func (h *hub) leave(f *LiveFeed) {
 	}
 }
 
-// poke tells the live queries of stream ("" = every live query) that
-// their inputs may have changed, never blocking. A stream's commits do not
+// watch adds a watcher of stream's changes (Engine.Watch).
+func (h *hub) watch(stream string) (<-chan struct{}, func()) {
+	h.once.Do(func() { go h.run(h.e.bgCtx) })
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	if h.watchers[stream] == nil {
+		h.watchers[stream] = map[chan struct{}]bool{}
+	}
+	h.watchers[stream][ch] = true
+	h.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			delete(h.watchers[stream], ch)
+			if len(h.watchers[stream]) == 0 {
+				delete(h.watchers, stream)
+			}
+			h.mu.Unlock()
+		})
+	}
+}
+
+// poke tells the live queries and watchers of stream ("" = all of them)
+// that their inputs may have changed, never blocking. A stream's commits do not
 // change the answers of its batch-tier views: only a new batch version
 // (stream "") pokes them.
 func (h *hub) poke(stream string) {
@@ -91,6 +117,17 @@ func (h *hub) poke(stream string) {
 		if stream == "" || (f.v.Stream.Name == stream && f.v.Tier == logic.TierLive) {
 			select {
 			case f.poke <- struct{}{}:
+			default:
+			}
+		}
+	}
+	for st, chans := range h.watchers {
+		if stream != "" && st != stream {
+			continue
+		}
+		for ch := range chans {
+			select {
+			case ch <- struct{}{}:
 			default:
 			}
 		}
@@ -118,6 +155,9 @@ func (h *hub) streams() map[string]bool {
 	out := map[string]bool{}
 	for _, f := range h.feeds {
 		out[f.v.Stream.Name] = true
+	}
+	for st := range h.watchers {
+		out[st] = true
 	}
 	return out
 }

@@ -13,6 +13,7 @@
   const VIEWS_EVERY = 30000;
   const QUERY_EVERY = 5000; // fallback refresh without a live stream
   const QUERY_EVERY_LIVE = 15000; // safety refresh with a live stream
+  const ALERTS_EVERY = 3000;
 
   const store = {
     get(k, d) { try { const v = window.localStorage.getItem(k); return v === null ? d : v; } catch (e) { return d; } },
@@ -33,6 +34,7 @@
     prevStatus: null, // {t, accepted: {stream: n}, seq: {stream: n}}
     rates: {}, // stream -> ev/s
     rateHist: [],
+    marks: new Map(), // view name -> [{t, alert, state, group, id}]: firings drawn on its chart
   };
 
   // ---------- small helpers ----------
@@ -759,6 +761,25 @@
         g.appendChild(l);
         g.appendChild(svg('text', { class: 'wm-label', x: xw - 4, y: T + 14, 'text-anchor': 'end' }, 'watermark'));
       }
+      // alert firings: a marker at each window that fired (its state's
+      // colour), the alert, group and id in its title
+      let nMarks = 0;
+      const marks = (state.marks.get(this.view.name) || []).filter((mk) => mk.t >= s.from && mk.t < s.to);
+      const stacked = new Map();
+      for (const mk of marks) {
+        const xm = x(mk.t + this.view.step / 2);
+        const k = Math.round(xm);
+        const n = stacked.get(k) || 0;
+        stacked.set(k, n + 1);
+        const ym = T + 4 + n * 9;
+        if (n === 0) g.appendChild(svg('line', { class: 'alert-line ' + mk.state, x1: xm.toFixed(1), x2: xm.toFixed(1), y1: T, y2: T + ph }));
+        const tri = svg('path', { class: 'alert-mark ' + mk.state, d: 'M' + (xm - 6).toFixed(1) + ' ' + (ym - 5) + 'L' + (xm + 6).toFixed(1) + ' ' + (ym - 5) + 'L' + xm.toFixed(1) + ' ' + (ym + 5) + 'Z' });
+        tri.dataset.alert = mk.alert;
+        tri.dataset.state = mk.state;
+        tri.appendChild(svg('title', {}, mk.alert + ' ' + mk.state + ' · ' + (mk.group || 'all') + ' · window ' + hhmmss(mk.t) + '\n' + mk.id));
+        g.appendChild(tri);
+        nMarks++;
+      }
       // lines
       for (const l of s.lines) {
         if (!l.pts.length) continue;
@@ -797,6 +818,7 @@
       ds.cutoff = this.cutoff ? iso(this.cutoff) : '';
       ds.watermark = this.watermark ? iso(this.watermark) : '';
       ds.groups = String(s.groups);
+      ds.alertMarks = String(nMarks);
       ds.live = String(this.liveConnected);
       ds.liveEvents = String(this.liveEvents);
       ds.renders = String(this.renders);
@@ -1131,6 +1153,93 @@
     }
   }
 
+  // ---------- alerts ----------
+  // renderAlerts lists every alert (firing now, dead letters, recent
+  // deliveries) and keeps the firings each view's chart marks.
+  function renderAlerts(body, hooks) {
+    const alerts = Array.isArray(body && body.alerts) ? body.alerts : [];
+    const sec = $('alerts');
+    sec.hidden = alerts.length === 0 && !hooks;
+    const marks = new Map();
+    const add = (view, mk) => {
+      const list = marks.get(view) || [];
+      if (!list.some((o) => o.id === mk.id)) list.push(mk);
+      marks.set(view, list);
+    };
+    const tbody = $('alerts-rows');
+    tbody.textContent = '';
+    for (const a of alerts) {
+      const firing = Array.isArray(a.firing) ? a.firing : [];
+      const recent = Array.isArray(a.recent_deliveries) ? a.recent_deliveries : [];
+      for (const f of firing) {
+        const t = parseTime(f.window_start);
+        if (t) add(a.view, { t, alert: a.name, state: 'firing', group: Object.values(f.group || {}).join(' · '), id: f.id });
+      }
+      for (const d of recent) {
+        const t = parseTime(d.window_start);
+        if (t && d.outcome === 'delivered') add(a.view, { t, alert: a.name, state: d.state, group: d.group, id: d.id });
+      }
+      const tr = el('tr');
+      tr.dataset.alert = a.name;
+      const target = a.action && (a.action.webhook || (a.action.nats ? 'nats ' + a.action.nats : '')) || '';
+      const last = recent.slice(0, 3).map((d) => d.state + ' ' + (d.group || 'all') + ' ' + hhmmss(parseTime(d.window_start)) + ' → ' + d.outcome + (d.outcome === 'delivered' ? ' in ' + fmtMs(num(d.latency_ms)) : (d.error ? ': ' + d.error : ''))).join('\n');
+      const cells = [
+        [a.name, 'name'], [a.view, ''], [a.when, 'mono'], [a.on, ''],
+        [String(firing.length), firing.length ? 'hot' : ''],
+        [String(num(a.dead_letters) || 0), num(a.dead_letters) ? 'warn' : ''],
+        [last || '–', 'recent'], [target + (a.action && a.action.signed ? ' (signed)' : ''), 'muted'],
+      ];
+      for (const [text, cls] of cells) tr.appendChild(el('td', cls, text));
+      tbody.appendChild(tr);
+    }
+    if (!alerts.length) {
+      const tr = el('tr');
+      const td = el('td', 'muted', 'no alerts configured');
+      td.colSpan = 8;
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    }
+    // the demo's webhook receiver (braid up --demo), when there is one
+    const demo = $('alerts-demo');
+    demo.hidden = !hooks;
+    if (hooks) {
+      const ds = Array.isArray(hooks.deliveries) ? hooks.deliveries : [];
+      $('alerts-demo-sum').textContent = fmtNum(num(hooks.received) || 0) + ' received · ' + fmtNum(num(hooks.bad_signatures) || 0) + ' bad signatures';
+      const ol = $('alerts-demo-list');
+      ol.textContent = '';
+      for (const d of ds.slice(0, 6)) {
+        const li = el('li', d.signature_valid ? 'ok' : 'bad');
+        li.append(el('b', '', d.state), el('span', 'meta', ' ' + Object.values(d.group || {}).join(' · ') + ' · window ' + hhmmss(parseTime(d.window_start)) + ' · received ' + hhmmss(parseTime(d.received_at))),
+          el('span', d.signature_valid ? 'sig ok' : 'sig bad', d.signature_valid ? ' ✓ signature' : ' ✗ signature'));
+        li.title = d.id;
+        ol.appendChild(li);
+      }
+      if (!ds.length) ol.appendChild(el('li', 'muted', 'nothing received yet'));
+    }
+    const changed = JSON.stringify([...marks]) !== JSON.stringify([...state.marks]);
+    state.marks = marks;
+    if (changed) for (const c of state.charts.values()) c.scheduleRender();
+  }
+
+  async function pollAlerts() {
+    let demoHooks = true;
+    for (;;) {
+      if (!state.authNeeded) {
+        let body = null, hooks = null;
+        try { body = await api('/v1/alerts'); } catch (e) { /* 503 or 403: no alerts shown */ }
+        if (demoHooks) {
+          try {
+            const resp = await fetch('/demo/hooks', { cache: 'no-store' });
+            if (resp.ok && (resp.headers.get('Content-Type') || '').includes('json')) hooks = await resp.json();
+            else demoHooks = false; // no demo receiver here
+          } catch (e) { /* shown by the banner */ }
+        }
+        renderAlerts(body, hooks);
+      }
+      await pollers.nap(ALERTS_EVERY);
+    }
+  }
+
   function tick() {
     $('clock').textContent = hhmmss(Date.now());
     if (state.reachable === false) updateBanner();
@@ -1144,6 +1253,7 @@
     updatePill();
     pollStatus();
     pollRuns();
+    pollAlerts();
     pollViews();
     // the x axis moves on with the clock even without new data
     setInterval(() => { for (const c of state.charts.values()) c.scheduleRender(); }, 5000);
