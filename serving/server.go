@@ -109,7 +109,7 @@ type Server struct {
 	authFailures *prometheus.CounterVec
 	engine       *query.Engine
 	costs        *costs // nil without Options.SpeedUsage
-	ownEngine    bool // made here: closed with the server
+	ownEngine    bool   // made here: closed with the server
 	sseClients   prometheus.Gauge
 	bgCtx        context.Context
 	bgCancel     context.CancelFunc
