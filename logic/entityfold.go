@@ -1,7 +1,6 @@
 package logic
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -42,23 +41,15 @@ type EntityEvent struct {
 	Values  []Value // the values of Entity.Fields, in order
 }
 
-// Compare orders events by event time, then arrival, then place in the
-// log: last(f) is the value of the greatest, first(f) of the least.
-func (a *EntityEvent) Compare(b *EntityEvent) int {
-	if c := cmp.Compare(a.Time, b.Time); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.Arrival, b.Arrival); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.Part, b.Part); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.Seq, b.Seq); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Idx, b.Idx)
+// Key is the event's place in the order of last and first (PickKey: event
+// time, then arrival, then place in the log), the one views use too.
+func (a *EntityEvent) Key() PickKey {
+	return PickKey{Time: a.Time, LogPos: LogPos{Arrival: a.Arrival, Part: a.Part, Seq: a.Seq, Index: a.Idx}}
 }
+
+// Compare orders events as PickKey does: last(f) is the value of the
+// greatest, first(f) of the least.
+func (a *EntityEvent) Compare(b *EntityEvent) int { return a.Key().Compare(b.Key()) }
 
 // entityFormat is part of an entity's definition: bump it when the
 // encoding of EntityEvent or the meaning of the stored state changes.

@@ -139,9 +139,10 @@ func getter(v *logic.View, r *query.ResultRow) func(string) logic.Value {
 	}
 }
 
-// valueOf turns a finalized measure (int64, float64, string, bool or nil;
-// numbers of JSON as float64) into a Value of type t; NaN and infinities
-// are null.
+// valueOf turns a finalized measure (int64, float64, string, bool,
+// time.Time — last/first of a time field — or nil; numbers of JSON as
+// float64, times as RFC 3339 strings) into a Value of type t; NaN and
+// infinities are null.
 func valueOf(t logic.FieldType, x any) logic.Value {
 	switch v := x.(type) {
 	case int64:
@@ -165,6 +166,8 @@ func valueOf(t logic.FieldType, x any) logic.Value {
 			return logic.Value{}
 		}
 		return logic.Value{Kind: logic.TypeString, S: v}
+	case time.Time:
+		return logic.Value{Kind: logic.TypeTime, I: v.UnixMilli()}
 	case bool:
 		if v {
 			return logic.Value{Kind: logic.TypeBool, I: 1}
