@@ -229,6 +229,20 @@ var errBadEntityEvent = errors.New("bad entity event encoding")
 
 // DecodeEvents appends the events of a run of AppendEvent encodings to dst.
 func (e *Entity) DecodeEvents(dst []EntityEvent, b []byte) ([]EntityEvent, error) {
+	dst, _, err := decodeEvents(e, dst, nil, b)
+	return dst, err
+}
+
+// DecodeEventsString is DecodeEvents of an encoding held in a string (a
+// Redis reply), for a reader of many keys: string values share the
+// string's memory instead of being copied, and the events' values are
+// appended to vals, which it returns — a caller that is done with the
+// events passes vals[:0] again and decodes without allocating.
+func (e *Entity) DecodeEventsString(dst []EntityEvent, vals []Value, s string) ([]EntityEvent, []Value, error) {
+	return decodeEvents(e, dst, vals, s)
+}
+
+func decodeEvents[T ~string | ~[]byte](e *Entity, dst []EntityEvent, vals []Value, b T) ([]EntityEvent, []Value, error) {
 	nf := len(e.fields)
 	for len(b) > 0 {
 		var ev EntityEvent
@@ -236,27 +250,31 @@ func (e *Entity) DecodeEvents(dst []EntityEvent, b []byte) ([]EntityEvent, error
 		var x int64
 		var u uint64
 		if ev.Time, b, ok = varint(b); !ok {
-			return dst, errBadEntityEvent
+			return dst, vals, errBadEntityEvent
 		}
 		if x, b, ok = varint(b); !ok {
-			return dst, errBadEntityEvent
+			return dst, vals, errBadEntityEvent
 		}
 		ev.Arrival = ev.Time + x
 		if u, b, ok = uvarint(b); !ok {
-			return dst, errBadEntityEvent
+			return dst, vals, errBadEntityEvent
 		}
 		ev.Part = int(u)
 		if ev.Seq, b, ok = uvarint(b); !ok {
-			return dst, errBadEntityEvent
+			return dst, vals, errBadEntityEvent
 		}
 		if u, b, ok = uvarint(b); !ok {
-			return dst, errBadEntityEvent
+			return dst, vals, errBadEntityEvent
 		}
 		ev.Idx = int(u)
-		ev.Values = make([]Value, nf)
+		// Values of earlier events stay valid when vals grows: they keep
+		// the array they were decoded into.
+		vals = slices.Grow(vals, nf)
+		ev.Values = vals[len(vals) : len(vals)+nf : len(vals)+nf]
+		vals = vals[:len(vals)+nf]
 		for i := range nf {
 			if len(b) == 0 {
-				return dst, errBadEntityEvent
+				return dst, vals, errBadEntityEvent
 			}
 			k := FieldType(b[0])
 			b = b[1:]
@@ -265,42 +283,58 @@ func (e *Entity) DecodeEvents(dst []EntityEvent, b []byte) ([]EntityEvent, error
 			case TypeNull:
 			case TypeString:
 				if u, b, ok = uvarint(b); !ok || uint64(len(b)) < u {
-					return dst, errBadEntityEvent
+					return dst, vals, errBadEntityEvent
 				}
 				v.S, b = string(b[:u]), b[u:]
 			case TypeFloat:
 				if len(b) < 8 {
-					return dst, errBadEntityEvent
+					return dst, vals, errBadEntityEvent
 				}
-				v.F, b = math.Float64frombits(binary.LittleEndian.Uint64(b)), b[8:]
+				var bits uint64
+				for j := range 8 {
+					bits |= uint64(b[j]) << (8 * j)
+				}
+				v.F, b = math.Float64frombits(bits), b[8:]
 			case TypeInt, TypeBool, TypeTime:
 				if v.I, b, ok = varint(b); !ok {
-					return dst, errBadEntityEvent
+					return dst, vals, errBadEntityEvent
 				}
 			default:
-				return dst, errBadEntityEvent
+				return dst, vals, errBadEntityEvent
 			}
 			ev.Values[i] = v
 		}
 		dst = append(dst, ev)
 	}
-	return dst, nil
+	return dst, vals, nil
 }
 
-func varint(b []byte) (int64, []byte, bool) {
-	x, n := binary.Varint(b)
-	if n <= 0 {
-		return 0, b, false
+// varint reads a zig-zag varint (binary.AppendVarint) from b.
+func varint[T ~string | ~[]byte](b T) (int64, T, bool) {
+	u, rest, ok := uvarint(b)
+	x := int64(u >> 1)
+	if u&1 != 0 {
+		x = ^x
 	}
-	return x, b[n:], true
+	return x, rest, ok
 }
 
-func uvarint(b []byte) (uint64, []byte, bool) {
-	x, n := binary.Uvarint(b)
-	if n <= 0 {
-		return 0, b, false
+// uvarint reads a varint (binary.AppendUvarint) from b.
+func uvarint[T ~string | ~[]byte](b T) (uint64, T, bool) {
+	var x uint64
+	var shift uint
+	for i := 0; i < len(b) && i < binary.MaxVarintLen64; i++ {
+		c := b[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, b, false // overflows 64 bits
+			}
+			return x | uint64(c)<<shift, b[i+1:], true
+		}
+		x |= uint64(c&0x7f) << shift
+		shift += 7
 	}
-	return x, b[n:], true
+	return 0, b, false
 }
 
 // EntityCellKey addresses one cell of an entity delta: a key and the

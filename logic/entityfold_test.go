@@ -1,6 +1,7 @@
 package logic
 
 import (
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -68,6 +69,50 @@ func TestEntityEventsRoundTrip(t *testing.T) {
 	}
 	if _, err := e.DecodeEvents(nil, b[:len(b)-1]); err == nil {
 		t.Fatal("a cut encoding decoded")
+	}
+	// The same encoding read from a string (a Redis reply) decodes alike.
+	fromString, _, err := e.DecodeEventsString(nil, nil, string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if fromString[i].Compare(&want[i]) != 0 || !slices.Equal(fromString[i].Values, want[i].Values) {
+			t.Fatalf("event %d from a string: %+v, want %+v", i, fromString[i], want[i])
+		}
+	}
+	if _, _, err := e.DecodeEventsString(nil, nil, string(b[:len(b)-1])); err == nil {
+		t.Fatal("a cut encoding decoded from a string")
+	}
+}
+
+// TestVarints: the decoder's varints read what encoding/binary writes,
+// and refuse what it refuses.
+func TestVarints(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 10000 {
+		x := r.Int64() >> r.IntN(64)
+		if r.IntN(2) == 0 {
+			x = -x
+		}
+		b := binary.AppendVarint(nil, x)
+		got, rest, ok := varint(string(b))
+		want, n := binary.Varint(b)
+		if !ok || got != want || n != len(b) || rest != "" {
+			t.Fatalf("varint %d: got %d %v, binary says %d", x, got, ok, want)
+		}
+		u := r.Uint64() >> r.IntN(64)
+		ub := binary.AppendUvarint(nil, u)
+		if got, _, ok := uvarint(ub); !ok || got != u {
+			t.Fatalf("uvarint %d: got %d %v", u, got, ok)
+		}
+	}
+	for _, bad := range [][]byte{{}, {0x80}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02}} {
+		if _, _, ok := uvarint(bad); ok {
+			t.Fatalf("uvarint read %x", bad)
+		}
+		if _, n := binary.Uvarint(bad); n > 0 {
+			t.Fatalf("binary read %x", bad)
+		}
 	}
 }
 

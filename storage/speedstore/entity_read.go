@@ -227,8 +227,9 @@ func (r *EntityReader) fromRedis(ctx context.Context, e *logic.Entity, keys []st
 	lo, _ := e.Span(asOf)
 	out := make([]EntityAnswer, len(keys))
 	var evs []logic.EntityEvent
+	var vbuf []logic.Value // the values of evs, reused key after key
 	for i, k := range keys {
-		evs = evs[:0]
+		evs, vbuf = evs[:0], vbuf[:0]
 		readParts := []int{homes[i]}
 		if !e.KeyPartitioned() {
 			readParts = readParts[:0]
@@ -252,7 +253,7 @@ func (r *EntityReader) fromRedis(ctx context.Context, e *logic.Entity, keys []st
 			if err != nil || d+logic.DayMs <= lo || d >= asOf {
 				continue
 			}
-			if evs, err = e.DecodeEvents(evs, []byte(data)); err != nil {
+			if evs, vbuf, err = e.DecodeEventsString(evs, vbuf, data); err != nil {
 				return nil, fmt.Errorf("speedstore: entity %s key %s day %s: %w", e.Name, k, day, err)
 			}
 		}
@@ -270,7 +271,7 @@ func (r *EntityReader) fromRedis(ctx context.Context, e *logic.Entity, keys []st
 				if err != nil || g != ps.gen || epoch < from {
 					continue
 				}
-				if evs, err = e.DecodeEvents(evs, []byte(data)); err != nil {
+				if evs, vbuf, err = e.DecodeEventsString(evs, vbuf, data); err != nil {
 					return nil, fmt.Errorf("speedstore: entity %s key %s epoch %s: %w", e.Name, k, ep, err)
 				}
 			}

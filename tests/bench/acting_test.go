@@ -76,6 +76,33 @@ func pct(xs []float64, p int) float64 {
 	return xs[min(len(xs)-1, len(xs)*p/100)]
 }
 
+// waitSpeed waits until the speed layer has folded every record of the
+// stream's log.
+func waitSpeed(t *testing.T, base, stream string) {
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		var st struct {
+			Streams map[string]struct {
+				Log struct {
+					LastSeq uint64 `json:"last_seq"`
+				} `json:"log"`
+				Speed struct{ Seq uint64 } `json:"speed"`
+			} `json:"streams"`
+		}
+		r, err := http.Get(base + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(r.Body).Decode(&st)
+		r.Body.Close()
+		if o := st.Streams[stream]; o.Log.LastSeq > 0 && o.Speed.Seq == o.Log.LastSeq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the speed layer did not catch up with %s: %+v", stream, st.Streams[stream])
+		}
+	}
+}
+
 // lookupLoad runs clients that call get until d has passed and returns
 // the calls per second and the latencies (ms).
 func lookupLoad(clients int, d time.Duration, get func(rng *rand.Rand) error) (float64, []float64, error) {
@@ -141,7 +168,7 @@ func TestBenchEntityLookup(t *testing.T) {
 					now := time.Now().UTC()
 					for k := i; k < min(i+perReq, keys); k++ {
 						body = fmt.Appendf(body, `{"ts":%q,"order_id":"o%d-%d","customer_id":"c%d","country":%q,"amount":%d,"items":%d}`+"\n",
-							now.Add(-time.Duration(k%3600)*time.Second).Format(time.RFC3339Nano), round, k, k, countries[(k+round)%5], 10+k%90, 1+k%3)
+							now.Add(-time.Duration(k%600)*time.Second).Format(time.RFC3339Nano), round, k, k, countries[(k+round)%5], 10+k%90, 1+k%3)
 					}
 					for {
 						code, b, err := postJSON(base, "/v1/streams/orders/events", "application/x-ndjson", body)
@@ -171,7 +198,7 @@ func TestBenchEntityLookup(t *testing.T) {
 	}
 	t.Logf("batch run (with the entity's materialisation of %d keys) took %.1fs", keys, time.Since(t0).Seconds())
 	load(1)
-	time.Sleep(2 * time.Second) // the speed layer folds the second round
+	waitSpeed(t, base, "orders") // the speed layer folds the second round
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	const clients, dur = 4, 10 * time.Second
@@ -200,7 +227,12 @@ func TestBenchEntityLookup(t *testing.T) {
 
 	// The bare part: go-redis HGETALL of one of 100,000 hashes holding 8
 	// fields of 40 bytes each, on the same Redis server.
-	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(st.Redis.URL, "redis://"), PoolSize: 8})
+	ropts, err := redis.ParseURL(st.Redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ropts.PoolSize = 8
+	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	ctx := context.Background()
 	const bareKeys = 100_000
@@ -248,7 +280,7 @@ func TestBenchDecide(t *testing.T) {
 			t.Fatalf("history: %d %s %v", code, b, err)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	waitSpeed(t, base, "orders")
 	run := func(pass int, path string) (float64, float64) {
 		var next atomic.Int64
 		var mu sync.Mutex
