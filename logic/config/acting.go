@@ -121,15 +121,8 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 	for _, name := range sortedKeys(c.Entities) {
 		key := "entities." + name
 		ec := c.Entities[name]
-		if !nameRe.MatchString(name) {
-			is.add(key, "lowercase letters, digits and _", "bad entity name")
-			continue
-		}
-		streams, ok := checked[ec.Stream]
+		streams, ok := c.definedOver(&is, key, "entity", name, ec.Stream, checked)
 		if !ok {
-			if _, declared := c.Streams[ec.Stream]; !declared {
-				is.add(key+".stream", "one of the streams above", "unknown stream %q", ec.Stream)
-			}
 			continue
 		}
 		var sets [][]logic.DefError
@@ -139,9 +132,7 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 				entities[name] = append(entities[name], e)
 			}
 		}
-		for _, e := range inEvery(sets) {
-			is.add(key+"."+e.Key, "", "%v", e.Err)
-		}
+		is.addEvery(key, sets)
 	}
 	for _, name := range sortedKeys(c.Alerts) {
 		key := "alerts." + name
@@ -163,9 +154,7 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 			}
 			sets = append(sets, logic.CheckAlert(name, alertDef(ac), v))
 		}
-		for _, e := range inEvery(sets) {
-			is.add(key+"."+e.Key, "", "%v", e.Err)
-		}
+		is.addEvery(key, sets)
 		if subj := ac.Action.NATS; subj != "" && (subj == c.Namespace || strings.HasPrefix(subj, c.Namespace+".")) {
 			is.add(key+".action.nats", "a subject outside "+c.Namespace+".>", "action.nats: %q is among Braid's own subjects (namespace %s)", subj, c.Namespace)
 		}
@@ -173,15 +162,8 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 	for _, name := range sortedKeys(c.Rules) {
 		key := "rules." + name
 		rc := c.Rules[name]
-		if !nameRe.MatchString(name) {
-			is.add(key, "lowercase letters, digits and _", "bad rule name")
-			continue
-		}
-		streams, ok := checked[rc.Stream]
+		streams, ok := c.definedOver(&is, key, "rule", name, rc.Stream, checked)
 		if !ok {
-			if _, declared := c.Streams[rc.Stream]; !declared {
-				is.add(key+".stream", "one of the streams above", "unknown stream %q", rc.Stream)
-			}
 			continue
 		}
 		if rc.Entity != "" {
@@ -202,9 +184,7 @@ func (c *Config) validateActing(checked map[string][]*logic.Stream) issues {
 			}
 			sets = append(sets, logic.CheckRule(name, ruleDef(rc), s, e))
 		}
-		for _, e := range inEvery(sets) {
-			is.add(key+"."+e.Key, "", "%v", e.Err)
-		}
+		is.addEvery(key, sets)
 	}
 	return is
 }

@@ -443,26 +443,44 @@ func (c *Config) validateViews(checked map[string][]*logic.Stream) issues {
 	for _, name := range c.Views.Names {
 		key := "views." + name
 		vc := c.Views.ByName[name]
-		if !nameRe.MatchString(name) {
-			is.add(key, "lowercase letters, digits and _", "bad view name")
-			continue
-		}
-		streams, ok := checked[vc.Stream]
+		streams, ok := c.definedOver(&is, key, "view", name, vc.Stream, checked)
 		if !ok {
-			if _, declared := c.Streams[vc.Stream]; !declared {
-				is.add(key+".stream", "one of the streams above", "unknown stream %q", vc.Stream)
-			}
 			continue
 		}
 		var sets [][]logic.DefError
 		for _, s := range streams {
 			sets = append(sets, logic.CheckView(name, viewDef(vc), s))
 		}
-		for _, e := range inEvery(sets) {
-			is.add(key+"."+e.Key, "", "%v", e.Err)
-		}
+		is.addEvery(key, sets)
 	}
 	return is
+}
+
+// definedOver checks the name of a definition (a view, an entity, a rule)
+// over a stream and returns the stream as each checked reading of it
+// compiled (validateStreams); ok is false, with the issue added, when the
+// name is bad or the stream unknown (a declared stream with errors of its
+// own adds none).
+func (c *Config) definedOver(is *issues, key, what, name, stream string, checked map[string][]*logic.Stream) ([]*logic.Stream, bool) {
+	if !nameRe.MatchString(name) {
+		is.add(key, "lowercase letters, digits and _", "bad %s name", what)
+		return nil, false
+	}
+	streams, ok := checked[stream]
+	if !ok {
+		if _, declared := c.Streams[stream]; !declared {
+			is.add(key+".stream", "one of the streams above", "unknown stream %q", stream)
+		}
+		return nil, false
+	}
+	return streams, true
+}
+
+// addEvery adds, under key, the mistakes found in every set (inEvery).
+func (is *issues) addEvery(key string, sets [][]logic.DefError) {
+	for _, e := range inEvery(sets) {
+		is.add(key+"."+e.Key, "", "%v", e.Err)
+	}
 }
 
 // eg is a validation hint quoting a default value: "e.g. 2000", "e.g. 2m".

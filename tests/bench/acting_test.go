@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -252,6 +254,33 @@ func TestBenchEntityLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And the bare HTTP part: a chi server answering the same bytes (one
+	// key's answer, as braid gave it), 4 clients of the same kind.
+	dir := t.TempDir()
+	resp, err := client.Get(base + "/v1/entities/customer/c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := os.WriteFile(filepath.Join(dir, "entity"), answer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	chiBase := startBareChi(t, dir)
+	chiRate, chiLat, err := lookupLoad(clients, dur, func(*rand.Rand) error {
+		resp, err := client.Get(chiBase + "/v1/views/entity?body=entity")
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report(t, "entity_lookup_rps_vs_bare_chi", rate, "req/s", chiRate)
+	report(t, "entity_lookup_p99_vs_bare_chi", pct(lat, 99), "ms", pct(chiLat, 99))
 	report(t, "entity_lookup_rps", rate, "req/s", bareRate)
 	report(t, "entity_lookup_p99", pct(lat, 99), "ms", pct(bareLat, 99))
 	report(t, "entity_lookup_p50", pct(lat, 50), "ms", pct(bareLat, 50))
