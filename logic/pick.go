@@ -193,19 +193,10 @@ func pickFor(list []pickSpec, field int, last bool) (int, []pickSpec) {
 // pickValue is a picked value as a query answers it: string, int64,
 // float64, bool, or a time.Time in UTC for a time field; nil when empty.
 func pickValue(x Value) any {
-	switch x.Kind {
-	case TypeString:
-		return x.S
-	case TypeInt:
-		return x.I
-	case TypeFloat:
-		return x.F
-	case TypeBool:
-		return x.I != 0
-	case TypeTime:
+	if x.Kind == TypeTime {
 		return time.UnixMilli(x.I).UTC()
 	}
-	return nil
+	return x.Any()
 }
 
 // pickSQL is the DuckDB aggregate computing pick k over raw rows: the

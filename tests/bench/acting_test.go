@@ -78,33 +78,6 @@ func pct(xs []float64, p int) float64 {
 	return xs[min(len(xs)-1, len(xs)*p/100)]
 }
 
-// waitSpeed waits until the speed layer has folded every record of the
-// stream's log.
-func waitSpeed(t *testing.T, base, stream string) {
-	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		var st struct {
-			Streams map[string]struct {
-				Log struct {
-					LastSeq uint64 `json:"last_seq"`
-				} `json:"log"`
-				Speed struct{ Seq uint64 } `json:"speed"`
-			} `json:"streams"`
-		}
-		r, err := http.Get(base + "/v1/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		json.NewDecoder(r.Body).Decode(&st)
-		r.Body.Close()
-		if o := st.Streams[stream]; o.Log.LastSeq > 0 && o.Speed.Seq == o.Log.LastSeq {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the speed layer did not catch up with %s: %+v", stream, st.Streams[stream])
-		}
-	}
-}
-
 // lookupLoad runs clients that call get until d has passed and returns
 // the calls per second and the latencies (ms).
 func lookupLoad(clients int, d time.Duration, get func(rng *rand.Rand) error) (float64, []float64, error) {
@@ -200,7 +173,7 @@ func TestBenchEntityLookup(t *testing.T) {
 	}
 	t.Logf("batch run (with the entity's materialisation of %d keys) took %.1fs", keys, time.Since(t0).Seconds())
 	load(1)
-	waitSpeed(t, base, "orders") // the speed layer folds the second round
+	waitCaughtUp(t, base, "orders", false, 5*time.Minute, 50*time.Millisecond) // the speed layer folds the second round
 
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 	const clients, dur = 4, 10 * time.Second
@@ -309,7 +282,7 @@ func TestBenchDecide(t *testing.T) {
 			t.Fatalf("history: %d %s %v", code, b, err)
 		}
 	}
-	waitSpeed(t, base, "orders")
+	waitCaughtUp(t, base, "orders", false, 5*time.Minute, 50*time.Millisecond)
 	run := func(pass int, path string) (float64, float64) {
 		var next atomic.Int64
 		var mu sync.Mutex

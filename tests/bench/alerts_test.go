@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,32 +46,7 @@ func TestBenchAlerts(t *testing.T) {
 	c.Extra = fmt.Sprintf("alerts:\n  big:\n    view: orders_by_country\n    when: \"biggest > 1000000\"\n    action: { webhook: %q }\n", rcv.URL+"/hook")
 	base := testenv.Up(t, c.YAML()).Base
 
-	const steadyRate, steadyPerReq = 20_000, 1000
-	stopLoad := make(chan struct{})
-	var loadSent atomic.Int64
-	var loadWG sync.WaitGroup
-	loadWG.Add(1)
-	go func() {
-		defer loadWG.Done()
-		tick := time.NewTicker(time.Second * steadyPerReq / steadyRate)
-		defer tick.Stop()
-		var body []byte
-		for n := 0; ; n++ {
-			select {
-			case <-stopLoad:
-				return
-			case <-tick.C:
-			}
-			body, now := body[:0], time.Now()
-			for i := range steadyPerReq {
-				body = appendOrderLine(body, 1<<40+n*steadyPerReq+i, now)
-				body = append(body, '\n')
-			}
-			if code, err := postOrders(base, body); err == nil && code == 200 {
-				loadSent.Add(steadyPerReq)
-			}
-		}
-	}()
+	loadSent, stopLoad := steadyOrders(t, base, 20_000, 1000)
 	time.Sleep(3 * time.Second) // the load settles
 	loadStart, sentBefore := time.Now(), loadSent.Load()
 	var hook, fresh []float64
@@ -87,23 +61,7 @@ func TestBenchAlerts(t *testing.T) {
 		resp.Body.Close()
 		t0 := time.Now()
 		if measureFresh {
-			from := ts.Truncate(time.Minute)
-			url := fmt.Sprintf("%s/v1/views/orders_by_country?from=%s&to=%s&where=country:%s", base, from.Format(time.RFC3339), from.Add(time.Minute).Format(time.RFC3339), country)
-			for time.Since(t0) < 30*time.Second {
-				var q struct {
-					Rows []map[string]any `json:"rows"`
-				}
-				r, err := http.Get(url)
-				if err != nil {
-					t.Fatal(err)
-				}
-				json.NewDecoder(r.Body).Decode(&q)
-				r.Body.Close()
-				if len(q.Rows) == 1 {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
+			untilInView(t, base, ts, country, t0.Add(30*time.Second))
 			fresh = append(fresh, float64(time.Since(t0).Microseconds())/1000)
 		}
 		for deadline := t0.Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
@@ -125,8 +83,7 @@ func TestBenchAlerts(t *testing.T) {
 		probe(i, i%2 == 1)
 		time.Sleep(20 * time.Millisecond)
 	}
-	close(stopLoad)
-	loadWG.Wait()
+	stopLoad()
 	t.Logf("measured while ingesting %.0f events/s in the background", float64(loadSent.Load()-sentBefore)/time.Since(loadStart).Seconds())
 	sort.Float64s(hook)
 	sort.Float64s(fresh)

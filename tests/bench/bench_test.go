@@ -204,7 +204,43 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 	// End to end: until the speed layer and the lake hold every event
 	// (both positions at the log's last record; the lake's last file waits
 	// up to archive.max_delay, 500 ms here).
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Millisecond) {
+	waitCaughtUp(t, base, "orders", true, 2*time.Minute, 2*time.Millisecond)
+	report(t, "ingest_end_to_end", float64(total)/time.Since(start).Seconds(), "events/s", limit)
+
+	// 4. Freshness at a steady 20,000 events/s (20 requests of 1000 a
+	// second in the background): from the POST's answer to the event being
+	// in a merged query.
+	loadSent, stopLoad := steadyOrders(t, base, 20_000, 1000)
+	time.Sleep(2 * time.Second) // the load settles
+	loadStart, sentBefore := time.Now(), loadSent.Load()
+	var lat []float64
+	for i := 0; i < 100; i++ {
+		ts := time.Now().UTC()
+		country := fmt.Sprintf("F%d", i)
+		line, _ := json.Marshal(map[string]any{"ts": ts.Format(time.RFC3339Nano), "order_id": fmt.Sprintf("f-%d", i), "country": country, "amount": 1.0})
+		resp, err := http.Post(base+"/v1/streams/orders/events", "application/json", bytes.NewReader(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		t0 := time.Now()
+		untilInView(t, base, ts, country, t0.Add(30*time.Second))
+		lat = append(lat, float64(time.Since(t0).Microseconds())/1000)
+		time.Sleep(20 * time.Millisecond) // probes spread over the steady load
+	}
+	stopLoad()
+	t.Logf("freshness measured while ingesting %.0f events/s in the background", float64(loadSent.Load()-sentBefore)/time.Since(loadStart).Seconds())
+	sort.Float64s(lat)
+	report(t, "freshness_p50", lat[len(lat)/2], "ms", 0)
+	report(t, "freshness_p99", lat[len(lat)*99/100], "ms", 0)
+}
+
+// waitCaughtUp waits until the speed layer (and, with archive, the
+// archiver) hold every record of the stream's log, checking every poll,
+// failing after limit.
+func waitCaughtUp(t *testing.T, base, stream string, archive bool, limit, poll time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(poll) {
 		var st struct {
 			Streams map[string]struct {
 				Log struct {
@@ -220,38 +256,37 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 		}
 		json.NewDecoder(r.Body).Decode(&st)
 		r.Body.Close()
-		o := st.Streams["orders"]
-		if o.Log.LastSeq > 0 && o.Speed.Seq == o.Log.LastSeq && o.Archive.Seq == o.Log.LastSeq {
-			break
+		o := st.Streams[stream]
+		if o.Log.LastSeq > 0 && o.Speed.Seq == o.Log.LastSeq && (!archive || o.Archive.Seq == o.Log.LastSeq) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("speed and archiver did not catch up: %+v", o)
+			t.Fatalf("speed and archiver did not catch up with %s: %+v", stream, o)
 		}
 	}
-	report(t, "ingest_end_to_end", float64(total)/time.Since(start).Seconds(), "events/s", limit)
+}
 
-	// 4. Freshness at a steady 20,000 events/s (20 requests of 1000 a
-	// second in the background): from the POST's answer to the event being
-	// in a merged query.
-	const steadyRate, steadyPerReq = 20_000, 1000
-	stopLoad := make(chan struct{})
-	var loadSent atomic.Int64
-	var loadWG sync.WaitGroup
-	loadWG.Add(1)
+// steadyOrders posts perReq orders rate/perReq times a second in the
+// background until stop is called; sent counts the orders stored.
+func steadyOrders(t *testing.T, base string, rate, perReq int) (sent *atomic.Int64, stop func()) {
+	sent = new(atomic.Int64)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
-		defer loadWG.Done()
-		tick := time.NewTicker(time.Second * steadyPerReq / steadyRate)
+		defer wg.Done()
+		tick := time.NewTicker(time.Second * time.Duration(perReq) / time.Duration(rate))
 		defer tick.Stop()
 		var body []byte
 		for n := 0; ; n++ {
 			select {
-			case <-stopLoad:
+			case <-done:
 				return
 			case <-tick.C:
 			}
 			body, now := body[:0], time.Now()
-			for i := range steadyPerReq {
-				body = appendOrderLine(body, 1<<40+n*steadyPerReq+i, now)
+			for i := range perReq {
+				body = appendOrderLine(body, 1<<40+n*perReq+i, now)
 				body = append(body, '\n')
 			}
 			code, err := postOrders(base, body)
@@ -260,47 +295,31 @@ func TestBenchIngestAndFreshness(t *testing.T) {
 				return
 			}
 			if code == 200 {
-				loadSent.Add(steadyPerReq)
+				sent.Add(int64(perReq))
 			}
 		}
 	}()
-	time.Sleep(2 * time.Second) // the load settles
-	loadStart, sentBefore := time.Now(), loadSent.Load()
-	var lat []float64
-	for i := 0; i < 100; i++ {
-		ts := time.Now().UTC()
-		country := fmt.Sprintf("F%d", i)
-		line, _ := json.Marshal(map[string]any{"ts": ts.Format(time.RFC3339Nano), "order_id": fmt.Sprintf("f-%d", i), "country": country, "amount": 1.0})
-		resp, err := http.Post(base+"/v1/streams/orders/events", "application/json", bytes.NewReader(line))
+	return sent, func() { close(done); wg.Wait() }
+}
+
+// untilInView polls orders_by_country until the 1-minute window of ts has
+// a row of country, or deadline passes.
+func untilInView(t *testing.T, base string, ts time.Time, country string, deadline time.Time) {
+	from := ts.Truncate(time.Minute)
+	url := fmt.Sprintf("%s/v1/views/orders_by_country?from=%s&to=%s&where=country:%s", base, from.Format(time.RFC3339), from.Add(time.Minute).Format(time.RFC3339), country)
+	for time.Now().Before(deadline) {
+		var q struct {
+			Rows []map[string]any `json:"rows"`
+		}
+		r, err := http.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		t0 := time.Now()
-		from := ts.Truncate(time.Minute)
-		url := fmt.Sprintf("%s/v1/views/orders_by_country?from=%s&to=%s&where=country:%s", base, from.Format(time.RFC3339), from.Add(time.Minute).Format(time.RFC3339), country)
-		for time.Since(t0) < 30*time.Second {
-			var q struct {
-				Rows []map[string]any `json:"rows"`
-			}
-			r, err := http.Get(url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			json.NewDecoder(r.Body).Decode(&q)
-			r.Body.Close()
-			if len(q.Rows) == 1 {
-				break
-			}
-			time.Sleep(time.Millisecond)
+		json.NewDecoder(r.Body).Decode(&q)
+		r.Body.Close()
+		if len(q.Rows) == 1 {
+			return
 		}
-		lat = append(lat, float64(time.Since(t0).Microseconds())/1000)
-		time.Sleep(20 * time.Millisecond) // probes spread over the steady load
+		time.Sleep(time.Millisecond)
 	}
-	close(stopLoad)
-	loadWG.Wait()
-	t.Logf("freshness measured while ingesting %.0f events/s in the background", float64(loadSent.Load()-sentBefore)/time.Since(loadStart).Seconds())
-	sort.Float64s(lat)
-	report(t, "freshness_p50", lat[len(lat)/2], "ms", 0)
-	report(t, "freshness_p99", lat[len(lat)*99/100], "ms", 0)
 }
