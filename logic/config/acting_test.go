@@ -106,6 +106,11 @@ func TestActingErrors(t *testing.T) {
 		{`outcome: block`, `outcome: deny`, "rules.new_country_big_basket.outcome", "not allow, review or block"},
 		{`5 * features.avg_basket_30d`, `5 * features.avg`, "rules.new_country_big_basket.when", `unknown name "features.avg"`},
 		{`tier: batch`, `tier: hot`, "views.orders_by_country.tier", "not live or batch"},
+		{"    stream: orders\n    key: customer_id", "    stream: shop\n    key: customer_id", "entities.customer.stream", `unknown stream "shop"`},
+		{"    stream: orders\n    entity: customer", "    stream: till\n    entity: customer", "rules.new_country_big_basket.stream", `unknown stream "till"`},
+		{"  new_country_big_basket:", "  New-Rule:", "rules.New-Rule", "bad rule name"},
+		{"  customer:", "  Customer:", "entities.Customer", "bad entity name"},
+		{"  overheat:", "  Over heat:", "alerts.Over heat", "bad alert name"},
 	} {
 		doc := strings.Replace(actingDoc, c.from, c.to, 1)
 		_, err := config.Parse([]byte(doc), nil)
